@@ -1,0 +1,103 @@
+"""Input checks shared by all of femot.
+
+Every public entry point validates its arguments with these helpers so that bad
+input fails early with a ``ValueError`` that names the offending argument.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "as_vector",
+    "as_nonnegative_vector",
+    "as_positive_weights",
+    "as_finite_matrix",
+    "check_positive_scalar",
+    "check_nonnegative_scalar",
+    "check_equal_mass",
+]
+
+
+def as_vector(x, name: str, *, length: int | None = None) -> np.ndarray:
+    """Return ``x`` as a finite 1D float array, flattening row/column vectors."""
+    try:
+        a = np.asarray(x, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric vector: {exc}") from None
+    if a.ndim == 2 and 1 in a.shape:
+        a = a.reshape(-1)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a 1D vector, got an array of shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name} must not be empty")
+    if length is not None and a.size != length:
+        raise ValueError(f"{name} has length {a.size}, expected {length}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinite entries")
+    return a
+
+
+def as_nonnegative_vector(x, name: str, *, length: int | None = None) -> np.ndarray:
+    """A finite vector with no negative entry (a discrete measure or density)."""
+    a = as_vector(x, name, length=length)
+    if np.any(a < 0):
+        i = int(np.argmin(a))
+        raise ValueError(f"{name} must be nonnegative; {name}[{i}] = {a[i]:.3g}")
+    return a
+
+
+def as_positive_weights(x, name: str, length: int) -> np.ndarray:
+    """Quadrature weights: ones when ``x`` is None, otherwise strictly positive."""
+    if x is None:
+        return np.ones(length)
+    a = as_vector(x, name, length=length)
+    if np.any(a <= 0):
+        i = int(np.argmin(a))
+        raise ValueError(f"{name} must be strictly positive; {name}[{i}] = {a[i]:.3g}")
+    return a
+
+
+def as_finite_matrix(c, name: str, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A finite 2D float array (C-contiguous) of the given shape."""
+    try:
+        a = np.ascontiguousarray(c, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric matrix: {exc}") from None
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2D array, got shape {a.shape}")
+    if shape is not None and a.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {a.shape}, expected {tuple(shape)}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinite entries")
+    return a
+
+
+def check_positive_scalar(x, name: str) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {x!r}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {x!r}")
+    return v
+
+
+def check_nonnegative_scalar(x, name: str) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {x!r}") from None
+    if not np.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a nonnegative finite number, got {x!r}")
+    return v
+
+
+def check_equal_mass(m1, w1, m2, w2, *, names=("mu1", "mu2"), rtol: float = 1e-9) -> None:
+    """Raise unless ``sum(w1*m1) == sum(w2*m2)`` up to ``rtol``."""
+    a = float(np.dot(w1, m1))
+    b = float(np.dot(w2, m2))
+    if abs(a - b) > rtol * max(abs(a), abs(b), 1e-300):
+        raise ValueError(
+            f"{names[0]} and {names[1]} must carry equal mass when eps = 0: "
+            f"{a:.12g} != {b:.12g} (use eps > 0 for unbalanced marginals)"
+        )

@@ -1,0 +1,155 @@
+"""Command-line interface: ``femot demo``, ``femot identify``, ``femot study``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _add_common_demo_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", metavar="OUT.json", default=None, help="write the summary as JSON")
+    p.add_argument("--plot", metavar="DIR", default=None, help="write figures into DIR")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random instance (default 0)")
+    p.add_argument("--quick", action="store_true", help="a smaller run (used by the tests)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def write_json(path: str, data) -> None:
+    """Write ``data`` as indented JSON, creating parent directories."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2, default=_json_default)
+    os.replace(tmp, path)
+
+
+def _run_demo(mod, args) -> dict:
+    t0 = time.perf_counter()
+    summary = mod.run(args)
+    summary = dict(summary or {})
+    summary.setdefault("demo", mod.NAME)
+    summary.setdefault("seed", args.seed)
+    summary["wall_time_s"] = round(time.perf_counter() - t0, 3)
+    if args.json:
+        write_json(args.json, summary)
+    return summary
+
+
+def cmd_demo(argv) -> int:
+    from femot.demos import available_demos, load_demo
+
+    demos = available_demos()
+    p = argparse.ArgumentParser(
+        prog="femot demo",
+        description="Run femot's demos. With no name, run every flagship demo into ./femot-results/.",
+    )
+    p.add_argument("name", nargs="?", help="demo to run (see --list)")
+    p.add_argument("--list", action="store_true", help="list the demos and exit")
+    p.add_argument("--out", default="femot-results", help="output directory when running all demos")
+    _add_common_demo_options(p)
+    # Let demos register their own options; unknown options of other demos are ignored.
+    args, rest = p.parse_known_args(argv)
+    if args.list:
+        for name, mod in demos.items():
+            print(f"{name:18s} {getattr(mod, 'SUMMARY', '')}")
+        return 0
+    if args.name is not None:
+        mod = load_demo(args.name)
+        p2 = argparse.ArgumentParser(prog=f"femot demo {mod.NAME}", description=getattr(mod, "SUMMARY", ""))
+        p2.add_argument("name")
+        _add_common_demo_options(p2)
+        if hasattr(mod, "add_arguments"):
+            mod.add_arguments(p2)
+        args = p2.parse_args(argv)
+        print(f"femot demo {mod.NAME} (seed {args.seed})")
+        summary = _run_demo(mod, args)
+        print(json.dumps(summary, indent=2, default=_json_default) if not args.quiet else
+              f"done in {summary['wall_time_s']} s")
+        return 0 if summary.get("success", True) else 1
+    # All flagship demos into one results directory.
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    os.makedirs(args.out, exist_ok=True)
+    index = {}
+    status = 0
+    for name, mod in demos.items():
+        if not getattr(mod, "FLAGSHIP", True):
+            continue
+        p2 = argparse.ArgumentParser()
+        _add_common_demo_options(p2)
+        if hasattr(mod, "add_arguments"):
+            mod.add_arguments(p2)
+        sub = p2.parse_args([])
+        sub.seed, sub.quick, sub.quiet = args.seed, args.quick, args.quiet
+        sub.plot = os.path.join(args.out, name)
+        sub.json = os.path.join(args.out, f"{name}.json")
+        print(f"\n=== femot demo {name} (seed {sub.seed}) ===", flush=True)
+        try:
+            summary = _run_demo(mod, sub)
+        except Exception as exc:  # keep going: one failing demo must not hide the others
+            print(f"demo {name} FAILED: {exc!r}", file=sys.stderr)
+            index[name] = {"success": False, "error": repr(exc)}
+            status = 1
+            continue
+        index[name] = {"success": bool(summary.get("success", True)), "json": sub.json,
+                       "figures": sub.plot, "wall_time_s": summary["wall_time_s"]}
+        if not index[name]["success"]:
+            status = 1
+    write_json(os.path.join(args.out, "summary.json"), index)
+    print(f"\nResults in {os.path.abspath(args.out)}:")
+    for name, info in index.items():
+        print(f"  {name:18s} {'ok' if info['success'] else 'FAILED'}")
+    return status
+
+
+COMMANDS = {"demo": cmd_demo}
+
+
+def _lazy_commands():
+    cmds = dict(COMMANDS)
+    try:
+        from femot.problems.identification_cli import cmd_identify
+
+        cmds["identify"] = cmd_identify
+    except ImportError:
+        pass
+    try:
+        from femot.studies.cli import cmd_study
+
+        cmds["study"] = cmd_study
+    except ImportError:
+        pass
+    return cmds
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmds = _lazy_commands()
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: femot {" + ",".join(cmds) + "} ...\n")
+        print("  demo      run demos (femot demo --list)")
+        print("  identify  solve a transportation identification problem")
+        print("  study     run a gamma, delta -> 0 convergence study")
+        return 0
+    cmd = argv[0]
+    if cmd not in cmds:
+        print(f"femot: unknown command {cmd!r}; choose from {', '.join(cmds)}", file=sys.stderr)
+        return 2
+    return int(cmds[cmd](argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

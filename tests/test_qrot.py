@@ -1,0 +1,218 @@
+"""The regularized transport core: KKT conditions, robustness, exact limits, input checks."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from femot import exact_ot, exact_ot_1d, solve_qrot
+from femot.core.instances import hitchcock_instance
+
+
+def dense_plan(res):
+    return res.plan.toarray()
+
+
+def check_kkt(res, c, m1, m2, w1, w2, tol):
+    """pi = (alpha+beta-c)_+/gamma and the (eps-)marginal equations hold."""
+    z = res.alpha[:, None] + res.beta[None, :] - c
+    pi = np.maximum(z, 0) / res.gamma
+    assert np.allclose(dense_plan(res), pi, atol=1e-12 * max(1, pi.max()))
+    r1 = pi @ w2 + res.eps * res.alpha - m1
+    r2 = w1 @ pi + res.eps * res.beta - m2
+    assert max(abs(r1).max(), abs(r2).max()) <= tol
+    assert res.residual <= tol
+
+
+def random_weighted(n1, n2, seed):
+    rng = np.random.default_rng(seed)
+    x = np.sort(rng.random(n1))
+    y = np.sort(rng.random(n2))
+    w1 = rng.uniform(0.5, 1.5, n1) / n1
+    w2 = rng.uniform(0.5, 1.5, n2) / n2
+    m1 = rng.uniform(0.2, 2.0, n1)
+    m2 = rng.uniform(0.2, 2.0, n2)
+    m1 /= w1 @ m1
+    m2 /= w2 @ m2
+    c = (x[:, None] - y[None, :]) ** 2
+    return c, m1, m2, w1, w2, x, y
+
+
+@pytest.mark.parametrize("gamma", [1e-1, 1e-3])
+@pytest.mark.parametrize("eps", [0.0, 1e-2])
+@pytest.mark.parametrize("solver", ["direct", "cg"])
+def test_weighted_kkt(gamma, eps, solver):
+    c, m1, m2, w1, w2, _, _ = random_weighted(40, 30, 1)
+    res = solve_qrot(c, m1, m2, gamma, eps, w1, w2, linear_solver=solver, init="mean")
+    assert res.success, res.message
+    check_kkt(res, c, m1, m2, w1, w2, 1e-9)
+    assert res.plan.nnz < c.size  # sparse plan
+    assert {"it", "residual", "floor", "n_active"} <= set(res.history[0])
+
+
+def test_hitchcock_matches_peer_pot():
+    ot = pytest.importorskip("ot")
+    c, m1, m2 = hitchcock_instance(20, seed=3, occupancy=1.0)
+    c = c / c.max()
+    gamma = 0.05
+    res = solve_qrot(c, m1, m2, gamma)
+    assert res.success
+    # POT solves min <T, M> + reg/2 |T|^2 over couplings of masses; same problem for unit weights.
+    T = ot.smooth.smooth_ot_dual(m1, m2, c, gamma, reg_type="l2", stopThr=1e-14, numItermax=20000)
+    assert np.abs(T - dense_plan(res)).max() < 1e-5
+
+
+def test_eps_positive_handles_zeros_and_mass_mismatch():
+    rng = np.random.default_rng(7)
+    c, m1, m2 = hitchcock_instance(30, seed=7)
+    m2 = 1.3 * m2  # unbalanced: only allowed with eps > 0
+    res = solve_qrot(c, m1, m2, 1e-3, 1e-3)
+    assert res.success
+    check_kkt(res, c, m1, m2, np.ones(30), np.ones(30), max(1e-10, res.residual_floor))
+    assert rng is not None
+
+
+def test_warm_start_reuses_solution():
+    c, m1, m2 = hitchcock_instance(25, seed=11)
+    res = solve_qrot(c, m1, m2, 1e-4, 1e-4)
+    again = solve_qrot(c, m1, m2, 1e-4, 1e-4, x0=(res.alpha, res.beta))
+    assert again.success and again.nit == 0
+
+
+def test_nonconvergence_is_reported():
+    c, m1, m2 = hitchcock_instance(25, seed=2)
+    res = solve_qrot(c, m1, m2, 1e-6, 1e-6, max_iter=1, init="zero")
+    assert not res.success
+    assert res.status == 1
+    assert "maximum" in res.message
+    assert res.residual > res.residual_floor
+
+
+# -- robustness on the instances of Part III §4.2 (issue item 3) ----------------
+
+SEEDS = range(50)
+
+
+@pytest.mark.parametrize("gamma", [1e-2, 1e-4, 1e-6])
+def test_robust_cold_start(gamma):
+    worst = 0
+    for seed in SEEDS:
+        c, m1, m2 = hitchcock_instance(25, seed)
+        res = solve_qrot(c, m1, m2, gamma, gamma)
+        assert res.success, (seed, res.message, res.residual)
+        assert res.nit <= 100, (seed, res.nit)
+        worst = max(worst, res.nit)
+    print(f"gamma = eps = {gamma:g}: at most {worst} Newton iterations over {len(SEEDS)} seeds")
+
+
+def test_robust_tiny_gamma():
+    its = []
+    for seed in SEEDS:
+        c, m1, m2 = hitchcock_instance(25, seed)
+        res = solve_qrot(c, m1, m2, 1e-8, 1e-8)
+        assert res.success, (seed, res.message, res.residual, res.residual_floor)
+        assert res.residual_floor < 1e-3
+        its.append(res.nit)
+    print(f"gamma = eps = 1e-8: iterations max {max(its)}, mean {np.mean(its):.1f}")
+
+
+@pytest.mark.parametrize("gamma", [1e-2, 1e-4, 1e-6, 1e-8])
+def test_warm_start_after_perturbation(gamma):
+    its = []
+    for seed in SEEDS:
+        c, m1, m2 = hitchcock_instance(25, seed)
+        base = solve_qrot(c, m1, m2, gamma, gamma)
+        rng = np.random.default_rng(1000 + seed)
+        p = m1 * (1 + 0.01 * rng.uniform(-1, 1, m1.size))
+        p /= p.sum()
+        res = solve_qrot(c, p, m2, gamma, gamma, x0=(base.alpha, base.beta))
+        assert res.success
+        its.append(res.nit)
+    print(f"gamma = {gamma:g}: warm-start iterations max {max(its)}, histogram {np.bincount(its)}")
+    assert max(its) <= 8
+
+
+# -- exact transport ------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_lp_matches_monotone_1d(seed):
+    c, m1, m2, w1, w2, x, y = random_weighted(30, 25, seed)
+    lp = exact_ot(c, m1, m2, w1, w2)
+    mono = exact_ot_1d(x, y, m1, m2, w1, w2)
+    assert lp.success
+    assert abs(lp.cost - mono.cost) <= 1e-10 * max(1.0, abs(lp.cost))
+    # plan marginals of both
+    for r in (lp, mono):
+        P = r.plan.toarray()
+        assert np.allclose(P @ w2, m1, atol=1e-9) and np.allclose(w1 @ P, m2, atol=1e-9)
+    # dual feasibility and complementary slackness of the LP potentials
+    z = lp.alpha[:, None] + lp.beta[None, :] - c
+    assert z.max() <= 1e-9
+    P = lp.plan.toarray()
+    assert np.all(np.abs(z[P > 1e-12]) <= 1e-9)
+    # with a strictly convex cost the optimal plan is unique: both coincide
+    assert np.abs(lp.masses.toarray() - mono.masses.toarray()).max() <= 1e-9
+
+
+def test_regularized_converges_to_exact():
+    c, m1, m2, w1, w2, x, y = random_weighted(60, 60, 5)
+    ex = exact_ot_1d(x, y, m1, m2, w1, w2)
+    Tex = ex.masses.toarray()
+    gammas = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7]
+    gaps, errs = [], []
+    for g in gammas:
+        r = solve_qrot(c, m1, m2, g, 0.0, w1, w2)
+        assert r.success
+        gaps.append(r.transport_cost() - ex.cost)
+        T = r.plan.toarray() * w1[:, None] * w2[None, :]
+        errs.append(np.abs(T - Tex).sum())
+    gaps, errs = np.array(gaps), np.array(errs)
+    # the exact cost is the minimum (up to the marginal residual times max c)
+    assert np.all(gaps >= -1e-9)
+    assert np.all(np.diff(gaps) < 0) and gaps[-1] < 1e-3 * gaps[0]
+    assert errs[-1] < 0.1 * errs[0]
+    rate_cost = np.polyfit(np.log(gammas), np.log(gaps), 1)[0]
+    rate_plan = np.polyfit(np.log(gammas), np.log(errs), 1)[0]
+    print(f"cost gap ~ gamma^{rate_cost:.2f}, plan L1 error ~ gamma^{rate_plan:.2f}")
+    assert rate_cost > 0.5
+
+
+# -- input validation -----------------------------------------------------------
+
+def _ok():
+    c, m1, m2 = hitchcock_instance(6, seed=0, occupancy=1.0)
+    return c, m1, m2
+
+
+@pytest.mark.parametrize(
+    "mutate, name",
+    [
+        (lambda c, a, b: (c, -a, b), "mu1"),
+        (lambda c, a, b: (c, a, np.where(np.arange(b.size) == 0, np.nan, b)), "mu2"),
+        (lambda c, a, b: (np.where(np.eye(c.shape[0], dtype=bool), np.nan, c), a, b), "c"),
+        (lambda c, a, b: (np.where(np.eye(c.shape[0], dtype=bool), np.inf, c), a, b), "c"),
+        (lambda c, a, b: (c, 2 * a, b), "mass"),
+        (lambda c, a, b: (c[:, :-1], a, b), "mu2"),
+        (lambda c, a, b: (c, a[:-1], b), "mu1"),
+    ],
+)
+def test_bad_input_names_argument(mutate, name):
+    c, a, b = mutate(*_ok())
+    with pytest.raises(ValueError, match=name):
+        solve_qrot(c, a, b, 0.1)
+
+
+def test_bad_scalars_and_weights():
+    c, a, b = _ok()
+    with pytest.raises(ValueError, match="gamma"):
+        solve_qrot(c, a, b, 0.0)
+    with pytest.raises(ValueError, match="gamma"):
+        solve_qrot(c, a, b, -1.0)
+    with pytest.raises(ValueError, match="eps"):
+        solve_qrot(c, a, b, 0.1, eps=-1e-3)
+    with pytest.raises(ValueError, match="w1"):
+        solve_qrot(c, a, b, 0.1, w1=np.zeros(6))
+    with pytest.raises(ValueError, match="w2"):
+        solve_qrot(c, a, b, 0.1, w2=-np.ones(6))
+    with pytest.raises(ValueError, match="x0"):
+        solve_qrot(c, a, b, 0.1, x0=(np.zeros(5), np.zeros(6)))
+    with pytest.raises(ValueError, match="mu1"):
+        exact_ot(c, -a, b)
