@@ -37,10 +37,18 @@ class DenseCost:
         """CSR arrays (indptr, indices, z) of the entries with z > threshold."""
         if count is None or threshold != 0.0:
             count = kernels.count_above(self.matrix, alpha, beta, float(threshold))
-        return kernels.active_csr(self.matrix, alpha, beta, count, float(threshold))
+        ip, ind, z, bad = kernels.active_csr(self.matrix, alpha, beta, count, float(threshold))
+        if bad:  # counts came from a differently rounded point: recount
+            count = kernels.count_above(self.matrix, alpha, beta, float(threshold))
+            ip, ind, z, bad = kernels.active_csr(self.matrix, alpha, beta, count, float(threshold))
+        return ip, ind, z
 
     def line_candidates(self, alpha, beta, dalpha, dbeta, tmax, w1, w2):
         return kernels.line_candidates(self.matrix, alpha, beta, dalpha, dbeta, float(tmax), w1, w2)
+
+    def candidates(self, alpha, beta, threshold: float):
+        """CSR (indptr, indices, cvals) of the entries with z > threshold."""
+        return kernels.candidates(self.matrix, alpha, beta, float(threshold))
 
     def entries(self, rows, cols):
         return self.matrix[rows, cols]

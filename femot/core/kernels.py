@@ -15,6 +15,29 @@ from numba import njit, prange
 __all__ = ["evaluate", "active_csr", "line_candidates", "csr_matvec", "num_chunks"]
 
 
+class threads_for:
+    """Context manager: run the passes serially on small problems.
+
+    Parallel regions cost tens of microseconds to start and suffer badly when
+    the machine is oversubscribed; below ``min_work`` pairs one thread is faster.
+    """
+
+    def __init__(self, work: int, min_work: int = 200_000):
+        self.serial = work < min_work
+        self.saved = None
+
+    def __enter__(self):
+        if self.serial:
+            self.saved = numba.get_num_threads()
+            numba.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            numba.set_num_threads(self.saved)
+        return False
+
+
 def num_chunks(n1: int) -> int:
     """Row chunks for the parallel passes (a few per thread, never more than rows)."""
     return max(1, min(n1, 4 * numba.get_num_threads()))
@@ -76,16 +99,19 @@ def active_csr(c, alpha, beta, count, threshold):
     nnz = indptr[n1]
     indices = np.empty(nnz, np.int32)
     data = np.empty(nnz)
+    bad = np.zeros(n1, np.bool_)
     for i in prange(n1):
         p = indptr[i]
         a = alpha[i]
         for j in range(n2):
             z = a + beta[j] - c[i, j]
             if z > threshold:
-                indices[p] = j
-                data[p] = z
+                if p < indptr[i + 1]:
+                    indices[p] = j
+                    data[p] = z
                 p += 1
-    return indptr, indices, data
+        bad[i] = p != indptr[i + 1]
+    return indptr, indices, data, bad.any()
 
 
 @njit(parallel=True, cache=True)
@@ -173,3 +199,144 @@ def transpose_pattern(indptr, indices, ncols):
             tind[fill[j]] = i
             fill[j] += 1
     return tptr, tind
+
+
+# -- passes over a sparse working set (CSR of candidate entries with their costs) --
+
+@njit(parallel=True, cache=True)
+def candidates(c, alpha, beta, threshold):
+    """CSR (indptr, indices, cvals) of the entries with z_ij > threshold (two streaming passes)."""
+    n1, n2 = c.shape
+    count = np.zeros(n1, np.int64)
+    for i in prange(n1):
+        a = alpha[i]
+        k = 0
+        for j in range(n2):
+            if a + beta[j] - c[i, j] > threshold:
+                k += 1
+        count[i] = k
+    indptr = np.zeros(n1 + 1, np.int64)
+    for i in range(n1):
+        indptr[i + 1] = indptr[i] + count[i]
+    indices = np.empty(indptr[n1], np.int32)
+    cvals = np.empty(indptr[n1])
+    for i in prange(n1):
+        p = indptr[i]
+        a = alpha[i]
+        for j in range(n2):
+            if a + beta[j] - c[i, j] > threshold:
+                indices[p] = j
+                cvals[p] = c[i, j]
+                p += 1
+    return indptr, indices, cvals
+
+
+@njit(parallel=True, cache=True)
+def ws_evaluate(indptr, indices, cvals, n2, alpha, beta, dalpha, dbeta, t, w1, w2, nchunk):
+    """Same as ``evaluate`` restricted to a working set."""
+    n1 = indptr.size - 1
+    rowsum = np.zeros(n1)
+    count = np.zeros(n1, np.int64)
+    colpart = np.zeros((nchunk, n2))
+    dpart = np.zeros(nchunk)
+    for ch in prange(nchunk):
+        i0 = ch * n1 // nchunk
+        i1 = (ch + 1) * n1 // nchunk
+        col = colpart[ch]
+        dacc = 0.0
+        for i in range(i0, i1):
+            a = alpha[i] + t * dalpha[i]
+            da = dalpha[i]
+            wi = w1[i]
+            s = 0.0
+            sd = 0.0
+            k = 0
+            for p in range(indptr[i], indptr[i + 1]):
+                j = indices[p]
+                b = beta[j] + t * dbeta[j]  # same rounding as the later beta + t*dbeta
+                z = a + b - cvals[p]
+                if z > 0.0:
+                    s += w2[j] * z
+                    sd += w2[j] * z * (da + dbeta[j])
+                    col[j] += wi * z
+                    k += 1
+            rowsum[i] = s
+            count[i] = k
+            dacc += wi * sd
+        dpart[ch] = dacc
+    colsum = np.zeros(n2)
+    for ch in range(nchunk):
+        for j in range(n2):
+            colsum[j] += colpart[ch, j]
+    return rowsum, colsum, count, dpart.sum()
+
+
+@njit(parallel=True, cache=True)
+def ws_active(indptr, indices, cvals, alpha, beta, threshold):
+    """CSR (indptr, indices, z) of the working-set entries with z > threshold."""
+    n1 = indptr.size - 1
+    count = np.zeros(n1, np.int64)
+    for i in prange(n1):
+        k = 0
+        for p in range(indptr[i], indptr[i + 1]):
+            if alpha[i] + beta[indices[p]] - cvals[p] > threshold:
+                k += 1
+        count[i] = k
+    optr = np.zeros(n1 + 1, np.int64)
+    for i in range(n1):
+        optr[i + 1] = optr[i] + count[i]
+    oind = np.empty(optr[n1], np.int32)
+    oz = np.empty(optr[n1])
+    for i in prange(n1):
+        q = optr[i]
+        a = alpha[i]
+        for p in range(indptr[i], indptr[i + 1]):
+            j = indices[p]
+            z = a + beta[j] - cvals[p]
+            if z > threshold:
+                oind[q] = j
+                oz[q] = z
+                q += 1
+    return optr, oind, oz
+
+
+@njit(parallel=True, cache=True)
+def ws_count(indptr, indices, cvals, alpha, beta, threshold):
+    n1 = indptr.size - 1
+    count = np.zeros(n1, np.int64)
+    for i in prange(n1):
+        a = alpha[i]
+        k = 0
+        for p in range(indptr[i], indptr[i + 1]):
+            if a + beta[indices[p]] - cvals[p] > threshold:
+                k += 1
+        count[i] = k
+    return count
+
+
+@njit(cache=True)
+def ws_line_candidates(indptr, indices, cvals, alpha, beta, dalpha, dbeta, tmax, w1, w2):
+    """Working-set entries positive somewhere on t in [0, tmax]: (z, dz, weight)."""
+    n1 = indptr.size - 1
+    m = 0
+    for i in range(n1):
+        for p in range(indptr[i], indptr[i + 1]):
+            j = indices[p]
+            z = alpha[i] + beta[j] - cvals[p]
+            if z > 0.0 or z + tmax * (dalpha[i] + dbeta[j]) > 0.0:
+                m += 1
+    zs = np.empty(m)
+    dzs = np.empty(m)
+    ws = np.empty(m)
+    q = 0
+    for i in range(n1):
+        for p in range(indptr[i], indptr[i + 1]):
+            j = indices[p]
+            z = alpha[i] + beta[j] - cvals[p]
+            dz = dalpha[i] + dbeta[j]
+            if z > 0.0 or z + tmax * dz > 0.0:
+                zs[q] = z
+                dzs[q] = dz
+                ws[q] = w1[i] * w2[j]
+                q += 1
+    return zs, dzs, ws

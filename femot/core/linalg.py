@@ -60,37 +60,71 @@ class NewtonMatrix:
     def solve(self, rhs, method: str = "auto", rtol: float = 1e-10, maxiter: int | None = None):
         """Solve K x = rhs; returns (x, info) with info = linear iterations (0 = direct)."""
         if method == "auto":
-            method = "direct" if (self.size <= 1500 or self.nnz <= 20 * self.size) and self.size <= 20000 else "cg"
+            # Sparse LU fills in badly on banded active sets; CG wins beyond small sizes.
+            method = "direct" if self.size <= 300 or self.nnz <= 4 * self.size else "cg"
         if method == "direct":
-            lu = spla.splu(self.sparse(), permc_spec="MMD_AT_PLUS_A")
-            x = lu.solve(rhs)
-            return x, 0
+            try:
+                lu = spla.splu(self.sparse(), permc_spec="MMD_AT_PLUS_A")
+            except RuntimeError:  # numerically singular pivot: CG still copes (K is PSD)
+                return self._schur_pcg(rhs, rtol, maxiter or min(3000, 10 * self.size))
+            return lu.solve(rhs), 0
         if method != "cg":
             raise ValueError(f"linear_solver must be 'auto', 'direct' or 'cg', got {method!r}")
-        return self._pcg(rhs, rtol, maxiter or 10 * self.size)
+        return self._schur_pcg(rhs, rtol, maxiter or min(3000, 10 * self.size))
 
-    def _pcg(self, b, rtol, maxiter):
-        """Jacobi-preconditioned conjugate gradients (K is SPD when shift > 0)."""
-        dinv = 1.0 / self.diag
-        x = np.zeros_like(b)
-        r = b.copy()
-        z = dinv * r
-        p = z.copy()
-        rz = r @ z
-        bnorm = np.linalg.norm(b)
-        if bnorm == 0:
-            return x, 0
-        it = 0
-        for it in range(1, maxiter + 1):
-            Kp = self.matvec(p)
-            a = rz / (p @ Kp)
-            x += a * p
-            r -= a * Kp
-            if np.linalg.norm(r) <= rtol * bnorm:
-                break
-            z = dinv * r
-            rz_new = r @ z
-            p = z + (rz_new / rz) * p
-            rz = rz_new
+    def _schur_pcg(self, rhs, rtol, maxiter):
+        """CG on the Schur complement S = C - B^T A^{-1} B of the diagonal block A.
+
+        K = [[A, B], [B^T, C]] with A, C diagonal and B = diag(w1) P diag(w2):
+        eliminating the first block leaves an n2 x n2 SPD system whose matrix is
+        applied matrix-free (two sparse products), Jacobi-preconditioned.
+        """
+        n1 = self.n1
+        A = self.diag[:n1]
+        C = self.diag[n1:]
+        w1, w2 = self.w1, self.w2
+
+        def B(x2):
+            return w1 * kernels.csr_matvec(self.indptr, self.indices, w2 * x2)
+
+        def Bt(x1):
+            return w2 * kernels.csr_matvec(self.tptr, self.tind, w1 * x1)
+
+        def S(x2):
+            return C * x2 - Bt(B(x2) / A)
+
+        b1, b2 = rhs[:n1], rhs[n1:]
+        b = b2 - Bt(b1 / A)
+        # diag(S)_j = C_j - w2_j^2 sum_i P_ij w1_i^2 / A_i
+        sdiag = C - w2 * w2 * kernels.csr_matvec(self.tptr, self.tind, w1 * w1 / A)
+        sdiag = np.maximum(sdiag, 1e-3 * C)
+        x2, it = _pcg(S, b, 1.0 / sdiag, rtol, maxiter)
         self.linear_iters += it
-        return x, it
+        x1 = (b1 - B(x2)) / A
+        return np.concatenate([x1, x2]), it
+
+
+
+def _pcg(op, b, dinv, rtol, maxiter):
+    """Preconditioned conjugate gradients for an SPD operator ``op`` (diagonal preconditioner)."""
+    x = np.zeros_like(b)
+    bnorm = np.linalg.norm(b)
+    if bnorm == 0:
+        return x, 0
+    r = b.copy()
+    z = dinv * r
+    p = z.copy()
+    rz = r @ z
+    it = 0
+    for it in range(1, maxiter + 1):
+        Kp = op(p)
+        a = rz / (p @ Kp)
+        x += a * p
+        r -= a * Kp
+        if np.linalg.norm(r) <= rtol * bnorm:
+            break
+        z = dinv * r
+        rz_new = r @ z
+        p = z + (rz_new / rz) * p
+        rz = rz_new
+    return x, it

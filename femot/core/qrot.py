@@ -41,6 +41,7 @@ from femot._validation import (
     check_nonnegative_scalar,
     check_positive_scalar,
 )
+from femot.core import kernels
 from femot.core.cost import as_cost
 from femot.core.linalg import NewtonMatrix
 
@@ -182,6 +183,70 @@ class QROTResult(OptimizeResult):
         return float(np.sum(self.w1[P.row] * self.w2[P.col] * cv * P.data))
 
 
+class _Engine:
+    """Streaming passes with safe screening.
+
+    After a dense pass keeps the working set W = {z > -delta}, every entry
+    outside W stays inactive as long as the potentials move by less than delta
+    in total (|dz_ij| <= |d alpha_i| + |d beta_j|).  Passes then run over W
+    only, and the result is exact, not a heuristic.  W is rebuilt with a
+    smaller margin when the budget is used up.
+    """
+
+    def __init__(self, cost, w1, w2, screening=True, max_fraction=0.3):
+        self.cost, self.w1, self.w2 = cost, w1, w2
+        self.n1, self.n2 = cost.shape
+        self.screening = bool(screening) and hasattr(cost, "candidates")
+        self.max_fraction = max_fraction
+        self.ws = None
+        self.slack = 0.0
+        self.failed_delta = np.inf
+        self.dense_passes = 0
+        self.nchunk = kernels.num_chunks(self.n1)
+
+    def prepare(self, alpha, beta, reach):
+        """Make exact evaluation possible for any move of size <= reach."""
+        if not self.screening or (self.ws is not None and reach <= self.slack):
+            return
+        delta = 2.0 * reach
+        if delta >= 0.5 * self.failed_delta or not np.isfinite(delta) or delta <= 0:
+            self.ws = None
+            return
+        self.dense_passes += 1
+        ws = self.cost.candidates(alpha, beta, -delta)
+        if ws[1].size > self.max_fraction * self.n1 * self.n2:
+            self.ws, self.failed_delta = None, delta
+        else:
+            self.ws, self.slack, self.failed_delta = ws, delta, np.inf
+
+    def moved(self, amount):
+        self.slack -= amount
+
+    def evaluate(self, alpha, beta, da=None, db=None, t=0.0):
+        if da is None:
+            da, db = np.zeros_like(alpha), np.zeros_like(beta)
+        if self.ws is None:
+            self.dense_passes += 1
+            return self.cost.evaluate(alpha, beta, self.w1, self.w2, da, db, t)
+        ip, ind, cv = self.ws
+        return kernels.ws_evaluate(ip, ind, cv, self.n2, alpha, beta, da, db, float(t), self.w1, self.w2,
+                                   self.nchunk)
+
+    def active(self, alpha, beta, count):
+        if self.ws is None:
+            self.dense_passes += 1
+            return self.cost.active(alpha, beta, count)
+        ip, ind, cv = self.ws
+        return kernels.ws_active(ip, ind, cv, alpha, beta, 0.0)
+
+    def line_candidates(self, alpha, beta, da, db):
+        if self.ws is None:
+            self.dense_passes += 1
+            return self.cost.line_candidates(alpha, beta, da, db, 1.0, self.w1, self.w2)
+        ip, ind, cv = self.ws
+        return kernels.ws_line_candidates(ip, ind, cv, alpha, beta, da, db, 1.0, self.w1, self.w2)
+
+
 def _initial_point(cost, m1, m2, w1, w2, gamma, eps, init):
     n1, n2 = cost.shape
     if init == "auto":
@@ -249,7 +314,8 @@ def _exact_line_search(z, dz, ws, q0, q1, lin, tmax=1.0):
 
 
 def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e-10, max_iter=200,
-               init="auto", linear_solver="auto", lm=1e-4, verbose=False, callback=None) -> QROTResult:
+               init="auto", linear_solver="auto", lm=1e-4, screening=True, verbose=False,
+               callback=None) -> QROTResult:
     """Quadratically regularized optimal transport (SPEC §1; Part III (H_gamma), (3.1)).
 
     Parameters
@@ -265,6 +331,7 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
         'exact', 'mean' or 'zero'.
     linear_solver : 'auto', 'direct' (sparse LU) or 'cg' (Jacobi-PCG).
     lm : Levenberg-Marquardt factor (shift = lm * gamma * residual).
+    screening : restrict passes to a provably sufficient working set (exact).
     verbose : print an iteration table.  callback : called as ``callback(res_dict)``.
 
     Returns
@@ -273,6 +340,14 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
     status, message, nit, history, and the derivative methods jvp/vjp.
     """
     cost = as_cost(c)
+    with kernels.threads_for(cost.shape[0] * cost.shape[1]):
+        return _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, x0=x0, tol=tol, max_iter=max_iter, init=init,
+                           linear_solver=linear_solver, lm=lm, screening=screening, verbose=verbose,
+                           callback=callback)
+
+
+def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, linear_solver, lm, screening,
+                verbose, callback) -> QROTResult:
     n1, n2 = cost.shape
     m1 = as_nonnegative_vector(mu1, "mu1", length=n1)
     m2 = as_nonnegative_vector(mu2, "mu2", length=n2)
@@ -303,14 +378,22 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
     W1, W2 = float(w1.sum()), float(w2.sum())
 
     def recenter(a, b):
-        # eps = 0: (alpha + s, beta - s) gives the same plan; keep both balanced.
+        """eps = 0: (alpha - s, beta + s) gives the same plan; rebalance when drifting.
+
+        Returns True when it shifted (z is then equal only up to rounding, so
+        sums and counts must be recomputed).
+        """
         if kappa == 0.0:
             s = 0.5 * (w1 @ a / W1 - w2 @ b / W2)
-            a -= s
-            b += s
+            if abs(s) > 1e-3 * (cost.max_abs + 1.0):
+                a -= s
+                b += s
+                return True
+        return False
 
     recenter(alpha, beta)
-    rowsum, colsum, count, _ = cost.evaluate(alpha, beta, w1, w2)
+    engine = _Engine(cost, w1, w2, screening=screening)
+    rowsum, colsum, count, _ = engine.evaluate(alpha, beta)
     history = []
     status = 1
     nit = 0
@@ -341,18 +424,28 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
             status = 1
             history.append(entry)
             break
-        ip, ind, _ = cost.active(alpha, beta, count)
+        ip, ind, _ = engine.active(alpha, beta, count)
         # The shift keeps K nonsingular (eps = 0, rows without active entries)
         # and bounds the step; it vanishes with the residual.
         shift = kappa + lm * gamma * res
         K = NewtonMatrix(ip, ind, n2, w1, w2, shift)
-        shift_floor = 1e-12 * max(float(K.deg1.max(initial=0.0)), float(K.deg2.max(initial=0.0)), 1e-300)
+        shift_floor = 1e-14 * max(float(K.deg1.max(initial=0.0)), float(K.deg2.max(initial=0.0)), 1e-300)
         if shift < shift_floor:
             shift = shift_floor
             K = NewtonMatrix(ip, ind, n2, w1, w2, shift)
         g = np.concatenate([w1 * (gamma * r1), w2 * (gamma * r2)])
-        d, lin_its = K.solve(-g, linear_solver, rtol=min(1e-2, max(1e-10, 0.1 * res)))
+        res0 = res if nit == 0 else res0
+        # Inexact Newton: loose linear solves far away, tight ones near the solution.
+        d, lin_its = K.solve(-g, linear_solver, rtol=min(0.1, max(1e-10, 0.1 * res / res0)))
         da, db = d[:n1], d[n1:]
+        if kappa == 0.0:
+            # (1, -1) spans the kernel of K when eps = 0; with a tiny shift the
+            # solve returns a huge, meaningless component along it that would
+            # wreck the rounding of alpha_i + beta_j.  The gradient is orthogonal
+            # to it (equal masses), so removing it keeps d a descent direction.
+            s = 0.5 * (w1 @ da / W1 - w2 @ db / W2)
+            da -= s
+            db += s
         # phi(t) = (gamma * -Phi)(x + t d); phi'(t) = dsum(t) + q0 + t q1 - lin
         q0 = kappa * (w1 @ (alpha * da) + w2 @ (beta * db))
         q1 = kappa * (w1 @ (da * da) + w2 @ (db * db))
@@ -366,18 +459,20 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
                 break
             lm *= 100.0  # fall back towards a gradient step
             continue
-        ev = cost.evaluate(alpha, beta, w1, w2, da, db, 1.0)
+        move = float(np.abs(da).max() + np.abs(db).max())
+        engine.prepare(alpha, beta, move)
+        ev = engine.evaluate(alpha, beta, da, db, 1.0)
         dphi1 = ev[3] + q0 + q1 - lin
         t = 1.0
         if dphi1 > 0:
-            z, dz, ws = cost.line_candidates(alpha, beta, da, db, 1.0, w1, w2)
+            z, dz, ws = engine.line_candidates(alpha, beta, da, db)
             t = _exact_line_search(z, dz, ws, q0, q1, lin, 1.0)
-            ev = cost.evaluate(alpha, beta, w1, w2, da, db, t)
+            ev = engine.evaluate(alpha, beta, da, db, t)
         alpha = alpha + t * da
         beta = beta + t * db
-        if kappa == 0.0:
-            recenter(alpha, beta)
-            ev = cost.evaluate(alpha, beta, w1, w2)
+        engine.moved(t * move)
+        if recenter(alpha, beta):
+            ev = engine.evaluate(alpha, beta)
         rowsum, colsum, count, _ = ev
         r1, r2 = residuals(rowsum, colsum)
         entry.update(step=t, linear_iters=int(lin_its), shift=shift, nnz=int(K.nnz))
@@ -387,14 +482,14 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
         if callback is not None:
             callback(dict(entry))
 
-    ip, ind, z = cost.active(alpha, beta, count)
+    ip, ind, z = engine.active(alpha, beta, count)
     plan = sp.csr_matrix((z / gamma, ind, ip), shape=(n1, n2))
     res_final = history[-1]["residual"]
     out = QROTResult(
         alpha=alpha, beta=beta, plan=plan, residual=res_final, residual_floor=history[-1]["floor"],
         success=status == 0, status=status, message=STATUS_MESSAGES[status], nit=nit, history=history,
         gamma=gamma, eps=eps, w1=w1, w2=w2, init=init_used, linear_solver=linear_solver,
-        time_s=time.perf_counter() - t_start,
+        time_s=time.perf_counter() - t_start, dense_passes=engine.dense_passes,
     )
     out._cost = cost
     out._scale = max(cost.max_abs, float(np.abs(alpha).max() + np.abs(beta).max()))

@@ -1,0 +1,31 @@
+"""Finite-element layer: from measures on meshes to the finite-dimensional core (SPEC §3).
+
+* meshes      -- ``load_mesh`` (stored meshes in ``meshes/`` or any meshio file), boundary
+                 distances, the enlarged domain of Part II Lemma 2.4;
+* quadrature  -- ``quadrature(mesh, rule)`` nodes and weights, ``product_cost``;
+* measures    -- ``Density``, ``FEFunction``, ``DiracSum``, ``Empirical`` (and sums);
+                 ``wasserstein_1d``, the exact 1D reference;
+* smoothing   -- T^delta of Part II eq. (2.6): ``smooth``, ``Smoother``, its adjoint;
+* coupling    -- schedules with gamma_n / delta_n^d -> 0 (Part II (3.1));
+* lower_level -- ``solve_lower_level``: the smoothed, regularized plan through the core;
+* poisson     -- ``PoissonOperator`` (P1/P2, homogeneous Dirichlet), ``product_mesh``.
+"""
+from femot.fem.coupling import Schedule, check_coupling, coupled_schedule
+from femot.fem.lower_level import (LowerLevelResult, barycentric_map, export_plan, plan_image, solve_lower_level,
+                                   transfer_potentials)
+from femot.fem.measures import (DiracSum, Density, Empirical, FEFunction, Measure, SumMeasure, quantile,
+                                wasserstein_1d)
+from femot.fem.meshes import (available_meshes, boundary_distance, enlarged_mesh, load_mesh, locate, save_mesh)
+from femot.fem.poisson import PoissonOperator, product_mesh
+from femot.fem.quadrature import ProductQuadrature, Quadrature, product_cost, product_quadrature, quadrature
+from femot.fem.smoothing import Smoother, SmoothingOperator, enlarge, mollifier, mollifier_constant, smooth
+
+__all__ = [
+    "load_mesh", "save_mesh", "available_meshes", "boundary_distance", "locate", "enlarged_mesh",
+    "Quadrature", "quadrature", "product_cost", "ProductQuadrature", "product_quadrature",
+    "Measure", "Density", "FEFunction", "DiracSum", "Empirical", "SumMeasure", "quantile", "wasserstein_1d",
+    "mollifier", "mollifier_constant", "Smoother", "SmoothingOperator", "smooth", "enlarge",
+    "Schedule", "coupled_schedule", "check_coupling",
+    "PoissonOperator", "product_mesh",
+    "LowerLevelResult", "solve_lower_level", "transfer_potentials", "plan_image", "export_plan", "barycentric_map",
+]

@@ -1,0 +1,128 @@
+"""Coupled parameter schedules (gamma_n, delta_n) of Part II, condition (3.1).
+
+Part II proves convergence of the regularized bilevel problems for null sequences
+gamma_n, delta_n with
+
+    0 < delta_n <= rho   and   gamma_n / delta_n^d -> 0,   d = d1 + d2.
+
+The second condition controls the L2 norm of the mollified plan (||phi_delta||_{L2}^2
+~ delta^{-d}, proof of Prop. 3.3). A convenient family is delta = C gamma^{1/(d+s)}
+with s > 0: then gamma / delta^d = C^{-d} gamma^{s/(d+s)} -> 0.
+
+A finite schedule cannot prove a limit; :func:`check_coupling` rejects the schedules
+that visibly fail: nonpositive or increasing parameters, ratios gamma/delta^d that do
+not strictly decrease, or a last ratio that is not small relative to the first.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from femot._validation import as_vector, check_positive_scalar
+
+__all__ = ["Schedule", "coupled_schedule", "check_coupling"]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A schedule of levels: gammas, deltas, d and the ratios gamma_n / delta_n^d."""
+
+    gammas: np.ndarray
+    deltas: np.ndarray
+    d: int
+    ratios: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.gammas.size)
+
+    def __iter__(self):
+        return iter(zip(self.gammas.tolist(), self.deltas.tolist()))
+
+    def levels(self) -> list[dict]:
+        return [{"gamma": g, "delta": de, "d": self.d, "ratio": r}
+                for g, de, r in zip(self.gammas.tolist(), self.deltas.tolist(), self.ratios.tolist())]
+
+
+def _check_d(d) -> int:
+    if not isinstance(d, (int, np.integer)) or d < 1:
+        raise ValueError(f"d must be a positive integer (d = d1 + d2), got {d!r}")
+    return int(d)
+
+
+def check_coupling(gammas, deltas, d: int, *, rho: float | None = None, force: bool = False,
+                   ratio_drop: float = 0.5) -> Schedule:
+    """Validate a schedule against Part II (3.1); return it as a :class:`Schedule`.
+
+    Raises ``ValueError`` (naming the argument and the reason) unless ``force``, in
+    which case a ``UserWarning`` is issued instead. Rejected: lengths differ or < 2;
+    nonpositive entries; gammas or deltas increasing or not decreasing overall;
+    gamma_n / delta_n^d not strictly decreasing; last ratio > ``ratio_drop`` * first
+    ratio; and, when ``rho`` is given, delta_n > rho.
+    """
+    d = _check_d(d)
+    g = as_vector(gammas, "gammas")
+    de = as_vector(deltas, "deltas")
+    if g.size != de.size:
+        raise ValueError(f"gammas and deltas must have the same length, got {g.size} and {de.size}")
+    if np.any(g <= 0):
+        raise ValueError("gammas must be positive")
+    if np.any(de <= 0):
+        raise ValueError("deltas must be positive")
+    ratios = g / de**d
+    problems = []
+    if g.size < 2:
+        problems.append("gammas: a schedule needs at least two levels to show gamma_n, delta_n -> 0")
+    else:
+        if np.any(np.diff(g) > 0) or g[-1] >= g[0]:
+            problems.append("gammas must decrease towards 0 (nonincreasing, last < first)")
+        if np.any(np.diff(de) > 0) or de[-1] >= de[0]:
+            problems.append("deltas must decrease towards 0 (nonincreasing, last < first)")
+        if np.any(np.diff(ratios) >= 0):
+            i = int(np.flatnonzero(np.diff(ratios) >= 0)[0])
+            problems.append(f"gammas/deltas: gamma_n / delta_n^d (d = {d}) must strictly decrease to 0 "
+                            f"(Part II (3.1)), but it goes from {ratios[i]:.3g} to {ratios[i + 1]:.3g} "
+                            f"at level {i + 1}; delta decreases too fast relative to gamma")
+        elif ratios[-1] > ratio_drop * ratios[0]:
+            problems.append(f"gammas/deltas: gamma_n / delta_n^d falls only from {ratios[0]:.3g} to "
+                            f"{ratios[-1]:.3g} (> {ratio_drop} x first); it does not tend to 0 visibly "
+                            f"(Part II (3.1))")
+    if rho is not None:
+        rho = check_positive_scalar(rho, "rho")
+        if np.any(de > rho):
+            problems.append(f"deltas must not exceed rho = {rho:.4g} (Part II (3.1)); max delta = {de.max():.4g}")
+    if problems:
+        msg = "; ".join(problems)
+        if not force:
+            raise ValueError(msg)
+        warnings.warn(f"schedule accepted with force=True although: {msg}", UserWarning, stacklevel=2)
+    return Schedule(g, de, d, ratios)
+
+
+def coupled_schedule(gammas=None, *, d: int, n_levels: int | None = None, s: float = 1.0, C: float = 1.0,
+                     gamma0: float = 1e-2, factor: float = 0.25, rho: float | None = None) -> Schedule:
+    """A schedule with delta_n = C gamma_n^{1/(d+s)}, so gamma_n / delta_n^d = C^{-d} gamma_n^{s/(d+s)}.
+
+    Give either ``gammas`` (decreasing) or ``n_levels`` (then gamma_n = gamma0 factor^n).
+    The result is validated with :func:`check_coupling` (``rho`` bounds delta_n).
+    """
+    d = _check_d(d)
+    s = check_positive_scalar(s, "s")
+    C = check_positive_scalar(C, "C")
+    if (gammas is None) == (n_levels is None):
+        raise ValueError("give exactly one of gammas and n_levels")
+    if gammas is None:
+        if not isinstance(n_levels, (int, np.integer)) or n_levels < 2:
+            raise ValueError(f"n_levels must be an integer >= 2, got {n_levels!r}")
+        gamma0 = check_positive_scalar(gamma0, "gamma0")
+        factor = check_positive_scalar(factor, "factor")
+        if factor >= 1:
+            raise ValueError(f"factor must be in (0, 1), got {factor!r}")
+        g = gamma0 * factor ** np.arange(n_levels)
+    else:
+        g = as_vector(gammas, "gammas")
+        if np.any(g <= 0):
+            raise ValueError("gammas must be positive")
+    de = C * g ** (1.0 / (d + s))
+    return check_coupling(g, de, d, rho=rho)

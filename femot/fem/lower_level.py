@@ -1,0 +1,269 @@
+"""The continuous lower level on meshes: (mu1, mu2, q1, q2, gamma, delta, eps) -> plan.
+
+Part II, (BK^delta_gamma): the lower-level problem is the quadratically regularized
+Kantorovich problem (KP_gamma) between the smoothed marginals T^delta mu1 and
+T^delta mu2 (eq. (2.6)). Discretized on the product quadrature (x_i, y_j) with weights
+w_i v_j (SPEC §3), it is exactly the weighted finite-dimensional core of SPEC §1:
+
+    min sum_ij w_i v_j (c_ij pi_ij + gamma/2 pi_ij^2),  pi >= 0,
+    sum_j v_j pi_ij = (T^delta mu1)_i,  sum_i w_i pi_ij = (T^delta mu2)_j,
+
+solved through its dual by ``femot.solve_qrot`` (eps >= 0 is the dual regularization
+of Part III eq. (3.1); eps = 0 needs equal masses, which T^delta preserves:
+|mu1| = |mu2| gives discrete masses |mu_i| + delta on both sides).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from femot._validation import check_equal_mass, check_nonnegative_scalar, check_positive_scalar
+from femot.fem.quadrature import Quadrature, product_cost
+from femot.fem.smoothing import Smoother
+
+__all__ = ["LowerLevelResult", "solve_lower_level", "transfer_potentials", "plan_image", "export_plan",
+           "barycentric_map"]
+
+
+def _core_solver():
+    try:
+        from femot import solve_qrot  # the public core entry point
+    except ImportError:
+        from femot.core import solve_qrot
+    return solve_qrot
+
+
+@dataclass(eq=False)
+class LowerLevelResult:
+    """Regularized plan on the product quadrature and its diagnostics.
+
+    ``plan`` is the density pi_ij w.r.t. w_i v_j (CSR); ``m1``, ``m2`` are the smoothed
+    marginals T^delta mu_i as densities at ``q1.nodes``, ``q2.nodes``;
+    ``marginal_error = max(|sum_j v_j pi_ij - m1_i|, |sum_i w_i pi_ij - m2_j|)`` (max norm);
+    ``transport_cost = sum_ij w_i v_j c_ij pi_ij``; ``objective`` adds gamma/2 |pi|^2.
+    ``core`` is the core's result object (alpha, beta, jvp, vjp, ...).
+    """
+
+    plan: sp.csr_matrix
+    m1: np.ndarray
+    m2: np.ndarray
+    q1: Quadrature
+    q2: Quadrature
+    gamma: float
+    delta: float
+    eps: float
+    transport_cost: float
+    objective: float
+    marginal_error: float
+    success: bool
+    status: int
+    message: str
+    nit: int
+    time_s: float
+    core: object = field(repr=False, default=None)
+    cost: np.ndarray | None = field(repr=False, default=None)
+
+    @property
+    def alpha(self):
+        return self.core.alpha
+
+    @property
+    def beta(self):
+        return self.core.beta
+
+    def marginals(self):
+        """(sum_j v_j pi_ij, sum_i w_i pi_ij)."""
+        return self.plan @ self.q2.weights, self.plan.T @ self.q1.weights
+
+
+def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, delta: float, eps: float = 0.0, *,
+                      cost=2.0, enlarge: bool = False, rho: float | None = None, tol: float = 1e-10,
+                      max_iter: int = 200, x0=None, solver=None, solver_options: dict | None = None,
+                      check_support: bool = True, verbose: bool = False) -> LowerLevelResult:
+    """Solve the smoothed, regularized lower level S_gamma(T^delta mu1, T^delta mu2).
+
+    Parameters
+    ----------
+    mu1, mu2 : femot.fem measures on Omega_1, Omega_2 (equal masses when eps = 0).
+    q1, q2 : quadratures of Omega_1, Omega_2.
+    gamma, delta, eps : regularization, smoothing (Part II (2.6)) and dual regularization.
+    cost : beta > 0 for c = |x - y|^beta, a callable c(x, y) (see ``product_cost``), or a
+        dense (n1, n2) array.
+    enlarge : smooth and transport on the enlarged domains of Part II Lemma 2.4
+        (``q_i.enlarged(rho)``, rho defaults to delta); then ``result.q1``, ``result.q2``
+        are the enlarged quadratures.
+    x0 : warm start for the core: a pair (alpha, beta) at the nodes of (q1, q2) (after
+        enlargement), or a previous :class:`LowerLevelResult` (possibly on other meshes),
+        whose potentials are transferred with :func:`transfer_potentials`.
+    solver : the core solver (default ``femot.solve_qrot``); ``solver_options`` are passed
+        on to it (e.g. ``{"linear_solver": "cg"}``).
+    """
+    gamma = check_positive_scalar(gamma, "gamma")
+    delta = check_positive_scalar(delta, "delta")
+    eps = check_nonnegative_scalar(eps, "eps")
+    for name, q in (("q1", q1), ("q2", q2)):
+        if not isinstance(q, Quadrature):
+            raise ValueError(f"{name} must be a femot.fem.Quadrature")
+    if enlarge:
+        r = delta if rho is None else check_positive_scalar(rho, "rho")
+        if r < delta:
+            raise ValueError(f"rho = {r:.4g} must be >= delta = {delta:.4g} (Part II (3.1))")
+        if isinstance(cost, np.ndarray):
+            raise ValueError("cost: a precomputed cost matrix cannot be used with enlarge=True")
+        q1, q2 = q1.enlarged(r), q2.enlarged(r)
+    t0 = time.perf_counter()
+    m1 = Smoother(q1, delta, check_support=check_support)(mu1)
+    m2 = Smoother(q2, delta, check_support=check_support)(mu2)
+    if eps == 0:
+        check_equal_mass(m1, q1.weights, m2, q2.weights, names=("T^delta mu1", "T^delta mu2"))
+    if isinstance(cost, np.ndarray):
+        if cost.shape != (q1.n, q2.n):
+            raise ValueError(f"cost has shape {cost.shape}, expected {(q1.n, q2.n)}")
+        c = cost
+    else:
+        c = product_cost(q1, q2, cost)
+    if isinstance(x0, LowerLevelResult):
+        x0 = transfer_potentials(x0, q1, q2)
+    solve = solver or _core_solver()
+    res = solve(c, m1, m2, gamma, eps=eps, w1=q1.weights, w2=q2.weights, x0=x0, tol=tol,
+                max_iter=max_iter, verbose=verbose, **(solver_options or {}))
+    plan = sp.csr_matrix(res.plan)
+    r1 = plan @ q2.weights - m1
+    r2 = plan.T @ q1.weights - m2
+    merr = float(max(np.abs(r1).max(), np.abs(r2).max()))
+    tc = _plan_inner(plan, c, q1.weights, q2.weights)
+    sq = float(q1.weights @ (plan.multiply(plan) @ q2.weights))
+    return LowerLevelResult(
+        plan=plan, m1=m1, m2=m2, q1=q1, q2=q2, gamma=gamma, delta=delta, eps=eps,
+        transport_cost=tc, objective=tc + 0.5 * gamma * sq, marginal_error=merr,
+        success=bool(res.success), status=int(getattr(res, "status", 0)), message=str(getattr(res, "message", "")),
+        nit=int(getattr(res, "nit", -1)), time_s=time.perf_counter() - t0, core=res, cost=c)
+
+
+def _transfer(q_old, values, q_new) -> np.ndarray:
+    """Values at q_old.nodes -> q_new.nodes: P1 interpolation on a vertex rule, else nearest node."""
+    from scipy.spatial import cKDTree
+
+    from femot.fem.meshes import locate
+
+    out = values[cKDTree(q_old.nodes).query(q_new.nodes)[1]]
+    if q_old.rule == "lumped" and q_old.dim == q_new.dim:
+        cells, lam = locate(q_old.mesh, q_new.nodes)
+        inside = cells >= 0
+        out[inside] = np.einsum("nk,nk->n", lam[inside], values[q_old.mesh.t[:, cells[inside]].T])
+    return out
+
+
+def transfer_potentials(result: LowerLevelResult, q1: Quadrature, q2: Quadrature):
+    """Dual potentials (alpha, beta) of ``result`` interpolated to the nodes of q1, q2.
+
+    The potentials of (KP_gamma) depend continuously on x, y, gamma and delta (alpha +
+    beta ~ c on the support of the plan), so they are a good warm start for the next level
+    of a schedule (finer mesh, smaller gamma and delta). Outside the old meshes the nearest
+    node's value is used.
+    """
+    return (_transfer(result.q1, np.asarray(result.alpha, dtype=float), q1),
+            _transfer(result.q2, np.asarray(result.beta, dtype=float), q2))
+
+
+def _plan_inner(plan: sp.csr_matrix, c: np.ndarray, w1, w2) -> float:
+    """sum_ij w_i v_j c_ij pi_ij touching only the nonzeros of pi."""
+    coo = plan.tocoo()
+    return float(np.sum(w1[coo.row] * w2[coo.col] * c[coo.row, coo.col] * coo.data))
+
+
+def plan_image(result: LowerLevelResult):
+    """The plan of a 1D x 1D problem as an image.
+
+    Returns ``(img, x, y)``: ``img[j, i] = pi(x_i, y_j)`` with x, y sorted increasingly
+    (rows = Omega_2, columns = Omega_1; use ``origin="lower"`` with imshow/pcolormesh).
+    """
+    if result.q1.dim != 1 or result.q2.dim != 1:
+        raise ValueError("result: plan_image needs a 1D x 1D problem; use export_plan for meshes")
+    i1, i2 = np.argsort(result.q1.nodes[:, 0]), np.argsort(result.q2.nodes[:, 0])
+    img = result.plan[i1][:, i2].toarray().T
+    return img, result.q1.nodes[i1, 0], result.q2.nodes[i2, 0]
+
+
+def barycentric_map(result: LowerLevelResult):
+    """Where mass goes: T(x_i) = sum_j v_j pi_ij y_j / sum_j v_j pi_ij (nan where no mass)."""
+    row = result.plan @ result.q2.weights
+    tgt = result.plan @ (result.q2.weights[:, None] * result.q2.nodes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(row[:, None] > 0, tgt / row[:, None], np.nan)
+
+
+def _pad3(a):
+    a = np.atleast_2d(np.asarray(a, dtype=float))
+    out = np.zeros((a.shape[0], 3))
+    out[:, :a.shape[1]] = a
+    return out
+
+
+def _nodal_meshio(q: Quadrature, point_data: dict):
+    import meshio
+
+    if q.rule == "lumped":
+        cell = {1: "line", 2: "triangle", 3: "tetra"}[q.dim]
+        cells = [(cell, q.mesh.t.T.astype(np.int64))]
+    else:
+        cells = [("vertex", np.arange(q.n, dtype=np.int64)[:, None])]
+    return meshio.Mesh(_pad3(q.nodes), cells, point_data=point_data)
+
+
+def _write(mesh, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mesh.write(path)
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"{path}: writing this format needs the missing module {exc.name!r}; use .vtu") from None
+    return path
+
+
+def export_plan(result: LowerLevelResult, path) -> list[Path]:
+    """Export the plan through meshio (format from the suffix; .vtu needs nothing extra).
+
+    1D x 1D: the plan density on the tensor product mesh {x_i} x {y_j} (quad cells),
+    restricted to the cells with a corner in the support of pi (the plan is sparse).
+    Otherwise (the product space has dimension 3 or 4): two files, ``<path>`` on Omega_1
+    with the marginal m1, the plan's first marginal, the barycentric target T(x_i) and the
+    displacement T(x_i) - x_i (where mass goes), and ``<stem>_omega2<suffix>`` on Omega_2
+    with m2 and the plan's second marginal. Returns the written paths.
+    """
+    import meshio
+
+    path = Path(path)
+    if path.suffix == "":
+        raise ValueError(f"path: {path} needs a suffix naming the format (e.g. .vtu)")
+    p1, p2 = result.marginals()
+    if result.q1.dim == 1 and result.q2.dim == 1:
+        i1, i2 = np.argsort(result.q1.nodes[:, 0]), np.argsort(result.q2.nodes[:, 0])
+        x, y = result.q1.nodes[i1, 0], result.q2.nodes[i2, 0]
+        P = result.plan[i1][:, i2].tocsr()  # sorted, (n1, n2)
+        n1, n2 = x.size, y.size
+        # Only the cells of the tensor mesh with a corner in supp(pi) are written.
+        nz = P.tocoo()
+        ci = np.concatenate([nz.row - a for a in (0, 1) for _ in (0, 1)])
+        cj = np.concatenate([nz.col - b for _ in (0, 1) for b in (0, 1)])
+        ok = (ci >= 0) & (ci < n1 - 1) & (cj >= 0) & (cj < n2 - 1)
+        cells = np.unique(ci[ok] * (n2 - 1) + cj[ok])
+        ci, cj = cells // (n2 - 1), cells % (n2 - 1)
+        corners = np.stack([ci * n2 + cj, (ci + 1) * n2 + cj, (ci + 1) * n2 + cj + 1, ci * n2 + cj + 1], axis=1)
+        used, inv = np.unique(corners, return_inverse=True)
+        pi_, pj = used // n2, used % n2
+        vals = np.asarray(P[pi_, pj]).ravel()
+        pts = _pad3(np.column_stack([x[pi_], y[pj]]))
+        mesh = meshio.Mesh(pts, [("quad", inv.reshape(-1, 4).astype(np.int64))], point_data={"pi": vals})
+        return [_write(mesh, path)]
+    T = barycentric_map(result)
+    d1 = _nodal_meshio(result.q1, {"m1": result.m1, "plan_marginal": p1,
+                                   "target": _pad3(np.nan_to_num(T)),
+                                   "displacement": _pad3(np.nan_to_num(T - result.q1.nodes)) if T.shape[1] ==
+                                   result.q1.dim else _pad3(np.zeros_like(result.q1.nodes))})
+    d2 = _nodal_meshio(result.q2, {"m2": result.m2, "plan_marginal": p2})
+    other = path.with_name(f"{path.stem}_omega2{path.suffix}")
+    return [_write(d1, path), _write(d2, other)]

@@ -1,0 +1,208 @@
+"""Quadrature of a meshed domain and the product quadrature of Omega_1 x Omega_2.
+
+A :class:`Quadrature` is the data the finite-dimensional core consumes (SPEC §3):
+nodes ``x_i`` and weights ``w_i > 0`` with ``sum_i w_i f(x_i) ~ int_Omega f``. A
+measure on Omega is then represented by its density ``m`` with respect to the
+weights (mass ``sum_i w_i m_i``), and the transport plan by its density ``pi_ij``
+with respect to the product weights ``w_i v_j``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from femot.fem.meshes import boundary_distance, element_volumes, enlarged_mesh, mesh_dim
+
+__all__ = ["Quadrature", "quadrature", "product_cost", "ProductQuadrature", "product_quadrature"]
+
+
+@dataclass(eq=False)
+class Quadrature:
+    """Nodes (n, d) and positive weights (n,) of a quadrature rule on ``mesh``.
+
+    ``measure`` is the discrete domain measure ``|Omega|_h = sum_i w_i`` (exact for
+    polygonal domains with either rule). ``rule`` is ``"lumped"`` (nodes = mesh
+    vertices, weights = vertex-lumped P1 masses) or ``"gauss"`` (element Gauss points).
+    """
+
+    nodes: np.ndarray
+    weights: np.ndarray
+    mesh: object
+    rule: str = "lumped"
+    order: int = 1
+    _bdist: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def n(self) -> int:
+        return int(self.weights.size)
+
+    @property
+    def dim(self) -> int:
+        return int(self.nodes.shape[1])
+
+    @property
+    def measure(self) -> float:
+        return float(self.weights.sum())
+
+    def integrate(self, values) -> float:
+        """sum_i w_i values_i."""
+        v = np.asarray(values, dtype=float)
+        if v.shape != (self.n,):
+            raise ValueError(f"values must have shape ({self.n},), got {v.shape}")
+        return float(self.weights @ v)
+
+    def boundary_distance(self) -> np.ndarray:
+        """Exact distance of every node to the boundary of the meshed domain (cached)."""
+        if self._bdist is None:
+            self._bdist = boundary_distance(self.mesh, self.nodes, signed=False)
+        return self._bdist
+
+    def admissible(self, rho: float) -> np.ndarray:
+        """Indices of the nodes at distance >= rho from the boundary (Part II, (BK))."""
+        return np.flatnonzero(self.boundary_distance() >= float(rho) * (1 - 1e-12))
+
+    def enlarged(self, rho: float, h: float | None = None) -> "Quadrature":
+        """The same rule on the enlarged domain of Part II, Lemma 2.4 (see ``enlarged_mesh``)."""
+        return quadrature(enlarged_mesh(self.mesh, rho, h), rule=self.rule, order=self.order)
+
+
+def quadrature(mesh, rule: str = "lumped", order: int = 2) -> Quadrature:
+    """Quadrature of a simplicial mesh.
+
+    ``rule="lumped"``: nodes are the vertices, ``w_v = sum_{T ∋ v} |T| / (d + 1)``
+    (the row sums of the P1 mass matrix; exact for affine functions).
+    ``rule="gauss"``: the Gauss points of every element of a rule exact for polynomials
+    of degree ``order``, weights ``|T| * reference weight``: the centroid rule (one node
+    per cell) for order 1, scikit-fem's rules otherwise (if that rule has a negative
+    weight, the next degree with positive weights).
+    """
+    d = mesh_dim(mesh)
+    if rule == "lumped":
+        vol = element_volumes(mesh)
+        w = np.bincount(mesh.t.ravel(), weights=np.tile(vol / (d + 1), d + 1), minlength=mesh.p.shape[1])
+        used = w > 0
+        if not np.all(used):
+            raise ValueError("mesh: has vertices that belong to no cell; lumped weights would vanish")
+        return Quadrature(np.ascontiguousarray(mesh.p.T, dtype=float), w, mesh, "lumped", 1)
+    if rule == "gauss":
+        if not isinstance(order, (int, np.integer)) or order < 1:
+            raise ValueError(f"order must be a positive integer, got {order!r}")
+        if order == 1:
+            # Midpoint / centroid rule: one node per cell, exact for affine functions.
+            cent = mesh.p[:, mesh.t].mean(axis=1).T
+            return Quadrature(np.ascontiguousarray(cent), element_volumes(mesh), mesh, "gauss", 1)
+        from skfem import Basis, ElementLineP1, ElementTetP1, ElementTriP1
+
+        elem = {1: ElementLineP1, 2: ElementTriP1, 3: ElementTetP1}[d]()
+        # Some rules (e.g. degree 3 on triangles) have a negative weight; take the next one.
+        for k in range(int(order), int(order) + 4):
+            basis = Basis(mesh, elem, intorder=k)
+            w = np.asarray(basis.dx).ravel()
+            if np.all(w > 0):
+                break
+        else:  # pragma: no cover - scikit-fem always has a positive rule nearby
+            raise ValueError(f"order: no Gauss rule of degree {order}..{order + 3} with positive weights")
+        x = np.asarray(basis.mapping.F(basis.X))  # (d, nel, nq)
+        nodes = np.ascontiguousarray(x.reshape(d, -1).T)
+        return Quadrature(nodes, w, mesh, "gauss", int(order))
+    raise ValueError(f"rule must be 'lumped' or 'gauss', got {rule!r}")
+
+
+def product_cost(q1, q2, beta=2.0, *, max_bytes: float = 4e9, chunk_rows: int | None = None) -> np.ndarray:
+    """Dense cost matrix ``c_ij = c(x_i, y_j)`` on the product quadrature (n1, n2).
+
+    ``beta`` > 0 gives ``c = |x - y|^beta`` (Euclidean norm; both domains in the same
+    R^d). A callable ``beta(x, y)`` with ``x`` (m, d1), ``y`` (n2, d2) must return the
+    (m, n2) block of costs; it is called on row blocks so no (n1, n2, d) temporary is
+    formed. Refuses (ValueError) to allocate more than ``max_bytes``.
+    """
+    from scipy.spatial.distance import cdist
+
+    x, y = _nodes(q1, "q1"), _nodes(q2, "q2")
+    n1, n2 = x.shape[0], y.shape[0]
+    need = 8.0 * n1 * n2
+    if need > max_bytes:
+        raise ValueError(f"q1, q2: the dense cost matrix ({n1} x {n2}) needs {need / 2**20:.0f} MiB, "
+                         f"more than max_bytes = {max_bytes / 2**20:.0f} MiB")
+    c = np.empty((n1, n2))
+    step = chunk_rows or max(1, int(2**24 // max(n2, 1)))
+    if callable(beta):
+        for s in range(0, n1, step):
+            blk = np.asarray(beta(x[s:s + step], y), dtype=float)
+            if blk.shape != (min(step, n1 - s), n2):
+                raise ValueError(f"beta: the cost function returned shape {blk.shape} for a block of "
+                                 f"{min(step, n1 - s)} x {n2} pairs")
+            c[s:s + step] = blk
+        if not np.all(np.isfinite(c)):
+            raise ValueError("beta: the cost function returned NaN or infinite values")
+        return c
+    try:
+        b = float(beta)
+    except (TypeError, ValueError):
+        raise ValueError(f"beta must be a positive number or a callable cost c(x, y), got {beta!r}") from None
+    if not np.isfinite(b) or b <= 0:
+        raise ValueError(f"beta must be a positive finite number, got {beta!r}")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"beta: |x - y|^beta needs both domains in the same R^d, got d1 = {x.shape[1]}, "
+                         f"d2 = {y.shape[1]}; pass a callable cost")
+    for s in range(0, n1, step):
+        blk = c[s:s + step]
+        if b == 2.0:
+            blk[...] = cdist(x[s:s + step], y, "sqeuclidean")
+        else:
+            blk[...] = cdist(x[s:s + step], y)
+            if b != 1.0:
+                np.power(blk, b, out=blk)
+    return c
+
+
+def _nodes(q, name):
+    if isinstance(q, Quadrature):
+        return q.nodes
+    a = np.asarray(q, dtype=float)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a Quadrature or an (n, d) array of nodes")
+    return a
+
+
+@dataclass(eq=False)
+class ProductQuadrature:
+    """The product rule of Omega_1 x Omega_2: nodes (x_i, y_j), weights w_i v_j.
+
+    Nothing of size n1*n2 is stored; :meth:`cost` builds the dense cost on demand.
+    """
+
+    q1: Quadrature
+    q2: Quadrature
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.q1.n, self.q2.n)
+
+    @property
+    def dim(self) -> int:
+        return self.q1.dim + self.q2.dim
+
+    def cost(self, beta=2.0, **kw) -> np.ndarray:
+        return product_cost(self.q1, self.q2, beta, **kw)
+
+    def integrate(self, F) -> float:
+        """sum_ij w_i v_j F_ij for dense or sparse F."""
+        import scipy.sparse as sp
+
+        if sp.issparse(F):
+            return float(self.q1.weights @ (F @ self.q2.weights))
+        F = np.asarray(F, dtype=float)
+        if F.shape != self.shape:
+            raise ValueError(f"F must have shape {self.shape}, got {F.shape}")
+        return float(self.q1.weights @ F @ self.q2.weights)
+
+
+def product_quadrature(q1: Quadrature, q2: Quadrature) -> ProductQuadrature:
+    """Product quadrature of two quadratures (the plan lives on it, SPEC §3)."""
+    if not isinstance(q1, Quadrature) or not isinstance(q2, Quadrature):
+        raise ValueError("q1 and q2 must be Quadrature objects (see femot.fem.quadrature)")
+    return ProductQuadrature(q1, q2)

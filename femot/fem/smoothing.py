@@ -1,0 +1,246 @@
+"""The smoothing T^delta mu = phi_delta * mu + delta / |Omega| of Part II, eq. (2.6).
+
+phi_delta is the standard mollifier on R^d (d = 1, 2, 3),
+
+    phi(x) = C_d exp(-1 / (1 - |x|^2)) for |x| < 1, 0 otherwise,
+    phi_delta(x) = delta^{-d} phi(x / delta),
+
+with C_d chosen so that int phi = 1; supp phi_delta = closed ball B(0, delta).
+
+Discretization on a quadrature ``q`` (nodes x_i, weights w_i, |Omega|_h = sum w_i):
+a measure is first replaced by a discrete measure sum_k a_k delta_{z_k} (its atoms, or
+the quadrature masses w_j f(x_j) of a density), then
+
+    (T^delta mu)_i = sum_k K_ik a_k * corr + delta / |Omega|_h,
+    K_ik = phi_delta(x_i - z_k) / s_k,   s_k = sum_i w_i phi_delta(x_i - z_k).
+
+Normalizing every column (s_k ~ 1 is the quadrature of int phi_delta) makes the
+discrete convolution of a Dirac carry exactly its mass; ``corr`` rescales a density's
+part so that its discrete mass is the exact |mu| (the quadrature error of sum w_j f_j
+is corrected explicitly). Hence sum_i w_i (T^delta mu)_i = |mu| + delta up to rounding.
+The result is the density of the smoothed marginal w.r.t. the weights ``q.weights``,
+which is how the core takes marginals (SPEC §1).
+
+Only pairs at distance < delta are ever formed (a sparse neighbour matrix from
+``scipy.spatial.cKDTree``), so the cost is O(n * nodes per ball).
+
+Part II (BK) and Assumption 2.3 require dist(supp mu, boundary) >= rho >= delta (3.1);
+supports closer than delta are rejected. Lemma 2.4 removes the condition by working on
+an enlarged domain (``Quadrature.enlarged`` / :func:`enlarge`), with mu extended by zero.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.spatial import cKDTree
+
+from femot._validation import as_vector, check_positive_scalar
+
+__all__ = [
+    "mollifier_constant",
+    "mollifier",
+    "Smoother",
+    "SmoothingOperator",
+    "smooth",
+    "enlarge",
+]
+
+
+@functools.lru_cache(maxsize=None)
+def mollifier_constant(dim: int) -> float:
+    """C_d = 1 / int_{B(0,1)} exp(-1/(1-|x|^2)) dx in R^dim (radial integral by quad)."""
+    from scipy.integrate import quad
+    from scipy.special import gamma as Gamma
+
+    if dim not in (1, 2, 3):
+        raise ValueError(f"dim must be 1, 2 or 3, got {dim!r}")
+    sphere = 2 * np.pi ** (dim / 2) / Gamma(dim / 2)  # |S^{d-1}|
+    val, err = quad(lambda r: r ** (dim - 1) * np.exp(-1.0 / (1.0 - r * r)) if r < 1 else 0.0,
+                    0.0, 1.0, epsabs=0.0, epsrel=1e-13, limit=200)
+    return 1.0 / (sphere * val)
+
+
+def _phi_of_r2(r2: np.ndarray, dim: int, delta: float) -> np.ndarray:
+    """phi_delta at points with squared norm r2 (vectorized, exact zero outside the ball)."""
+    s = np.asarray(r2, dtype=float) / (delta * delta)
+    out = np.zeros_like(s)
+    inside = s < 1.0
+    out[inside] = np.exp(-1.0 / (1.0 - s[inside]))
+    return out * (mollifier_constant(dim) / delta**dim)
+
+
+def mollifier(x, delta: float = 1.0, dim: int | None = None) -> np.ndarray:
+    """Standard mollifier phi_delta(x) with unit mass and support in B(0, delta).
+
+    ``x`` has shape (n, d) (or (n,) in 1D); ``dim`` defaults to x.shape[1].
+    """
+    delta = check_positive_scalar(delta, "delta")
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 1:
+        x = x[:, None]
+    d = x.shape[1] if dim is None else int(dim)
+    if x.ndim != 2 or x.shape[1] != d:
+        raise ValueError(f"x must have shape (n, {d}), got {x.shape}")
+    return _phi_of_r2(np.einsum("nd,nd->n", x, x), d, delta)
+
+
+class SmoothingOperator:
+    """The linear map a -> T^delta(sum_k a_k delta_{z_k}) on measures of mass ``mass``.
+
+    ``apply(a) = K a + shift * (sum_k a_k) * 1`` with ``shift = delta / (mass |Omega|_h)``.
+    For sum_k a_k = mass (e.g. probability vectors, mass = 1, the upper-level variable of
+    Part II) this is exactly the discrete T^delta; writing the constant shift as
+    proportional to the mass makes the map linear, so it has an adjoint.
+
+    * ``adjoint(f)``: (T^delta)* f with <T^delta mu, f>_w = sum_k a_k (T^delta)* f (z_k),
+      i.e. ``K^T (w f) + shift * (w . f) * 1``; the sparse part is ``adjoint_matrix``.
+    * ``transpose(g)``: the Euclidean transpose (chain rule for gradients w.r.t. the
+      density vector, as returned by the core's ``vjp``): ``K^T g + shift * sum(g)``.
+    """
+
+    def __init__(self, K, weights, shift, source_points, source_index=None):
+        self.K = K.tocsr()
+        self.weights = weights
+        self.shift = float(shift)
+        self.source_points = source_points
+        self.source_index = source_index
+
+    @property
+    def shape(self):
+        return self.K.shape
+
+    def apply(self, a) -> np.ndarray:
+        a = as_vector(a, "a", length=self.K.shape[1])
+        return self.K @ a + self.shift * a.sum()
+
+    def adjoint(self, f) -> np.ndarray:
+        f = as_vector(f, "f", length=self.K.shape[0])
+        wf = self.weights * f
+        return self.K.T @ wf + self.shift * wf.sum()
+
+    def transpose(self, g) -> np.ndarray:
+        g = as_vector(g, "g", length=self.K.shape[0])
+        return self.K.T @ g + self.shift * g.sum()
+
+    def adjoint_matrix(self) -> sp.csr_matrix:
+        """Sparse part K^T W of the adjoint (the shift adds the rank-one shift * 1 w^T)."""
+        return (self.K.T @ sp.diags(self.weights)).tocsr()
+
+    def as_linear_operator(self):
+        from scipy.sparse.linalg import LinearOperator
+
+        return LinearOperator(self.K.shape, matvec=self.apply, rmatvec=self.transpose, dtype=float)
+
+
+class Smoother:
+    """T^delta (Part II, eq. (2.6)) discretized on the quadrature ``q``.
+
+    ``Smoother(q, delta)(mu)`` returns the density of T^delta mu at ``q.nodes`` w.r.t.
+    ``q.weights``; its discrete mass is |mu| + delta. With ``check_support`` (default)
+    a measure whose support comes closer than delta to the boundary is rejected.
+    """
+
+    def __init__(self, q, delta: float, *, check_support: bool = True):
+        from femot.fem.quadrature import Quadrature
+
+        if not isinstance(q, Quadrature):
+            raise ValueError("q must be a femot.fem.Quadrature")
+        self.q = q
+        self.delta = check_positive_scalar(delta, "delta")
+        self.dim = q.dim
+        self.check_support = bool(check_support)
+        self._tree = cKDTree(q.nodes)
+
+    # -- kernel ------------------------------------------------------------------
+    def kernel(self, sources) -> sp.csr_matrix:
+        """Sparse (n, k) matrix K_ik = phi_delta(x_i - z_k) / s_k (columns of unit w-mass)."""
+        z = np.asarray(sources, dtype=float).reshape(-1, self.dim)
+        n, k = self.q.n, z.shape[0]
+        if k == 0:
+            return sp.csr_matrix((n, 0))
+        pairs = cKDTree(z).sparse_distance_matrix(self._tree, self.delta, output_type="ndarray")
+        src, node, dist = pairs["i"], pairs["j"], pairs["v"]
+        val = _phi_of_r2(dist * dist, self.dim, self.delta)
+        K = sp.csc_matrix((val, (node, src)), shape=(n, k))
+        s = self.q.weights @ K  # (k,)
+        bad = np.flatnonzero(~(s > 0))
+        if bad.size:
+            z0 = z[bad[0]]
+            dmin = self._tree.query(z0)[0]
+            raise ValueError(
+                f"delta = {self.delta:.4g} is too small for this quadrature: no node lies strictly within "
+                f"delta of the point {z0} (nearest node at distance {dmin:.4g}); increase delta or refine")
+        return (K @ sp.diags(1.0 / s)).tocsr()
+
+    # -- support -----------------------------------------------------------------
+    def check(self, mu) -> float:
+        """dist(supp mu, boundary); ValueError if it is smaller than delta (Part II (3.1))."""
+        dist = mu.support_distance_to_boundary(self.q.mesh)
+        if dist < 0:
+            raise ValueError(f"mu: the support leaves the domain of q (a support point lies {-dist:.4g} "
+                             f"outside)")
+        if dist < self.delta * (1 - 1e-12):
+            raise ValueError(
+                f"mu: the support comes within {dist:.4g} of the boundary, closer than delta = "
+                f"{self.delta:.4g}; T^delta needs dist(supp mu, boundary) >= rho >= delta (Part II, "
+                f"Assumption 2.3 and (3.1)). Use a smaller delta or the enlarged domain of Part II "
+                f"Lemma 2.4 (q.enlarged(rho), or enlarge=True in the lower level).")
+        return dist
+
+    # -- application -------------------------------------------------------------
+    def convolve(self, mu) -> np.ndarray:
+        """Discrete phi_delta * mu at the nodes; its w-mass is exactly |mu| (each part corrected)."""
+        if mu.dim != self.dim:
+            raise ValueError(f"mu: dimension {mu.dim} does not match the quadrature's {self.dim}")
+        if self.check_support:
+            self.check(mu)
+        out = np.zeros(self.q.n)
+        for part in mu.parts():
+            z, a = part.sources(self.q)
+            target = part.mass()
+            if target == 0 or a.size == 0:
+                continue
+            c = self.kernel(z) @ a
+            got = self.q.weights @ c
+            if not got > 0:
+                raise ValueError(f"mu: a part of mass {target:.4g} has no mass on the quadrature nodes "
+                                 f"(its density vanishes at every node); refine the mesh")
+            out += c * (target / got)
+        return out
+
+    def __call__(self, mu) -> np.ndarray:
+        """Density of T^delta mu = phi_delta * mu + delta / |Omega| at q.nodes."""
+        return self.convolve(mu) + self.delta / self.q.measure
+
+    def operator(self, sources=None, mass: float = 1.0) -> SmoothingOperator:
+        """T^delta on discrete measures with atoms at ``sources`` (default: the nodes of q at
+        distance >= delta from the boundary), as a :class:`SmoothingOperator`."""
+        mass = check_positive_scalar(mass, "mass")
+        index = None
+        if sources is None:
+            index = self.q.admissible(self.delta)
+            if index.size == 0:
+                raise ValueError(f"delta = {self.delta:.4g}: no node of q has distance >= delta from the boundary")
+            z = self.q.nodes[index]
+        else:
+            z = np.asarray(sources, dtype=float).reshape(-1, self.dim)
+            if self.check_support and z.size:
+                from femot.fem.measures import DiracSum
+
+                self.check(DiracSum(z))
+        return SmoothingOperator(self.kernel(z), self.q.weights, self.delta / (mass * self.q.measure), z, index)
+
+
+def smooth(mu, q, delta: float, *, check_support: bool = True) -> np.ndarray:
+    """Density of T^delta mu (Part II, eq. (2.6)) at ``q.nodes`` w.r.t. ``q.weights``.
+
+    Its discrete mass is exactly ``mu.mass() + delta``; see :class:`Smoother`.
+    """
+    return Smoother(q, delta, check_support=check_support)(mu)
+
+
+def enlarge(q, rho: float, h: float | None = None):
+    """Quadrature (same rule) on the enlarged domain of Part II, Lemma 2.4."""
+    return q.enlarged(rho, h)

@@ -1,0 +1,41 @@
+"""The transport demos in quick mode (they need the core)."""
+import json
+
+import numpy as np
+import pytest
+
+from femot.cli import main
+from femot.fem.lower_level import _core_solver
+
+
+@pytest.fixture(scope="module", autouse=True)
+def core():
+    try:
+        return _core_solver()
+    except ImportError:
+        pytest.skip("the core (femot.solve_qrot) is not available yet")
+
+
+def test_transport_1d_quick(tmp_path):
+    out = tmp_path / "t1.json"
+    assert main(["demo", "transport-1d", "--quick", "--quiet", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    levels = data["levels"]
+    assert len(levels) >= 5
+    for lv in levels:
+        assert {"gamma", "delta", "d", "cost_error"} <= set(lv)
+        assert lv["marginal_error"] <= 1e-8
+    # The coupling of Part II (3.1) holds and the cost error decreases at every level.
+    ratio = np.array([lv["gamma"] / lv["delta"] ** lv["d"] for lv in levels])
+    assert np.all(np.diff(ratio) < 0)
+    assert np.all(np.diff([lv["cost_error"] for lv in levels]) < 0)
+
+
+def test_transport_2d_quick(tmp_path):
+    out = tmp_path / "t2.json"
+    plots = tmp_path / "plots"
+    assert main(["demo", "transport-2d", "--quick", "--quiet", "--json", str(out), "--plot", str(plots)]) == 0
+    data = json.loads(out.read_text())
+    assert {"n1", "n2", "success", "marginal_error", "time_s", "peak_memory_mb"} <= set(data)
+    assert data["success"] and data["marginal_error"] <= 1e-8
+    assert (plots / "marginals.png").exists() and (plots / "mass_flow.png").exists()

@@ -1,0 +1,128 @@
+"""Meshes: stored files, loading errors, geometry (boundary distance, location, enlargement)."""
+import numpy as np
+import pytest
+
+from femot.fem import available_meshes, boundary_distance, enlarged_mesh, load_mesh, locate, save_mesh
+from femot.fem.meshes import MESH_DIR, BUILTIN_MESHES, builtin_mesh, element_volumes, simplex_set_boundary_distance
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_MESHES))
+def test_stored_meshes_match_generator(name):
+    assert (MESH_DIR / f"{name}.vtu").exists(), "run meshes/generate.py"
+    m, ref = load_mesh(name), builtin_mesh(name)
+    assert m.p.shape == ref.p.shape and m.t.shape == ref.t.shape
+    # Same vertex set and the same total measure.
+    assert np.allclose(np.sort(m.p, axis=1), np.sort(ref.p, axis=1))
+    assert np.isclose(element_volumes(m).sum(), element_volumes(ref).sum(), rtol=1e-13)
+
+
+def test_refine_and_aliases():
+    m = load_mesh("unit_square", refine=1)
+    assert m.t.shape[1] == 4 * load_mesh("unit_square").t.shape[1]
+    assert load_mesh("unit_interval").p.shape[1] == 65
+    assert set(BUILTIN_MESHES) <= set(available_meshes())
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.vtu"):
+        load_mesh(tmp_path / "nope.vtu")
+    bad = tmp_path / "garbage.vtu"
+    bad.write_text("this is not a mesh")
+    with pytest.raises(ValueError, match="garbage.vtu"):
+        load_mesh(bad)
+    with pytest.raises(ValueError, match="known mesh"):
+        load_mesh("no_such_mesh")
+    with pytest.raises(ValueError, match="refine"):
+        load_mesh("unit_square", refine=-1)
+    import meshio
+
+    quads = tmp_path / "quads.vtu"
+    meshio.Mesh(np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0.0]]), [("quad", np.array([[0, 1, 2, 3]]))]).write(quads)
+    with pytest.raises(ValueError, match="no supported cells"):
+        load_mesh(quads)
+    curve = tmp_path / "curve.vtu"
+    meshio.Mesh(np.array([[0, 0, 0], [1, 1, 0.0]]), [("line", np.array([[0, 1]]))]).write(curve)
+    with pytest.raises(ValueError, match="embedded"):
+        load_mesh(curve)
+
+
+@pytest.mark.parametrize("name", ["unit_interval_16", "lshaped"])
+def test_save_load_roundtrip(tmp_path, name):
+    m = builtin_mesh(name)
+    path = save_mesh(m, tmp_path / f"{name}.vtu")
+    m2 = load_mesh(path)
+    assert np.isclose(element_volumes(m2).sum(), element_volumes(m).sum(), rtol=1e-14)
+    assert m2.p.shape == m.p.shape
+
+
+def _dist_to_polyline(x, verts):
+    """Independent reference: distance to a closed polyline sampled very finely."""
+    s = np.linspace(0, 1, 20001)
+    pts = np.concatenate([a + s[:, None] * (b - a) for a, b in zip(verts, np.roll(verts, -1, axis=0))])
+    from scipy.spatial import cKDTree
+
+    return cKDTree(pts).query(x)[0]
+
+
+def test_boundary_distance_square_and_lshape():
+    rng = np.random.default_rng(1)
+    sq = load_mesh("unit_square")
+    x = rng.random((500, 2))
+    exact = np.minimum.reduce([x[:, 0], 1 - x[:, 0], x[:, 1], 1 - x[:, 1]])
+    assert np.allclose(boundary_distance(sq, x), exact, atol=1e-14)
+    L = load_mesh("lshaped")
+    y = rng.uniform(-1, 1, (800, 2))
+    y = y[~((y[:, 0] > 0) & (y[:, 1] > 0))]
+    verts = np.array([[-1, -1], [1, -1], [1, 0], [0, 0], [0, 1], [-1, 1.0]])
+    ref = _dist_to_polyline(y, verts)
+    got = boundary_distance(L, y)
+    assert np.all(got >= 0) and np.allclose(got, ref, atol=1e-4)
+    # Outside points are reported with a negative sign.
+    out = np.array([[0.5, 0.5], [1.5, 0.0]])
+    assert np.all(boundary_distance(L, out) < 0)
+    assert np.allclose(-boundary_distance(L, out), [0.5, 0.5])
+
+
+def test_boundary_distance_1d():
+    m = load_mesh("unit_interval_16")
+    x = np.array([0.0, 0.1, 0.5, 0.97])
+    assert np.allclose(boundary_distance(m, x), [0, 0.1, 0.5, 0.03])
+    assert boundary_distance(m, [1.2])[0] == pytest.approx(-0.2)
+
+
+def test_simplex_set_distance_reentrant_corner():
+    """A cell near the reentrant corner: the nearest boundary point is the corner vertex,
+    which lies closer to the cell's edge than any of the cell's vertices is to the boundary."""
+    from skfem import MeshTri
+
+    L = MeshTri.init_lshaped()  # the 6 coarse cells of [-1, 1]^2 minus (0, 1]^2
+    tri = np.array([[[-0.05, -0.2], [-0.2, -0.05], [-0.5, -0.5]]])  # edge x + y = -0.25 faces (0, 0)
+    ref = 0.25 / np.sqrt(2)  # distance from the reentrant corner to that edge
+    vert_only = boundary_distance(L, tri[0]).min()
+    assert ref < vert_only
+    assert simplex_set_boundary_distance(L, tri) == pytest.approx(ref, rel=1e-12)
+
+
+def test_locate_barycentric():
+    rng = np.random.default_rng(2)
+    m = load_mesh("disk")
+    r, th = np.sqrt(rng.random(300)) * 0.95, rng.random(300) * 2 * np.pi
+    x = np.column_stack([r * np.cos(th), r * np.sin(th)])
+    cells, lam = locate(m, x)
+    assert np.all(cells >= 0)
+    rec = np.einsum("nk,knd->nd", lam, np.moveaxis(m.p[:, m.t[:, cells]], 0, -1))
+    assert np.allclose(rec, x, atol=1e-12)
+    assert np.all(locate(m, np.array([[2.0, 0.0], [0.0, -1.01]]))[0] == -1)
+
+
+@pytest.mark.parametrize("name,rho", [("unit_interval_64", 0.1), ("lshaped", 0.2)])
+def test_enlarged_mesh_keeps_distance(name, rho):
+    m = load_mesh(name)
+    big = enlarged_mesh(m, rho)
+    d = boundary_distance(big, m.p.T)
+    assert d.min() >= rho - 1e-12
+    if m.p.shape[0] == 1:
+        assert np.isclose(big.p.min(), -rho) and np.isclose(big.p.max(), 1 + rho)
+        assert np.all(np.isin(m.p[0], big.p[0]))
+    with pytest.raises(ValueError, match="rho"):
+        enlarged_mesh(m, -1.0)
