@@ -221,3 +221,43 @@ def test_bad_scalars_and_weights():
         solve_qrot(c, a, b, 0.1, x0=(np.zeros(5), np.zeros(6)))
     with pytest.raises(ValueError, match="mu1"):
         exact_ot(c, -a, b)
+
+
+def test_line_search_root_finders_agree():
+    """Sorted-breakpoint and bracketed roots of the piecewise linear phi' coincide."""
+    from femot.core.qrot import _bracketed_root, _exact_line_search
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        m = 500
+        z = rng.normal(size=m)
+        dz = rng.normal(size=m)
+        ws = rng.uniform(0.1, 1.0, m)
+        q0, q1 = 0.0, 1e-3
+        # choose lin so that phi'(0) < 0 < phi'(1)
+        d0 = float(np.sum(ws * np.maximum(z, 0) * dz)) + q0
+        d1 = float(np.sum(ws * np.maximum(z + dz, 0) * dz)) + q0 + q1
+        if d1 <= d0:
+            continue
+        lin = d0 + rng.uniform(0.05, 0.95) * (d1 - d0)
+        t1 = _exact_line_search(z, dz, ws, q0, q1, lin)
+        t2 = _bracketed_root(z, dz, ws, q0, q1, lin, 1.0)
+        assert 0 < t1 < 1
+        assert abs(t1 - t2) <= 1e-9
+        # it is a root
+        val = float(np.sum(ws * np.maximum(z + t1 * dz, 0) * dz)) + q0 + t1 * q1 - lin
+        assert abs(val) <= 1e-9 * max(1.0, abs(lin))
+
+
+def test_monge_initialization_gives_exact_duals():
+    from femot.core import kernels
+
+    c, m1, m2, w1, w2, x, y = random_weighted(40, 30, 3)
+    assert kernels.is_monge(c, 1e-12)
+    assert not kernels.is_monge(-c, 1e-12)
+    a, b = w1 * m1, w2 * m2
+    al, be = kernels.northwest_corner_duals(c, a, b)
+    lp = exact_ot(c, m1, m2, w1, w2)
+    z = al[:, None] + be[None, :] - c
+    assert z.max() <= 1e-12  # dual feasible
+    assert abs((al @ a + be @ b) - lp.cost) <= 1e-10  # and optimal (strong duality)

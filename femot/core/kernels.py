@@ -340,3 +340,45 @@ def ws_line_candidates(indptr, indices, cvals, alpha, beta, dalpha, dbeta, tmax,
                 ws[q] = w1[i] * w2[j]
                 q += 1
     return zs, dzs, ws
+
+
+@njit(cache=True)
+def is_monge(c, tol):
+    """True when c_ij + c_{i+1,j+1} <= c_{i,j+1} + c_{i+1,j} + tol on all adjacent 2x2 minors."""
+    n1, n2 = c.shape
+    for i in range(n1 - 1):
+        for j in range(n2 - 1):
+            if c[i, j] + c[i + 1, j + 1] > c[i, j + 1] + c[i + 1, j] + tol:
+                return False
+    return True
+
+
+@njit(cache=True)
+def northwest_corner_duals(c, a, b):
+    """Potentials along the north-west corner staircase (exact OT duals for Monge costs).
+
+    The staircase visits n1 + n2 - 1 cells forming a spanning tree of the
+    bipartite graph; alpha_i + beta_j = c_ij on each of them.
+    """
+    n1, n2 = c.shape
+    alpha = np.zeros(n1)
+    beta = np.zeros(n2)
+    i = 0
+    j = 0
+    ra = a[0]
+    rb = b[0]
+    alpha[0] = 0.0
+    beta[0] = c[0, 0]
+    while i < n1 - 1 or j < n2 - 1:
+        # advance the side that runs out first (ties: rows first)
+        if (ra <= rb and i < n1 - 1) or j == n2 - 1:
+            rb -= ra
+            i += 1
+            ra = a[i]
+            alpha[i] = c[i, j] - beta[j]
+        else:
+            ra -= rb
+            j += 1
+            rb = b[j]
+            beta[j] = c[i, j] - alpha[i]
+    return alpha, beta

@@ -1,0 +1,930 @@
+"""Constrained nonsmooth trust-region method over the (weighted) simplex.
+
+Implements Part III, Algorithm 4.1 ("A Constrained Nonsmooth TR Method") with
+the implementation choices of Part III, Remark 4.2:
+
+    min f(x)   s.t.  x in S_w(s) = { x >= 0, sum_i w_i x_i = s },
+
+for a locally Lipschitz f given by an oracle ``fun(x) -> (f(x), g)`` that
+returns the value and ONE Clarke subgradient g in df(x).
+
+One iteration k (Steps 3-14):
+
+* stationarity: theta_R(x_k, g_k) (Step 4, :func:`femot.optim.simplex.theta_R`);
+  stop when theta_R <= tol (Step 5);
+* if Delta_k >= Delta_min ("bfgs" phase): quadratic model
+  q_k(d) = f + <g, d> + 1/2 d'H_k d with a damped BFGS matrix H_k; the step is
+  the best convex combination (Remark 4.2) of the projected dogleg point and
+  the generalized Cauchy point along the stationarity direction, checked
+  against the constrained Cauchy decrease of Step 8; quality rho_k of Step 9;
+* if Delta_k < Delta_min ("bouligand" phase): the model
+  phi(d) = max_j <g_j, d> over subgradients collected in B(x_k, Delta_k) (a
+  finite inner approximation of the collective Bouligand subdifferential,
+  Remark 4.2, eq. (4.2)), the modified stationarity measure psi_R (an LP),
+  the modified Cauchy condition of Step 11 and the modified quality
+  indicator of Step 12;
+* acceptance and radius update of Step 14 (Delta_{k+1} >= Delta_min after a
+  successful step).
+
+Implementation choices beyond the text of Algorithm 4.1 (all inside its
+freedom: Step 3 allows any symmetric H_k, Steps 8/11 any step satisfying the
+respective Cauchy decrease):
+
+* Step 8 candidates also include the dogleg restricted to the current face
+  (the Newton step once the active set is known) and, when the cutting planes
+  f(y_j) + <g_j, . - y_j> of recently evaluated points disagree with q_k, a
+  cutting-plane LP step (with H_k = H0 I).  Among candidates satisfying the
+  Cauchy condition, the one forecast (by max(q_k, planes)) to pass the
+  rho-test is taken.  ``bundle_size=0``, ``subspace_step=False`` give the
+  plain Remark 4.2 step.
+* Bouligand subgradients are gathered by probing the ball along the model's
+  own minimizing direction until the new subgradient confirms the predicted
+  slope (Remark 4.2: "iteratively exploring the ball"), plus optional
+  coordinate/random samples or a user-supplied ``collect_subgradients``.
+  The Bouligand step uses H_k = H0 I (``bouligand_H``).
+* H_k is reset to H0 I when it loses definiteness, exceeds ``max_cond``, or
+  yields a step that does not move x at working precision; periodically
+  (``bfgs_reset``) to the scaled identity.
+* Kinks that are minimizers are certified in the Bouligand phase by
+  psi_R <= tol (status 0, ``stationarity_measure == "psi"``): a single
+  subgradient never makes theta_R small there.
+
+Default parameters are those of Part III, Section 4.2: R = sqrt(n),
+Delta_min = 1e-6, eta1 = 0.1, eta2 = 0.9, beta1 = 0.5, beta2 = 1.5, nu = 1,
+x0 = uniform, Delta0 = 1, tol = 1e-5.  On a weighted or rescaled simplex
+wider than sqrt(n), R defaults to its diameter, so that theta_R keeps the
+closed form (the paper's "R large enough", Remark 4.2).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+from scipy.linalg import LinAlgError, cho_factor, cho_solve
+from scipy.optimize import OptimizeResult, linprog
+
+from femot._validation import as_positive_weights, as_vector, check_positive_scalar
+from femot.optim.simplex import _check_on_simplex, _diameter, _project, _psi, _theta
+
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "SimplexTRResult",
+    "SimplexPathResult",
+    "minimize_simplex",
+    "minimize_simplex_path",
+]
+
+#: Options of :func:`minimize_simplex` and their defaults (Part III, Sec. 4.2).
+DEFAULT_OPTIONS = {
+    "R": None,              # radius in theta_R / psi_R; None -> max(sqrt(n), diameter)
+    "Delta0": 1.0,          # initial trust-region radius
+    "Delta_min": 1e-6,      # below it the Bouligand model is used (Step 7)
+    "Delta_max": None,      # cap of the radius; None -> max(Delta0, diameter)
+    "eta1": 0.1,
+    "eta2": 0.9,
+    "beta1": 0.5,
+    "beta2": 1.5,
+    "nu": 1.0,              # Cauchy decrease fraction, 0 < nu <= 1
+    "tol": 1e-5,            # stop when theta_R (or psi_R) <= tol
+    "max_iter": 200,
+    "bfgs_reset": 100,      # reset H to a scaled identity every so many iterations (0: never)
+    "H0": 1.0,              # initial H = H0 * I
+    "reset_scaling": True,  # reset to (y'y/s'y) I (last undamped pair) instead of H0 I
+    "max_cond": 1e12,       # reset H when its condition number exceeds this (BFGS failure)
+    "psi_stop_radius": None,  # stop on psi_R <= tol only if Delta <= this; None -> Delta_min
+    "bundle_size": 50,      # cutting-plane candidate from the last evaluations (0: off)
+    "bouligand_H": "identity",  # H_k of the Bouligand model: 'identity' (H0 I) or 'bfgs'
+    "radius_floor": 1e-14,  # radius collapse -> status 2
+    "n_coord": 0,           # Bouligand sampling: coordinate directions
+    "n_random": 2,          # Bouligand sampling: random directions
+    "n_probe": None,        # Bouligand exploration along the model direction; None -> n + 5
+    "seed": 0,              # rng of the random sampling directions
+    "subspace_step": True,  # add the face-restricted dogleg as a candidate
+    "verbose": False,
+}
+
+STATUS_MESSAGES = {
+    0: "Converged: the stationarity measure is below tol.",
+    1: "Maximum number of iterations reached before the stationarity tolerance.",
+    2: "Trust-region radius collapsed below radius_floor before the stationarity tolerance.",
+    3: "fun returned a non-finite value or subgradient.",
+    4: "Stopped by the callback.",
+}
+
+
+# --------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------
+_COLUMNS = ("k", "f", "theta", "psi", "Delta", "rho", "|d|", "model", "step", "acc")
+
+
+def _fmt(v, width=11, prec=3):
+    if v is None:
+        return "-".rjust(width)
+    if isinstance(v, (bool, np.bool_)):
+        return ("yes" if v else "no").rjust(width)
+    if isinstance(v, numbers.Integral):
+        return str(int(v)).rjust(width)
+    if isinstance(v, numbers.Real):
+        return f"{float(v):.{prec}e}".rjust(width)
+    return str(v).rjust(width)
+
+
+def _header():
+    widths = (5, 14, 11, 11, 11, 11, 11, 10, 8, 5)
+    return "".join(c.rjust(wd) for c, wd in zip(_COLUMNS, widths))
+
+
+def _row(h):
+    return (_fmt(h["k"], 5) + _fmt(h["f"], 14, 6) + _fmt(h["theta"]) + _fmt(h["psi"])
+            + _fmt(h["Delta"]) + _fmt(h["rho"]) + _fmt(h["step_norm"])
+            + _fmt(h["model"], 10) + _fmt(h["step"], 8) + _fmt(h["accepted"], 5))
+
+
+class SimplexTRResult(OptimizeResult):
+    """Result of :func:`minimize_simplex` (a ``scipy.optimize.OptimizeResult``).
+
+    Attributes
+    ----------
+    x : final iterate (on the simplex)
+    fun : f(x)
+    jac : the subgradient returned by ``fun`` at x
+    nit : number of trust-region iterations (steps computed)
+    nfev : number of calls of ``fun`` (including Bouligand sampling)
+    success, status, message : 0 converged, 1 max_iter, 2 radius collapse,
+        3 non-finite output of fun, 4 stopped by the callback
+    stationarity : final stationarity measure (theta_R, or psi_R if the stop
+        was certified by the collected subgradients)
+    stationarity_measure : ``"theta"`` or ``"psi"``
+    theta : theta_R at x with ``jac``
+    Delta : final trust-region radius
+    n_resets : number of BFGS resets
+    history : one dict per iteration with keys k, f, theta, psi, Delta, rho,
+        step_norm, model ('bfgs' / 'bouligand'), step (the candidate taken:
+        'cauchy', 'dogleg', 'face', 'bundle' or 'psi'), accepted, pred
+        (model decrease f - q_k(d)), cauchy (right-hand side of the Cauchy
+        condition of Step 8/11), nfev.  The last row (model None) records
+        the stationarity at the returned point; a row with model
+        'bouligand' and rho None is the psi_R-certified stop.
+    options : the options used (defaults filled in)
+    """
+
+    def table(self) -> str:
+        """The iteration history as a printable table."""
+        lines = [_header()]
+        lines += [_row(h) for h in self.get("history", [])]
+        return "\n".join(lines)
+
+
+class SimplexPathResult(OptimizeResult):
+    """Result of :func:`minimize_simplex_path`: one :class:`SimplexTRResult` per level.
+
+    Attributes: params, results, x (final level), fun, success (all levels),
+    status (first nonzero status, else 0), message, nit and nfev (totals).
+    """
+
+    def table(self) -> str:
+        """One summary line per level of the path."""
+        head = f"{'level':>5}{'param':>14}{'f':>16}{'stationarity':>14}{'nit':>6}{'nfev':>7}  status"
+        lines = [head]
+        for i, (p, r) in enumerate(zip(self.params, self.results)):
+            lines.append(f"{i:>5}{_fmt(p, 14, 4)}{_fmt(r.fun, 16, 8)}"
+                         f"{_fmt(r.stationarity, 14)}{r.nit:>6}{r.nfev:>7}  {r.status}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# small linear-algebra kernels
+# --------------------------------------------------------------------------
+def _dogleg(g, H, Delta):
+    """Dogleg solution of min <g,p> + 1/2 p'Hp, |p| <= Delta (no simplex constraint)."""
+    gg = g @ g
+    if gg == 0.0:
+        return np.zeros_like(g)
+    gnorm = math.sqrt(gg)
+    try:
+        pN = -cho_solve(cho_factor(H), g)
+    except (LinAlgError, ValueError):
+        pN = None
+    if pN is not None and np.linalg.norm(pN) <= Delta:
+        return pN
+    gHg = g @ H @ g
+    if gHg <= 0.0:
+        return -(Delta / gnorm) * g
+    pU = -(gg / gHg) * g
+    if np.linalg.norm(pU) >= Delta:
+        return -(Delta / gnorm) * g
+    if pN is None:
+        return pU
+    e = pN - pU
+    a, b, c = e @ e, 2.0 * (pU @ e), pU @ pU - Delta * Delta
+    tau = (-b + math.sqrt(max(b * b - 4.0 * a * c, 0.0))) / (2.0 * a)
+    return pU + min(max(tau, 0.0), 1.0) * e
+
+
+def _scaled_step(v, slope, H, Delta):
+    """alpha * v minimizing slope*alpha + alpha^2/2 v'Hv on [0, min(1, Delta/|v|)].
+
+    ``slope`` is the (negative) value of the linear part of the model at v
+    (-theta or -psi); this is the generalized Cauchy point along v, and it
+    satisfies the Cauchy decrease of Algorithm 4.1 Steps 8 / 11 when |v| <= R.
+    """
+    nv = np.linalg.norm(v)
+    if nv == 0.0:
+        return np.zeros_like(v)
+    amax = min(1.0, Delta / nv)
+    c = v @ H @ v
+    alpha = amax if c <= 0.0 else min(amax, -slope / c)
+    return max(alpha, 0.0) * v
+
+
+def _best_combination(a, b, g, H):
+    """lambda*a + (1-lambda)*b, lambda in [0,1], minimizing <g,d> + 1/2 d'Hd (closed form)."""
+    e = a - b
+    Hb = H @ b
+    lin = g @ e + Hb @ e
+    quad = e @ H @ e
+    if quad > 0.0:
+        lam = min(max(-lin / quad, 0.0), 1.0)
+    else:
+        lam = 1.0 if lin + 0.5 * quad < 0.0 else 0.0
+    return b + lam * e
+
+
+def _tangent_basis(wF):
+    """Orthonormal basis (columns) of { d : <wF, d> = 0 } via a Householder QR."""
+    Q, _ = np.linalg.qr(wF[:, None], mode="complete")
+    return Q[:, 1:]
+
+
+def _bfgs_update(H, s, y):
+    """Powell-damped BFGS update of the model Hessian H with the pair (s, y).
+
+    If s'y < 0.2 s'Hs the secant vector is damped to y~ = t y + (1-t) Hs with
+    s'y~ = 0.2 s'Hs > 0, so H stays symmetric positive definite.  Returns
+    (H_new, tag) with tag 'bfgs', 'damped' or 'skipped'.
+    """
+    Hs = H @ s
+    sHs = s @ Hs
+    if not (sHs > 1e-300) or not np.all(np.isfinite(y)):
+        return H, "skipped"
+    sy = s @ y
+    tag = "bfgs"
+    if sy < 0.2 * sHs:
+        t = 0.8 * sHs / (sHs - sy)
+        y = t * y + (1.0 - t) * Hs
+        sy = s @ y
+        tag = "damped"
+    Hn = H - np.outer(Hs, Hs) / sHs + np.outer(y, y) / sy
+    Hn = 0.5 * (Hn + Hn.T)
+    if not np.all(np.isfinite(Hn)):
+        return H, "skipped"
+    return Hn, tag
+
+
+class _Bundle:
+    """Evaluated triples (y_j, f(y_j), g_j) for the cutting-plane candidate.
+
+    Relevance at the current iterate x is the linearization error
+    alpha_j = |f(x) - f_j - <g_j, x - y_j>|.  A subgradient equal to a stored
+    one replaces it if it is more relevant; when full, the least relevant
+    entry is dropped (not the oldest), so every piece of a polyhedral f seen
+    near x stays represented.
+    """
+
+    def __init__(self, size):
+        self.size = size
+        self.Y, self.F, self.G = [], [], []
+
+    def __len__(self):
+        return len(self.Y)
+
+    def _alpha(self, x, f):
+        Y, F, G = self.arrays()
+        return np.abs(f - F - np.einsum("ij,ij->i", G, x[None, :] - Y))
+
+    def add(self, y, fy, gy, x, f):
+        if not self.size or not _finite(fy, gy):
+            return
+        a_new = abs(f - fy - gy @ (x - y))
+        if self.Y:
+            alpha = self._alpha(x, f)
+            G = np.array(self.G)
+            same = np.nonzero(np.all(np.abs(G - gy) <= 1e-12 * (1.0 + np.abs(G)), axis=1))[0]
+            if same.size:
+                j = same[np.argmin(alpha[same])]
+                if a_new < alpha[j]:
+                    self.Y[j], self.F[j], self.G[j] = y.copy(), fy, gy.copy()
+                return
+            if len(self.Y) >= self.size:
+                j = int(np.argmax(alpha))
+                if alpha[j] <= a_new:
+                    return
+                del self.Y[j], self.F[j], self.G[j]
+        self.Y.append(y.copy())
+        self.F.append(fy)
+        self.G.append(gy.copy())
+
+    def arrays(self):
+        return np.array(self.Y), np.array(self.F), np.array(self.G)
+
+
+# --------------------------------------------------------------------------
+# oracle handling and validation
+# --------------------------------------------------------------------------
+def _call(fun, x, n, where):
+    """Evaluate the oracle, checking the shapes of (f, g)."""
+    out = fun(x.copy())
+    try:
+        f, g = out
+    except (TypeError, ValueError):
+        raise ValueError(f"fun must return a pair (f, g); at {where} it returned {type(out).__name__}") from None
+    try:
+        fa = np.asarray(f, dtype=float)
+        ga = np.asarray(g, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"fun must return numeric (f, g); at {where} it did not") from None
+    if fa.size != 1:
+        raise ValueError(f"fun must return a scalar value f; at {where} it has shape {fa.shape}")
+    if ga.ndim == 2 and 1 in ga.shape:
+        ga = ga.reshape(-1)
+    if ga.shape != (n,):
+        raise ValueError(f"fun must return a subgradient g of shape ({n},); at {where} it has shape {ga.shape}")
+    return float(fa.reshape(())), ga.copy()
+
+
+_EPS = np.finfo(float).eps
+
+
+def _ratio(f, ft, pred):
+    """rho = (f - f_trial) / pred, robust to cancellation near convergence.
+
+    Both differences get the rounding level 10 eps max(1, |f|) added (a
+    common trust-region safeguard), so a step whose actual and predicted
+    decrease are both at rounding level is not rejected because of noise.
+    """
+    if not pred > 0:
+        return -np.inf
+    delta = 10.0 * _EPS * max(1.0, abs(f))
+    return (f - ft + delta) / (pred + delta)
+
+
+def _finite(f, g):
+    return math.isfinite(f) and bool(np.all(np.isfinite(g)))
+
+
+def _parse_options(options, n, w, s):
+    opts = dict(DEFAULT_OPTIONS)
+    if options is not None:
+        if not isinstance(options, dict):
+            raise ValueError(f"options must be a dict, got {type(options).__name__}")
+        unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+        if unknown:
+            raise ValueError(f"options: unknown option(s) {unknown}; valid: {sorted(DEFAULT_OPTIONS)}")
+        opts.update(options)
+    o = {}
+    if opts["R"] is None:
+        # Part III, Sec. 4.2: R = sqrt(n) (>= sqrt(2), the diameter of the standard
+        # simplex, so theta_R is the closed-form LP value, Remark 4.2).  A weighted
+        # or rescaled simplex can be wider; keep the ball inactive there as well.
+        o["R"] = max(math.sqrt(n), _diameter(n, w, s))
+    else:
+        o["R"] = check_positive_scalar(opts["R"], "options['R']")
+    for key in ("Delta0", "Delta_min", "beta2", "radius_floor", "H0", "max_cond"):
+        o[key] = check_positive_scalar(opts[key], f"options['{key}']")
+    o["tol"] = float(opts["tol"])
+    if not (o["tol"] >= 0.0 and math.isfinite(o["tol"])):
+        raise ValueError(f"options['tol'] must be a nonnegative number, got {opts['tol']!r}")
+    for key in ("eta1", "eta2", "beta1", "nu"):
+        o[key] = check_positive_scalar(opts[key], f"options['{key}']")
+    if not o["eta1"] < o["eta2"] < 1.0:
+        raise ValueError(f"options: need 0 < eta1 < eta2 < 1, got eta1={o['eta1']}, eta2={o['eta2']}")
+    if not o["beta1"] < 1.0 < o["beta2"]:
+        raise ValueError(f"options: need 0 < beta1 < 1 < beta2, got beta1={o['beta1']}, beta2={o['beta2']}")
+    if o["nu"] > 1.0:
+        raise ValueError(f"options['nu'] must satisfy 0 < nu <= 1, got {o['nu']}")
+    if o["Delta0"] <= o["Delta_min"]:
+        raise ValueError(f"options: need Delta0 > Delta_min, got Delta0={o['Delta0']}, Delta_min={o['Delta_min']}")
+    psr = opts["psi_stop_radius"]
+    o["psi_stop_radius"] = o["Delta_min"] if psr is None else check_positive_scalar(psr, "options['psi_stop_radius']")
+    dmax = opts["Delta_max"]
+    o["Delta_max"] = (max(o["Delta0"], _diameter(n, w, s)) if dmax is None
+                      else check_positive_scalar(dmax, "options['Delta_max']"))
+    if opts["n_probe"] is None:
+        opts["n_probe"] = n + 5
+    for key in ("max_iter", "bfgs_reset", "n_coord", "n_random", "seed", "bundle_size", "n_probe"):
+        v = opts[key]
+        if v is None and key == "bfgs_reset":
+            v = 0
+        if not isinstance(v, numbers.Integral) or v < 0:
+            raise ValueError(f"options['{key}'] must be a nonnegative integer, got {v!r}")
+        o[key] = int(v)
+    o["subspace_step"] = bool(opts["subspace_step"])
+    o["reset_scaling"] = bool(opts["reset_scaling"])
+    if opts["bouligand_H"] not in ("identity", "bfgs"):
+        raise ValueError(f"options['bouligand_H'] must be 'identity' or 'bfgs', got {opts['bouligand_H']!r}")
+    o["bouligand_H"] = opts["bouligand_H"]
+    o["verbose"] = bool(opts["verbose"])
+    return o
+
+
+def _setup(x0, weights, mass, n):
+    s = check_positive_scalar(mass, "mass")
+    if x0 is not None:
+        x0 = as_vector(x0, "x0")
+        n_ = x0.size
+    elif weights is not None:
+        n_ = np.asarray(weights).size
+    elif n is not None:
+        n_ = n
+    else:
+        raise ValueError("give x0, weights or n: the dimension of the simplex is unknown")
+    if n is not None and int(n) != n_:
+        raise ValueError(f"n = {n} does not match the length {n_} of x0/weights")
+    if not isinstance(n_, numbers.Integral) or n_ < 1:
+        raise ValueError(f"n must be a positive integer, got {n_!r}")
+    w = None if weights is None else as_positive_weights(weights, "weights", n_)
+    if x0 is None:
+        x = np.full(n_, s / (n_ if w is None else w.sum()))
+    else:
+        _check_on_simplex(x0, w, s, "x0")
+        x = _project(x0, w, s)  # remove the admissible 1e-8 slack exactly
+    return x, w, s, n_
+
+
+# --------------------------------------------------------------------------
+# steps
+# --------------------------------------------------------------------------
+def _bfgs_step(x, f, g, H, Hnorm, Delta, theta, d_theta, w, s, o, bundle=None):
+    """Inexact solution of the TR subproblem (Q_k) of Algorithm 4.1, Step 8.
+
+    Candidates (Remark 4.2): (b) the generalized Cauchy point along the
+    direction realizing theta_R; (a) the dogleg step of the model without the
+    simplex constraints, projected onto S_w(s) (nonexpansive, so it stays in
+    the ball).  With ``subspace_step`` a second (a)-candidate is the dogleg of
+    the model restricted to the current face {d_i = 0 off the support,
+    <w, d> = 0}, projected likewise; it recovers the Newton step of the
+    constrained problem once the active set is identified.  Each (a) is
+    combined with (b) by the q_k-best convex combination.
+
+    With a ``bundle`` (Y, f(Y), G) of evaluated points, the cutting planes
+    f(y_j) + <g_j, x + d - y_j> forecast the decrease of each candidate as
+    f - max(q_k(d), planes(d)).  If the forecast of the q_k-best candidate
+    says it will fail the rho-test of Step 9 (typically: it crosses a kink),
+    the cutting-plane LP step (with H_k = H0 I) joins the candidates, and the
+    one forecast to pass the test with the largest forecast decrease is taken.
+    Only candidates satisfying the Cauchy decrease of Step 8 are eligible.
+
+    Returns (d, pred = f - q_k(d), Cauchy right-hand side, label).
+    """
+    b = _scaled_step(d_theta, -theta, H, Delta)
+
+    def model(d):
+        return g @ d + 0.5 * (d @ H @ d)
+
+    def project_into_ball(p):
+        d = _project(x + p, w, s) - x
+        nd = np.linalg.norm(d)
+        return d * (Delta / nd) if nd > Delta else d
+
+    cands = [(project_into_ball(_dogleg(g, H, Delta)), "dogleg")]
+    if o["subspace_step"]:
+        wv = np.ones_like(x) if w is None else w
+        gap = np.linalg.norm(_project(x - g, w, s) - x, np.inf)
+        F = x > min(1e-3 * s / wv.sum(), gap)
+        if F.sum() >= 2:
+            Z = _tangent_basis(wv[F])
+            HF = H[np.ix_(F, F)]
+            pr = _dogleg(Z.T @ g[F], Z.T @ HF @ Z, Delta)
+            p = np.zeros_like(x)
+            p[F] = Z @ pr
+            cands.append((project_into_ball(p), "face"))
+    R, nu = o["R"], o["nu"]
+    bound = nu / (2 * R) * theta * min(R, Delta, theta / (R * Hnorm))
+    # (d, pred = f - q_k(d), Cauchy right-hand side, label) for the BFGS model
+    options = [(b, -model(b), bound, "cauchy")]
+    for a, label in cands:
+        c = _best_combination(a, b, g, H)
+        options.append((c, -model(c), bound, label))
+    valid = [c for c in options if c[1] >= c[2] and c[1] > 0]
+    if not valid:  # rounding only: the Cauchy point satisfies Step 8 in exact arithmetic
+        return options[0]
+    best = max(valid, key=lambda c: c[1])
+    if bundle is None:
+        return best
+    Y, fY, GY = bundle
+    # cutting planes at x: f + <g_j, d> - alpha_j, alpha_j = |linearization error|
+    alpha = np.abs(f - fY - np.einsum("ij,ij->i", GY, x[None, :] - Y))
+
+    def forecast(c):
+        # f - max(q(d), cutting-plane model(d)): a sharper forecast of the actual decrease
+        return min(c[1], -float(np.max(GY @ c[0] - alpha)))
+
+    if forecast(best) >= o["eta2"] * best[1]:
+        return best  # the planes agree with the quadratic model (smooth regime)
+    db = _bundle_lp(x, GY, alpha, Delta, w, s)
+    if db is not None:
+        mu = o["H0"]  # H_k = H0 I for this candidate (Step 3 leaves H_k free)
+        bound_b = nu / (2 * R) * theta * min(R, Delta, theta / (R * mu))
+        cb = (db, -(g @ db + 0.5 * mu * (db @ db)), bound_b, "bundle")
+        if cb[1] >= bound_b and cb[1] > 0:
+            valid.append(cb)
+    # prefer steps forecast to pass the rho-test of Step 9, then the largest forecast
+    scored = [(forecast(c), c) for c in valid]
+    for level in (o["eta2"], o["eta1"]):
+        good = [(e, c) for e, c in scored if e >= level * c[1]]
+        if good:
+            return max(good, key=lambda ec: ec[0])[1]
+    return best
+
+
+def _bundle_lp(x, GY, alpha, Delta, w, s):
+    """min_d max_j <g_j, d> - alpha_j over (S_w(s) - x) ∩ box(Delta), scaled into the ball."""
+    n = x.size
+    K = GY.shape[0]
+    wv = np.ones(n) if w is None else w
+    c = np.zeros(n + 1)
+    c[-1] = 1.0
+    A_ub = np.hstack([GY, -np.ones((K, 1))])
+    b_ub = GY @ x + alpha
+    bounds = [(max(0.0, xi - Delta), xi + Delta) for xi in x] + [(None, None)]
+    res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=np.append(wv, 0.0)[None, :], b_eq=[s],
+                  bounds=bounds, method="highs")
+    if res.status != 0 or res.x is None:
+        return None
+    d = _project(res.x[:n], w, s) - x
+    nd = np.linalg.norm(d)
+    if nd > Delta:
+        d *= Delta / nd
+    return d
+
+
+def _sample_subgradients(fun, x, g, Delta, w, s, rng, o, n):
+    """Initial subgradients at points of the ball B(x, Delta) ∩ S_w(s) (Remark 4.2).
+
+    Points: x + Delta*u projected onto the simplex (|P(x+Delta u) - x| <= Delta),
+    for u pointing from the ``n_coord`` coordinates with the largest g_i/w_i
+    toward the one with the smallest (the directions the linear model wants),
+    and for ``n_random`` random unit tangent directions (seeded rng).  The
+    main loop then probes along the psi_R direction (``n_probe``).  Returns (G, evaluations, nonfinite)
+    with evaluations a list of (point, f, g).
+    """
+    wv = np.ones(n) if w is None else w
+    r = g / wv
+    j = int(np.argmin(r))
+    dirs = []
+    supp = [i for i in np.argsort(-r) if x[i] > 0 and i != j][: o["n_coord"]]
+    for i in supp:
+        u = np.zeros(n)
+        u[j] += 1.0 / wv[j]
+        u[i] -= 1.0 / wv[i]
+        dirs.append(u / np.linalg.norm(u))
+    for _ in range(o["n_random"]):
+        u = rng.standard_normal(n)
+        u -= (wv @ u) / (wv @ wv) * wv
+        nu_ = np.linalg.norm(u)
+        if nu_ > 0:
+            dirs.append(u / nu_)
+    G = [g]
+    evals = []
+    for u in dirs:
+        xs = _project(x + Delta * u, w, s)
+        if not np.any(xs != x):
+            continue
+        fs, gs = _call(fun, xs, n, "a sample point of the Bouligand model")
+        evals.append((xs, fs, gs))
+        if not _finite(fs, gs):
+            return np.array(G), evals, True
+        G.append(gs)
+    return np.array(G), evals, False
+
+
+# --------------------------------------------------------------------------
+# the method
+# --------------------------------------------------------------------------
+def minimize_simplex(fun=None, x0=None, *, weights=None, mass=1.0, n=None, options=None,
+                     callback=None, collect_subgradients=None, path=None, fun_factory=None):
+    """Minimize a locally Lipschitz f over the (weighted) simplex.
+
+    Part III, Algorithm 4.1 (constrained nonsmooth trust-region method) with
+    the choices of Remark 4.2 (BFGS model, projected dogleg / stationarity
+    step, Bouligand safeguard)::
+
+        min f(x)  s.t.  x >= 0,  sum_i w_i x_i = mass.
+
+    Parameters
+    ----------
+    fun : callable ``fun(x) -> (f, g)``: value and ONE Clarke subgradient.
+    x0 : starting point on the simplex (default: uniform,
+        ``mass / sum(w) * ones``).  A point off the simplex by more than 1e-8
+        raises ValueError.
+    weights : positive weights w (default: ones, the standard simplex).
+    mass : s > 0.
+    n : dimension, needed only if neither x0 nor weights is given.
+    options : dict overriding :data:`DEFAULT_OPTIONS`; unknown keys raise.
+        Algorithm 4.1 constants: R, Delta0, Delta_min, eta1, eta2, beta1,
+        beta2, nu, tol, max_iter.  Safeguards: Delta_max, radius_floor,
+        psi_stop_radius.  Model: H0, bfgs_reset, reset_scaling, max_cond,
+        subspace_step, bundle_size, bouligand_H.  Bouligand sampling:
+        n_probe, n_coord, n_random, seed.  Output: verbose (print the
+        iteration table while running).
+    callback : ``callback(intermediate_result)`` after every iteration (an
+        OptimizeResult with x, fun, jac, nit, stationarity, Delta); returning
+        True (or raising StopIteration) stops with status 4.
+    collect_subgradients : optional ``collect_subgradients(x, radius) -> list
+        of g``: subgradients from the ball B(x, radius) for the Bouligand model
+        (e.g. all Bouligand elements of a bilevel map, Part III Thm 3.12);
+        by default they are sampled (see ``_sample_subgradients``).
+    path, fun_factory : if given, solve a sequence of problems
+        ``fun_factory(p)`` for p in ``path`` with warm starts; see
+        :func:`minimize_simplex_path` (``fun`` must then be None).
+
+    Returns
+    -------
+    SimplexTRResult (or SimplexPathResult with ``path``).
+
+    Notes
+    -----
+    Stopping: theta_R(x, g) <= tol (Step 5, status 0), or -- in the Bouligand
+    phase (Delta_k < Delta_min) -- psi_R <= tol, i.e. a convex combination of
+    the subgradients collected in B(x, Delta_k) is stationary up to tol
+    (Goldstein-type stationarity; this is how kinks that are minimizers are
+    certified, where a single subgradient never has small theta).
+    """
+    if path is not None or fun_factory is not None:
+        if fun is not None:
+            raise ValueError("fun must be None when path/fun_factory are given")
+        if path is None or fun_factory is None:
+            raise ValueError("path and fun_factory must be given together")
+        return minimize_simplex_path(fun_factory, path, x0, weights=weights, mass=mass, n=n,
+                                     options=options, callback=callback,
+                                     collect_subgradients=collect_subgradients)
+    if not callable(fun):
+        raise ValueError(f"fun must be callable, got {type(fun).__name__}")
+    if callback is not None and not callable(callback):
+        raise ValueError("callback must be callable or None")
+    if collect_subgradients is not None and not callable(collect_subgradients):
+        raise ValueError("collect_subgradients must be callable or None")
+    x, w, s, n = _setup(x0, weights, mass, n)
+    o = _parse_options(options, n, w, s)
+    R, tol = o["R"], o["tol"]
+    rng = np.random.default_rng(o["seed"])
+
+    f, g = _call(fun, x, n, "x0")
+    if not _finite(f, g):
+        raise ValueError("fun(x0) returned a non-finite value or subgradient")
+    nfev = 1
+    bundle_store = _Bundle(o["bundle_size"])
+
+    def remember(y, fy, gy):
+        bundle_store.add(y, fy, gy, x, f)
+
+    remember(x.copy(), f, g)
+    H = o["H0"] * np.eye(n)
+    scale = o["H0"]  # identity scaling used at resets
+    since_reset = 0
+    n_resets = 0
+    Delta = o["Delta0"]
+    history = []
+    status = None
+    stat_kind = "theta"
+    psi = None
+    if o["verbose"]:
+        print(_header())
+
+    def log(rec):
+        history.append(rec)
+        if o["verbose"]:
+            print(_row(rec), flush=True)
+
+    k = 0
+    while True:
+        theta, d_theta, _ = _theta(x, g, R, w, s)
+        # -------- termination (Steps 4-5 and safeguards)
+        if theta <= tol:
+            status, stat_value = 0, theta
+            break
+        if k >= o["max_iter"]:
+            status, stat_value = 1, theta
+            break
+        if Delta < o["radius_floor"]:
+            status, stat_value = 2, theta
+            break
+        ev = np.linalg.eigvalsh(H)
+        if not (ev[0] > 0 and ev[-1] <= o["max_cond"] * ev[0]):
+            # BFGS failure: lost definiteness or ill-conditioned beyond max_cond
+            H = o["H0"] * np.eye(n)
+            since_reset = 0
+            n_resets += 1
+            ev = np.linalg.eigvalsh(H)
+        Hnorm = float(ev[-1])
+        rec = {"k": k, "f": f, "theta": theta, "psi": None, "Delta": Delta, "rho": None,
+               "step_norm": 0.0, "model": None, "step": None, "accepted": False, "pred": None,
+               "cauchy": None, "nfev": nfev}
+        evaluated = False
+        failed_model = False
+        if Delta >= o["Delta_min"]:
+            # -------- Steps 8-9: BFGS model
+            rec["model"] = "bfgs"
+            bundle = None
+            if len(bundle_store) >= 2:
+                bundle = bundle_store.arrays()
+            d, pred, bound, rec["step"] = _bfgs_step(x, f, g, H, Hnorm, Delta, theta, d_theta,
+                                                     w, s, o, bundle)
+            xt = _project(x + d, w, s)
+            if np.linalg.norm(xt - x) <= 100 * _EPS * max(1.0, np.abs(x).max()):
+                # The model step does not move x at working precision (typically an
+                # ill-conditioned BFGS matrix after crossing kinks): a model failure.
+                rho = 0.0
+                failed_model = True
+            else:
+                ft, gt = _call(fun, xt, n, f"iteration {k}")
+                nfev += 1
+                evaluated = True
+                remember(xt, ft, gt)
+                if not _finite(ft, gt):
+                    status, stat_value = 3, theta
+                    log(rec)
+                    break
+                rho = _ratio(f, ft, pred)
+        else:
+            # -------- Steps 11-12: Bouligand model phi(d) = max_j <g_j, d>
+            rec["model"] = "bouligand"
+            rec["step"] = "psi"
+            if collect_subgradients is not None:
+                extra = [np.asarray(gg, dtype=float).reshape(-1) for gg in collect_subgradients(x.copy(), Delta)]
+                if any(e.shape != (n,) for e in extra):
+                    raise ValueError(f"collect_subgradients must return vectors of length {n}")
+                G = np.vstack([g] + extra)
+                bad = not np.all(np.isfinite(G))
+            else:
+                G, evals, bad = _sample_subgradients(fun, x, g, Delta, w, s, rng, o, n)
+                nfev += len(evals)
+                for e in evals:
+                    remember(*e)
+            if bad:
+                status, stat_value = 3, theta
+                log(rec)
+                break
+            psi, d_psi, _ = _psi(x, G, R, w, s)
+            # Explore the ball along the model's own direction (Remark 4.2: "iteratively
+            # exploring the ball"): a subgradient at x + t d_psi that does not confirm
+            # the predicted slope is a missing Bouligand element; add it and re-solve.
+            probe = None
+            for _ in range(o["n_probe"]):
+                if psi <= tol or bad:
+                    break
+                tp = min(1.0, Delta / np.linalg.norm(d_psi))
+                y = _project(x + tp * d_psi, w, s)
+                fy, gy = _call(fun, y, n, "a probe point of the Bouligand model")
+                nfev += 1
+                remember(y, fy, gy)
+                if not _finite(fy, gy):
+                    bad = True
+                    break
+                probe = (y, fy, gy)
+                if gy @ (y - x) <= -0.5 * tp * psi:
+                    break
+                G = np.vstack([G, gy[None, :]])
+                psi, d_psi, _ = _psi(x, G, R, w, s)
+            if bad:
+                status, stat_value = 3, theta
+                log(rec)
+                break
+            rec["psi"] = psi
+            if psi <= tol and Delta <= o["psi_stop_radius"]:
+                status, stat_value, stat_kind = 0, psi, "psi"
+                log(rec)
+                break
+            if o["bouligand_H"] == "bfgs":
+                Hk, Hkn = H, Hnorm
+            else:
+                # Step 3 leaves H_k free; the kink is now modeled by phi itself, so
+                # the BFGS curvature learned across it would only shrink the step.
+                Hk, Hkn = o["H0"] * np.eye(n), o["H0"]
+            d = _scaled_step(d_psi, -psi, Hk, Delta)
+            pred = -(np.max(G @ d) + 0.5 * (d @ Hk @ d))
+            bound = o["nu"] / (2 * R) * psi * min(R, Delta, psi / (R * Hkn))
+            if psi > theta * Delta and pred > 0:
+                xt = _project(x + d, w, s)
+                if probe is not None and np.array_equal(xt, probe[0]):
+                    ft, gt = probe[1], probe[2]
+                else:
+                    ft, gt = _call(fun, xt, n, f"iteration {k}")
+                    nfev += 1
+                    remember(xt, ft, gt)
+                evaluated = True
+                if not _finite(ft, gt):
+                    status, stat_value = 3, theta
+                    log(rec)
+                    break
+                rho = _ratio(f, ft, pred)
+            else:
+                rho = 0.0
+        # -------- Step 14: acceptance and radius update
+        accepted = rho > o["eta1"]
+        rec.update(rho=float(rho), step_norm=float(np.linalg.norm(d)), accepted=bool(accepted),
+                   pred=float(pred), cauchy=float(bound), nfev=nfev)
+        log(rec)
+        if rho <= o["eta1"]:
+            Delta = o["beta1"] * Delta
+        elif rho <= o["eta2"]:
+            Delta = max(o["Delta_min"], Delta)
+        else:
+            Delta = max(o["Delta_min"], o["beta2"] * Delta)
+        Delta = min(Delta, o["Delta_max"])
+        # -------- BFGS update (Step 3 of the next iteration), on every evaluated step
+        if evaluated:
+            sv, yv = d, gt - g
+            H, tag = _bfgs_update(H, sv, yv)
+            sy = sv @ yv
+            if tag == "bfgs" and sy > 0:
+                scale = float(yv @ yv / sy)
+        if accepted:
+            x = xt
+            f, g = ft, gt
+        k += 1
+        since_reset += 1
+        if failed_model or not np.all(np.isfinite(H)):
+            H = o["H0"] * np.eye(n)
+            since_reset = 0
+            n_resets += 1
+        elif o["bfgs_reset"] and since_reset >= o["bfgs_reset"]:
+            H = (scale if o["reset_scaling"] else o["H0"]) * np.eye(n)
+            since_reset = 0
+            n_resets += 1
+        if callback is not None:
+            inter = OptimizeResult(x=x.copy(), fun=f, jac=g.copy(), nit=k, stationarity=theta,
+                                   Delta=Delta)
+            try:
+                stop = callback(inter)
+            except StopIteration:
+                stop = True
+            if stop is True:
+                status, stat_value = 4, _theta(x, g, R, w, s)[0]
+                break
+
+    theta_final = _theta(x, g, R, w, s)[0]
+    final = {"k": k, "f": f, "theta": theta_final, "psi": psi if stat_kind == "psi" else None,
+             "Delta": Delta, "rho": None, "step_norm": 0.0, "model": None, "step": None,
+             "accepted": False, "pred": None, "cauchy": None, "nfev": nfev}
+    log(final)
+    message = STATUS_MESSAGES[status]
+    if status == 0 and stat_kind == "psi":
+        message = ("Converged: psi_R over the subgradients collected in the ball of radius "
+                   f"{Delta:.3g} is below tol (Clarke stationarity up to tol).")
+    elif status == 1:
+        message += f" (max_iter = {o['max_iter']}, theta = {theta_final:.3e} > tol = {tol:.1e})"
+    elif status == 2:
+        message += f" (Delta = {Delta:.3e}, theta = {theta_final:.3e})"
+    return SimplexTRResult(
+        x=x, fun=f, jac=g, nit=sum(1 for h in history if h["model"] is not None and h["rho"] is not None),
+        nfev=nfev, success=status == 0, status=status, message=message,
+        stationarity=float(stat_value), stationarity_measure=stat_kind, theta=theta_final,
+        Delta=Delta, n_resets=n_resets, history=history, options=o,
+    )
+
+
+def minimize_simplex_path(fun_factory, path, x0=None, *, weights=None, mass=1.0, n=None,
+                          options=None, callback=None, collect_subgradients=None):
+    """Path following: solve ``fun_factory(p)`` for each p in ``path``, warm-started.
+
+    Typical use is continuation in the regularization parameters (gamma, eps)
+    of Part III, Section 4.2, or in (gamma, delta) with the coupling of
+    Part II, (3.1): level i starts from the solution of level i-1.
+    ``fun_factory(p)`` returns ``fun`` or a pair ``(fun, collect_subgradients)``.
+
+    Returns a :class:`SimplexPathResult` with one :class:`SimplexTRResult` per
+    level.  All levels run even if one fails; ``success`` is True only if all
+    succeeded.
+    """
+    if not callable(fun_factory):
+        raise ValueError("fun_factory must be callable")
+    try:
+        params = list(path)
+    except TypeError:
+        raise ValueError("path must be an iterable of parameter values") from None
+    if not params:
+        raise ValueError("path must contain at least one parameter value")
+    results = []
+    x = x0
+    for p in params:
+        made = fun_factory(p)
+        if isinstance(made, tuple):
+            fun, collect = made
+        else:
+            fun, collect = made, collect_subgradients
+        r = minimize_simplex(fun, x, weights=weights, mass=mass, n=n, options=options,
+                             callback=callback, collect_subgradients=collect)
+        results.append(r)
+        x = r.x
+    bad = [i for i, r in enumerate(results) if not r.success]
+    status = results[bad[0]].status if bad else 0
+    msg = ("All levels converged." if not bad else
+           f"Levels {bad} did not converge; first: {results[bad[0]].message}")
+    return SimplexPathResult(
+        params=params, results=results, x=results[-1].x, fun=results[-1].fun,
+        success=not bad, status=status, message=msg,
+        nit=sum(r.nit for r in results), nfev=sum(r.nfev for r in results),
+    )
