@@ -51,13 +51,15 @@ def worker(solver, n, gamma, tol):
     if solver == "femot":
         from femot import solve_qrot
 
-        # compile the kernels outside the timed region
-        solve_qrot(M[:64, :64], m1[:64], m2[:64] * (w[:64] @ m1[:64]) / (w[:64] @ m2[:64]), gamma, 0.0,
-                   w[:64], w[:64], tol=1e-6)
+        # load every compiled kernel (serial and parallel paths) outside the timed region
+        for k in (64, 600):
+            xk, wk, m1k, m2k = problem(k)
+            solve_qrot((xk[:, None] - xk[None, :]) ** 2, m1k, m2k, gamma, 0.0, wk, wk, tol=1e-6)
         base = rss_mb()
         t = time.perf_counter()
         r = solve_qrot(M, m1, m2, gamma, 0.0, w, w, tol=tol)
         out["time_s"] = time.perf_counter() - t
+        out["peak_extra_mb"] = rss_mb() - base
         out["iterations"] = int(r.nit)
         out["success"] = bool(r.success)
         T = r.plan.multiply(1.0 / n**2).tocsr()
@@ -68,12 +70,14 @@ def worker(solver, n, gamma, tol):
     elif solver == "regot":
         import regot
 
+        regot.qrot_grssn(np.asfortranarray(M[:64, :64]), a[:64] / a[:64].sum(), b[:64] / b[:64].sum(), 1.0)
         base = rss_mb()
         t = time.perf_counter()
         # regot stops on the norm of its marginal error (mass units); 1e-10 is reachable
         # for it in all runs here (tighter values stall it at max_iter on some instances).
         r = regot.qrot_grssn(M, a, b, gamma * n * n, tol=1e-10, max_iter=1000, verbose=0)
         out["time_s"] = time.perf_counter() - t
+        out["peak_extra_mb"] = rss_mb() - base
         out["iterations"] = int(r.niter)
         T = r.plan
         row, col = T.sum(1), T.sum(0)
@@ -89,13 +93,13 @@ def worker(solver, n, gamma, tol):
         t = time.perf_counter()
         T = ot.smooth.smooth_ot_dual(a, b, M, gamma * n * n, reg_type="l2", stopThr=1e-12, numItermax=5000)
         out["time_s"] = time.perf_counter() - t
+        out["peak_extra_mb"] = rss_mb() - base
         out["iterations"] = None
         row, col = T.sum(1), T.sum(0)
         out["success"] = True
     else:
         raise ValueError(solver)
     out["marginal_error"] = float(max(np.abs(row - a).max(), np.abs(col - b).max()))
-    out["peak_extra_mb"] = rss_mb() - base
     out["cost_matrix_mb"] = M.nbytes / 2**20
     print("RESULT " + json.dumps(out))
 

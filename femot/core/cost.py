@@ -43,12 +43,21 @@ class DenseCost:
             ip, ind, z, bad = kernels.active_csr(self.matrix, alpha, beta, count, float(threshold))
         return ip, ind, z
 
-    def line_candidates(self, alpha, beta, dalpha, dbeta, tmax, w1, w2):
-        return kernels.line_candidates(self.matrix, alpha, beta, dalpha, dbeta, float(tmax), w1, w2)
+    def line_candidates(self, alpha, beta, dalpha, dbeta, tmax, w1, w2, max_count=None):
+        """(z, dz, weight) of the entries positive somewhere on t in [0, tmax];
+        None when there are more than ``max_count`` (nothing is allocated then)."""
+        count = kernels.count_line_candidates(self.matrix, alpha, beta, dalpha, dbeta, float(tmax))
+        if max_count is not None and count.sum() > max_count:
+            return None
+        return kernels.line_candidates(self.matrix, alpha, beta, dalpha, dbeta, float(tmax), w1, w2, count)
 
-    def candidates(self, alpha, beta, threshold: float):
-        """CSR (indptr, indices, cvals) of the entries with z > threshold."""
-        return kernels.candidates(self.matrix, alpha, beta, float(threshold))
+    def candidates(self, alpha, beta, threshold: float, max_count=None):
+        """CSR (indptr, indices, cvals) of the entries with z > threshold; None when
+        there are more than ``max_count`` of them (nothing is allocated then)."""
+        count = kernels.count_above(self.matrix, alpha, beta, float(threshold))
+        if max_count is not None and count.sum() > max_count:
+            return None
+        return kernels.candidates(self.matrix, alpha, beta, float(threshold), count)
 
     def entries(self, rows, cols):
         return self.matrix[rows, cols]

@@ -130,12 +130,8 @@ def count_above(c, alpha, beta, threshold):
 
 
 @njit(parallel=True, cache=True)
-def line_candidates(c, alpha, beta, dalpha, dbeta, tmax, w1, w2):
-    """Entries that are positive somewhere on the segment t in [0, tmax].
-
-    Returns (z, dz, weight) of those entries: along the line, the dual
-    objective's derivative only involves them (Part III (3.1), exact line search).
-    """
+def count_line_candidates(c, alpha, beta, dalpha, dbeta, tmax):
+    """Per-row counts of the entries positive somewhere on t in [0, tmax]."""
     n1, n2 = c.shape
     count = np.zeros(n1, np.int64)
     for i in prange(n1):
@@ -147,6 +143,17 @@ def line_candidates(c, alpha, beta, dalpha, dbeta, tmax, w1, w2):
             if z > 0.0 or z + tmax * (da + dbeta[j]) > 0.0:
                 k += 1
         count[i] = k
+    return count
+
+
+@njit(parallel=True, cache=True)
+def line_candidates(c, alpha, beta, dalpha, dbeta, tmax, w1, w2, count):
+    """Entries that are positive somewhere on the segment t in [0, tmax].
+
+    Returns (z, dz, weight) of those entries: along the line, the dual
+    objective's derivative only involves them (Part III (3.1), exact line search).
+    """
+    n1, n2 = c.shape
     ptr = np.zeros(n1 + 1, np.int64)
     for i in range(n1):
         ptr[i + 1] = ptr[i] + count[i]
@@ -204,17 +211,9 @@ def transpose_pattern(indptr, indices, ncols):
 # -- passes over a sparse working set (CSR of candidate entries with their costs) --
 
 @njit(parallel=True, cache=True)
-def candidates(c, alpha, beta, threshold):
-    """CSR (indptr, indices, cvals) of the entries with z_ij > threshold (two streaming passes)."""
+def candidates(c, alpha, beta, threshold, count):
+    """CSR (indptr, indices, cvals) of the entries with z_ij > threshold, given their row counts."""
     n1, n2 = c.shape
-    count = np.zeros(n1, np.int64)
-    for i in prange(n1):
-        a = alpha[i]
-        k = 0
-        for j in range(n2):
-            if a + beta[j] - c[i, j] > threshold:
-                k += 1
-        count[i] = k
     indptr = np.zeros(n1 + 1, np.int64)
     for i in range(n1):
         indptr[i + 1] = indptr[i] + count[i]
@@ -382,3 +381,17 @@ def northwest_corner_duals(c, a, b):
             rb = b[j]
             beta[j] = c[i, j] - alpha[i]
     return alpha, beta
+
+
+@njit(cache=True)
+def line_derivative(z, dz, ws, t):
+    """(sum ws (z + t dz)_+ dz, sum over the positive entries of ws dz^2) without temporaries."""
+    val = 0.0
+    slope = 0.0
+    for k in range(z.size):
+        zt = z[k] + t * dz[k]
+        if zt > 0.0:
+            wd = ws[k] * dz[k]
+            val += wd * zt
+            slope += wd * dz[k]
+    return val, slope

@@ -48,6 +48,9 @@ from femot.core.linalg import NewtonMatrix
 __all__ = ["solve_qrot", "QROTResult", "residual_floor"]
 
 _U = np.finfo(float).eps
+# Width of the first Newton matrix's band after an exact-potential start, in units
+# of gamma * max(mu): the regularized plan lives where z > -gamma * pi.
+_FIRST_BAND = 2.0
 
 STATUS_MESSAGES = {
     0: "converged: residual below tolerance",
@@ -213,8 +216,8 @@ class _Engine:
             self.ws = None
             return
         self.dense_passes += 1
-        ws = self.cost.candidates(alpha, beta, -delta)
-        if ws[1].size > self.max_fraction * self.n1 * self.n2:
+        ws = self.cost.candidates(alpha, beta, -delta, max_count=self.max_fraction * self.n1 * self.n2)
+        if ws is None:
             self.ws, self.failed_delta = None, delta
         else:
             self.ws, self.slack, self.failed_delta = ws, delta, np.inf
@@ -240,9 +243,11 @@ class _Engine:
         return kernels.ws_active(ip, ind, cv, alpha, beta, 0.0)
 
     def line_candidates(self, alpha, beta, da, db):
+        """Candidates of the exact line search, or None when they would not fit the memory budget."""
         if self.ws is None:
             self.dense_passes += 1
-            return self.cost.line_candidates(alpha, beta, da, db, 1.0, self.w1, self.w2)
+            return self.cost.line_candidates(alpha, beta, da, db, 1.0, self.w1, self.w2,
+                                             max_count=self.max_fraction * self.n1 * self.n2)
         ip, ind, cv = self.ws
         return kernels.ws_line_candidates(ip, ind, cv, alpha, beta, da, db, 1.0, self.w1, self.w2)
 
@@ -334,13 +339,38 @@ def _exact_line_search(z, dz, ws, q0, q1, lin, tmax=1.0):
     return float(min(max(t, left), right[k]))
 
 
+def _streamed_root(dphi, f0, f1, rtol=1e-3, max_eval=30):
+    """Approximate root in (0, 1) of a nondecreasing phi' from values only (Illinois regula falsi).
+
+    Used only when the line-search candidates would not fit in memory (early,
+    far-from-solution iterations of large problems), where a loose root suffices.
+    """
+    lo, hi, flo, fhi = 0.0, 1.0, f0, f1
+    side = 0
+    t = 0.0
+    for _ in range(max_eval):
+        t = (lo * fhi - hi * flo) / (fhi - flo)
+        ft = dphi(t)
+        if abs(ft) <= rtol * abs(f0):
+            return t
+        if ft < 0:
+            lo, flo = t, ft
+            if side == -1:
+                fhi *= 0.5
+            side = -1
+        else:
+            hi, fhi = t, ft
+            if side == 1:
+                flo *= 0.5
+            side = 1
+    return lo
+
+
 def _bracketed_root(z, dz, ws, q0, q1, lin, tmax, rtol=1e-13, max_eval=100):
     """Root of the piecewise linear phi' by Newton steps from the left, secant safeguard."""
     def dphi(t):
-        zt = z + t * dz
-        act = zt > 0
-        wd = ws[act] * dz[act]
-        return float(wd @ zt[act]) + q0 + t * q1 - lin, float(wd @ dz[act]) + q1
+        val, slope = kernels.line_derivative(z, dz, ws, float(t))
+        return val + q0 + t * q1 - lin, slope + q1
 
     flo, slo = dphi(0.0)
     if flo >= 0:
@@ -478,7 +508,14 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
             status = 1
             history.append(entry)
             break
-        ip, ind, _ = engine.active(alpha, beta, count)
+        if nit == 0 and init_used in ("monge", "exact"):
+            # From exact OT potentials only the LP support is active; the
+            # regularized plan spreads over {z > -gamma * pi}: take that band as
+            # the first Newton matrix so the first step is not vanishingly short.
+            tau0 = _FIRST_BAND * gamma * max(float(m1.max()), float(m2.max()))
+            ip, ind, _ = cost.active(alpha, beta, None, threshold=-tau0)
+        else:
+            ip, ind, _ = engine.active(alpha, beta, count)
         # The shift keeps K nonsingular (eps = 0, rows without active entries)
         # and bounds the step; it vanishes with the residual.
         shift = kappa + lm * gamma * res
@@ -519,8 +556,12 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
         dphi1 = ev[3] + q0 + q1 - lin
         t = 1.0
         if dphi1 > 0:
-            z, dz, ws = engine.line_candidates(alpha, beta, da, db)
-            t = _exact_line_search(z, dz, ws, q0, q1, lin, 1.0)
+            cand = engine.line_candidates(alpha, beta, da, db)
+            if cand is None:  # too many to store: root of phi' by streaming passes
+                t = _streamed_root(lambda t_: engine.evaluate(alpha, beta, da, db, t_)[3] + q0 + t_ * q1 - lin,
+                                   dphi0, dphi1)
+            else:
+                t = _exact_line_search(*cand, q0, q1, lin, 1.0)
             ev = engine.evaluate(alpha, beta, da, db, t)
         alpha = alpha + t * da
         beta = beta + t * db
