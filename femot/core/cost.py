@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from femot._validation import as_finite_matrix
 from femot.core import kernels
 
 __all__ = ["DenseCost", "as_cost"]
@@ -20,9 +19,18 @@ class DenseCost:
     """A cost stored as a dense, C-contiguous ``(n1, n2)`` float array."""
 
     def __init__(self, c, name: str = "c"):
-        self.matrix = as_finite_matrix(c, name)
-        self.shape = self.matrix.shape
-        self.max_abs = float(np.abs(self.matrix).max())
+        try:
+            m = np.ascontiguousarray(c, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be a numeric matrix: {exc}") from None
+        if m.ndim != 2 or m.size == 0:
+            raise ValueError(f"{name} must be a nonempty 2D array, got shape {m.shape}")
+        finite, max_abs = kernels.finite_absmax(m)  # one pass, no n1*n2 temporaries
+        if not finite:
+            raise ValueError(f"{name} contains NaN or infinite entries")
+        self.matrix = m
+        self.shape = m.shape
+        self.max_abs = float(max_abs)
         self._nchunk = kernels.num_chunks(self.shape[0])
 
     # -- passes used by the solver -------------------------------------------

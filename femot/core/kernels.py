@@ -395,3 +395,16 @@ def line_derivative(z, dz, ws, t):
             val += wd * zt
             slope += wd * dz[k]
     return val, slope
+
+
+@njit(cache=True)
+def finite_absmax(c):
+    """(all entries finite, max |c_ij|) in one pass without temporaries."""
+    m = 0.0
+    for v in c.ravel():
+        if not np.isfinite(v):
+            return False, np.inf
+        a = abs(v)
+        if a > m:
+            m = a
+    return True, m
