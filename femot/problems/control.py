@@ -1,0 +1,453 @@
+"""Wasserstein-regularized elliptic control: the regularized problem (OCP^delta_gamma).
+
+Part II, Section 3.2.2.  The unregularized problem (OCP) reads
+
+    min_{mu1}  1/2 |y - y_d|^2_{L2(Omega_*)} + nu W_beta(mu1, mu2^d)^beta
+    s.t.       -Lap y = mu1 in Omega_*,  y = 0 on the boundary,
+               mu1 a probability measure,  dist(supp mu1, boundary) >= rho,
+
+and its regularized counterpart (OCP^delta_gamma) replaces the Wasserstein term
+by ``nu <c_d, pi>`` with ``c_d = |x1 - x2|^beta`` and the regularized plan
+
+    pi = S_gamma(T^delta mu1, T^delta mu2^d)          (Part II (2.6), Lemma 3.8)
+
+between the smoothed marginals.  Discretization (SPEC §3-§4):
+
+* the state lives in P1 (or P2) finite elements on a mesh of Omega_*
+  (:class:`femot.fem.PoissonOperator`, ``y = G m``);
+* the control is a discrete measure ``mu1 = sum_k m_k delta_{x_k}`` on the
+  admissible vertices (distance >= rho from the boundary), ``m`` a point of the
+  simplex of mass ``|mu2^d|``;
+* the transport lives on a quadrature ``q`` of Omega_* (by default the vertices
+  of the state mesh with lumped weights; optionally a coarser mesh); ``T^delta``
+  maps the control masses to a density at the nodes of ``q``
+  (:class:`femot.fem.SmoothingOperator`, ``density = T m``) and the prior
+  ``mu2^d`` to the fixed density ``m2``;
+* the plan density ``pi`` w.r.t. ``w_i w_j`` is computed by the core
+  (:func:`femot.solve_qrot`), and the transport term is
+  ``sum_ij w_i w_j c_ij pi_ij``.
+
+Reduced gradient of ``f(m) = 1/2 |G m - y_d|^2 + nu sum_ij w_i w_j c_ij pi_ij(T m)``:
+
+* tracking: ``G^T (M y - b_d)`` at the control vertices (one adjoint Poisson solve);
+* transport: the core's adjoint (Part III Prop. 3.14), ``p1 = vjp(G)`` with
+  ``G_ij = nu w_i w_j c_ij`` (the Euclidean gradient w.r.t. the density), then the
+  transpose of the smoothing, ``(T^delta)^T p1``.
+
+At points where the biactive set is nonempty this is one Clarke subgradient
+(Part III Thm 3.12 / Prop. 3.14), which is what the nonsmooth trust-region method
+(Part III Algorithm 4.1, :func:`femot.optim.minimize_simplex`) needs.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from scipy.optimize import OptimizeResult
+
+from .._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
+from ..fem.poisson import PoissonOperator
+from ..fem.quadrature import Quadrature, product_cost, quadrature
+from ..fem.smoothing import Smoother, SmoothingOperator
+from .control_reference import _admissible_vertices, _target, control_objective
+
+__all__ = ["SmoothedLowerLevel", "ControlProblem", "ControlResult", "solve_control"]
+
+
+# --------------------------------------------------------------------------
+# the smoothed lower level m -> S_gamma(T^delta m, m2), warm-started
+# --------------------------------------------------------------------------
+
+class SmoothedLowerLevel:
+    """The map ``m -> pi = S_{gamma,eps}(T m, m2)`` and its adjoint, with warm starts.
+
+    Part II (BK^delta_gamma): the lower level between the smoothed control
+    ``T m`` (``T`` a :class:`~femot.fem.SmoothingOperator`, densities at the
+    nodes of ``q1``) and a fixed density ``m2`` at the nodes of ``q2``.
+    Every solve starts from the dual potentials (alpha, beta) of the last
+    successful one; a failed warm solve is repeated from the core's cold start,
+    and if that fails too, by continuation in gamma (see :meth:`solve`).
+
+    Counters: ``n_solves``, ``newton_iterations`` (sum of the core's
+    iterations), ``failures`` (solves that did not converge at all),
+    ``continuations`` (solves rescued by continuation in gamma),
+    ``solve_time``, ``adjoint_time``.
+    """
+
+    def __init__(self, q1: Quadrature, q2: Quadrature, T: SmoothingOperator, m2, c, gamma: float,
+                 eps: float = 0.0, *, tol: float = 1e-10, max_iter: int = 200, solver_options=None):
+        from femot import solve_qrot
+
+        self._solve_qrot = solve_qrot
+        self.q1, self.q2, self.T = q1, q2, T
+        if T.shape[0] != q1.n:
+            raise ValueError(f"T maps to {T.shape[0]} nodes, but q1 has {q1.n}")
+        self.m2 = as_vector(m2, "m2", length=q2.n)
+        c = np.asarray(c, dtype=float)
+        if c.shape != (q1.n, q2.n):
+            raise ValueError(f"c has shape {c.shape}, expected {(q1.n, q2.n)}")
+        self.c = c
+        self.gamma = check_positive_scalar(gamma, "gamma")
+        self.eps = check_nonnegative_scalar(eps, "eps")
+        self.tol = check_positive_scalar(tol, "tol")
+        self.max_iter = int(max_iter)
+        self.solver_options = dict(solver_options or {})
+        self.warm = None
+        self.n_solves = 0
+        self.newton_iterations = 0
+        self.failures = 0
+        self.continuations = 0
+        self.solve_time = 0.0
+        self.adjoint_time = 0.0
+
+    @property
+    def n_controls(self) -> int:
+        return int(self.T.shape[1])
+
+    def density(self, masses) -> np.ndarray:
+        """``T m``: the smoothed control as a density at the nodes of q1."""
+        return self.T.apply(masses)
+
+    def solve(self, masses):
+        """The core's result (a :class:`femot.QROTResult`) at the control ``masses``.
+
+        Warm start from the last converged potentials; if that fails, the core's
+        cold start; if that fails too, continuation in gamma (solve at
+        ``gamma * 4^k`` and decrease, warm-starting every step; SPEC §1).
+        """
+        m1 = self.density(masses)
+        t0 = time.perf_counter()
+        res = None
+        if self.warm is not None:
+            res = self._call(m1, self.gamma, self.warm)
+        if res is None or not res.success:
+            cold = self._call(m1, self.gamma, None)
+            res = cold if res is None or cold.success or cold.residual < res.residual else res
+        if not res.success:
+            cont = self._continuation(m1)
+            if cont is not None:
+                res = cont
+        self.solve_time += time.perf_counter() - t0
+        if res.success:
+            self.warm = (res.alpha, res.beta)
+        else:
+            self.failures += 1
+        return res
+
+    def _continuation(self, m1, factor: float = 4.0, max_up: int = 8):
+        start = None
+        for k in range(1, max_up + 1):
+            g = self.gamma * factor**k
+            r = self._call(m1, g, self.warm)
+            if not r.success and self.warm is not None:
+                r = self._call(m1, g, None)
+            if r.success:
+                start = (g, r)
+                break
+        if start is None:
+            return None
+        g, r = start
+        # Decrease gamma; a failed step is retried with a smaller factor.
+        while g > self.gamma:
+            g_try = max(g / factor, self.gamma)
+            r_try = self._call(m1, g_try, (r.alpha, r.beta))
+            if r_try.success:
+                g, r = g_try, r_try
+            else:
+                factor = np.sqrt(factor)
+                if factor < 1.05:
+                    return None
+        self.continuations += 1
+        return r
+
+    def _call(self, m1, gamma, x0):
+        res = self._solve_qrot(self.c, m1, self.m2, gamma, self.eps, self.q1.weights, self.q2.weights,
+                               x0=x0, tol=self.tol, max_iter=self.max_iter, **self.solver_options)
+        self.n_solves += 1
+        self.newton_iterations += int(res.nit)
+        return res
+
+    def pullback(self, res, G) -> np.ndarray:
+        """Gradient of ``m -> <G, pi(m)>`` (entrywise pairing) w.r.t. the control masses.
+
+        ``(T)^T p1`` with ``(p1, p2) = res.vjp(G)`` (Part III Prop. 3.14; one sparse solve).
+        """
+        t0 = time.perf_counter()
+        p1, _ = res.vjp(G)
+        self.adjoint_time += time.perf_counter() - t0
+        return self.T.transpose(p1)
+
+    def counters(self) -> dict:
+        """Effort of the lower level so far (for result objects and reports)."""
+        return {"lower_solves": self.n_solves, "newton_iterations": self.newton_iterations,
+                "lower_failures": self.failures, "lower_continuations": self.continuations,
+                "lower_solve_time_s": round(self.solve_time, 3), "adjoint_time_s": round(self.adjoint_time, 3)}
+
+
+# --------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------
+
+class ControlResult(OptimizeResult):
+    """Solution of the discrete (OCP^delta_gamma) by the trust-region method.
+
+    Attributes
+    ----------
+    x : control masses on the admissible vertices (the simplex variable).
+    masses : the same on all vertices of the state mesh (zero elsewhere).
+    control_vertices : indices of the admissible vertices.
+    y : the state ``G m`` (nodal vector).
+    fun, tracking, transport : objective ``tracking + nu * transport`` at x with
+        ``transport = sum_ij w_i w_j c_ij pi_ij`` (the regularized transport cost).
+    plan : CSR density of pi on the transport quadrature.
+    mu1_density, mu2_density : the smoothed marginals ``T^delta mu1``, ``T^delta mu2^d``.
+    lower : the core's result at x.
+    success, status, message, nit : of the trust-region method (``nit`` steps);
+        success also requires a converged lower level at x.
+    stationarity : final stationarity measure of the trust region.
+    newton_iterations, lower_solves, lower_failures : lower-level effort.
+    tr : the :class:`femot.optim.SimplexTRResult`.  time_s : wall time.
+    """
+
+    def table(self) -> str:
+        return self.tr.table()
+
+
+# --------------------------------------------------------------------------
+# the problem
+# --------------------------------------------------------------------------
+
+def _as_operator(poisson):
+    if isinstance(poisson, PoissonOperator):
+        return poisson
+    try:
+        return PoissonOperator(poisson)
+    except ValueError as exc:
+        raise ValueError(f"poisson must be a PoissonOperator or a scikit-fem mesh: {exc}") from None
+
+
+class ControlProblem:
+    """The discrete regularized control problem (OCP^delta_gamma) of Part II.
+
+    ``f(m) = 1/2 |G m - y_d|^2_{L2} + nu sum_ij w_i w_j c_ij pi_ij``,
+    ``pi = S_{gamma,eps}(T^delta m, T^delta mu2^d)``, over control masses ``m >= 0`` on the
+    admissible vertices with ``sum m = |mu2^d|``.
+
+    Parameters
+    ----------
+    poisson : PoissonOperator or skfem.Mesh
+        State operator ``G`` on Omega_* (a P1 operator is built from a mesh).
+    y_d : nodal vector or callable
+        Desired state (see ``PoissonOperator.target``).
+    mu2 : ndarray
+        Masses of the prior ``mu2^d`` at ``target_points`` (default: the vertices of the
+        state mesh).  Its support must keep distance >= delta from the boundary.
+    nu : float
+        Weight of the transport term (>= 0).
+    gamma, delta : float
+        Quadratic regularization and smoothing parameter (Part II (2.6), (3.1)).
+    beta : float
+        Cost exponent, ``c_d = |x1 - x2|^beta`` (Part II (3.14)); > 1 in the paper.
+    rho : float, optional
+        Admissible controls live on vertices with distance >= rho to the boundary;
+        default ``delta``.  Part II (3.1) requires ``delta <= rho``.
+    eps : float
+        Dual regularization of the core (Part III (3.1)); 0 is the plain problem.
+    transport_mesh : skfem mesh, optional
+        Mesh of Omega_* whose vertices (lumped weights) carry the transport;
+        default: the state mesh.  A coarser mesh keeps the lower level small.
+    control_vertices : array of int, optional
+        Vertices of the state mesh that carry the control (default: all vertices at
+        distance >= rho from the boundary); each must be admissible.
+    tol, max_iter, solver_options : passed to the core.
+    """
+
+    def __init__(self, poisson, y_d, mu2, nu, gamma, delta, *, beta: float = 2.0, rho: float | None = None,
+                 eps: float = 0.0, target_points=None, transport_mesh=None, control_vertices=None,
+                 tol: float = 1e-10, max_iter: int = 200, solver_options=None):
+        self.op = _as_operator(poisson)
+        self.nu = check_nonnegative_scalar(nu, "nu")
+        self.gamma = check_positive_scalar(gamma, "gamma")
+        self.delta = check_positive_scalar(delta, "delta")
+        self.beta = check_positive_scalar(beta, "beta")
+        if self.beta < 1:
+            raise ValueError(f"beta must be >= 1, got {beta!r}")
+        self.rho = self.delta if rho is None else check_positive_scalar(rho, "rho")
+        if self.rho < self.delta * (1 - 1e-12):
+            raise ValueError(f"rho = {self.rho:.4g} must be >= delta = {self.delta:.4g} (Part II (3.1))")
+        self.eps = check_nonnegative_scalar(eps, "eps")
+        self.target_points, self.mu2 = _target(self.op, mu2, target_points)
+        self._target_arg = target_points
+        self.mass = float(self.mu2.sum())
+        self.y_d = y_d
+        self._bd, self._cd = self.op.target(y_d)
+        adm = _admissible_vertices(self.op, self.rho)
+        if control_vertices is None:
+            self.control_vertices = adm
+        else:
+            cv = np.unique(np.asarray(control_vertices, dtype=np.int64).ravel())
+            if cv.size == 0 or cv.min() < 0 or cv.max() >= self.op.nvertices:
+                raise ValueError(f"control_vertices must be vertex indices in [0, {self.op.nvertices})")
+            bad = np.setdiff1d(cv, adm)
+            if bad.size:
+                raise ValueError(f"control_vertices: vertex {bad[0]} is closer than rho = {self.rho:.4g} to the "
+                                 f"boundary (Part II (OCP): dist(supp mu1, boundary) >= rho)")
+            self.control_vertices = cv
+        self.x1 = self.op.vertices[self.control_vertices]
+
+        tm = self.op.mesh if transport_mesh is None else transport_mesh
+        self.q = quadrature(tm)
+        smoother = Smoother(self.q, self.delta)
+        # Both smoothed marginals carry the discrete mass |mu2| + delta (equal masses).
+        self.T = smoother.operator(sources=self.x1, mass=self.mass)
+        pos = self.mu2 > 0
+        T2 = smoother.operator(sources=self.target_points[pos], mass=self.mass)
+        self.mu2_density = T2.apply(self.mu2[pos])
+        self.c = product_cost(self.q, self.q, self.beta)
+        w = self.q.weights
+        # <G, pi> = nu sum_ij w_i w_j c_ij pi_ij: the transport term as an entrywise pairing.
+        self._G = self.nu * (w[:, None] * self.c * w[None, :])
+        self.lower = SmoothedLowerLevel(self.q, self.q, self.T, self.mu2_density, self.c, self.gamma, self.eps,
+                                        tol=tol, max_iter=max_iter, solver_options=solver_options)
+        self.n_evaluations = 0
+        self.last = None
+        self._cache = None
+
+    # ----------------------------------------------------------- helpers
+    @property
+    def n(self) -> int:
+        """Number of control variables (admissible vertices)."""
+        return int(self.control_vertices.size)
+
+    def uniform(self) -> np.ndarray:
+        """The uniform control (the trust region's default start)."""
+        return np.full(self.n, self.mass / self.n)
+
+    def full(self, x) -> np.ndarray:
+        """Control masses on all vertices of the state mesh."""
+        x = as_vector(x, "x", length=self.n)
+        out = np.zeros(self.op.nvertices)
+        out[self.control_vertices] = x
+        return out
+
+    def state(self, x) -> np.ndarray:
+        """``y = G m``."""
+        return self.op.state(self.full(x))
+
+    def tracking(self, x):
+        """``1/2 |G m - y_d|^2_{L2}`` and its gradient w.r.t. x (adjoint Poisson solve)."""
+        y = self.state(x)
+        My = self.op.M @ y
+        val = 0.5 * float(y @ My) - float(self._bd @ y) + 0.5 * self._cd
+        grad = self.op.state_adjoint(My - self._bd)[self.control_vertices]
+        return val, grad, y
+
+    # ----------------------------------------------------------- the oracle
+    def evaluate(self, x, gradient: bool = True) -> dict:
+        """Value, parts and (optionally) the reduced gradient at the control ``x``.
+
+        Returns a dict with fun, tracking, transport, grad (or None), y, lower (core result).
+        A lower level that does not converge gives fun = nan (never a silent failure).
+        """
+        x = as_vector(x, "x", length=self.n)
+        self.n_evaluations += 1
+        tr, g_tr, y = self.tracking(x)
+        res = self.lower.solve(x)
+        transport = res.transport_cost()
+        fun = tr + self.nu * transport
+        grad = None
+        if gradient:
+            grad = g_tr + self.lower.pullback(res, self._G) if self.nu > 0 else g_tr
+        if not res.success:
+            fun = np.nan
+            if grad is not None:
+                grad = np.full(self.n, np.nan)
+        out = {"fun": fun, "tracking": tr, "transport": transport, "grad": grad, "y": y, "lower": res}
+        self.last = out
+        return out
+
+    def __call__(self, x):
+        """``(f, g)`` for :func:`femot.optim.minimize_simplex` (the last point is cached)."""
+        x = as_vector(x, "x", length=self.n)
+        if self._cache is not None and np.array_equal(self._cache[0], x):
+            return self._cache[1], self._cache[2].copy()
+        e = self.evaluate(x)
+        self._cache = (x.copy(), e["fun"], e["grad"].copy())
+        return e["fun"], e["grad"]
+
+    def exact_objective(self, x):
+        """The unregularized objective of (OCP) at the control x: ``(fun, tracking, W_beta^beta)``.
+
+        Exact transport (monotone rearrangement in 1D, LP otherwise); see
+        :func:`femot.problems.control_reference.control_objective`.
+        """
+        return control_objective(self.op, self.full(x), self.y_d, self.mu2, self.nu,
+                                 target_points=self._target_arg, beta=self.beta)
+
+    # ----------------------------------------------------------- solve
+    def solve(self, x0=None, *, options=None, rtol: float | None = 1e-2, callback=None) -> ControlResult:
+        """Minimize over the simplex by the trust-region method (Part III Algorithm 4.1).
+
+        Starts from the uniform control unless ``x0`` is given.  ``options`` go to
+        :func:`femot.optim.minimize_simplex`; unless they set ``tol``, the stationarity
+        tolerance is relative: ``tol = rtol * theta(x0)`` (theta_R of Part III at the
+        start), which makes the stopping test independent of the scaling of y_d and nu.
+        """
+        return _solve_on_simplex(self, x0, options, rtol, callback, self._result)
+
+    def _result(self, tr, t0) -> ControlResult:
+        e = self.evaluate(tr.x, gradient=False)
+        res = e["lower"]
+        success = bool(tr.success and res.success)
+        message = tr.message
+        if not res.success:
+            message += f" Lower level at the solution: {res.message}"
+        return ControlResult(
+            x=tr.x, masses=self.full(tr.x), control_vertices=self.control_vertices, y=e["y"], fun=e["fun"],
+            tracking=e["tracking"], transport=e["transport"], plan=res.plan, mu1_density=self.lower.density(tr.x),
+            mu2_density=self.mu2_density, lower=res, success=success, status=int(tr.status), message=message,
+            nit=int(tr.nit), nfev=int(tr.nfev), stationarity=float(tr.stationarity), tol=float(tr.options["tol"]),
+            tr=tr,
+            time_s=time.perf_counter() - t0, gamma=self.gamma, delta=self.delta, nu=self.nu, **self.lower.counters())
+
+
+def _solve_on_simplex(problem, x0, options, rtol, callback, make_result):
+    """Run :func:`femot.optim.minimize_simplex` on ``problem`` (an (f, g) oracle with
+    ``n``, ``mass``, ``uniform()``) with a relative stationarity tolerance."""
+    from femot.optim import minimize_simplex, theta_R
+
+    t0 = time.perf_counter()
+    x0 = problem.uniform() if x0 is None else as_vector(x0, "x0", length=problem.n)
+    opts = dict(options or {})
+    if "tol" not in opts and rtol is not None:
+        rtol = check_positive_scalar(rtol, "rtol")
+        f0, g0 = problem(x0)
+        if not (np.isfinite(f0) and np.all(np.isfinite(g0))):
+            raise RuntimeError("the objective is not finite at x0 (the lower level failed there)")
+        opts["tol"] = rtol * float(theta_R(x0, g0, mass=problem.mass))
+    with _blas_single_thread():
+        tr = minimize_simplex(problem, x0, mass=problem.mass, options=opts, callback=callback)
+    return make_result(tr, t0)
+
+
+def _blas_single_thread():
+    """One BLAS thread for the optimizer's small dense algebra, if threadpoolctl is available.
+
+    The trust region factorizes an n x n BFGS matrix every iteration; with the
+    lower level's own threads running, multithreaded BLAS on two cores is
+    oversubscribed and can be 10-100x slower than a single thread.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def solve_control(poisson, y_d, mu2, nu, gamma, delta, *, x0=None, options=None, callback=None,
+                  **kwargs) -> ControlResult:
+    """Solve (OCP^delta_gamma) of Part II from the uniform control (see :class:`ControlProblem`)."""
+    return ControlProblem(poisson, y_d, mu2, nu, gamma, delta, **kwargs).solve(x0, options=options,
+                                                                               callback=callback)

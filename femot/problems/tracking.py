@@ -1,0 +1,283 @@
+"""W^{-1,p'} tracking of the transport plan: Part II, eq. (3.11) with the lower level of (3.13).
+
+The upper-level objective of Part II, Section 3.2.1,
+
+    J(pi, mu1) = |grad G(pi - pi_d)|^{p'}_{L^{p'}(D)} + nu |mu1 - mu1_d|_{M(Omega_1)},
+
+measures the plan against a measurement ``pi_d`` on an observation domain
+``D ⊂ Omega_1 x Omega_2`` in a norm equivalent to the W^{-1,p'}(D) norm: ``G``
+solves the Poisson problem ``-Lap phi = eta`` in D with ``phi = 0`` on the
+boundary of D (eq. (3.10), Lemma 3.7).  The plan is the regularized, smoothed
+lower level ``pi = S_gamma(T^delta mu1, T^delta mu2^d)`` (Part II (3.13)).
+
+Discretization:
+
+* Omega_1, Omega_2: meshes with lumped vertex quadratures (nodes ``x_i``, ``y_j``,
+  weights ``w_i``, ``v_j``); the plan is a density ``pi_ij`` w.r.t. ``w_i v_j``;
+* the control mu1: masses ``m`` on the vertices of Omega_1 at distance >= rho from
+  the boundary, a point of the simplex of mass ``|mu2^d|``; ``mu1_d`` masses on
+  all vertices of Omega_1, so ``|mu1 - mu1_d|_M = sum_k |m_k - m_d,k|``;
+* D: a union of cells of the product mesh of :func:`femot.fem.product_mesh`
+  (vertex ``i*n2 + j`` is ``(x_i, y_j)``), given as an element mask or a
+  predicate on cell centroids; D gets its own P1 Poisson operator with
+  homogeneous Dirichlet values on its boundary;
+* ``pi - pi_d`` enters as the discrete measure with masses ``w_i v_j (pi - pi_d)_ij``
+  at the vertices of D.
+
+Subgradient of ``F(m) = J(pi(m), m)``: the smooth part by one Poisson solve
+(``PoissonOperator.gradient_norm_value_and_gradient``), the core's adjoint and
+``(T^delta)^T`` (see :mod:`femot.problems.control`); the Radon-norm term is an l1
+norm of masses whose Clarke subdifferential is ``nu [sign(m - m_d)]`` (any value in
+``[-nu, nu]`` where ``m_k = m_d,k``; this module takes 0 there).  The nonsmooth
+trust-region method of Part III handles both kinks.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import OptimizeResult
+
+from .._validation import as_nonnegative_vector, as_vector, check_nonnegative_scalar, check_positive_scalar
+from ..fem.poisson import PoissonOperator, product_mesh
+from ..fem.quadrature import product_cost, quadrature
+from ..fem.smoothing import Smoother
+from .control import SmoothedLowerLevel, _solve_on_simplex
+
+__all__ = ["TrackingProblem", "TrackingResult", "observation_domain", "solve_tracking"]
+
+
+def observation_domain(mesh1, mesh2, subdomain=None, kind: str | None = None):
+    """The observation domain D as a mesh, and its vertices in the product numbering.
+
+    ``subdomain`` selects cells of ``product_mesh(mesh1, mesh2, kind)``: None (all
+    of Omega_1 x Omega_2), a boolean mask of length ``nelements`` or a callable
+    ``chi(centroids)`` with centroids of shape ``(d1 + d2, nelements)``.
+    Returns ``(D_mesh, vertex_map, product)`` where ``D_mesh.p[:, k]`` is product
+    vertex ``vertex_map[k]`` (the pair ``divmod(vertex_map[k], n2)``).
+    """
+    prod = product_mesh(mesh1, mesh2, kind)
+    ne = prod.nelements
+    if subdomain is None:
+        mask = np.ones(ne, dtype=bool)
+    else:
+        if callable(subdomain):
+            centroids = prod.p[:, prod.t].mean(axis=1)
+            try:
+                mask = np.asarray(subdomain(centroids))
+            except Exception as exc:
+                raise ValueError(f"subdomain could not be evaluated at the cell centroids: {exc}") from exc
+        else:
+            mask = np.asarray(subdomain)
+        if mask.shape != (ne,):
+            raise ValueError(f"subdomain must be a mask of shape ({ne},) over the product cells, got {mask.shape}")
+        if mask.dtype != bool:
+            if not np.all(np.isin(mask, (0, 1))):
+                raise ValueError("subdomain mask must be boolean")
+            mask = mask.astype(bool)
+    if not np.any(mask):
+        raise ValueError("subdomain is empty: the mask selects no cell of Omega_1 x Omega_2")
+    D, vmap = prod.restrict(np.flatnonzero(mask), return_mapping=True)
+    return D, np.asarray(vmap, dtype=np.int64), prod
+
+
+class TrackingResult(OptimizeResult):
+    """Solution of the discrete tracking problem (Part II (3.11), (3.13)).
+
+    Attributes
+    ----------
+    x : control masses on the admissible vertices of Omega_1 (simplex variable).
+    masses : the same on all vertices of Omega_1.
+    control_vertices : the admissible vertices.
+    fun, misfit, radon : ``misfit + nu * radon`` with ``misfit = |grad G(pi - pi_d)|^{p'}``
+        and ``radon = |mu1 - mu1_d|_M``.
+    phi : ``G(pi - pi_d)`` on the observation mesh.  plan : CSR density of pi.
+    lower : the core's result at x.  tr : the trust-region result.
+    success, status, message, nit, stationarity, tol, newton_iterations, lower_solves, ...
+    """
+
+    def table(self) -> str:
+        return self.tr.table()
+
+
+class TrackingProblem:
+    """Bilevel tracking of a measured plan (Part II (3.11) with the lower level of (3.13)).
+
+    ``F(m) = |grad G(pi - pi_d)|^{p'}_{L^{p'}(D)} + nu |mu1 - mu1_d|_M``,
+    ``pi = S_{gamma,eps}(T^delta m, T^delta mu2^d)``.
+
+    Parameters
+    ----------
+    mesh1, mesh2 : skfem meshes of Omega_1, Omega_2 (d1 + d2 <= 3).
+    mu2 : masses of mu2^d at the vertices of mesh2 (support at distance >= delta from
+        the boundary).  The control carries the same mass.
+    pi_d : (n1, n2) array or sparse matrix, the measured plan as a density w.r.t.
+        ``w_i v_j`` (a measure with masses ``P_ij`` has density ``P_ij / (w_i v_j)``).
+    nu : weight of the Radon-norm term (>= 0).
+    gamma, delta : regularization and smoothing (Part II (2.6), (3.1)).
+    mu1_d : masses of mu1_d at the vertices of mesh1; default the uniform measure on
+        the control vertices.
+    p_prime : exponent p' in (1, 2] (default 2).
+    subdomain : the observation domain D (see :func:`observation_domain`).
+    beta : cost ``|x - y|^beta``, or a callable ``c(x, y)`` (see ``product_cost``).
+    rho : control vertices have distance >= rho from the boundary (default delta).
+    eps, tol, max_iter, solver_options : passed to the core.
+    """
+
+    def __init__(self, mesh1, mesh2, mu2, pi_d, nu, gamma, delta, *, mu1_d=None, p_prime: float = 2.0,
+                 subdomain=None, beta=2.0, rho: float | None = None, eps: float = 0.0, tol: float = 1e-10,
+                 max_iter: int = 200, solver_options=None):
+        self.q1, self.q2 = quadrature(mesh1), quadrature(mesh2)
+        n1, n2 = self.q1.n, self.q2.n
+        self.n1, self.n2 = n1, n2
+        self.nu = check_nonnegative_scalar(nu, "nu")
+        self.gamma = check_positive_scalar(gamma, "gamma")
+        self.delta = check_positive_scalar(delta, "delta")
+        self.p_prime = check_positive_scalar(p_prime, "p_prime")
+        if not 1.0 < self.p_prime <= 2.0:
+            raise ValueError(f"p_prime must lie in (1, 2], got {p_prime!r}")
+        self.rho = self.delta if rho is None else check_positive_scalar(rho, "rho")
+        if self.rho < self.delta * (1 - 1e-12):
+            raise ValueError(f"rho = {self.rho:.4g} must be >= delta = {self.delta:.4g} (Part II (3.1))")
+        self.eps = check_nonnegative_scalar(eps, "eps")
+        self.mu2 = as_nonnegative_vector(mu2, "mu2", length=n2)
+        self.mass = float(self.mu2.sum())
+        if not self.mass > 0:
+            raise ValueError("mu2 must have positive mass")
+        self.control_vertices = self.q1.admissible(self.rho)
+        if self.control_vertices.size == 0:
+            raise ValueError(f"rho = {self.rho:.4g} leaves no admissible control vertex in Omega_1")
+        if mu1_d is None:
+            md = np.zeros(n1)
+            md[self.control_vertices] = self.mass / self.control_vertices.size
+        else:
+            md = as_nonnegative_vector(mu1_d, "mu1_d", length=n1)
+        self.mu1_d = md
+        off = np.ones(n1, dtype=bool)
+        off[self.control_vertices] = False
+        self._radon_off = float(np.abs(md[off]).sum())  # |mu1_d| where the control cannot go
+
+        # measured plan, as masses at the product vertices (C order)
+        if sp.issparse(pi_d):
+            if pi_d.shape != (n1, n2):
+                raise ValueError(f"pi_d has shape {pi_d.shape}, expected {(n1, n2)}")
+            Pd = np.asarray(pi_d.toarray(), dtype=float)
+        else:
+            Pd = np.asarray(pi_d, dtype=float)
+            if Pd.shape != (n1, n2):
+                raise ValueError(f"pi_d has shape {Pd.shape}, expected {(n1, n2)}")
+        if not np.all(np.isfinite(Pd)):
+            raise ValueError("pi_d contains NaN or infinite entries")
+        self.pi_d = Pd
+
+        # observation domain D with its own Dirichlet Poisson operator (Part II (3.10))
+        self.D, self.vertex_map, self.product = observation_domain(mesh1, mesh2, subdomain)
+        self.opD = PoissonOperator(self.D)
+        self._rows, self._cols = np.divmod(self.vertex_map, n2)
+        self._wD = self.q1.weights[self._rows] * self.q2.weights[self._cols]
+        self._pdD = Pd[self._rows, self._cols]
+
+        # smoothed lower level
+        s1 = Smoother(self.q1, self.delta)
+        s2 = Smoother(self.q2, self.delta)
+        self.T = s1.operator(sources=self.q1.nodes[self.control_vertices], mass=self.mass)
+        pos = np.flatnonzero(self.mu2 > 0)
+        self.mu2_density = s2.operator(sources=self.q2.nodes[pos], mass=self.mass).apply(self.mu2[pos])
+        self.c = product_cost(self.q1, self.q2, beta)
+        self.lower = SmoothedLowerLevel(self.q1, self.q2, self.T, self.mu2_density, self.c, self.gamma, self.eps,
+                                        tol=tol, max_iter=max_iter, solver_options=solver_options)
+        self.n_evaluations = 0
+        self._cache = None
+
+    # ----------------------------------------------------------- helpers
+    @property
+    def n(self) -> int:
+        return int(self.control_vertices.size)
+
+    def uniform(self) -> np.ndarray:
+        return np.full(self.n, self.mass / self.n)
+
+    def full(self, x) -> np.ndarray:
+        """Control masses on all vertices of Omega_1."""
+        x = as_vector(x, "x", length=self.n)
+        out = np.zeros(self.n1)
+        out[self.control_vertices] = x
+        return out
+
+    def misfit(self, plan):
+        """``|grad G(pi - pi_d)|^{p'}_{L^{p'}(D)}``, its gradient w.r.t. the plan density, and phi.
+
+        ``plan`` is a CSR/dense (n1, n2) density.  The gradient is returned as a
+        sparse (n1, n2) matrix supported on the vertices of D.
+        """
+        if sp.issparse(plan):
+            piD = np.asarray(plan.tocsr()[self._rows, self._cols]).ravel()
+        else:
+            piD = np.asarray(plan, dtype=float)[self._rows, self._cols]
+        eta = self._wD * (piD - self._pdD)  # masses of pi - pi_d at the vertices of D
+        load = self.opD.load_nodal_masses(eta)
+        val, gb, phi = self.opD.gradient_norm_value_and_gradient(load, self.p_prime)
+        g_eta = self.opD.vertex_load.T @ gb
+        G = sp.csr_matrix((self._wD * g_eta, (self._rows, self._cols)), shape=(self.n1, self.n2))
+        return val, G, phi
+
+    def radon(self, x):
+        """``|mu1 - mu1_d|_M`` and one element of its Clarke subdifferential (sign, 0 at ties)."""
+        diff = as_vector(x, "x", length=self.n) - self.mu1_d[self.control_vertices]
+        return float(np.abs(diff).sum()) + self._radon_off, np.sign(diff)
+
+    # ----------------------------------------------------------- the oracle
+    def evaluate(self, x, gradient: bool = True) -> dict:
+        """Value, parts and (optionally) one Clarke subgradient at the control ``x``."""
+        x = as_vector(x, "x", length=self.n)
+        self.n_evaluations += 1
+        res = self.lower.solve(x)
+        val, G, phi = self.misfit(res.plan)
+        rad, sgn = self.radon(x)
+        fun = val + self.nu * rad
+        grad = None
+        if gradient:
+            grad = self.lower.pullback(res, G) + self.nu * sgn
+        if not res.success:
+            fun = np.nan
+            if grad is not None:
+                grad = np.full(self.n, np.nan)
+        return {"fun": fun, "misfit": val, "radon": rad, "grad": grad, "phi": phi, "lower": res}
+
+    def __call__(self, x):
+        """``(f, g)`` for :func:`femot.optim.minimize_simplex` (the last point is cached)."""
+        x = as_vector(x, "x", length=self.n)
+        if self._cache is not None and np.array_equal(self._cache[0], x):
+            return self._cache[1], self._cache[2].copy()
+        e = self.evaluate(x)
+        self._cache = (x.copy(), e["fun"], e["grad"].copy())
+        return e["fun"], e["grad"]
+
+    def solve(self, x0=None, *, options=None, rtol: float | None = 1e-2, callback=None) -> TrackingResult:
+        """Minimize over the simplex by the trust-region method (Part III Algorithm 4.1).
+
+        From the uniform control unless ``x0`` is given; ``tol = rtol * theta(x0)``
+        unless ``options`` set ``tol`` (see :meth:`ControlProblem.solve`).
+        """
+        return _solve_on_simplex(self, x0, options, rtol, callback, self._result)
+
+    def _result(self, tr, t0) -> TrackingResult:
+        e = self.evaluate(tr.x, gradient=False)
+        res = e["lower"]
+        message = tr.message if res.success else f"{tr.message} Lower level at the solution: {res.message}"
+        return TrackingResult(
+            x=tr.x, masses=self.full(tr.x), control_vertices=self.control_vertices, fun=e["fun"],
+            misfit=e["misfit"], radon=e["radon"], phi=e["phi"], plan=res.plan, lower=res,
+            mu1_density=self.lower.density(tr.x), mu2_density=self.mu2_density,
+            success=bool(tr.success and res.success), status=int(tr.status), message=message, nit=int(tr.nit),
+            nfev=int(tr.nfev), stationarity=float(tr.stationarity), tol=float(tr.options["tol"]), tr=tr,
+            time_s=time.perf_counter() - t0, gamma=self.gamma, delta=self.delta, nu=self.nu,
+            p_prime=self.p_prime, **self.lower.counters())
+
+
+def solve_tracking(mesh1, mesh2, mu2, pi_d, nu, gamma, delta, *, x0=None, options=None, callback=None,
+                   **kwargs) -> TrackingResult:
+    """Solve the tracking problem of Part II (3.11)/(3.13) (see :class:`TrackingProblem`)."""
+    return TrackingProblem(mesh1, mesh2, mu2, pi_d, nu, gamma, delta, **kwargs).solve(x0, options=options,
+                                                                                     callback=callback)

@@ -1,0 +1,243 @@
+"""The regularized control problem (OCP^delta_gamma) of Part II, Section 3.2.2."""
+import importlib.util
+
+import numpy as np
+import pytest
+import skfem
+
+from femot.fem import PoissonOperator
+from femot.problems.control import ControlProblem, SmoothedLowerLevel
+from femot.problems.control_reference import wasserstein1_1d
+
+needs_qp = pytest.mark.skipif(importlib.util.find_spec("clarabel") is None,
+                              reason="optional QP solver clarabel (femot[qp]) not installed")
+
+
+def line_problem(cells=32, rho=0.2, seed=0):
+    """A 1D instance: known control (bump), y_d = G m_true, prior mu2 (another bump)."""
+    op = PoissonOperator(skfem.MeshLine(np.linspace(0.0, 1.0, cells + 1)))
+    x = op.vertices[:, 0]
+    inside = (x >= rho - 1e-12) & (x <= 1 - rho + 1e-12)
+
+    def bump(c, s):
+        m = np.where(inside, np.exp(-((x - c) / s) ** 2), 0.0)
+        return m / m.sum()
+
+    m_true = bump(0.38, 0.06)
+    mu2 = bump(0.6, 0.1)
+    return op, x, m_true, op.state(m_true), mu2
+
+
+def random_control(P, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.random(P.n) + 0.1
+    return P.mass * x / x.sum()
+
+
+def _pattern(P):
+    plan = P.last["lower"].plan
+    return plan.indptr.copy(), plan.indices.copy()
+
+
+def fd_check(P, x, d):
+    """Central difference on a segment inside one smooth piece of the reduced objective.
+
+    The plan's support (the active set of the lower level) is the same at x - h d, x and
+    x + h d, so the map is smooth on the segment (Part III Thm 3.11); h shrinks until then.
+    """
+    f, g = P(x)
+    base = _pattern(P)
+    for h in (1e-6, 3e-7, 1e-7, 3e-8):
+        fp = P(x + h * d)[0]
+        same = all(np.array_equal(a, b) for a, b in zip(_pattern(P), base))
+        fm = P(x - h * d)[0]
+        same = same and all(np.array_equal(a, b) for a, b in zip(_pattern(P), base))
+        if same:
+            return abs((fp - fm) / (2 * h) - g @ d) / abs(g @ d)
+    raise AssertionError("no step keeps the active set of the lower level fixed")
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-2])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reduced_gradient_finite_differences_1d(eps, seed):
+    op, x, m_true, y_d, mu2 = line_problem()
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, eps=eps, tol=1e-13)
+    xc = random_control(P, seed)
+    P(xc)
+    # differentiable point: the biactive set of the lower level is empty
+    assert P.last["lower"].biactive()[0].size == 0
+    rng = np.random.default_rng(10 + seed)
+    d = rng.standard_normal(P.n)
+    if eps == 0.0:
+        d -= d.mean()  # eps = 0 needs equal masses: stay on the simplex's tangent space
+    assert fd_check(P, xc, d) <= 1e-6
+
+
+def test_reduced_gradient_finite_differences_2d():
+    mesh = skfem.MeshTri.init_sqsymmetric().refined(3)
+    op = PoissonOperator(mesh)
+    X = op.vertices
+    y_d = np.sin(np.pi * X[:, 0]) * np.sin(np.pi * X[:, 1]) * 0.05
+    rho = 0.25
+    dist = np.minimum.reduce([X[:, 0], 1 - X[:, 0], X[:, 1], 1 - X[:, 1]])
+    mu2 = np.where(dist >= rho - 1e-12, np.exp(-((X - 0.45) ** 2).sum(1) / 0.02), 0.0)
+    mu2 /= mu2.sum()
+    P = ControlProblem(op, y_d, mu2, 0.1, 1e-2, 0.2, rho=rho, eps=1e-3, tol=1e-13)
+    xc = random_control(P, 3)
+    P(xc)
+    assert P.last["lower"].biactive()[0].size == 0
+    d = np.random.default_rng(4).standard_normal(P.n)
+    assert fd_check(P, xc, d) <= 1e-6
+
+
+def test_transport_gradient_is_adjoint_of_the_plan_derivative():
+    """<pullback(G), h> = <G, S'(T m; T h, 0)>: the adjoint chain (T^delta)^T vjp against jvp."""
+    op, x, m_true, y_d, mu2 = line_problem()
+    P = ControlProblem(op, y_d, mu2, 1.0, 1e-3, 0.12, rho=0.2, eps=1e-2, tol=1e-13)
+    xc = random_control(P, 5)
+    res = P.lower.solve(xc)
+    rng = np.random.default_rng(6)
+    G = rng.standard_normal((P.q.n, P.q.n))
+    h = rng.standard_normal(P.n)
+    lhs = P.lower.pullback(res, G) @ h
+    dpi = res.jvp(P.T.apply(h), np.zeros(P.q.n))  # T is linear: its derivative is T
+    rhs = float(dpi.multiply(G).sum())
+    assert abs(lhs - rhs) <= 1e-9 * max(1.0, abs(rhs))
+
+
+def test_gradient_parts_and_value():
+    """fun = tracking + nu * transport with transport = sum w_i w_j c_ij pi_ij; nu = 0 leaves the tracking."""
+    op, x, m_true, y_d, mu2 = line_problem()
+    P = ControlProblem(op, y_d, mu2, 0.3, 1e-3, 0.12, rho=0.2)
+    P0 = ControlProblem(op, y_d, mu2, 0.0, 1e-3, 0.12, rho=0.2)
+    xc = random_control(P, 7)
+    e, e0 = P.evaluate(xc), P0.evaluate(xc)
+    pi = e["lower"].plan.toarray()
+    w = P.q.weights
+    assert np.isclose(e["transport"], np.sum(w[:, None] * w[None, :] * P.c * pi), rtol=1e-12)
+    assert np.isclose(e["fun"], e["tracking"] + 0.3 * e["transport"], rtol=1e-14)
+    y = op.state(P.full(xc))
+    assert np.isclose(e["tracking"], 0.5 * (y - y_d) @ (op.M @ (y - y_d)), rtol=1e-10, atol=1e-16)
+    # the tracking gradient alone when nu = 0, and the smoothed marginals carry mass |mu2| + delta
+    assert np.allclose(e0["grad"], P0.tracking(xc)[1])
+    assert np.isclose(w @ P.lower.density(xc), 1.0 + 0.12, rtol=1e-12)
+    assert np.isclose(w @ P.mu2_density, 1.0 + 0.12, rtol=1e-12)
+
+
+def test_known_control_is_recovered_as_nu_tends_to_zero():
+    """y_d = G m_true: the regularized optimal controls approach m_true in W1 as nu -> 0."""
+    op, x, m_true, y_d, mu2 = line_problem(cells=32)
+    errs = []
+    for nu in (1e-1, 1e-2, 1e-4):
+        P = ControlProblem(op, y_d, mu2, nu, 1e-3, 0.1, rho=0.2)
+        r = P.solve(options={"max_iter": 300})
+        assert r.success, r.message
+        assert np.isclose(r.x.sum(), 1.0) and r.x.min() >= 0
+        errs.append(wasserstein1_1d(x, r.masses, x, m_true))
+    assert errs[0] > errs[1] > errs[2]
+    assert errs[2] < 0.05 * errs[0]
+    # the prior is far from the known control, so the transport term really pulls away at nu = 0.1
+    assert errs[0] > 0.2 * wasserstein1_1d(x, mu2, x, m_true)
+
+
+@needs_qp
+def test_regularized_control_approaches_exact_reference():
+    """Two coupled levels (gamma = delta^3): the W1 error to the exact QP control and the gap decrease."""
+    from femot.problems.control_reference import solve_control_reference
+
+    op, x, m_true, y_d, mu2 = line_problem(cells=64)
+    nu = 0.05
+    ref = solve_control_reference(op, y_d, mu2, nu, rho=0.2)
+    assert ref.success
+    errs, gaps = [], []
+    for delta in (0.16, 0.08):
+        P = ControlProblem(op, y_d, mu2, nu, delta**3, delta, rho=0.2)
+        r = P.solve(options={"max_iter": 300})
+        assert r.success, r.message
+        errs.append(wasserstein1_1d(x, r.masses, x, ref.masses))
+        J, J_track, J_w = P.exact_objective(r.x)
+        assert np.isclose(J, J_track + nu * J_w)
+        assert J >= ref.fun - 1e-10  # the exact control minimizes the unregularized objective
+        gaps.append(J - ref.fun)
+    assert errs[1] < 0.8 * errs[0]
+    assert gaps[1] < gaps[0]
+
+
+def test_control_vertices_subset_and_warm_start_counters():
+    op, x, m_true, y_d, mu2 = line_problem()
+    adm = np.flatnonzero((x >= 0.2 - 1e-12) & (x <= 0.8 + 1e-12))
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, control_vertices=adm[::2])
+    assert P.n == adm[::2].size
+    xc = P.uniform()
+    P(xc)
+    first = P.lower.newton_iterations
+    P.evaluate(xc)  # same point: the warm start is the solution, no Newton step needed
+    assert P.lower.newton_iterations == first
+    assert P.lower.n_solves == 2 and P.lower.failures == 0
+
+
+def test_continuation_in_gamma_rescues_a_failing_cold_start():
+    """A core that fails cold below gamma = 4e-3 is rescued by continuation; same plan as a direct solve."""
+    op, x, m_true, y_d, mu2 = line_problem()
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, tol=1e-12)
+    real = P.lower._solve_qrot
+    calls = []
+
+    def flaky(c, m1, m2, gamma, *args, x0=None, **kw):
+        calls.append((gamma, x0 is not None))
+        r = real(c, m1, m2, gamma, *args, x0=x0, **kw)
+        if x0 is None and gamma < 4e-3:
+            r.success, r.message = False, "simulated failure of the cold start"
+        return r
+
+    P.lower._solve_qrot = flaky
+    xc = random_control(P, 8)
+    res = P.lower.solve(xc)
+    assert res.success and P.lower.continuations == 1 and P.lower.failures == 0
+    assert calls[0] == (1e-3, False) and any(g > 1e-3 for g, _ in calls) and calls[-1] == (1e-3, True)
+    direct = real(P.c, P.lower.density(xc), P.mu2_density, 1e-3, 0.0, P.q.weights, P.q.weights, tol=1e-12)
+    assert abs(res.plan - direct.plan).max() <= 1e-8 * abs(direct.plan).max()
+
+
+def test_lower_level_failure_is_not_silent():
+    op, x, m_true, y_d, mu2 = line_problem()
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, max_iter=0)
+    e = P.evaluate(P.uniform())
+    assert np.isnan(e["fun"]) and np.all(np.isnan(e["grad"]))
+    assert P.lower.failures == 1
+    with pytest.raises(RuntimeError, match="lower level"):
+        P.solve()
+
+
+def test_bad_input_raises_value_error_naming_argument():
+    op, x, m_true, y_d, mu2 = line_problem()
+    with pytest.raises(ValueError, match="rho"):
+        ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.1)
+    with pytest.raises(ValueError, match="beta"):
+        ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, beta=0.5)
+    with pytest.raises(ValueError, match="gamma"):
+        ControlProblem(op, y_d, mu2, 0.05, -1.0, 0.12, rho=0.2)
+    with pytest.raises(ValueError, match="nu"):
+        ControlProblem(op, y_d, mu2, -0.05, 1e-3, 0.12, rho=0.2)
+    with pytest.raises(ValueError, match="mu2"):
+        ControlProblem(op, y_d, mu2[:-1], 0.05, 1e-3, 0.12, rho=0.2)
+    with pytest.raises(ValueError, match="y_d"):
+        ControlProblem(op, y_d[:-1], mu2, 0.05, 1e-3, 0.12, rho=0.2)
+    with pytest.raises(ValueError, match="control_vertices"):
+        ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, control_vertices=[0, 10])
+    bad_mu2 = mu2.copy()
+    bad_mu2[1] = 0.1  # support closer than delta to the boundary
+    with pytest.raises(ValueError, match="delta"):
+        ControlProblem(op, y_d, bad_mu2, 0.05, 1e-3, 0.12, rho=0.2)
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2)
+    with pytest.raises(ValueError, match="x"):
+        P.evaluate(np.ones(P.n + 1))
+
+
+def test_smoothed_lower_level_rejects_inconsistent_shapes():
+    op, x, m_true, y_d, mu2 = line_problem()
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2)
+    with pytest.raises(ValueError, match="c"):
+        SmoothedLowerLevel(P.q, P.q, P.T, P.mu2_density, P.c[:-1], 1e-3)
+    with pytest.raises(ValueError, match="m2"):
+        SmoothedLowerLevel(P.q, P.q, P.T, P.mu2_density[:-1], P.c, 1e-3)

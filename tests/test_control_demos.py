@@ -1,0 +1,78 @@
+"""The control and tracking demos (quick mode; the full 2D run is marked slow)."""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from femot.cli import main
+
+needs_qp = pytest.mark.skipif(importlib.util.find_spec("clarabel") is None,
+                              reason="optional QP solver clarabel (femot[qp]) not installed")
+
+
+def run_demo(name, tmp_path, *extra):
+    out = tmp_path / f"{name}.json"
+    plots = tmp_path / name
+    code = main(["demo", name, "--quiet", "--json", str(out), "--plot", str(plots), *extra])
+    data = json.loads(out.read_text())
+    return code, data, plots
+
+
+@needs_qp
+def test_ocp_1d_quick_schedule_study(tmp_path):
+    code, data, plots = run_demo("ocp-1d", tmp_path, "--quick")
+    assert code == 0 and data["success"]
+    levels = data["levels"]
+    assert len(levels) >= 4
+    for lv in levels:
+        assert {"gamma", "delta", "control_w1_error", "objective_gap"} <= set(lv)
+        assert lv["success"]
+        # the exact control minimizes the unregularized objective (up to the QP's certificate)
+        assert lv["objective_gap_signed"] >= -1e-9
+    g = np.array([lv["gamma"] for lv in levels])
+    dl = np.array([lv["delta"] for lv in levels])
+    # coupling of Part II (3.1) with d = 2, delta well above the mesh size
+    assert np.all(np.diff(g / dl**2) < 0) and np.all(dl >= 4 * data["h"])
+    errs = np.array([lv["control_w1_error"] for lv in levels])
+    assert np.all(np.diff(errs) < 0)
+    assert np.all(np.diff([lv["objective_gap"] for lv in levels]) < 0)
+    assert errs[-1] < 0.5 * data["uniform_w1_error"]
+    assert data["reference"]["success"] and data["reference"]["frank_wolfe_gap"] <= 1e-8
+    for f in ("control_state.png", "plan_transport.png", "convergence.png"):
+        assert (plots / f).exists()
+
+
+def test_tracking_1d_quick(tmp_path):
+    code, data, plots = run_demo("tracking-1d", tmp_path, "--quick")
+    assert code == 0 and data["success"]
+    assert data["gradient_fd_rel_error"] <= 1e-6
+    assert data["control_w1_error"] < 0.25 * data["start_w1_error"]
+    assert data["objective"] < data["objective_start"]
+    assert 0 < data["D_vertices"] < data["product_vertices"]  # D is a proper subdomain
+    assert (plots / "control_plan.png").exists() and (plots / "adjoint_state.png").exists()
+
+
+def test_tracking_1d_quick_p_prime_below_two(tmp_path):
+    code, data, _ = run_demo("tracking-1d", tmp_path, "--quick", "--p-prime", "1.5")
+    assert code == 0 and data["p_prime"] == 1.5
+    assert data["gradient_fd_rel_error"] <= 1e-6
+
+
+def test_ocp_2d_quick(tmp_path):
+    code, data, plots = run_demo("ocp-2d", tmp_path, "--quick")
+    assert code == 0 and data["success"]
+    assert {"nodes", "success", "time_s", "tr_iterations", "newton_iterations"} <= set(data)
+    assert abs(data["control_mass"] - 1.0) <= 1e-12
+    assert data["plan_marginal_error"] <= 1e-8
+    assert data["objective"] < data["uniform_objective"]
+    for f in ("control.png", "state.png", "transport.png"):
+        assert (plots / f).exists()
+
+
+@pytest.mark.slow
+def test_ocp_2d_full_acceptance(tmp_path):
+    code, data, _ = run_demo("ocp-2d", tmp_path)
+    assert code == 0 and data["success"]
+    assert data["nodes"] >= 1000 and data["time_s"] < 600
+    assert data["objective"] < data["uniform_objective"]
