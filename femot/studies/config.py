@@ -1,0 +1,536 @@
+"""Study configuration: TOML in, a validated :class:`Study` (chains of runs) out.
+
+A study sweeps a coupled schedule (gamma_n, delta_n) of Part II (3.1) --
+gamma_n, delta_n -> 0 with gamma_n / delta_n^d -> 0, d = d1 + d2 -- optionally over
+several meshes and seeds, for one problem. Everything is validated before any run
+starts; every error is a :class:`ConfigError` (a ``ValueError``) whose message starts
+with the dotted name of the offending field, e.g. ``schedule.deltas: ...``.
+
+Schema (see ``demos/studies/*.toml`` for complete examples)::
+
+    [study]
+    name = "control-1d"            # used in the report
+    problem = "control"            # "lower-level" | "control" | "identification" | "tracking"
+    seeds = [0]                    # one chain per (mesh, seed); default [0]
+    threads = 1                    # numba threads inside a run, the same on every backend
+
+    [schedule]                     # either explicit levels ...
+    gammas = [1e-2, 2.5e-3, ...]
+    deltas = [0.1, 0.07, ...]      # optional: default delta = C gamma^(1/(d+s))
+    # ... or a geometric schedule
+    n_levels = 6
+    gamma0 = 1e-2
+    factor = 0.25                  # gamma_{n+1} = factor gamma_n
+    s = 1.0                        # delta = C gamma^(1/(d+s)), so gamma/delta^d = C^-d gamma^(s/(d+s))
+    C = 0.5
+
+    [mesh]                         # exactly one of
+    name = "unit_interval_64"      # one mesh for every level
+    names = ["...", "..."]         # a sweep: one chain per mesh
+    levels = ["...", "..."]        # one mesh per schedule level (refined along the chain)
+    nodes_per_delta = 6.0          # generated intervals with h = delta / nodes_per_delta
+    domain = [0.0, 1.0]            #   (with nodes_per_delta; 1D only)
+    refine = 0                     # uniform refinements (an int, or one per level with `levels`)
+    rule = "lumped"                # quadrature rule
+
+    [<problem>]                    # problem-specific section, e.g. [control] or [lower-level];
+                                   # its keys are documented by the classes of femot.studies.problems
+
+    [report]
+    metrics = ["control_w1", ...]  # columns of the table (default: the problem's)
+    primary = "control_w1"         # the error whose decrease is checked and printed
+
+Mesh names are the stored meshes of :func:`femot.fem.load_mesh` or file paths
+(relative to the directory of the config file). The identification problem (a
+Hitchcock problem on n points, Part III Section 4) takes no [mesh] and no deltas.
+
+Run ids hash the problem parameters, the seed and the (gamma, delta, mesh) of the run's
+level and of all levels before it in its chain (it is warm-started from them); names,
+descriptions, report options and the backend do not enter, so they can change without
+invalidating stored results.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ConfigError", "Study", "Chain", "Level", "load_config", "parse_config", "run_id", "canonical"]
+
+try:  # Python >= 3.11
+    import tomllib as _toml
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10 needs the backport
+    try:
+        import tomli as _toml
+    except ModuleNotFoundError:
+        _toml = None
+
+
+class ConfigError(ValueError):
+    """An invalid study configuration; the message starts with the field name."""
+
+
+PROBLEMS = ("lower-level", "control", "identification", "tracking")
+_TOP_SECTIONS = {"study", "schedule", "mesh", "report", "seeds"}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def canonical(obj) -> str:
+    """Canonical JSON (sorted keys, floats as repr) used for hashing run parameters."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_jsonable)
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def run_id(params: dict) -> str:
+    """Deterministic id of a run: a hash of its canonical parameters."""
+    return hashlib.sha256(canonical(params).encode()).hexdigest()[:16]
+
+
+def _num(sec: dict, key: str, where: str, *, default=None, positive=False, nonneg=False, integer=False,
+         lo=None, hi=None):
+    if key not in sec:
+        if default is None:
+            raise ConfigError(f"{where}.{key}: missing")
+        return default
+    v = sec[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(f"{where}.{key}: must be a number, got {v!r}")
+    if integer and not isinstance(v, int):
+        raise ConfigError(f"{where}.{key}: must be an integer, got {v!r}")
+    if not math.isfinite(v):
+        raise ConfigError(f"{where}.{key}: must be finite, got {v!r}")
+    if positive and v <= 0:
+        raise ConfigError(f"{where}.{key}: must be positive, got {v!r}")
+    if nonneg and v < 0:
+        raise ConfigError(f"{where}.{key}: must be nonnegative, got {v!r}")
+    if lo is not None and v < lo:
+        raise ConfigError(f"{where}.{key}: must be >= {lo}, got {v!r}")
+    if hi is not None and v > hi:
+        raise ConfigError(f"{where}.{key}: must be <= {hi}, got {v!r}")
+    return int(v) if integer else float(v)
+
+
+def _num_list(sec: dict, key: str, where: str, *, positive=True, integer=False) -> list:
+    v = sec[key]
+    if not isinstance(v, list) or not v:
+        raise ConfigError(f"{where}.{key}: must be a nonempty list of numbers, got {v!r}")
+    out = []
+    for i, x in enumerate(v):
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise ConfigError(f"{where}.{key}[{i}]: must be a finite number, got {x!r}")
+        if integer and not isinstance(x, int):
+            raise ConfigError(f"{where}.{key}[{i}]: must be an integer, got {x!r}")
+        if positive and x <= 0:
+            raise ConfigError(f"{where}.{key}[{i}]: must be positive, got {x!r}")
+        out.append(int(x) if integer else float(x))
+    return out
+
+
+def _check_keys(sec: dict, allowed, where: str) -> None:
+    bad = sorted(set(sec) - set(allowed))
+    if bad:
+        raise ConfigError(f"{where}.{bad[0]}: unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+def _table(raw: dict, key: str) -> dict:
+    sec = raw.get(key, {})
+    if not isinstance(sec, dict):
+        raise ConfigError(f"{key}: must be a table ([{key}]), got {type(sec).__name__}")
+    return sec
+
+
+# ----------------------------------------------------------------------------- meshes
+
+
+@dataclass(frozen=True)
+class MeshSpec:
+    """How to build the mesh of one level: a stored name / file, or a generated interval."""
+
+    name: str | None = None          # as written in the config (hashed)
+    path: str | None = None          # resolved file path (not hashed), None for stored names
+    refine: int = 0
+    domain: tuple | None = None      # generated interval [a, b] ...
+    cells: int | None = None         # ... with this many cells
+
+    def key(self) -> dict:
+        if self.cells is not None:
+            return {"interval": list(self.domain), "cells": self.cells}
+        return {"name": self.name, "refine": self.refine}
+
+    def label(self) -> str:
+        if self.cells is not None:
+            return f"interval{self.cells}"
+        base = Path(self.name).stem if self.path else self.name
+        return base + (f"+r{self.refine}" if self.refine else "")
+
+    def load(self):
+        from femot.fem import load_mesh
+
+        if self.cells is not None:
+            from skfem import MeshLine
+
+            a, b = self.domain
+            return MeshLine(np.linspace(a, b, self.cells + 1))
+        return load_mesh(self.path or self.name, refine=self.refine)
+
+
+def _mesh_entry(value, where: str, base_dir: Path, refine: int) -> MeshSpec:
+    from femot.fem.meshes import available_meshes
+
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: must be a mesh name or a file path, got {value!r}")
+    looks_like_file = bool(Path(value).suffix) or "/" in value or os.sep in value
+    if not looks_like_file:
+        if value not in available_meshes():
+            raise ConfigError(f"{where}: mesh {value!r} not found: not a stored mesh "
+                              f"({', '.join(available_meshes())}) and not a file path")
+        return MeshSpec(name=value, refine=refine)
+    p = Path(value)
+    if not p.is_absolute():
+        p = base_dir / p
+    if not p.is_file():
+        raise ConfigError(f"{where}: mesh file {value!r} not found (looked for {p})")
+    return MeshSpec(name=value, path=str(p), refine=refine)
+
+
+def _mesh_dim(spec: MeshSpec, where: str) -> int:
+    from femot.fem.meshes import mesh_dim
+
+    try:
+        return mesh_dim(spec.load())
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"{where}: cannot load mesh {spec.name!r}: {exc}") from None
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+@dataclass(frozen=True)
+class Level:
+    """One run of a chain: level index, (gamma, delta), the mesh and the run id."""
+
+    index: int
+    gamma: float
+    delta: float
+    ratio: float
+    mesh: MeshSpec
+    id: str
+
+
+@dataclass(frozen=True)
+class Chain:
+    """All levels of the schedule for one (mesh sweep entry, seed), run in order.
+
+    Level n warm-starts from level n-1 (Part II (3.1): the levels approach the same
+    limit, so the previous solution is a good initial guess).
+    """
+
+    index: int
+    label: str
+    seed: int
+    levels: tuple
+
+
+@dataclass
+class Study:
+    """A validated study: the problem, its parameters, the schedule and the chains."""
+
+    name: str
+    problem: str
+    params: dict
+    gammas: list
+    deltas: list
+    d: int
+    ratios: list
+    seeds: list
+    chains: list
+    threads: int = 1
+    metrics: list = field(default_factory=list)
+    primary: str = ""
+    description: str = ""
+    source: str | None = None
+    raw: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def runs(self) -> list:
+        return [lv for ch in self.chains for lv in ch.levels]
+
+    def summary(self) -> dict:
+        return {"name": self.name, "problem": self.problem, "d": self.d, "gammas": self.gammas,
+                "deltas": self.deltas, "ratios": self.ratios, "seeds": self.seeds, "params": self.params,
+                "n_chains": len(self.chains), "n_runs": len(self.runs), "metrics": self.metrics,
+                "primary": self.primary}
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def load_config(path) -> Study:
+    """Read and validate a study configuration file (TOML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config: file not found: {path}")
+    if _toml is None:  # pragma: no cover
+        raise ConfigError("config: reading TOML on Python < 3.11 needs the package tomli")
+    try:
+        with open(path, "rb") as fh:
+            raw = _toml.load(fh)
+    except _toml.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+    return parse_config(raw, base_dir=path.parent, source=str(path))
+
+
+def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study:
+    """Validate a configuration given as a dict (the parsed TOML); see the module doc."""
+    from femot.studies.problems import get_problem
+
+    if not isinstance(raw, dict):
+        raise ConfigError("config: must be a table")
+    base_dir = Path(base_dir)
+    st = _table(raw, "study")
+    _check_keys(st, {"name", "problem", "seeds", "threads", "description"}, "study")
+    problem = st.get("problem")
+    if problem is None:
+        raise ConfigError(f"study.problem: missing; choose one of {', '.join(PROBLEMS)}")
+    if problem not in PROBLEMS:
+        raise ConfigError(f"study.problem: unknown problem {problem!r}; choose one of {', '.join(PROBLEMS)}")
+    name = st.get("name", problem)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"study.name: must be a nonempty string, got {name!r}")
+    desc = st.get("description", "")
+    if not isinstance(desc, str):
+        raise ConfigError("study.description: must be a string")
+    extra = sorted(set(raw) - _TOP_SECTIONS - {problem})
+    if extra:
+        other = [e for e in extra if e in PROBLEMS]
+        if other:
+            raise ConfigError(f"{other[0]}: section of another problem; study.problem is {problem!r}")
+        raise ConfigError(f"{extra[0]}: unknown section; allowed: study, schedule, mesh, report, {problem}")
+    seeds = raw.get("seeds", st.get("seeds", [0]))
+    where = "seeds" if "seeds" in raw else "study.seeds"
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if (not isinstance(seeds, list) or not seeds or
+            not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise ConfigError(f"{where}: must be a nonempty list of nonnegative integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: seeds must be distinct, got {seeds!r}")
+    threads = _num(st, "threads", "study", default=1, integer=True, lo=1)
+
+    adapter = get_problem(problem)
+    if getattr(adapter, "uses_mesh", True):
+        meshes, d_space = _parse_mesh(_table(raw, "mesh"), base_dir, n_levels_hint=_n_levels_hint(raw))
+    else:
+        if "mesh" in raw:
+            raise ConfigError(f"mesh: the {problem} problem has no mesh ({adapter.mesh_note}); remove [mesh]")
+        meshes, d_space = ("fixed", [MeshSpec(name="none")]), adapter.space_dim
+    d = adapter.coupling_dimension(d_space)
+    gammas, deltas, ratios = _parse_schedule(_table(raw, "schedule"), d,
+                                             uses_delta=getattr(adapter, "uses_delta", True), problem=problem)
+    n = len(gammas)
+    # Per-level meshes (generated intervals follow delta).
+    sweeps = _expand_meshes(meshes, deltas, n)
+    psec = _table(raw, problem)
+    try:
+        params = adapter.validate(psec, where=problem, gammas=gammas, deltas=deltas, d=d, dim=d_space,
+                                  meshes=[lv for sw in sweeps for lv in sw], base_dir=base_dir)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # a library check that fired on the problem data
+        raise ConfigError(f"{problem}: {exc}") from None
+
+    rep = _table(raw, "report")
+    _check_keys(rep, {"metrics", "primary"}, "report")
+    metrics = rep.get("metrics", list(adapter.metrics))
+    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
+        raise ConfigError(f"report.metrics: must be a nonempty list of metric names, got {metrics!r}")
+    for i, m in enumerate(metrics):
+        if m not in adapter.all_metrics:
+            raise ConfigError(f"report.metrics[{i}]: unknown metric {m!r} for problem {problem!r}; "
+                              f"available: {', '.join(adapter.all_metrics)}")
+    primary = rep.get("primary", adapter.primary if adapter.primary in metrics else metrics[0])
+    if primary not in metrics:
+        raise ConfigError(f"report.primary: {primary!r} is not one of report.metrics")
+
+    chains = []
+    for mi, sweep in enumerate(sweeps):
+        for seed in seeds:
+            levels, prefix = [], []
+            for k in range(n):
+                spec = sweep[k]
+                prefix.append({"gamma": gammas[k], "delta": deltas[k], "mesh": spec.key()})
+                # The id covers everything the result depends on, including the levels
+                # it was warm-started from.
+                rid = run_id({"problem": problem, "params": params, "seed": seed, "d": d, "level": k,
+                              "path": prefix})
+                levels.append(Level(k, gammas[k], deltas[k], ratios[k], spec, rid))
+            if meshes[0] == "generated":
+                label = f"h=delta/{meshes[1][0]:g}"
+            elif sweep[0].name == "none":
+                label = "seed" if len(seeds) > 1 else problem
+            elif len({repr(s.key()) for s in sweep}) == 1:
+                label = sweep[0].label()
+            else:
+                label = f"{sweep[0].label()}..{sweep[-1].label()}"
+            if len(seeds) > 1:
+                label += f"{seed}" if label == "seed" else f"/seed{seed}"
+            chains.append(Chain(len(chains), label, seed, tuple(levels)))
+    labels = [c.label for c in chains]
+    if len(set(labels)) != len(labels):
+        raise ConfigError("mesh.names: the sweep contains the same mesh twice")
+    return Study(name=name.strip(), problem=problem, params=params, gammas=gammas, deltas=deltas, d=d,
+                 ratios=ratios, seeds=list(seeds), chains=chains, threads=threads, metrics=list(metrics),
+                 primary=primary, description=desc, source=source, raw=raw)
+
+
+def _n_levels_hint(raw) -> int | None:
+    sch = raw.get("schedule", {})
+    if isinstance(sch, dict):
+        if isinstance(sch.get("gammas"), list):
+            return len(sch["gammas"])
+        if isinstance(sch.get("n_levels"), int):
+            return sch["n_levels"]
+    return None
+
+
+def _parse_mesh(sec: dict, base_dir: Path, n_levels_hint):
+    """Returns (kind, data) and the spatial dimension of the meshes."""
+    _check_keys(sec, {"name", "names", "levels", "nodes_per_delta", "domain", "refine", "rule", "min_cells"},
+                "mesh")
+    kinds = [k for k in ("name", "names", "levels", "nodes_per_delta") if k in sec]
+    if len(kinds) != 1:
+        raise ConfigError("mesh: give exactly one of mesh.name, mesh.names, mesh.levels, mesh.nodes_per_delta"
+                          + (f" (got {', '.join(kinds)})" if kinds else ""))
+    kind = kinds[0]
+    rule = sec.get("rule", "lumped")
+    if rule != "lumped":
+        raise ConfigError(f"mesh.rule: only 'lumped' (vertex) quadrature is supported by the studies, got {rule!r}")
+    refine = sec.get("refine", 0)
+    if kind == "nodes_per_delta":
+        npd = _num(sec, "nodes_per_delta", "mesh", positive=True)
+        dom = sec.get("domain", [0.0, 1.0])
+        if (not isinstance(dom, list) or len(dom) != 2 or
+                not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in dom) or dom[0] >= dom[1]):
+            raise ConfigError(f"mesh.domain: must be an interval [a, b] with a < b, got {dom!r}")
+        minc = _num(sec, "min_cells", "mesh", default=8, integer=True, lo=2)
+        if "refine" in sec:
+            raise ConfigError("mesh.refine: not used with mesh.nodes_per_delta")
+        return ("generated", (float(npd), (float(dom[0]), float(dom[1])), minc)), 1
+    if "domain" in sec or "min_cells" in sec:
+        raise ConfigError("mesh.domain: only used with mesh.nodes_per_delta")
+    if kind == "name":
+        if not isinstance(refine, int) or isinstance(refine, bool) or refine < 0:
+            raise ConfigError(f"mesh.refine: must be a nonnegative integer, got {refine!r}")
+        spec = _mesh_entry(sec["name"], "mesh.name", base_dir, refine)
+        return ("fixed", [spec]), _mesh_dim(spec, "mesh.name")
+    values = sec[kind]
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"mesh.{kind}: must be a nonempty list of mesh names or paths")
+    if isinstance(refine, list):
+        if kind != "levels":
+            raise ConfigError("mesh.refine: a list of refinements goes with mesh.levels")
+        if len(refine) != len(values):
+            raise ConfigError(f"mesh.refine: has {len(refine)} entries, mesh.levels has {len(values)}")
+        refs = refine
+    else:
+        refs = [refine] * len(values)
+    for i, r in enumerate(refs):
+        if not isinstance(r, int) or isinstance(r, bool) or r < 0:
+            raise ConfigError(f"mesh.refine{'[%d]' % i if isinstance(refine, list) else ''}: "
+                              f"must be a nonnegative integer, got {r!r}")
+    specs = [_mesh_entry(v, f"mesh.{kind}[{i}]", base_dir, r) for i, (v, r) in enumerate(zip(values, refs))]
+    dims = {}
+    for i, s in enumerate(specs):
+        if s.key().__repr__() not in dims:
+            dims[s.key().__repr__()] = (_mesh_dim(s, f"mesh.{kind}[{i}]"), i)
+    ds = {v[0] for v in dims.values()}
+    if len(ds) != 1:
+        raise ConfigError(f"mesh.{kind}: all meshes must have the same dimension, got {sorted(ds)}")
+    if kind == "levels" and n_levels_hint is not None and len(specs) != n_levels_hint:
+        raise ConfigError(f"mesh.levels: has {len(specs)} meshes, the schedule has {n_levels_hint} levels")
+    return ("sweep" if kind == "names" else "levels", specs), ds.pop()
+
+
+def _expand_meshes(meshes, deltas, n) -> list[list[MeshSpec]]:
+    kind, data = meshes
+    if kind == "fixed":
+        return [[data[0]] * n]
+    if kind == "sweep":
+        return [[s] * n for s in data]
+    if kind == "levels":
+        return [list(data)]
+    npd, dom, minc = data
+    L = dom[1] - dom[0]
+    return [[MeshSpec(domain=dom, cells=max(minc, int(math.ceil(L * npd / de - 1e-9)))) for de in deltas]]
+
+
+def _parse_schedule(sec: dict, d: int, *, uses_delta: bool = True, problem: str = ""):
+    from femot.fem.coupling import check_coupling
+
+    _check_keys(sec, {"gammas", "deltas", "n_levels", "gamma0", "factor", "s", "C", "d"}, "schedule")
+    if not uses_delta:
+        for k in ("deltas", "s", "C", "d"):
+            if k in sec:
+                raise ConfigError(f"schedule.{k}: the {problem} problem has no smoothing; give only gammas "
+                                  f"(schedule.gammas or schedule.n_levels, gamma0, factor)")
+    if "d" in sec:
+        dd = _num(sec, "d", "schedule", integer=True, lo=1)
+        if dd != d:
+            raise ConfigError(f"schedule.d: is {dd}, but the problem lives on a product space of dimension "
+                              f"d = d1 + d2 = {d}")
+    s = _num(sec, "s", "schedule", default=1.0, positive=True)
+    C = _num(sec, "C", "schedule", default=1.0, positive=True)
+    if "gammas" in sec:
+        for k in ("n_levels", "gamma0", "factor"):
+            if k in sec:
+                raise ConfigError(f"schedule.{k}: give either schedule.gammas or "
+                                  f"schedule.n_levels/gamma0/factor, not both")
+        g = _num_list(sec, "gammas", "schedule")
+    else:
+        if "deltas" in sec:
+            raise ConfigError("schedule.deltas: explicit deltas need explicit schedule.gammas")
+        if "n_levels" not in sec:
+            raise ConfigError("schedule.gammas: missing; give schedule.gammas or schedule.n_levels "
+                              "(with gamma0, factor)")
+        n = _num(sec, "n_levels", "schedule", integer=True, lo=2, hi=64)
+        g0 = _num(sec, "gamma0", "schedule", positive=True)
+        f = _num(sec, "factor", "schedule", positive=True)
+        if f >= 1:
+            raise ConfigError(f"schedule.factor: must lie in (0, 1) so that gamma decreases, got {f!r}")
+        g = [g0 * f ** k for k in range(n)]
+    if len(g) < 2:
+        raise ConfigError("schedule.gammas: a study needs at least two levels")
+    if not uses_delta:
+        if any(b >= a for a, b in zip(g, g[1:])):
+            raise ConfigError("schedule.gammas: must decrease strictly towards 0")
+        return [float(v) for v in g], [0.0] * len(g), [0.0] * len(g)
+    if "deltas" in sec:
+        if "s" in sec or "C" in sec:
+            raise ConfigError("schedule.s: s and C define deltas; do not combine them with schedule.deltas")
+        de = _num_list(sec, "deltas", "schedule")
+        if len(de) != len(g):
+            raise ConfigError(f"schedule.deltas: has {len(de)} entries, schedule.gammas has {len(g)}")
+        field_name = "schedule.deltas"
+    else:
+        de = [C * gk ** (1.0 / (d + s)) for gk in g]
+        field_name = "schedule.gammas"
+    try:
+        sch = check_coupling(g, de, d)
+    except ValueError as exc:
+        raise ConfigError(f"{field_name}: the schedule violates the coupling gamma_n, delta_n -> 0 with "
+                          f"gamma_n/delta_n^d -> 0 (d = {d}, Part II (3.1)): {exc}") from None
+    return [float(v) for v in sch.gammas], [float(v) for v in sch.deltas], [float(v) for v in sch.ratios]

@@ -1,0 +1,283 @@
+"""Running the chains of a study: the worker function, backends and the progress bar.
+
+The unit of parallel work is a *chain*: all levels of the schedule for one (mesh, seed),
+run in order because level n warm-starts from level n-1. Each level's result is written
+as soon as it finishes (:class:`femot.studies.store.RunStore`), so an interrupted study
+loses at most the runs in progress. A resumed chain skips its complete levels and
+warm-starts its first missing level from the stored state (npz) of the level before; if
+that state is missing too it starts cold (recorded in the result as ``warm_start``).
+The state is stored exactly (float64), so a resumed chain computes the same numbers as an
+uninterrupted one.
+
+Backends: ``serial`` (in this process), ``process`` (a local process pool, spawned
+workers) and ``dask`` (dask.distributed: an existing scheduler or a LocalCluster). The
+numbers never depend on the backend: every run is a deterministic function of its
+parameters (seeded from the config) and runs with a fixed number of numba threads.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+import traceback
+
+__all__ = ["execute_chain", "Progress", "run_serial", "run_process_pool", "run_dask"]
+
+
+# ----------------------------------------------------------------------------- worker
+
+
+class _Threads:
+    """Fix the number of numba threads inside a run (restored afterwards)."""
+
+    def __init__(self, n: int):
+        self.n, self.saved = int(n), None
+
+    def __enter__(self):
+        try:
+            import numba
+
+            self.saved = numba.get_num_threads()
+            numba.set_num_threads(max(1, min(self.n, numba.config.NUMBA_NUM_THREADS)))
+        except ImportError:  # pragma: no cover - numba is a dependency
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            import numba
+
+            numba.set_num_threads(self.saved)
+        return False
+
+
+def execute_chain(task: dict, callback=None) -> dict:
+    """Run the missing levels of one chain; write each result as it finishes.
+
+    ``task``: problem, params, chain (:class:`~femot.studies.config.Chain`), root (output
+    directory), skip (ids already complete), threads, study (name), d.
+    ``callback(record)`` is called after every written run (serial backend only).
+    Returns ``{"chain": index, "records": [...], "states": {id: state}, "errors": [...]}``
+    so that a client without access to the workers' file system can store the results.
+    """
+    from femot.studies.problems import get_problem
+    from femot.studies.store import RunStore
+
+    chain = task["chain"]
+    store = RunStore(task["root"])
+    skip = set(task.get("skip", ()))
+    problem = get_problem(task["problem"])
+    out = {"chain": chain.index, "records": [], "states": {}, "errors": []}
+    pending = [lv for lv in chain.levels if lv.id not in skip]
+    if not pending:
+        return out
+    with _Threads(task.get("threads", 1)):
+        ctx = problem.setup(task["params"], chain.seed)
+        warm = None
+        for lv in chain.levels:
+            if lv.id in skip:
+                warm = None
+                continue
+            if warm is not None:
+                kind = f"level {lv.index - 1} (in memory)"
+            elif lv.index == 0:
+                kind = "cold (first level)"
+            else:
+                warm = store.load_state(chain.levels[lv.index - 1].id)
+                kind = f"level {lv.index - 1} (stored state)" if warm is not None else "cold (no stored state)"
+            t0 = time.perf_counter()
+            try:
+                metrics, info, state = problem.solve(ctx, lv, warm)
+            except Exception as exc:  # keep the chain going; the run is retried on resume
+                err = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+                       "chain": chain.index, "level": lv.index}
+                store.write_error(lv.id, err)
+                out["errors"].append(dict(err, id=lv.id))
+                warm = None
+                continue
+            record = {
+                "id": lv.id, "study": task.get("study", ""), "problem": task["problem"], "chain": chain.index,
+                "chain_label": chain.label, "level": lv.index, "seed": chain.seed, "gamma": lv.gamma,
+                "delta": lv.delta, "ratio": lv.ratio, "d": task.get("d"), "mesh": lv.mesh.key(),
+                "mesh_label": lv.mesh.label(), "metrics": metrics, "info": info, "warm_start": kind,
+                "time_s": round(time.perf_counter() - t0, 4), "finished": time.time(), "host": socket.gethostname(),
+                "pid": os.getpid(),
+            }
+            if task.get("write", True):
+                store.write(record, state)
+            out["records"].append(record)
+            out["states"][lv.id] = state
+            warm = state
+            if callback is not None:
+                callback(record)
+    return out
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """A text progress bar on stderr: ``[#####.....] 12/40 done, 2 running``.
+
+    On a terminal the line is redrawn in place; otherwise a line is printed whenever the
+    number of finished runs changes. ``quiet`` turns it off.
+    """
+
+    def __init__(self, total: int, done: int = 0, *, quiet: bool = False, stream=None, width: int = 30):
+        self.total, self.done, self.running = int(total), int(done), 0
+        self.quiet = quiet
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.t0 = time.time()
+        self._last = None
+
+    def line(self) -> str:
+        frac = self.done / self.total if self.total else 1.0
+        k = int(round(frac * self.width))
+        el = int(time.time() - self.t0)
+        return (f"[{'#' * k}{'.' * (self.width - k)}] {self.done}/{self.total} done, {self.running} running "
+                f"({el // 60}m{el % 60:02d}s)")
+
+    def update(self, done: int | None = None, running: int | None = None) -> None:
+        if done is not None:
+            self.done = int(done)
+        if running is not None:
+            self.running = int(running)
+        if self.quiet:
+            return
+        key = (self.done, self.running)
+        if self.tty:
+            self.stream.write("\r" + self.line())
+            self.stream.flush()
+        elif key != self._last:
+            self.stream.write(self.line() + "\n")
+            self.stream.flush()
+        self._last = key
+
+    def close(self) -> None:
+        if not self.quiet and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+def run_serial(tasks, progress: Progress, on_run_done=None) -> list:
+    """Chains one after the other in this process."""
+    results = []
+    done = progress.done
+
+    def cb(record):
+        nonlocal done
+        done += 1
+        progress.update(done, 1)
+        if on_run_done is not None:
+            on_run_done(record)
+
+    for t in tasks:
+        progress.update(running=1)
+        results.append(execute_chain(t, callback=cb))
+    progress.update(running=0)
+    return results, []
+
+
+def _poll(futures, store, pending_ids, progress, n_workers, on_run_done, running_of, result_of, poll=0.25):
+    """Wait for the futures, counting finished runs by their result files."""
+    pending = set(pending_ids)
+    base = progress.done
+    results, left = [], list(futures)
+    errors = []
+    while True:
+        newly = [rid for rid in pending if store.exists(rid)]
+        for rid in newly:
+            pending.discard(rid)
+            if on_run_done is not None:
+                rec = store.read(rid)
+                if rec is not None:
+                    on_run_done(rec)
+        still = []
+        for f in left:
+            if f.done():
+                try:
+                    results.append(result_of(f))
+                except Exception as exc:  # a worker died or the task raised outside a run
+                    errors.append(f"{type(exc).__name__}: {exc}")
+            else:
+                still.append(f)
+        left = still
+        progress.update(base + len(pending_ids) - len(pending), min(running_of(left), n_workers))
+        if not left:
+            break
+        time.sleep(poll)
+    return results, errors
+
+
+def run_process_pool(tasks, store, pending_ids, progress, workers: int, on_run_done=None):
+    """A local pool of ``workers`` spawned processes (one chain per task)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        futs = [ex.submit(execute_chain, t) for t in tasks]
+        try:
+            return _poll(futs, store, pending_ids, progress, workers, on_run_done,
+                         running_of=lambda fs: sum(1 for f in fs if f.running()),
+                         result_of=lambda f: f.result())
+        except BaseException:
+            for f in futs:
+                f.cancel()
+            raise
+
+
+def _dask():
+    try:
+        import distributed
+    except ImportError:
+        raise ImportError("the dask backend needs dask.distributed; install the optional extra: "
+                          "pip install 'femot[dask]'") from None
+    return distributed
+
+
+def run_dask(tasks, store, pending_ids, progress, *, scheduler: str | None = None, n_workers: int | None = None,
+             on_run_done=None):
+    """dask.distributed: ``scheduler`` (an address) or a LocalCluster of ``n_workers``
+    single-threaded worker processes. For a remote cluster the output directory should be on
+    a file system the workers share (each level is then stored as it finishes); otherwise the
+    results are stored here when their chain returns."""
+    import logging
+    import uuid
+
+    distributed = _dask()
+    cluster = None
+    if scheduler:
+        client = distributed.Client(scheduler)
+    else:
+        cluster = distributed.LocalCluster(n_workers=int(n_workers or 1), threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=logging.ERROR)
+        client = distributed.Client(cluster)
+    try:
+        nw = max(1, len(client.scheduler_info().get("workers", {})))
+        tag = uuid.uuid4().hex[:8]
+        futs = [client.submit(execute_chain, t, key=f"femot-chain-{t['chain'].index}-{tag}", pure=False)
+                for t in tasks]
+        try:
+            results, errors = _poll(futs, store, pending_ids, progress, nw, on_run_done,
+                                    running_of=lambda fs: len(fs), result_of=lambda f: f.result())
+        except BaseException:
+            for f in futs:
+                f.cancel()
+            raise
+        # Results of workers that could not write here (no shared file system).
+        for res in results:
+            for rec in res["records"]:
+                if not store.exists(rec["id"]):
+                    store.write(rec, res["states"].get(rec["id"]))
+        return results, errors
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,335 @@
+"""Tables, fitted rates, log-log plots and report.md of a study.
+
+Rates are least-squares slopes of log(error) against log(gamma) and against log(delta)
+over the levels of one chain (only positive errors enter the fit); "orders" are the
+slopes between consecutive levels. Along a coupled schedule delta = C gamma^(1/(d+s)),
+so a rate r in delta is a rate r/(d+s) in gamma.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from femot.studies.metrics import fit_rate, observed_orders
+from femot.studies.store import atomic_write_text
+
+__all__ = ["table_rows", "fit_rates", "format_table", "write_outputs", "METRIC_DOC"]
+
+#: One line per metric for the report.
+METRIC_DOC = {
+    "cost_error": "|regularized transport cost - exact W_beta^beta| (exact by quantile functions)",
+    "objective_error": "|regularized objective (cost + gamma/2 |pi|^2) - exact W_beta^beta|",
+    "marginal_w1": "max_k W1(k-th marginal of the plan, mu_k) (both normalized to probability measures)",
+    "marginal_w2": "max_k W2(k-th marginal of the plan, mu_k) (both normalized to probability measures)",
+    "plan_w1": "W1 on Omega_1 x Omega_2 (Euclidean ground metric) between the regularized and the exact "
+               "plan, normalized to probability measures; exact OT by POT's network simplex if installed, else "
+               "by the HiGHS LP up to 250000 support pairs ('-' beyond)",
+    "control_w1": "W1(regularized control, exact control) (exact CDF formula in 1D)",
+    "control_w2": "W2(regularized control, exact control) (exact quantile formula in 1D)",
+    "objective_gap": "J(regularized control) - min J, J the unregularized (OCP) objective",
+    "value_error": "|optimal value of (OCP^delta_gamma) - optimal value of (OCP)|",
+    "state_error": "|y_gamma^delta - y_exact|_{L2}",
+}
+
+
+def table_rows(study, records: dict) -> list[dict]:
+    """Flat rows (one per run, in chain/level order) of the stored results; missing runs are skipped."""
+    rows = []
+    for ch in study.chains:
+        crow = []
+        for lv in ch.levels:
+            rec = records.get(lv.id)
+            if rec is None:
+                continue
+            info = rec.get("info", {})
+            row = {"chain": ch.label, "seed": ch.seed, "mesh": rec.get("mesh_label", ""), "level": lv.index,
+                   "gamma": lv.gamma, "delta": lv.delta, "ratio": lv.ratio, "n_nodes": info.get("n_nodes", ""),
+                   "id": lv.id}
+            for m in study.metrics:
+                row[m] = _f(rec["metrics"].get(m))
+            row["nit"] = info.get("nit", "")
+            row["success"] = bool(info.get("success", False))
+            row["warm_start"] = rec.get("warm_start", "")
+            row["time_s"] = rec.get("time_s", "")
+            crow.append(row)
+        if crow:
+            g = [r["gamma"] for r in crow]
+            for m in study.metrics:
+                orders = observed_orders(g, [abs(r[m]) for r in crow])
+                for r, o in zip(crow, orders):
+                    r[f"order_{m}"] = o
+        rows += crow
+    return rows
+
+
+def _f(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def fit_rates(study, rows: list[dict]) -> list[dict]:
+    """Per chain and metric: rates in gamma and delta, monotone decrease, reduction factor."""
+    out = []
+    for ch in study.chains:
+        cr = [r for r in rows if r["chain"] == ch.label]
+        if len(cr) < 2:
+            continue
+        g = np.array([r["gamma"] for r in cr])
+        de = np.array([r["delta"] for r in cr])
+        for m in study.metrics:
+            e = np.abs(np.array([r[m] for r in cr]))
+            fin = e[np.isfinite(e)]
+            out.append({
+                "chain": ch.label, "metric": m, "levels": len(cr),
+                "rate_gamma": fit_rate(g, e), "rate_delta": fit_rate(de, e),
+                "decreasing": bool(fin.size == e.size and np.all(np.diff(e) < 0)),
+                "reduction": float(e[0] / e[-1]) if e[-1] > 0 and np.isfinite(e[0]) else math.nan,
+                "first": float(e[0]), "last": float(e[-1]),
+            })
+    return out
+
+
+# ----------------------------------------------------------------------------- text tables
+
+
+def _num(v, kind="e"):
+    if v is None or v == "":
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "NO"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    v = float(v)
+    if not math.isfinite(v):
+        return "-"
+    if kind == "g":
+        return f"{v:.4g}"
+    if kind == "o":
+        return f"{v:+.2f}"
+    return f"{v:.3e}"
+
+
+def _uses_delta(study) -> bool:
+    from femot.studies.problems import get_problem
+
+    return bool(getattr(get_problem(study.problem), "uses_delta", True))
+
+
+def _columns(study, rows):
+    multi = len(study.chains) > 1
+    cols = (["chain"] if multi else []) + ["level", "gamma"] + (["delta", "ratio"] if _uses_delta(study) else []) \
+        + ["n_nodes"]
+    for m in study.metrics:
+        cols.append(m)
+        if m == study.primary:
+            cols.append(f"order_{m}")
+    return cols + ["nit", "success"]
+
+
+_HEAD = {"ratio": "gamma/delta^d", "n_nodes": "nodes", "success": "ok", "level": "lvl"}
+_KIND = {"gamma": "e", "delta": "g", "ratio": "e"}
+
+
+def _cell(col, v):
+    if col.startswith("order_"):
+        return _num(v, "o")
+    if col in ("chain", "warm_start", "mesh"):
+        return str(v)
+    return _num(v, _KIND.get(col, "e"))
+
+
+def _head(col):
+    if col.startswith("order_"):
+        return "order"
+    return _HEAD.get(col, col)
+
+
+def format_table(study, rows, rates) -> str:
+    """The study table and the fitted rates as plain text (printed by ``femot study``)."""
+    cols = _columns(study, rows)
+    cells = [[_head(c) for c in cols]] + [[_cell(c, r.get(c)) for c in cols] for r in rows]
+    width = [max(len(x[i]) for x in cells) for i in range(len(cols))]
+    lines = ["  ".join(x[i].rjust(width[i]) if i or len(study.chains) == 1 else x[i].ljust(width[i])
+                       for i in range(len(cols))) for x in cells]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append("")
+    lines.append("fitted rates (least squares of log error vs log gamma / log delta):")
+    ud = _uses_delta(study)
+    if not ud:
+        lines[-1] = "fitted rates (least squares of log error vs log gamma):"
+    for r in rates:
+        tag = f"{r['chain']}: " if len(study.chains) > 1 else ""
+        mono = "decreasing at every level" if r["decreasing"] else "NOT decreasing at every level"
+        lines.append(f"  {tag}{r['metric']:>16} ~ gamma^{_num(r['rate_gamma'], 'g')}"
+                     + (f" ~ delta^{_num(r['rate_delta'], 'g')}" if ud else "")
+                     + f"   ({mono}, {_num(r['reduction'], 'g')}x over {r['levels']} levels)")
+    return "\n".join(lines)
+
+
+def markdown_table(header, rows) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _csv(rows, cols) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: ("" if isinstance(r.get(c), float) and not math.isfinite(r.get(c)) else r.get(c))
+                    for c in cols})
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def make_plots(study, rows, rates, folder) -> list[str]:
+    """One log-log figure per metric (error vs gamma and vs delta, one line per chain,
+    dashed least-squares fits) and an overview of all metrics against gamma."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    chains = [ch.label for ch in study.chains]
+    axes = (("gamma", "rate_gamma"), ("delta", "rate_delta")) if _uses_delta(study) else (("gamma", "rate_gamma"),)
+    for m in study.metrics:
+        fig, axs = plt.subplots(1, len(axes), figsize=(5 * len(axes), 4), squeeze=False)
+        axs = axs[0]
+        plotted = False
+        for k, lab in enumerate(chains):
+            cr = [r for r in rows if r["chain"] == lab]
+            e = np.abs(np.array([r[m] for r in cr], dtype=float))
+            ok = np.isfinite(e) & (e > 0)
+            if ok.sum() < 1:
+                continue
+            rate = next((r for r in rates if r["chain"] == lab and r["metric"] == m), None)
+            for ax, (key, rk) in zip(axs, axes):
+                x = np.array([r[key] for r in cr], dtype=float)
+                ln, = ax.loglog(x[ok], e[ok], "o-", label=lab if len(chains) > 1 else m)
+                if rate is not None and np.isfinite(rate[rk]) and ok.sum() >= 2:
+                    c = np.polyfit(np.log(x[ok]), np.log(e[ok]), 1)
+                    ax.loglog(x[ok], np.exp(np.polyval(c, np.log(x[ok]))), "--", color=ln.get_color(), alpha=0.7,
+                              label=f"fit: {key}^{rate[rk]:.2f}")
+            plotted = True
+        if not plotted:
+            plt.close(fig)
+            continue
+        for ax, (key, _) in zip(axs, axes):
+            ax.set_xlabel(key)
+            ax.set_ylabel(m)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle(f"{study.name}: {m}")
+        fig.tight_layout()
+        p = folder / f"{m}.png"
+        fig.savefig(p, dpi=120)
+        plt.close(fig)
+        out.append(str(p))
+    # Overview: all metrics of the first chain vs gamma.
+    cr = [r for r in rows if r["chain"] == chains[0]]
+    if len(cr) >= 2:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        g = np.array([r["gamma"] for r in cr])
+        for m in study.metrics:
+            e = np.abs(np.array([r[m] for r in cr], dtype=float))
+            ok = np.isfinite(e) & (e > 0)
+            if ok.any():
+                ax.loglog(g[ok], e[ok], "o-", label=m)
+        ax.set_xlabel("gamma")
+        ax.set_ylabel("error")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"{study.name} ({chains[0]})")
+        fig.tight_layout()
+        p = folder / "overview.png"
+        fig.savefig(p, dpi=120)
+        plt.close(fig)
+        out.insert(0, str(p))
+    return out
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def write_outputs(study, root, rows, rates, *, plots: bool = True, problem=None, runs_info=None) -> dict:
+    """results.csv, results.md, rates.csv, figures/*.png and report.md in ``root``."""
+    root = Path(root)
+    cols = ["chain", "seed", "mesh", "level", "gamma", "delta", "ratio", "n_nodes"] + list(study.metrics) + \
+        [f"order_{m}" for m in study.metrics] + ["nit", "success", "warm_start", "time_s", "id"]
+    atomic_write_text(root / "results.csv", _csv(rows, cols))
+    rcols = ["chain", "metric", "levels", "rate_gamma", "rate_delta", "decreasing", "reduction", "first", "last"]
+    atomic_write_text(root / "rates.csv", _csv(rates, rcols))
+    tcols = _columns(study, rows)
+    md_table = markdown_table([_head(c) for c in tcols], [[_cell(c, r.get(c)) for c in tcols] for r in rows])
+    ud = _uses_delta(study)
+    rate_table = markdown_table(
+        (["chain"] if len(study.chains) > 1 else []) + ["metric", "rate in gamma"] + (["rate in delta"] if ud else [])
+        + ["decreasing", "reduction"],
+        [([r["chain"]] if len(study.chains) > 1 else []) + [r["metric"], _num(r["rate_gamma"], "g")]
+         + ([_num(r["rate_delta"], "g")] if ud else [])
+         + ["yes" if r["decreasing"] else "no", _num(r["reduction"], "g")] for r in rates])
+    atomic_write_text(root / "results.md", f"# {study.name}: results\n\n{md_table}\n\n## Fitted rates\n\n"
+                                          f"{rate_table}\n")
+    figures = make_plots(study, rows, rates, root / "figures") if plots and rows else []
+    atomic_write_text(root / "report.md", _report(study, rows, rates, md_table, rate_table, figures, root, problem,
+                                                  runs_info or {}))
+    return {"csv": str(root / "results.csv"), "markdown": str(root / "results.md"),
+            "rates": str(root / "rates.csv"), "report": str(root / "report.md"), "figures": figures}
+
+
+def _report(study, rows, rates, md_table, rate_table, figures, root, problem, runs_info) -> str:
+    L = [f"# Convergence study: {study.name}", ""]
+    if study.description:
+        L += [study.description.strip(), ""]
+    L += ["## Setup", "",
+          f"- problem: `{study.problem}`; parameters: `{_short(study.params)}`",
+          (f"- coupled schedule (Part II (3.1)): {len(study.gammas)} levels, d = d1 + d2 = {study.d}, "
+           f"gamma from {study.gammas[0]:.3e} to {study.gammas[-1]:.3e}, delta from {study.deltas[0]:.4g} to "
+           f"{study.deltas[-1]:.4g}, gamma/delta^d from {study.ratios[0]:.3e} to {study.ratios[-1]:.3e}"
+           if _uses_delta(study) else
+           f"- schedule: {len(study.gammas)} levels, gamma from {study.gammas[0]:.3e} to {study.gammas[-1]:.3e}"),
+          f"- chains (mesh, seed): {', '.join(ch.label for ch in study.chains)}; seeds {study.seeds}",
+          f"- runs: {len(rows)} of {len(study.runs)} complete"
+          + (f"; {runs_info.get('failed', 0)} failed" if runs_info.get("failed") else ""),
+          "", "## Results", "", md_table, "", "## Fitted rates", "",
+          "Least-squares slopes of log(error) against log(gamma)"
+          + (" and log(delta)" if _uses_delta(study) else "") + " per chain.", "", rate_table, ""]
+    if figures:
+        L += ["## Figures", ""]
+        for f in figures:
+            rel = os.path.relpath(f, root)
+            L += [f"![{Path(f).stem}]({rel})", ""]
+    L += ["## Error measures", ""]
+    for m in study.metrics:
+        L.append(f"- `{m}`: {METRIC_DOC.get(m, '')}")
+    if problem is not None and getattr(problem, "notes", ""):
+        L += ["", problem.notes]
+    L += ["", "## Runs", "",
+          "Each run is one level of one chain (all levels of the schedule for one mesh and seed, run in "
+          "order; level n warm-starts from the state of level n-1). Results are in `runs/<id>.json`, "
+          "warm-start states in `runs/<id>.npz`; the id hashes the run's parameters and those of the levels "
+          "it was warm-started from. An interrupted study resumes from the stored results and states.", ""]
+    bad = [r for r in rows if not r["success"]]
+    if bad:
+        L += ["Runs whose solver did not report success (their numbers are still listed above):", ""]
+        L += [f"- chain {r['chain']}, level {r['level']} (`{r['id']}`)" for r in bad]
+        L.append("")
+    return "\n".join(L) + "\n"
+
+
+def _short(params: dict) -> str:
+    s = ", ".join(f"{k}={v}" for k, v in params.items())
+    return s if len(s) < 400 else s[:400] + "..."
