@@ -167,7 +167,17 @@ class QROTResult(OptimizeResult):
         if sp.issparse(G):
             if G.shape != (n1, n2):
                 raise ValueError(f"G has shape {G.shape}, expected {(n1, n2)}")
-            Gv = np.asarray(sp.csr_matrix(G)[rows, ind]).ravel()
+            # G restricted to the (row-sorted) pattern, matched through linear keys
+            H = sp.csr_matrix(G).tocoo()
+            keys = rows.astype(np.int64) * n2 + ind
+            hk = H.row.astype(np.int64) * n2 + H.col
+            pos = np.searchsorted(keys, hk)
+            pos = np.minimum(pos, max(keys.size - 1, 0))
+            hit = keys.size > 0
+            Gv = np.zeros(keys.size)
+            if hit:
+                ok = keys[pos] == hk
+                np.add.at(Gv, pos[ok], H.data[ok].astype(float))
         else:
             G = np.asarray(G, dtype=float)
             if G.shape != (n1, n2):
