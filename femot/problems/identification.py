@@ -27,6 +27,7 @@ The lower level is the Hitchcock case (unit weights), as in Part III §4.
 """
 from __future__ import annotations
 
+import copy
 import time
 from collections import OrderedDict
 
@@ -152,6 +153,7 @@ class TransportIdentification:
     mu2_d : known target marginal (nonnegative, positive mass s = sum mu2_d).
     pi_d : (n1, n2) observed plan (dense or sparse); only its entries in D are used.
     mu1_d : observed source marginal (length n1); only its entries in D1 are used.
+        Observations may be noisy: pi_d and mu1_d need only be finite.
     D, D1 : observation masks (boolean / 0/1, dense or sparse); None = everything.
     lam : weight lam >= 0 of the marginal term.
     gamma, eps : regularization of the lower level (eps defaults to gamma, as in
@@ -172,6 +174,10 @@ class TransportIdentification:
         if sp.issparse(c):
             c = np.asarray(c.toarray())
         n1, n2 = c.shape
+        for name, v, m, axis in (("mu1_d", mu1_d, n1, "rows"), ("mu2_d", mu2_d, n2, "columns")):
+            size = int(np.prod(np.shape(v)))
+            if size != m:
+                raise ValueError(f"{name} has {size} entries but c_d has shape {c.shape} ({m} {axis})")
         self.mu2_d = as_nonnegative_vector(_dense(mu2_d), "mu2_d", length=n2)
         self.mass = float(self.mu2_d.sum())
         if not self.mass > 0:
@@ -221,7 +227,12 @@ class TransportIdentification:
         return np.maximum(x, 0.0)
 
     def lower_level(self, mu1):
-        """The lower-level solution S_{gamma,eps}(mu1, mu2_d) as a :class:`QROTResult` (cached)."""
+        """The lower-level solution S_{gamma,eps}(mu1, mu2_d) as a :class:`QROTResult` (cached).
+
+        Warm-started from the last successful solve; if that fails, continuation in
+        (gamma, eps) from a cold start.  A result that still fails is returned (check
+        ``.success``) and counted in ``n_failed_solves``.
+        """
         x = np.maximum(np.asarray(mu1, dtype=float).reshape(-1), 0.0)
         key = x.tobytes()
         res = self._cache.get(key)
@@ -291,19 +302,42 @@ class TransportIdentification:
 
         ``g = p1 + lam * D1 ∘ (mu1 - mu1_d)`` where ``p1`` is the mu1-part of the
         adjoint of the plan derivative applied to ``D ∘ (pi - pi_d)``.  With ``A``
-        (a pair of index arrays, a subset of the biactive set with outer structure)
-        the Bouligand element of Thm 3.12 belonging to ``Omega_+ ∪ A`` is used.
+        (a pair of index arrays, a subset of the biactive set Omega_0 with outer
+        structure) the Bouligand element of Thm 3.12 for the pattern
+        ``Omega_+ ∪ A`` is used, Omega_+ = {alpha_i + beta_j > c_ij} taken strictly
+        (entries of Omega_0 that the solver left slightly positive are dropped first).
         """
         x = np.asarray(mu1, dtype=float).reshape(-1)
         res = self.lower_level(x)
         G = self.residual_plan(res.plan)
         r1 = np.where(self.D1, x - self.mu1_d, 0.0)
         f = 0.5 * float(G.data @ G.data) + 0.5 * self.lam * float(r1 @ r1)
+        if A is not None:
+            res = self._strict(res)
         # vjp runs outside solve_qrot's serial-threads guard; small systems pay
         # heavily for numba's parallel start-up (oversubscribed cores), so guard it here.
         with kernels.threads_for(self.shape[0] * self.shape[1]):
             p1, _ = res.vjp(G, A=A)
         return f, p1 + self.lam * r1
+
+    @staticmethod
+    def _strict(res):
+        """A view of ``res`` whose plan pattern is the strict Omega_+ (biactive entries removed).
+
+        ``QROTResult.vjp`` builds its pattern as (support of the plan) ∪ A; an entry
+        of Omega_0 with a rounding-level positive value would otherwise always be
+        included, and the Bouligand elements that exclude it were out of reach.
+        """
+        rows, cols = res.biactive()
+        if rows.size == 0:
+            return res
+        P = res.plan.tolil(copy=True)
+        P[rows, cols] = 0.0
+        strict = copy.copy(res)
+        strict.plan = sp.csr_matrix(P)
+        strict.plan.eliminate_zeros()
+        strict.plan.sort_indices()
+        return strict
 
     __call__ = value_and_subgradient
 
@@ -314,8 +348,8 @@ class TransportIdentification:
         Small biactive sets (at most 4 entries) are enumerated and tested with the
         outer-structure LP.  Larger ones use families that always have outer
         structure: all of Omega_0 (v = +1), the entries of one row i (v1_i = 2, all
-        other v = -1) or one column, and the complements of those.  ``A = {}`` (the
-        subgradient of the oracle itself) is not listed.
+        other v = -1) or one column, and the complements of those.  ``A = {}`` (always
+        admissible) is not listed.
         """
         from femot.core.sensitivity import outer_structure
 
@@ -348,13 +382,17 @@ class TransportIdentification:
     def bouligand_subgradients(self, mu1, radius=None, max_elements: int = 16):
         """Subgradients of f from several Bouligand elements at mu1 (Thm 3.12, Remark 4.2).
 
-        One adjoint solve per set of :meth:`bouligand_sets`; an empty list at a
-        differentiable point (Omega_0 empty), where the subgradient is unique.
+        One adjoint solve per set of :meth:`bouligand_sets` and for ``A = {}`` (the
+        strict Omega_+); an empty list at a differentiable point (Omega_0 empty), where the subgradient is unique.
         ``radius`` is accepted for the ``collect_subgradients`` hook of
         ``minimize_simplex`` and not used: these are the elements at the point.
         """
         x = np.asarray(mu1, dtype=float).reshape(-1)
-        return [self.value_and_subgradient(x, A=A)[1] for A in self.bouligand_sets(x, max_elements)]
+        sets = self.bouligand_sets(x, max_elements)
+        if not sets:
+            return []
+        empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        return [self.value_and_subgradient(x, A=A)[1] for A in [empty] + sets]
 
     def errors(self, mu1, pi, mu1_ref=None, pi_ref=None) -> dict:
         """Max-norm errors of (mu1, pi) against the observations (on D1, D) or given references."""
@@ -446,8 +484,8 @@ def solve_identification(problem: TransportIdentification, x0=None, options=None
     collect = None
     if bouligand:
         def collect(x, radius):
-            # The Bouligand elements at x plus the default exploration's first sample
-            # (the hook replaces the sampling, Remark 4.2 asks for the whole ball).
+            # Every Bouligand element at x (Thm 3.12); the optimizer adds the
+            # subgradients it meets while probing the ball along its model direction.
             return problem.bouligand_subgradients(x, radius)
     t0 = time.perf_counter()
     n_solves0, t_solves0 = problem.n_solves, problem.solve_time

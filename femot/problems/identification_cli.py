@@ -1,96 +1,154 @@
-"""``femot identify``: solve a transportation identification problem from a file or a random instance."""
+"""``femot identify``: solve a transportation identification problem (Part III §4).
+
+    femot identify INSTANCE.(mat|npz) [--gamma G] [--eps E] [--lam L] [--max-iter N]
+                   [--tol T] [--json OUT.json] [--save OUT.npz] [--plot DIR] [--quiet]
+    femot identify --random N --seed S [--experiment 1|2] [...]
+
+Prints the trust-region iteration table and a summary (max|mu1_d - mu1| over D1,
+max|pi_d - pi| over D, J, iterations, stationarity, success).  Exit status 0 on
+success, 1 if the optimizer stopped before the stationarity tolerance, 2 on bad
+input.
+"""
 from __future__ import annotations
 
 import argparse
-import os
+import sys
+
+import numpy as np
+
+__all__ = ["cmd_identify", "build_parser"]
 
 
-def _parser():
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="femot identify",
-        description="Solve the transportation identification problem (Part III §4) by the trust-region method.")
-    p.add_argument("instance", nargs="?", help=".mat or .npz file with c_d, mu2_d, mu1_d, pi_d [, D, D1, mu1_0]")
-    p.add_argument("--random", type=int, metavar="N", help="generate an n x n instance as in Part III §4.2 instead")
-    p.add_argument("--experiment", type=int, default=1, choices=(1, 2), help="observation setting for --random")
-    p.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
+        description="Transportation identification (Part III §4): recover mu1 and its plan from observations "
+                    "by the constrained nonsmooth trust-region method.")
+    p.add_argument("instance", nargs="?", help=".mat or .npz file with c_d, mu2_d, mu1_d, pi_d "
+                   "(optional D, D1, mu1_0)")
+    p.add_argument("--random", type=int, metavar="N", default=None,
+                   help="instead of a file: a random n x n instance generated as in Part III §4.2")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random instance (default 0)")
+    p.add_argument("--experiment", type=int, choices=(1, 2), default=1,
+                   help="random instance: 1 = full observation, 2 = band D and D1 = rows 9..15 of 25 (default 1)")
     p.add_argument("--gamma", type=float, default=1e-4, help="regularization gamma (default 1e-4)")
     p.add_argument("--eps", type=float, default=None, help="dual regularization eps (default: gamma)")
     p.add_argument("--lam", type=float, default=1.0, help="weight of the marginal term (default 1)")
     p.add_argument("--max-iter", type=int, default=200, help="trust-region iterations (default 200)")
     p.add_argument("--tol", type=float, default=1e-5, help="stationarity tolerance (default 1e-5)")
-    p.add_argument("--json", metavar="OUT.json", help="write the summary as JSON")
-    p.add_argument("--save", metavar="OUT.npz", help="save mu1, pi, alpha, beta")
-    p.add_argument("--plot", metavar="DIR", help="write figures into DIR")
+    p.add_argument("--json", metavar="OUT.json", default=None, help="write the summary as JSON")
+    p.add_argument("--save", metavar="OUT.npz", default=None, help="save mu1, pi (dense), alpha, beta")
+    p.add_argument("--plot", metavar="DIR", default=None, help="write figures into DIR")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     return p
 
 
+def _load(args):
+    from femot.problems.instances import identification_instance, load_instance
+
+    if args.random is not None:
+        if args.instance is not None:
+            raise ValueError("give either INSTANCE or --random N, not both")
+        if args.random < 2:
+            raise ValueError(f"--random N needs N >= 2, got {args.random}")
+        return identification_instance(args.random, args.seed, experiment=args.experiment), \
+            f"random n={args.random} seed={args.seed} experiment={args.experiment}"
+    if args.instance is None:
+        raise ValueError("give an INSTANCE file (.mat or .npz) or --random N")
+    return load_instance(args.instance), args.instance
+
+
 def cmd_identify(argv) -> int:
-    import numpy as np
-    import scipy.sparse as sp
-
-    from femot.cli import write_json
     from femot.problems.identification import identification_errors, solve_identification
-    from femot.problems.instances import identification_instance, load_instance, problem_from_instance
+    from femot.problems.instances import problem_from_instance
 
-    p = _parser()
-    args = p.parse_args(argv)
-    if (args.instance is None) == (args.random is None):
-        p.error("give exactly one of INSTANCE or --random N")
+    args = build_parser().parse_args(list(argv))
+    say = (lambda *a: None) if args.quiet else print
     try:
-        if args.random is not None:
-            data = identification_instance(args.random, seed=args.seed, experiment=args.experiment)
-            print(f"random instance: n = {args.random}, experiment {args.experiment}, seed {args.seed}")
-        else:
-            data = load_instance(args.instance)
-        problem = problem_from_instance(data, gamma=args.gamma, eps=args.eps, lam=args.lam)
+        data, label = _load(args)
+        prob = problem_from_instance(data, gamma=args.gamma, eps=args.eps, lam=args.lam)
         x0 = data.get("mu1_0")
-        res = solve_identification(problem, x0=x0, options={"tol": args.tol, "max_iter": args.max_iter},
-                                   verbose=not args.quiet)
+        if x0 is not None:
+            x0 = prob.check_point(x0, "mu1_0")
+        if args.max_iter < 0:
+            raise ValueError(f"--max-iter must be >= 0, got {args.max_iter}")
+        if not args.tol >= 0:
+            raise ValueError(f"--tol must be >= 0, got {args.tol}")
     except ValueError as exc:
-        p.exit(2, f"femot identify: error: {exc}\n")
+        print(f"femot identify: error: {exc}", file=sys.stderr)
+        return 2
+    n1, n2 = prob.shape
+    say(f"instance {label}: n1 = {n1}, n2 = {n2}, gamma = {prob.gamma:g}, eps = {prob.eps:g}, lam = {prob.lam:g}, "
+        f"|D| = {int(prob.D.sum())}, |D1| = {int(prob.D1.sum())}")
+    res = solve_identification(prob, x0=x0, options={"tol": args.tol, "max_iter": args.max_iter},
+                               verbose=not args.quiet)
     print(res.summary())
-    summary = {
-        "J": res.J, "nit": int(res.nit), "stationarity": float(res.stationarity), "success": bool(res.success),
-        "status": int(res.status), "message": res.message, "mu1_err_max": res.mu1_err_max,
-        "pi_err_max": res.pi_err_max, "gamma": problem.gamma, "eps": problem.eps, "lam": problem.lam,
-        "time_s": res.time_s,
+    out = {
+        "instance": label, "n1": n1, "n2": n2, "gamma": prob.gamma, "eps": prob.eps, "lam": prob.lam,
+        "J": res.J, "nit": res.nit, "nfev": res.nfev, "stationarity": res.stationarity,
+        "stationarity_measure": res.stationarity_measure, "success": bool(res.success), "status": res.status,
+        "message": res.message, "mu1_err_max": res.mu1_err_max, "pi_err_max": res.pi_err_max,
+        "time_s": res.time_s, "n_lower_solves": res.n_lower_solves, "lower_failures": prob.n_failed_solves,
+        "tol": args.tol, "max_iter": args.max_iter,
     }
     if data.get("mu1_true") is not None and data.get("pi_true") is not None:
-        truth = identification_errors(res.mu1, res.plan, data["mu1_true"], data["pi_true"])
-        summary["mu1_err_max_truth"], summary["pi_err_max_truth"] = truth["mu1_err_max"], truth["pi_err_max"]
+        t = identification_errors(res.mu1, res.plan, data["mu1_true"], data["pi_true"])
+        out["mu1_true_err_max"] = t["mu1_err_max"]
+        out["pi_true_err_max"] = t["pi_err_max"]
+        print(f"max|mu1* - mu1| = {t['mu1_err_max']:.4e}, max|pi* - pi| = {t['pi_err_max']:.4e} (against the truth)")
     if args.json:
-        write_json(args.json, summary)
+        from femot.cli import write_json
+
+        write_json(args.json, out)
+        say(f"summary written to {args.json}")
     if args.save:
-        os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
-        np.savez(args.save, mu1=res.mu1, pi=sp.csr_matrix(res.plan).toarray(), alpha=res.alpha, beta=res.beta)
+        import os
+
+        d = os.path.dirname(os.path.abspath(args.save))
+        os.makedirs(d, exist_ok=True)
+        np.savez(args.save, mu1=res.mu1, pi=res.plan.toarray(), alpha=res.alpha, beta=res.beta)
+        say(f"solution written to {args.save}")
     if args.plot:
-        _plot(args.plot, res, data)
+        out["figures"] = _plots(args.plot, prob, data, res)
+        say(f"figures in {args.plot}")
+        if args.json:
+            from femot.cli import write_json
+
+            write_json(args.json, out)
     return 0 if res.success else 1
 
 
-def _plot(outdir, res, data):
+def _plots(folder, prob, data, res):
+    import os
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
-    import scipy.sparse as sp
 
-    os.makedirs(outdir, exist_ok=True)
-    n = res.mu1.size
-    ref = data.get("mu1_true") if data.get("mu1_true") is not None else data["mu1_d"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    idx = np.arange(1, n + 1)
-    axes[0].bar(idx - 0.2, np.asarray(ref).ravel(), width=0.4, color="tab:red", label="reference mu1")
-    axes[0].bar(idx + 0.2, res.mu1, width=0.4, color="tab:blue", label="computed mu1")
-    axes[0].legend(fontsize=8)
-    axes[0].set_xlabel("i")
-    P = sp.csr_matrix(res.plan).toarray()
-    R = sp.csr_matrix(data.get("pi_true") if data.get("pi_true") is not None else data["pi_d"]).toarray()
-    axes[1].imshow(P > 1e-12, cmap="Blues", interpolation="nearest")
-    axes[1].imshow(np.ma.masked_where(R <= 0, R > 0), cmap="Reds", alpha=0.6, interpolation="nearest")
-    axes[1].set_title("plan support: computed (blue), reference (red)", fontsize=9)
+    from femot.demos.identification import plot_marginal_bars, plot_sparsity_overlay
+
+    os.makedirs(folder, exist_ok=True)
+    truth = data.get("mu1_true") is not None and data.get("pi_true") is not None
+    mu_ref = data["mu1_true"] if truth else np.where(prob.D1, prob.mu1_d, 0.0)
+    pi_ref = data["pi_true"] if truth else prob.pi_d_obs
+    ref = "truth" if truth else "observed"
+    out = []
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    plot_marginal_bars(ax, mu_ref, res.mu1, prob.D1, ref_label=f"mu1 ({ref})")
+    ax.legend(fontsize=8)
+    ax.set_title(f"source marginal, gamma = {prob.gamma:g}, eps = {prob.eps:g}")
     fig.tight_layout()
-    fig.savefig(os.path.join(outdir, "identification.png"), dpi=130)
+    out.append(os.path.join(folder, "marginal.png"))
+    fig.savefig(out[-1], dpi=130)
     plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    scale = float(np.max(np.abs(res.plan.data), initial=0.0))
+    plot_sparsity_overlay(ax, pi_ref, res.plan, prob.D, tol=1e-3 * scale)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(f"plan sparsity ({ref} in red)")
+    fig.tight_layout()
+    out.append(os.path.join(folder, "plan.png"))
+    fig.savefig(out[-1], dpi=130)
+    plt.close(fig)
+    return out

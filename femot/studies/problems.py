@@ -716,8 +716,9 @@ class IdentificationStudy(StudyProblem):
         p = ctx["params"]
         n = p["n"]
         D = None if p["bandwidth"] is None else band_mask(n, n, p["bandwidth"])
-        D1 = None if p["observe_marginal"] else np.zeros(n, dtype=bool)
-        prob = TransportIdentification(ctx["c"], ctx["mu2"], ctx["plan"], ctx["mu1"], D=D, D1=D1, lam=p["lam"],
+        # Not observing the marginal = no marginal term (an empty D1 mask is rejected).
+        lam = p["lam"] if p["observe_marginal"] else 0.0
+        prob = TransportIdentification(ctx["c"], ctx["mu2"], ctx["plan"], ctx["mu1"], D=D, D1=None, lam=lam,
                                        gamma=level.gamma, eps=p["eps_factor"] * level.gamma,
                                        qrot_options={"tol": p["tol"]})
         x0 = None
