@@ -37,18 +37,10 @@ class NewtonMatrix:
         self.deg2 = kernels.csr_matvec(self.tptr, self.tind, w1)  # P^T w1
         self.diag = np.concatenate([w1 * (self.deg1 + shift), w2 * (self.deg2 + shift)])
         self.nnz = int(self.indices.size)
-        self.linear_iters = 0
 
     @property
     def size(self) -> int:
         return self.n1 + self.n2
-
-    def matvec(self, x):
-        n1 = self.n1
-        x1, x2 = x[:n1], x[n1:]
-        y1 = self.diag[:n1] * x1 + self.w1 * kernels.csr_matvec(self.indptr, self.indices, self.w2 * x2)
-        y2 = self.diag[n1:] * x2 + self.w2 * kernels.csr_matvec(self.tptr, self.tind, self.w1 * x1)
-        return np.concatenate([y1, y2])
 
     def sparse(self) -> sp.csr_matrix:
         """K as a scipy sparse matrix (nnz = 2|P| + n1 + n2)."""
@@ -99,7 +91,6 @@ class NewtonMatrix:
         sdiag = C - w2 * w2 * kernels.csr_matvec(self.tptr, self.tind, w1 * w1 / A)
         sdiag = np.maximum(sdiag, 1e-3 * C)
         x2, it = _pcg(S, b, 1.0 / sdiag, rtol, maxiter)
-        self.linear_iters += it
         x1 = (b1 - B(x2)) / A
         return np.concatenate([x1, x2]), it
 

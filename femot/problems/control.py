@@ -46,10 +46,9 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 
 from .._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
-from ..fem.poisson import PoissonOperator
 from ..fem.quadrature import Quadrature, product_cost, quadrature
 from ..fem.smoothing import Smoother, SmoothingOperator
-from .control_reference import _admissible_vertices, _target, control_objective
+from .control_reference import _admissible_vertices, _as_operator, _target, control_objective
 
 __all__ = ["SmoothedLowerLevel", "ControlProblem", "ControlResult", "solve_control"]
 
@@ -216,15 +215,6 @@ class ControlResult(OptimizeResult):
 # --------------------------------------------------------------------------
 # the problem
 # --------------------------------------------------------------------------
-
-def _as_operator(poisson):
-    if isinstance(poisson, PoissonOperator):
-        return poisson
-    try:
-        return PoissonOperator(poisson)
-    except ValueError as exc:
-        raise ValueError(f"poisson must be a PoissonOperator or a scikit-fem mesh: {exc}") from None
-
 
 class ControlProblem:
     """The discrete regularized control problem (OCP^delta_gamma) of Part II.
