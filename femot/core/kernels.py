@@ -408,3 +408,103 @@ def finite_absmax(c):
         if a > m:
             m = a
     return True, m
+
+
+@njit(parallel=True, cache=True)
+def semidual_rows(indptr, indices, cvals, n2, beta, dbeta, t, a0, w1, w2, kappa, rhs, nchunk):
+    """Exact row equations for fixed columns: the semi-dual along ``beta + t*dbeta``.
+
+    For every row i of the CSR set, solves the monotone piecewise-linear equation
+
+        f_i(a) = sum_j w2_j (a + b_j - c_ij)_+ + kappa*a - rhs_i = 0,   b = beta + t*dbeta
+
+    (Part III (3.1), first line, with beta fixed) by Newton's method from ``a0``:
+    f_i is convex and nondecreasing, so after at most one step from the left the
+    iterates decrease monotonically to the root, crossing each kink at most once.
+    With kappa = 0 and rhs_i = 0 the largest root (the c-transform) is taken.
+
+    Returns ``(alpha, colsum, colslope, zsq)``: the row solutions, the column sums
+    ``sum_i w1_i z_ij^+``, their derivatives in t (with d alpha_i / dt from the
+    implicit function theorem on each row's active set) and ``sum w1_i w2_j (z_ij^+)^2``.
+    """
+    n1 = indptr.size - 1
+    alpha = np.empty(n1)
+    colpart = np.zeros((nchunk, n2))
+    slopepart = np.zeros((nchunk, n2))
+    zpart = np.zeros(nchunk)
+    bt = np.empty(n2)
+    for j in range(n2):
+        bt[j] = beta[j] + t * dbeta[j]
+    for ch in prange(nchunk):
+        i0 = ch * n1 // nchunk
+        i1 = (ch + 1) * n1 // nchunk
+        col = colpart[ch]
+        cslope = slopepart[ch]
+        zacc = 0.0
+        for i in range(i0, i1):
+            p0 = indptr[i]
+            p1 = indptr[i + 1]
+            a = a0[i]
+            right = False  # True once an iterate lies right of the root
+            for _ in range(200):
+                f = kappa * a - rhs[i]
+                s = kappa
+                for p in range(p0, p1):
+                    z = a + bt[indices[p]] - cvals[p]
+                    if z > 0.0:
+                        f += w2[indices[p]] * z
+                        s += w2[indices[p]]
+                if f > 0.0:
+                    a_new = a - f / s
+                    if a_new >= a:
+                        break
+                    right = True
+                    a = a_new
+                elif f < 0.0:
+                    if right:  # rounding below the root: accept
+                        break
+                    if s > 0.0:
+                        a = a - f / s
+                    else:
+                        # flat (no active entry, kappa = 0): f = -rhs up to the first
+                        # kink lo, then grows with slope w0; one step lands right of the root
+                        lo = np.inf
+                        for p in range(p0, p1):
+                            v = cvals[p] - bt[indices[p]]
+                            if v < lo:
+                                lo = v
+                        if not lo < np.inf:
+                            break
+                        w0 = 0.0
+                        for p in range(p0, p1):
+                            if cvals[p] - bt[indices[p]] == lo:
+                                w0 += w2[indices[p]]
+                        a = lo - f / w0
+                    right = False
+                else:
+                    break
+            alpha[i] = a
+            wi = w1[i]
+            s = kappa
+            sd = 0.0
+            for p in range(p0, p1):
+                j = indices[p]
+                if a + bt[j] - cvals[p] > 0.0:
+                    s += w2[j]
+                    sd += w2[j] * dbeta[j]
+            da = -sd / s if s > 0.0 else 0.0
+            for p in range(p0, p1):
+                j = indices[p]
+                z = a + bt[j] - cvals[p]
+                if z > 0.0:
+                    col[j] += wi * z
+                    cslope[j] += wi * (da + dbeta[j])
+                    zacc += wi * w2[j] * z * z
+        zpart[ch] = zacc
+    colsum = np.zeros(n2)
+    colslope = np.zeros(n2)
+    for ch in range(nchunk):
+        for j in range(n2):
+            colsum[j] += colpart[ch, j]
+            colslope[j] += slopepart[ch, j]
+    return alpha, colsum, colslope, zpart.sum()

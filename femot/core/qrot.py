@@ -19,6 +19,10 @@ Method: semismooth Newton on the concave dual objective Phi, with
 * an exact line search on the piecewise quadratic dual along the Newton
   direction (the derivative is piecewise linear; its root is found from the
   breakpoints of the few entries that change sign on the segment),
+* when that search stops early at a kink, a search on the two semi-duals
+  (alpha re-solved exactly for beta + t dbeta, or the twin): many rows can then
+  switch columns in one step; the dual value never drops below the straight
+  step's, so global convergence is kept (``_curved_step``),
 * a cold start from the dual potentials of the exact (LP) transport problem for
   small instances, where the plan is sparse and plain Newton needs many
   iterations to grow its active set one entry at a time.
@@ -51,6 +55,10 @@ _U = np.finfo(float).eps
 # Width of the first Newton matrix's band after an exact-potential start, in units
 # of gamma * max(mu): the regularized plan lives where z > -gamma * pi.
 _FIRST_BAND = 2.0
+# A curved step must reach at least this multiple of the straight step length:
+# one that stops near the straight step only re-solves one side at the same t,
+# which gains nothing structural and (at rounding-level gamma) perturbs the path.
+_CURVE_FACTOR = 2.0
 
 STATUS_MESSAGES = {
     0: "converged: residual below tolerance",
@@ -406,9 +414,175 @@ def _bracketed_root(z, dz, ws, q0, q1, lin, tmax, rtol=1e-13, max_eval=100):
     return float(lo)
 
 
+class _SemiDual:
+    """The dual restricted to a candidate set S, and its semi-duals along a direction.
+
+    Part III (3.1) is separable in each alpha_i once beta is fixed (and vice
+    versa): maximizing Phi over alpha alone gives the concave, C^1 semi-dual
+    psi(beta) whose gradient is the column residual (Danskin).  Along
+    ``beta + t*dbeta`` with every row re-solved exactly (``kernels.semidual_rows``)
+    rows may leave one column for another *during* the step; on the straight line
+    alpha_i moves linearly and the exact line search stops at the first such kink.
+    ``S`` must hold every entry positive at any evaluated point; callers verify
+    that through ``delta`` (entries outside S are <= -delta at the start).
+    """
+
+    def __init__(self, ip, ind, cv, n2, w1, w2, m1, m2, gamma, kappa):
+        self.n1, self.n2 = ip.size - 1, n2
+        self.ip, self.ind, self.cv = ip, ind, cv
+        self.rows = np.repeat(np.arange(self.n1), np.diff(ip))
+        self.w1, self.w2, self.m1, self.m2 = w1, w2, m1, m2
+        self.gamma, self.kappa = gamma, kappa
+        self.nchunk = kernels.num_chunks(max(self.n1, n2))
+        self._csc = None
+
+    def phi(self, a, b):
+        """gamma * Phi(a, b), Phi the dual objective (concave; maximized by the solution)."""
+        z = np.maximum(a[self.rows] + b[self.ind] - self.cv, 0.0)
+        zsq = float(np.sum(self.w1[self.rows] * self.w2[self.ind] * z * z))
+        return self._value(a, b, zsq)
+
+    def residual(self, a, b):
+        """Max-norm residual of (3.1) (units of mu) at (a, b)."""
+        z = np.maximum(a[self.rows] + b[self.ind] - self.cv, 0.0)
+        rs = np.bincount(self.rows, self.w2[self.ind] * z, minlength=self.n1)
+        cs = np.bincount(self.ind, self.w1[self.rows] * z, minlength=self.n2)
+        r1 = (rs + self.kappa * a) / self.gamma - self.m1
+        r2 = (cs + self.kappa * b) / self.gamma - self.m2
+        return max(float(np.abs(r1).max()), float(np.abs(r2).max()))
+
+    def _value(self, a, b, zsq):
+        k, g = self.kappa, self.gamma
+        return (g * (self.w1 @ (self.m1 * a) + self.w2 @ (self.m2 * b)) - 0.5 * zsq
+                - 0.5 * k * (self.w1 @ (a * a) + self.w2 @ (b * b)))
+
+    def search(self, side, alpha, beta, da, db, within, t_min=0.0):
+        """Maximize the semi-dual psi(t) on [t_min, 1]; side 'rows' re-solves alpha
+        along beta + t db, side 'cols' re-solves beta along alpha + t da.
+
+        psi' is nonincreasing and piecewise linear: bracketed Newton with
+        bisection safeguard.  Only points accepted by ``within(a, b)`` (exactness
+        of S) are returned.  Returns (value, alpha, beta, t, evaluations), or None
+        when the maximum is not beyond t_min.
+        """
+        g, k = self.gamma, self.kappa
+        if side == "rows":
+            ptr, idx, val, ny = self.ip, self.ind, self.cv, self.n2
+            x, y, dy, wx, wy, mx, my = alpha, beta, db, self.w1, self.w2, self.m1, self.m2
+        else:
+            if self._csc is None:
+                T = sp.csr_matrix((self.cv, self.ind, self.ip), shape=(self.n1, self.n2)).tocsc()
+                T.sort_indices()
+                self._csc = (T.indptr.astype(np.int64), T.indices.astype(np.int32), T.data)
+            ptr, idx, val = self._csc
+            ny = self.n1
+            x, y, dy, wx, wy, mx, my = beta, alpha, da, self.w2, self.w1, self.m2, self.m1
+        rhs = g * mx
+        best = None
+        guess = x
+
+        def evaluate(t):
+            nonlocal best, guess
+            xt, ysum, yslope, zsq = kernels.semidual_rows(ptr, idx, val, ny, y, dy, float(t), guess, wx, wy,
+                                                          k, rhs, self.nchunk)
+            yt = y + t * dy
+            guess = xt
+            d1 = float(wy @ (dy * (g * my - ysum - k * yt)))
+            d2 = -float(wy @ (dy * (yslope + k * dy)))
+            value = (g * (wx @ (mx * xt) + wy @ (my * yt)) - 0.5 * zsq
+                     - 0.5 * k * (wx @ (xt * xt) + wy @ (yt * yt)))
+            pt = (xt, yt) if side == "rows" else (yt, xt)
+            if np.isfinite(value) and (best is None or value > best[0]) and within(*pt):
+                best = (value, pt[0], pt[1], float(t))
+            return d1, d2
+
+        # psi is concave: one evaluation at t_min tells whether its maximum on
+        # [0, 1] lies beyond t_min (the usual answer is no, and this is all it costs)
+        nev = 1
+        f0, s0 = evaluate(t_min)
+        if not f0 > 0:
+            return None
+        if t_min < 1.0:
+            nev += 1
+            f1, s1 = evaluate(1.0)
+            if f1 < 0:
+                # psi' is a staircase (steep while a row switches columns, flat
+                # in between): Newton from the endpoint moved last, exact on the
+                # root's linear piece; bisection whenever the bracket did not halve.
+                lo, flo, slo, hi, fhi, shi = t_min, f0, s0, 1.0, f1, s1
+                last, halve = 0, False
+                while nev < 60 and hi - lo > 1e-15:
+                    t = np.inf
+                    if not halve:
+                        if last >= 0 and slo < 0:
+                            t = lo - flo / slo
+                        elif last < 0 and shi < 0:
+                            t = hi - fhi / shi
+                        if not lo < t < hi:
+                            t = (lo * fhi - hi * flo) / (fhi - flo)
+                    if not lo < t < hi:
+                        t = 0.5 * (lo + hi)
+                    width = hi - lo
+                    ft, st = evaluate(t)
+                    nev += 1
+                    if abs(ft) <= 1e-13 * abs(f0):
+                        break
+                    if ft > 0:
+                        lo, flo, slo, last = t, ft, st, 1
+                    else:
+                        hi, fhi, shi, last = t, ft, st, -1
+                    halve = hi - lo > 0.5 * width
+        if best is None:
+            return None
+        return best + (nev,)
+
+
+def _curved_step(engine, cost, alpha, beta, da, db, t_lin, move, m1, m2, w1, w2, gamma, kappa):
+    """Best of the straight exact line search and the two semi-dual searches.
+
+    Every candidate's dual value is at least that of the straight point (the
+    semi-dual dominates the dual along the same t), so global convergence of the
+    damped Newton method is kept; the curved paths let many rows (or columns)
+    switch partners in one step.  Returns (alpha, beta, t, path) or None.
+    """
+    if _CURVE_FACTOR * t_lin >= 1.0:
+        return None
+    n1, n2 = cost.shape
+    # small problems: the candidate set may be everything (a copy of c at most)
+    budget = max(engine.max_fraction * n1 * n2, min(n1 * n2, 250_000))
+    if engine.ws is not None and engine.slack >= 2.0 * move:
+        (ip, ind, cv), delta = engine.ws, engine.slack
+    elif hasattr(cost, "candidates") and np.isfinite(move) and move > 0:
+        delta = 2.0 * move
+        engine.dense_passes += 1
+        cand = cost.candidates(alpha, beta, -delta, max_count=budget)
+        if cand is None:
+            return None
+        ip, ind, cv = cand
+    else:
+        return None
+    sd = _SemiDual(ip, ind, cv, n2, w1, w2, m1, m2, gamma, kappa)
+
+    def within(a, b):
+        return float(np.abs(a - alpha).max() + np.abs(b - beta).max()) < delta
+
+    a_lin, b_lin = alpha + t_lin * da, beta + t_lin * db
+    best_val = sd.phi(a_lin, b_lin)
+    # a curved point must also not worsen the residual the stopping test uses
+    res_cap = sd.residual(a_lin, b_lin) * (1.0 + 1e-6)
+    # gains at the rounding level of Phi are noise, not progress
+    best_val = max(best_val, sd.phi(alpha, beta)) + 1e-12 * abs(best_val)
+    best = None
+    for side in ("rows", "cols"):
+        r = sd.search(side, alpha, beta, da, db, within, min(1.0, _CURVE_FACTOR * t_lin))
+        if r is not None and r[3] > _CURVE_FACTOR * t_lin and r[0] > best_val and sd.residual(r[1], r[2]) <= res_cap:
+            best_val, best = r[0], (r[1], r[2], r[3], side)
+    return best
+
+
 def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e-10, max_iter=200,
-               init="auto", linear_solver="auto", lm=1e-4, screening=True, verbose=False,
-               callback=None) -> QROTResult:
+               init="auto", linear_solver="auto", lm=1e-4, screening=True, curve=True,
+               verbose=False, callback=None) -> QROTResult:
     """Quadratically regularized optimal transport (SPEC §1; Part III (H_gamma), (3.1)).
 
     Parameters
@@ -426,6 +600,8 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
     linear_solver : 'auto', 'direct' (sparse LU) or 'cg' (Jacobi-PCG).
     lm : Levenberg-Marquardt factor (shift = lm * gamma * residual).
     screening : restrict passes to a provably sufficient working set (exact).
+    curve : when the exact line search stops early, also search along the
+        semi-duals and keep the best point (does not change what a solution is).
     verbose : print an iteration table.  callback : called as ``callback(res_dict)``.
 
     Returns
@@ -436,12 +612,12 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
     cost = as_cost(c)
     with kernels.threads_for(cost.shape[0] * cost.shape[1]):
         return _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, x0=x0, tol=tol, max_iter=max_iter, init=init,
-                           linear_solver=linear_solver, lm=lm, screening=screening, verbose=verbose,
-                           callback=callback)
+                           linear_solver=linear_solver, lm=lm, screening=screening, curve=curve,
+                           verbose=verbose, callback=callback)
 
 
 def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, linear_solver, lm, screening,
-                verbose, callback) -> QROTResult:
+                curve, verbose, callback) -> QROTResult:
     n1, n2 = cost.shape
     m1 = as_nonnegative_vector(mu1, "mu1", length=n1)
     m2 = as_nonnegative_vector(mu2, "mu2", length=n2)
@@ -573,14 +749,29 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
             else:
                 t = _exact_line_search(*cand, q0, q1, lin, 1.0)
             ev = engine.evaluate(alpha, beta, da, db, t)
-        alpha = alpha + t * da
-        beta = beta + t * db
-        engine.moved(t * move)
-        if recenter(alpha, beta):
+        path = "line"
+        curved = None
+        if t < 1.0 and curve:
+            curved = _curved_step(engine, cost, alpha, beta, da, db, t, move, m1, m2, w1, w2, gamma, kappa)
+        if curved is not None:
+            a_new, b_new, t, path = curved
+            moved = float(np.abs(a_new - alpha).max() + np.abs(b_new - beta).max())
+            alpha, beta = a_new, b_new
+            if moved < engine.slack:
+                engine.moved(moved)
+            else:
+                engine.ws = None
+            recenter(alpha, beta)
             ev = engine.evaluate(alpha, beta)
+        else:
+            alpha = alpha + t * da
+            beta = beta + t * db
+            engine.moved(t * move)
+            if recenter(alpha, beta):
+                ev = engine.evaluate(alpha, beta)
         rowsum, colsum, count, _ = ev
         r1, r2 = residuals(rowsum, colsum)
-        entry.update(step=t, linear_iters=int(lin_its), shift=shift, nnz=int(K.nnz))
+        entry.update(step=t, path=path, linear_iters=int(lin_its), shift=shift, nnz=int(K.nnz))
         history.append(entry)
         if verbose:
             print(f"{nit:4d} {res:11.3e} {floor:9.2e} {t:9.2e} {K.nnz:9d} {lin_its:5d} {shift:9.2e}")

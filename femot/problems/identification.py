@@ -207,6 +207,7 @@ class TransportIdentification:
         self._cache = OrderedDict()
         self._cache_size = max(1, int(cache_size))
         self._warm = None
+        self.warm_max_iter = 30
         self.n_solves = 0
         self.solve_time = 0.0
         self.n_failed_solves = 0
@@ -229,8 +230,8 @@ class TransportIdentification:
     def lower_level(self, mu1):
         """The lower-level solution S_{gamma,eps}(mu1, mu2_d) as a :class:`QROTResult` (cached).
 
-        Warm-started from the last successful solve; if that fails, continuation in
-        (gamma, eps) from a cold start.  A result that still fails is returned (check
+        Warm-started from the last successful solve (at most ``warm_max_iter`` Newton
+        steps); if that fails, a cold start, then continuation in (gamma, eps).  A result that still fails is returned (check
         ``.success``) and counted in ``n_failed_solves``.
         """
         x = np.maximum(np.asarray(mu1, dtype=float).reshape(-1), 0.0)
@@ -240,12 +241,19 @@ class TransportIdentification:
             self._cache.move_to_end(key)
             return res
         t0 = time.perf_counter()
+        res = None
         if self._warm is not None:
             # Warm start from the previous dual potentials: the trust-region method
-            # evaluates nearby points, so few Newton steps are needed.
-            res = solve_qrot(self._cost, x, self.mu2_d, self.gamma, self.eps, x0=self._warm, **self.qrot_options)
-        else:
-            res = solve_qrot(self._cost, x, self.mu2_d, self.gamma, self.eps, **self.qrot_options)
+            # evaluates nearby points, so few Newton steps are usually needed.  With a
+            # tiny gamma*eps, rows/columns of zero mass sit on kinks of their own and
+            # a warm start can stall; cap it and fall back to the cold start below.
+            opts = dict(self.qrot_options)
+            opts["max_iter"] = min(int(opts.get("max_iter", 200)), self.warm_max_iter)
+            res = solve_qrot(self._cost, x, self.mu2_d, self.gamma, self.eps, x0=self._warm, **opts)
+        if res is None or not res.success:
+            cold = solve_qrot(self._cost, x, self.mu2_d, self.gamma, self.eps, **self.qrot_options)
+            if res is None or cold.success or cold.residual < res.residual:
+                res = cold
         if not res.success:
             # Small gamma*eps relative to the cost: continuation through the levels
             # (t gamma, t eps), t = 10^k, ..., 1, each warm-started from the last.
