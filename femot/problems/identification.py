@@ -437,6 +437,10 @@ class IdentificationResult(OptimizeResult):
     success, status, message : from the trust-region method; success also requires
         that the final lower-level solve converged.
     mu1_err_max, pi_err_max : max |mu1 - mu1_d| over D1 and max |pi - pi_d| over D.
+    eps_bias : ``eps * max(|alpha|_inf, |beta|_inf)``, how far the eps term of (3.1)
+        moves the plan's marginals away from (mu1, mu2_d) (mass units).  When it is
+        not small against the marginals, J cannot approach 0 even at the truth:
+        lower eps.  ``eps_bias_relative`` divides by ``max(mu2_d)``.
     history : the optimizer's per-iteration records; tr : the optimizer's result;
     lower : the final :class:`QROTResult`; n_lower_solves, lower_time_s, time_s.
     """
@@ -453,6 +457,8 @@ class IdentificationResult(OptimizeResult):
                 f"iterations               = {self.nit} ({self.nfev} evaluations, {self.n_lower_solves} "
                 f"lower-level solves, {self.time_s:.2f} s)\n"
                 f"stationarity ({self.stationarity_measure:5s})     = {self.stationarity:.3e}\n"
+                f"eps bias eps*max|alpha|  = {self.eps_bias:.3e} ({self.eps_bias_relative:.1%} of max mu2_d)"
+                f"{'  <- large: the eps term of (3.1) limits J; lower eps' if self.eps_bias_relative > 0.01 else ''}\n"
                 f"success                  = {self.success} ({self.message})")
 
 
@@ -504,6 +510,7 @@ def solve_identification(problem: TransportIdentification, x0=None, options=None
     J = problem.objective(low.plan, mu1)
     errs = problem.errors(mu1, low.plan)
     success = bool(tr.success and low.success)
+    bias = problem.eps * max(float(np.abs(low.alpha).max()), float(np.abs(low.beta).max()))
     message = tr.message if low.success else f"{tr.message} Final lower-level solve: {low.message}"
     return IdentificationResult(
         mu1=mu1, plan=low.plan, alpha=low.alpha, beta=low.beta, J=J, fun=tr.fun, nit=tr.nit, nfev=tr.nfev,
@@ -511,7 +518,8 @@ def solve_identification(problem: TransportIdentification, x0=None, options=None
         success=success, status=tr.status, message=message, history=tr.history, tr=tr, lower=low,
         gamma=problem.gamma, eps=problem.eps, lam=problem.lam,
         n_lower_solves=problem.n_solves - n_solves0, lower_time_s=problem.solve_time - t_solves0,
-        time_s=time.perf_counter() - t0, **errs,
+        time_s=time.perf_counter() - t0, eps_bias=bias, eps_bias_relative=bias / float(problem.mu2_d.max()),
+        **errs,
     )
 
 

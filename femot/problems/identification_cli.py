@@ -89,7 +89,8 @@ def cmd_identify(argv) -> int:
         "stationarity_measure": res.stationarity_measure, "success": bool(res.success), "status": res.status,
         "message": res.message, "mu1_err_max": res.mu1_err_max, "pi_err_max": res.pi_err_max,
         "time_s": res.time_s, "n_lower_solves": res.n_lower_solves, "lower_failures": prob.n_failed_solves,
-        "tol": args.tol, "max_iter": args.max_iter,
+        "tol": args.tol, "max_iter": args.max_iter, "eps_bias": res.eps_bias,
+        "eps_bias_relative": res.eps_bias_relative,
     }
     if data.get("mu1_true") is not None and data.get("pi_true") is not None:
         t = identification_errors(res.mu1, res.plan, data["mu1_true"], data["pi_true"])
