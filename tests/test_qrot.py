@@ -307,11 +307,100 @@ def test_curved_step_helps_the_kink_chain(seed):
     rng = np.random.default_rng(1000 + seed)
     p = m1 * (1 + 0.01 * rng.uniform(-1, 1, m1.size))
     p /= p.sum()
-    curved = solve_qrot(c, p, m2, gamma, gamma, x0=(base.alpha, base.beta))
-    straight = solve_qrot(c, p, m2, gamma, gamma, x0=(base.alpha, base.beta), curve=False)
+    curved = solve_qrot(c, p, m2, gamma, gamma, x0=(base.alpha, base.beta), init="x0")
+    straight = solve_qrot(c, p, m2, gamma, gamma, x0=(base.alpha, base.beta), curve=False, init="x0")
     assert curved.success and straight.success
     assert curved.nit <= 8 < straight.nit
     assert any(h.get("path") in ("rows", "cols") for h in curved.history)
     check_kkt(curved, c, p, m2, np.ones(25), np.ones(25), max(1e-10, curved.residual_floor))
     # the plans agree up to the certified accuracy
     assert np.abs(curved.plan.toarray() - straight.plan.toarray()).max() <= 1e-2 * max(p.max(), m2.max())
+
+
+# -- cold start for Monge costs: staircase potentials of the eps-corrected marginals --
+
+def test_staircase_potentials_solve_small_gamma_problem():
+    """For a Monge cost and gamma below the Monge gaps, the regularized plan lives on the
+    north-west corner staircase: z = gamma * pi there, z <= 0 elsewhere, so the
+    potentials solve (3.1) with eps = 0 up to rounding; zscale = 0 gives the exact duals."""
+    from femot.core import kernels
+
+    c, m1, m2, w1, w2, _, _ = random_weighted(40, 30, 4)
+    a, b = w1 * m1, w2 * m2
+    al0, be0 = kernels.northwest_corner_potentials(c, a, b, 0.0, w1, w2)
+    ald, bed = kernels.northwest_corner_duals(c, a, b)
+    assert np.allclose(al0 - al0[0], ald - ald[0], atol=1e-12) and np.allclose(be0 + al0[0], bed + ald[0], atol=1e-12)
+    gamma = 1e-9
+    al, be = kernels.northwest_corner_potentials(c, a, b, gamma, w1, w2)
+    pi = np.maximum(al[:, None] + be[None, :] - c, 0) / gamma
+    scale = np.abs(c).max() + np.abs(al).max() + np.abs(be).max()
+    tol = 100 * np.finfo(float).eps * scale / gamma
+    assert np.abs(pi @ w2 - m1).max() <= tol
+    assert np.abs(w1 @ pi - m2).max() <= tol
+    assert np.count_nonzero(pi) <= c.shape[0] + c.shape[1] - 1  # a tree
+
+
+def test_level_balances_corrected_masses():
+    """The (1, -1) level maximizing the dual makes <w1, mu1 - eps alpha> = <w2, mu2 - eps beta>."""
+    from femot.core.qrot import _level
+
+    rng = np.random.default_rng(3)
+    w1, w2 = rng.uniform(0.5, 1.5, 7), rng.uniform(0.5, 1.5, 5)
+    m1, m2 = rng.random(7), rng.random(5)
+    gamma, eps = 0.1, 1e-3
+    al, be = _level(rng.normal(size=7) * 100, rng.normal(size=5) * 100, m1, m2, w1, w2, gamma, eps)
+    assert abs(w1 @ (m1 - eps * al) - w2 @ (m2 - eps * be)) <= 1e-12
+
+
+def _identification_marginals(n, seed, kind):
+    c, truth, mu2 = hitchcock_instance(n, seed)
+    if kind == "truth":
+        return c, truth, mu2
+    if kind == "uniform":
+        return c, np.full(n, 1.0 / n), mu2
+    rng = np.random.default_rng(100 + seed)
+    v = rng.exponential(size=n)
+    v[rng.random(n) < 0.3] = 0.0
+    return c, v / v.sum(), mu2
+
+
+@pytest.mark.parametrize("n", [100, 200])
+@pytest.mark.parametrize("kind", ["truth", "uniform", "zeros"])
+@pytest.mark.parametrize("gamma, eps", [(1e-2, 1e-10), (1e-2, 1e-8), (1e-4, 1e-8)])
+def test_cold_start_large_instance_kkt(n, kind, gamma, eps):
+    """Part III §4.2 instances at n = 100, 200 (c up to n^2, so eps*alpha is comparable
+    to mu): cold start reaches the KKT conditions of (3.1) within 40 Newton iterations
+    (plain exact-OT starts needed up to 200 at n = 200)."""
+    c, m1, m2 = _identification_marginals(n, 0, kind)
+    res = solve_qrot(c, m1, m2, gamma, eps)
+    assert res.success and res.nit <= 40, (res.nit, res.residual)
+    assert res.init == "monge"
+    check_kkt(res, c, m1, m2, np.ones(n), np.ones(n), max(1e-10, res.residual_floor))
+
+
+@pytest.mark.parametrize("kind", ["truth", "zeros"])
+def test_warm_start_large_instance_after_perturbation(kind):
+    """Warm start after a perturbation that switches zero rows on: <= 15 iterations, KKT holds;
+    init='x0' (x0 as given) converges to the same plan."""
+    n, gamma, eps = 100, 1e-2, 1e-10
+    c, m1, m2 = _identification_marginals(n, 1, kind)
+    base = solve_qrot(c, m1, m2, gamma, eps)
+    rng = np.random.default_rng(7)
+    p = np.maximum(m1 + 1e-3 * m1.max() * rng.standard_normal(n), 0)
+    p /= p.sum()
+    res = solve_qrot(c, p, m2, gamma, eps, x0=(base.alpha, base.beta))
+    assert res.success and res.nit <= 15, (res.nit, res.residual)
+    tol = max(1e-10, res.residual_floor)
+    check_kkt(res, c, p, m2, np.ones(n), np.ones(n), tol)
+    plain = solve_qrot(c, p, m2, gamma, eps, x0=(base.alpha, base.beta), init="x0")
+    assert plain.success and plain.init == "warm"
+    # both are solutions at the certified accuracy: their plans satisfy the same marginals
+    assert np.abs(plain.plan.toarray() @ np.ones(n) + eps * plain.alpha - p).max() <= max(1e-10, plain.residual_floor)
+
+
+def test_bad_init_names_argument():
+    c, m1, m2 = hitchcock_instance(10, seed=0)
+    with pytest.raises(ValueError, match="init"):
+        solve_qrot(c, m1, m2, 1e-2, 1e-2, x0=(np.zeros(10), np.zeros(10)), init="nope")
+    with pytest.raises(ValueError, match="init"):
+        solve_qrot(c, m1, m2, 1e-2, 1e-2, init="nope")

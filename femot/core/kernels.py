@@ -508,3 +508,36 @@ def semidual_rows(indptr, indices, cvals, n2, beta, dbeta, t, a0, w1, w2, kappa,
             colsum[j] += colpart[ch, j]
             colslope[j] += slopepart[ch, j]
     return alpha, colsum, colslope, zpart.sum()
+
+
+@njit(cache=True)
+def northwest_corner_potentials(c, a, b, zscale, w1, w2):
+    """Potentials that make the north-west corner plan the regularized plan on its staircase.
+
+    Runs the north-west corner rule on the masses ``a``, ``b`` (equal totals) and,
+    along the staircase (a spanning tree of the bipartite graph), sets
+    ``alpha_i + beta_j - c_ij = zscale * P_ij / (w1_i w2_j)`` with ``P_ij`` the mass
+    of the cell.  With ``zscale = gamma`` and Monge ``c`` this is the solution
+    of the dual equations of Part III (3.1) whenever the support of the
+    regularized plan is the staircase (``zscale = 0`` gives the exact OT duals).
+    """
+    n1, n2 = c.shape
+    alpha = np.zeros(n1)
+    beta = np.zeros(n2)
+    i = 0
+    j = 0
+    ra = a[0]
+    rb = b[0]
+    beta[0] = c[0, 0] + zscale * min(ra, rb) / (w1[0] * w2[0])
+    while i < n1 - 1 or j < n2 - 1:
+        if (ra <= rb and i < n1 - 1) or j == n2 - 1:
+            rb = max(rb - ra, 0.0)
+            i += 1
+            ra = a[i]
+            alpha[i] = c[i, j] + zscale * min(ra, rb) / (w1[i] * w2[j]) - beta[j]
+        else:
+            ra = max(ra - rb, 0.0)
+            j += 1
+            rb = b[j]
+            beta[j] = c[i, j] + zscale * min(ra, rb) / (w1[i] * w2[j]) - alpha[i]
+    return alpha, beta

@@ -25,7 +25,10 @@ Method: semismooth Newton on the concave dual objective Phi, with
   step's, so global convergence is kept (``_curved_step``),
 * a cold start from the dual potentials of the exact (LP) transport problem for
   small instances, where the plan is sparse and plain Newton needs many
-  iterations to grow its active set one entry at a time.
+  iterations to grow its active set one entry at a time; for Monge costs, from
+  staircase potentials of the eps-corrected marginals mu - eps*(alpha, beta)
+  (``_monge_start``: with |alpha| ~ max|c| the correction is not small and moves
+  the whole support), which also compete with a warm start ``x0``.
 Everything that touches all n1*n2 pairs is a fused streaming pass (``kernels``);
 the linear algebra only sees the sparse active set.
 """
@@ -270,10 +273,112 @@ class _Engine:
         return kernels.ws_line_candidates(ip, ind, cv, alpha, beta, da, db, 1.0, self.w1, self.w2)
 
 
+def _is_monge(cost):
+    return hasattr(cost, "dense") and kernels.is_monge(cost.dense(), 1e-12 * max(cost.max_abs, 1.0))
+
+
+def _level(alpha, beta, m1, m2, w1, w2, gamma, eps, clip=False):
+    """Best shift along the (1, -1) direction, which leaves alpha (+) beta unchanged.
+
+    Maximizes the dual over s in (alpha - s, beta + s): the eps-terms of (3.1)
+    then balance the masses, <w1, mu1 - eps alpha> = <w2, mu2 - eps beta>
+    (eps = 0: equal weighted means, the recentering of the solver).
+    """
+    dm = gamma * (w2 @ m2 - w1 @ m1) / (gamma * eps) if eps > 0 else 0.0
+    s = (dm + w1 @ alpha - w2 @ beta) / (w1.sum() + w2.sum())
+    if clip and eps > 0:
+        # rows that cannot carry mass drop out: balance the clipped masses,
+        # F(s) = <w1, (mu1 - eps (alpha - s))_+> - <w2, (mu2 - eps (beta + s))_+> = 0,
+        # F nondecreasing in s (bracket by doubling, then bisection)
+        def F(t):
+            return (w1 @ np.maximum(m1 - eps * (alpha - t), 0.0)
+                    - w2 @ np.maximum(m2 - eps * (beta + t), 0.0))
+        step = 1.0 + abs(s)
+        lo, hi = s, s
+        for _ in range(200):
+            if F(lo) <= 0:
+                break
+            lo -= step
+            step *= 2
+        step = 1.0 + abs(s)
+        for _ in range(200):
+            if F(hi) >= 0:
+                break
+            hi += step
+            step *= 2
+        if F(lo) <= 0 <= F(hi):
+            for _ in range(100):
+                mid = 0.5 * (lo + hi)
+                if mid in (lo, hi):
+                    break
+                if F(mid) < 0:
+                    lo = mid
+                else:
+                    hi = mid
+            s = 0.5 * (lo + hi)
+    return alpha - s, beta + s
+
+
+def _monge_start(cost, m1, m2, w1, w2, gamma, eps, sweeps=3, start=None):
+    """Cold start for Monge costs: staircase potentials for the eps-corrected marginals.
+
+    In (3.1) the rows carry the mass ``mu1 - eps*alpha`` (columns ``mu2 - eps*beta``);
+    with |alpha| ~ max|c| this shift is not small, so the exact OT support of
+    (mu1, mu2) can differ globally from the regularized one.  Fixed point in
+    O(n1 + n2) per sweep: north-west corner plan P of the corrected marginals
+    (clipped at 0, rebalanced), potentials with ``z = gamma * pi`` on its
+    staircase (``kernels.northwest_corner_potentials``), best (1, -1) level.
+    Rows that cannot carry mass (mu1_i - eps*alpha_i < 0) are inactive at the
+    solution with alpha_i = mu1_i / eps, so alpha is capped there.  Among the
+    exact OT duals and the sweeps, the point with the smallest residual of
+    (3.1) is returned (one dense pass each), with a flag telling whether it
+    came from a sweep.  The sweeps put z = gamma * pi on the staircase, so the
+    solver's first Newton matrix is then the true active set (no band).  With ``start`` (a warm start) the sweeps begin
+    from it instead of the exact duals, and it competes in the selection.
+    """
+    c = cost.dense()
+    cand = []
+    if start is None:
+        a, b = w1 * m1, w2 * m2
+        al, be = kernels.northwest_corner_duals(c, a / a.sum(), b / b.sum())
+        cand.append(_level(al, be, m1, m2, w1, w2, gamma, eps))
+    else:
+        cand.append(start)
+    if eps == 0.0 and start is None:
+        # no eps-correction to make: the exact duals (with the first-step band) are
+        # the start, and the sweep's dense residual passes would only cost time
+        return cand[0][0], cand[0][1], False
+    for _ in range(sweeps if eps > 0 else 1):
+        al, be = cand[-1]
+        a = w1 * np.maximum(m1 - eps * al, 0.0)
+        b = w2 * np.maximum(m2 - eps * be, 0.0)
+        if not (a.sum() > 0 and b.sum() > 0):
+            break
+        tot = 0.5 * (a.sum() + b.sum())
+        al, be = kernels.northwest_corner_potentials(c, a * (tot / a.sum()), b * (tot / b.sum()), gamma, w1, w2)
+        al, be = _level(al, be, m1, m2, w1, w2, gamma, eps, clip=True)
+        if eps > 0:
+            al, be = np.minimum(al, m1 / eps), np.minimum(be, m2 / eps)
+        if not (np.all(np.isfinite(al)) and np.all(np.isfinite(be))):
+            break
+        cand.append((al, be))
+        if np.array_equal(al, cand[-2][0]) and np.array_equal(be, cand[-2][1]):
+            break
+    kappa = gamma * eps
+
+    def residual(x):
+        rs, cs = cost.evaluate(x[0], x[1], w1, w2)[:2]
+        return max(float(np.abs((rs + kappa * x[0]) / gamma - m1).max()),
+                   float(np.abs((cs + kappa * x[1]) / gamma - m2).max()))
+
+    k = min(range(len(cand)), key=lambda i: residual(cand[i]))
+    return cand[k][0], cand[k][1], k > 0
+
+
 def _initial_point(cost, m1, m2, w1, w2, gamma, eps, init):
     n1, n2 = cost.shape
     if init == "auto":
-        if hasattr(cost, "dense") and kernels.is_monge(cost.dense(), 1e-12 * max(cost.max_abs, 1.0)):
+        if _is_monge(cost):
             init = "monge"
         elif n1 * n2 <= 40000 and hasattr(cost, "dense"):
             init = "exact"
@@ -285,10 +390,8 @@ def _initial_point(cost, m1, m2, w1, w2, gamma, eps, init):
         # exact dual potentials in O(n1 + n2).
         mass1, mass2 = float(w1 @ m1), float(w2 @ m2)
         if mass1 > 0 and mass2 > 0:
-            a = w1 * m1 / mass1
-            b = w2 * m2 / mass2
-            al, be = kernels.northwest_corner_duals(cost.dense(), a, b)
-            return al, be, "monge"
+            al, be, swept = _monge_start(cost, m1, m2, w1, w2, gamma, eps)
+            return al, be, "monge" if swept else "monge-duals"
         init = "mean"
     if init == "exact":
         from femot.core.exact import exact_ot
@@ -595,8 +698,11 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
     tol : target for the residual ``max_i |sum_j w2_j pi_ij + eps alpha_i - mu1_i|``
         (and its twin); the test uses ``max(tol, residual_floor)``.
     init : cold start: 'auto' picks 'monge' for Monge costs (north-west corner
-        duals, exact OT potentials in O(n)), 'exact' (LP duals) for n1*n2 <= 40000,
-        else 'mean' (closed form with every pair active); or 'zero'.
+        staircase potentials of the eps-corrected marginals, O(n) per sweep, see
+        ``_monge_start``), 'exact' (LP duals) for n1*n2 <= 40000, else 'mean'
+        (closed form with every pair active); or 'zero'.  With ``x0`` and a Monge
+        cost, 'auto'/'monge' also run the sweeps seeded by x0 and start from
+        whichever has the smaller residual; 'x0' (or any other value) uses x0 as is.
     linear_solver : 'auto', 'direct' (sparse LU) or 'cg' (Jacobi-PCG).
     lm : Levenberg-Marquardt factor (shift = lm * gamma * residual).
     screening : restrict passes to a provably sufficient working set (exact).
@@ -642,6 +748,13 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
         alpha = as_vector(a0, "x0[0] (alpha)", length=n1).copy()
         beta = as_vector(b0, "x0[1] (beta)", length=n2).copy()
         init_used = "warm"
+        if init in ("auto", "monge") and _is_monge(cost) and float(w1 @ m1) > 0 and float(w2 @ m2) > 0:
+            # x0 competes with staircase sweeps seeded by it (kept only if better)
+            a1, b1, swept = _monge_start(cost, m1, m2, w1, w2, gamma, eps, start=(alpha, beta))
+            if swept:
+                alpha, beta, init_used = a1.copy(), b1.copy(), "warm+monge"
+        elif init not in ("auto", "monge", "x0", "exact", "mean", "zero"):
+            raise ValueError(f"init must be 'auto', 'monge', 'exact', 'mean', 'zero' or 'x0', got {init!r}")
     else:
         alpha, beta, init_used = _initial_point(cost, m1, m2, w1, w2, gamma, eps, init)
 
@@ -694,7 +807,7 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
             status = 1
             history.append(entry)
             break
-        if nit == 0 and init_used in ("monge", "exact"):
+        if nit == 0 and init_used in ("monge-duals", "exact"):
             # From exact OT potentials only the LP support is active; the
             # regularized plan spreads over {z > -gamma * pi}: take that band as
             # the first Newton matrix so the first step is not vanishingly short.
