@@ -319,7 +319,7 @@ def _level(alpha, beta, m1, m2, w1, w2, gamma, eps, clip=False):
     return alpha - s, beta + s
 
 
-def _monge_start(cost, m1, m2, w1, w2, gamma, eps, sweeps=3, start=None):
+def _monge_start(cost, m1, m2, w1, w2, gamma, eps, sweeps=30, start=None):
     """Cold start for Monge costs: staircase potentials for the eps-corrected marginals.
 
     In (3.1) the rows carry the mass ``mu1 - eps*alpha`` (columns ``mu2 - eps*beta``);
@@ -329,10 +329,14 @@ def _monge_start(cost, m1, m2, w1, w2, gamma, eps, sweeps=3, start=None):
     (clipped at 0, rebalanced), potentials with ``z = gamma * pi`` on its
     staircase (``kernels.northwest_corner_potentials``), best (1, -1) level.
     Rows that cannot carry mass (mu1_i - eps*alpha_i < 0) are inactive at the
-    solution with alpha_i = mu1_i / eps, so alpha is capped there.  Among the
-    exact OT duals and the sweeps, the point with the smallest residual of
-    (3.1) is returned (one dense pass each), with a flag telling whether it
-    came from a sweep.  The sweeps put z = gamma * pi on the staircase, so the
+    solution with alpha_i = mu1_i / eps, so alpha is capped there.  The sweeps
+    stop at a fixed point or after ``sweeps``; each is O(n1 + n2), so many are
+    cheap (at n = 500 with eps*max|c| ~ 1e-3 the residual falls from 5e-6 after
+    3 sweeps to 1e-7 after 10, where a Newton step from the 3-sweep point
+    scrambles the active set).  Among the exact OT duals and a few of the sweeps
+    (the first ones, powers of two, the last) the point with the smallest
+    residual of (3.1) is returned (one dense pass each), with a flag telling
+    whether it came from a sweep.  The sweeps put z = gamma * pi on the staircase, so the
     solver's first Newton matrix is then the true active set (no band).  With ``start`` (a warm start) the sweeps begin
     from it instead of the exact duals, and it competes in the selection.
     """
@@ -371,7 +375,9 @@ def _monge_start(cost, m1, m2, w1, w2, gamma, eps, sweeps=3, start=None):
         return max(float(np.abs((rs + kappa * x[0]) / gamma - m1).max()),
                    float(np.abs((cs + kappa * x[1]) / gamma - m2).max()))
 
-    k = min(range(len(cand)), key=lambda i: residual(cand[i]))
+    last = len(cand) - 1
+    checked = sorted({i for i in range(min(4, last + 1))} | {2 ** p for p in range(2, 6) if 2 ** p < last} | {last})
+    k = min(checked, key=lambda i: residual(cand[i]))
     return cand[k][0], cand[k][1], k > 0
 
 
