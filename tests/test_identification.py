@@ -454,3 +454,24 @@ def test_load_errors_name_the_problem(tmp_path):
     np.savez(wrong, c_d=d["c_d"], mu2_d=d["mu2_d"], mu1_d=d["mu1_d"], pi_d=np.zeros((5, 4)))
     with pytest.raises(ValueError, match="pi_d"):
         problem_from_instance(load_instance(wrong))
+
+
+def test_observed_start_on_the_simplex():
+    d = identification_instance(25, 1, experiment=1)
+    P = problem_from_instance(d, gamma=1e-2)
+    x = P.observed_start()
+    assert np.allclose(x, d["mu1_d"] * (P.mass / d["mu1_d"].sum()))
+    d2 = identification_instance(25, 1, experiment=2)  # D1 = rows 9..15
+    P2 = problem_from_instance(d2, gamma=1e-2)
+    x2 = P2.observed_start()
+    P2.check_point(x2)
+    assert np.allclose(x2[P2.D1], d2["mu1_d"][P2.D1])
+    free = ~P2.D1
+    assert np.allclose(x2[free], (P2.mass - d2["mu1_d"][P2.D1].sum()) / free.sum())
+    # observed mass above the total: the D1 part is rescaled
+    d3 = dict(d2)
+    d3["mu1_d"] = np.where(P2.D1, 1.0, 0.0)
+    P3 = problem_from_instance(d3, gamma=1e-2)
+    x3 = P3.observed_start()
+    P3.check_point(x3)
+    assert np.allclose(x3[P3.D1], P3.mass / P3.D1.sum()) and np.all(x3[~P3.D1] == 0)

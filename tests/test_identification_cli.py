@@ -114,3 +114,26 @@ def test_demo_identification_quick(tmp_path, capsys):
     assert s["experiment1_beats_truth"]
     figs = s["figures"]
     assert len(figs) == 7 and all((tmp_path / "f" / f.split("/")[-1]).exists() for f in figs)
+
+
+def test_identify_start_choices(tmp_path, capsys):
+    """--start observed begins at mu1_d, so with D1 = Omega_1 the trust region (which only
+    accepts decreasing steps) ends no higher than J(mu1*); a file's mu1_0 is used by
+    'auto' and ignored by 'uniform'."""
+    from femot.problems.instances import problem_from_instance
+
+    js = tmp_path / "o.json"
+    rc = main(["identify", "--random", "30", "--seed", "3", "--gamma", "1e-2", "--eps", "1e-8", "--start",
+               "observed", "--max-iter", "300", "--quiet", "--json", str(js)])
+    s = json.loads(js.read_text())
+    d = identification_instance(30, 3)
+    J_truth = problem_from_instance(d, gamma=1e-2, eps=1e-8).value(d["mu1_true"])
+    assert rc == 0 and s["start"] == "observed" and s["J"] <= J_truth
+    d = identification_instance(10, 4, experiment=2)
+    d["mu1_0"] = np.full(10, 0.1)
+    path = tmp_path / "inst.npz"
+    save_instance(path, d)
+    for start, expect in (("auto", "mu1_0"), ("uniform", "uniform")):
+        main(["identify", str(path), "--gamma", "1e-2", "--start", start, "--max-iter", "3", "--quiet",
+              "--json", str(js)])
+        assert json.loads(js.read_text())["start"] == expect

@@ -227,6 +227,25 @@ class TransportIdentification:
             raise ValueError(f"{name} must sum to sum(mu2_d) = {self.mass:.12g}; it sums to {x.sum():.12g}")
         return np.maximum(x, 0.0)
 
+    def observed_start(self) -> np.ndarray:
+        """A starting point on the simplex built from the observation mu1_d.
+
+        mu1_d (clipped at 0) on D1; the mass it leaves, sum(mu2_d) - sum_D1 mu1_d,
+        spread evenly over Omega_1 minus D1.  If that is negative or nothing lies
+        outside D1, the D1 part is rescaled to the mass instead.  With D1 = Omega_1
+        this is mu1_d scaled to the mass of mu2_d.  On larger instances the reduced
+        objective has local minima (README, "A caveat on local minima"), and this
+        start avoids many of them when mu1 is observed.
+        """
+        obs = np.where(self.D1, np.maximum(self.mu1_d, 0.0), 0.0)
+        rest = self.mass - float(obs.sum())
+        free = ~self.D1
+        if rest >= 0.0 and free.any():
+            return obs + np.where(free, rest / int(free.sum()), 0.0)
+        if not obs.sum() > 0:
+            return np.full(self.n, self.mass / self.n)
+        return obs * (self.mass / float(obs.sum()))
+
     def lower_level(self, mu1):
         """The lower-level solution S_{gamma,eps}(mu1, mu2_d) as a :class:`QROTResult` (cached).
 

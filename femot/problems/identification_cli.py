@@ -1,6 +1,6 @@
 """``femot identify``: solve a transportation identification problem (Part III §4).
 
-    femot identify INSTANCE.(mat|npz) [--gamma G] [--eps E] [--lam L] [--max-iter N]
+    femot identify INSTANCE.(mat|npz) [--gamma G] [--eps E] [--lam L] [--start S] [--max-iter N]
                    [--tol T] [--json OUT.json] [--save OUT.npz] [--plot DIR] [--quiet]
     femot identify --random N --seed S [--experiment 1|2] [...]
 
@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, default=1e-4, help="regularization gamma (default 1e-4)")
     p.add_argument("--eps", type=float, default=None, help="dual regularization eps (default: gamma)")
     p.add_argument("--lam", type=float, default=1.0, help="weight of the marginal term (default 1)")
+    p.add_argument("--start", choices=("auto", "uniform", "observed"), default="auto",
+                   help="starting marginal: 'uniform' (Part III §4.2), 'observed' (mu1_d on D1, the rest "
+                        "spread evenly), 'auto' = the file's mu1_0 if present, else uniform")
     p.add_argument("--max-iter", type=int, default=200, help="trust-region iterations (default 200)")
     p.add_argument("--tol", type=float, default=1e-5, help="stationarity tolerance (default 1e-5)")
     p.add_argument("--json", metavar="OUT.json", default=None, help="write the summary as JSON")
@@ -67,9 +70,12 @@ def cmd_identify(argv) -> int:
     try:
         data, label = _load(args)
         prob = problem_from_instance(data, gamma=args.gamma, eps=args.eps, lam=args.lam)
-        x0 = data.get("mu1_0")
+        x0 = data.get("mu1_0") if args.start == "auto" else None
         if x0 is not None:
             x0 = prob.check_point(x0, "mu1_0")
+        start = "mu1_0" if x0 is not None else args.start.replace("auto", "uniform")
+        if args.start == "observed":
+            x0 = prob.observed_start()
         if args.max_iter < 0:
             raise ValueError(f"--max-iter must be >= 0, got {args.max_iter}")
         if not args.tol >= 0:
@@ -79,7 +85,7 @@ def cmd_identify(argv) -> int:
         return 2
     n1, n2 = prob.shape
     say(f"instance {label}: n1 = {n1}, n2 = {n2}, gamma = {prob.gamma:g}, eps = {prob.eps:g}, lam = {prob.lam:g}, "
-        f"|D| = {int(prob.D.sum())}, |D1| = {int(prob.D1.sum())}")
+        f"|D| = {int(prob.D.sum())}, |D1| = {int(prob.D1.sum())}, start {start}")
     res = solve_identification(prob, x0=x0, options={"tol": args.tol, "max_iter": args.max_iter},
                                verbose=not args.quiet)
     print(res.summary())
@@ -89,7 +95,7 @@ def cmd_identify(argv) -> int:
         "stationarity_measure": res.stationarity_measure, "success": bool(res.success), "status": res.status,
         "message": res.message, "mu1_err_max": res.mu1_err_max, "pi_err_max": res.pi_err_max,
         "time_s": res.time_s, "n_lower_solves": res.n_lower_solves, "lower_failures": prob.n_failed_solves,
-        "tol": args.tol, "max_iter": args.max_iter, "eps_bias": res.eps_bias,
+        "tol": args.tol, "max_iter": args.max_iter, "start": start, "eps_bias": res.eps_bias,
         "eps_bias_relative": res.eps_bias_relative,
     }
     if data.get("mu1_true") is not None and data.get("pi_true") is not None:
