@@ -52,7 +52,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def run_one(n, seed, gamma, eps, tol, max_iter):
+def run_one(n, seed, gamma, eps, tol, max_iter, sqp=False):
+    """One experiment-1 run; with ``sqp`` also the SLSQP estimate of the minimum (``sqp_min``)."""
     from femot.problems.identification import identification_errors, solve_identification
     from femot.problems.instances import identification_instance, problem_from_instance
 
@@ -70,17 +71,15 @@ def run_one(n, seed, gamma, eps, tol, max_iter):
         "reached_tol": bool(res.stationarity <= tol), "J": res.J, "J_at_truth": prob.value(data["mu1_true"]),
         **errs, "lower_solves": res.n_lower_solves, "lower_time_s": res.lower_time_s,
         "lower_failures": prob.n_failed_solves, "eps_bias_relative": res.eps_bias_relative,
-        "mu1": res.mu1,
+        **({"sqp_min": sqp_minimum(prob, [data["mu1_true"], np.full(n, prob.mass / n), res.mu1])} if sqp else {}),
     }
 
 
-def sqp_minimum(n, seed, gamma, eps, starts):
+def sqp_minimum(prob, starts):
     """Smallest value of the reduced objective SLSQP finds from each start (same oracle)."""
     from scipy.optimize import minimize
 
-    from femot.problems.instances import identification_instance, problem_from_instance
-
-    prob = problem_from_instance(identification_instance(n, seed, experiment=1), gamma=gamma, eps=eps)
+    n = prob.n
     best = np.inf
     for x0 in starts:
         r = minimize(lambda x: prob.value_and_subgradient(np.maximum(x, 0.0)), x0, jac=True, method="SLSQP",
@@ -120,7 +119,6 @@ def main(argv=None):
     for n in args.n:
         for g, e in [(g, e if e > 0 else g) for g in args.gammas for e in args.eps]:
             r = run_one(n, args.seed, g, e, args.tol, args.max_iter)
-            r.pop("mu1")
             rows.append(r)
             print(f"{n:>5d} {g:>7.0e} {e:>7.0e} {r['time_s']:>8.2f} {r['nit']:>5d} {r['stationarity']:>9.2e} "
                   f"({r['stationarity_measure'][0]}) {r['status']:>6d} {r['J']:>10.3e} {r['J_at_truth']:>9.2e} "
@@ -134,9 +132,7 @@ def main(argv=None):
                   f"{'stationarity':>13} {'ok':>3} {'time s':>7}")
             rs = []
             for s in range(args.seeds):
-                r = run_one(25, s, 1e-6, eps, args.tol, 200)
-                inst = identification_instance(25, s)
-                r["sqp_min"] = sqp_minimum(25, s, 1e-6, eps, [inst["mu1_true"], np.full(25, 1 / 25), r.pop("mu1")])
+                r = run_one(25, s, 1e-6, eps, args.tol, 200, sqp=True)
                 rs.append(r)
                 print(f"{s:>5d} {r['J']:>10.3e} {r['J_at_truth']:>9.2e} {r['sqp_min']:>9.2e} {r['mu1_err_max']:>9.2e} "
                       f"{r['pi_err_max']:>9.2e} {r['nit']:>5d} {r['stationarity']:>9.2e} "

@@ -376,7 +376,7 @@ def _monge_start(cost, m1, m2, w1, w2, gamma, eps, sweeps=30, start=None):
                    float(np.abs((cs + kappa * x[1]) / gamma - m2).max()))
 
     last = len(cand) - 1
-    checked = sorted({i for i in range(min(4, last + 1))} | {2 ** p for p in range(2, 6) if 2 ** p < last} | {last})
+    checked = sorted(set(range(min(4, last))) | {2 ** p for p in range(2, 6) if 2 ** p < last} | {last})
     k = min(checked, key=lambda i: residual(cand[i]))
     return cand[k][0], cand[k][1], k > 0
 

@@ -70,12 +70,12 @@ def cmd_identify(argv) -> int:
     try:
         data, label = _load(args)
         prob = problem_from_instance(data, gamma=args.gamma, eps=args.eps, lam=args.lam)
-        x0 = data.get("mu1_0") if args.start == "auto" else None
-        if x0 is not None:
-            x0 = prob.check_point(x0, "mu1_0")
-        start = "mu1_0" if x0 is not None else args.start.replace("auto", "uniform")
         if args.start == "observed":
-            x0 = prob.observed_start()
+            x0, start = prob.observed_start(), "observed"
+        elif args.start == "auto" and data.get("mu1_0") is not None:
+            x0, start = prob.check_point(data["mu1_0"], "mu1_0"), "mu1_0"
+        else:
+            x0, start = None, "uniform"
         if args.max_iter < 0:
             raise ValueError(f"--max-iter must be >= 0, got {args.max_iter}")
         if not args.tol >= 0:
