@@ -177,7 +177,20 @@ def test_both_names_agreeing_where_observed(tmp_path):
     e = load_instance(p)
     assert e["names_used"]["mu1_d"] == "mu1_d" and e["names_used"]["mu1_true"] == "mu1_star"
     assert np.array_equal(e["mu1_d"], obs) and np.array_equal(e["mu1_true"], d["mu1_true"])
-    # the same file without the mask: they differ where observed
+    # the same for the plan, with a sparse band mask D
+    D = sp.csc_matrix(np.abs(np.subtract.outer(np.arange(N), np.arange(N))) <= 1, dtype=float)
+    P = v["pi_star"].toarray()
+    sio.savemat(p, {"c_d": v["c_d"], "mu2_d": v["mu2_d"], "mu1_star": v["mu1_star"], "pi_star": v["pi_star"],
+                    "pi_d": sp.csc_matrix(P * D.toarray()), "D": D})
+    e = load_instance(p)
+    assert e["names_used"]["pi_d"] == "pi_d" and e["names_used"]["pi_true"] == "pi_star"
+    assert np.allclose(e["pi_true"].toarray(), P) and np.allclose(e["pi_d"].toarray(), P * D.toarray())
+    # the same files without the masks: they differ where observed
+    assert np.any(P * (1 - D.toarray()))  # the truth has mass outside the band
+    sio.savemat(p, {"c_d": v["c_d"], "mu2_d": v["mu2_d"], "mu1_star": v["mu1_star"], "pi_star": v["pi_star"],
+                    "pi_d": sp.csc_matrix(P * D.toarray())})
+    with pytest.raises(ValueError, match="'pi_d' and 'pi_star'"):
+        load_instance(p)
     sio.savemat(p, {"c_d": v["c_d"], "mu2_d": v["mu2_d"], "mu1_d": obs[:, None], "mu1_star": v["mu1_star"],
                     "pi_d": v["pi_d"]})
     with pytest.raises(ValueError, match="mu1_star"):

@@ -316,8 +316,9 @@ def load_instance(path) -> dict:
         if k in raw:
             conv[k] = _as_vector(raw[k], k, path) if k in _VECTORS else _as_matrix(raw[k], k, path)
     names = {k: k for k in REQUIRED_VARIABLES + OPTIONAL_VARIABLES if k in conv}
+    D = conv.get("D")
     masks = {"mu1_d": None if conv.get("D1") is None else np.asarray(conv["D1"]) != 0,
-             "pi_d": None if conv.get("D") is None else np.asarray(conv["D"]) != 0}
+             "pi_d": None if D is None else (D.toarray() if sp.issparse(D) else np.asarray(D)) != 0}
     for field, alias in REFERENCE_ALIASES.items():
         if alias not in conv:
             continue
