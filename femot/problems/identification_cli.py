@@ -86,6 +86,7 @@ def _check_writable(path, option):
 
 def cmd_identify(argv) -> int:
     from femot.problems.identification import identification_errors, solve_identification
+    from femot.optim.trust_region import DEFAULT_OPTIONS
     from femot.problems.instances import instance_options, problem_from_instance
 
     args = build_parser().parse_args(list(argv))
@@ -109,6 +110,7 @@ def cmd_identify(argv) -> int:
                 raise ValueError(f"--delta0 must be a positive number, got {args.delta0}")
             opts["Delta0"] = args.delta0
         opts = instance_options(data, opts)
+        delta0 = opts.get("Delta0", DEFAULT_OPTIONS["Delta0"])
         if args.save:
             _check_writable(args.save, "--save")
     except ValueError as exc:
@@ -116,7 +118,7 @@ def cmd_identify(argv) -> int:
         return 2
     n1, n2 = prob.shape
     say(f"instance {label}: n1 = {n1}, n2 = {n2}, gamma = {prob.gamma:g}, eps = {prob.eps:g}, lam = {prob.lam:g}, "
-        f"|D| = {int(prob.D.sum())}, |D1| = {int(prob.D1.sum())}, start {start}, Delta0 = {opts.get('Delta0', 1.0):g}")
+        f"|D| = {int(prob.D.sum())}, |D1| = {int(prob.D1.sum())}, start {start}, Delta0 = {delta0:g}")
     if data.get("names_used"):
         say("variables read: " + ", ".join(k if k == v else f"{k} <- {v}" for k, v in data["names_used"].items()))
         for note in data.get("notes", []):
@@ -130,7 +132,7 @@ def cmd_identify(argv) -> int:
         "message": res.message, "mu1_err_max": res.mu1_err_max, "pi_err_max": res.pi_err_max,
         "time_s": res.time_s, "n_lower_solves": res.n_lower_solves, "lower_failures": prob.n_failed_solves,
         "tol": args.tol, "max_iter": args.max_iter, "start": start, "eps_bias": res.eps_bias,
-        "eps_bias_relative": res.eps_bias_relative, "Delta0": opts.get("Delta0", 1.0),
+        "eps_bias_relative": res.eps_bias_relative, "Delta0": delta0,
         "names_used": data.get("names_used"),
     }
     if data.get("mu1_true") is not None and data.get("pi_true") is not None:
