@@ -1,11 +1,14 @@
 """``femot identify``: solve a transportation identification problem (Part III §4).
 
-    femot identify INSTANCE.(mat|npz) [--gamma G] [--eps E] [--lam L] [--start S] [--max-iter N]
-                   [--tol T] [--json OUT.json] [--save OUT.npz] [--plot DIR] [--quiet]
+    femot identify INSTANCE.(mat|npz) [--gamma G] [--eps E] [--lam L] [--start S] [--delta0 R]
+                   [--max-iter N] [--tol T] [--json OUT.json] [--save OUT.(mat|npz)] [--plot DIR] [--quiet]
     femot identify --random N --seed S [--experiment 1|2] [...]
 
 Prints the trust-region iteration table and a summary (max|mu1_d - mu1| over D1,
-max|pi_d - pi| over D, J, iterations, stationarity, success).  Exit status 0 on
+max|pi_d - pi| over D, J, iterations, stationarity, success).  Files of the authors'
+MATLAB code are read as they are (``mu1_star``/``pi_star``, ``mu1_0``, ``delta_0``,
+``H_0``; see :func:`femot.problems.instances.load_instance`), and the variables used
+are printed.  Exit status 0 on
 success, 1 if the optimizer stopped before the stationarity tolerance, 2 on bad
 input.
 """
@@ -25,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Transportation identification (Part III §4): recover mu1 and its plan from observations "
                     "by the constrained nonsmooth trust-region method.")
     p.add_argument("instance", nargs="?", help=".mat or .npz file with c_d, mu2_d, mu1_d, pi_d "
-                   "(optional D, D1, mu1_0)")
+                   "(or mu1_star, pi_star; optional D, D1, mu1_0, delta_0, H_0)")
     p.add_argument("--random", type=int, metavar="N", default=None,
                    help="instead of a file: a random n x n instance generated as in Part III §4.2")
     p.add_argument("--seed", type=int, default=0, help="seed of the random instance (default 0)")
@@ -37,10 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", choices=("auto", "uniform", "observed"), default="auto",
                    help="starting marginal: 'uniform' (Part III §4.2), 'observed' (mu1_d on D1, the rest "
                         "spread evenly), 'auto' = the file's mu1_0 if present, else uniform")
+    p.add_argument("--delta0", type=float, default=None,
+                   help="initial trust-region radius (default: the file's delta_0 if present, else 1)")
     p.add_argument("--max-iter", type=int, default=200, help="trust-region iterations (default 200)")
     p.add_argument("--tol", type=float, default=1e-5, help="stationarity tolerance (default 1e-5)")
     p.add_argument("--json", metavar="OUT.json", default=None, help="write the summary as JSON")
-    p.add_argument("--save", metavar="OUT.npz", default=None, help="save mu1, pi (dense), alpha, beta")
+    p.add_argument("--save", metavar="OUT", default=None,
+                   help="save mu1, pi, alpha, beta, J and the iteration history: OUT.mat for MATLAB (pi sparse), "
+                        "any other suffix .npz (pi dense)")
     p.add_argument("--plot", metavar="DIR", default=None, help="write figures into DIR")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     return p
@@ -61,9 +68,26 @@ def _load(args):
     return load_instance(args.instance), args.instance
 
 
+def _check_writable(path, option):
+    """ValueError unless ``path`` can be created or overwritten (checked before the solve)."""
+    import os
+
+    full = os.path.abspath(path)
+    if os.path.isdir(full):
+        raise ValueError(f"{option} {path!r} is a directory")
+    parent = os.path.dirname(full)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{option} {path!r}: {parent!r} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(full) and not os.access(full, os.W_OK)):
+        raise ValueError(f"{option} {path!r} is not writable")
+
+
 def cmd_identify(argv) -> int:
     from femot.problems.identification import identification_errors, solve_identification
-    from femot.problems.instances import problem_from_instance
+    from femot.optim.trust_region import DEFAULT_OPTIONS
+    from femot.problems.instances import instance_options, problem_from_instance
 
     args = build_parser().parse_args(list(argv))
     say = (lambda *a: None) if args.quiet else print
@@ -80,14 +104,26 @@ def cmd_identify(argv) -> int:
             raise ValueError(f"--max-iter must be >= 0, got {args.max_iter}")
         if not args.tol >= 0:
             raise ValueError(f"--tol must be >= 0, got {args.tol}")
+        opts = {"tol": args.tol, "max_iter": args.max_iter}
+        if args.delta0 is not None:
+            if not (np.isfinite(args.delta0) and args.delta0 > 0):
+                raise ValueError(f"--delta0 must be a positive number, got {args.delta0}")
+            opts["Delta0"] = args.delta0
+        opts = instance_options(data, opts)
+        delta0 = opts.get("Delta0", DEFAULT_OPTIONS["Delta0"])
+        if args.save:
+            _check_writable(args.save, "--save")
     except ValueError as exc:
         print(f"femot identify: error: {exc}", file=sys.stderr)
         return 2
     n1, n2 = prob.shape
     say(f"instance {label}: n1 = {n1}, n2 = {n2}, gamma = {prob.gamma:g}, eps = {prob.eps:g}, lam = {prob.lam:g}, "
-        f"|D| = {int(prob.D.sum())}, |D1| = {int(prob.D1.sum())}, start {start}")
-    res = solve_identification(prob, x0=x0, options={"tol": args.tol, "max_iter": args.max_iter},
-                               verbose=not args.quiet)
+        f"|D| = {int(prob.D.sum())}, |D1| = {int(prob.D1.sum())}, start {start}, Delta0 = {delta0:g}")
+    if data.get("names_used"):
+        say("variables read: " + ", ".join(k if k == v else f"{k} <- {v}" for k, v in data["names_used"].items()))
+        for note in data.get("notes", []):
+            say(f"note: {note}")
+    res = solve_identification(prob, x0=x0, options=opts, verbose=not args.quiet)
     print(res.summary())
     out = {
         "instance": label, "n1": n1, "n2": n2, "gamma": prob.gamma, "eps": prob.eps, "lam": prob.lam,
@@ -96,7 +132,8 @@ def cmd_identify(argv) -> int:
         "message": res.message, "mu1_err_max": res.mu1_err_max, "pi_err_max": res.pi_err_max,
         "time_s": res.time_s, "n_lower_solves": res.n_lower_solves, "lower_failures": prob.n_failed_solves,
         "tol": args.tol, "max_iter": args.max_iter, "start": start, "eps_bias": res.eps_bias,
-        "eps_bias_relative": res.eps_bias_relative,
+        "eps_bias_relative": res.eps_bias_relative, "Delta0": delta0,
+        "names_used": data.get("names_used"),
     }
     if data.get("mu1_true") is not None and data.get("pi_true") is not None:
         t = identification_errors(res.mu1, res.plan, data["mu1_true"], data["pi_true"])
@@ -109,12 +146,9 @@ def cmd_identify(argv) -> int:
         write_json(args.json, out)
         say(f"summary written to {args.json}")
     if args.save:
-        import os
+        from femot.problems.instances import save_result
 
-        d = os.path.dirname(os.path.abspath(args.save))
-        os.makedirs(d, exist_ok=True)
-        np.savez(args.save, mu1=res.mu1, pi=res.plan.toarray(), alpha=res.alpha, beta=res.beta)
-        say(f"solution written to {args.save}")
+        say(f"solution written to {save_result(args.save, res)}")
     if args.plot:
         out["figures"] = _plots(args.plot, prob, data, res)
         say(f"figures in {args.plot}")

@@ -1,4 +1,4 @@
-"""Instances of the transportation identification problem: generator, loaders, writer.
+"""Instances of the transportation identification problem: generator, loaders, writers.
 
 An instance is a dict with the data of Part III §4 (problem (TI)):
 
@@ -9,10 +9,39 @@ An instance is a dict with the data of Part III §4 (problem (TI)):
   ``mu1_true``, ``pi_true``.
 
 Files: MATLAB ``.mat`` (read with ``scipy.io.loadmat``; versions 4-7.2) or NumPy
-``.npz``.  Every variable may be dense or sparse, vectors as rows or columns.  A
+``.npz``.  Every variable may be dense or sparse, vectors as rows or columns, and of
+any real numeric type (MATLAB stores integer-valued doubles as small integers).  A
 ``.mat`` file stores sparse matrices natively; in an ``.npz`` a sparse variable X is
 stored as the group ``X__data, X__row, X__col, X__shape`` (COO triplets) or
 ``X__data, X__indices, X__indptr, X__shape`` (CSR; add ``X__format = 'csc'`` for CSC).
+
+Files of the authors' MATLAB code
+---------------------------------
+:func:`load_instance` also reads the instance files of the reference MATLAB
+implementation of the constrained nonsmooth trust-region method (public repository
+``sebastianhillbrecht/cntr_method``) as they are:
+
+* ``mu1_star``, ``pi_star`` (the true marginal and plan, the paper's mu1*, pi*) stand
+  in for ``mu1_d``, ``pi_d`` when those are absent, and also serve as the truth
+  ``mu1_true``, ``pi_true``.  If a file holds both ``mu1_d`` and ``mu1_star`` (or
+  ``pi_d`` and ``pi_star``) they must agree where observed (on D1, resp. D), else
+  a ValueError names both; then ``*_d`` is the observation and ``*_star`` the truth.
+* ``mu1_0`` is the starting marginal, ``delta_0`` the initial trust-region radius
+  (option ``Delta0`` of :func:`femot.optim.minimize_simplex`).
+* ``H_0`` is the initial BFGS approximation of the Hessian of the reduced objective
+  (the MATLAB code starts its BFGS matrix there and resets to it).  femot's
+  BFGS model starts from, and resets to, a multiple of the identity ``H0 * I``
+  (option ``H0``), so ``H_0 = c I`` with c > 0 (the files hold the identity) becomes
+  ``H0 = c``; a general matrix cannot be used and is ignored with a note.
+* ``D``, ``D1`` are the observation masks of the objective
+  ``1/2 |D o (pi - pi_d)|^2 + lam/2 |D1 o (mu1 - mu1_d)|^2`` (Part III eq. (4.1)),
+  the same meaning as in femot.
+* Other variables (the 50x50 file also stores a computed ``mu1``, ``pi``) are
+  reported as unused.
+
+The returned dict says which file variable gave each field (``names_used``), which
+solver settings the file implies (``tr_options``, merged under the user's options by
+:func:`instance_options`), and lists ``unused`` variables and ``notes``.
 """
 from __future__ import annotations
 
@@ -31,11 +60,19 @@ __all__ = [
     "load_instance",
     "save_instance",
     "problem_from_instance",
+    "instance_options",
+    "save_result",
 ]
 
 REQUIRED_VARIABLES = ("c_d", "mu2_d", "mu1_d", "pi_d")
 OPTIONAL_VARIABLES = ("D", "D1", "mu1_0", "mu1_true", "pi_true")
-_VECTORS = {"mu2_d", "mu1_d", "D1", "mu1_0", "mu1_true"}
+_VECTORS = {"mu2_d", "mu1_d", "D1", "mu1_0", "mu1_true", "mu1_star"}
+#: Names used by the reference MATLAB implementation for the true marginal and plan;
+#: they stand in for the observations (and give the truth) when those are absent.
+REFERENCE_ALIASES = {"mu1_d": "mu1_star", "pi_d": "pi_star"}
+_TRUTH_OF = {"mu1_star": "mu1_true", "pi_star": "pi_true"}
+#: Solver settings a file may carry (reference MATLAB names).
+SETTING_VARIABLES = ("delta_0", "H_0")
 
 
 # --------------------------------------------------------------------------
@@ -182,11 +219,81 @@ def _mat_variables(path):
     return {k: v for k, v in m.items() if not k.startswith("__")}
 
 
+def _max_difference(a, b, mask):
+    """max |a - b| over ``mask`` (None = everywhere) without densifying sparse plans."""
+    if a.shape != b.shape:
+        return np.inf
+    if a.ndim == 1:
+        d = np.abs(a - b)
+        if mask is not None:
+            d = np.where(mask, d, 0.0)
+        return float(d.max(initial=0.0))
+    diff = sp.csr_matrix(a) - sp.csr_matrix(b)
+    if mask is not None:
+        diff = sp.csr_matrix(diff.multiply(sp.csr_matrix(mask)))
+    return float(np.abs(diff.data).max(initial=0.0))
+
+
+def _scale(*arrays):
+    out = 0.0
+    for a in arrays:
+        v = a.data if sp.issparse(a) else np.asarray(a)
+        out = max(out, float(np.abs(v).max(initial=0.0)))
+    return out
+
+
+def _settings(raw, n1, path, notes):
+    """Trust-region options implied by the file's delta_0 and H_0 (reference MATLAB names)."""
+    opts = {}
+    if "delta_0" in raw:
+        v = raw["delta_0"]
+        a = np.asarray(v.toarray() if sp.issparse(v) else v)
+        if a.dtype == object or a.size != 1 or not np.isfinite(float(a.reshape(-1)[0])) \
+                or not float(a.reshape(-1)[0]) > 0:
+            raise ValueError(f"{path}: variable 'delta_0' (the initial trust-region radius) must be a positive "
+                             f"finite scalar, got {a.reshape(-1)[:3]!r} of shape {a.shape}")
+        opts["Delta0"] = float(a.reshape(-1)[0])
+    if "H_0" in raw:
+        H = _as_matrix(raw["H_0"], "H_0", path)
+        H = np.asarray(H.toarray() if sp.issparse(H) else H, dtype=float)
+        if H.shape != (n1, n1):
+            raise ValueError(f"{path}: variable 'H_0' (the initial BFGS matrix) must be {n1} x {n1}, "
+                             f"got shape {H.shape}")
+        c = float(H[0, 0])
+        if np.isfinite(c) and c > 0 and np.array_equal(H, c * np.eye(n1)):
+            opts["H0"] = c
+        else:
+            notes.append("H_0 is not a positive multiple of the identity: ignored (femot's BFGS model starts "
+                         "from H0 * I, option H0)")
+    return opts
+
+
 def load_instance(path) -> dict:
     """Read an instance from a ``.mat`` or ``.npz`` file (see the module docstring).
 
-    Missing required variables raise ValueError naming them; shapes and values are
-    checked when the problem is built (:func:`problem_from_instance`).
+    Reads femot's own variable names and those of the reference MATLAB code
+    (``mu1_star``, ``pi_star``, ``mu1_0``, ``delta_0``, ``H_0``; module docstring).
+
+    Returns
+    -------
+    dict with the fields of :data:`REQUIRED_VARIABLES` and :data:`OPTIONAL_VARIABLES`
+    (None when absent) and
+
+    * ``path``;
+    * ``names_used``: field -> the file variable it was read from, e.g.
+      ``{"mu1_d": "mu1_star", ...}`` (also ``"Delta0": "delta_0"``, ``"H0": "H_0"``);
+    * ``tr_options``: trust-region options implied by the file (``Delta0`` from
+      ``delta_0``, ``H0`` from ``H_0``); see :func:`instance_options`;
+    * ``unused``: file variables not read; ``notes``: remarks on what was read.
+
+    Raises
+    ------
+    ValueError
+        If a required variable (or its alias) is missing, if ``mu1_d`` and
+        ``mu1_star`` (or ``pi_d`` and ``pi_star``, ``mu1_true`` and ``mu1_star``, ...)
+        are both present with different values, or if a variable has the wrong kind.
+        Shapes and values of the problem data are checked when the problem is built
+        (:func:`problem_from_instance`).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -198,18 +305,72 @@ def load_instance(path) -> dict:
         raw = _npz_variables(path)
     else:
         raise ValueError(f"instance file {path!r}: unknown extension {ext!r} (use .mat or .npz)")
-    missing = [k for k in REQUIRED_VARIABLES if k not in raw]
+    missing = [k for k in REQUIRED_VARIABLES if k not in raw and REFERENCE_ALIASES.get(k) not in raw]
     if missing:
-        raise ValueError(f"instance file {path!r} is missing the variable(s) {missing}; required: "
+        names = [f"{k} (or {REFERENCE_ALIASES[k]})" if k in REFERENCE_ALIASES else k for k in missing]
+        raise ValueError(f"instance file {path!r} is missing the variable(s) {', '.join(names)}; required: "
                          f"{list(REQUIRED_VARIABLES)}, optional: {list(OPTIONAL_VARIABLES)}; "
                          f"found: {sorted(raw)}")
+    conv = {}
+    for k in REQUIRED_VARIABLES + OPTIONAL_VARIABLES + tuple(REFERENCE_ALIASES.values()):
+        if k in raw:
+            conv[k] = _as_vector(raw[k], k, path) if k in _VECTORS else _as_matrix(raw[k], k, path)
+    names = {k: k for k in REQUIRED_VARIABLES + OPTIONAL_VARIABLES if k in conv}
+    D = conv.get("D")
+    masks = {"mu1_d": None if conv.get("D1") is None else np.asarray(conv["D1"]) != 0,
+             "pi_d": None if D is None else (D.toarray() if sp.issparse(D) else np.asarray(D)) != 0}
+    for field, alias in REFERENCE_ALIASES.items():
+        if alias not in conv:
+            continue
+        truth = _TRUTH_OF[alias]
+        if field in conv:
+            # both present: they must agree where observed; then *_d observes, *_star is the truth
+            a, b = conv[field], conv[alias]
+            where = "where observed (on " + ("D1" if field == "mu1_d" else "D") + ")"
+            if masks[field] is not None and getattr(masks[field], "shape", None) != a.shape:
+                masks[field] = None  # the mask's shape is checked when the problem is built
+            if _max_difference(a, b, masks[field]) > 1e-12 * max(_scale(a, b), 1e-300):
+                raise ValueError(f"{path}: ambiguous file: both {field!r} and {alias!r} are present and differ "
+                                 f"{where} (shapes {a.shape}, {b.shape}); remove one of them")
+        else:
+            conv[field] = conv[alias]
+            names[field] = alias
+        if truth in conv:
+            if _max_difference(conv[truth], conv[alias], None) > 1e-12 * max(_scale(conv[truth], conv[alias]),
+                                                                           1e-300):
+                raise ValueError(f"{path}: ambiguous file: both {truth!r} and {alias!r} are present and differ; "
+                                 "remove one of them")
+        else:
+            conv[truth] = conv[alias]
+            names[truth] = alias
+    notes = []
+    tr = _settings(raw, int(conv["c_d"].shape[0]), path, notes)
+    if "Delta0" in tr:
+        names["Delta0"] = "delta_0"
+    if "H0" in tr:
+        names["H0"] = "H_0"
     data = {"path": path}
     for k in REQUIRED_VARIABLES + OPTIONAL_VARIABLES:
-        if k not in raw:
-            data[k] = None
-            continue
-        data[k] = _as_vector(raw[k], k, path) if k in _VECTORS else _as_matrix(raw[k], k, path)
+        data[k] = conv.get(k)
+    read = set(names.values()) | set(SETTING_VARIABLES)
+    unused = sorted(k for k in raw if k not in read)
+    if unused:
+        notes.append(f"not used: {', '.join(unused)}")
+    order = REQUIRED_VARIABLES + OPTIONAL_VARIABLES + ("Delta0", "H0")
+    data.update(names_used={k: names[k] for k in order if k in names}, tr_options=tr, unused=unused, notes=notes)
     return data
+
+
+def instance_options(data: dict, options=None) -> dict:
+    """Trust-region options for an instance: the file's settings, overridden by ``options``.
+
+    ``data["tr_options"]`` (from :func:`load_instance`: ``Delta0`` from the file's
+    ``delta_0``, ``H0`` from ``H_0``) is the base; every key of ``options`` wins.
+    """
+    out = dict(data.get("tr_options") or {})
+    if options:
+        out.update(options)
+    return out
 
 
 def save_instance(path, data: dict) -> None:
@@ -242,3 +403,74 @@ def save_instance(path, data: dict) -> None:
         savemat(path, out)
     else:
         np.savez(path, **out)
+
+
+# --------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------
+#: Numeric and text columns of the iteration history (see SimplexTRResult.history).
+_HISTORY_NUMERIC = ("k", "f", "theta", "psi", "Delta", "rho", "step_norm", "pred", "cauchy", "nfev", "accepted")
+_HISTORY_TEXT = ("model", "step")
+
+
+def _history_columns(history):
+    """The per-iteration records as columns: floats (NaN where a record has None) and strings."""
+    cols = {}
+    for k in _HISTORY_NUMERIC:
+        cols[k] = np.array([np.nan if h.get(k) is None else float(h[k]) for h in history], dtype=float)
+    for k in _HISTORY_TEXT:
+        cols[k] = [("" if h.get(k) is None else str(h[k])) for h in history]
+    return cols
+
+
+def save_result(path, result) -> str:
+    """Write an identification result for MATLAB (``.mat``) or NumPy (any other suffix).
+
+    ``.mat`` (``scipy.io.savemat``, MATLAB 5 format, readable by ``load`` in MATLAB and
+    ``scipy.io.loadmat``) holds
+
+    * ``mu1`` (n1 x 1), ``alpha`` (n1 x 1), ``beta`` (n2 x 1), ``pi`` (n1 x n2 sparse),
+    * scalars ``J``, ``gamma``, ``epsilon``, ``lambda``, ``nit``, ``nfev``,
+      ``stationarity``, ``status``, ``success`` (logical), text ``message``,
+      ``stationarity_measure``,
+    * ``history``: a struct of per-iteration columns ``k, f, theta, psi, Delta, rho,
+      step_norm, pred, cauchy, nfev, accepted`` (double, NaN where not defined) and
+      ``model, step`` (cell arrays of text); the last row is the stationarity at the
+      returned point.
+
+    Any other suffix writes ``numpy.savez`` (``.npz`` appended unless present) with the
+    same variables, except ``pi`` dense, the history as ``history_<column>`` arrays,
+    and ``eps``, ``lam`` instead of ``epsilon``, ``lambda``.  Returns the path written.
+    """
+    path = os.fspath(path)
+    r = result
+    hist = _history_columns(r.get("history") or [])
+    meta = {"J": float(r.J), "gamma": float(r.gamma), "nit": int(r.nit), "nfev": int(r.nfev),
+            "stationarity": float(r.stationarity), "status": int(r.status), "success": bool(r.success),
+            "message": str(r.message), "stationarity_measure": str(r.stationarity_measure)}
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    if os.path.splitext(path)[1].lower() == ".mat":
+        from scipy.io import savemat
+
+        col = {k: v.reshape(-1, 1) for k, v in hist.items() if k in _HISTORY_NUMERIC}
+        for k in _HISTORY_TEXT:
+            cell = np.empty((len(hist[k]), 1), dtype=object)
+            cell[:, 0] = hist[k]
+            col[k] = cell
+        out = {"mu1": np.asarray(r.mu1, dtype=float).reshape(-1, 1), "pi": sp.csc_matrix(r.plan, dtype=float),
+               "alpha": np.asarray(r.alpha, dtype=float).reshape(-1, 1),
+               "beta": np.asarray(r.beta, dtype=float).reshape(-1, 1),
+               "epsilon": float(r.eps), "lambda": float(r.lam), "history": col, **meta}
+        for k in ("nit", "nfev", "status"):  # MATLAB's default numeric class
+            out[k] = float(out[k])
+        savemat(path, out, do_compression=True)
+        return path
+    out = {"mu1": np.asarray(r.mu1, dtype=float), "pi": sp.csr_matrix(r.plan).toarray(),
+           "alpha": np.asarray(r.alpha, dtype=float), "beta": np.asarray(r.beta, dtype=float),
+           "eps": float(r.eps), "lam": float(r.lam), **meta}
+    out.update({f"history_{k}": np.asarray(v) for k, v in hist.items()})
+    if not path.endswith(".npz"):
+        path = path + ".npz"
+    np.savez(path, **out)
+    return path
