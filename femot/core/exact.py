@@ -16,7 +16,11 @@ from femot._validation import (
     as_positive_weights,
     as_vector,
     check_equal_mass,
+    mass_rtol,
 )
+
+# exact transport has no eps: unequal masses are an input error, nothing else
+_MASS_HINT = " (exact transport needs marginals of equal mass: normalize them)"
 
 __all__ = ["exact_ot", "exact_ot_1d"]
 
@@ -38,9 +42,10 @@ def exact_ot(c, mu1, mu2, w1=None, w2=None):
     n1, n2 = c.shape
     m1 = as_nonnegative_vector(mu1, "mu1", length=n1)
     m2 = as_nonnegative_vector(mu2, "mu2", length=n2)
+    rtol = mass_rtol(mu1, mu2, w1, w2)  # float32 input: its own rounding (before the casts)
     w1 = as_positive_weights(w1, "w1", n1)
     w2 = as_positive_weights(w2, "w2", n2)
-    check_equal_mass(m1, w1, m2, w2, rtol=1e-9)
+    m2 = check_equal_mass(m1, w1, m2, w2, rtol=rtol, hint=_MASS_HINT)
     a = w1 * m1
     b = w2 * m2
     # Row-sum and column-sum operators on the row-major vectorized plan.
@@ -81,9 +86,10 @@ def exact_ot_1d(x, y, mu1, mu2, w1=None, w2=None, cost=None):
     n1, n2 = x.size, y.size
     m1 = as_nonnegative_vector(mu1, "mu1", length=n1)
     m2 = as_nonnegative_vector(mu2, "mu2", length=n2)
+    rtol = mass_rtol(mu1, mu2, w1, w2)  # float32 input: its own rounding (before the casts)
     w1 = as_positive_weights(w1, "w1", n1)
     w2 = as_positive_weights(w2, "w2", n2)
-    check_equal_mass(m1, w1, m2, w2, rtol=1e-9)
+    m2 = check_equal_mass(m1, w1, m2, w2, rtol=rtol, hint=_MASS_HINT)
     if cost is None:
         cost = np.square
     ox = np.argsort(x, kind="stable")

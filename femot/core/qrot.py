@@ -47,6 +47,7 @@ from femot._validation import (
     check_equal_mass,
     check_nonnegative_scalar,
     check_positive_scalar,
+    mass_rtol,
 )
 from femot.core import kernels
 from femot.core.cost import as_cost
@@ -210,10 +211,23 @@ class QROTResult(OptimizeResult):
         equations read ``K eta = gamma * diag(w1, w2) h`` and the result is
         ``chi ∘ (eta_1 (+) eta_2) / gamma``, returned as CSR on the pattern.
         One sparse solve with the Newton matrix.
+
+        With eps = 0, S is defined only on marginals of equal mass, so the
+        direction must keep the masses equal: ``sum w1 h1 == sum w2 h2`` (up to
+        1e-9 relative to ``sum w1 |h1| + sum w2 |h2|``), else ValueError.
         """
         n1, n2 = self.plan.shape
+        rtol = mass_rtol(h1, h2)
         h1 = as_vector(h1, "h1", length=n1)
         h2 = as_vector(h2, "h2", length=n2)
+        if self.eps == 0.0:
+            a, b = float(self.w1 @ h1), float(self.w2 @ h2)
+            size = float(self.w1 @ np.abs(h1) + self.w2 @ np.abs(h2))
+            if abs(a - b) > rtol * size:
+                raise ValueError(
+                    f"h1 and h2 must change the masses equally when eps = 0: sum w1*h1 = {a:.6g} != "
+                    f"sum w2*h2 = {b:.6g} (S is defined only on marginals of equal mass; use eps > 0 "
+                    f"for unbalanced perturbations)")
         K, ip, ind = self._system(A)
         rhs = np.concatenate([self.w1 * h1, self.w2 * h2])
         eta, _ = K.solve(rhs, self.linear_solver, rtol=1e-13)
@@ -755,7 +769,10 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
     Parameters
     ----------
     c : (n1, n2) array or cost object (see ``femot.core.cost``).
-    mu1, mu2 : nonnegative densities w.r.t. the weights ``w1``, ``w2``.
+    mu1, mu2 : nonnegative densities w.r.t. the weights ``w1``, ``w2``.  With
+        eps = 0 their masses must agree to 1e-9 (relative; 16 machine epsilons
+        of a lower-precision floating input such as float32), and mu2 is then
+        rescaled to the mass of mu1 so the marginal equations are consistent.
     gamma : regularization (> 0).  eps : dual Tikhonov parameter (>= 0).
     w1, w2 : positive quadrature weights (default ones: the Hitchcock problem).
     x0 : optional ``(alpha, beta)`` warm start.
@@ -807,10 +824,12 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
     m2 = as_nonnegative_vector(mu2, "mu2", length=n2)
     gamma = check_positive_scalar(gamma, "gamma")
     eps = check_nonnegative_scalar(eps, "eps")
+    rtol_mass = mass_rtol(mu1, mu2, w1, w2)  # float32 input: its own rounding (before the casts)
     w1 = as_positive_weights(w1, "w1", n1)
     w2 = as_positive_weights(w2, "w2", n2)
     if eps == 0.0:
-        check_equal_mass(m1, w1, m2, w2)
+        # equal masses up to the input's precision; mu2 rebalanced to mu1's mass
+        m2 = check_equal_mass(m1, w1, m2, w2, rtol=rtol_mass)
     tol = check_positive_scalar(tol, "tol")
     max_iter = int(max_iter)
     if max_iter < 0:
