@@ -878,6 +878,8 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
     status = 1
     nit = 0
     ls_fail = 0
+    stall, last_move, prev_res = 0, np.inf, np.inf
+    message = None
     if verbose:
         print(f"{'it':>4} {'residual':>11} {'floor':>9} {'step':>9} {'active':>9} {'lin':>5} {'shift':>9}")
 
@@ -905,6 +907,17 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
             break
         if res <= max(tol, floor):
             status = 0
+            history.append(entry)
+            break
+        # Stall: the last step moved the potentials only at their rounding level
+        # and the residual did not drop; the iteration can no longer change the
+        # point (it happens when gamma is far below what the potentials resolve).
+        pot = float(np.abs(alpha).max() + np.abs(beta).max())
+        stall = stall + 1 if (last_move <= 64 * _U * pot and res >= 0.999 * prev_res) else 0
+        prev_res = res
+        if stall >= 3:
+            status = 2
+            message = f"{STATUS_MESSAGES[2]}: the steps stalled at the rounding level of the potentials"
             history.append(entry)
             break
         if nit == max_iter:
@@ -974,6 +987,7 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
             a_new, b_new, t, path = curved
             moved = float(np.abs(a_new - alpha).max() + np.abs(b_new - beta).max())
             alpha, beta = a_new, b_new
+            last_move = moved
             if moved < engine.slack:
                 engine.moved(moved)
             else:
@@ -983,6 +997,7 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
         else:
             alpha = alpha + t * da
             beta = beta + t * db
+            last_move = t * move
             engine.moved(t * move)
             if recenter(alpha, beta):
                 ev = engine.evaluate(alpha, beta)
@@ -999,7 +1014,8 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
     plan = sp.csr_matrix((z / gamma, ind, ip), shape=(n1, n2))
     res_final = history[-1]["residual"]
     floor_final = history[-1]["floor"]
-    message = STATUS_MESSAGES.get(status)
+    if message is None:
+        message = STATUS_MESSAGES[status]
     if status != 3:
         if act is None:
             floor_final = min(floor_final, _active_floor(ip, ind, z, alpha, beta, m1, m2, w1, w2, gamma, eps, cost))
@@ -1008,6 +1024,16 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
         # success only when that floor is small against the data; otherwise
         # (and whenever the floor blocks convergence) the plan is unresolved.
         thresh = PRECISION_RTOL * max(float(m1.max()), float(m2.max()))
+        if status in (1, 2):
+            # a failed run: rows (columns) still off by more than thresh need
+            # their plan entries tuned, at least one entry each, which moves in
+            # steps of u (|alpha_i| + |beta_j|) / gamma (the active-set floor
+            # misses this when such a row has no active entry at all)
+            g = _U / gamma * max(
+                float(w2.min()) * float((np.abs(alpha)[np.abs(r1) > thresh] + np.abs(beta).min()).max(initial=0.0)),
+                float(w1.min()) * float((np.abs(beta)[np.abs(r2) > thresh] + np.abs(alpha).min()).max(initial=0.0)))
+            if g > thresh:
+                floor_final = max(floor_final, g)
         if floor_final > thresh and (status in (1, 2) or (status == 0 and res_final > tol)):
             status = 4
             message = _precision_message(gamma, floor_final, res_final, thresh)
