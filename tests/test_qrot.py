@@ -567,3 +567,20 @@ def test_exact_ot_mass_message_does_not_suggest_eps():
     assert "eps" not in str(info.value)
     with pytest.raises(ValueError, match="eps > 0"):  # solve_qrot has eps: the hint stays
         solve_qrot(c, a, 2 * b, 0.1)
+
+
+def test_exact_ot_feasible_with_tiny_row_mass():
+    """Found by the property tests: HiGHS declared this feasible LP (row masses 0.25 and
+    1e-7, one column) infeasible; exact_ot now poses it for unit mass and, should presolve
+    still say 'infeasible' (impossible for equal nonnegative masses), solves without it."""
+    c = np.zeros((5, 5))
+    w1 = np.array([0.5, 1.0, 1.0, 1.0, 0.1])
+    m1 = np.array([0.5, 0.0, 0.0, 0.0, 1e-6])
+    m2 = np.array([w1 @ m1, 0.0, 0.0, 0.0, 0.0])
+    for cc in (c, c + 1.0):
+        ex = exact_ot(cc, m1, m2, w1)
+        assert ex.success, ex.message
+        T = ex.masses.toarray()
+        assert np.allclose(T.sum(axis=1), w1 * m1, rtol=0, atol=1e-15)
+        assert np.allclose(T.sum(axis=0), m2, rtol=0, atol=1e-15)
+        assert abs(ex.cost - cc[0, 0] * m2.sum()) <= 1e-15

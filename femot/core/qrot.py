@@ -1001,6 +1001,16 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
             engine.moved(t * move)
             if recenter(alpha, beta):
                 ev = engine.evaluate(alpha, beta)
+        if kappa > 0.0:
+            # Exact ascent along (1, -1), which leaves z and the plan unchanged:
+            # with a mass mismatch the level must reach |M1 - M2| / (eps (W1 + W2)),
+            # which the shifted Newton steps (eigenvalue kappa + shift along this
+            # direction) approach only by a factor per iteration when eps is small.
+            a_lev, b_lev = _level(alpha, beta, m1, m2, w1, w2, gamma, eps)
+            if eps * abs(float(a_lev[0] - alpha[0])) > 1e-2 * res:
+                alpha, beta = a_lev, b_lev
+                engine.ws = None  # z equal only up to rounding of the shift: re-screen
+                ev = engine.evaluate(alpha, beta)
         rowsum, colsum, count, _ = ev
         r1, r2 = residuals(rowsum, colsum)
         entry.update(step=t, path=path, linear_iters=int(lin_its), shift=shift, nnz=int(K.nnz))
