@@ -1026,7 +1026,7 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
     floor_final = history[-1]["floor"]
     if message is None:
         message = STATUS_MESSAGES[status]
-    if status != 3:
+    if status != 3:  # (all-zero marginals: thresh = 0, only tol can certify; no gamma would help)
         if act is None:
             floor_final = min(floor_final, _active_floor(ip, ind, z, alpha, beta, m1, m2, w1, w2, gamma, eps, cost))
             history[-1]["floor"] = floor_final
@@ -1044,7 +1044,7 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
                 float(w1.min()) * float((np.abs(beta)[np.abs(r2) > thresh] + np.abs(alpha).min()).max(initial=0.0)))
             if g > thresh:
                 floor_final = max(floor_final, g)
-        if floor_final > thresh and (status in (1, 2) or (status == 0 and res_final > tol)):
+        if thresh > 0 and floor_final > thresh and (status in (1, 2) or (status == 0 and res_final > tol)):
             status = 4
             message = _precision_message(gamma, floor_final, res_final, thresh)
     out = QROTResult(
