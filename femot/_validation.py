@@ -15,6 +15,7 @@ __all__ = [
     "check_positive_scalar",
     "check_nonnegative_scalar",
     "check_equal_mass",
+    "mass_rtol",
 ]
 
 
@@ -92,12 +93,47 @@ def check_nonnegative_scalar(x, name: str) -> float:
     return v
 
 
-def check_equal_mass(m1, w1, m2, w2, *, names=("mu1", "mu2"), rtol: float = 1e-9) -> None:
-    """Raise unless ``sum(w1*m1) == sum(w2*m2)`` up to ``rtol``."""
+def mass_rtol(*inputs, base: float = 1e-9) -> float:
+    """Relative tolerance of a mass comparison for data given in ``inputs``' dtypes.
+
+    ``base`` for double precision (and for lists, integers, None).  A vector
+    stored in a lower precision (float32, float16) carries a relative rounding
+    of ``eps/2`` per entry, and normalizing it in that precision adds about
+    ``log2(n) eps/2`` more to its mass, so two such vectors normalized to the
+    same mass can differ by far more than 1e-9 (float32: ~1e-7).  The
+    tolerance is then ``16 eps`` of the coarsest floating input (float32:
+    1.9e-6), which still rejects any mass mismatch that is not rounding.
+    """
+    rtol = float(base)
+    for x in inputs:
+        dt = getattr(x, "dtype", None)
+        if dt is not None and np.issubdtype(dt, np.floating):
+            rtol = max(rtol, 16.0 * float(np.finfo(dt).eps))
+    return rtol
+
+
+_EPS_HINT = " (use eps > 0 for unbalanced marginals)"
+
+
+def check_equal_mass(m1, w1, m2, w2, *, names=("mu1", "mu2"), rtol: float = 1e-9,
+                     hint: str = _EPS_HINT) -> np.ndarray:
+    """Raise unless ``sum(w1*m1) == sum(w2*m2)`` up to ``rtol``; return ``m2`` balanced.
+
+    The returned copy of ``m2`` is rescaled to the mass of ``m1`` exactly (a
+    relative change of at most ``rtol``), so that the marginal equations are
+    consistent in double precision.  ``hint`` ends the error message (callers
+    without an eps parameter pass their own).
+    """
     a = float(np.dot(w1, m1))
     b = float(np.dot(w2, m2))
     if abs(a - b) > rtol * max(abs(a), abs(b), 1e-300):
         raise ValueError(
-            f"{names[0]} and {names[1]} must carry equal mass when eps = 0: "
-            f"{a:.12g} != {b:.12g} (use eps > 0 for unbalanced marginals)"
+            f"{names[0]} and {names[1]} must carry equal mass"
+            f"{' when eps = 0' if hint == _EPS_HINT else ''}: "
+            f"{a:.12g} != {b:.12g} (relative difference {abs(a - b) / max(abs(a), abs(b)):.2g} > {rtol:.2g})"
+            f"{hint}"
         )
+    m2 = np.asarray(m2, dtype=float)
+    if a > 0 and b > 0 and a != b:
+        m2 = m2 * (a / b)
+    return m2

@@ -150,3 +150,24 @@ def test_jvp_rejects_sets_outside_omega0():
         res.jvp(np.ones(4), np.ones(6))
     with pytest.raises(ValueError, match="G"):
         res.vjp(np.ones((5, 5)))
+
+
+def test_jvp_rejects_mass_changing_directions_at_eps_zero():
+    """Issue 12 item 8: with eps = 0 the map S lives on marginals of equal (weighted) mass;
+    a direction with sum w1 h1 != sum w2 h2 leaves that set and has no derivative, so it is
+    refused (it used to return a plan derivative whose marginals violate the linearized
+    constraints).  Admissible directions and any direction at eps > 0 are accepted, and the
+    derivative then satisfies the linearized marginal equations sum_j w2_j dpi_ij = h1_i."""
+    c, m1, m2, w1, w2, rng = problem(3)
+    res = solve_qrot(c, m1, m2, 0.02, 0.0, w1, w2, tol=1e-14)
+    h1, h2 = rng.standard_normal(m1.size), rng.standard_normal(m2.size)
+    with pytest.raises(ValueError, match="h1 and h2"):
+        res.jvp(h1, h2)
+    with pytest.raises(ValueError, match="h1 and h2"):
+        res.jvp(np.ones(m1.size), np.zeros(m2.size))
+    h2 += (w1 @ h1 - w2 @ h2) / w2.sum()
+    d = res.jvp(h1, h2).toarray()
+    assert np.abs(d @ w2 - h1).max() <= 1e-8 * np.abs(h1).max()
+    assert np.abs(w1 @ d - h2).max() <= 1e-8 * np.abs(h2).max()
+    unbalanced = solve_qrot(c, m1, m2, 0.02, 0.3, w1, w2, tol=1e-14)
+    unbalanced.jvp(np.ones(m1.size), np.zeros(m2.size))  # eps > 0: every direction

@@ -16,7 +16,11 @@ from femot._validation import (
     as_positive_weights,
     as_vector,
     check_equal_mass,
+    mass_rtol,
 )
+
+# exact transport has no eps: unequal masses are an input error, nothing else
+_MASS_HINT = " (exact transport needs marginals of equal mass: normalize them)"
 
 __all__ = ["exact_ot", "exact_ot_1d"]
 
@@ -38,27 +42,38 @@ def exact_ot(c, mu1, mu2, w1=None, w2=None):
     n1, n2 = c.shape
     m1 = as_nonnegative_vector(mu1, "mu1", length=n1)
     m2 = as_nonnegative_vector(mu2, "mu2", length=n2)
+    rtol = mass_rtol(mu1, mu2, w1, w2)  # float32 input: its own rounding (before the casts)
     w1 = as_positive_weights(w1, "w1", n1)
     w2 = as_positive_weights(w2, "w2", n2)
-    check_equal_mass(m1, w1, m2, w2, rtol=1e-9)
+    m2 = check_equal_mass(m1, w1, m2, w2, rtol=rtol, hint=_MASS_HINT)
     a = w1 * m1
     b = w2 * m2
     # Row-sum and column-sum operators on the row-major vectorized plan.
     rows = sp.kron(sp.identity(n1, format="csr"), np.ones((1, n2)), format="csr")
     cols = sp.kron(np.ones((1, n1)), sp.identity(n2, format="csr"), format="csr")
     A = sp.vstack([rows, cols], format="csr")
-    # One constraint is redundant (equal masses); HiGHS copes with it.
-    res = linprog(c.ravel(), A_eq=A, b_eq=np.concatenate([a, b]), bounds=(0, None), method="highs")
+    # One constraint is redundant (equal masses); HiGHS copes with it.  HiGHS's
+    # tolerances are absolute (1e-7), so the LP is posed for unit total mass
+    # (the duals do not change, T and the cost scale back).
+    total = float(a.sum())
+    s = total if total > 0 else 1.0
+    rhs = np.concatenate([a, b]) / s
+    res = linprog(c.ravel(), A_eq=A, b_eq=rhs, bounds=(0, None), method="highs")
+    if res.status == 2:
+        # equal nonnegative masses are always feasible: an 'infeasible' verdict comes
+        # from presolve (seen with a row mass 4e-7 of the total), so solve without it
+        res = linprog(c.ravel(), A_eq=A, b_eq=rhs, bounds=(0, None), method="highs",
+                      options={"presolve": False})
     out = OptimizeResult(success=bool(res.status == 0), status=int(res.status), message=res.message)
     if res.status != 0:
         return out
-    T = res.x.reshape(n1, n2)
+    T = res.x.reshape(n1, n2) * s
     T[T < 0] = 0.0
     Tm = sp.csr_matrix(T)
     Tm.eliminate_zeros()
     out.masses = Tm
     out.plan = sp.csr_matrix(Tm.multiply(1.0 / w1[:, None]).multiply(1.0 / w2[None, :]))
-    out.cost = float(res.fun)
+    out.cost = float(res.fun) * s
     y = res.eqlin.marginals
     out.alpha = np.asarray(y[:n1], dtype=float)
     out.beta = np.asarray(y[n1:], dtype=float)
@@ -81,9 +96,10 @@ def exact_ot_1d(x, y, mu1, mu2, w1=None, w2=None, cost=None):
     n1, n2 = x.size, y.size
     m1 = as_nonnegative_vector(mu1, "mu1", length=n1)
     m2 = as_nonnegative_vector(mu2, "mu2", length=n2)
+    rtol = mass_rtol(mu1, mu2, w1, w2)  # float32 input: its own rounding (before the casts)
     w1 = as_positive_weights(w1, "w1", n1)
     w2 = as_positive_weights(w2, "w2", n2)
-    check_equal_mass(m1, w1, m2, w2, rtol=1e-9)
+    m2 = check_equal_mass(m1, w1, m2, w2, rtol=rtol, hint=_MASS_HINT)
     if cost is None:
         cost = np.square
     ox = np.argsort(x, kind="stable")

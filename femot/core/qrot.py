@@ -47,6 +47,7 @@ from femot._validation import (
     check_equal_mass,
     check_nonnegative_scalar,
     check_positive_scalar,
+    mass_rtol,
 )
 from femot.core import kernels
 from femot.core.cost import as_cost
@@ -68,7 +69,12 @@ STATUS_MESSAGES = {
     1: "maximum number of Newton iterations reached",
     2: "line search failed: no descent along the Newton direction",
     3: "non-finite values encountered",
+    4: "gamma too small for double precision at this cost scale: the plan cannot be resolved",
 }
+# A residual may be accepted at the rounding floor (instead of ``tol``) only when
+# that floor is this small against the data: PRECISION_RTOL * max(mu1, mu2), a
+# bound in the density units of the residual, so weights do not enter it.
+PRECISION_RTOL = 1e-3
 
 
 def residual_floor(w1, w2, scale: float, gamma: float) -> float:
@@ -82,6 +88,57 @@ def residual_floor(w1, w2, scale: float, gamma: float) -> float:
     return n_eff * _U * scale / gamma
 
 
+def _active_floor(ip, ind, z, alpha, beta, m1, m2, w1, w2, gamma, eps, cost=None):
+    """Rounding floor of the residual from the potentials on the active set.
+
+    Only active entries enter the row and column sums, so only they matter
+    (:func:`residual_floor` charges ``max|c|`` to every pair instead).  Per
+    active entry two effects limit the accuracy of ``pi_ij = z_ij / gamma``:
+
+    * evaluation: ``fl(fl(alpha_i + beta_j) - c_ij)`` is off by at most about
+      ``u (|alpha_i + beta_j| + |z_ij|) <= u (|c_ij| + 2 z_ij)``;
+    * resolution: alpha_i and beta_j move in steps of about ``u |alpha_i|``,
+      ``u |beta_j|``, so z_ij cannot be tuned more finely than
+      ``u (|alpha_i| + |beta_j|)``.
+
+    Dividing by gamma and summing with the weights over each row (column)
+    gives the floor of that residual component; ``u (mu + eps |alpha|)`` is the
+    rounding of the remaining terms.  ``|c_ij|`` is read from the cost when it
+    provides ``entries``, else bounded by ``|alpha_i| + |beta_j| + z_ij``.
+    """
+    n1, n2 = alpha.size, beta.size
+    rows = np.repeat(np.arange(n1), np.diff(ip))
+    pot = np.abs(alpha)[rows] + np.abs(beta)[ind]
+    zabs = np.abs(z)
+    if cost is not None and hasattr(cost, "entries") and rows.size:
+        cabs = np.abs(np.asarray(cost.entries(rows, ind), dtype=float))
+    else:
+        cabs = pot + zabs
+    e = pot + cabs + 2.0 * zabs
+    row_err = np.bincount(rows, w2[ind] * e, minlength=n1)
+    col_err = np.bincount(ind, w1[rows] * e, minlength=n2)
+    worst = max(float(row_err.max(initial=0.0)), float(col_err.max(initial=0.0)))
+    rest = max(float(np.max(m1 + eps * np.abs(alpha))), float(np.max(m2 + eps * np.abs(beta))))
+    return _U * worst / gamma + 4.0 * _U * rest
+
+
+def _precision_message(gamma, floor, residual, thresh):
+    """Message of status 4, naming the smallest gamma that would work.
+
+    At fixed potentials and active set the floor scales like 1/gamma, so it
+    reaches the admissible level ``thresh`` at ``gamma * floor / thresh``.  A
+    larger gamma also widens the active set (more terms in each row sum), so
+    the suggestion carries a factor 2 and is rounded up to two digits.
+    """
+    g_min = 2.0 * gamma * floor / max(thresh, np.finfo(float).tiny)
+    if np.isfinite(g_min) and g_min > 0:
+        e = np.floor(np.log10(g_min)) - 1
+        g_min = np.ceil(g_min / 10 ** e) * 10 ** e
+    return (f"{STATUS_MESSAGES[4]}: the residual {residual:.2e} cannot be certified below the rounding "
+            f"floor {floor:.2e}, which exceeds {PRECISION_RTOL:g} * max(mu1, mu2) = {thresh:.2e}; "
+            f"use gamma >= {g_min:.2g}")
+
+
 class QROTResult(OptimizeResult):
     """Result of :func:`solve_qrot`.
 
@@ -90,8 +147,10 @@ class QROTResult(OptimizeResult):
     alpha, beta : dual potentials.
     plan : scipy.sparse.csr_matrix, the plan density ``pi`` (positive entries only).
     residual : max abs violation of the marginal equations (in units of mu).
-    residual_floor : the attainable accuracy used in the stopping test.
-    success, status, message, nit, history : solver diagnostics.
+    residual_floor : the attainable accuracy used in the stopping test (the
+        sharper of ``residual_floor()`` and the active-set estimate).
+    success, status, message, nit, history : solver diagnostics (status codes
+        in :func:`solve_qrot`).
     gamma, eps, w1, w2 : the problem parameters.
 
     Methods ``jvp``, ``vjp`` give derivatives of the marginal-to-plan map
@@ -152,10 +211,23 @@ class QROTResult(OptimizeResult):
         equations read ``K eta = gamma * diag(w1, w2) h`` and the result is
         ``chi ∘ (eta_1 (+) eta_2) / gamma``, returned as CSR on the pattern.
         One sparse solve with the Newton matrix.
+
+        With eps = 0, S is defined only on marginals of equal mass, so the
+        direction must keep the masses equal: ``sum w1 h1 == sum w2 h2`` (up to
+        1e-9 relative to ``sum w1 |h1| + sum w2 |h2|``), else ValueError.
         """
         n1, n2 = self.plan.shape
+        rtol = mass_rtol(h1, h2)
         h1 = as_vector(h1, "h1", length=n1)
         h2 = as_vector(h2, "h2", length=n2)
+        if self.eps == 0.0:
+            a, b = float(self.w1 @ h1), float(self.w2 @ h2)
+            size = float(self.w1 @ np.abs(h1) + self.w2 @ np.abs(h2))
+            if abs(a - b) > rtol * size:
+                raise ValueError(
+                    f"h1 and h2 must change the masses equally when eps = 0: sum w1*h1 = {a:.6g} != "
+                    f"sum w2*h2 = {b:.6g} (S is defined only on marginals of equal mass; use eps > 0 "
+                    f"for unbalanced perturbations)")
         K, ip, ind = self._system(A)
         rhs = np.concatenate([self.w1 * h1, self.w2 * h2])
         eta, _ = K.solve(rhs, self.linear_solver, rtol=1e-13)
@@ -697,12 +769,19 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
     Parameters
     ----------
     c : (n1, n2) array or cost object (see ``femot.core.cost``).
-    mu1, mu2 : nonnegative densities w.r.t. the weights ``w1``, ``w2``.
+    mu1, mu2 : nonnegative densities w.r.t. the weights ``w1``, ``w2``.  With
+        eps = 0 their masses must agree to 1e-9 (relative; 16 machine epsilons
+        of a lower-precision floating input such as float32), and mu2 is then
+        rescaled to the mass of mu1 so the marginal equations are consistent.
     gamma : regularization (> 0).  eps : dual Tikhonov parameter (>= 0).
     w1, w2 : positive quadrature weights (default ones: the Hitchcock problem).
     x0 : optional ``(alpha, beta)`` warm start.
     tol : target for the residual ``max_i |sum_j w2_j pi_ij + eps alpha_i - mu1_i|``
-        (and its twin); the test uses ``max(tol, residual_floor)``.
+        (and its twin), in the density units of mu.  A residual above ``tol``
+        but below the rounding floor (the accuracy double precision can
+        certify at these potentials, see ``_active_floor``) counts as converged
+        only when that floor is at most ``PRECISION_RTOL * max(mu1, mu2)``
+        (1e-3 of the largest density); otherwise the result has status 4.
     init : cold start: 'auto' picks 'monge' for Monge costs (north-west corner
         staircase potentials of the eps-corrected marginals, O(n) per sweep, see
         ``_monge_start``), 'exact' (LP duals) for n1*n2 <= 40000, else 'mean'
@@ -720,6 +799,16 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
     -------
     QROTResult with alpha, beta, plan (CSR), residual, residual_floor, success,
     status, message, nit, history, and the derivative methods jvp/vjp.
+    ``success`` is ``status == 0``; the codes (``STATUS_MESSAGES``) are
+
+    * 0 converged: residual <= tol, or <= a rounding floor that is itself small
+      against the data;
+    * 1 maximum number of Newton iterations reached;
+    * 2 line search failed (no descent along the Newton direction);
+    * 3 non-finite values encountered;
+    * 4 gamma too small for double precision at this cost scale: the rounding
+      floor exceeds 1e-3 * max(mu1, mu2), so the plan cannot be resolved (the
+      message names a gamma that would work).  Replaces 0, 1 and 2 then.
     """
     cost = as_cost(c)
     with kernels.threads_for(cost.shape[0] * cost.shape[1]):
@@ -735,10 +824,12 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
     m2 = as_nonnegative_vector(mu2, "mu2", length=n2)
     gamma = check_positive_scalar(gamma, "gamma")
     eps = check_nonnegative_scalar(eps, "eps")
+    rtol_mass = mass_rtol(mu1, mu2, w1, w2)  # float32 input: its own rounding (before the casts)
     w1 = as_positive_weights(w1, "w1", n1)
     w2 = as_positive_weights(w2, "w2", n2)
     if eps == 0.0:
-        check_equal_mass(m1, w1, m2, w2)
+        # equal masses up to the input's precision; mu2 rebalanced to mu1's mass
+        m2 = check_equal_mass(m1, w1, m2, w2, rtol=rtol_mass)
     tol = check_positive_scalar(tol, "tol")
     max_iter = int(max_iter)
     if max_iter < 0:
@@ -787,6 +878,8 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
     status = 1
     nit = 0
     ls_fail = 0
+    stall, last_move, prev_res = 0, np.inf, np.inf
+    message = None
     if verbose:
         print(f"{'it':>4} {'residual':>11} {'floor':>9} {'step':>9} {'active':>9} {'lin':>5} {'shift':>9}")
 
@@ -796,10 +889,17 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
         return r1, r2
 
     r1, r2 = residuals(rowsum, colsum)
+    act = None  # active set (ip, ind, z) at the current point, when computed
     for nit in range(max_iter + 1):
         res = max(float(np.abs(r1).max()), float(np.abs(r2).max()))
         scale = max(cost.max_abs, float(np.abs(alpha).max() + np.abs(beta).max()))
         floor = residual_floor(w1, w2, scale, gamma)
+        act = None
+        if tol < res <= floor:
+            # about to stop at the coarse floor: sharpen it from the potentials
+            # on the active set (the pass is reused by the Newton step or the plan)
+            act = engine.active(alpha, beta, count)
+            floor = min(floor, _active_floor(*act, alpha, beta, m1, m2, w1, w2, gamma, eps, cost))
         entry = {"it": nit, "residual": res, "floor": floor, "n_active": int(count.sum())}
         if not np.isfinite(res):
             status = 3
@@ -807,6 +907,17 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
             break
         if res <= max(tol, floor):
             status = 0
+            history.append(entry)
+            break
+        # Stall: the last step moved the potentials only at their rounding level
+        # and the residual did not drop; the iteration can no longer change the
+        # point (it happens when gamma is far below what the potentials resolve).
+        pot = float(np.abs(alpha).max() + np.abs(beta).max())
+        stall = stall + 1 if (last_move <= 64 * _U * pot and res >= 0.999 * prev_res) else 0
+        prev_res = res
+        if stall >= 3:
+            status = 2
+            message = f"{STATUS_MESSAGES[2]}: the steps stalled at the rounding level of the potentials"
             history.append(entry)
             break
         if nit == max_iter:
@@ -820,7 +931,7 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
             tau0 = _FIRST_BAND * gamma * max(float(m1.max()), float(m2.max()))
             ip, ind, _ = cost.active(alpha, beta, None, threshold=-tau0)
         else:
-            ip, ind, _ = engine.active(alpha, beta, count)
+            ip, ind, _ = act if act is not None else engine.active(alpha, beta, count)
         # The shift keeps K nonsingular (eps = 0, rows without active entries)
         # and bounds the step; it vanishes with the residual.
         shift = kappa + lm * gamma * res
@@ -876,6 +987,7 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
             a_new, b_new, t, path = curved
             moved = float(np.abs(a_new - alpha).max() + np.abs(b_new - beta).max())
             alpha, beta = a_new, b_new
+            last_move = moved
             if moved < engine.slack:
                 engine.moved(moved)
             else:
@@ -885,8 +997,19 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
         else:
             alpha = alpha + t * da
             beta = beta + t * db
+            last_move = t * move
             engine.moved(t * move)
             if recenter(alpha, beta):
+                ev = engine.evaluate(alpha, beta)
+        if kappa > 0.0:
+            # Exact ascent along (1, -1), which leaves z and the plan unchanged:
+            # with a mass mismatch the level must reach |M1 - M2| / (eps (W1 + W2)),
+            # which the shifted Newton steps (eigenvalue kappa + shift along this
+            # direction) approach only by a factor per iteration when eps is small.
+            a_lev, b_lev = _level(alpha, beta, m1, m2, w1, w2, gamma, eps)
+            if eps * abs(float(a_lev[0] - alpha[0])) > 1e-2 * res:
+                alpha, beta = a_lev, b_lev
+                engine.ws = None  # z equal only up to rounding of the shift: re-screen
                 ev = engine.evaluate(alpha, beta)
         rowsum, colsum, count, _ = ev
         r1, r2 = residuals(rowsum, colsum)
@@ -897,12 +1020,36 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
         if callback is not None:
             callback(dict(entry))
 
-    ip, ind, z = engine.active(alpha, beta, count)
+    ip, ind, z = act if act is not None else engine.active(alpha, beta, count)
     plan = sp.csr_matrix((z / gamma, ind, ip), shape=(n1, n2))
     res_final = history[-1]["residual"]
+    floor_final = history[-1]["floor"]
+    if message is None:
+        message = STATUS_MESSAGES[status]
+    if status != 3:  # (all-zero marginals: thresh = 0, only tol can certify; no gamma would help)
+        if act is None:
+            floor_final = min(floor_final, _active_floor(ip, ind, z, alpha, beta, m1, m2, w1, w2, gamma, eps, cost))
+            history[-1]["floor"] = floor_final
+        # Precision: a residual certified only by the rounding floor is a
+        # success only when that floor is small against the data; otherwise
+        # (and whenever the floor blocks convergence) the plan is unresolved.
+        thresh = PRECISION_RTOL * max(float(m1.max()), float(m2.max()))
+        if status in (1, 2):
+            # a failed run: rows (columns) still off by more than thresh need
+            # their plan entries tuned, at least one entry each, which moves in
+            # steps of u (|alpha_i| + |beta_j|) / gamma (the active-set floor
+            # misses this when such a row has no active entry at all)
+            g = _U / gamma * max(
+                float(w2.min()) * float((np.abs(alpha)[np.abs(r1) > thresh] + np.abs(beta).min()).max(initial=0.0)),
+                float(w1.min()) * float((np.abs(beta)[np.abs(r2) > thresh] + np.abs(alpha).min()).max(initial=0.0)))
+            if g > thresh:
+                floor_final = max(floor_final, g)
+        if thresh > 0 and floor_final > thresh and (status in (1, 2) or (status == 0 and res_final > tol)):
+            status = 4
+            message = _precision_message(gamma, floor_final, res_final, thresh)
     out = QROTResult(
-        alpha=alpha, beta=beta, plan=plan, residual=res_final, residual_floor=history[-1]["floor"],
-        success=status == 0, status=status, message=STATUS_MESSAGES[status], nit=nit, history=history,
+        alpha=alpha, beta=beta, plan=plan, residual=res_final, residual_floor=floor_final,
+        success=status == 0, status=status, message=message, nit=nit, history=history,
         gamma=gamma, eps=eps, w1=w1, w2=w2, init=init_used, linear_solver=linear_solver,
         time_s=time.perf_counter() - t_start, dense_passes=engine.dense_passes,
     )

@@ -153,7 +153,7 @@ class TransportIdentification:
     mu2_d : known target marginal (nonnegative, positive mass s = sum mu2_d).
     pi_d : (n1, n2) observed plan (dense or sparse); only its entries in D are used.
     mu1_d : observed source marginal (length n1); only its entries in D1 are used.
-        Observations may be noisy: pi_d and mu1_d need only be finite.
+        Observations may be noisy: mu1_d need only be finite, pi_d nonnegative.
     D, D1 : observation masks (boolean / 0/1, dense or sparse); None = everything.
     lam : weight lam >= 0 of the marginal term.
     gamma, eps : regularization of the lower level (eps defaults to gamma, as in
@@ -186,6 +186,10 @@ class TransportIdentification:
         self.D = as_plan_mask(D, (n1, n2), "D")
         self.D1 = as_marginal_mask(D1, n1, "D1")
         pd = _matrix(pi_d, "pi_d", (n1, n2))
+        neg = pd.data < 0 if sp.issparse(pd) else pd < 0
+        if np.any(neg):
+            raise ValueError(f"pi_d must be nonnegative (an observed transport plan); it has {int(np.sum(neg))} "
+                             f"negative entries, the smallest {float(pd.min()):.3g}")
         # Only the observed part of pi_d enters J: keep D ∘ pi_d (sparse).
         if sp.issparse(pd):
             pd = pd.tocoo()
