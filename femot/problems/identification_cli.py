@@ -61,6 +61,16 @@ def _load(args):
     return load_instance(args.instance), args.instance
 
 
+def _check_outputs(args) -> None:
+    from femot._io import check_writable
+
+    for opt, path in (("--json", args.json), ("--save", args.save)):
+        if path:
+            check_writable(path, opt)
+    if args.plot:
+        check_writable(args.plot, "--plot", directory=True)
+
+
 def cmd_identify(argv) -> int:
     from femot.problems.identification import identification_errors, solve_identification
     from femot.problems.instances import problem_from_instance
@@ -68,6 +78,7 @@ def cmd_identify(argv) -> int:
     args = build_parser().parse_args(list(argv))
     say = (lambda *a: None) if args.quiet else print
     try:
+        _check_outputs(args)  # before the solve, so that no result is lost
         data, label = _load(args)
         prob = problem_from_instance(data, gamma=args.gamma, eps=args.eps, lam=args.lam)
         if args.start == "observed":

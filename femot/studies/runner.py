@@ -13,7 +13,8 @@ from femot.studies.config import Study, load_config
 from femot.studies.execution import (DEFAULT_CONNECT_TIMEOUT, Progress, check_dask, connect_dask, run_dask,
                                      run_process_pool, run_serial)
 from femot.studies.report import fit_rates, format_table, table_rows, write_outputs
-from femot.studies.store import ForeignDirectoryError, RunStore, StudyLock, foreign_content, write_if_changed
+from femot.studies.store import (LOCK_NAME, ForeignDirectoryError, RunStore, StudyLock, foreign_content,
+                                 write_if_changed)
 
 __all__ = ["run_study", "StudyOutcome", "backend_of", "fingerprint"]
 
@@ -133,16 +134,26 @@ def run_study(config, out, *, workers: int = 1, dask_local: int | None = None, s
         check_dask()
     root = Path(out)
     check_writable(root, "out", directory=True)
-    with StudyLock(root):
-        why = foreign_content(root, study)
-        if why is not None:
-            if not force:
-                raise ForeignDirectoryError(f"{why}; refusing to overwrite its files. Choose another --out, or "
-                                            f"force=True (--force) to write this study there")
-            print(f"femot study: warning: {why}; writing study {study.name!r} there (forced)", file=sys.stderr)
-        return _run_locked(study, root, backend, t0, workers=workers, dask_local=dask_local, scheduler=scheduler,
-                           quiet=quiet, plots=plots, on_run_done=on_run_done, say=say, progress_stream=progress_stream,
-                           connect_timeout=connect_timeout)
+    created = not root.exists()
+    try:
+        with StudyLock(root):
+            why = foreign_content(root, study)
+            if why is not None:
+                if not force:
+                    raise ForeignDirectoryError(f"{why}; refusing to overwrite its files. Choose another --out, "
+                                                f"or force=True (--force) to write this study there")
+                print(f"femot study: warning: {why}; writing study {study.name!r} there (forced)", file=sys.stderr)
+            return _run_locked(study, root, backend, t0, workers=workers, dask_local=dask_local,
+                               scheduler=scheduler, quiet=quiet, plots=plots, on_run_done=on_run_done, say=say,
+                               progress_stream=progress_stream, connect_timeout=connect_timeout)
+    except BaseException:
+        if created:  # leave no directory behind that holds nothing but the lock file
+            try:
+                (root / LOCK_NAME).unlink()
+                root.rmdir()
+            except OSError:
+                pass
+        raise
 
 
 def _run_locked(study, root, backend, t0, *, workers, dask_local, scheduler, quiet, plots, on_run_done, say,
@@ -156,6 +167,9 @@ def _run_locked(study, root, backend, t0, *, workers, dask_local, scheduler, qui
                            damaged=[{"id": rid, "reason": why} for rid, why in damaged.items()])
     pending_chains = [ch for ch in study.chains if any(lv.id not in done_before for lv in ch.levels)]
     pending_ids = [lv.id for ch in pending_chains for lv in ch.levels if lv.id not in done_before]
+    client = None
+    if pending_ids and backend in ("dask", "dask-local"):  # connect before anything is written
+        client = connect_dask(scheduler, dask_local, connect_timeout)
     if study.source and Path(study.source).is_file():
         write_if_changed(root / "config.toml", Path(study.source).read_text())
 
@@ -169,9 +183,6 @@ def _run_locked(study, root, backend, t0, *, workers, dask_local, scheduler, qui
         say(f"study {study.name!r} ({study.problem}): {len(ids)} runs in {len(study.chains)} chain(s) of "
             f"{len(study.gammas)} levels; {len(done_before)} already complete, {len(pending_ids)} to run "
             f"[{backend}{'' if backend == 'serial' else ', ' + str(scheduler or dask_local or workers)}]")
-        client = None
-        if backend in ("dask", "dask-local"):  # connect before anything is marked running
-            client = connect_dask(scheduler, dask_local, connect_timeout)
         finished = set(done_before)
         proc = {"pid": os.getpid(), "host": socket.gethostname(), "backend": backend}
         store.write_manifest(_manifest(study, store, "running", finished, process=proc))

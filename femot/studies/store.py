@@ -288,10 +288,9 @@ def foreign_content(root, study) -> str | None:
         theirs = {r["id"] for r in man["runs"]}
         if theirs == ids:
             return None
-        name = (man.get("study") or {}).get("name", "?") if isinstance(man.get("study"), dict) else "?"
-        shared = len(theirs & ids)
-        return (f"{root} holds another study ({name!r}: {len(theirs)} runs, {shared} of them shared with "
-                f"{study.name!r}, which has {len(ids)})")
+        name = man["study"].get("name", "?") if isinstance(man.get("study"), dict) else "?"
+        return (f"{root} holds another study, {name!r} ({len(theirs)} runs; this study {study.name!r} has "
+                f"{len(ids)}, {len(theirs & ids)} in common)")
     stored = store.stored_run_ids()
     if stored - ids:
         return (f"{root} holds {len(stored - ids)} stored run(s) that are not runs of study {study.name!r} "
