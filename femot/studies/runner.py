@@ -135,14 +135,20 @@ def run_study(config, out, *, workers: int = 1, dask_local: int | None = None, s
     root = Path(out)
     check_writable(root, "out", directory=True)
     created = not root.exists()
+
+    def refuse_foreign(warn: bool):
+        why = foreign_content(root, study)
+        if why is not None:
+            if not force:
+                raise ForeignDirectoryError(f"{why}; refusing to overwrite its files. Choose another --out, "
+                                            f"or force=True (--force) to write this study there")
+            if warn:
+                print(f"femot study: warning: {why}; writing study {study.name!r} there (forced)", file=sys.stderr)
+
+    refuse_foreign(False)  # before the lock file is created in a directory that is not ours
     try:
         with StudyLock(root):
-            why = foreign_content(root, study)
-            if why is not None:
-                if not force:
-                    raise ForeignDirectoryError(f"{why}; refusing to overwrite its files. Choose another --out, "
-                                                f"or force=True (--force) to write this study there")
-                print(f"femot study: warning: {why}; writing study {study.name!r} there (forced)", file=sys.stderr)
+            refuse_foreign(True)  # again, now that no other process can change it
             return _run_locked(study, root, backend, t0, workers=workers, dask_local=dask_local,
                                scheduler=scheduler, quiet=quiet, plots=plots, on_run_done=on_run_done, say=say,
                                progress_stream=progress_stream, connect_timeout=connect_timeout)
