@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import os
+import time
 
 import numpy as np
 import pytest
@@ -740,3 +741,133 @@ def test_a_missing_qp_solver_is_reported_at_validation(monkeypatch):
     with pytest.raises(ConfigError, match=r"^control: .*clarabel.*pip install"):
         parse_config(copy.deepcopy(CONTROL))
     parse_config(config())  # the other problems do not need it
+
+
+# ----------------------------------------------------------------------------- workers die with the study (issue 12)
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited child nobody reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _descendants(pid: int) -> set:
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def _wait_until(cond, timeout, what, poll=0.2):
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(poll)
+
+
+def _repo_env():
+    return dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc (Linux)")
+
+
+@needs_proc
+def test_pool_workers_die_with_a_killed_parent(tmp_path):
+    """SIGKILL of the process that owns the study's process pool ends its busy workers."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, time\n"
+        "from femot.studies.execution import process_pool\n"
+        "if __name__ == '__main__':\n"
+        "    ex = process_pool(2)\n"
+        "    pids = {f.result() for f in [ex.submit(os.getpid) for _ in range(8)]}\n"
+        "    busy = [ex.submit(time.sleep, 300) for _ in range(2)]\n"
+        "    print(' '.join(map(str, sorted(ex._processes))), flush=True)\n"
+        "    time.sleep(300)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=_repo_env())
+    try:
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(p) for p in workers)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        _wait_until(lambda: not any(_alive(p) for p in workers), 30, "the workers to end")
+    finally:
+        parent.kill()
+        for p in _descendants(parent.pid) if _alive(parent.pid) else []:
+            os.kill(p, signal.SIGKILL)
+
+
+KILL_STUDY = {
+    "study": {"name": "kill", "problem": "lower-level", "seeds": [0, 1, 2, 3]},
+    "schedule": {"n_levels": 2, "gamma0": 1e-2, "factor": 0.1},
+    "mesh": {"nodes_per_delta": 30.0},
+    "lower-level": {"mu1": {"type": "random_diracs", "n": 5, "interval": [0.2, 0.8]},
+                    "mu2": {"type": "diracs", "points": [0.35, 0.65]}},
+}
+
+
+@pytest.mark.slow
+@needs_proc
+@pytest.mark.parametrize("backend", [["--workers", "2"], pytest.param(["--dask-local", "2"], marks=pytest.mark.skipif(
+    importlib.util.find_spec("distributed") is None, reason="dask.distributed not installed"))])
+def test_sigkill_of_a_parallel_study_leaves_no_worker_and_a_truthful_manifest(tmp_path, backend):
+    import signal
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "kill.toml"
+    cfg.write_text(toml_text(KILL_STUDY))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "femot.cli", "study", str(cfg), "--out", str(out), "--quiet", "--no-plots"]
+    study = subprocess.Popen(cmd + backend, env=_repo_env(), stderr=subprocess.PIPE, text=True)
+
+    def manifest_done():
+        if study.poll() is not None:
+            pytest.fail(f"the study ended before it was killed: {study.stderr.read()}")
+        try:
+            return json.loads((out / "manifest.json").read_text())["counts"]["done"] >= 1
+        except (OSError, ValueError, KeyError):
+            return False
+
+    try:
+        # The manifest follows the stored runs while the study runs ...
+        _wait_until(manifest_done, 300, "the manifest to count a finished run")
+        workers = _descendants(study.pid)
+        assert len(workers) >= 2
+        os.kill(study.pid, signal.SIGKILL)
+        study.wait(timeout=30)
+        # ... its workers end with it instead of computing on ...
+        _wait_until(lambda: not any(_alive(p) for p in workers), 60, f"the workers {sorted(workers)} to end")
+    finally:
+        if study.poll() is None:
+            study.kill()
+    # ... the manifest it leaves counts the stored runs, and a rerun completes and regenerates it.
+    man = json.loads((out / "manifest.json").read_text())
+    stored = len(list((out / "runs").glob("*.json"))) - len(list((out / "runs").glob("*.error.json")))
+    assert man["status"] == "running" and 1 <= man["counts"]["done"] <= stored
+    r = subprocess.run(cmd + ["--workers", "2"], env=_repo_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["status"] == "complete" and man["counts"]["done"] == man["counts"]["total"] == 8
