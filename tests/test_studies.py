@@ -643,8 +643,18 @@ def _hold_lock_in_another_process(folder):
             "print('locked', flush=True)\n"
             "time.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "locked"
+    assert _read_line(proc, 60) == "locked"
     return proc
+
+
+def _read_line(proc, timeout) -> str:
+    """The next line of the child's stdout, failing (and killing it) after ``timeout`` seconds."""
+    import select
+
+    if not select.select([proc.stdout], [], [], timeout)[0]:
+        proc.kill()
+        pytest.fail(f"no output from the child process within {timeout} s")
+    return proc.stdout.readline().strip()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX file locks")
@@ -809,7 +819,7 @@ def test_pool_workers_die_with_a_killed_parent(tmp_path):
         "    time.sleep(300)\n")
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=_repo_env())
     try:
-        workers = [int(p) for p in parent.stdout.readline().split()]
+        workers = [int(p) for p in _read_line(parent, 180).split()]
         assert len(workers) == 2 and all(_alive(p) for p in workers)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=30)
