@@ -5,21 +5,140 @@ carries mass.  Every routine here streams the cost matrix once, computing
 ``z_ij = alpha_i + beta_j - c_ij`` on the fly, so no dense temporary of size
 n1*n2 is ever allocated.  Rows are split into chunks processed in parallel;
 column sums are reduced from per-chunk buffers.
+
+Threads
+-------
+A parallel region ends when its slowest thread does.  When the machine has
+more runnable threads than cores, one of ours is descheduled for a whole
+scheduler slice (milliseconds) in almost every region, and a solve runs
+thousands of regions (one or two per conjugate-gradient step).  So each
+parallel pass runs through ``_run``, which picks its thread count:
+
+* one thread when the pass is small (``PAR_MIN_WORK`` entries): its start-up
+  and its exposure to a lost slice are not paid back by splitting it;
+* otherwise ``thread_budget()``: the numba thread count, capped by the cores of
+  this process's CPU affinity that no other process is using right now
+  (runnable tasks from ``/proc/loadavg`` minus this process's own running
+  threads), re-sampled every ``LOAD_REFRESH_S`` seconds and at the start of
+  every solve (``threads_for``).
+
+Beside busy processes the passes therefore run serially, at the speed of
+single-threaded code, instead of collapsing; on an idle machine the large
+passes keep all cores.  ``NUMBA_NUM_THREADS`` / ``numba.set_num_threads``
+still cap everything.
 """
 from __future__ import annotations
+
+import functools
+import os
+import time
 
 import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["evaluate", "active_csr", "line_candidates", "csr_matvec", "num_chunks"]
+__all__ = ["evaluate", "active_csr", "line_candidates", "csr_matvec", "num_chunks", "thread_budget",
+           "threads_for", "PAR_MIN_WORK"]
+
+#: Passes over fewer entries (pairs of a dense pass, stored entries plus rows of
+#: a sparse one) run on one thread.
+PAR_MIN_WORK = 100_000
+#: Seconds between two samples of the machine's load.
+LOAD_REFRESH_S = 0.25
+
+_budget = {"free": None, "stamp": -np.inf}
+#: When a list, every parallel pass appends (work, threads) to it (benchmarks/load.py).
+trace = None
+
+
+def _running_others():
+    """Runnable tasks on the machine that are not threads of this process (None if unknown)."""
+    try:
+        with open("/proc/loadavg") as fh:
+            running = int(fh.read().split()[3].split("/")[0])
+        own = 0
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat", "rb") as fh:
+                    st = fh.read()
+            except OSError:  # thread ended meanwhile
+                continue
+            k = st.rfind(b")")
+            if st[k + 2:k + 3] == b"R":
+                own += 1
+        return max(0, running - max(own, 1))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def free_cores(samples: int = 3) -> int:
+    """Cores of this process's affinity not taken by other runnable tasks (at least 1).
+
+    The minimum over a few instantaneous samples, so that a short-lived task
+    does not count; without ``/proc`` the one-minute load average is used.
+    """
+    others = [o for o in (_running_others() for _ in range(samples)) if o is not None]
+    if others:
+        busy = min(others)
+    else:
+        try:
+            busy = int(round(os.getloadavg()[0]))
+        except (AttributeError, OSError):
+            busy = 0
+    return max(1, _cpu_count() - busy)
+
+
+def thread_budget(max_age: float | None = None) -> int:
+    """Threads a large parallel pass may use now: numba's count capped by the free cores.
+
+    The load is re-sampled when the last sample is older than ``max_age``
+    seconds (default ``LOAD_REFRESH_S``); a sample costs about a millisecond.
+    """
+    now = time.perf_counter()
+    if now - _budget["stamp"] > (LOAD_REFRESH_S if max_age is None else max_age):
+        _budget["free"] = free_cores()
+        _budget["stamp"] = now
+    return max(1, min(numba.get_num_threads(), _budget["free"]))
+
+
+def _run(kernel, work, args):
+    n = numba.get_num_threads()
+    want = 1 if (n == 1 or work < PAR_MIN_WORK) else min(n, thread_budget())
+    if trace is not None:
+        trace.append((work, want))
+    if want == n:
+        return kernel(*args)
+    numba.set_num_threads(want)
+    try:
+        return kernel(*args)
+    finally:
+        numba.set_num_threads(n)
+
+
+def _region(work_of):
+    """Decorator: run a parallel kernel with the thread count ``_run`` picks for its size."""
+    def deco(kernel):
+        @functools.wraps(kernel.py_func)
+        def wrapper(*args):
+            return _run(kernel, work_of(*args), args)
+        wrapper.kernel = kernel
+        return wrapper
+    return deco
 
 
 class threads_for:
-    """Context manager: run the passes serially on small problems.
+    """Context manager around a solve: serial below ``min_work`` pairs, fresh load sample otherwise.
 
     Parallel regions cost tens of microseconds to start and suffer badly when
     the machine is oversubscribed; below ``min_work`` pairs one thread is faster.
+    Above, the thread budget is re-sampled on entry (see the module notes).
     """
 
     def __init__(self, work: int, min_work: int = 200_000):
@@ -30,6 +149,8 @@ class threads_for:
         if self.serial:
             self.saved = numba.get_num_threads()
             numba.set_num_threads(1)
+        else:
+            thread_budget(max_age=0.05)
         return self
 
     def __exit__(self, *exc):
@@ -43,6 +164,7 @@ def num_chunks(n1: int) -> int:
     return max(1, min(n1, 4 * numba.get_num_threads()))
 
 
+@_region(lambda c, *a: c.size)
 @njit(parallel=True, cache=True)
 def evaluate(c, alpha, beta, dalpha, dbeta, t, w1, w2, nchunk):
     """Sums over the active set at the point (alpha + t*dalpha, beta + t*dbeta).
@@ -89,6 +211,7 @@ def evaluate(c, alpha, beta, dalpha, dbeta, t, w1, w2, nchunk):
     return rowsum, colsum, count, dpart.sum()
 
 
+@_region(lambda c, *a: c.size)
 @njit(parallel=True, cache=True)
 def active_csr(c, alpha, beta, count, threshold):
     """CSR arrays (indptr, indices, z) of ``{z_ij > threshold}`` given per-row counts."""
@@ -114,6 +237,7 @@ def active_csr(c, alpha, beta, count, threshold):
     return indptr, indices, data, bad.any()
 
 
+@_region(lambda c, *a: c.size)
 @njit(parallel=True, cache=True)
 def count_above(c, alpha, beta, threshold):
     """Per-row counts of ``z_ij > threshold``."""
@@ -129,6 +253,7 @@ def count_above(c, alpha, beta, threshold):
     return count
 
 
+@_region(lambda c, *a: c.size)
 @njit(parallel=True, cache=True)
 def count_line_candidates(c, alpha, beta, dalpha, dbeta, tmax):
     """Per-row counts of the entries positive somewhere on t in [0, tmax]."""
@@ -146,6 +271,7 @@ def count_line_candidates(c, alpha, beta, dalpha, dbeta, tmax):
     return count
 
 
+@_region(lambda c, *a: c.size)
 @njit(parallel=True, cache=True)
 def line_candidates(c, alpha, beta, dalpha, dbeta, tmax, w1, w2, count):
     """Entries that are positive somewhere on the segment t in [0, tmax].
@@ -176,6 +302,7 @@ def line_candidates(c, alpha, beta, dalpha, dbeta, tmax, w1, w2, count):
     return zs, dzs, ws
 
 
+@_region(lambda indptr, indices, *a: indices.size + indptr.size)
 @njit(parallel=True, cache=True)
 def csr_matvec(indptr, indices, x):
     """Row-parallel ``y = P x`` for a 0/1 pattern matrix P given by CSR structure."""
@@ -210,6 +337,7 @@ def transpose_pattern(indptr, indices, ncols):
 
 # -- passes over a sparse working set (CSR of candidate entries with their costs) --
 
+@_region(lambda c, *a: c.size)
 @njit(parallel=True, cache=True)
 def candidates(c, alpha, beta, threshold, count):
     """CSR (indptr, indices, cvals) of the entries with z_ij > threshold, given their row counts."""
@@ -230,6 +358,7 @@ def candidates(c, alpha, beta, threshold, count):
     return indptr, indices, cvals
 
 
+@_region(lambda indptr, indices, *a: indices.size + indptr.size)
 @njit(parallel=True, cache=True)
 def ws_evaluate(indptr, indices, cvals, n2, alpha, beta, dalpha, dbeta, t, w1, w2, nchunk):
     """Same as ``evaluate`` restricted to a working set."""
@@ -270,6 +399,7 @@ def ws_evaluate(indptr, indices, cvals, n2, alpha, beta, dalpha, dbeta, t, w1, w
     return rowsum, colsum, count, dpart.sum()
 
 
+@_region(lambda indptr, indices, *a: indices.size + indptr.size)
 @njit(parallel=True, cache=True)
 def ws_active(indptr, indices, cvals, alpha, beta, threshold):
     """CSR (indptr, indices, z) of the working-set entries with z > threshold."""
@@ -299,6 +429,7 @@ def ws_active(indptr, indices, cvals, alpha, beta, threshold):
     return optr, oind, oz
 
 
+@_region(lambda indptr, indices, *a: indices.size + indptr.size)
 @njit(parallel=True, cache=True)
 def ws_count(indptr, indices, cvals, alpha, beta, threshold):
     n1 = indptr.size - 1
@@ -410,6 +541,7 @@ def finite_absmax(c):
     return True, m
 
 
+@_region(lambda indptr, indices, *a: indices.size + indptr.size)
 @njit(parallel=True, cache=True)
 def semidual_rows(indptr, indices, cvals, n2, beta, dbeta, t, a0, w1, w2, kappa, rhs, nchunk):
     """Exact row equations for fixed columns: the semi-dual along ``beta + t*dbeta``.
