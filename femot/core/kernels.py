@@ -36,6 +36,8 @@ import time
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.core import types
+from numba.extending import overload
 
 __all__ = ["evaluate", "active_csr", "line_candidates", "csr_matvec", "num_chunks", "thread_budget",
            "threads_for", "PAR_MIN_WORK"]
@@ -159,12 +161,63 @@ class threads_for:
         return False
 
 
+# -- the cost operand ---------------------------------------------------------
+# Every dense pass reads the cost through ``_cval(c, i, j)`` and ``_dims(c)``.
+# ``c`` is either a 2D array (a stored matrix) or a tuple ``(X1, X2, p)`` of
+# point coordinates (C-contiguous (n1, d) and (n2, d) arrays) and an exponent:
+# then ``c_ij = |x_i - y_j|^p`` (Euclidean) is computed on the fly.  The choice
+# is made at compile time, so the matrix path is unchanged.
+
+def _cval(c, i, j):  # pragma: no cover - replaced by the overload below in compiled code
+    raise NotImplementedError
+
+
+def _dims(c):  # pragma: no cover
+    raise NotImplementedError
+
+
+@overload(_cval, jit_options={"cache": True})
+def _cval_impl(c, i, j):
+    if isinstance(c, types.Array):
+        def get(c, i, j):
+            return c[i, j]
+        return get
+    if isinstance(c, types.BaseTuple):
+        def geo(c, i, j):
+            X1, X2, p = c
+            s = 0.0
+            for k in range(X1.shape[1]):
+                d = X1[i, k] - X2[j, k]
+                s += d * d
+            if p == 2.0:
+                return s
+            if p == 1.0:
+                return np.sqrt(s)
+            return s ** (0.5 * p)
+        return geo
+
+
+@overload(_dims, jit_options={"cache": True})
+def _dims_impl(c):
+    if isinstance(c, types.Array):
+        return lambda c: (c.shape[0], c.shape[1])
+    if isinstance(c, types.BaseTuple):
+        return lambda c: (c[0].shape[0], c[1].shape[0])
+
+
+def _npairs(c) -> int:
+    """Pairs of a cost operand (Python side)."""
+    if isinstance(c, tuple):
+        return c[0].shape[0] * c[1].shape[0]
+    return c.size
+
+
 def num_chunks(n1: int) -> int:
     """Row chunks for the parallel passes (a few per thread, never more than rows)."""
     return max(1, min(n1, 4 * numba.get_num_threads()))
 
 
-@_region(lambda c, *a: c.size)
+@_region(lambda c, *a: _npairs(c))
 @njit(parallel=True, cache=True)
 def evaluate(c, alpha, beta, dalpha, dbeta, t, w1, w2, nchunk):
     """Sums over the active set at the point (alpha + t*dalpha, beta + t*dbeta).
@@ -173,7 +226,7 @@ def evaluate(c, alpha, beta, dalpha, dbeta, t, w1, w2, nchunk):
     ``count_i = #{j : z_ij > 0}`` and ``dsum = sum_ij w1_i w2_j z_ij^+ dz_ij``
     with ``dz_ij = dalpha_i + dbeta_j`` (the derivative along the direction).
     """
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     rowsum = np.zeros(n1)
     count = np.zeros(n1, np.int64)
     colpart = np.zeros((nchunk, n2))
@@ -194,7 +247,7 @@ def evaluate(c, alpha, beta, dalpha, dbeta, t, w1, w2, nchunk):
             sd = 0.0
             k = 0
             for j in range(n2):
-                z = a + bt[j] - c[i, j]
+                z = a + bt[j] - _cval(c, i, j)
                 if z > 0.0:
                     s += w2[j] * z
                     sd += w2[j] * z * (da + dbeta[j])
@@ -211,11 +264,11 @@ def evaluate(c, alpha, beta, dalpha, dbeta, t, w1, w2, nchunk):
     return rowsum, colsum, count, dpart.sum()
 
 
-@_region(lambda c, *a: c.size)
+@_region(lambda c, *a: _npairs(c))
 @njit(parallel=True, cache=True)
 def active_csr(c, alpha, beta, count, threshold):
     """CSR arrays (indptr, indices, z) of ``{z_ij > threshold}`` given per-row counts."""
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     indptr = np.zeros(n1 + 1, np.int64)
     for i in range(n1):
         indptr[i + 1] = indptr[i] + count[i]
@@ -227,7 +280,7 @@ def active_csr(c, alpha, beta, count, threshold):
         p = indptr[i]
         a = alpha[i]
         for j in range(n2):
-            z = a + beta[j] - c[i, j]
+            z = a + beta[j] - _cval(c, i, j)
             if z > threshold:
                 if p < indptr[i + 1]:
                     indices[p] = j
@@ -237,41 +290,41 @@ def active_csr(c, alpha, beta, count, threshold):
     return indptr, indices, data, bad.any()
 
 
-@_region(lambda c, *a: c.size)
+@_region(lambda c, *a: _npairs(c))
 @njit(parallel=True, cache=True)
 def count_above(c, alpha, beta, threshold):
     """Per-row counts of ``z_ij > threshold``."""
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     count = np.zeros(n1, np.int64)
     for i in prange(n1):
         a = alpha[i]
         k = 0
         for j in range(n2):
-            if a + beta[j] - c[i, j] > threshold:
+            if a + beta[j] - _cval(c, i, j) > threshold:
                 k += 1
         count[i] = k
     return count
 
 
-@_region(lambda c, *a: c.size)
+@_region(lambda c, *a: _npairs(c))
 @njit(parallel=True, cache=True)
 def count_line_candidates(c, alpha, beta, dalpha, dbeta, tmax):
     """Per-row counts of the entries positive somewhere on t in [0, tmax]."""
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     count = np.zeros(n1, np.int64)
     for i in prange(n1):
         a = alpha[i]
         da = dalpha[i]
         k = 0
         for j in range(n2):
-            z = a + beta[j] - c[i, j]
+            z = a + beta[j] - _cval(c, i, j)
             if z > 0.0 or z + tmax * (da + dbeta[j]) > 0.0:
                 k += 1
         count[i] = k
     return count
 
 
-@_region(lambda c, *a: c.size)
+@_region(lambda c, *a: _npairs(c))
 @njit(parallel=True, cache=True)
 def line_candidates(c, alpha, beta, dalpha, dbeta, tmax, w1, w2, count):
     """Entries that are positive somewhere on the segment t in [0, tmax].
@@ -279,7 +332,7 @@ def line_candidates(c, alpha, beta, dalpha, dbeta, tmax, w1, w2, count):
     Returns (z, dz, weight) of those entries: along the line, the dual
     objective's derivative only involves them (Part III (3.1), exact line search).
     """
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     ptr = np.zeros(n1 + 1, np.int64)
     for i in range(n1):
         ptr[i + 1] = ptr[i] + count[i]
@@ -292,7 +345,7 @@ def line_candidates(c, alpha, beta, dalpha, dbeta, tmax, w1, w2, count):
         a = alpha[i]
         da = dalpha[i]
         for j in range(n2):
-            z = a + beta[j] - c[i, j]
+            z = a + beta[j] - _cval(c, i, j)
             dz = da + dbeta[j]
             if z > 0.0 or z + tmax * dz > 0.0:
                 zs[p] = z
@@ -337,11 +390,11 @@ def transpose_pattern(indptr, indices, ncols):
 
 # -- passes over a sparse working set (CSR of candidate entries with their costs) --
 
-@_region(lambda c, *a: c.size)
+@_region(lambda c, *a: _npairs(c))
 @njit(parallel=True, cache=True)
 def candidates(c, alpha, beta, threshold, count):
     """CSR (indptr, indices, cvals) of the entries with z_ij > threshold, given their row counts."""
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     indptr = np.zeros(n1 + 1, np.int64)
     for i in range(n1):
         indptr[i + 1] = indptr[i] + count[i]
@@ -351,9 +404,10 @@ def candidates(c, alpha, beta, threshold, count):
         p = indptr[i]
         a = alpha[i]
         for j in range(n2):
-            if a + beta[j] - c[i, j] > threshold:
+            cij = _cval(c, i, j)
+            if a + beta[j] - cij > threshold:
                 indices[p] = j
-                cvals[p] = c[i, j]
+                cvals[p] = cij
                 p += 1
     return indptr, indices, cvals
 
@@ -475,10 +529,10 @@ def ws_line_candidates(indptr, indices, cvals, alpha, beta, dalpha, dbeta, tmax,
 @njit(cache=True)
 def is_monge(c, tol):
     """True when c_ij + c_{i+1,j+1} <= c_{i,j+1} + c_{i+1,j} + tol on all adjacent 2x2 minors."""
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     for i in range(n1 - 1):
         for j in range(n2 - 1):
-            if c[i, j] + c[i + 1, j + 1] > c[i, j + 1] + c[i + 1, j] + tol:
+            if _cval(c, i, j) + _cval(c, i + 1, j + 1) > _cval(c, i, j + 1) + _cval(c, i + 1, j) + tol:
                 return False
     return True
 
@@ -490,7 +544,7 @@ def northwest_corner_duals(c, a, b):
     The staircase visits n1 + n2 - 1 cells forming a spanning tree of the
     bipartite graph; alpha_i + beta_j = c_ij on each of them.
     """
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     alpha = np.zeros(n1)
     beta = np.zeros(n2)
     i = 0
@@ -498,19 +552,19 @@ def northwest_corner_duals(c, a, b):
     ra = a[0]
     rb = b[0]
     alpha[0] = 0.0
-    beta[0] = c[0, 0]
+    beta[0] = _cval(c, 0, 0)
     while i < n1 - 1 or j < n2 - 1:
         # advance the side that runs out first (ties: rows first)
         if (ra <= rb and i < n1 - 1) or j == n2 - 1:
             rb -= ra
             i += 1
             ra = a[i]
-            alpha[i] = c[i, j] - beta[j]
+            alpha[i] = _cval(c, i, j) - beta[j]
         else:
             ra -= rb
             j += 1
             rb = b[j]
-            beta[j] = c[i, j] - alpha[i]
+            beta[j] = _cval(c, i, j) - alpha[i]
     return alpha, beta
 
 
@@ -653,23 +707,76 @@ def northwest_corner_potentials(c, a, b, zscale, w1, w2):
     of the dual equations of Part III (3.1) whenever the support of the
     regularized plan is the staircase (``zscale = 0`` gives the exact OT duals).
     """
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     alpha = np.zeros(n1)
     beta = np.zeros(n2)
     i = 0
     j = 0
     ra = a[0]
     rb = b[0]
-    beta[0] = c[0, 0] + zscale * min(ra, rb) / (w1[0] * w2[0])
+    beta[0] = _cval(c, 0, 0) + zscale * min(ra, rb) / (w1[0] * w2[0])
     while i < n1 - 1 or j < n2 - 1:
         if (ra <= rb and i < n1 - 1) or j == n2 - 1:
             rb = max(rb - ra, 0.0)
             i += 1
             ra = a[i]
-            alpha[i] = c[i, j] + zscale * min(ra, rb) / (w1[i] * w2[j]) - beta[j]
+            alpha[i] = _cval(c, i, j) + zscale * min(ra, rb) / (w1[i] * w2[j]) - beta[j]
         else:
             ra = max(ra - rb, 0.0)
             j += 1
             rb = b[j]
-            beta[j] = c[i, j] + zscale * min(ra, rb) / (w1[i] * w2[j]) - alpha[i]
+            beta[j] = _cval(c, i, j) + zscale * min(ra, rb) / (w1[i] * w2[j]) - alpha[i]
     return alpha, beta
+
+
+# -- passes used by the coordinate (matrix-free) costs -------------------------
+
+@njit(cache=True)
+def cost_entries(c, rows, cols):
+    """``c_ij`` at the index pairs (rows[k], cols[k])."""
+    out = np.empty(rows.size)
+    for k in range(rows.size):
+        out[k] = _cval(c, rows[k], cols[k])
+    return out
+
+
+@_region(lambda c, *a: _npairs(c))
+@njit(parallel=True, cache=True)
+def weighted_sums(c, w1, w2, nchunk):
+    """``(c @ w2, w1 @ c)`` in one streaming pass."""
+    n1, n2 = _dims(c)
+    rows = np.empty(n1)
+    colpart = np.zeros((nchunk, n2))
+    for ch in prange(nchunk):
+        i0 = ch * n1 // nchunk
+        i1 = (ch + 1) * n1 // nchunk
+        col = colpart[ch]
+        for i in range(i0, i1):
+            s = 0.0
+            wi = w1[i]
+            for j in range(n2):
+                v = _cval(c, i, j)
+                s += w2[j] * v
+                col[j] += wi * v
+            rows[i] = s
+    cols = np.zeros(n2)
+    for ch in range(nchunk):
+        for j in range(n2):
+            cols[j] += colpart[ch, j]
+    return rows, cols
+
+
+@_region(lambda c, *a: _npairs(c))
+@njit(parallel=True, cache=True)
+def cost_absmax(c):
+    """``max_ij |c_ij|`` in one streaming pass."""
+    n1, n2 = _dims(c)
+    m = np.zeros(n1)
+    for i in prange(n1):
+        r = 0.0
+        for j in range(n2):
+            v = abs(_cval(c, i, j))
+            if v > r:
+                r = v
+        m[i] = r
+    return m.max()
