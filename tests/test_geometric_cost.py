@@ -160,3 +160,43 @@ def test_dense_cost_unchanged():
     C = np.random.default_rng(0).random((5, 6))
     D = DenseCost(C)
     assert D.dense() is D.matrix and D.kernel_operand is D.matrix
+
+
+def test_lower_level_and_tracking_opt_in():
+    """``matrix_free=True`` in the FE callers gives the dense path's plan, cost and gradient."""
+    import skfem
+
+    from femot.fem import Density, quadrature
+    from femot.fem.lower_level import solve_lower_level
+    from femot.fem.quadrature import product_cost
+    from femot.problems.tracking import TrackingProblem
+
+    mesh = skfem.MeshTri().refined(3)
+    q = quadrature(mesh)
+    G = product_cost(q, q, 2.0, matrix_free=True)
+    assert isinstance(G, GeometricCost) and np.allclose(G.dense(), product_cost(q, q, 2.0), rtol=1e-14, atol=1e-15)
+    with pytest.raises(ValueError, match="beta"):
+        product_cost(q, q, 0.5, matrix_free=True)
+    mu1 = Density(lambda x: 1.0 + x[:, 0], mesh)
+    mu2 = Density(lambda x: 1.0 + x[:, 1] ** 2, mesh)
+    mu1 = mu1.scaled(1.0 / mu1.mass())
+    mu2 = mu2.scaled(1.0 / mu2.mass())
+    rd = solve_lower_level(mu1, mu2, q, q, 1e-2, 0.1, check_support=False)
+    rg = solve_lower_level(mu1, mu2, q, q, 1e-2, 0.1, check_support=False, matrix_free=True)
+    assert rd.success and rg.success and isinstance(rg.cost, GeometricCost)
+    assert _rel(rg.plan, rd.plan) <= 1e-10
+    assert rg.transport_cost == pytest.approx(rd.transport_cost, rel=1e-10)
+
+    line = skfem.MeshLine(np.linspace(0.0, 1.0, 25))
+    x = line.p[0]
+    mu2 = np.where((x >= 0.15 - 1e-12) & (x <= 0.85 + 1e-12), np.exp(-((x - 0.5) / 0.2) ** 2), 0.0)
+    mu2 /= mu2.sum()
+    pi_d = np.outer(np.ones(25), np.ones(25))
+    kw = dict(rho=0.15)
+    Pd = TrackingProblem(line, line, mu2, pi_d, 1e-3, 1e-3, 0.1, **kw)
+    Pg = TrackingProblem(line, line, mu2, pi_d, 1e-3, 1e-3, 0.1, matrix_free=True, **kw)
+    xc = np.full(Pd.n, 1.0 / Pd.n)
+    fd, gd = Pd(xc)
+    fg, gg = Pg(xc)
+    assert fg == pytest.approx(fd, rel=1e-10)
+    assert np.allclose(gg, gd, rtol=1e-8, atol=1e-12 * np.abs(gd).max())
