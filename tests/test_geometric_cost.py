@@ -200,3 +200,28 @@ def test_lower_level_and_tracking_opt_in():
     fg, gg = Pg(xc)
     assert fg == pytest.approx(fd, rel=1e-10)
     assert np.allclose(gg, gd, rtol=1e-8, atol=1e-12 * np.abs(gd).max())
+
+
+def test_multiscale_matches_dense_and_certificate_rejects_truncation():
+    from femot.core.multiscale import certify_working_set, solve_qrot_multiscale
+
+    X, Y, w1, w2, m1, m2 = _case("2d", 400, 360, seed=11)
+    C = _cdist_p(X, Y, 2)
+    rd = solve_qrot(C, m1, m2, 1e-3, 0.0, w1, w2, tol=1e-12)
+    rm = solve_qrot_multiscale(X, Y, m1, m2, 1e-3, w1, w2, coarsest=100, factor=3.0, tol=1e-12)
+    assert rd.success and rm.success and rm["certified"]
+    assert len(rm["levels"]) >= 2 and rm["levels"][0]["n1"] < 400
+    assert _rel(rm.plan, rd.plan) <= 1e-10
+    G = GeometricCost(X, Y)
+    P = rm.plan
+    assert certify_working_set(G, rm.alpha, rm.beta, P.indptr, P.indices).size == 0
+    # drop one active pair from the working set of row 7: the certificate must name that row
+    i = 7
+    keep = np.ones(P.nnz, bool)
+    keep[P.indptr[i]] = False
+    ind = P.indices[keep]
+    ptr = P.indptr.copy()
+    ptr[i + 1:] -= 1
+    assert list(certify_working_set(G, rm.alpha, rm.beta, ptr, ind)) == [i]
+    # a looser threshold asks for more than the support holds
+    assert certify_working_set(G, rm.alpha, rm.beta, P.indptr, P.indices, threshold=-1e-2).size > 0
