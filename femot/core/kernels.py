@@ -176,7 +176,7 @@ def _dims(c):  # pragma: no cover
     raise NotImplementedError
 
 
-@overload(_cval, jit_options={"cache": True})
+@overload(_cval, inline="always", jit_options={"cache": True})
 def _cval_impl(c, i, j):
     if isinstance(c, types.Array):
         def get(c, i, j):
@@ -184,11 +184,19 @@ def _cval_impl(c, i, j):
         return get
     if isinstance(c, types.BaseTuple):
         def geo(c, i, j):
-            X1, X2, p = c
-            s = 0.0
-            for k in range(X1.shape[1]):
-                d = X1[i, k] - X2[j, k]
-                s += d * d
+            X1 = c[0]
+            X2 = c[1]
+            p = c[2]
+            dim = X1.shape[1]
+            if dim == 2:  # the common case, unrolled (same rounding as the loop)
+                d0 = X1[i, 0] - X2[j, 0]
+                d1 = X1[i, 1] - X2[j, 1]
+                s = d0 * d0 + d1 * d1
+            else:
+                s = 0.0
+                for k in range(dim):
+                    d = X1[i, k] - X2[j, k]
+                    s += d * d
             if p == 2.0:
                 return s
             if p == 1.0:
@@ -197,7 +205,7 @@ def _cval_impl(c, i, j):
         return geo
 
 
-@overload(_dims, jit_options={"cache": True})
+@overload(_dims, inline="always", jit_options={"cache": True})
 def _dims_impl(c):
     if isinstance(c, types.Array):
         return lambda c: (c.shape[0], c.shape[1])
