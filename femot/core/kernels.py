@@ -43,8 +43,12 @@ __all__ = ["evaluate", "active_csr", "line_candidates", "csr_matvec", "num_chunk
            "threads_for", "PAR_MIN_WORK"]
 
 #: Passes over fewer entries (pairs of a dense pass, stored entries plus rows of
-#: a sparse one) run on one thread.
-PAR_MIN_WORK = 100_000
+#: a sparse one) run on one thread.  Below about this size (tens of microseconds)
+#: the start-up of a region eats the gain of a second thread; the protection
+#: against oversubscription comes from the load-aware budget, which this does not
+#: replace (at 50,000, about half of the ocp-2d demo's conjugate-gradient products
+#: still run in parallel on an idle machine, as they did before).
+PAR_MIN_WORK = 50_000
 #: Seconds between two samples of the machine's load.
 LOAD_REFRESH_S = 0.25
 
