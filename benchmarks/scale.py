@@ -109,6 +109,12 @@ def run_one(method, m, tol, timeout):
     return {"method": method, "m": m, "success": False, "error": p.stderr[-800:]}
 
 
+def _write(path, rows):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump({"runs": rows, "loadavg_end": os.getloadavg()}, fh, indent=2)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--m", type=int, nargs="+", default=[45, 100, 200], help="vertices per side (n = m^2)")
@@ -150,9 +156,8 @@ def main(argv=None):
                   f"{r['marginal_error']:9.1e} {r.get('plan_rel_diff_to_dense', float('nan')):9.1e}"
                   f"{'' if r['success'] else '  NOT CONVERGED'}", flush=True)
             rows.append(r)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump({"runs": rows, "loadavg_end": os.getloadavg()}, fh, indent=2)
+            _write(args.json, rows)  # after every run: a long run interrupted keeps what it measured
+    _write(args.json, rows)
     print(f"\nwrote {args.json}")
     return 0
 
