@@ -14,7 +14,7 @@ References
 .. [4] D. A. Lorenz, P. Manns, C. Meyer, "Quadratically regularized optimal transport",
    Appl. Math. Optim. 83(3):1919-1949, 2021.
 """
-from femot.core import DenseCost, QROTResult, exact_ot, exact_ot_1d, solve_qrot
+from femot.core import DenseCost, GeometricCost, QROTResult, exact_ot, exact_ot_1d, solve_qrot
 
 __version__ = "0.1.0"
-__all__ = ["solve_qrot", "exact_ot", "exact_ot_1d", "QROTResult", "DenseCost", "__version__"]
+__all__ = ["solve_qrot", "exact_ot", "exact_ot_1d", "QROTResult", "DenseCost", "GeometricCost", "__version__"]

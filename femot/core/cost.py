@@ -12,10 +12,65 @@ import numpy as np
 
 from femot.core import kernels
 
-__all__ = ["DenseCost", "as_cost"]
+__all__ = ["DenseCost", "GeometricCost", "as_cost"]
 
 
-class DenseCost:
+class _StreamedCost:
+    """The passes the solver needs, over a cost operand read by ``kernels._cval``.
+
+    Subclasses set ``shape``, ``max_abs``, ``_op`` (a matrix, or coordinates
+    ``(X1, X2, p)``) and ``_nchunk``.
+    """
+
+    # -- passes used by the solver -------------------------------------------
+    def evaluate(self, alpha, beta, w1, w2, dalpha=None, dbeta=None, t=0.0):
+        """(rowsum, colsum, count, dsum) of z_+ at alpha + t dalpha, beta + t dbeta."""
+        if dalpha is None:
+            dalpha = np.zeros_like(alpha)
+            dbeta = np.zeros_like(beta)
+        return kernels.evaluate(self._op, alpha, beta, dalpha, dbeta, float(t), w1, w2, self._nchunk)
+
+    def active(self, alpha, beta, count=None, threshold: float = 0.0):
+        """CSR arrays (indptr, indices, z) of the entries with z > threshold."""
+        if count is None or threshold != 0.0:
+            count = kernels.count_above(self._op, alpha, beta, float(threshold))
+        ip, ind, z, bad = kernels.active_csr(self._op, alpha, beta, count, float(threshold))
+        if bad:  # counts came from a differently rounded point: recount
+            count = kernels.count_above(self._op, alpha, beta, float(threshold))
+            ip, ind, z, bad = kernels.active_csr(self._op, alpha, beta, count, float(threshold))
+        return ip, ind, z
+
+    def line_candidates(self, alpha, beta, dalpha, dbeta, tmax, w1, w2, max_count=None):
+        """(z, dz, weight) of the entries positive somewhere on t in [0, tmax];
+        None when there are more than ``max_count`` (nothing is allocated then)."""
+        count = kernels.count_line_candidates(self._op, alpha, beta, dalpha, dbeta, float(tmax))
+        if max_count is not None and count.sum() > max_count:
+            return None
+        return kernels.line_candidates(self._op, alpha, beta, dalpha, dbeta, float(tmax), w1, w2, count)
+
+    def candidates(self, alpha, beta, threshold: float, max_count=None):
+        """CSR (indptr, indices, cvals) of the entries with z > threshold; None when
+        there are more than ``max_count`` of them (nothing is allocated then)."""
+        count = kernels.count_above(self._op, alpha, beta, float(threshold))
+        if max_count is not None and count.sum() > max_count:
+            return None
+        return kernels.candidates(self._op, alpha, beta, float(threshold), count)
+
+    def weighted_sums(self, w1, w2):
+        """``(c @ w2, w1 @ c)`` (one streaming pass)."""
+        return kernels.weighted_sums(self._op, w1, w2, self._nchunk)
+
+    def is_monge(self) -> bool:
+        """c_ij + c_{i+1,j+1} <= c_{i,j+1} + c_{i+1,j} on all adjacent 2x2 minors (up to rounding)."""
+        return bool(kernels.is_monge(self._op, 1e-12 * max(self.max_abs, 1.0)))
+
+    @property
+    def kernel_operand(self):
+        """What the numba passes read the cost from (see ``kernels._cval``)."""
+        return self._op
+
+
+class DenseCost(_StreamedCost):
     """A cost stored as a dense, C-contiguous ``(n1, n2)`` float array."""
 
     def __init__(self, c, name: str = "c"):
@@ -29,54 +84,121 @@ class DenseCost:
         if not finite:
             raise ValueError(f"{name} contains NaN or infinite entries")
         self.matrix = m
+        self._op = m
         self.shape = m.shape
         self.max_abs = float(max_abs)
         self._nchunk = kernels.num_chunks(self.shape[0])
 
-    # -- passes used by the solver -------------------------------------------
-    def evaluate(self, alpha, beta, w1, w2, dalpha=None, dbeta=None, t=0.0):
-        """(rowsum, colsum, count, dsum) of z_+ at alpha + t dalpha, beta + t dbeta."""
-        if dalpha is None:
-            dalpha = np.zeros_like(alpha)
-            dbeta = np.zeros_like(beta)
-        return kernels.evaluate(self.matrix, alpha, beta, dalpha, dbeta, float(t), w1, w2, self._nchunk)
-
-    def active(self, alpha, beta, count=None, threshold: float = 0.0):
-        """CSR arrays (indptr, indices, z) of the entries with z > threshold."""
-        if count is None or threshold != 0.0:
-            count = kernels.count_above(self.matrix, alpha, beta, float(threshold))
-        ip, ind, z, bad = kernels.active_csr(self.matrix, alpha, beta, count, float(threshold))
-        if bad:  # counts came from a differently rounded point: recount
-            count = kernels.count_above(self.matrix, alpha, beta, float(threshold))
-            ip, ind, z, bad = kernels.active_csr(self.matrix, alpha, beta, count, float(threshold))
-        return ip, ind, z
-
-    def line_candidates(self, alpha, beta, dalpha, dbeta, tmax, w1, w2, max_count=None):
-        """(z, dz, weight) of the entries positive somewhere on t in [0, tmax];
-        None when there are more than ``max_count`` (nothing is allocated then)."""
-        count = kernels.count_line_candidates(self.matrix, alpha, beta, dalpha, dbeta, float(tmax))
-        if max_count is not None and count.sum() > max_count:
-            return None
-        return kernels.line_candidates(self.matrix, alpha, beta, dalpha, dbeta, float(tmax), w1, w2, count)
-
-    def candidates(self, alpha, beta, threshold: float, max_count=None):
-        """CSR (indptr, indices, cvals) of the entries with z > threshold; None when
-        there are more than ``max_count`` of them (nothing is allocated then)."""
-        count = kernels.count_above(self.matrix, alpha, beta, float(threshold))
-        if max_count is not None and count.sum() > max_count:
-            return None
-        return kernels.candidates(self.matrix, alpha, beta, float(threshold), count)
-
     def entries(self, rows, cols):
         return self.matrix[rows, cols]
+
+    def weighted_sums(self, w1, w2):
+        return self.matrix @ w2, w1 @ self.matrix
 
     def dense(self) -> np.ndarray:
         return self.matrix
 
 
+def _coords(x, name):
+    try:
+        X = np.array(x, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array of points: {exc}") from None
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{name} must be a nonempty (n,) or (n, d) array of points, got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{name} contains NaN or infinite coordinates")
+    return np.ascontiguousarray(X)
+
+
+class GeometricCost(_StreamedCost):
+    """The cost ``c_ij = |x_i - y_j|^p`` (Euclidean norm) computed on the fly.
+
+    Implements the same passes as :class:`DenseCost` (the solver's cost
+    protocol), but every pass evaluates ``c_ij`` from the coordinates inside
+    its fused loop: the memory is O(n1 + n2) plus the solver's working sets,
+    never n1*n2.  ``solve_qrot``, ``QROTResult.jvp``/``vjp``/``biactive`` accept
+    it wherever they accept a matrix, and the plan equals the one for the
+    matrix ``c = cdist(x1, x2)**p`` (computed in the same floating-point order).
+
+    Parameters
+    ----------
+    x1 : (n1,) or (n1, d) array, the points of the first marginal.
+    x2 : (n2,) or (n2, d) array, the points of the second marginal (same d).
+    p : exponent, ``p >= 1`` (``p = 2``, the squared distance, is the fast path).
+
+    Notes
+    -----
+    For ``d = 1`` and both point sets sorted the cost is Monge (p >= 1), so the
+    solver's north-west-corner cold start applies.  ``max_abs`` is the largest
+    distance to the p, found among pairs of convex-hull vertices.
+    """
+
+    def __init__(self, x1, x2, p: float = 2.0):
+        X1 = _coords(x1, "x1")
+        X2 = _coords(x2, "x2")
+        if X1.shape[1] != X2.shape[1]:
+            raise ValueError(f"x1 and x2 must have the same dimension, got {X1.shape[1]} and {X2.shape[1]}")
+        try:
+            p = float(p)
+        except (TypeError, ValueError):
+            raise ValueError(f"p must be a number >= 1, got {p!r}") from None
+        if not (p >= 1.0 and np.isfinite(p)):
+            raise ValueError(f"p must be a finite number >= 1, got {p!r}")
+        self.x1, self.x2, self.p = X1, X2, p
+        self._op = (X1, X2, p)
+        self.shape = (X1.shape[0], X2.shape[0])
+        self.dim = X1.shape[1]
+        self._nchunk = kernels.num_chunks(self.shape[0])
+        self.max_abs = self._max_abs()
+
+    def _max_abs(self) -> float:
+        """max_ij |x_i - y_j|^p: the farthest pair is a pair of convex-hull vertices."""
+        h1, h2 = _hull_vertices(self.x1), _hull_vertices(self.x2)
+        if h1 is None or h2 is None:
+            return float(kernels.cost_absmax(self._op))
+        return float(kernels.cost_absmax((np.ascontiguousarray(self.x1[h1]),
+                                          np.ascontiguousarray(self.x2[h2]), self.p)))
+
+    def entries(self, rows, cols):
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        cols = np.asarray(cols, dtype=np.int64).ravel()
+        return kernels.cost_entries(self._op, rows, cols)
+
+    def is_monge(self) -> bool:
+        # |x - y|^p = h(x - y), h convex: Monge on sorted 1D points
+        return self.dim == 1 and bool(np.all(np.diff(self.x1[:, 0]) >= 0) and np.all(np.diff(self.x2[:, 0]) >= 0))
+
+    def dense(self) -> np.ndarray:
+        """The full matrix (n1*n2 floats; for small problems and tests)."""
+        n1, n2 = self.shape
+        rows = np.repeat(np.arange(n1, dtype=np.int64), n2)
+        cols = np.tile(np.arange(n2, dtype=np.int64), n1)
+        return self.entries(rows, cols).reshape(n1, n2)
+
+
+def _hull_vertices(X):
+    """Indices of a superset of the extreme points of X (None: use all points)."""
+    n, d = X.shape
+    if d == 1:
+        return np.unique([int(np.argmin(X[:, 0])), int(np.argmax(X[:, 0]))])
+    if n <= 64:
+        return None
+    if d > 6:
+        return None
+    try:
+        from scipy.spatial import ConvexHull
+
+        return ConvexHull(X).vertices
+    except Exception:  # degenerate (flat) point sets: stream over all pairs
+        return None
+
+
 def as_cost(c, shape=None):
     """Wrap an array (or pass through a cost object) after validating it."""
-    if isinstance(c, DenseCost):
+    if isinstance(c, (DenseCost, GeometricCost)):
         cost = c
     elif hasattr(c, "evaluate") and hasattr(c, "active") and hasattr(c, "shape"):
         cost = c  # a user-provided cost object with the same protocol

@@ -5,21 +5,146 @@ carries mass.  Every routine here streams the cost matrix once, computing
 ``z_ij = alpha_i + beta_j - c_ij`` on the fly, so no dense temporary of size
 n1*n2 is ever allocated.  Rows are split into chunks processed in parallel;
 column sums are reduced from per-chunk buffers.
+
+Threads
+-------
+A parallel region ends when its slowest thread does.  When the machine has
+more runnable threads than cores, one of ours is descheduled for a whole
+scheduler slice (milliseconds) in almost every region, and a solve runs
+thousands of regions (one or two per conjugate-gradient step).  So each
+parallel pass runs through ``_run``, which picks its thread count:
+
+* one thread when the pass is small (``PAR_MIN_WORK`` entries): its start-up
+  and its exposure to a lost slice are not paid back by splitting it;
+* otherwise ``thread_budget()``: the numba thread count, capped by the cores of
+  this process's CPU affinity that no other process is using right now
+  (runnable tasks from ``/proc/loadavg`` minus this process's own running
+  threads), re-sampled every ``LOAD_REFRESH_S`` seconds and at the start of
+  every solve (``threads_for``).
+
+Beside busy processes the passes therefore run serially, at the speed of
+single-threaded code, instead of collapsing; on an idle machine the large
+passes keep all cores.  ``NUMBA_NUM_THREADS`` / ``numba.set_num_threads``
+still cap everything.
 """
 from __future__ import annotations
+
+import functools
+import os
+import time
 
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.core import types
+from numba.extending import overload
 
-__all__ = ["evaluate", "active_csr", "line_candidates", "csr_matvec", "num_chunks"]
+__all__ = ["evaluate", "active_csr", "line_candidates", "csr_matvec", "num_chunks", "thread_budget",
+           "threads_for", "PAR_MIN_WORK"]
+
+#: Passes over fewer entries (pairs of a dense pass, stored entries plus rows of
+#: a sparse one) run on one thread.  Below about this size (tens of microseconds)
+#: the start-up of a region eats the gain of a second thread; the protection
+#: against oversubscription comes from the load-aware budget, which this does not
+#: replace (at 50,000, about half of the ocp-2d demo's conjugate-gradient products
+#: still run in parallel on an idle machine, as they did before).
+PAR_MIN_WORK = 50_000
+#: Seconds between two samples of the machine's load.
+LOAD_REFRESH_S = 0.25
+
+_budget = {"free": None, "stamp": -np.inf}
+#: When a list, every parallel pass appends (work, threads) to it (benchmarks/load.py).
+trace = None
+
+
+def _running_others():
+    """Runnable tasks on the machine that are not threads of this process (None if unknown)."""
+    try:
+        with open("/proc/loadavg") as fh:
+            running = int(fh.read().split()[3].split("/")[0])
+        own = 0
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat", "rb") as fh:
+                    st = fh.read()
+            except OSError:  # thread ended meanwhile
+                continue
+            k = st.rfind(b")")
+            if st[k + 2:k + 3] == b"R":
+                own += 1
+        return max(0, running - max(own, 1))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def free_cores(samples: int = 3) -> int:
+    """Cores of this process's affinity not taken by other runnable tasks (at least 1).
+
+    The minimum over a few instantaneous samples, so that a short-lived task
+    does not count; without ``/proc`` the one-minute load average is used.
+    """
+    others = [o for o in (_running_others() for _ in range(samples)) if o is not None]
+    if others:
+        busy = min(others)
+    else:
+        try:
+            busy = int(round(os.getloadavg()[0]))
+        except (AttributeError, OSError):
+            busy = 0
+    return max(1, _cpu_count() - busy)
+
+
+def thread_budget(max_age: float | None = None) -> int:
+    """Threads a large parallel pass may use now: numba's count capped by the free cores.
+
+    The load is re-sampled when the last sample is older than ``max_age``
+    seconds (default ``LOAD_REFRESH_S``); a sample costs about a millisecond.
+    """
+    now = time.perf_counter()
+    if now - _budget["stamp"] > (LOAD_REFRESH_S if max_age is None else max_age):
+        _budget["free"] = free_cores()
+        _budget["stamp"] = now
+    return max(1, min(numba.get_num_threads(), _budget["free"]))
+
+
+def _run(kernel, work, args):
+    n = numba.get_num_threads()
+    want = 1 if (n == 1 or work < PAR_MIN_WORK) else min(n, thread_budget())
+    if trace is not None:
+        trace.append((work, want))
+    if want == n:
+        return kernel(*args)
+    numba.set_num_threads(want)
+    try:
+        return kernel(*args)
+    finally:
+        numba.set_num_threads(n)
+
+
+def _region(work_of):
+    """Decorator: run a parallel kernel with the thread count ``_run`` picks for its size."""
+    def deco(kernel):
+        @functools.wraps(kernel.py_func)
+        def wrapper(*args):
+            return _run(kernel, work_of(*args), args)
+        wrapper.kernel = kernel
+        return wrapper
+    return deco
 
 
 class threads_for:
-    """Context manager: run the passes serially on small problems.
+    """Context manager around a solve: serial below ``min_work`` pairs, fresh load sample otherwise.
 
     Parallel regions cost tens of microseconds to start and suffer badly when
     the machine is oversubscribed; below ``min_work`` pairs one thread is faster.
+    Above, the thread budget is re-sampled on entry (see the module notes).
     """
 
     def __init__(self, work: int, min_work: int = 200_000):
@@ -30,6 +155,8 @@ class threads_for:
         if self.serial:
             self.saved = numba.get_num_threads()
             numba.set_num_threads(1)
+        else:
+            thread_budget(max_age=0.05)
         return self
 
     def __exit__(self, *exc):
@@ -38,11 +165,71 @@ class threads_for:
         return False
 
 
+# -- the cost operand ---------------------------------------------------------
+# Every dense pass reads the cost through ``_cval(c, i, j)`` and ``_dims(c)``.
+# ``c`` is either a 2D array (a stored matrix) or a tuple ``(X1, X2, p)`` of
+# point coordinates (C-contiguous (n1, d) and (n2, d) arrays) and an exponent:
+# then ``c_ij = |x_i - y_j|^p`` (Euclidean) is computed on the fly.  The choice
+# is made at compile time, so the matrix path is unchanged.
+
+def _cval(c, i, j):  # pragma: no cover - replaced by the overload below in compiled code
+    raise NotImplementedError
+
+
+def _dims(c):  # pragma: no cover
+    raise NotImplementedError
+
+
+@overload(_cval, inline="always", jit_options={"cache": True})
+def _cval_impl(c, i, j):
+    if isinstance(c, types.Array):
+        def get(c, i, j):
+            return c[i, j]
+        return get
+    if isinstance(c, types.BaseTuple):
+        def geo(c, i, j):
+            X1 = c[0]
+            X2 = c[1]
+            p = c[2]
+            dim = X1.shape[1]
+            if dim == 2:  # the common case, unrolled (same rounding as the loop)
+                d0 = X1[i, 0] - X2[j, 0]
+                d1 = X1[i, 1] - X2[j, 1]
+                s = d0 * d0 + d1 * d1
+            else:
+                s = 0.0
+                for k in range(dim):
+                    d = X1[i, k] - X2[j, k]
+                    s += d * d
+            if p == 2.0:
+                return s
+            if p == 1.0:
+                return np.sqrt(s)
+            return s ** (0.5 * p)
+        return geo
+
+
+@overload(_dims, inline="always", jit_options={"cache": True})
+def _dims_impl(c):
+    if isinstance(c, types.Array):
+        return lambda c: (c.shape[0], c.shape[1])
+    if isinstance(c, types.BaseTuple):
+        return lambda c: (c[0].shape[0], c[1].shape[0])
+
+
+def _npairs(c) -> int:
+    """Pairs of a cost operand (Python side)."""
+    if isinstance(c, tuple):
+        return c[0].shape[0] * c[1].shape[0]
+    return c.size
+
+
 def num_chunks(n1: int) -> int:
     """Row chunks for the parallel passes (a few per thread, never more than rows)."""
     return max(1, min(n1, 4 * numba.get_num_threads()))
 
 
+@_region(lambda c, *a: _npairs(c))
 @njit(parallel=True, cache=True)
 def evaluate(c, alpha, beta, dalpha, dbeta, t, w1, w2, nchunk):
     """Sums over the active set at the point (alpha + t*dalpha, beta + t*dbeta).
@@ -51,7 +238,7 @@ def evaluate(c, alpha, beta, dalpha, dbeta, t, w1, w2, nchunk):
     ``count_i = #{j : z_ij > 0}`` and ``dsum = sum_ij w1_i w2_j z_ij^+ dz_ij``
     with ``dz_ij = dalpha_i + dbeta_j`` (the derivative along the direction).
     """
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     rowsum = np.zeros(n1)
     count = np.zeros(n1, np.int64)
     colpart = np.zeros((nchunk, n2))
@@ -72,7 +259,7 @@ def evaluate(c, alpha, beta, dalpha, dbeta, t, w1, w2, nchunk):
             sd = 0.0
             k = 0
             for j in range(n2):
-                z = a + bt[j] - c[i, j]
+                z = a + bt[j] - _cval(c, i, j)
                 if z > 0.0:
                     s += w2[j] * z
                     sd += w2[j] * z * (da + dbeta[j])
@@ -89,10 +276,11 @@ def evaluate(c, alpha, beta, dalpha, dbeta, t, w1, w2, nchunk):
     return rowsum, colsum, count, dpart.sum()
 
 
+@_region(lambda c, *a: _npairs(c))
 @njit(parallel=True, cache=True)
 def active_csr(c, alpha, beta, count, threshold):
     """CSR arrays (indptr, indices, z) of ``{z_ij > threshold}`` given per-row counts."""
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     indptr = np.zeros(n1 + 1, np.int64)
     for i in range(n1):
         indptr[i + 1] = indptr[i] + count[i]
@@ -104,7 +292,7 @@ def active_csr(c, alpha, beta, count, threshold):
         p = indptr[i]
         a = alpha[i]
         for j in range(n2):
-            z = a + beta[j] - c[i, j]
+            z = a + beta[j] - _cval(c, i, j)
             if z > threshold:
                 if p < indptr[i + 1]:
                     indices[p] = j
@@ -114,38 +302,41 @@ def active_csr(c, alpha, beta, count, threshold):
     return indptr, indices, data, bad.any()
 
 
+@_region(lambda c, *a: _npairs(c))
 @njit(parallel=True, cache=True)
 def count_above(c, alpha, beta, threshold):
     """Per-row counts of ``z_ij > threshold``."""
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     count = np.zeros(n1, np.int64)
     for i in prange(n1):
         a = alpha[i]
         k = 0
         for j in range(n2):
-            if a + beta[j] - c[i, j] > threshold:
+            if a + beta[j] - _cval(c, i, j) > threshold:
                 k += 1
         count[i] = k
     return count
 
 
+@_region(lambda c, *a: _npairs(c))
 @njit(parallel=True, cache=True)
 def count_line_candidates(c, alpha, beta, dalpha, dbeta, tmax):
     """Per-row counts of the entries positive somewhere on t in [0, tmax]."""
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     count = np.zeros(n1, np.int64)
     for i in prange(n1):
         a = alpha[i]
         da = dalpha[i]
         k = 0
         for j in range(n2):
-            z = a + beta[j] - c[i, j]
+            z = a + beta[j] - _cval(c, i, j)
             if z > 0.0 or z + tmax * (da + dbeta[j]) > 0.0:
                 k += 1
         count[i] = k
     return count
 
 
+@_region(lambda c, *a: _npairs(c))
 @njit(parallel=True, cache=True)
 def line_candidates(c, alpha, beta, dalpha, dbeta, tmax, w1, w2, count):
     """Entries that are positive somewhere on the segment t in [0, tmax].
@@ -153,7 +344,7 @@ def line_candidates(c, alpha, beta, dalpha, dbeta, tmax, w1, w2, count):
     Returns (z, dz, weight) of those entries: along the line, the dual
     objective's derivative only involves them (Part III (3.1), exact line search).
     """
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     ptr = np.zeros(n1 + 1, np.int64)
     for i in range(n1):
         ptr[i + 1] = ptr[i] + count[i]
@@ -166,7 +357,7 @@ def line_candidates(c, alpha, beta, dalpha, dbeta, tmax, w1, w2, count):
         a = alpha[i]
         da = dalpha[i]
         for j in range(n2):
-            z = a + beta[j] - c[i, j]
+            z = a + beta[j] - _cval(c, i, j)
             dz = da + dbeta[j]
             if z > 0.0 or z + tmax * dz > 0.0:
                 zs[p] = z
@@ -176,6 +367,7 @@ def line_candidates(c, alpha, beta, dalpha, dbeta, tmax, w1, w2, count):
     return zs, dzs, ws
 
 
+@_region(lambda indptr, indices, *a: indices.size + indptr.size)
 @njit(parallel=True, cache=True)
 def csr_matvec(indptr, indices, x):
     """Row-parallel ``y = P x`` for a 0/1 pattern matrix P given by CSR structure."""
@@ -210,10 +402,11 @@ def transpose_pattern(indptr, indices, ncols):
 
 # -- passes over a sparse working set (CSR of candidate entries with their costs) --
 
+@_region(lambda c, *a: _npairs(c))
 @njit(parallel=True, cache=True)
 def candidates(c, alpha, beta, threshold, count):
     """CSR (indptr, indices, cvals) of the entries with z_ij > threshold, given their row counts."""
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     indptr = np.zeros(n1 + 1, np.int64)
     for i in range(n1):
         indptr[i + 1] = indptr[i] + count[i]
@@ -223,13 +416,15 @@ def candidates(c, alpha, beta, threshold, count):
         p = indptr[i]
         a = alpha[i]
         for j in range(n2):
-            if a + beta[j] - c[i, j] > threshold:
+            cij = _cval(c, i, j)
+            if a + beta[j] - cij > threshold:
                 indices[p] = j
-                cvals[p] = c[i, j]
+                cvals[p] = cij
                 p += 1
     return indptr, indices, cvals
 
 
+@_region(lambda indptr, indices, *a: indices.size + indptr.size)
 @njit(parallel=True, cache=True)
 def ws_evaluate(indptr, indices, cvals, n2, alpha, beta, dalpha, dbeta, t, w1, w2, nchunk):
     """Same as ``evaluate`` restricted to a working set."""
@@ -270,6 +465,7 @@ def ws_evaluate(indptr, indices, cvals, n2, alpha, beta, dalpha, dbeta, t, w1, w
     return rowsum, colsum, count, dpart.sum()
 
 
+@_region(lambda indptr, indices, *a: indices.size + indptr.size)
 @njit(parallel=True, cache=True)
 def ws_active(indptr, indices, cvals, alpha, beta, threshold):
     """CSR (indptr, indices, z) of the working-set entries with z > threshold."""
@@ -299,6 +495,7 @@ def ws_active(indptr, indices, cvals, alpha, beta, threshold):
     return optr, oind, oz
 
 
+@_region(lambda indptr, indices, *a: indices.size + indptr.size)
 @njit(parallel=True, cache=True)
 def ws_count(indptr, indices, cvals, alpha, beta, threshold):
     n1 = indptr.size - 1
@@ -344,10 +541,10 @@ def ws_line_candidates(indptr, indices, cvals, alpha, beta, dalpha, dbeta, tmax,
 @njit(cache=True)
 def is_monge(c, tol):
     """True when c_ij + c_{i+1,j+1} <= c_{i,j+1} + c_{i+1,j} + tol on all adjacent 2x2 minors."""
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     for i in range(n1 - 1):
         for j in range(n2 - 1):
-            if c[i, j] + c[i + 1, j + 1] > c[i, j + 1] + c[i + 1, j] + tol:
+            if _cval(c, i, j) + _cval(c, i + 1, j + 1) > _cval(c, i, j + 1) + _cval(c, i + 1, j) + tol:
                 return False
     return True
 
@@ -359,7 +556,7 @@ def northwest_corner_duals(c, a, b):
     The staircase visits n1 + n2 - 1 cells forming a spanning tree of the
     bipartite graph; alpha_i + beta_j = c_ij on each of them.
     """
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     alpha = np.zeros(n1)
     beta = np.zeros(n2)
     i = 0
@@ -367,19 +564,19 @@ def northwest_corner_duals(c, a, b):
     ra = a[0]
     rb = b[0]
     alpha[0] = 0.0
-    beta[0] = c[0, 0]
+    beta[0] = _cval(c, 0, 0)
     while i < n1 - 1 or j < n2 - 1:
         # advance the side that runs out first (ties: rows first)
         if (ra <= rb and i < n1 - 1) or j == n2 - 1:
             rb -= ra
             i += 1
             ra = a[i]
-            alpha[i] = c[i, j] - beta[j]
+            alpha[i] = _cval(c, i, j) - beta[j]
         else:
             ra -= rb
             j += 1
             rb = b[j]
-            beta[j] = c[i, j] - alpha[i]
+            beta[j] = _cval(c, i, j) - alpha[i]
     return alpha, beta
 
 
@@ -410,6 +607,7 @@ def finite_absmax(c):
     return True, m
 
 
+@_region(lambda indptr, indices, *a: indices.size + indptr.size)
 @njit(parallel=True, cache=True)
 def semidual_rows(indptr, indices, cvals, n2, beta, dbeta, t, a0, w1, w2, kappa, rhs, nchunk):
     """Exact row equations for fixed columns: the semi-dual along ``beta + t*dbeta``.
@@ -521,23 +719,76 @@ def northwest_corner_potentials(c, a, b, zscale, w1, w2):
     of the dual equations of Part III (3.1) whenever the support of the
     regularized plan is the staircase (``zscale = 0`` gives the exact OT duals).
     """
-    n1, n2 = c.shape
+    n1, n2 = _dims(c)
     alpha = np.zeros(n1)
     beta = np.zeros(n2)
     i = 0
     j = 0
     ra = a[0]
     rb = b[0]
-    beta[0] = c[0, 0] + zscale * min(ra, rb) / (w1[0] * w2[0])
+    beta[0] = _cval(c, 0, 0) + zscale * min(ra, rb) / (w1[0] * w2[0])
     while i < n1 - 1 or j < n2 - 1:
         if (ra <= rb and i < n1 - 1) or j == n2 - 1:
             rb = max(rb - ra, 0.0)
             i += 1
             ra = a[i]
-            alpha[i] = c[i, j] + zscale * min(ra, rb) / (w1[i] * w2[j]) - beta[j]
+            alpha[i] = _cval(c, i, j) + zscale * min(ra, rb) / (w1[i] * w2[j]) - beta[j]
         else:
             ra = max(ra - rb, 0.0)
             j += 1
             rb = b[j]
-            beta[j] = c[i, j] + zscale * min(ra, rb) / (w1[i] * w2[j]) - alpha[i]
+            beta[j] = _cval(c, i, j) + zscale * min(ra, rb) / (w1[i] * w2[j]) - alpha[i]
     return alpha, beta
+
+
+# -- passes used by the coordinate (matrix-free) costs -------------------------
+
+@njit(cache=True)
+def cost_entries(c, rows, cols):
+    """``c_ij`` at the index pairs (rows[k], cols[k])."""
+    out = np.empty(rows.size)
+    for k in range(rows.size):
+        out[k] = _cval(c, rows[k], cols[k])
+    return out
+
+
+@_region(lambda c, *a: _npairs(c))
+@njit(parallel=True, cache=True)
+def weighted_sums(c, w1, w2, nchunk):
+    """``(c @ w2, w1 @ c)`` in one streaming pass."""
+    n1, n2 = _dims(c)
+    rows = np.empty(n1)
+    colpart = np.zeros((nchunk, n2))
+    for ch in prange(nchunk):
+        i0 = ch * n1 // nchunk
+        i1 = (ch + 1) * n1 // nchunk
+        col = colpart[ch]
+        for i in range(i0, i1):
+            s = 0.0
+            wi = w1[i]
+            for j in range(n2):
+                v = _cval(c, i, j)
+                s += w2[j] * v
+                col[j] += wi * v
+            rows[i] = s
+    cols = np.zeros(n2)
+    for ch in range(nchunk):
+        for j in range(n2):
+            cols[j] += colpart[ch, j]
+    return rows, cols
+
+
+@_region(lambda c, *a: _npairs(c))
+@njit(parallel=True, cache=True)
+def cost_absmax(c):
+    """``max_ij |c_ij|`` in one streaming pass."""
+    n1, n2 = _dims(c)
+    m = np.zeros(n1)
+    for i in prange(n1):
+        r = 0.0
+        for j in range(n2):
+            v = abs(_cval(c, i, j))
+            if v > r:
+                r = v
+        m[i] = r
+    return m.max()

@@ -346,6 +346,8 @@ class _Engine:
 
 
 def _is_monge(cost):
+    if hasattr(cost, "is_monge"):
+        return bool(cost.is_monge())
     return hasattr(cost, "dense") and kernels.is_monge(cost.dense(), 1e-12 * max(cost.max_abs, 1.0))
 
 
@@ -412,7 +414,7 @@ def _monge_start(cost, m1, m2, w1, w2, gamma, eps, sweeps=30, start=None):
     solver's first Newton matrix is then the true active set (no band).  With ``start`` (a warm start) the sweeps begin
     from it instead of the exact duals, and it competes in the selection.
     """
-    c = cost.dense()
+    c = cost.kernel_operand if hasattr(cost, "kernel_operand") else cost.dense()  # read on the staircase only
     cand = []
     if start is None:
         a, b = w1 * m1, w2 * m2
@@ -486,11 +488,13 @@ def _initial_point(cost, m1, m2, w1, w2, gamma, eps, init):
     if init == "mean":
         # Closed-form solution when every pair is active: it puts every row and
         # column in contact with its cheaper partners.
-        c = cost.dense()
         W1, W2 = float(w1.sum()), float(w2.sum())
         kappa = gamma * eps
-        cw2 = c @ w2
-        cw1 = w1 @ c
+        if hasattr(cost, "weighted_sums"):
+            cw2, cw1 = cost.weighted_sums(w1, w2)
+        else:
+            c = cost.dense()
+            cw2, cw1 = c @ w2, w1 @ c
         # alpha_i (W2 + kappa) + <w2, beta> = gamma m1_i + (c w2)_i, same for beta.
         # Choose the split <w1,alpha> = <w2,beta> (any works when kappa = 0).
         sa = (gamma * (w1 @ m1) + w1 @ cw2) / (2 * W2 + kappa) if W2 + kappa > 0 else 0.0

@@ -83,7 +83,8 @@ class LowerLevelResult:
 def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, delta: float, eps: float = 0.0, *,
                       cost=2.0, enlarge: bool = False, rho: float | None = None, tol: float = 1e-10,
                       max_iter: int = 200, x0=None, solver=None, solver_options: dict | None = None,
-                      check_support: bool = True, verbose: bool = False) -> LowerLevelResult:
+                      check_support: bool = True, verbose: bool = False,
+                      matrix_free: bool = False) -> LowerLevelResult:
     """Solve the smoothed, regularized lower level S_gamma(T^delta mu1, T^delta mu2).
 
     Parameters
@@ -101,6 +102,8 @@ def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, de
         whose potentials are transferred with :func:`transfer_potentials`.
     solver : the core solver (default ``femot.solve_qrot``); ``solver_options`` are passed
         on to it (e.g. ``{"linear_solver": "cg"}``).
+    matrix_free : with a number ``cost >= 1``, use a :class:`femot.GeometricCost` (no
+        n1 x n2 matrix; ``result.cost`` is then that object).
     """
     gamma = check_positive_scalar(gamma, "gamma")
     delta = check_positive_scalar(delta, "delta")
@@ -125,7 +128,7 @@ def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, de
             raise ValueError(f"cost has shape {cost.shape}, expected {(q1.n, q2.n)}")
         c = cost
     else:
-        c = product_cost(q1, q2, cost)
+        c = product_cost(q1, q2, cost, matrix_free=matrix_free)
     if isinstance(x0, LowerLevelResult):
         x0 = transfer_potentials(x0, q1, q2)
     solve = solver or _core_solver()
@@ -173,7 +176,8 @@ def transfer_potentials(result: LowerLevelResult, q1: Quadrature, q2: Quadrature
 def _plan_inner(plan: sp.csr_matrix, c: np.ndarray, w1, w2) -> float:
     """sum_ij w_i v_j c_ij pi_ij touching only the nonzeros of pi."""
     coo = plan.tocoo()
-    return float(np.sum(w1[coo.row] * w2[coo.col] * c[coo.row, coo.col] * coo.data))
+    cv = c.entries(coo.row, coo.col) if hasattr(c, "entries") else c[coo.row, coo.col]
+    return float(np.sum(w1[coo.row] * w2[coo.col] * cv * coo.data))
 
 
 def plan_image(result: LowerLevelResult):

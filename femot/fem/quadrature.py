@@ -109,17 +109,26 @@ def quadrature(mesh, rule: str = "lumped", order: int = 2) -> Quadrature:
     raise ValueError(f"rule must be 'lumped' or 'gauss', got {rule!r}")
 
 
-def product_cost(q1, q2, beta=2.0, *, max_bytes: float = 4e9, chunk_rows: int | None = None) -> np.ndarray:
+def product_cost(q1, q2, beta=2.0, *, max_bytes: float = 4e9, chunk_rows: int | None = None,
+                 matrix_free: bool = False):
     """Dense cost matrix ``c_ij = c(x_i, y_j)`` on the product quadrature (n1, n2).
 
     ``beta`` > 0 gives ``c = |x - y|^beta`` (Euclidean norm; both domains in the same
     R^d). A callable ``beta(x, y)`` with ``x`` (m, d1), ``y`` (n2, d2) must return the
     (m, n2) block of costs; it is called on row blocks so no (n1, n2, d) temporary is
     formed. Refuses (ValueError) to allocate more than ``max_bytes``.
+    With ``matrix_free=True`` (``beta >= 1`` a number) a :class:`femot.GeometricCost`
+    is returned instead: O(n1 + n2) memory, ``c_ij`` computed inside the solver's passes.
     """
     from scipy.spatial.distance import cdist
 
     x, y = _nodes(q1, "q1"), _nodes(q2, "q2")
+    if matrix_free:
+        from femot.core.cost import GeometricCost
+
+        if callable(beta) or not float(beta) >= 1.0:
+            raise ValueError(f"beta: matrix_free=True needs a number beta >= 1 (|x - y|^beta), got {beta!r}")
+        return GeometricCost(x, y, p=float(beta))
     n1, n2 = x.shape[0], y.shape[0]
     need = 8.0 * n1 * n2
     if need > max_bytes:

@@ -82,8 +82,9 @@ class SmoothedLowerLevel:
         if T.shape[0] != q1.n:
             raise ValueError(f"T maps to {T.shape[0]} nodes, but q1 has {q1.n}")
         self.m2 = as_vector(m2, "m2", length=q2.n)
-        c = np.asarray(c, dtype=float)
-        if c.shape != (q1.n, q2.n):
+        if not hasattr(c, "evaluate"):  # a cost object (e.g. femot.GeometricCost) is kept as is
+            c = np.asarray(c, dtype=float)
+        if tuple(c.shape) != (q1.n, q2.n):
             raise ValueError(f"c has shape {c.shape}, expected {(q1.n, q2.n)}")
         self.c = c
         self.gamma = check_positive_scalar(gamma, "gamma")

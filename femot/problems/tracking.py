@@ -123,11 +123,12 @@ class TrackingProblem:
     beta : cost ``|x - y|^beta``, or a callable ``c(x, y)`` (see ``product_cost``).
     rho : control vertices have distance >= rho from the boundary (default delta).
     eps, tol, max_iter, solver_options : passed to the core.
+    matrix_free : use a :class:`femot.GeometricCost` (no n1 x n2 matrix) for ``|x - y|^beta``.
     """
 
     def __init__(self, mesh1, mesh2, mu2, pi_d, nu, gamma, delta, *, mu1_d=None, p_prime: float = 2.0,
                  subdomain=None, beta=2.0, rho: float | None = None, eps: float = 0.0, tol: float = 1e-10,
-                 max_iter: int = 200, solver_options=None):
+                 max_iter: int = 200, solver_options=None, matrix_free: bool = False):
         self.q1, self.q2 = quadrature(mesh1), quadrature(mesh2)
         n1, n2 = self.q1.n, self.q2.n
         self.n1, self.n2 = n1, n2
@@ -184,7 +185,7 @@ class TrackingProblem:
         self.T = s1.operator(sources=self.q1.nodes[self.control_vertices], mass=self.mass)
         pos = np.flatnonzero(self.mu2 > 0)
         self.mu2_density = s2.operator(sources=self.q2.nodes[pos], mass=self.mass).apply(self.mu2[pos])
-        self.c = product_cost(self.q1, self.q2, beta)
+        self.c = product_cost(self.q1, self.q2, beta, matrix_free=matrix_free)
         self.lower = SmoothedLowerLevel(self.q1, self.q2, self.T, self.mu2_density, self.c, self.gamma, self.eps,
                                         tol=tol, max_iter=max_iter, solver_options=solver_options)
         self.n_evaluations = 0

@@ -1,0 +1,227 @@
+"""GeometricCost: |x - y|^p computed inside the passes gives the dense solver's plan and derivatives."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from femot import GeometricCost, solve_qrot
+from femot.core.cost import DenseCost
+
+
+def _disk(rng, n):
+    r = np.sqrt(rng.random(n))
+    t = 2 * np.pi * rng.random(n)
+    return np.c_[0.5 + 0.5 * r * np.cos(t), 0.5 + 0.5 * r * np.sin(t)]
+
+
+def _cdist_p(X, Y, p):
+    X = X.reshape(len(X), -1)
+    Y = Y.reshape(len(Y), -1)
+    s = ((X[:, None, :] - Y[None, :, :]) ** 2).sum(-1)
+    return s if p == 2 else s ** (0.5 * p)
+
+
+def _case(kind, n1, n2, seed=0):
+    """Points and densities for the three geometries of the tests."""
+    rng = np.random.default_rng(seed)
+    if kind == "1d":
+        X, Y = np.sort(rng.random(n1)), np.sort(rng.random(n2) * 0.8 + 0.3)
+    elif kind == "2d":
+        X, Y = rng.random((n1, 2)), _disk(rng, n2)
+    elif kind == "1dx2d":  # a segment in the plane against a planar set
+        X = np.c_[np.sort(rng.random(n1)), np.full(n1, 0.5)]
+        Y = _disk(rng, n2)
+    else:
+        raise ValueError(kind)
+    w1 = np.full(n1, 1.0 / n1) * (1 + 0.2 * rng.random(n1))
+    w2 = np.full(n2, 1.0 / n2) * (1 + 0.2 * rng.random(n2))
+    m1 = 1.0 + 0.5 * rng.random(n1)
+    m2 = 1.0 + 0.5 * rng.random(n2)
+    m1 /= w1 @ m1
+    m2 /= w2 @ m2
+    return X, Y, w1, w2, m1, m2
+
+
+def _rel(A, B):
+    return abs(A - B).max() / abs(B).max()
+
+
+@pytest.mark.parametrize("kind", ["1d", "2d", "1dx2d"])
+@pytest.mark.parametrize("p", [2.0, 1.0, 3.0])
+def test_entries_match_the_matrix(kind, p):
+    X, Y, *_ = _case(kind, 70, 90)
+    G = GeometricCost(X, Y, p=p)
+    C = _cdist_p(X, Y, p)
+    assert G.shape == C.shape
+    assert np.allclose(G.dense(), C, rtol=1e-14, atol=0)
+    rows, cols = np.array([0, 5, 69]), np.array([3, 89, 0])
+    assert np.allclose(G.entries(rows, cols), C[rows, cols], rtol=1e-14, atol=0)
+    assert G.max_abs == pytest.approx(C.max(), rel=1e-14)
+    r, c = G.weighted_sums(np.arange(70.0), np.ones(90))
+    assert np.allclose(r, C @ np.ones(90), rtol=1e-12) and np.allclose(c, np.arange(70.0) @ C, rtol=1e-12)
+
+
+def test_max_abs_uses_hull_and_matches_in_3d():
+    rng = np.random.default_rng(4)
+    X, Y = rng.normal(size=(500, 3)), rng.random((400, 3))
+    assert GeometricCost(X, Y, p=1.5).max_abs == pytest.approx(_cdist_p(X, Y, 1.5).max(), rel=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["1d", "2d", "1dx2d"])
+@pytest.mark.parametrize("eps", [0.0, 1e-2])
+def test_same_plan_as_dense(kind, eps):
+    X, Y, w1, w2, m1, m2 = _case(kind, 120, 150, seed=1)
+    C = _cdist_p(X, Y, 2)
+    gamma = 1e-3
+    rd = solve_qrot(C, m1, m2, gamma, eps, w1, w2, tol=1e-12)
+    rg = solve_qrot(GeometricCost(X, Y), m1, m2, gamma, eps, w1, w2, tol=1e-12)
+    assert rd.success and rg.success
+    assert _rel(rg.plan, rd.plan) <= 1e-10
+    # the plan solves the problem: marginals
+    assert np.abs((rg.plan @ w2 + eps * rg.alpha) - m1).max() <= 1e-9
+    assert np.abs((rg.plan.T @ w1 + eps * rg.beta) - m2).max() <= 1e-9
+    if kind == "1d":
+        assert rg.init.startswith("monge")  # sorted 1D points are recognized as Monge
+
+
+def test_same_plan_as_dense_large_mean_start():
+    """Beyond the exact-LP start size the solver starts from the closed form (matrix-free sums)."""
+    X, Y, w1, w2, m1, m2 = _case("2d", 260, 240, seed=2)
+    C = _cdist_p(X, Y, 2)
+    rd = solve_qrot(C, m1, m2, 3e-3, 0.0, w1, w2, tol=1e-12)
+    rg = solve_qrot(GeometricCost(X, Y), m1, m2, 3e-3, 0.0, w1, w2, tol=1e-12)
+    assert rd.success and rg.success and rg.init == "mean"
+    assert _rel(rg.plan, rd.plan) <= 1e-10
+
+
+@pytest.mark.parametrize("kind", ["1d", "2d", "1dx2d"])
+def test_jvp_vjp_match_dense_and_finite_differences(kind):
+    X, Y, w1, w2, m1, m2 = _case(kind, 40, 50, seed=3)
+    gamma, eps = 1e-2, 1e-2
+    G = GeometricCost(X, Y)
+    rg = solve_qrot(G, m1, m2, gamma, eps, w1, w2, tol=1e-13)
+    rd = solve_qrot(_cdist_p(X, Y, 2), m1, m2, gamma, eps, w1, w2, tol=1e-13)
+    assert rg.success and rd.success
+    rng = np.random.default_rng(7)
+    h1, h2 = rng.normal(size=40), rng.normal(size=50)
+    Jg = rg.jvp(h1, h2)
+    assert _rel(Jg, rd.jvp(h1, h2)) <= 1e-8
+    # central differences of the plan along (h1, h2)
+    s = 1e-6
+    rp = solve_qrot(G, m1 + s * h1, m2 + s * h2, gamma, eps, w1, w2, tol=1e-14, x0=(rg.alpha, rg.beta))
+    rm = solve_qrot(G, m1 - s * h1, m2 - s * h2, gamma, eps, w1, w2, tol=1e-14, x0=(rg.alpha, rg.beta))
+    fd = (rp.plan - rm.plan) / (2 * s)
+    assert _rel(fd, Jg) <= 1e-5
+    # vjp is the adjoint of jvp: <G, J h> = <vjp(G), h>
+    Gm = rng.normal(size=(40, 50))
+    p1, p2 = rg.vjp(Gm)
+    q1, q2 = rd.vjp(Gm)
+    assert np.allclose(p1, q1, rtol=1e-8, atol=1e-10) and np.allclose(p2, q2, rtol=1e-8, atol=1e-10)
+    lhs = float(np.sum(Gm * Jg.toarray()))
+    assert lhs == pytest.approx(float(p1 @ h1 + p2 @ h2), rel=1e-8)
+
+
+def test_biactive_and_transport_cost_match_dense():
+    X, Y, w1, w2, m1, m2 = _case("1d", 60, 60, seed=5)
+    C = _cdist_p(X, Y, 2)
+    rg = solve_qrot(GeometricCost(X, Y), m1, m2, 1e-3, 0.0, w1, w2, tol=1e-12)
+    rd = solve_qrot(C, m1, m2, 1e-3, 0.0, w1, w2, tol=1e-12)
+    # a band holding the six entries nearest to z = 0 (halfway to the seventh)
+    az = np.sort(np.abs(rd.alpha[:, None] + rd.beta[None, :] - C).ravel())
+    tol = 0.5 * (az[5] + az[6])
+    bg, bd = rg.biactive(tol), rd.biactive(tol)
+    assert bg[0].size == 6
+    assert np.array_equal(bg[0], bd[0]) and np.array_equal(bg[1], bd[1])
+    assert rg.transport_cost() == pytest.approx(rd.transport_cost(), rel=1e-10)
+
+
+def test_memory_is_linear_in_the_points():
+    rng = np.random.default_rng(0)
+    G = GeometricCost(rng.random((3000, 2)), rng.random((3000, 2)))
+    stored = sum(v.nbytes for v in vars(G).values() if isinstance(v, np.ndarray))
+    assert stored <= 2 * 8 * 2 * 3000 + 1024
+
+
+def test_bad_input():
+    X = np.zeros((4, 2))
+    with pytest.raises(ValueError, match="same dimension"):
+        GeometricCost(X, np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="p must"):
+        GeometricCost(X, X, p=0.5)
+    with pytest.raises(ValueError, match="x2"):
+        GeometricCost(X, np.array([[np.nan, 0.0]]))
+    with pytest.raises(ValueError, match="x1"):
+        GeometricCost(np.zeros((0, 2)), X)
+    with pytest.raises(ValueError, match="mu1"):
+        solve_qrot(GeometricCost(X, X), np.ones(3), np.ones(4), 1.0)
+
+
+def test_dense_cost_unchanged():
+    C = np.random.default_rng(0).random((5, 6))
+    D = DenseCost(C)
+    assert D.dense() is D.matrix and D.kernel_operand is D.matrix
+
+
+def test_lower_level_and_tracking_opt_in():
+    """``matrix_free=True`` in the FE callers gives the dense path's plan, cost and gradient."""
+    import skfem
+
+    from femot.fem import Density, quadrature
+    from femot.fem.lower_level import solve_lower_level
+    from femot.fem.quadrature import product_cost
+    from femot.problems.tracking import TrackingProblem
+
+    mesh = skfem.MeshTri().refined(3)
+    q = quadrature(mesh)
+    G = product_cost(q, q, 2.0, matrix_free=True)
+    assert isinstance(G, GeometricCost) and np.allclose(G.dense(), product_cost(q, q, 2.0), rtol=1e-14, atol=1e-15)
+    with pytest.raises(ValueError, match="beta"):
+        product_cost(q, q, 0.5, matrix_free=True)
+    mu1 = Density(lambda x: 1.0 + x[:, 0], mesh)
+    mu2 = Density(lambda x: 1.0 + x[:, 1] ** 2, mesh)
+    mu1 = mu1.scaled(1.0 / mu1.mass())
+    mu2 = mu2.scaled(1.0 / mu2.mass())
+    rd = solve_lower_level(mu1, mu2, q, q, 1e-2, 0.1, check_support=False)
+    rg = solve_lower_level(mu1, mu2, q, q, 1e-2, 0.1, check_support=False, matrix_free=True)
+    assert rd.success and rg.success and isinstance(rg.cost, GeometricCost)
+    assert _rel(rg.plan, rd.plan) <= 1e-10
+    assert rg.transport_cost == pytest.approx(rd.transport_cost, rel=1e-10)
+
+    line = skfem.MeshLine(np.linspace(0.0, 1.0, 25))
+    x = line.p[0]
+    mu2 = np.where((x >= 0.15 - 1e-12) & (x <= 0.85 + 1e-12), np.exp(-((x - 0.5) / 0.2) ** 2), 0.0)
+    mu2 /= mu2.sum()
+    pi_d = np.outer(np.ones(25), np.ones(25))
+    kw = dict(rho=0.15)
+    Pd = TrackingProblem(line, line, mu2, pi_d, 1e-3, 1e-3, 0.1, **kw)
+    Pg = TrackingProblem(line, line, mu2, pi_d, 1e-3, 1e-3, 0.1, matrix_free=True, **kw)
+    xc = np.full(Pd.n, 1.0 / Pd.n)
+    fd, gd = Pd(xc)
+    fg, gg = Pg(xc)
+    assert fg == pytest.approx(fd, rel=1e-10)
+    assert np.allclose(gg, gd, rtol=1e-8, atol=1e-12 * np.abs(gd).max())
+
+
+def test_multiscale_matches_dense_and_certificate_rejects_truncation():
+    from femot.core.multiscale import certify_working_set, solve_qrot_multiscale
+
+    X, Y, w1, w2, m1, m2 = _case("2d", 400, 360, seed=11)
+    C = _cdist_p(X, Y, 2)
+    rd = solve_qrot(C, m1, m2, 1e-3, 0.0, w1, w2, tol=1e-12)
+    rm = solve_qrot_multiscale(X, Y, m1, m2, 1e-3, w1, w2, coarsest=100, factor=3.0, tol=1e-12)
+    assert rd.success and rm.success and rm["certified"]
+    assert len(rm["levels"]) >= 2 and rm["levels"][0]["n1"] < 400
+    assert _rel(rm.plan, rd.plan) <= 1e-10
+    G = GeometricCost(X, Y)
+    P = rm.plan
+    assert certify_working_set(G, rm.alpha, rm.beta, P.indptr, P.indices).size == 0
+    # drop one active pair from the working set of row 7: the certificate must name that row
+    i = 7
+    keep = np.ones(P.nnz, bool)
+    keep[P.indptr[i]] = False
+    ind = P.indices[keep]
+    ptr = P.indptr.copy()
+    ptr[i + 1:] -= 1
+    assert list(certify_working_set(G, rm.alpha, rm.beta, ptr, ind)) == [i]
+    # a looser threshold asks for more than the support holds
+    assert certify_working_set(G, rm.alpha, rm.beta, P.indptr, P.indices, threshold=-1e-2).size > 0
