@@ -114,7 +114,7 @@ def _tangent(v, F, wF, wF2):
     return out
 
 
-def steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, maxiter):
+def steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, maxiter, x=None):
     """Steihaug-Toint CG for min <gm, p> + 1/2 <p, H p> over the tangent space of the face F.
 
     ``p`` ranges over {p_i = 0 off F, <w_F, p_F> = 0} with |y + p| <= Delta.
@@ -122,18 +122,23 @@ def steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, maxiter):
     with their products H d_j, which CG computes anyway): in exact arithmetic
     these are the CG iterates, and in floating point the finite termination
     in at most |F| - 1 steps survives condition numbers near 1/sqrt(eps),
-    where the three-term recurrence loses conjugacy.
-    Returns (p, Hp, reason, iterations) with reason 'converged', 'ball',
-    'negative curvature' or 'maxiter'.
+    where the three-term recurrence loses conjugacy.  With ``x``, CG also
+    stops before a step that leaves {x + y + p >= 0} (reason 'bound').
+
+    Returns (p, Hp, reason, iterations, seg, Hseg): reason is 'converged',
+    'ball', 'negative curvature', 'maxiter' or 'bound'; for 'bound', (seg,
+    Hseg) is the step that would leave the orthant (p + seg is infeasible),
+    otherwise zeros.
     """
     wF = wv[F]
     wF2 = wF @ wF
     p = np.zeros_like(gm)
     Hp = np.zeros_like(gm)
+    zero = np.zeros_like(gm)
     r = _tangent(gm, F, wF, wF2)
     rr = r @ r
     if rr == 0.0:
-        return p, Hp, "converged", 0
+        return p, Hp, "converged", 0, zero, zero
     tol = rtol * math.sqrt(rr)
     dirs, Hdirs, curvs = [], [], []
     for it in range(1, maxiter + 1):
@@ -143,22 +148,25 @@ def steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, maxiter):
         dirn = _tangent(dirn, F, wF, wF2)  # remove rounding off the tangent space
         Hd = Hv(dirn)
         curv = dirn @ Hd
+        reason = None
         if curv <= 1e-300 * (dirn @ dirn):
-            tau = _boundary(y + p, dirn, Delta)
-            return p + tau * dirn, Hp + tau * Hd, "negative curvature", it
-        alpha = -(r @ dirn) / curv
-        pn = p + alpha * dirn
-        if np.linalg.norm(y + pn) >= Delta:
-            tau = _boundary(y + p, dirn, Delta)
-            return p + tau * dirn, Hp + tau * Hd, "ball", it
-        p, Hp = pn, Hp + alpha * Hd
-        r = r + alpha * _tangent(Hd, F, wF, wF2)
+            step, reason = _boundary(y + p, dirn, Delta), "negative curvature"
+        else:
+            step = -(r @ dirn) / curv
+            if np.linalg.norm(y + p + step * dirn) >= Delta:
+                step, reason = _boundary(y + p, dirn, Delta), "ball"
+        if x is not None and np.any(x + y + p + step * dirn < 0.0):
+            return p, Hp, "bound", it, step * dirn, step * Hd
+        p, Hp = p + step * dirn, Hp + step * Hd
+        if reason is not None:
+            return p, Hp, reason, it, zero, zero
+        r = r + step * _tangent(Hd, F, wF, wF2)
         if math.sqrt(r @ r) <= tol:
-            return p, Hp, "converged", it
+            return p, Hp, "converged", it, zero, zero
         dirs.append(dirn)
         Hdirs.append(Hd)
         curvs.append(curv)
-    return p, Hp, "maxiter", maxiter
+    return p, Hp, "maxiter", maxiter, zero, zero
 
 
 def binding_free_set(x, g, w, s):
@@ -183,8 +191,13 @@ def binding_free_set(x, g, w, s):
 def projected_newton(x, g, Hv, Delta, w, s, o, rtol):
     """Inexact projected Newton-CG solution of (Q_k); returns (a, Ha, info).
 
-    ``info``: dict with ``cg`` (total CG iterations), ``minor`` (faces
-    visited) and ``reason`` (how the last CG run ended).
+    Active-set loop over faces: CG on the free face from the current point y
+    (stopped at the ball, at negative curvature and before leaving x + y >= 0);
+    at a bound, a projected search along the offending CG step (the q_k-best of
+    the truncated step and of the projection arc P(x + y + t seg) - x, t = 1,
+    1/2, ..., with an Armijo stop), the coordinates that reach zero are fixed,
+    and CG restarts on the smaller face.  ``info``: dict with ``cg`` (total CG
+    iterations), ``minor`` (faces visited) and ``reason`` (end of the last CG run).
     """
     n = x.size
     wv = np.ones(n) if w is None else w
@@ -193,43 +206,53 @@ def projected_newton(x, g, Hv, Delta, w, s, o, rtol):
     Hy = np.zeros(n)
     info = {"cg": 0, "minor": 0, "reason": "face"}
     maxiter = o["cg_maxiter"]
+
+    def q(d, Hd):
+        return g @ d + 0.5 * (d @ Hd)
+
+    tiny = 1e-15 * max(1.0, float(np.abs(x).max()))
     for _ in range(o["newton_minor"]):
         if F.sum() < 2:
             break
         info["minor"] += 1
         gm = g + Hy
         cap = min(2 * int(F.sum()) + 10, 500) if maxiter is None else maxiter
-        p, Hp, reason, it = steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, cap)
+        p, Hp, reason, it, seg, Hseg = steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, cap, x=x)
         info["cg"] += it
         info["reason"] = reason
-        if not np.any(p):
+        base, Hbase = y + p, Hy + Hp
+        if reason != "bound":
+            y, Hy = base, Hbase
             break
-        z = y + p
-        if np.all(x + z >= 0.0):
-            y, Hy = z, Hy + Hp
-            break
-        # projected search: truncation at the first bound vs projection of x + z
-        neg = (x + z < 0.0) & (p < 0.0)
-        tb = float(np.min((x[neg] + y[neg]) / -p[neg])) if neg.any() else 1.0
+        # projected search along seg from base
+        neg = (x + base + seg < 0.0) & (seg < 0.0)
+        tb = float(np.min((x[neg] + base[neg]) / -seg[neg])) if neg.any() else 1.0
         tb = min(max(tb, 0.0), 1.0)
-        zb, Hzb = y + tb * p, Hy + tb * Hp
-        zP = _project(x + z, w, s) - x
-        HzP = Hv(zP)
-
-        def q(d, Hd):
-            return g @ d + 0.5 * (d @ Hd)
-
-        qy = q(y, Hy)
-        cands = [(q(zb, Hzb), zb, Hzb), (q(zP, HzP), zP, HzP)]
+        zb, Hzb = base + tb * seg, Hbase + tb * Hseg
+        qbase = q(base, Hbase)
+        gb = g + Hbase
+        cands = [(q(zb, Hzb), zb, Hzb)]
+        t = 1.0
+        for _ in range(8):
+            zP = _project(x + base + t * seg, w, s) - x
+            if np.linalg.norm(zP) > Delta:
+                zP *= Delta / np.linalg.norm(zP)
+            HzP = Hv(zP)
+            qP = q(zP, HzP)
+            cands.append((qP, zP, HzP))
+            if qP <= qbase + 1e-4 * (gb @ (zP - base)) or t <= tb:
+                break
+            t *= 0.5
         qn, zn, Hzn = min(cands, key=lambda c: c[0])
-        if not qn < qy:
-            break
-        y, Hy = zn, Hzn
+        if qn < qbase:
+            y, Hy = zn, Hzn
+        else:
+            y, Hy = base, Hbase
         # clean the coordinates at the bound: exactly -x_i there
-        at_bound = x + y <= 1e-15 * max(1.0, float(np.abs(x).max()))
+        at_bound = x + y <= tiny
         y[at_bound] = -x[at_bound]
         newF = F & ~at_bound
-        if reason in ("ball", "negative curvature") or newF.sum() == F.sum():
+        if newF.sum() == F.sum():
             break
         F = newF
     return y, Hy, info
@@ -273,3 +296,96 @@ def newton_candidate(x, g, Hv, Delta, theta, d_theta, w, s, o, rtol):
     options.append((d, pred(d, Hd), "newton"))
     info["lam"] = lam
     return options, info
+
+
+def _orthonormal_tangent(V, wv):
+    """Orthonormal basis of the span of V's columns projected onto {<w, d> = 0}."""
+    V = V - np.outer(wv, wv @ V) / (wv @ wv)
+    if V.shape[1] == 0:
+        return V
+    Q, Rm = np.linalg.qr(V)
+    dg = np.abs(np.diag(Rm))
+    keep = dg > 1e-10 * max(float(dg.max()), 1e-300)
+    return Q[:, keep]
+
+
+def bundle_newton(x, f, g, hess, GY, alpha, Delta, w, s, dirs, full_dim=60):
+    """Bundle-Newton candidate: the cutting planes of a bundle plus the exact Hessian.
+
+    Solves, in a subspace span(V) of the tangent space {<w, d> = 0},
+
+        min_d  max_j (<g_j, d> - alpha_j) + 1/2 <d, H d>
+        s.t.   x + d >= 0,  |d| <= Delta,
+
+    the proximal cutting-plane model of f with the Hessian of the smooth part as
+    metric (a bundle-Newton step in the sense of Luksan and Vlcek, "A bundle-Newton
+    method for nonsmooth unconstrained minimization", Math. Program. 1998, with one
+    Hessian for all planes).  Across a kink the planes of both sides meet in the
+    max, so the step follows the kink instead of crossing it.  V is an orthonormal
+    basis of the whole tangent space when n <= ``full_dim`` (then the subproblem is
+    exact; its products H V are cached per iterate in ``hess``), otherwise of the
+    tangent projections of ``dirs`` (the other candidates) and of g_j - g.  The
+    small QP (dim V + 1 variables) is solved by SLSQP.
+
+    Returns (d, Hd, pred_max, Mnorm) or None; pred_max = -(max_j(<g_j, d> - alpha_j)
+    + 1/2 <d, H d>) is the decrease forecast by this model and Mnorm = |V'HV|.
+    """
+    from scipy.optimize import minimize
+
+    n = x.size
+    wv = np.ones(n) if w is None else w
+    if n <= full_dim:
+        key = x.tobytes()
+        cache = getattr(hess, "basis_cache", None)
+        if cache is not None and cache[0] == key:
+            V, HV = cache[1], cache[2]
+        else:
+            V = _orthonormal_tangent(np.eye(n)[:, :-1] - np.eye(n)[:, 1:], wv)
+            HV = np.column_stack([hess(V[:, i]) for i in range(V.shape[1])])
+            hess.basis_cache = (key, V, HV)
+    else:
+        cols = [d for d in dirs if np.any(d)]
+        order = np.argsort(alpha)[:12]
+        cols += [GY[j] - g for j in order]
+        if not cols:
+            return None
+        V = _orthonormal_tangent(np.column_stack(cols), wv)
+        if V.shape[1] == 0:
+            return None
+        HV = np.column_stack([hess(V[:, i]) for i in range(V.shape[1])])
+    m = V.shape[1]
+    M = V.T @ HV
+    M = 0.5 * (M + M.T)
+    P = GY @ V
+    Mnorm = float(np.abs(np.linalg.eigvalsh(M)).max()) if m else 0.0
+
+    def obj(z):
+        c = z[:m]
+        return z[m] + 0.5 * c @ M @ c
+
+    def obj_grad(z):
+        return np.append(M @ z[:m], 1.0)
+
+    cons = [
+        {"type": "ineq", "fun": lambda z: z[m] - (P @ z[:m] - alpha),
+         "jac": lambda z: np.hstack([-P, np.ones((P.shape[0], 1))])},
+        {"type": "ineq", "fun": lambda z: x + V @ z[:m],
+         "jac": lambda z: np.hstack([V, np.zeros((n, 1))])},
+        {"type": "ineq", "fun": lambda z: Delta * Delta - z[:m] @ z[:m],
+         "jac": lambda z: np.append(-2.0 * z[:m], 0.0)[None, :]},
+    ]
+    z0 = np.append(np.zeros(m), float(np.max(-alpha)))
+    with np.errstate(all="ignore"):
+        res = minimize(obj, z0, jac=obj_grad, constraints=cons, method="SLSQP",
+                       options={"maxiter": 200, "ftol": 1e-14})
+    if not np.all(np.isfinite(res.x)):
+        return None
+    c = res.x[:m]
+    d = _project(x + V @ c, w, s) - x
+    nd = np.linalg.norm(d)
+    if nd > Delta:
+        d *= Delta / nd
+        c = c * (Delta / nd)
+    Hd = HV @ c
+    pred_max = -(float(np.max(GY @ d - alpha)) + 0.5 * float(d @ Hd))
+    return d, Hd, pred_max, Mnorm

@@ -81,7 +81,13 @@ from scipy.linalg import LinAlgError, cho_factor, cho_solve
 from scipy.optimize import OptimizeResult, linprog
 
 from femot._validation import as_positive_weights, as_vector, check_positive_scalar
-from femot.optim._newton import HessianNonFinite, HessianOperator, fw_gap, newton_candidate
+from femot.optim._newton import (
+    HessianNonFinite,
+    HessianOperator,
+    bundle_newton,
+    fw_gap,
+    newton_candidate,
+)
 from femot.optim.simplex import _check_on_simplex, _diameter, _project, _psi, _theta
 
 __all__ = [
@@ -122,7 +128,7 @@ DEFAULT_OPTIONS = {
     "fw_rtol": 1e-8,        # convex stop: fw_gap <= fw_rtol * max(|f|, fw_floor)
     "fw_floor": 0.0,        # floor of |f| in the convex stop (set it when min f may be 0)
     "cg_maxiter": None,     # hessp model: CG iterations per face; None -> min(2 |F| + 10, 500)
-    "cg_rtol": 0.1,         # hessp model: largest CG forcing term (relative residual)
+    "cg_rtol": 1e-2,        # hessp model: largest CG forcing term (relative residual)
     "newton_minor": 10,     # hessp model: face changes (projected searches) per step
     "verbose": False,
 }
@@ -606,15 +612,23 @@ def _bundle_choice(x, f, g, valid, theta, Delta, w, s, o, bundle):
 
 
 def _newton_step(x, f, g, hess, Delta, theta, d_theta, w, s, o, rtol, bundle=None):
-    """Step 8 with the exact Hessian (``hessp``): Cauchy point and projected Newton-CG.
+    """Step 8 with the exact Hessian (``hessp``): Cauchy point, projected Newton-CG, bundle-Newton.
 
     The candidates of :func:`femot.optim._newton.newton_candidate` (the
     generalized Cauchy point b along the theta_R direction and the q_k-best
-    convex combination of b with the projected Newton-CG point) plus, with a
-    bundle, the cutting-plane step of :func:`_bundle_choice`.  The Cauchy
+    convex combination of b with the projected Newton-CG point).  The Cauchy
     decrease of Step 8 is enforced as pred(d) >= nu * pred(b): b satisfies it
-    with the exact Hessian as with any symmetric H_k, so every eligible step
-    does.  The recorded Cauchy right-hand side is nu * pred(b).
+    with the exact Hessian as with any symmetric H_k, so every such step does
+    (the recorded Cauchy right-hand side is nu * pred(b)).
+
+    With a bundle (Y, f(Y), G) whose cutting planes forecast that the best of
+    these fails the rho-test (it crosses a kink), the bundle-Newton step of
+    :func:`femot.optim._newton.bundle_newton` joins: the minimizer of
+    max_j(<g_j, d> - alpha_j) + 1/2 <d, H d>.  Its predicted decrease is taken
+    in that model (the collective model of the planes, as phi in Step 11) and it
+    must satisfy the Cauchy decrease of Step 8 with |H_k| the norm of the
+    reduced Hessian of its subspace.  The candidate forecast to pass the
+    rho-test with the largest forecast decrease is taken.
 
     Returns (d, pred, Cauchy right-hand side, label, info).
     """
@@ -624,7 +638,37 @@ def _newton_step(x, f, g, hess, Delta, theta, d_theta, w, s, o, rtol, bundle=Non
     valid = [c for c in cands if c[1] >= c[2] and c[1] > 0]
     if not valid:  # rounding only
         return cands[0] + (info,)
-    return _bundle_choice(x, f, g, valid, theta, Delta, w, s, o, bundle) + (info,)
+    best = max(valid, key=lambda c: c[1])
+    if bundle is None:
+        return best + (info,)
+    Y, fY, GY = bundle
+    alpha = np.abs(f - fY - np.einsum("ij,ij->i", GY, x[None, :] - Y))
+    GY = np.vstack([g[None, :], GY])
+    alpha = np.append(0.0, alpha)
+
+    def forecast(c):
+        return min(c[1], -float(np.max(GY @ c[0] - alpha)))
+
+    if forecast(best) >= o["eta2"] * best[1]:
+        return best + (info,)
+    bn = bundle_newton(x, f, g, hess, GY, alpha, Delta, w, s, [c[0] for c in cands])
+    d_lp = _bundle_lp(x, GY, alpha, Delta, w, s)
+    if bn is not None and d_lp is not None:
+        d, _, pred_max, Mnorm = bn
+        R, nu = o["R"], o["nu"]
+        # Cauchy decrease of the planes model (as Step 11 for phi): its stationarity
+        # measure psi_B = -min max_j(<g_j, d> - alpha_j) over the ball (the LP step)
+        psi_b = max(-float(np.max(GY @ d_lp - alpha)), 0.0)
+        lim = psi_b / (R * Mnorm) if Mnorm > 0 else np.inf
+        bound_bn = nu / (2 * R) * psi_b * min(R, Delta, lim)
+        if pred_max >= bound_bn and pred_max > 0:
+            valid.append((d, pred_max, bound_bn, "bundle-newton"))
+    scored = [(forecast(c), c) for c in valid]
+    for level in (o["eta2"], o["eta1"]):
+        good = [(e, c) for e, c in scored if e >= level * c[1]]
+        if good:
+            return max(good, key=lambda ec: ec[0])[1] + (info,)
+    return best + (info,)
 
 
 def _bundle_lp(x, GY, alpha, Delta, w, s):
@@ -996,7 +1040,14 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
             rec["nhev"] = hess.calls
         log(rec)
         if rho <= o["eta1"]:
-            Delta = o["beta1"] * Delta
+            if rec["model"] == "newton":
+                # The Newton step is often much shorter than Delta; shrinking Delta alone
+                # would recompute the same rejected step.  beta1 * min(Delta, |d|) is the
+                # usual rule (Conn, Gould, Toint, "Trust-Region Methods", Sec. 6.1);
+                # Step 14 of Algorithm 4.1 (beta1 * Delta) is kept for the BFGS model.
+                Delta = o["beta1"] * min(Delta, max(float(np.linalg.norm(d)), o["radius_floor"]))
+            else:
+                Delta = o["beta1"] * Delta
         elif rho <= o["eta2"]:
             Delta = max(o["Delta_min"], Delta)
         else:
