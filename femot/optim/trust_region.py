@@ -1045,7 +1045,9 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
                 # would recompute the same rejected step.  beta1 * min(Delta, |d|) is the
                 # usual rule (Conn, Gould, Toint, "Trust-Region Methods", Sec. 6.1);
                 # Step 14 of Algorithm 4.1 (beta1 * Delta) is kept for the BFGS model.
-                Delta = o["beta1"] * min(Delta, max(float(np.linalg.norm(d)), o["radius_floor"]))
+                # (not below beta1 * Delta_min from a tiny step: the Bouligand model
+                # of Step 11 then gets its turn instead of a collapse of the radius)
+                Delta = o["beta1"] * min(Delta, max(float(np.linalg.norm(d)), o["Delta_min"]))
             else:
                 Delta = o["beta1"] * Delta
         elif rho <= o["eta2"]:
