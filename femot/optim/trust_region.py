@@ -794,7 +794,8 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
     Notes
     -----
     Stopping: theta_R(x, g) <= tol (Step 5, status 0) -- with ``convex=True``
-    instead fw_gap <= fw_rtol * max(|f|, fw_floor) --, or -- in the Bouligand
+    instead fw_gap <= fw_rtol * max(|f|, fw_floor), the only success then --, or
+    -- in the Bouligand
     phase (Delta_k < Delta_min) -- psi_R <= tol, i.e. a convex combination of
     the subgradients collected in B(x, Delta_k) is stationary up to tol
     (Goldstein-type stationarity; this is how kinks that are minimizers are
@@ -1002,7 +1003,7 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
                 log(rec)
                 break
             rec["psi"] = psi
-            if psi <= tol and Delta <= o["psi_stop_radius"]:
+            if psi <= tol and Delta <= o["psi_stop_radius"] and not o["convex"]:
                 status, stat_value, stat_kind = 0, psi, "psi"
                 log(rec)
                 break
