@@ -53,8 +53,14 @@ Second-order model (``hessp``).  With a Hessian-vector product
 ``hessp(x, v)`` of the smooth part of f, Step 3's H_k is the exact Hessian
 (matrix-free) and Step 8 uses a projected Newton-CG step (binding set,
 Steihaug-Toint CG on the free face, projected search), combined with the
-Cauchy point so that the Cauchy decrease holds; the bundle candidate and the
-Bouligand phase are as above.  See :mod:`femot.optim._newton`.  On smooth
+Cauchy point so that the Cauchy decrease holds.  When the cutting planes of
+the bundle forecast that this step crosses a kink, a bundle-Newton step
+(min max_j(<g_j, d> - alpha_j) + 1/2 <d, H d>) joins the candidates; it is
+eligible under the Cauchy decrease of the planes model (its own psi, as in
+Step 11).  After a rejected Newton step the radius becomes
+beta1 * min(Delta, max(|d|, Delta_min)) (the usual rule; Step 14's
+beta1 * Delta would recompute the same short step).  The Bouligand phase is
+as above, with H_k = H0 I.  See :mod:`femot.optim._newton`.  On smooth
 problems with a nondegenerate minimizer this converges superlinearly, in a
 number of iterations that does not grow with the conditioning.
 
