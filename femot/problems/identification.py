@@ -602,7 +602,8 @@ def solve_identification(problem: TransportIdentification, x0=None, options=None
     nit_before = nfev_before = nhev_before = 0
     extra_solves, extra_time = 0, 0.0
     for t in _continuation_levels(problem, continuation):
-        sub = problem.with_regularization(t * problem.gamma, t * problem.eps)
+        # 12 significant digits: 1e-6 * 100 is the level 1e-4, not 9.999999999999999e-05
+        sub = problem.with_regularization(float(f"{t * problem.gamma:.12g}"), float(f"{t * problem.eps:.12g}"))
         collect_sub = (lambda x, radius, sub=sub: sub.bouligand_subgradients(x, radius)) if bouligand else None
         sub_opts = dict(opts)
         sub_opts["tol"] = max(float(opts.get("tol", 1e-5)), float(continuation_tol))
