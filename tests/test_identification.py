@@ -518,18 +518,18 @@ def test_observed_start_on_the_simplex():
 
 
 def test_second_order_model_and_continuation():
-    """The exact-Hessian model with continuation from gamma = 1e-2 (the defaults) reaches a
-    point at least as good as the truth; hessian=False, continuation=None is the BFGS method
+    """The exact-Hessian model with continuation from gamma = 1e-2 reaches a point at least
+    as good as the truth; the defaults (hessian=False, continuation=None) are the BFGS method
     of Part III §4.2; continuation counts the iterations of all levels."""
     d = identification_instance(12, 1)
     P = problem_from_instance(d, gamma=1e-4)
-    res = solve_identification(P)
+    res = solve_identification(P, hessian=True, continuation="auto")
     assert res.success and res.model == "newton" and res.nhev > 0
     assert [lv["gamma"] for lv in res.levels] == pytest.approx([1e-2, 1e-3, 1e-4])
     assert res.nit == sum(lv["nit"] for lv in res.levels)
     assert res.gamma == 1e-4 and res.J <= P.value(d["mu1_true"]) * (1 + 1e-8)
     assert res.J == pytest.approx(P.objective(res.plan, res.mu1), rel=1e-12)
-    bfgs = solve_identification(problem_from_instance(d, gamma=1e-4), hessian=False, continuation=None)
+    bfgs = solve_identification(problem_from_instance(d, gamma=1e-4))
     assert bfgs.model == "bfgs" and bfgs.nhev == 0 and len(bfgs.levels) == 1
     with pytest.raises(ValueError, match="continuation"):
         solve_identification(P, continuation=[0.5])
