@@ -573,6 +573,9 @@ def solve_identification(problem: TransportIdentification, x0=None, options=None
         with 10^k gamma <= 1e-2, each level warm-started from the previous one) or a
         sequence of factors t > 1.  ``nit``/``nfev`` count all levels; ``levels`` lists
         them.
+    continuation_tol : stationarity tolerance of the intermediate levels (only a warm
+        start for the next level is needed there; at most 50 iterations each); the last
+        level uses ``options``.
 
     Notes
     -----
@@ -586,9 +589,6 @@ def solve_identification(problem: TransportIdentification, x0=None, options=None
     n = 100 at gamma = 1e-2, eps = 1e-8 ends at J = 1.4e-3 (BFGS: 8.6e-9), and from
     the uniform start at gamma = 1e-6 without continuation three of ten n = 25 seeds end
     at J ~ 2e-2.  The BFGS model is therefore the default.
-    """
-    continuation_tol : stationarity tolerance of the intermediate levels (only a warm
-        start for the next level is needed there); the last level uses ``options``.
     """
     from femot.optim import minimize_simplex
 
