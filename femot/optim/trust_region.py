@@ -205,8 +205,8 @@ class SimplexTRResult(OptimizeResult):
     nhev : number of calls of ``hessp`` (0 without it)
     history : one dict per iteration with keys k, f, theta, psi, Delta, rho,
         step_norm, model ('bfgs' / 'newton' / 'bouligand'), step (the
-        candidate taken: 'cauchy', 'dogleg', 'face', 'newton', 'bundle' or
-        'psi'), accepted, pred (model decrease f - q_k(d)), cauchy
+        candidate taken: 'cauchy', 'dogleg', 'face', 'newton', 'bundle',
+        'bundle-newton' or 'psi'), accepted, pred (model decrease f - q_k(d)), cauchy
         (right-hand side of the Cauchy condition of Step 8/11), nfev,
         fw_gap, nhev (cumulative hessp calls), cg (CG iterations of the
         Newton step, None otherwise).  The last row (model None) records
