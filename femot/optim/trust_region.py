@@ -135,7 +135,7 @@ DEFAULT_OPTIONS = {
     "fw_floor": 0.0,        # floor of |f| in the convex stop (set it when min f may be 0)
     "cg_maxiter": None,     # hessp model: CG iterations per face; None -> min(2 |F| + 10, 500)
     "cg_rtol": 1e-2,        # hessp model: largest CG forcing term (relative residual)
-    "newton_minor": 10,     # hessp model: face changes (projected searches) per step
+    "newton_minor": 50,     # hessp model: face changes (projected searches) per step
     "verbose": False,
 }
 
