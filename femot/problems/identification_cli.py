@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "spread evenly), 'auto' = the file's mu1_0 if present, else uniform")
     p.add_argument("--delta0", type=float, default=None,
                    help="initial trust-region radius (default: the file's delta_0 if present, else 1)")
+    p.add_argument("--model", choices=("bfgs", "newton"), default="bfgs",
+                   help="trust-region model: bfgs (Part III Remark 4.2, default) or newton (exact Gauss-Newton "
+                        "Hessian-vector products of the reduced objective)")
+    p.add_argument("--continuation", choices=("none", "auto"), default="none",
+                   help="auto: solve first at 10^k (gamma, eps) down to the target, each level warm-starting the "
+                        "next (default none)")
     p.add_argument("--max-iter", type=int, default=200, help="trust-region iterations (default 200)")
     p.add_argument("--tol", type=float, default=1e-5, help="stationarity tolerance (default 1e-5)")
     p.add_argument("--json", metavar="OUT.json", default=None, help="write the summary as JSON")
@@ -116,7 +122,8 @@ def cmd_identify(argv) -> int:
         say("variables read: " + ", ".join(k if k == v else f"{k} <- {v}" for k, v in data["names_used"].items()))
         for note in data.get("notes", []):
             say(f"note: {note}")
-    res = solve_identification(prob, x0=x0, options=opts, verbose=not args.quiet)
+    res = solve_identification(prob, x0=x0, options=opts, verbose=not args.quiet, hessian=args.model == "newton",
+                               continuation=None if args.continuation == "none" else args.continuation)
     print(res.summary())
     out = {
         "instance": label, "n1": n1, "n2": n2, "gamma": prob.gamma, "eps": prob.eps, "lam": prob.lam,
@@ -124,7 +131,8 @@ def cmd_identify(argv) -> int:
         "stationarity_measure": res.stationarity_measure, "success": bool(res.success), "status": res.status,
         "message": res.message, "mu1_err_max": res.mu1_err_max, "pi_err_max": res.pi_err_max,
         "time_s": res.time_s, "n_lower_solves": res.n_lower_solves, "lower_failures": prob.n_failed_solves,
-        "tol": args.tol, "max_iter": args.max_iter, "start": start, "eps_bias": res.eps_bias,
+        "tol": args.tol, "max_iter": args.max_iter, "start": start, "model": args.model,
+        "continuation": args.continuation, "eps_bias": res.eps_bias,
         "eps_bias_relative": res.eps_bias_relative, "Delta0": delta0,
         "names_used": data.get("names_used"),
     }
