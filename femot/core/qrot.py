@@ -163,6 +163,42 @@ class QROTResult(OptimizeResult):
         vals = eta[rows] + eta[n1 + ind]
         return sp.csr_matrix((vals, ind, ip), shape=(n1, n2))
 
+    def _dual_solver(self, A):
+        """``(solve, ncomp, label)`` for the Newton matrix on Omega_+ ∪ A, cached for A = None.
+
+        ``solve(rhs)`` applies K^{-1} (sparse LU, factorized once, for small or sparse
+        systems; Jacobi-PCG on the Schur complement otherwise); ``label`` are the connected
+        components of the pattern (rows first), computed for eps = 0 only.
+        """
+        cache = self.__dict__.get("_dual_cache")
+        if A is None and cache is not None:
+            return cache
+        K, ip, ind = self._system(A)
+        ncomp, label = 1, None
+        if self.eps == 0.0:
+            from femot.core.sensitivity import pattern_components
+
+            ncomp, label = pattern_components(ip, ind, self.plan.shape[1])
+        method = self.get("linear_solver", "auto")
+        direct = method == "direct" or (method == "auto" and (K.size <= 300 or K.nnz <= 4 * K.size))
+        lu = None
+        if direct:
+            import scipy.sparse.linalg as spla
+
+            try:
+                lu = spla.splu(K.sparse(), permc_spec="MMD_AT_PLUS_A")
+            except RuntimeError:  # numerically singular pivot: CG copes (K is PSD)
+                lu = None
+        if lu is not None:
+            solve = lu.solve
+        else:
+            def solve(rhs):
+                return K.solve(rhs, "cg", rtol=1e-13)[0]
+        out = (solve, ncomp, label)
+        if A is None:
+            self.__dict__["_dual_cache"] = out
+        return out
+
     def dual_jvp(self, h1, h2, A=None):
         """Derivative ``(dalpha, dbeta)`` of the dual potentials along marginal directions (h1, h2).
 
@@ -208,31 +244,28 @@ class QROTResult(OptimizeResult):
             if abs(imbalance) > 1e-10 * max(size, 1e-300):
                 raise ValueError(f"h1, h2 must preserve mass when eps = 0 (<w1, h1> - <w2, h2> = {imbalance:.3e}): "
                                  f"the potentials are defined only on equal masses")
-        K, ip, ind = self._system(A)
         rhs = self.gamma * np.concatenate([w1 * h1, w2 * h2])
-        if self.eps == 0.0:
-            from femot.core.sensitivity import pattern_components
-
-            ncomp, label = pattern_components(ip, ind, n2)
-            wt = np.concatenate([w1, w2])
-            sign = np.concatenate([np.ones(n1), -np.ones(n2)])
-            # the range of K is orthogonal to every kernel vector (1 on the rows, -1 on the
-            # columns of one component): remove the (rounding-level) inconsistent part
-            bal = np.bincount(label, sign * rhs, minlength=ncomp)
-            mass = np.bincount(label, wt, minlength=ncomp)
-            rhs = rhs - (bal / mass)[label] * wt * sign
-        d, _ = K.solve(rhs, self.linear_solver, rtol=1e-13)
+        with kernels.threads_for(int(self.plan.nnz) * 8):
+            solve, ncomp, label = self._dual_solver(A)
+            if self.eps == 0.0:
+                sign = np.concatenate([np.ones(n1), -np.ones(n2)])
+                wt = np.concatenate([w1, w2])
+                # the range of K is orthogonal to every kernel vector (1 on the rows, -1 on the
+                # columns of one component): remove the (rounding-level) inconsistent part
+                bal = np.bincount(label, sign * rhs, minlength=ncomp)
+                mass = np.bincount(label, wt, minlength=ncomp)
+                rhs = rhs - (bal / mass)[label] * wt * sign
+            d = solve(rhs)
         if self.eps == 0.0:
             # fix the free shift on every component: equal weighted means of both parts
             mean1 = np.bincount(label[:n1], w1 * d[:n1], minlength=ncomp)
             mean2 = np.bincount(label[n1:], w2 * d[n1:], minlength=ncomp)
             m1w = np.bincount(label[:n1], w1, minlength=ncomp)
             m2w = np.bincount(label[n1:], w2, minlength=ncomp)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                gap = np.where(m1w > 0, mean1 / np.where(m1w > 0, m1w, 1.0), 0.0) \
-                    - np.where(m2w > 0, mean2 / np.where(m2w > 0, m2w, 1.0), 0.0)
+            both = (m1w > 0) & (m2w > 0)
             # only components with both rows and columns have the (1, -1) freedom
-            t = np.where((m1w > 0) & (m2w > 0), 0.5 * gap, 0.0)
+            t = np.zeros(ncomp)
+            t[both] = 0.5 * (mean1[both] / m1w[both] - mean2[both] / m2w[both])
             d = d - sign * t[label]
         return d[:n1].copy(), d[n1:].copy()
 
