@@ -62,6 +62,8 @@ _FIRST_BAND = 2.0
 # one that stops near the straight step only re-solves one side at the same t,
 # which gains nothing structural and (at rounding-level gamma) perturbs the path.
 _CURVE_FACTOR = 2.0
+# dual_jvp factorizes the Newton matrix up to this many pattern entries (CG beyond)
+_DUAL_LU_MAX_NNZ = 5_000_000
 
 STATUS_MESSAGES = {
     0: "converged: residual below tolerance",
@@ -179,8 +181,11 @@ class QROTResult(OptimizeResult):
             from femot.core.sensitivity import pattern_components
 
             ncomp, label = pattern_components(ip, ind, self.plan.shape[1])
+        # one factorization serves every product at this solution (and eps = 0 makes K
+        # singular along (1, -1), where CG on the Schur complement crawls): sparse LU unless
+        # the pattern is too large to factorize
         method = self.get("linear_solver", "auto")
-        direct = method == "direct" or (method == "auto" and (K.size <= 300 or K.nnz <= 4 * K.size))
+        direct = method == "direct" or (method == "auto" and K.nnz <= _DUAL_LU_MAX_NNZ)
         lu = None
         if direct:
             import scipy.sparse.linalg as spla

@@ -23,10 +23,12 @@ stopped on its certified Frank-Wolfe gap (``fw_gap <= --fw-rtol |f|``).
 
 ``--refinements K`` runs a mesh-independence study instead: the same data (the known
 control, the prior, nu, gamma, delta) on K uniform refinements of the domain (the coarse
-mesh refined 3, 4, ..., 2 + K times: 289, 1089, 4225, ... nodes on the unit square), with
-state, control and transport on each level's mesh; it prints and writes ``levels`` (nodes,
-iterations, fw_gap, fun, time_s, success) and plots the controls and the iterations
-against the number of nodes.
+mesh refined 3, 4, ..., 2 + K times: 289, 1089, 4225, ... nodes on the unit square) carrying
+the state and the control; the transport lives on one fixed quadrature for all levels (the
+vertices of the 1089-node mesh; ``--transport full`` puts it on each level's mesh instead,
+whose lower level has n^2 pairs and a Newton matrix whose sparse factorization grows quickly).
+It prints and writes ``levels`` (nodes, iterations, fw_gap, fun, time_s, success) and plots
+the controls and the iterations against the number of nodes.
 """
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ def add_arguments(p) -> None:
     p.add_argument("--mesh", choices=sorted(_SETUPS), default="unit_square", help="domain (default unit_square)")
     p.add_argument("--transport", choices=("full", "coarse"), default=None,
                    help="quadrature of the transport: the state mesh (default on the square) or a coarser mesh "
-                        "(default on the L-shape, whose state mesh has 3201 nodes)")
+                        "(default on the L-shape, whose state mesh has 3201 nodes); with --refinements: 'full' puts "
+                        "it on every level's mesh, otherwise one fixed mesh (1089 nodes on the square)")
     p.add_argument("--nu", type=float, default=None,
                    help="weight of the transport term (default 0.02 on the square, 0.005 on the L-shape)")
     p.add_argument("--gamma", type=float, default=None, help="quadratic regularization (default per mesh)")
@@ -207,9 +210,11 @@ def _refinement_study(args, setup, say) -> dict:
     delta = setup["delta"] if args.delta is None else float(args.delta)
     rho = max(setup["rho"], delta)
     ctor, nref = setup["coarse"]
+    full = args.transport == "full"
+    tmesh = None if full else getattr(skfem.MeshTri, ctor)().refined(nref + 1)
     say(f"{args.mesh}: mesh-independence study on {K} uniform refinements; nu = {nu:g}, gamma = {gamma:g}, "
-        f"delta = {delta:g}, rho = {rho:g}; formulation '{args.formulation}'; state, control and transport on each "
-        f"level's mesh")
+        f"delta = {delta:g}, rho = {rho:g}; formulation '{args.formulation}'; state and control on each level's "
+        f"mesh, transport on " + ("each level's mesh" if full else f"a fixed mesh of {tmesh.p.shape[1]} nodes"))
     crit = "fw_gap/|f|" if args.formulation == "value" else "theta/th0"
     say(f"{'level':>5} {'nodes':>6} {'controls':>8} {'pairs':>10} {'iters':>5} {'Hv':>5} {'fun':>12} {crit:>10} "
         f"{'lower':>6} {'time s':>7}  status")
@@ -219,11 +224,12 @@ def _refinement_study(args, setup, say) -> dict:
         adm, m_true, y_d, mu2 = _level_data(setup, op, rho)
         t0 = time.perf_counter()
         P = ControlProblem(op, y_d, mu2, nu, gamma, delta, rho=rho, control_vertices=adm,
-                           transport=args.formulation)
+                           transport=args.formulation, transport_mesh=tmesh)
         r = P.solve(options={"max_iter": int(args.max_iter)}, rtol=float(args.rtol), fw_rtol=float(args.fw_rtol))
         total = time.perf_counter() - t0
         fw = None if r.fw_gap is None else float(r.fw_gap)
-        row = {"level": k, "nodes": int(op.nvertices), "control_nodes": int(P.n), "transport_pairs": int(P.q.n ** 2),
+        row = {"level": k, "nodes": int(op.nvertices), "control_nodes": int(P.n), "transport_nodes": int(P.q.n),
+               "transport_pairs": int(P.q.n ** 2),
                "iterations": int(r.nit), "hessp_calls": int(r.nhev), "fw_gap": fw,
                "relative_fw_gap": None if fw is None else fw / abs(float(r.fun)), "fun": float(r.fun),
                "relative_stationarity": float(r.relative_stationarity), "time_s": round(total, 3),
@@ -241,7 +247,8 @@ def _refinement_study(args, setup, say) -> dict:
     solved = all(row["success"] for row in rows)
     say(f"iterations {min(its)}..{max(its)} (max/min = {ratio:.2f}); "
         f"{'every level converged' if solved else 'NOT every level converged'}")
-    summary = {"mesh": args.mesh, "refinements": K, "formulation": args.formulation, "nu": nu, "gamma": gamma,
+    summary = {"mesh": args.mesh, "refinements": K, "formulation": args.formulation,
+               "transport_quadrature": "full" if full else "fixed", "nu": nu, "gamma": gamma,
                "delta": delta, "rho": rho, "levels": rows, "iteration_ratio": ratio, "all_solved": solved,
                "nodes": rows[-1]["nodes"], "time_s": round(sum(row["time_s"] for row in rows), 3),
                "success": solved}
