@@ -218,15 +218,19 @@ def _refinement_study(args, setup, say) -> dict:
     crit = "fw_gap/|f|" if args.formulation == "value" else "theta/th0"
     say(f"{'level':>5} {'nodes':>6} {'controls':>8} {'pairs':>10} {'iters':>5} {'Hv':>5} {'fun':>12} {crit:>10} "
         f"{'lower':>6} {'time s':>7}  status")
-    rows, shown = [], []
+    rows, shown, warm = [], [], None
     for k in range(K):
         op = PoissonOperator(getattr(skfem.MeshTri, ctor)().refined(nref + k))
         adm, m_true, y_d, mu2 = _level_data(setup, op, rho)
         t0 = time.perf_counter()
         P = ControlProblem(op, y_d, mu2, nu, gamma, delta, rho=rho, control_vertices=adm,
                            transport=args.formulation, transport_mesh=tmesh)
+        if warm is not None:  # same transport quadrature on every level: reuse the potentials
+            P.lower.warm = warm
         r = P.solve(options={"max_iter": int(args.max_iter)}, rtol=float(args.rtol), fw_rtol=float(args.fw_rtol))
         total = time.perf_counter() - t0
+        if not full and r.lower.success:
+            warm = (r.lower.alpha, r.lower.beta)
         fw = None if r.fw_gap is None else float(r.fw_gap)
         row = {"level": k, "nodes": int(op.nvertices), "control_nodes": int(P.n), "transport_nodes": int(P.q.n),
                "transport_pairs": int(P.q.n ** 2),
