@@ -99,7 +99,8 @@ def test_tracking_1d_quick_p_prime_below_two(tmp_path):
 
 def test_ocp_2d_quick(tmp_path):
     code, data, plots = run_demo("ocp-2d", tmp_path, "--quick")
-    assert code == 0 and data["success"]
+    assert code == 0 and data["success"] and data["formulation"] == "value"
+    assert data["iterations"] <= 25 and 0 <= data["fw_gap"] <= 1e-8 * abs(data["objective"])
     assert {"nodes", "success", "time_s", "tr_iterations", "newton_iterations"} <= set(data)
     assert abs(data["control_mass"] - 1.0) <= 1e-12
     assert data["plan_marginal_error"] <= 1e-8

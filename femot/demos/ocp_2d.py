@@ -17,9 +17,10 @@ coarse mesh for everything.  The smoothing T^delta maps control masses to densit
 that quadrature.  Solved by the trust-region method from the uniform control, with the
 exact Hessian-vector products of :meth:`femot.problems.ControlProblem.hessp`.
 
-``--formulation`` picks the transport term: ``plan`` (default) is (OCP^delta_gamma) of
-Part II, ``value`` the convex value formulation ``nu V_gamma(T^delta mu1, T^delta mu2^d)``,
-stopped on its certified Frank-Wolfe gap (``fw_gap <= --fw-rtol |f|``).
+``--formulation`` picks the transport term: ``plan`` is (OCP^delta_gamma) of Part II
+(stopped at ``theta_R <= --rtol theta_R(uniform)``), ``value`` (default) the convex value
+formulation ``nu V_gamma(T^delta mu1, T^delta mu2^d)``, stopped on its certified
+Frank-Wolfe gap (``fw_gap <= --fw-rtol |f|``).
 
 ``--refinements K`` runs a mesh-independence study instead: the same data (the known
 control, the prior, nu, gamma, delta) on K uniform refinements of the domain (the coarse
@@ -70,8 +71,9 @@ def add_arguments(p) -> None:
                    help="weight of the transport term (default 0.02 on the square, 0.005 on the L-shape)")
     p.add_argument("--gamma", type=float, default=None, help="quadratic regularization (default per mesh)")
     p.add_argument("--delta", type=float, default=None, help="smoothing radius (default per mesh)")
-    p.add_argument("--formulation", choices=("plan", "value"), default="plan",
-                   help="transport term: the plan <c, pi> of (OCP^delta_gamma) (default) or the convex value V_gamma")
+    p.add_argument("--formulation", choices=("plan", "value"), default="value",
+                   help="transport term: the plan <c, pi> of (OCP^delta_gamma) or the convex value V_gamma "
+                        "(default; certified by its Frank-Wolfe gap)")
     p.add_argument("--rtol", type=float, default=1e-5,
                    help="plan: stop when theta_R <= rtol * theta_R(uniform) (default 1e-5)")
     p.add_argument("--fw-rtol", type=float, default=1e-8,
