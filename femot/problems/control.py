@@ -546,6 +546,9 @@ class ControlProblem:
             time_s=time.perf_counter() - t0, gamma=self.gamma, delta=self.delta, nu=self.nu, **self.lower.counters())
 
 
+_CONVEX_NEWTON_MINOR = 200
+
+
 def _optimizer_features():
     """(accepts hessp, has the convex Frank-Wolfe stop) of the installed minimize_simplex."""
     import inspect
@@ -564,7 +567,7 @@ def _solve_on_simplex(problem, x0, options, rtol, callback, make_result, *, hess
     optimizer's Frank-Wolfe stop (``fw_gap <= fw_rtol |f|``) when it has one.  The
     stationarity at the start is stored as ``theta0`` in the optimizer's result.
     """
-    from femot.optim import minimize_simplex, theta_R
+    from femot.optim import DEFAULT_OPTIONS, minimize_simplex, theta_R
 
     t0 = time.perf_counter()
     x0 = problem.uniform() if x0 is None else as_vector(x0, "x0", length=problem.n)
@@ -584,6 +587,12 @@ def _solve_on_simplex(problem, x0, options, rtol, callback, make_result, *, hess
         opts.setdefault("convex", True)
         if fw_rtol is not None:
             opts.setdefault("fw_rtol", check_positive_scalar(fw_rtol, "fw_rtol"))
+        if kwargs.get("hessp") is not None and "newton_minor" in DEFAULT_OPTIONS:
+            # convex f with the exact Hessian: let the projected Newton step change as many
+            # faces as it needs (it stops when no new bound is hit); with the default cap the
+            # model is exact (rho ~ 1) but the steps stop short and the iterations grow with
+            # the number of control vertices on the boundary of the optimal support
+            opts.setdefault("newton_minor", _CONVEX_NEWTON_MINOR)
     with _blas_single_thread():
         tr = minimize_simplex(problem, x0, mass=problem.mass, options=opts, callback=callback, **kwargs)
     tr["theta0"] = theta0
