@@ -261,11 +261,14 @@ class ControlProblem:
     (no adjoint of the plan needed).  For a convex f the Frank-Wolfe gap
     ``<grad f, m> - mass min_i grad_i f`` bounds ``f(m) - min f``: a certificate.
     Limit: for eps = 0, ``V_gamma(mu1, mu2) = <c, pi_gamma> + gamma/2 |pi_gamma|^2
-    >= <c, pi_gamma> >= W_beta^beta(mu1, mu2)`` and ``V_gamma <= <c, pi_0> + gamma/2
-    |pi_0|^2 -> W_beta^beta`` for a fixed plan pi_0 with bounded density (e.g. of the
-    smoothed marginals), so ``V_gamma -> W_beta^beta`` as gamma -> 0; with the smoothing
-    T^delta -> id this gives the same limit problem (OCP) as the plan formulation along
-    the coupled schedules of Part II (3.1).
+    >= <c, pi_gamma> >= W_beta^beta(mu1, mu2)`` (pi_gamma is feasible for the
+    unregularized problem), and for any feasible plan pi_0 with square-integrable density
+    ``V_gamma <= <c, pi_0> + gamma/2 |pi_0|^2``.  Discretely, pi_0 an optimal plan gives
+    ``0 <= V_gamma - W_beta^beta <= gamma/2 |pi_0|^2 -> 0``; in function space a plan of
+    finite L2 norm and cost within any tolerance of W_beta^beta does (the approximation
+    used for the plan formulation in Part II), so ``V_gamma -> W_beta^beta`` as gamma -> 0
+    and, with T^delta -> id along the coupled schedules of Part II (3.1), the value
+    formulation has the same limit problem (OCP) as (OCP^delta_gamma).
 
     Second-order information (:meth:`hessp`).  The tracking Hessian is exactly
     ``G^T M G`` (two Poisson solves per product).  The value term's Hessian-vector
