@@ -51,7 +51,7 @@ def test_ocp_1d_quick_schedule_study(tmp_path):
 @pytest.mark.slow
 def test_ocp_1d_both_formulations(tmp_path):
     """Both formulations on the default schedule; the plan levels carry relative_stationarity."""
-    code, data, _ = run_demo("ocp-1d", tmp_path)
+    code, data, _ = run_demo("ocp-1d", tmp_path, "--formulation", "both")
     assert data["formulations"] == ["plan", "value"]
     for form, run in data["runs"].items():
         key = "fw_gap" if form == "value" else "relative_stationarity"
