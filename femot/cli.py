@@ -7,6 +7,9 @@ import os
 import sys
 import time
 
+from femot._io import OutputPathError, check_writable, write_json  # noqa: F401  (write_json: public here)
+from femot._io import json_default as _json_default
+
 
 def _add_common_demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="OUT.json", default=None, help="write the summary as JSON")
@@ -16,24 +19,12 @@ def _add_common_demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="print only the summary")
 
 
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-
-def write_json(path: str, data) -> None:
-    """Write ``data`` as indented JSON, creating parent directories."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, default=_json_default)
-    os.replace(tmp, path)
+def _check_demo_outputs(args) -> None:
+    """Refuse unwritable --json / --plot paths before the demo runs."""
+    if getattr(args, "json", None):
+        check_writable(args.json, "--json")
+    if getattr(args, "plot", None):
+        check_writable(args.plot, "--plot", directory=True)
 
 
 def _run_demo(mod, args) -> dict:
@@ -48,40 +39,73 @@ def _run_demo(mod, args) -> dict:
     return summary
 
 
-def cmd_demo(argv) -> int:
-    from femot.demos import available_demos, load_demo
+def _demo_parser(mod) -> argparse.ArgumentParser:
+    """The parser of ``femot demo NAME``: the common options and the demo's own."""
+    p = argparse.ArgumentParser(prog=f"femot demo {mod.NAME}", description=getattr(mod, "SUMMARY", ""))
+    p.add_argument("name", help=argparse.SUPPRESS)
+    _add_common_demo_options(p)
+    if hasattr(mod, "add_arguments"):
+        g = p.add_argument_group(f"options of {mod.NAME}")
+        mod.add_arguments(g)
+    return p
 
+
+def cmd_demo(argv) -> int:
+    from femot.demos import available_demos
+
+    argv = list(argv)
     demos = available_demos()
     p = argparse.ArgumentParser(
         prog="femot demo",
-        description="Run femot's demos. With no name, run every flagship demo into ./femot-results/.",
+        description="Run femot's demos. With no name, run every flagship demo into ./femot-results/. "
+                    "`femot demo NAME --help` lists the options of one demo.",
+        add_help=False,
     )
+    p.add_argument("-h", "--help", action="store_true", help="show this help (with NAME: that demo's options)")
     p.add_argument("name", nargs="?", help="demo to run (see --list)")
     p.add_argument("--list", action="store_true", help="list the demos and exit")
     p.add_argument("--out", default="femot-results", help="output directory when running all demos")
     _add_common_demo_options(p)
     # Let demos register their own options; unknown options of other demos are ignored.
     args, rest = p.parse_known_args(argv)
+    if args.name is not None and args.name not in demos:
+        print(f"femot demo: unknown demo {args.name!r}; available: {', '.join(demos)} (femot demo --list)",
+              file=sys.stderr)
+        return 2
+    if args.help and args.name is None:
+        p.print_help()
+        return 0
     if args.list:
         for name, mod in demos.items():
             print(f"{name:18s} {getattr(mod, 'SUMMARY', '')}")
         return 0
     if args.name is not None:
-        mod = load_demo(args.name)
-        p2 = argparse.ArgumentParser(prog=f"femot demo {mod.NAME}", description=getattr(mod, "SUMMARY", ""))
-        p2.add_argument("name")
-        _add_common_demo_options(p2)
-        if hasattr(mod, "add_arguments"):
-            mod.add_arguments(p2)
-        args = p2.parse_args(argv)
+        mod = demos[args.name]
+        args = _demo_parser(mod).parse_args(argv)  # exits 2 on bad options, 0 after --help
+        try:
+            _check_demo_outputs(args)
+        except OutputPathError as exc:
+            print(f"femot demo {mod.NAME}: {exc}", file=sys.stderr)
+            return 2
         print(f"femot demo {mod.NAME} (seed {args.seed})")
-        summary = _run_demo(mod, args)
+        try:
+            summary = _run_demo(mod, args)
+        except ValueError as exc:  # a bad option value, caught by the library's checks
+            print(f"femot demo {mod.NAME}: error: {exc}", file=sys.stderr)
+            return 2
         print(json.dumps(summary, indent=2, default=_json_default) if not args.quiet else
               f"done in {summary['wall_time_s']} s")
         return 0 if summary.get("success", True) else 1
     # All flagship demos into one results directory.
     if rest:
-        p.error(f"unrecognized arguments: {' '.join(rest)}")
+        print(f"femot demo: unrecognized arguments: {' '.join(rest)} (options of one demo need its NAME)",
+              file=sys.stderr)
+        return 2
+    try:
+        check_writable(args.out, "--out", directory=True)
+    except OutputPathError as exc:
+        print(f"femot demo: {exc}", file=sys.stderr)
+        return 2
     os.makedirs(args.out, exist_ok=True)
     index = {}
     status = 0
@@ -138,17 +162,26 @@ def _lazy_commands():
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cmds = _lazy_commands()
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: femot {" + ",".join(cmds) + "} ...\n")
-        print("  demo      run demos (femot demo --list)")
-        print("  identify  solve a transportation identification problem")
-        print("  study     run a gamma, delta -> 0 convergence study")
+    usage = ("usage: femot {" + ",".join(cmds) + "} ...\n\n"
+             "  demo      run demos (femot demo --list)\n"
+             "  identify  solve a transportation identification problem\n"
+             "  study     run a gamma, delta -> 0 convergence study\n\n"
+             "`femot COMMAND --help` describes the options of a command.")
+    if not argv:
+        print(usage, file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
+        print(usage)
         return 0
     cmd = argv[0]
     if cmd not in cmds:
         print(f"femot: unknown command {cmd!r}; choose from {', '.join(cmds)}", file=sys.stderr)
         return 2
-    return int(cmds[cmd](argv[1:]) or 0)
+    try:
+        return int(cmds[cmd](argv[1:]) or 0)
+    except KeyboardInterrupt:
+        print(f"femot {cmd}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

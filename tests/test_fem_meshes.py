@@ -36,14 +36,61 @@ def test_load_errors(tmp_path):
         load_mesh("unit_square", refine=-1)
     import meshio
 
-    quads = tmp_path / "quads.vtu"
-    meshio.Mesh(np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0.0]]), [("quad", np.array([[0, 1, 2, 3]]))]).write(quads)
-    with pytest.raises(ValueError, match="no supported cells"):
-        load_mesh(quads)
+    hexa = tmp_path / "hexa.vtu"
+    cube = np.array([[i, j, k] for k in (0, 1) for j in (0, 1) for i in (0, 1)], dtype=float)
+    meshio.Mesh(cube, [("hexahedron", np.array([[0, 1, 3, 2, 4, 5, 7, 6]]))]).write(hexa)
+    with pytest.raises(ValueError, match="hexa.vtu: no supported cells.*hexahedron"):
+        load_mesh(hexa)
     curve = tmp_path / "curve.vtu"
     meshio.Mesh(np.array([[0, 0, 0], [1, 1, 0.0]]), [("line", np.array([[0, 1]]))]).write(curve)
     with pytest.raises(ValueError, match="embedded"):
         load_mesh(curve)
+
+
+def _write(tmp_path, name, points, cells):
+    import meshio
+
+    pts = np.zeros((len(points), 3))
+    pts[:, :np.shape(points)[1]] = points
+    path = tmp_path / name
+    meshio.Mesh(pts, [(t, np.asarray(c)) for t, c in cells]).write(path)
+    return path
+
+
+SQUARE = [[0, 0], [1, 0], [1, 1], [0, 1]]
+
+
+@pytest.mark.parametrize("points, cells, problem", [
+    (SQUARE[:3] + [[np.nan, 1.0]], [("triangle", [[0, 1, 2], [0, 2, 3]])], "non-finite coordinates"),
+    (SQUARE, [("triangle", [[0, 1, 2], [0, 2, 7]])], "triangle cell 1 refers to vertex 7"),
+    (SQUARE, [("triangle", [[0, 1, 2], [0, 2, -1]])], "refers to vertex -1"),
+    (SQUARE, [("triangle", [[0, 1, 2], [0, 2, 2]])], "triangle cell 1 repeats a vertex"),
+    (SQUARE + [[2, 2]], [("triangle", [[0, 1, 2], [0, 2, 3], [0, 2, 4]])], "degenerate triangle cell.*area"),
+    ([[0.0], [0.5], [0.5], [1.0]], [("line", [[0, 1], [1, 2], [2, 3]])], "degenerate line cell.*length"),
+    ([[0.0], [0.5], [1.0]], [("line", [[0, 1], [1, 1], [1, 2]])], "line cell 1 repeats a vertex"),
+])
+def test_defective_mesh_files_are_refused_naming_file_and_problem(tmp_path, points, cells, problem):
+    path = _write(tmp_path, "defect.vtu", points, cells)
+    with pytest.raises(ValueError, match=f"defect.vtu: .*{problem}"):
+        load_mesh(path)
+
+
+def test_quads_are_split_into_triangles_not_dropped(tmp_path):
+    # [0, 2] x [0, 1]: the left square as two triangles, the right one as a quad
+    pts = [[0, 0], [1, 0], [1, 1], [0, 1], [2, 0], [2, 1]]
+    m = load_mesh(_write(tmp_path, "mixed.vtu", pts, [("triangle", [[0, 1, 2], [0, 2, 3]]),
+                                                        ("quad", [[1, 4, 5, 2]])]))
+    assert m.t.shape[1] == 4 and element_volumes(m).sum() == pytest.approx(2.0, rel=1e-14)
+    assert np.all(element_volumes(m) > 0)
+    # A non-convex quad (reflex vertex c, area 1 by the shoelace formula): only the cut
+    # through c keeps both triangles inside, whichever vertex the cell lists first.
+    a, b, c, d = [0, 0], [2, 0], [0.5, 0.5], [0, 2]
+    for order in ([0, 1, 2, 3], [1, 2, 3, 0]):
+        m = load_mesh(_write(tmp_path, "dart.vtu", [a, b, c, d], [("quad", [order])]))
+        assert element_volumes(m).sum() == pytest.approx(1.0, rel=1e-14), order
+    # Boundary lines of a 2D file are still ignored (not an error).
+    m = load_mesh(_write(tmp_path, "bnd.vtu", SQUARE, [("line", [[0, 1]]), ("triangle", [[0, 1, 2], [0, 2, 3]])]))
+    assert element_volumes(m).sum() == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("name", ["unit_interval_16", "lshaped"])

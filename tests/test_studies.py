@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import os
+import time
 
 import numpy as np
 import pytest
@@ -317,11 +318,14 @@ def test_interrupted_study_resumes_without_recomputing(tmp_path, reference_run, 
 
     # A finished study does nothing and says so.
     capsys.readouterr()
-    before = {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    def mtimes_of_outputs():  # (the lock file records the pid of each call)
+        return {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".femot.lock"}
+
+    before = mtimes_of_outputs()
     again = run_study(st, out, plots=False, on_run_done=lambda r: pytest.fail("a run was executed"))
     assert again.nothing_to_do and again.executed == [] and again.complete
     assert "nothing to run" in capsys.readouterr().out
-    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    assert mtimes_of_outputs() == before
 
 
 def test_a_lost_middle_run_is_recomputed_alone(tmp_path, reference_run):
@@ -510,3 +514,360 @@ def test_tracking_study_converges_to_the_measured_plan(tmp_path):
     bad["tracking"]["mu1"] = {"points": [0.05, 0.625], "weights": [0.5, 0.5]}
     with pytest.raises(ConfigError, match=r"^tracking\.mu1"):
         parse_config(bad)
+
+
+# ----------------------------------------------------------------------------- store integrity (issue 12)
+#
+# Each test below failed on the code before issue 12 (see the commit messages).
+
+
+@pytest.fixture(scope="module")
+def one_chain(tmp_path_factory):
+    """One chain of three levels, run serially, uninterrupted: (study, outcome)."""
+    st = parse_config(config(study__seeds=[0]))
+    return st, run_study(st, tmp_path_factory.mktemp("one"), quiet=True, plots=False)
+
+
+def _truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _flip_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [
+    ("npz", _truncate),                                 # BadZipFile before: the study could not resume
+    ("npz", _flip_byte),                                # same size, other content: the checksum differs
+    ("npz", lambda p: p.unlink()),                      # the state the result promises is gone
+    ("json", _truncate),
+    ("json", lambda p: p.write_text("")),
+    ("json", lambda p: p.write_text(json.dumps({"id": "someone-else", "complete": True}))),
+])
+def test_a_damaged_run_is_recomputed_and_reported(tmp_path, one_chain, capsys, damage):
+    st, ref = one_chain
+    ext, hurt = damage
+    out = tmp_path / "s"
+    run_study(st, out, quiet=True, plots=False)
+    bad = st.chains[0].levels[1].id
+    hurt(out / "runs" / f"{bad}.{ext}")
+    capsys.readouterr()
+    o = run_study(st, out, quiet=True, plots=False)
+    assert o.executed == [bad] and [d["id"] for d in o.damaged] == [bad] and o.complete
+    err = capsys.readouterr().err
+    assert f"recomputed 1 damaged run: runs/{bad}.{ext}" in err, err
+    # recomputed from the stored state of level 0: the numbers of the uninterrupted run
+    assert metrics_of(o) == metrics_of(ref)
+    with np.load(out / "runs" / f"{bad}.npz") as z:
+        assert set(z.files) == {"x1", "x2", "alpha", "beta"}
+
+
+def test_a_damaged_state_with_a_process_pool_is_recomputed(tmp_path, one_chain, capsys):
+    st, ref = one_chain
+    out = tmp_path / "s"
+    run_study(st, out, quiet=True, plots=False)
+    bad = st.chains[0].levels[0].id
+    _truncate(out / "runs" / f"{bad}.npz")
+    (out / "runs" / f"{st.chains[0].levels[2].id}.json").unlink()  # and a missing run after it
+    o = run_study(st, out, workers=2, quiet=True, plots=False)
+    assert sorted(o.executed) == sorted([bad, st.chains[0].levels[2].id]) and o.complete and not o.errors
+    assert f"runs/{bad}.npz" in capsys.readouterr().err
+    assert metrics_of(o) == metrics_of(ref)
+
+
+def test_legacy_state_without_checksum_is_read_in_full(tmp_path, one_chain):
+    from femot.studies.store import RunStore
+
+    st, _ = one_chain
+    run_study(st, tmp_path, quiet=True, plots=False)
+    store = RunStore(tmp_path)
+    rid = st.chains[0].levels[0].id
+    rec = json.loads(store.result_path(rid).read_text())
+    del rec["state"]  # as written before checksums were recorded
+    store.result_path(rid).write_text(json.dumps(rec))
+    assert store.inspect(rid) == ("complete", None)
+    _truncate(store.state_path(rid), 0.9)
+    st_, why = store.inspect(rid)
+    assert st_ == "damaged" and "not a valid npz archive" in why
+
+
+def test_truncated_manifest_and_emptied_results_are_regenerated(tmp_path, one_chain):
+    st, ref = one_chain
+    run_study(st, tmp_path, quiet=True, plots=False)
+    good = {f: (tmp_path / f).read_text() for f in ("manifest.json", "results.csv", "results.md", "report.md")}
+    _truncate(tmp_path / "manifest.json")
+    (tmp_path / "results.csv").write_text("")
+    (tmp_path / "results.md").unlink()
+    (tmp_path / "report.md").write_text("# nothing\n")
+    o = run_study(st, tmp_path, quiet=True, plots=False)
+    assert o.nothing_to_do
+    for f, text in good.items():
+        assert (tmp_path / f).read_text() == text, f
+    man = json.loads(good["manifest.json"])
+    assert man["status"] == "complete" and man["counts"]["done"] == man["counts"]["total"] == 3
+    assert len((tmp_path / "results.csv").read_text().splitlines()) == 4
+
+
+def test_the_manifest_is_current_while_the_study_runs(tmp_path):
+    """What a SIGKILL at any moment leaves behind: the manifest counts the stored runs."""
+    st = parse_config(config(study__seeds=[0]))
+    seen = []
+
+    def hook(record):
+        seen.append(record["id"])
+        man = json.loads((tmp_path / "manifest.json").read_text())
+        assert man["status"] == "running" and man["process"]["pid"] == os.getpid()
+        assert man["counts"]["done"] == len(seen)
+        assert {r["id"] for r in man["runs"] if r["status"] == "done"} == set(seen)
+
+    o = run_study(st, tmp_path, quiet=True, plots=False, on_run_done=hook)
+    assert len(seen) == 3 and o.complete
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["status"] == "complete" and "process" not in man
+
+
+def _hold_lock_in_another_process(folder):
+    """A process that holds the study lock of ``folder`` (as a running study does)."""
+    import subprocess
+    import sys
+
+    folder.mkdir(parents=True, exist_ok=True)
+    code = ("import fcntl, os, sys, time\n"
+            f"fh = open({str(folder / '.femot.lock')!r}, 'a+')\n"
+            "fcntl.flock(fh.fileno(), fcntl.LOCK_EX)\n"
+            "fh.seek(0); fh.truncate(); fh.write(f'{os.getpid()} host\\n'); fh.flush()\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX file locks")
+def test_a_second_process_on_the_same_out_is_refused(tmp_path, capsys):
+    from femot.cli import main
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(toml_text(config(study__seeds=[0])))
+    out = tmp_path / "out"
+    holder = _hold_lock_in_another_process(out)
+    try:
+        assert main(["study", str(cfg), "--out", str(out), "--quiet", "--no-plots"]) == 2
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid}" in err and "in use by another femot study" in err and len(err.splitlines()) == 1
+        assert not (out / "runs").exists() and not (out / "manifest.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the lock dies with its holder
+    assert main(["study", str(cfg), "--out", str(out), "--quiet", "--no-plots"]) == 0
+
+
+def test_another_study_into_a_used_directory_is_refused_unless_forced(tmp_path, capsys):
+    from femot.cli import main
+
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text(toml_text(config(study__seeds=[0], schedule__n_levels=2, schedule__factor=0.05)))
+    b.write_text(toml_text(config(study__seeds=[1], schedule__n_levels=2, schedule__factor=0.05)))
+    out = tmp_path / "out"
+    assert main(["study", str(a), "--out", str(out), "--quiet", "--no-plots"]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".femot.lock"}
+    capsys.readouterr()
+    assert main(["study", str(b), "--out", str(out), "--quiet", "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert "holds another study" in err and "--force" in err and len(err.splitlines()) == 1
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".femot.lock"} == before
+    # the same study again is fine, and --check says what a run would meet
+    assert main(["study", str(a), "--out", str(out), "--quiet"]) == 0
+    assert main(["study", str(b), "--out", str(out), "--check"]) == 0
+    assert "needs --force" in capsys.readouterr().out
+    assert main(["study", str(b), "--out", str(out), "--quiet", "--no-plots", "--force"]) == 0
+    assert (out / "config.toml").read_text() == b.read_text()
+    assert json.loads((out / "manifest.json").read_text())["counts"]["done"] == 2
+    # a directory with other files and no study in it
+    other = tmp_path / "thesis"
+    other.mkdir()
+    (other / "chapter1.tex").write_text("x")
+    capsys.readouterr()
+    assert main(["study", str(a), "--out", str(other), "--quiet", "--no-plots"]) == 2
+    assert "holds no femot study" in capsys.readouterr().err
+    assert sorted(p.name for p in other.iterdir()) == ["chapter1.tex"]
+
+
+def test_output_files_get_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        run_study(parse_config(config(study__seeds=[0], schedule__n_levels=2, schedule__factor=0.05)), tmp_path,
+                  quiet=True, plots=False)
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != ".femot.lock"]
+    assert len(files) >= 9
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o644)}, \
+        {p.name: oct(p.stat().st_mode & 0o777) for p in files}
+
+
+# ----------------------------------------------------------------------------- early validation (issue 12)
+
+
+CONTROL = {"study": {"name": "control-tiny", "problem": "control"},
+           "schedule": {"n_levels": 3, "gamma0": 1e-2, "factor": 0.1, "s": 1.0, "C": 0.5},
+           "mesh": {"name": "unit_interval_16"},
+           "control": {"nu": 0.05, "y_d": {"type": "state", "points": [0.375, 0.625]},
+                       "mu2": {"type": "diracs", "points": [0.375, 0.625]}}}
+
+
+@pytest.mark.parametrize("section, value, field", [
+    ("y_d", {"type": "state", "points": [0.375, 1.625]}, "control.y_d.points[1]"),
+    ("mu2", {"type": "diracs", "points": [-0.5, 0.625]}, "control.mu2.points[0]"),
+    ("tr", {"eta1": 2.0}, "control.tr.eta1"),
+    ("tr", {"max_iter": -3}, "control.tr"),
+])
+def test_control_config_errors_found_before_any_run(section, value, field):
+    raw = copy.deepcopy(CONTROL)
+    raw["control"][section] = value
+    with pytest.raises(ConfigError) as exc:
+        parse_config(raw)
+    assert str(exc.value).startswith(field), str(exc.value)
+
+
+def test_a_missing_qp_solver_is_reported_at_validation(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "clarabel", None)  # import clarabel -> ImportError
+    with pytest.raises(ConfigError, match=r"^control: .*clarabel.*pip install"):
+        parse_config(copy.deepcopy(CONTROL))
+    parse_config(config())  # the other problems do not need it
+
+
+# ----------------------------------------------------------------------------- workers die with the study (issue 12)
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited child nobody reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _descendants(pid: int) -> set:
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def _wait_until(cond, timeout, what, poll=0.2):
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(poll)
+
+
+def _repo_env():
+    return dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc (Linux)")
+
+
+@needs_proc
+def test_pool_workers_die_with_a_killed_parent(tmp_path):
+    """SIGKILL of the process that owns the study's process pool ends its busy workers."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, time\n"
+        "from femot.studies.execution import process_pool\n"
+        "if __name__ == '__main__':\n"
+        "    ex = process_pool(2)\n"
+        "    pids = {f.result() for f in [ex.submit(os.getpid) for _ in range(8)]}\n"
+        "    busy = [ex.submit(time.sleep, 300) for _ in range(2)]\n"
+        "    print(' '.join(map(str, sorted(ex._processes))), flush=True)\n"
+        "    time.sleep(300)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=_repo_env())
+    try:
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(p) for p in workers)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        _wait_until(lambda: not any(_alive(p) for p in workers), 30, "the workers to end")
+    finally:
+        parent.kill()
+        for p in _descendants(parent.pid) if _alive(parent.pid) else []:
+            os.kill(p, signal.SIGKILL)
+
+
+KILL_STUDY = {
+    "study": {"name": "kill", "problem": "lower-level", "seeds": [0, 1, 2, 3]},
+    "schedule": {"n_levels": 2, "gamma0": 1e-2, "factor": 0.1},
+    "mesh": {"nodes_per_delta": 30.0},
+    "lower-level": {"mu1": {"type": "random_diracs", "n": 5, "interval": [0.2, 0.8]},
+                    "mu2": {"type": "diracs", "points": [0.35, 0.65]}},
+}
+
+
+@pytest.mark.slow
+@needs_proc
+@pytest.mark.parametrize("backend", [["--workers", "2"], pytest.param(["--dask-local", "2"], marks=pytest.mark.skipif(
+    importlib.util.find_spec("distributed") is None, reason="dask.distributed not installed"))])
+def test_sigkill_of_a_parallel_study_leaves_no_worker_and_a_truthful_manifest(tmp_path, backend):
+    import signal
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "kill.toml"
+    cfg.write_text(toml_text(KILL_STUDY))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "femot.cli", "study", str(cfg), "--out", str(out), "--quiet", "--no-plots"]
+    study = subprocess.Popen(cmd + backend, env=_repo_env(), stderr=subprocess.PIPE, text=True)
+
+    def manifest_done():
+        if study.poll() is not None:
+            pytest.fail(f"the study ended before it was killed: {study.stderr.read()}")
+        try:
+            return json.loads((out / "manifest.json").read_text())["counts"]["done"] >= 1
+        except (OSError, ValueError, KeyError):
+            return False
+
+    try:
+        # The manifest follows the stored runs while the study runs ...
+        _wait_until(manifest_done, 300, "the manifest to count a finished run")
+        workers = _descendants(study.pid)
+        assert len(workers) >= 2
+        os.kill(study.pid, signal.SIGKILL)
+        study.wait(timeout=30)
+        # ... its workers end with it instead of computing on ...
+        _wait_until(lambda: not any(_alive(p) for p in workers), 60, f"the workers {sorted(workers)} to end")
+    finally:
+        if study.poll() is None:
+            study.kill()
+    # ... the manifest it leaves counts the stored runs, and a rerun completes and regenerates it.
+    man = json.loads((out / "manifest.json").read_text())
+    stored = len(list((out / "runs").glob("*.json"))) - len(list((out / "runs").glob("*.error.json")))
+    assert man["status"] == "running" and 1 <= man["counts"]["done"] <= stored
+    r = subprocess.run(cmd + ["--workers", "2"], env=_repo_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["status"] == "complete" and man["counts"]["done"] == man["counts"]["total"] == 8

@@ -124,11 +124,71 @@ def _from_points_cells(points: np.ndarray, cells: np.ndarray, dim: int, source: 
     cls = {1: MeshLine, 2: MeshTri, 3: MeshTet}[dim]
     if dim == 1:
         return MeshLine(p[0][np.argsort(p[0])]) if _is_plain_interval(p, t) else cls(p, t)
-    mesh = cls(p, t)
-    # Orientation matters for nothing here, but degenerate cells would break quadrature.
-    if np.any(element_volumes(mesh) <= 0):
-        raise ValueError(f"{source}: the mesh has degenerate (zero-volume) cells")
-    return mesh
+    return cls(p, t)
+
+
+_VOLUME_WORD = {1: "length", 2: "area", 3: "volume"}
+
+
+def _check_points(points: np.ndarray, source: str) -> None:
+    bad = ~np.all(np.isfinite(points), axis=1)
+    if np.any(bad):
+        i = np.flatnonzero(bad)
+        more = f" (and {i.size - 1} more)" if i.size > 1 else ""
+        raise ValueError(f"{source}: non-finite coordinates (NaN or inf) at point {i[0]}: {points[i[0]].tolist()}"
+                         f"{more}")
+
+
+def _check_cells(points: np.ndarray, cells: np.ndarray, kind: str, dim: int, source: str) -> None:
+    """Indices in range, no vertex twice in a cell, no cell of zero measure."""
+    n = points.shape[0]
+    if not np.issubdtype(cells.dtype, np.integer):
+        raise ValueError(f"{source}: {kind} cells have non-integer vertex indices ({cells.dtype})")
+    out = (cells < 0) | (cells >= n)
+    if np.any(out):
+        k, j = np.argwhere(out)[0]
+        raise ValueError(f"{source}: {kind} cell {k} refers to vertex {cells[k, j]}, but the file has {n} points "
+                         f"(indices 0..{n - 1})")
+    srt = np.sort(cells, axis=1)
+    rep = np.any(srt[:, 1:] == srt[:, :-1], axis=1)
+    if np.any(rep):
+        k = int(np.flatnonzero(rep)[0])
+        raise ValueError(f"{source}: {kind} cell {k} repeats a vertex: {cells[k].tolist()} "
+                         f"({int(rep.sum())} such cell(s))")
+    if kind not in ("line", "triangle", "tetra"):
+        return
+    v = points[cells][:, :, :dim] if points.shape[1] >= dim else None
+    if v is None:
+        return
+    jac = v[:, 1:, :] - v[:, :1, :]  # (ncells, dim, dim)
+    # A cell is degenerate when its measure vanishes against its own size (edge length^dim).
+    edges = np.linalg.norm(v[:, :, None, :] - v[:, None, :, :], axis=-1).max(axis=(1, 2))
+    if dim == 1:
+        vol = np.abs(jac[:, 0, 0])
+        tiny = vol <= 1e-14 * max(1.0, float(np.abs(points[:, :1]).max()))
+    else:
+        vol = np.abs(np.linalg.det(jac))
+        tiny = vol <= 1e-12 * edges ** dim
+    if np.any(tiny):
+        k = int(np.flatnonzero(tiny)[0])
+        raise ValueError(f"{source}: {int(tiny.sum())} degenerate {kind} cell(s) of zero {_VOLUME_WORD[dim]} "
+                         f"(first: cell {k}, vertices {cells[k].tolist()})")
+
+
+def _split_quads(points: np.ndarray, quads: np.ndarray) -> np.ndarray:
+    """Two triangles per quadrilateral (a b c d in cyclic order), cut along the diagonal
+    that keeps both triangles on the same side (the only valid cut of a non-convex quad)."""
+    x = points[:, :2]
+
+    def area(i, j, k):
+        a, b, c = x[quads[:, i]], x[quads[:, j]], x[quads[:, k]]
+        return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+
+    ac = (area(0, 1, 2) * area(0, 2, 3)) > 0
+    t_ac = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+    t_bd = np.concatenate([quads[:, [0, 1, 3]], quads[:, [1, 2, 3]]])
+    keep = np.concatenate([ac, ac])
+    return np.where(keep[:, None], t_ac, t_bd)
 
 
 def _is_plain_interval(p, t) -> bool:
@@ -166,7 +226,15 @@ def load_mesh(name_or_path, refine: int = 0):
 
 
 def read_mesh_file(path):
-    """Read one simplicial mesh from ``path`` with meshio (see :func:`load_mesh`)."""
+    """Read one simplicial mesh from ``path`` with meshio (see :func:`load_mesh`).
+
+    The cells of the highest topological dimension in the file define the mesh; lower
+    dimensional cells (boundary lines of a gmsh file) are ignored. Quadrilaterals are
+    split into two triangles each; other cell types of the top dimension (hexahedra,
+    second-order cells, polygons, ...) are refused rather than dropped. Raises
+    ``ValueError`` naming the file for non-finite coordinates, vertex indices out of
+    range or repeated within a cell, and degenerate cells (zero length, area or volume).
+    """
     import meshio
 
     path = Path(path)
@@ -178,13 +246,37 @@ def read_mesh_file(path):
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise ValueError(f"{path}: cannot be read as a mesh by meshio ({type(exc).__name__}: {exc})") from None
-    blocks = [(c.type, np.asarray(c.data)) for c in m.cells if c.type in _CELL_DIM and len(c.data)]
+    src = str(path)
+    try:
+        from meshio._mesh import topological_dimension as topo
+    except ImportError:  # pragma: no cover - older meshio
+        topo = {}
+    topo = dict(topo, vertex=0, line=1, triangle=2, quad=2, tetra=3)
+    blocks = [(c.type, np.asarray(c.data)) for c in m.cells if len(c.data)]
     if not blocks:
-        types = sorted({c.type for c in m.cells}) or ["none"]
-        raise ValueError(f"{path}: no supported cells (line, triangle, tetra); found {', '.join(types)}")
-    dim = max(_CELL_DIM[t] for t, _ in blocks)
-    cells = np.concatenate([d for t, d in blocks if _CELL_DIM[t] == dim])
-    return _from_points_cells(m.points, cells, dim, str(path))
+        raise ValueError(f"{path}: no cells")
+    unknown = sorted({t for t, _ in blocks if t not in topo})
+    if unknown:
+        raise ValueError(f"{path}: unknown cell type(s) {', '.join(unknown)}")
+    dim = max(topo[t] for t, _ in blocks)
+    top = [(t, d) for t, d in blocks if topo[t] == dim]
+    unsupported = sorted({t for t, _ in top if t not in ("line", "triangle", "quad", "tetra")})
+    if dim == 0 or unsupported:
+        types = ", ".join(unsupported) or "vertex"
+        raise ValueError(f"{path}: no supported cells: femot needs line, triangle (or quad, split into triangles) "
+                         f"or tetra cells; the file's {dim}D cells are of type {types}")
+    points = np.asarray(m.points, dtype=float)
+    if points.ndim == 1:
+        points = points[:, None]
+    _check_points(points, src)
+    parts = []
+    for kind, data in top:
+        _check_cells(points, data, kind, dim, src)
+        if kind == "quad":
+            data = _split_quads(points, data)
+            _check_cells(points, data, "triangle", dim, src + " (quads split into triangles)")
+        parts.append(data)
+    return _from_points_cells(points, np.concatenate(parts).astype(np.int64), dim, src)
 
 
 def save_mesh(mesh, path, point_data=None, cell_data=None) -> Path:

@@ -68,20 +68,14 @@ def _load(args):
     return load_instance(args.instance), args.instance
 
 
-def _check_writable(path, option):
-    """ValueError unless ``path`` can be created or overwritten (checked before the solve)."""
-    import os
+def _check_outputs(args) -> None:
+    from femot._io import check_writable
 
-    full = os.path.abspath(path)
-    if os.path.isdir(full):
-        raise ValueError(f"{option} {path!r} is a directory")
-    parent = os.path.dirname(full)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise ValueError(f"{option} {path!r}: {parent!r} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(full) and not os.access(full, os.W_OK)):
-        raise ValueError(f"{option} {path!r} is not writable")
+    for opt, path in (("--json", args.json), ("--save", args.save)):
+        if path:
+            check_writable(path, opt)
+    if args.plot:
+        check_writable(args.plot, "--plot", directory=True)
 
 
 def cmd_identify(argv) -> int:
@@ -92,6 +86,7 @@ def cmd_identify(argv) -> int:
     args = build_parser().parse_args(list(argv))
     say = (lambda *a: None) if args.quiet else print
     try:
+        _check_outputs(args)  # before the solve, so that no result is lost
         data, label = _load(args)
         prob = problem_from_instance(data, gamma=args.gamma, eps=args.eps, lam=args.lam)
         if args.start == "observed":
@@ -111,8 +106,6 @@ def cmd_identify(argv) -> int:
             opts["Delta0"] = args.delta0
         opts = instance_options(data, opts)
         delta0 = opts.get("Delta0", DEFAULT_OPTIONS["Delta0"])
-        if args.save:
-            _check_writable(args.save, "--save")
     except ValueError as exc:
         print(f"femot identify: error: {exc}", file=sys.stderr)
         return 2

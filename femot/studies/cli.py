@@ -23,29 +23,42 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="use an existing dask cluster (e.g. tcp://host:8786); --out should be on a "
                         "file system the workers share")
-    p.add_argument("--check", action="store_true", help="validate the config, list the runs and exit")
+    p.add_argument("--connect-timeout", type=float, default=None, metavar="S",
+                   help="seconds to wait for the --scheduler to answer (default 10)")
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even if it holds another study or other files")
+    p.add_argument("--check", action="store_true",
+                   help="validate the config and the stored runs, list the runs and exit")
     p.add_argument("--no-plots", action="store_true", help="do not draw figures")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     return p
 
 
+def _fail(msg: str) -> int:
+    print(f"femot study: {msg}", file=sys.stderr)
+    return 2
+
+
 def cmd_study(argv) -> int:
+    from femot._io import OutputPathError, check_writable
     from femot.studies.config import ConfigError, load_config
+    from femot.studies.execution import DEFAULT_CONNECT_TIMEOUT, BackendError, check_dask
     from femot.studies.runner import run_study
-    from femot.studies.store import RunStore
+    from femot.studies.store import RunStore, StoreError, foreign_content
 
     args = build_parser().parse_args(argv)
     if args.workers < 1:
-        print("femot study: --workers must be >= 1", file=sys.stderr)
-        return 2
+        return _fail("--workers must be >= 1")
     if args.dask_local is not None and args.dask_local < 1:
-        print("femot study: --dask-local must be >= 1", file=sys.stderr)
-        return 2
+        return _fail("--dask-local must be >= 1")
+    if args.connect_timeout is not None and not args.connect_timeout > 0:
+        return _fail(f"--connect-timeout must be positive, got {args.connect_timeout:g}")
+    if args.connect_timeout is not None and not args.scheduler:
+        return _fail("--connect-timeout goes with --scheduler")
     try:
         study = load_config(args.config)
     except ConfigError as exc:
-        print(f"femot study: invalid config {args.config}: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"invalid config {args.config}: {exc}")
     out = args.out or f"femot-studies/{study.name}"
     if args.check:
         store = RunStore(out)
@@ -53,16 +66,31 @@ def cmd_study(argv) -> int:
               f"{len(study.chains)} chain(s), {len(study.runs)} runs")
         for ch in study.chains:
             for lv in ch.levels:
-                st = "done" if store.read(lv.id) is not None else "todo"
+                st, why = store.inspect(lv.id)
+                st = {"complete": "done", "absent": "todo"}.get(st, st)
                 print(f"  {lv.id}  {ch.label:>24}  level {lv.index}  gamma {lv.gamma:.3e}  delta {lv.delta:.4g}  "
-                      f"gamma/delta^d {lv.ratio:.3e}  mesh {lv.mesh.label():<18} {st}")
+                      f"gamma/delta^d {lv.ratio:.3e}  mesh {lv.mesh.label():<18} {st}"
+                      + (f" ({why}; it will be recomputed)" if why else ""))
+        try:
+            check_writable(out, "--out", directory=True)
+            if args.scheduler or args.dask_local:
+                check_dask()
+        except (OutputPathError, ImportError) as exc:
+            return _fail(str(exc))
+        why = foreign_content(out, study)
+        if why:
+            print(f"note: {why}; running this study there needs --force")
         return 0
     try:
+        if args.scheduler or args.dask_local:
+            check_dask()
         outcome = run_study(study, out, workers=args.workers, dask_local=args.dask_local, scheduler=args.scheduler,
-                            quiet=args.quiet, plots=not args.no_plots)
-    except ImportError as exc:
-        print(f"femot study: {exc}", file=sys.stderr)
-        return 2
+                            quiet=args.quiet, plots=not args.no_plots, force=args.force,
+                            connect_timeout=args.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
+    except OutputPathError as exc:
+        return _fail(str(exc).replace("out:", "--out:", 1))
+    except (StoreError, BackendError, ImportError) as exc:
+        return _fail(str(exc).replace("force=True (--force)", "--force"))
     except KeyboardInterrupt:
         print(f"\nfemot study: interrupted; finished runs are stored in {out}; rerun the same command to resume.",
               file=sys.stderr)

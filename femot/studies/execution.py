@@ -13,16 +13,67 @@ Backends: ``serial`` (in this process), ``process`` (a local process pool, spawn
 workers) and ``dask`` (dask.distributed: an existing scheduler or a LocalCluster). The
 numbers never depend on the backend: every run is a deterministic function of its
 parameters (seeded from the config) and runs with a fixed number of numba threads.
+
+Workers die with the process that started them (:func:`die_with_parent`): a study killed
+with SIGKILL leaves no orphaned worker computing on. On Linux the kernel delivers SIGKILL
+to a worker when its parent ends (``prctl(PR_SET_PDEATHSIG)``); elsewhere, and as a
+second line, a watchdog thread ends the worker once its parent process id changes.
 """
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 
-__all__ = ["execute_chain", "Progress", "run_serial", "run_process_pool", "run_dask"]
+__all__ = ["execute_chain", "Progress", "run_serial", "run_process_pool", "run_dask", "die_with_parent",
+           "process_pool", "BackendError", "DEFAULT_CONNECT_TIMEOUT"]
+
+#: Seconds to wait for a dask scheduler given by address before giving up.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+class BackendError(RuntimeError):
+    """The parallel backend cannot be used (e.g. the dask scheduler does not answer)."""
+
+
+# ----------------------------------------------------------------------------- worker lifetime
+
+
+def _watch_parent(parent_pid: int, period: float) -> None:
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(1)
+        time.sleep(period)
+
+
+def die_with_parent(parent_pid: int | None = None, period: float = 0.5) -> None:
+    """Make this (worker) process end when its parent ``parent_pid`` ends.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, so the kernel kills the worker as soon
+    as the parent dies, whatever the worker is doing. Everywhere: a daemon thread that
+    polls the parent pid every ``period`` seconds and exits when it changed (the worker
+    was re-parented). Used as the initializer of the process pool and on every dask
+    worker of a local cluster.
+    """
+    if parent_pid is None:
+        parent_pid = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no libc / prctl
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid, period), name="femot-parent-watch",
+                     daemon=True).start()
 
 
 # ----------------------------------------------------------------------------- worker
@@ -215,13 +266,18 @@ def _poll(futures, store, pending_ids, progress, n_workers, on_run_done, running
     return results, errors
 
 
-def run_process_pool(tasks, store, pending_ids, progress, workers: int, on_run_done=None):
-    """A local pool of ``workers`` spawned processes (one chain per task)."""
+def process_pool(workers: int):
+    """A ``ProcessPoolExecutor`` of ``workers`` spawned processes that die with this one."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=die_with_parent, initargs=(os.getpid(),))
+
+
+def run_process_pool(tasks, store, pending_ids, progress, workers: int, on_run_done=None):
+    """A local pool of ``workers`` spawned processes (one chain per task)."""
+    with process_pool(workers) as ex:
         futs = [ex.submit(execute_chain, t) for t in tasks]
         try:
             return _poll(futs, store, pending_ids, progress, workers, on_run_done,
@@ -242,23 +298,70 @@ def _dask():
     return distributed
 
 
+def check_dask() -> None:
+    """ImportError (with the install hint) if dask.distributed is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        _dask()
+
+
+def connect_dask(scheduler: str | None = None, n_workers: int | None = None,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT):
+    """``(client, cluster)``: a client of the scheduler at ``scheduler`` (``BackendError``
+    if it does not answer within ``connect_timeout`` seconds), or of a new LocalCluster of
+    ``n_workers`` single-threaded worker processes that die with this process."""
+    import logging
+
+    distributed = _dask()
+    if scheduler:
+        try:
+            client = distributed.Client(scheduler, timeout=connect_timeout)
+        except (OSError, TimeoutError, ValueError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BackendError(f"cannot connect to the dask scheduler at {scheduler} within {connect_timeout:g} s "
+                               f"({msg}); is it running and reachable?") from None
+        return client, None
+    cluster = distributed.LocalCluster(n_workers=int(n_workers or 1), threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=logging.ERROR)
+    client = distributed.Client(cluster)
+    try:
+        client.register_plugin(_die_with_parent_plugin(os.getpid()))
+    except Exception:  # pragma: no cover - older distributed: run it once on the current workers
+        client.run(die_with_parent, os.getpid())
+    return client, cluster
+
+
+def _die_with_parent_plugin(parent_pid: int):
+    """A dask WorkerPlugin running :func:`die_with_parent` on every worker of a local
+    cluster, also on workers restarted by their nanny (defined here so that importing this
+    module does not import distributed)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class DieWithParent(WorkerPlugin):
+        name = "femot-die-with-parent"
+
+        def __init__(self, pid):
+            self.parent_pid = pid
+
+        def setup(self, worker=None):
+            from femot.studies.execution import die_with_parent as arm
+
+            arm(self.parent_pid)
+
+    return DieWithParent(parent_pid)
+
+
 def run_dask(tasks, store, pending_ids, progress, *, scheduler: str | None = None, n_workers: int | None = None,
-             on_run_done=None):
+             on_run_done=None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, client=None):
     """dask.distributed: ``scheduler`` (an address) or a LocalCluster of ``n_workers``
     single-threaded worker processes. For a remote cluster the output directory should be on
     a file system the workers share (each level is then stored as it finishes); otherwise the
-    results are stored here when their chain returns."""
-    import logging
+    results are stored here when their chain returns. ``client``: an open ``(client,
+    cluster)`` pair from :func:`connect_dask` (closed here)."""
     import uuid
 
-    distributed = _dask()
-    cluster = None
-    if scheduler:
-        client = distributed.Client(scheduler)
-    else:
-        cluster = distributed.LocalCluster(n_workers=int(n_workers or 1), threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=logging.ERROR)
-        client = distributed.Client(cluster)
+    client, cluster = client if client is not None else connect_dask(scheduler, n_workers, connect_timeout)
     try:
         nw = max(1, len(client.scheduler_info().get("workers", {})))
         tag = uuid.uuid4().hex[:8]

@@ -418,6 +418,7 @@ class ControlStudy(StudyProblem):
         _check_keys(sec, self.KEYS, where)
         if dim not in (1, 2):
             raise ConfigError(f"mesh: the control study needs 1D or 2D meshes, got dimension {dim}")
+        _require_qp_solver(where)
         if "nu" not in sec:
             raise ConfigError(f"{where}.nu: missing (weight of the Wasserstein term)")
         nu = _num(sec, "nu", where, nonneg=True)
@@ -444,6 +445,19 @@ class ControlStudy(StudyProblem):
             seen.add(k)
             mesh = spec.load()
             pts = self._mu2_points_for_check(mu2, mesh)
+            for name, val in (("mu2", mu2), ("y_d", y_d)):
+                if val["type"] in ("diracs", "state"):  # every point must lie in the mesh
+                    bad = _outside(mesh, val["points"])
+                    if bad.size:
+                        j = int(bad[0])
+                        x = val["points"][j]
+                        raise ConfigError(f"{where}.{name}.points[{j}]: {x[0] if dim == 1 else x} lies outside "
+                                          f"mesh {spec.label()}")
+                elif val["type"] == "random_diracs":
+                    bad = _outside(mesh, pts)
+                    if bad.size:
+                        raise ConfigError(f"{where}.{name}.box: its corner {pts[bad[0]].tolist()} lies outside "
+                                          f"mesh {spec.label()}")
             if pts is not None:
                 dist = _boundary_distance(mesh, pts)
                 if np.any(dist < dmax * (1 - 1e-12)):
@@ -652,7 +666,35 @@ def _tr_options(sec, where, extra_forbidden=()):
                               f"{', '.join(sorted(set(DEFAULT_OPTIONS) - {'verbose'}))}")
         if not isinstance(v, (int, float, str, bool)) or (isinstance(v, float) and not math.isfinite(v)):
             raise ConfigError(f"{where}.tr.{k}: must be a number, string or boolean")
+    # The values, checked now by the optimizer's own option parser (on a 2-point simplex)
+    # rather than in every run.
+    from femot.optim.trust_region import _parse_options
+
+    try:
+        _parse_options(dict(tr), 2, np.ones(2), 1.0)
+    except (ValueError, TypeError) as exc:
+        msg = str(exc)
+        key = next((k for k in sorted(tr, key=len, reverse=True) if f"'{k}'" in msg or f"{k}=" in msg), None)
+        raise ConfigError(f"{where}.tr{'.' + key if key else ''}: {msg}") from None
     return dict(sorted(tr.items()))
+
+
+def _require_qp_solver(where):
+    """The exact control reference needs the optional QP solver; say so at validation,
+    not once per run."""
+    from femot.problems.control_reference import _pick_solver
+
+    try:
+        _pick_solver("auto")
+    except ImportError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _outside(mesh, points) -> np.ndarray:
+    """Indices of the points that lie outside the mesh."""
+    from femot.fem.meshes import locate
+
+    return np.flatnonzero(locate(mesh, np.asarray(points, dtype=float))[0] < 0)
 
 
 class IdentificationStudy(StudyProblem):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from femot.studies.metrics import fit_rate, observed_orders
-from femot.studies.store import atomic_write_text
+from femot.studies.store import write_if_changed
 
 __all__ = ["table_rows", "fit_rates", "format_table", "write_outputs", "METRIC_DOC"]
 
@@ -265,13 +265,18 @@ def make_plots(study, rows, rates, folder) -> list[str]:
 
 
 def write_outputs(study, root, rows, rates, *, plots: bool = True, problem=None, runs_info=None) -> dict:
-    """results.csv, results.md, rates.csv, figures/*.png and report.md in ``root``."""
+    """results.csv, results.md, rates.csv, figures/*.png and report.md in ``root``.
+
+    Every file is a function of the rows (the stored runs), so a call on an unchanged
+    study rewrites nothing; the figures are redrawn when the results changed or when
+    one of them is missing.
+    """
     root = Path(root)
     cols = ["chain", "seed", "mesh", "level", "gamma", "delta", "ratio", "n_nodes"] + list(study.metrics) + \
         [f"order_{m}" for m in study.metrics] + ["nit", "success", "warm_start", "time_s", "id"]
-    atomic_write_text(root / "results.csv", _csv(rows, cols))
+    changed = write_if_changed(root / "results.csv", _csv(rows, cols))
     rcols = ["chain", "metric", "levels", "rate_gamma", "rate_delta", "decreasing", "reduction", "first", "last"]
-    atomic_write_text(root / "rates.csv", _csv(rates, rcols))
+    write_if_changed(root / "rates.csv", _csv(rates, rcols))
     tcols = _columns(study, rows)
     md_table = markdown_table([_head(c) for c in tcols], [[_cell(c, r.get(c)) for c in tcols] for r in rows])
     ud = _uses_delta(study)
@@ -281,13 +286,33 @@ def write_outputs(study, root, rows, rates, *, plots: bool = True, problem=None,
         [([r["chain"]] if len(study.chains) > 1 else []) + [r["metric"], _num(r["rate_gamma"], "g")]
          + ([_num(r["rate_delta"], "g")] if ud else [])
          + ["yes" if r["decreasing"] else "no", _num(r["reduction"], "g")] for r in rates])
-    atomic_write_text(root / "results.md", f"# {study.name}: results\n\n{md_table}\n\n## Fitted rates\n\n"
+    write_if_changed(root / "results.md", f"# {study.name}: results\n\n{md_table}\n\n## Fitted rates\n\n"
                                           f"{rate_table}\n")
-    figures = make_plots(study, rows, rates, root / "figures") if plots and rows else []
-    atomic_write_text(root / "report.md", _report(study, rows, rates, md_table, rate_table, figures, root, problem,
-                                                  runs_info or {}))
+    figures = []
+    if plots and rows:
+        expected = _expected_figures(study, rows, root / "figures")
+        if changed or not all(Path(f).is_file() for f in expected):
+            figures = make_plots(study, rows, rates, root / "figures")
+        else:
+            figures = expected
+    write_if_changed(root / "report.md", _report(study, rows, rates, md_table, rate_table, figures, root, problem,
+                                                 runs_info or {}))
     return {"csv": str(root / "results.csv"), "markdown": str(root / "results.md"),
             "rates": str(root / "rates.csv"), "report": str(root / "report.md"), "figures": figures}
+
+
+def _expected_figures(study, rows, folder) -> list[str]:
+    """The files :func:`make_plots` draws for these rows (in its order)."""
+    folder = Path(folder)
+    out = []
+    for m in study.metrics:
+        e = np.abs(np.array([r[m] for r in rows], dtype=float))
+        if np.any(np.isfinite(e) & (e > 0)):
+            out.append(str(folder / f"{m}.png"))
+    first = study.chains[0].label
+    if sum(r["chain"] == first for r in rows) >= 2:
+        out.insert(0, str(folder / "overview.png"))
+    return out
 
 
 def _report(study, rows, rates, md_table, rate_table, figures, root, problem, runs_info) -> str:

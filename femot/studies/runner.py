@@ -1,17 +1,22 @@
 """``run_study``: validate, skip what is done, run the rest on a backend, report."""
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from femot._io import check_writable
 from femot.studies.config import Study, load_config
-from femot.studies.execution import Progress, run_dask, run_process_pool, run_serial
+from femot.studies.execution import (DEFAULT_CONNECT_TIMEOUT, Progress, check_dask, connect_dask, run_dask,
+                                     run_process_pool, run_serial)
 from femot.studies.report import fit_rates, format_table, table_rows, write_outputs
-from femot.studies.store import RunStore, atomic_write_text
+from femot.studies.store import (LOCK_NAME, ForeignDirectoryError, RunStore, StudyLock, foreign_content,
+                                 write_if_changed)
 
-__all__ = ["run_study", "StudyOutcome", "backend_of"]
+__all__ = ["run_study", "StudyOutcome", "backend_of", "fingerprint"]
 
 
 @dataclass
@@ -19,7 +24,8 @@ class StudyOutcome:
     """What a call of :func:`run_study` did and found.
 
     ``executed``: ids computed by this call; ``previously_complete``: ids found complete
-    before it; ``failed``: ids whose run raised (retried on the next call); ``rows``, ``rates``:
+    before it; ``damaged``: runs found damaged (``{"id", "reason"}``), deleted and computed
+    again; ``failed``: ids whose run raised (retried on the next call); ``rows``, ``rates``:
     the table and fitted rates over all complete runs; ``files``: written outputs.
     """
 
@@ -29,6 +35,7 @@ class StudyOutcome:
     executed: list = field(default_factory=list)
     previously_complete: list = field(default_factory=list)
     failed: list = field(default_factory=list)
+    damaged: list = field(default_factory=list)
     errors: list = field(default_factory=list)
     rows: list = field(default_factory=list)
     rates: list = field(default_factory=list)
@@ -57,24 +64,34 @@ def backend_of(workers: int = 1, dask_local: int | None = None, scheduler: str |
     return "process" if workers > 1 else "serial"
 
 
-def _manifest(study: Study, store: RunStore, backend: str, status: str, counts: dict, errors=()) -> dict:
-    err_ids = {e["id"] for e in errors if "id" in e}
+def fingerprint(study: Study) -> str:
+    """Identity of a study in a directory: a hash of its sorted run ids."""
+    import hashlib
+
+    return hashlib.sha256(",".join(sorted(lv.id for lv in study.runs)).encode()).hexdigest()[:16]
+
+
+def _manifest(study: Study, store: RunStore, status: str, complete: set, *, process: dict | None = None) -> dict:
+    """The manifest: a function of the study and the stored files (plus, while a process
+    runs the study, that process's pid, host and backend)."""
     runs = []
     for ch in study.chains:
         for lv in ch.levels:
-            st = "done" if store.exists(lv.id) else ("error" if lv.id in err_ids or store.error_path(lv.id).exists()
-                                                     else "pending")
+            st = "done" if lv.id in complete else ("error" if store.read_error(lv.id) is not None else "pending")
             runs.append({"id": lv.id, "chain": ch.index, "chain_label": ch.label, "seed": ch.seed,
                          "level": lv.index, "gamma": lv.gamma, "delta": lv.delta, "ratio": lv.ratio,
                          "mesh": lv.mesh.key(), "status": st, "result": f"runs/{lv.id}.json"})
-    return {"femot_study": 1, "study": study.summary(), "config": study.raw, "source": study.source,
-            "status": status, "backend": backend, "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "counts": dict(counts, total=len(runs), done=sum(r["status"] == "done" for r in runs)), "runs": runs}
+    counts = {k: sum(r["status"] == k for r in runs) for k in ("done", "error", "pending")}
+    man = {"femot_study": 2, "fingerprint": fingerprint(study), "study": study.summary(), "config": study.raw,
+           "source": study.source, "status": status, "counts": dict(counts, total=len(runs)), "runs": runs}
+    if process:
+        man["process"] = dict(process, updated=time.strftime("%Y-%m-%d %H:%M:%S"))
+    return man
 
 
 def run_study(config, out, *, workers: int = 1, dask_local: int | None = None, scheduler: str | None = None,
-              quiet: bool = False, plots: bool = True, on_run_done=None, stream=None, progress_stream=None
-              ) -> StudyOutcome:
+              quiet: bool = False, plots: bool = True, on_run_done=None, stream=None, progress_stream=None,
+              force: bool = False, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> StudyOutcome:
     """Run (or resume) a convergence study.
 
     Parameters
@@ -87,6 +104,22 @@ def run_study(config, out, *, workers: int = 1, dask_local: int | None = None, s
     quiet : no progress bar and no table on ``stream``.
     on_run_done : ``callback(record)`` after each finished run (serial: right after it is
         written; other backends: when the main process sees its file).
+    force : write into ``out`` even if it holds another study (or other files).
+    connect_timeout : seconds to wait for the dask scheduler ``scheduler``.
+
+    Every stored run is validated first (its result and its state, see
+    :meth:`~femot.studies.store.RunStore.inspect`); damaged runs are deleted, computed
+    again and reported. The manifest, results.csv, results.md, rates.csv and report.md are
+    regenerated from the run files on every call (a file is rewritten only if its content
+    changes). The directory is locked for the duration of the call.
+
+    Raises
+    ------
+    femot._io.OutputPathError : ``out`` cannot be created or written.
+    StudyLockedError : another process is running a study in ``out``.
+    ForeignDirectoryError : ``out`` holds another study or other files (and not ``force``).
+    BackendError : the dask scheduler does not answer within ``connect_timeout``.
+    ImportError : the dask backend is requested but dask.distributed is not installed.
     """
     t0 = time.perf_counter()
     study = config if isinstance(config, Study) else load_config(config)
@@ -97,25 +130,76 @@ def run_study(config, out, *, workers: int = 1, dask_local: int | None = None, s
     stream = stream if stream is not None else sys.stdout
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=stream, flush=True))
     backend = backend_of(workers, dask_local, scheduler)
+    if backend in ("dask", "dask-local"):
+        check_dask()
     root = Path(out)
+    check_writable(root, "out", directory=True)
+    created = not root.exists()
+
+    def refuse_foreign(warn: bool):
+        why = foreign_content(root, study)
+        if why is not None:
+            if not force:
+                raise ForeignDirectoryError(f"{why}; refusing to overwrite its files. Choose another --out, "
+                                            f"or force=True (--force) to write this study there")
+            if warn:
+                print(f"femot study: warning: {why}; writing study {study.name!r} there (forced)", file=sys.stderr)
+
+    refuse_foreign(False)  # before the lock file is created in a directory that is not ours
+    try:
+        with StudyLock(root):
+            refuse_foreign(True)  # again, now that no other process can change it
+            return _run_locked(study, root, backend, t0, workers=workers, dask_local=dask_local,
+                               scheduler=scheduler, quiet=quiet, plots=plots, on_run_done=on_run_done, say=say,
+                               progress_stream=progress_stream, connect_timeout=connect_timeout)
+    except BaseException:
+        if created:  # leave no directory behind that holds nothing but the lock file
+            try:
+                (root / LOCK_NAME).unlink()
+                root.rmdir()
+            except OSError:
+                pass
+        raise
+
+
+def _run_locked(study, root, backend, t0, *, workers, dask_local, scheduler, quiet, plots, on_run_done, say,
+                progress_stream, connect_timeout):
     store = RunStore(root)
     ids = [lv.id for lv in study.runs]
-    done_before = store.complete_ids(ids)
-    outcome = StudyOutcome(study=study, root=root, backend=backend, previously_complete=sorted(done_before))
+    done_before, damaged = store.scan(ids)
+    for rid in damaged:
+        store.discard(rid)
+    outcome = StudyOutcome(study=study, root=root, backend=backend, previously_complete=sorted(done_before),
+                           damaged=[{"id": rid, "reason": why} for rid, why in damaged.items()])
     pending_chains = [ch for ch in study.chains if any(lv.id not in done_before for lv in ch.levels)]
     pending_ids = [lv.id for ch in pending_chains for lv in ch.levels if lv.id not in done_before]
+    client = None
+    if pending_ids and backend in ("dask", "dask-local"):  # connect before anything is written
+        client = connect_dask(scheduler, dask_local, connect_timeout)
+    if study.source and Path(study.source).is_file():
+        write_if_changed(root / "config.toml", Path(study.source).read_text())
 
     if not pending_ids:
         outcome.nothing_to_do = True
         say(f"study {study.name!r}: all {len(ids)} runs are already complete in {root}; nothing to run.")
     else:
-        root.mkdir(parents=True, exist_ok=True)
-        if study.source and Path(study.source).is_file():
-            atomic_write_text(root / "config.toml", Path(study.source).read_text())
+        if damaged:
+            print(f"femot study: {len(damaged)} damaged run(s) will be recomputed: "
+                  + "; ".join(damaged.values()), file=sys.stderr, flush=True)
         say(f"study {study.name!r} ({study.problem}): {len(ids)} runs in {len(study.chains)} chain(s) of "
             f"{len(study.gammas)} levels; {len(done_before)} already complete, {len(pending_ids)} to run "
             f"[{backend}{'' if backend == 'serial' else ', ' + str(scheduler or dask_local or workers)}]")
-        store.write_manifest(_manifest(study, store, backend, "running", {}))
+        finished = set(done_before)
+        proc = {"pid": os.getpid(), "host": socket.gethostname(), "backend": backend}
+        store.write_manifest(_manifest(study, store, "running", finished, process=proc))
+
+        def run_done(record):
+            # Keep the manifest current, so that a killed study leaves a truthful one.
+            finished.add(record["id"])
+            store.write_manifest(_manifest(study, store, "running", finished, process=proc))
+            if on_run_done is not None:
+                on_run_done(record)
+
         tasks = [{"problem": study.problem, "params": study.params, "chain": ch, "root": str(root.resolve()),
                   "skip": sorted(lv.id for lv in ch.levels if lv.id in done_before), "threads": study.threads,
                   "study": study.name, "d": study.d} for ch in pending_chains]
@@ -123,18 +207,16 @@ def run_study(config, out, *, workers: int = 1, dask_local: int | None = None, s
         progress.update()
         try:
             if backend == "serial":
-                results, errors = run_serial(tasks, progress, on_run_done)
+                results, errors = run_serial(tasks, progress, run_done)
             elif backend == "process":
-                results, errors = run_process_pool(tasks, store, pending_ids, progress, workers, on_run_done)
+                results, errors = run_process_pool(tasks, store, pending_ids, progress, workers, run_done)
             else:
-                results, errors = run_dask(tasks, store, pending_ids, progress, scheduler=scheduler,
-                                           n_workers=dask_local, on_run_done=on_run_done)
+                results, errors = run_dask(tasks, store, pending_ids, progress, on_run_done=run_done, client=client)
         except BaseException:
             progress.close()
-            store.write_manifest(_manifest(study, store, backend, "interrupted", {}))
+            store.write_manifest(_manifest(study, store, "interrupted", store.complete_ids(ids)))
             raise
         progress.close()
-        outcome.executed = [rid for rid in pending_ids if store.exists(rid)]
         run_errors = [e for res in results for e in res["errors"]]
         outcome.failed = [e["id"] for e in run_errors]
         outcome.errors = run_errors + [{"error": e} for e in errors]
@@ -142,19 +224,19 @@ def run_study(config, out, *, workers: int = 1, dask_local: int | None = None, s
             where = f"chain {e['chain']}, level {e['level']}: " if "chain" in e else ""
             print(f"femot study: run failed: {where}{e['error']}", file=sys.stderr)
 
-    records = {rid: rec for rid in ids if (rec := store.read(rid)) is not None}
+    complete = store.complete_ids(ids)
+    outcome.executed = [rid for rid in pending_ids if rid in complete]
+    records = {rid: store.read(rid) for rid in ids if rid in complete}
     outcome.rows = table_rows(study, records)
     outcome.rates = fit_rates(study, outcome.rows)
     status = "complete" if len(records) == len(ids) else "incomplete"
     from femot.studies.problems import get_problem
 
-    if not outcome.nothing_to_do or not (root / "report.md").exists():
-        store.write_manifest(_manifest(study, store, backend, status,
-                                       {"executed": len(outcome.executed), "failed": len(outcome.failed)},
-                                       outcome.errors))
-        outcome.files = write_outputs(study, root, outcome.rows, outcome.rates, plots=plots,
-                                      problem=get_problem(study.problem),
-                                      runs_info={"failed": len(outcome.failed)})
+    # Regenerated from the run files on every call; unchanged files are not rewritten.
+    store.write_manifest(_manifest(study, store, status, complete))
+    n_err = sum(store.read_error(rid) is not None for rid in ids if rid not in complete)
+    outcome.files = write_outputs(study, root, outcome.rows, outcome.rates, plots=plots,
+                                  problem=get_problem(study.problem), runs_info={"failed": n_err})
     if outcome.rows:
         say("")
         say(outcome.table())
@@ -163,6 +245,11 @@ def run_study(config, out, *, workers: int = 1, dask_local: int | None = None, s
         say(f"{len(outcome.executed)} run(s) executed, {len(outcome.previously_complete)} reused, "
             f"{len(outcome.failed)} failed; {len(records)}/{len(ids)} complete. Results in {root}"
             + (f": report.md, results.csv, results.md, figures/" if outcome.files else ""))
+    if outcome.damaged:
+        redone = [d for d in outcome.damaged if d["id"] in complete]
+        if redone:
+            print(f"femot study: recomputed {len(redone)} damaged run{'s' if len(redone) > 1 else ''}: "
+                  + "; ".join(d["reason"] for d in redone), file=sys.stderr, flush=True)
     unconverged = [r for r in outcome.rows if not r["success"]]
     if unconverged:
         say(f"note: {len(unconverged)} run(s) did not report solver success (column ok); see report.md")

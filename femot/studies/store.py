@@ -2,6 +2,7 @@
 
 Layout::
 
+    DIR/.femot.lock          held (flock) by the process running the study; holds its pid
     DIR/manifest.json        the study, its runs (id, chain, level, parameters) and their status
     DIR/config.toml          a copy of the configuration
     DIR/runs/<id>.json       the result of one run (metrics, solver info), written when it finishes
@@ -10,49 +11,64 @@ Layout::
 
 Every file is written to a temporary name and moved into place with ``os.replace``, so a
 reader (or a resumed study) sees either nothing or a complete file. The state is written
-before the result, so a complete result always has its state beside it.
+before the result, and the result records the size and SHA-256 of its state, so a stored
+run is validated as a whole on load (:meth:`RunStore.inspect`): a result that does not
+parse or describes another run, or a state that is missing, truncated or altered, marks
+the run *damaged*; the study then deletes it and computes it again.
+
+Only one process may run a study in a directory at a time (:class:`StudyLock`, an
+exclusive ``flock`` on ``DIR/.femot.lock``); and a directory holding another study is
+not written into unless forced (:func:`foreign_content`).
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
-import tempfile
+import socket
 import time
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RunStore", "atomic_write_text", "to_json"]
+from femot._io import atomic_write, atomic_write_text, to_json
+
+__all__ = ["RunStore", "StudyLock", "StoreError", "StudyLockedError", "ForeignDirectoryError", "foreign_content",
+           "atomic_write_text", "write_if_changed", "to_json", "LOCK_NAME", "OWN_ENTRIES"]
+
+LOCK_NAME = ".femot.lock"
+#: Entries of a study directory written by femot (anything else is foreign content).
+OWN_ENTRIES = {LOCK_NAME, "manifest.json", "config.toml", "results.csv", "results.md", "rates.csv", "report.md",
+               "figures", "runs"}
 
 
-def _default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+class StoreError(RuntimeError):
+    """The output directory cannot be used for this study (the message says why)."""
 
 
-def to_json(data) -> str:
-    return json.dumps(data, indent=2, default=_default)
+class StudyLockedError(StoreError):
+    """Another process holds the lock of the output directory."""
 
 
-def atomic_write_text(path, text: str) -> None:
+class ForeignDirectoryError(StoreError):
+    """The output directory holds something other than this study."""
+
+
+def write_if_changed(path, text: str) -> bool:
+    """Write ``text`` to ``path`` atomically unless the file already holds exactly it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        if path.read_text() == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write_text(path, text)
+    return True
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class RunStore:
@@ -76,40 +92,125 @@ class RunStore:
     def manifest_path(self) -> Path:
         return self.root / "manifest.json"
 
+    def rel(self, path) -> str:
+        """``path`` relative to the study directory (for messages)."""
+        try:
+            return str(Path(path).relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    # -- validation
+    def _record(self, rid: str):
+        """(record, None) for a valid result file, (None, None) if absent, (None, reason) if damaged."""
+        path = self.result_path(rid)
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            return None, None
+        except OSError as exc:
+            return None, f"{self.rel(path)}: cannot be read ({exc.strerror or exc})"
+        try:
+            rec = json.loads(raw.decode())
+        except (UnicodeDecodeError, ValueError) as exc:
+            what = "empty" if not raw.strip() else f"not valid JSON ({exc})"
+            return None, f"{self.rel(path)}: {what}"
+        if not isinstance(rec, dict):
+            return None, f"{self.rel(path)}: not a run record"
+        if rec.get("id") != rid:
+            return None, f"{self.rel(path)}: records run {rec.get('id')!r}, not {rid}"
+        if rec.get("complete") is not True:
+            return None, f"{self.rel(path)}: not marked complete"
+        for key in ("metrics", "info"):
+            if not isinstance(rec.get(key), dict):
+                return None, f"{self.rel(path)}: field {key!r} missing or not a table"
+        return rec, None
+
+    def _state_problem(self, rid: str, rec: dict) -> str | None:
+        """Why the state of a complete run is unusable (None if it is fine)."""
+        path = self.state_path(rid)
+        meta = rec.get("state", "legacy")
+        if meta is None:  # the run left no state
+            return None
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            return f"{self.rel(path)}: missing (the result {self.rel(self.result_path(rid))} says it was written)"
+        except OSError as exc:
+            return f"{self.rel(path)}: cannot be read ({exc.strerror or exc})"
+        if isinstance(meta, dict):
+            if len(data) != meta.get("bytes") or _sha256(data) != meta.get("sha256"):
+                return (f"{self.rel(path)}: {len(data)} bytes, checksum does not match the "
+                        f"{meta.get('bytes')} bytes recorded in {self.rel(self.result_path(rid))}")
+            return None
+        # A store written before checksums were recorded: read every array.
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                for k in z.files:
+                    z[k]
+        except Exception as exc:  # BadZipFile, EOFError, zlib.error, ValueError, ...
+            return f"{self.rel(path)}: not a valid npz archive ({type(exc).__name__}: {exc})"
+        return None
+
+    def inspect(self, rid: str) -> tuple[str, str | None]:
+        """``("complete", None)``, ``("absent", None)`` or ``("damaged", reason)`` for run ``rid``."""
+        rec, why = self._record(rid)
+        if why is not None:
+            return "damaged", why
+        if rec is None:  # (a state without a result: the run did not finish)
+            return "absent", None
+        why = self._state_problem(rid, rec)
+        if why is not None:
+            return "damaged", why
+        return "complete", None
+
+    def scan(self, ids) -> tuple[set, dict]:
+        """Complete run ids and damaged ones (id -> reason) among ``ids``."""
+        complete, damaged = set(), {}
+        for rid in ids:
+            st, why = self.inspect(rid)
+            if st == "complete":
+                complete.add(rid)
+            elif st == "damaged":
+                damaged[rid] = why
+        return complete, damaged
+
+    def discard(self, rid: str) -> None:
+        """Delete the files of run ``rid`` (a damaged run, to be computed again)."""
+        for p in (self.result_path(rid), self.state_path(rid)):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
     # -- results
     def exists(self, rid: str) -> bool:
-        """A result file is present (written atomically, so it is complete if it parses)."""
+        """A result file is present (the run finished; see :meth:`inspect` for its validity)."""
         return self.result_path(rid).exists()
 
     def read(self, rid: str) -> dict | None:
-        """The stored result of run ``rid`` if it is present and complete, else None."""
-        try:
-            with open(self.result_path(rid)) as fh:
-                rec = json.load(fh)
-        except (OSError, ValueError):
-            return None
-        if not isinstance(rec, dict) or rec.get("id") != rid or rec.get("complete") is not True:
-            return None
-        return rec
+        """The stored result of run ``rid`` if it is present and valid, else None."""
+        return self._record(rid)[0]
 
     def complete_ids(self, ids) -> set:
-        return {rid for rid in ids if self.read(rid) is not None}
+        """Ids of runs whose result and state are both valid."""
+        return self.scan(ids)[0]
 
     def write(self, record: dict, state: dict | None = None) -> None:
-        """Store a finished run: its state (npz) first, then the result (json)."""
+        """Store a finished run: its state (npz) first, then the result (json) with the
+        size and checksum of the state."""
         rid = record["id"]
         self.runs.mkdir(parents=True, exist_ok=True)
+        meta = None
         if state is not None:
-            fd, tmp = tempfile.mkstemp(prefix=f".{rid}.", suffix=".npz", dir=self.runs)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, **{k: np.asarray(v) for k, v in state.items()})
-                os.replace(tmp, self.state_path(rid))
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
-        atomic_write_text(self.result_path(rid), to_json(dict(record, complete=True)))
+            buf = io.BytesIO()
+            np.savez(buf, **{k: np.asarray(v) for k, v in state.items()})
+            data = buf.getvalue()
+            atomic_write(self.state_path(rid), lambda fh: fh.write(data), binary=True)
+            meta = {"file": self.state_path(rid).name, "bytes": len(data), "sha256": _sha256(data),
+                    "arrays": sorted(state)}
+        atomic_write_text(self.result_path(rid), to_json(dict(record, complete=True, state=meta)))
         if self.error_path(rid).exists():
             self.error_path(rid).unlink()
 
@@ -119,27 +220,139 @@ class RunStore:
     def read_error(self, rid: str) -> dict | None:
         try:
             with open(self.error_path(rid)) as fh:
-                return json.load(fh)
+                err = json.load(fh)
         except (OSError, ValueError):
             return None
+        return err if isinstance(err, dict) else None
 
     def load_state(self, rid: str) -> dict | None:
-        """The warm-start state stored by run ``rid`` (None if absent or unreadable)."""
-        if self.read(rid) is None:
+        """The warm-start state stored by run ``rid`` (None if absent or damaged)."""
+        if self.inspect(rid)[0] != "complete":
             return None
         try:
-            with np.load(self.state_path(rid)) as z:
+            with np.load(self.state_path(rid), allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-        except (OSError, ValueError):
+        except Exception:  # removed or altered since the check
             return None
 
     # -- manifest
-    def write_manifest(self, data: dict) -> None:
-        atomic_write_text(self.manifest_path, to_json(data))
+    def write_manifest(self, data: dict) -> bool:
+        """Write the manifest (only if its content changed)."""
+        return write_if_changed(self.manifest_path, to_json(data) + "\n")
 
     def read_manifest(self) -> dict | None:
+        """The manifest if it parses and has the expected shape, else None."""
         try:
             with open(self.manifest_path) as fh:
-                return json.load(fh)
+                man = json.load(fh)
         except (OSError, ValueError):
             return None
+        if not isinstance(man, dict) or not isinstance(man.get("runs"), list) or \
+                not all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in man["runs"]):
+            return None
+        return man
+
+    def stored_run_ids(self) -> set:
+        """Ids of all run files in ``runs/`` (results, states and errors), of any study."""
+        if not self.runs.is_dir():
+            return set()
+        out = set()
+        for p in self.runs.iterdir():
+            name = p.name
+            if name.startswith("."):
+                continue
+            for suf in (".error.json", ".json", ".npz"):
+                if name.endswith(suf):
+                    out.add(name[: -len(suf)])
+                    break
+        return out
+
+
+def foreign_content(root, study) -> str | None:
+    """Why ``root`` holds something other than ``study`` (None: absent, empty or the same study).
+
+    The same study means the same set of run ids (names, descriptions and report options
+    do not enter the ids). The evidence is the manifest, or, if the manifest is damaged,
+    the run files; a directory with other files and no study in it is foreign too.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    entries = [p.name for p in root.iterdir() if not p.name.startswith(".manifest.json.")]
+    if not [e for e in entries if e != LOCK_NAME]:
+        return None
+    ids = {lv.id for lv in study.runs}
+    store = RunStore(root)
+    man = store.read_manifest()
+    if man is not None:
+        theirs = {r["id"] for r in man["runs"]}
+        if theirs == ids:
+            return None
+        name = man["study"].get("name", "?") if isinstance(man.get("study"), dict) else "?"
+        return (f"{root} holds another study, {name!r} ({len(theirs)} runs; this study {study.name!r} has "
+                f"{len(ids)}, {len(theirs & ids)} in common)")
+    stored = store.stored_run_ids()
+    if stored - ids:
+        return (f"{root} holds {len(stored - ids)} stored run(s) that are not runs of study {study.name!r} "
+                f"(and no readable manifest)")
+    other = sorted(e for e in entries if e not in OWN_ENTRIES)
+    if other and not stored:
+        return f"{root} is not empty and holds no femot study (found {', '.join(other[:3])}" + \
+            (", ...)" if len(other) > 3 else ")")
+    return None
+
+
+class StudyLock:
+    """Exclusive lock of a study directory: ``fcntl.flock`` on ``DIR/.femot.lock``.
+
+    The lock file holds the pid and host of the holder; a second process fails at once
+    with :class:`StudyLockedError` naming that pid. The lock is released when the holder
+    exits, however it ends (the kernel drops it with the file descriptor). Where
+    ``fcntl`` does not exist (Windows) no lock is taken.
+    """
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.path = self.root / LOCK_NAME
+        self.fh = None
+
+    def acquire(self) -> "StudyLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        self.root.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().split()
+            fh.close()
+            pid = holder[0] if holder else "?"
+            host = f" on {holder[1]}" if len(holder) > 1 and holder[1] != socket.gethostname() else ""
+            raise StudyLockedError(f"{self.root} is in use by another femot study (pid {pid}{host}); wait until "
+                                   f"it finishes or choose another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+        fh.flush()
+        self.fh = fh
+        return self
+
+    def release(self) -> None:
+        if self.fh is not None:
+            try:
+                self.fh.seek(0)
+                self.fh.truncate()
+            except OSError:
+                pass
+            self.fh.close()  # closing the descriptor drops the flock
+            self.fh = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
