@@ -130,7 +130,8 @@ def test_known_control_is_recovered_as_nu_tends_to_zero():
     errs = []
     for nu in (1e-1, 1e-2, 1e-4):
         P = ControlProblem(op, y_d, mu2, nu, 1e-3, 0.1, rho=0.2)
-        r = P.solve(options={"max_iter": 300})
+        # loose relative stationarity: this test is about the limit nu -> 0, not the optimizer
+        r = P.solve(options={"max_iter": 300}, rtol=1e-2)
         assert r.success, r.message
         assert np.isclose(r.x.sum(), 1.0) and r.x.min() >= 0
         errs.append(wasserstein1_1d(x, r.masses, x, m_true))
@@ -141,8 +142,12 @@ def test_known_control_is_recovered_as_nu_tends_to_zero():
 
 
 @needs_qp
-def test_regularized_control_approaches_exact_reference():
-    """Two coupled levels (gamma = delta^3): the W1 error to the exact QP control and the gap decrease."""
+@pytest.mark.parametrize("transport", ["plan", "value"])
+def test_regularized_control_approaches_exact_reference(transport):
+    """Two coupled levels (gamma = delta^3): the W1 error to the exact QP control and the gap decrease.
+
+    Both formulations have the limit (OCP); the value formulation is solved to its certified
+    Frank-Wolfe gap, the plan formulation to a loose relative stationarity (kinks)."""
     from femot.problems.control_reference import solve_control_reference
 
     op, x, m_true, y_d, mu2 = line_problem(cells=64)
@@ -151,9 +156,13 @@ def test_regularized_control_approaches_exact_reference():
     assert ref.success
     errs, gaps = [], []
     for delta in (0.16, 0.08):
-        P = ControlProblem(op, y_d, mu2, nu, delta**3, delta, rho=0.2)
-        r = P.solve(options={"max_iter": 300})
+        P = ControlProblem(op, y_d, mu2, nu, delta**3, delta, rho=0.2, transport=transport)
+        r = P.solve(options={"max_iter": 300}, rtol=1e-2 if transport == "plan" else 1e-5)
         assert r.success, r.message
+        assert r.formulation == transport
+        if transport == "value":
+            assert r.nit <= 25 and 0 <= r.fw_gap <= 1e-8 * abs(r.fun)
+            assert r.transport >= r.transport_cost  # V_gamma >= <c, pi_gamma> (eps = 0)
         errs.append(wasserstein1_1d(x, r.masses, x, ref.masses))
         J, J_track, J_w = P.exact_objective(r.x)
         assert np.isclose(J, J_track + nu * J_w)

@@ -176,3 +176,45 @@ def test_sparse_measured_plan_and_bad_input():
         TrackingProblem(mesh, mesh, mu2, pi_true, 0.0, 1e-3, 0.1, rho=0.15, mu1_d=-np.ones(n))
     with pytest.raises(ValueError, match="nu"):
         TrackingProblem(mesh, mesh, mu2, pi_true, -1.0, 1e-3, 0.1, rho=0.15)
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-2])
+def test_hessp_matches_finite_differences_of_the_gradient(eps):
+    """p' = 2: hessp = T^T S'^T (Hess F) S' T where the lower level keeps its active set."""
+    mesh, x, m_true, mu2, pi_true = setup()
+    rng = np.random.default_rng(4)
+    pi_d = pi_true * (1 + 0.3 * rng.random(pi_true.shape))
+    P = TrackingProblem(mesh, mesh, mu2, pi_d, 0.0, 1e-3, 0.1, rho=0.15, eps=eps, subdomain=in_box, tol=1e-13)
+    xc = rng.random(P.n) + 0.1
+    xc /= xc.sum()
+    d = rng.standard_normal(P.n)
+    d -= d.mean()
+    P(xc)
+    base = P.lower.solve(xc).plan
+    Hd = P.hessp(xc, d)
+    for h in (1e-6, 3e-7, 1e-7):
+        grads, same = [], True
+        for s in (1, -1):
+            grads.append(P(xc + s * h * d)[1])
+            plan = P.lower.solve(xc + s * h * d).plan
+            same &= np.array_equal(plan.indptr, base.indptr) and np.array_equal(plan.indices, base.indices)
+        if same:
+            fd = (grads[0] - grads[1]) / (2 * h)
+            fd, Ht = fd - fd.mean(), Hd - Hd.mean()  # tangent parts (the simplex)
+            assert np.linalg.norm(Ht - fd) <= 1e-5 * np.linalg.norm(fd)
+            break
+    else:
+        raise AssertionError("no step keeps the active set of the lower level fixed")
+    # symmetric and positive semidefinite (Gauss-Newton structure S'^T (Hess F) S')
+    u = rng.standard_normal(P.n)
+    u -= u.mean()
+    Hu = P.hessp(xc, u)
+    assert abs(u @ Hd - d @ Hu) <= 1e-8 * np.linalg.norm(Hu) * np.linalg.norm(d)
+    assert d @ Hd >= -1e-12 * np.linalg.norm(Hd) * np.linalg.norm(d)
+
+
+def test_hessp_needs_p_prime_two():
+    mesh, x, m_true, mu2, pi_true = setup(cells=16)
+    P = TrackingProblem(mesh, mesh, mu2, pi_true, 0.0, 1e-3, 0.1, rho=0.15, p_prime=1.5, subdomain=in_box)
+    with pytest.raises(ValueError, match="p_prime = 2"):
+        P.hessp(P.uniform(), np.zeros(P.n))

@@ -62,6 +62,8 @@ _FIRST_BAND = 2.0
 # one that stops near the straight step only re-solves one side at the same t,
 # which gains nothing structural and (at rounding-level gamma) perturbs the path.
 _CURVE_FACTOR = 2.0
+# dual_jvp factorizes the Newton matrix up to this many pattern entries (CG beyond)
+_DUAL_LU_MAX_NNZ = 5_000_000
 
 STATUS_MESSAGES = {
     0: "converged: residual below tolerance",
@@ -162,6 +164,136 @@ class QROTResult(OptimizeResult):
         rows = np.repeat(np.arange(n1), np.diff(ip))
         vals = eta[rows] + eta[n1 + ind]
         return sp.csr_matrix((vals, ind, ip), shape=(n1, n2))
+
+    def _dual_solver(self, A):
+        """``(solve, ncomp, label)`` for the Newton matrix on Omega_+ ∪ A, cached for A = None.
+
+        ``solve(rhs)`` applies K^{-1} (sparse LU, factorized once, for small or sparse
+        systems; Jacobi-PCG on the Schur complement otherwise); ``label`` are the connected
+        components of the pattern (rows first), computed for eps = 0 only.
+        """
+        cache = self.__dict__.get("_dual_cache")
+        if A is None and cache is not None:
+            return cache
+        K, ip, ind = self._system(A)
+        ncomp, label = 1, None
+        if self.eps == 0.0:
+            from femot.core.sensitivity import pattern_components
+
+            ncomp, label = pattern_components(ip, ind, self.plan.shape[1])
+        # one factorization serves every product at this solution (and eps = 0 makes K
+        # singular along (1, -1), where CG on the Schur complement crawls): sparse LU unless
+        # the pattern is too large to factorize
+        method = self.get("linear_solver", "auto")
+        direct = method == "direct" or (method == "auto" and K.nnz <= _DUAL_LU_MAX_NNZ)
+        lu = None
+        if direct:
+            import scipy.sparse.linalg as spla
+
+            try:
+                lu = spla.splu(K.sparse(), permc_spec="MMD_AT_PLUS_A")
+            except RuntimeError:  # numerically singular pivot: CG copes (K is PSD)
+                lu = None
+        if lu is not None:
+            solve = lu.solve
+        else:
+            def solve(rhs):
+                return K.solve(rhs, "cg", rtol=1e-13)[0]
+        out = (solve, ncomp, label)
+        if A is None:
+            self.__dict__["_dual_cache"] = out
+        return out
+
+    def dual_jvp(self, h1, h2, A=None):
+        """Derivative ``(dalpha, dbeta)`` of the dual potentials along marginal directions (h1, h2).
+
+        Differentiates the (doubly) regularized dual system of SPEC §1 / Part III
+        (3.1) (weighted),
+
+            sum_j w2_j (alpha_i + beta_j - c_ij)_+ + gamma*eps*alpha_i = gamma*mu1_i
+            sum_i w1_i (alpha_i + beta_j - c_ij)_+ + gamma*eps*beta_j  = gamma*mu2_j,
+
+        on the active pattern ``Omega_+`` (plus a chosen ``A ⊂ Omega_0`` at kinks, as
+        in :meth:`jvp`, Part III Thm 3.11 / 3.12): ``(dalpha, dbeta)`` solves
+
+            K (dalpha, dbeta) = gamma * (w1 * h1, w2 * h2),
+
+        with ``K`` the symmetric Newton matrix (the Hessian of ``-gamma*Phi``).  One sparse
+        solve, the same matrix as :meth:`jvp` (whose plan derivative is
+        ``chi ∘ (dalpha (+) dbeta) / gamma``).  Since ``w1 * alpha`` is the gradient of the
+        optimal value V(mu1, mu2) = max Phi with respect to mu1 (envelope theorem), this
+        gives Hessian-vector products of V: ``d(w1 * alpha) = w1 * dalpha``.
+
+        eps = 0: the potentials are unique only up to ``(alpha + t, beta - t)`` (per
+        connected component of the active pattern), so the directions must preserve mass,
+        ``<w1, h1> = <w2, h2>`` (ValueError otherwise), and the returned derivative is the
+        one of the normalized potentials with equal weighted means on every connected
+        component C of the pattern: ``<w1, dalpha>_C / |w1|_C = <w2, dbeta>_C / |w2|_C``.
+        If the pattern is disconnected (degenerate points only) and (h1, h2) does not
+        balance the mass on each component, no derivative exists along (h1, h2) (the
+        support must change); the direction is then balanced on each component C by a
+        constant correction ``(h1 - s_C, h2 + s_C)`` before the solve.  eps > 0: the
+        solution is unique and any direction is allowed.
+
+        Returns
+        -------
+        dalpha : ndarray (n1,), dbeta : ndarray (n2,)
+        """
+        n1, n2 = self.plan.shape
+        h1 = as_vector(h1, "h1", length=n1)
+        h2 = as_vector(h2, "h2", length=n2)
+        w1, w2 = self.w1, self.w2
+        if self.eps == 0.0:
+            imbalance = float(w1 @ h1 - w2 @ h2)
+            size = float(np.abs(w1 * h1).sum() + np.abs(w2 * h2).sum())
+            if abs(imbalance) > 1e-10 * max(size, 1e-300):
+                raise ValueError(f"h1, h2 must preserve mass when eps = 0 (<w1, h1> - <w2, h2> = {imbalance:.3e}): "
+                                 f"the potentials are defined only on equal masses")
+        rhs = self.gamma * np.concatenate([w1 * h1, w2 * h2])
+        with kernels.threads_for(int(self.plan.nnz) * 8):
+            solve, ncomp, label = self._dual_solver(A)
+            if self.eps == 0.0:
+                sign = np.concatenate([np.ones(n1), -np.ones(n2)])
+                wt = np.concatenate([w1, w2])
+                # the range of K is orthogonal to every kernel vector (1 on the rows, -1 on the
+                # columns of one component): remove the (rounding-level) inconsistent part
+                bal = np.bincount(label, sign * rhs, minlength=ncomp)
+                mass = np.bincount(label, wt, minlength=ncomp)
+                rhs = rhs - (bal / mass)[label] * wt * sign
+            d = solve(rhs)
+        if self.eps == 0.0:
+            # fix the free shift on every component: equal weighted means of both parts
+            mean1 = np.bincount(label[:n1], w1 * d[:n1], minlength=ncomp)
+            mean2 = np.bincount(label[n1:], w2 * d[n1:], minlength=ncomp)
+            m1w = np.bincount(label[:n1], w1, minlength=ncomp)
+            m2w = np.bincount(label[n1:], w2, minlength=ncomp)
+            both = (m1w > 0) & (m2w > 0)
+            # only components with both rows and columns have the (1, -1) freedom
+            t = np.zeros(ncomp)
+            t[both] = 0.5 * (mean1[both] / m1w[both] - mean2[both] / m2w[both])
+            d = d - sign * t[label]
+        return d[:n1].copy(), d[n1:].copy()
+
+    def dual_value(self, mu1, mu2) -> float:
+        """The dual objective Phi(alpha, beta) of SPEC §1 at the computed potentials.
+
+        ``Phi = <w1, alpha mu1> + <w2, beta mu2> - gamma/2 sum_ij w1_i w2_j pi_ij^2
+        - eps/2 (<w1, alpha^2> + <w2, beta^2>)`` with ``pi = (alpha (+) beta - c)_+ / gamma``;
+        ``mu1, mu2`` are the marginals of the solve.  At the solution this is the optimal
+        value V(mu1, mu2) of the (doubly) regularized problem (strong duality; for eps = 0
+        the primal value ``sum w1 w2 (c pi + gamma/2 pi^2)``); for any potentials it is a
+        lower bound of V.
+        """
+        n1, n2 = self.plan.shape
+        m1 = as_vector(mu1, "mu1", length=n1)
+        m2 = as_vector(mu2, "mu2", length=n2)
+        P = self.plan.tocoo()
+        sq = float(np.sum(self.w1[P.row] * self.w2[P.col] * P.data * P.data))
+        a, b = self.alpha, self.beta
+        val = float(self.w1 @ (a * m1) + self.w2 @ (b * m2)) - 0.5 * self.gamma * sq
+        if self.eps > 0:
+            val -= 0.5 * self.eps * float(self.w1 @ (a * a) + self.w2 @ (b * b))
+        return val
 
     def vjp(self, G, A=None):
         """Adjoint of the plan derivative: gradients of ``<G, pi>`` w.r.t. (mu1, mu2).

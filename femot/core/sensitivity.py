@@ -5,7 +5,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-__all__ = ["outer_structure"]
+__all__ = ["outer_structure", "pattern_components"]
 
 
 def outer_structure(A, B):
@@ -54,3 +54,20 @@ def outer_structure(A, B):
     v1 = {i: float(x[ri[i]]) for i in rows}
     v2 = {j: float(x[ci[j]]) for j in cols}
     return bool(s > 1e-9), v1, v2
+
+
+def pattern_components(indptr, indices, n2):
+    """Connected components of the bipartite graph of a CSR pattern (rows and columns).
+
+    Returns ``(ncomp, label)`` with ``label`` of length ``n1 + n2`` (rows first).  For
+    eps = 0 every component carries one kernel vector (1 on its rows, -1 on its columns)
+    of the Newton matrix, i.e. one free shift of the dual potentials.
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    indptr = np.asarray(indptr, dtype=np.int64)
+    n1 = indptr.size - 1
+    P = sp.csr_matrix((np.ones(np.asarray(indices).size), np.asarray(indices), indptr), shape=(n1, int(n2)))
+    graph = sp.bmat([[None, P], [P.T, None]], format="csr") if n1 + n2 > 0 else P
+    ncomp, label = connected_components(graph, directed=False)
+    return int(ncomp), label

@@ -18,7 +18,15 @@ regularized problem by the trust-region method from the uniform control and repo
   (exact W_2^2 by monotone rearrangement), nonnegative since the exact control minimizes J.
 
 Both are expected to decrease at every level (Corollary 3.13: weak-* convergence of the
-controls).  The mesh must resolve the smallest delta: the demo refuses schedules with
+controls).
+
+``--formulation`` picks the transport term: ``plan`` is (OCP^delta_gamma) of Part II
+(``nu <c_d, pi>``, nonconvex; the trust region stops when the stationarity measure falls to
+``--rtol`` times its value at the uniform start), ``value`` the convex value formulation
+(``nu V_gamma(T^delta mu1, T^delta mu2^d)``; stops on the certified Frank-Wolfe gap
+``fw_gap <= --fw-rtol * |f|``), ``both`` (default) runs both on the same schedule and reports
+both errors against the exact (OCP).  Both use the exact Hessian-vector products of
+:meth:`femot.problems.ControlProblem.hessp`.  The mesh must resolve the smallest delta: the demo refuses schedules with
 ``delta_n < 4 h`` (a mollifier of radius delta then sees too few nodes, and the plan band
 of width ~ delta too few pairs).
 """
@@ -45,9 +53,14 @@ def add_arguments(p) -> None:
     p.add_argument("--delta-factor", type=float, default=2 ** -0.5, help="delta_{n+1} / delta_n (default 1/sqrt 2)")
     p.add_argument("--coupling-C", dest="C", type=float, default=1.0, help="delta = C gamma^(1/(d+s)) (default 1)")
     p.add_argument("--coupling-s", dest="s", type=float, default=1.0, help="s > 0 in the coupling (default 1)")
-    p.add_argument("--rtol", type=float, default=1e-2,
-                   help="trust region stops when theta_R <= rtol * theta_R(uniform) (default 1e-2)")
-    p.add_argument("--max-iter", type=int, default=300, help="trust-region iterations per level (default 300)")
+    p.add_argument("--formulation", choices=("plan", "value", "both"), default="both",
+                   help="transport term: the plan <c, pi> of (OCP^delta_gamma), the convex value V_gamma, or both "
+                        "(default both)")
+    p.add_argument("--rtol", type=float, default=1e-5,
+                   help="plan: stop when theta_R <= rtol * theta_R(uniform) (default 1e-5)")
+    p.add_argument("--fw-rtol", type=float, default=1e-8,
+                   help="value: stop when the Frank-Wolfe gap <= fw_rtol * |f| (default 1e-8)")
+    p.add_argument("--max-iter", type=int, default=200, help="trust-region iterations per level (default 200)")
 
 
 def problem_data(op, rho):
@@ -69,8 +82,7 @@ def run(args) -> dict:
     from skfem import MeshLine
 
     from femot.fem import PoissonOperator, coupled_schedule
-    from femot.problems.control import ControlProblem
-    from femot.problems.control_reference import control_objective, solve_control_reference, wasserstein1_1d
+    from femot.problems.control_reference import solve_control_reference, wasserstein1_1d
 
     quick = bool(getattr(args, "quick", False))
     say = (lambda *a, **k: None) if args.quiet else print
@@ -104,53 +116,83 @@ def run(args) -> dict:
     uniform[ref.control_vertices] = 1.0 / ref.control_vertices.size
     w1_uniform = wasserstein1_1d(x, uniform, x, m_star)
 
-    header = (f"{'level':>5} {'gamma':>9} {'delta':>7} {'g/d^2':>8} {'W1(ctrl, exact)':>15} {'J gap':>10} "
-              f"{'J_reg':>11} {'TR it':>5} {'theta':>8} {'Newton':>6} {'time s':>6}")
-    say(header)
-    rows, last = [], None
-    for k, (gamma, delta) in enumerate(sch):
-        P = ControlProblem(op, y_d, mu2, nu, gamma, delta, beta=beta, rho=rho)
-        r = P.solve(options={"max_iter": int(args.max_iter)}, rtol=float(args.rtol))
-        J, J_track, J_w = control_objective(op, r.masses, y_d, mu2, nu, beta=beta)
-        err = wasserstein1_1d(x, r.masses, x, m_star)
-        row = {"level": k, "gamma": gamma, "delta": delta, "ratio": float(sch.ratios[k]),
-               "control_w1_error": err, "objective_gap": abs(J - ref.fun), "objective_gap_signed": J - ref.fun,
-               "objective_exact": J, "regularized_objective": float(r.fun), "regularized_tracking": float(r.tracking),
-               "regularized_transport": float(r.transport),
-               "control_w1_to_true": wasserstein1_1d(x, r.masses, x, m_true),
-               "success": bool(r.success), "message": r.message, "tr_iterations": int(r.nit),
-               "stationarity": float(r.stationarity), "tol": float(r.tol),
-               "newton_iterations": int(r.newton_iterations),
-               "lower_solves": int(r.lower_solves), "lower_failures": int(r.lower_failures),
-               "lower_continuations": int(r.lower_continuations), "time_s": round(float(r.time_s), 3)}
-        rows.append(row)
-        last = (P, r)
-        say(f"{k:>5d} {gamma:>9.3e} {delta:>7.4f} {row['ratio']:>8.2e} {err:>15.4e} {row['objective_gap']:>10.3e} "
-            f"{r.fun:>11.4e} {r.nit:>5d} {r.stationarity:>8.1e} {r.newton_iterations:>6d} {r.time_s:>6.1f}")
-    errs = np.array([r["control_w1_error"] for r in rows])
-    gaps = np.array([r["objective_gap"] for r in rows])
-    rate_delta = float(np.polyfit(np.log(sch.deltas), np.log(errs), 1)[0])
-    gap_rate_delta = float(np.polyfit(np.log(sch.deltas), np.log(gaps), 1)[0])
-    monotone = bool(np.all(np.diff(errs) < 0))
-    gap_monotone = bool(np.all(np.diff(gaps) < 0))
-    solved = all(r["success"] for r in rows)
-    say(f"W1(uniform start, exact) = {w1_uniform:.4e}; control error ~ delta^{rate_delta:.2f}, objective gap ~ "
-        f"delta^{gap_rate_delta:.2f}; the control error decreases "
-        f"{'at every level' if monotone else 'NOT at every level'}"
-        f", the gap {'at every level' if gap_monotone else 'NOT at every level'}")
+    forms = ("plan", "value") if args.formulation == "both" else (args.formulation,)
+    runs, last = {}, None
+    for form in forms:
+        runs[form], last = _schedule(form, sch, op, x, y_d, mu2, m_true, m_star, ref, nu, beta, rho, args, say)
+        say(f"[{form}] W1(uniform start, exact) = {w1_uniform:.4e}; control error ~ delta^"
+            f"{runs[form]['rate_delta']:.2f}, objective gap ~ delta^{runs[form]['gap_rate_delta']:.2f}; the control "
+            f"error decreases {'at every level' if runs[form]['control_error_monotone'] else 'NOT at every level'}, "
+            f"the gap {'at every level' if runs[form]['objective_gap_monotone'] else 'NOT at every level'}; "
+            f"{'every level converged' if runs[form]['all_solved'] else 'NOT every level converged'}")
+    primary = runs[forms[-1]]
+    solved = all(r["all_solved"] for r in runs.values())
+    monotone = all(r["control_error_monotone"] for r in runs.values())
     summary = {
         "cells": cells, "h": h, "nu": nu, "beta": beta, "rho": rho, "d": d, "C": args.C, "s": args.s,
         "control_nodes": int(ref.control_vertices.size),
         "reference": {"fun": ref.fun, "tracking": ref.tracking, "transport": ref.transport, "success": ref.success,
                       "message": ref.message, "frank_wolfe_gap": ref.residuals["gap"], "time_s": round(t_ref, 3),
                       "control_w1_to_true": wasserstein1_1d(x, m_star, x, m_true)},
-        "uniform_w1_error": w1_uniform, "levels": rows, "rate_delta": rate_delta, "gap_rate_delta": gap_rate_delta,
-        "control_error_monotone": monotone, "objective_gap_monotone": gap_monotone, "all_solved": solved,
+        "uniform_w1_error": w1_uniform, "formulations": list(forms), "formulation": forms[-1],
+        "runs": runs, "levels": primary["levels"], "rate_delta": primary["rate_delta"],
+        "gap_rate_delta": primary["gap_rate_delta"], "control_error_monotone": monotone,
+        "objective_gap_monotone": all(r["objective_gap_monotone"] for r in runs.values()), "all_solved": solved,
         "success": bool(solved and ref.success and monotone),
     }
     if args.plot:
-        summary["figures"] = _plots(args.plot, op, m_true, y_d, mu2, ref, last, rows)
+        summary["figures"] = _plots(args.plot, op, m_true, y_d, mu2, ref, last, primary["levels"])
     return summary
+
+
+def _schedule(form, sch, op, x, y_d, mu2, m_true, m_star, ref, nu, beta, rho, args, say):
+    """Solve every level of the schedule in one formulation; the table and the per-level rows."""
+    from femot.problems.control import ControlProblem
+    from femot.problems.control_reference import control_objective, wasserstein1_1d
+
+    value = form == "value"
+    crit = "fw_gap/|f|" if value else "theta/th0"
+    say(f"formulation '{form}': {'nu V_gamma(T mu1, T mu2^d), convex' if value else 'nu <c, pi>, (OCP^delta_gamma)'}"
+        f"; stop at {'fw_gap <= %g |f|' % args.fw_rtol if value else 'theta_R <= %g theta_R(uniform)' % args.rtol}")
+    say(f"{'level':>5} {'gamma':>9} {'delta':>7} {'g/d^2':>8} {'W1(ctrl, exact)':>15} {'J gap':>10} "
+        f"{'f_reg':>11} {'TR it':>5} {crit:>10} {'Newton':>6} {'time s':>6}  status")
+    rows, last = [], None
+    for k, (gamma, delta) in enumerate(sch):
+        P = ControlProblem(op, y_d, mu2, nu, gamma, delta, beta=beta, rho=rho, transport=form)
+        r = P.solve(options={"max_iter": int(args.max_iter)}, rtol=float(args.rtol), fw_rtol=float(args.fw_rtol))
+        J, J_track, J_w = control_objective(op, r.masses, y_d, mu2, nu, beta=beta)
+        err = wasserstein1_1d(x, r.masses, x, m_star)
+        row = {"level": k, "formulation": form, "gamma": gamma, "delta": delta, "ratio": float(sch.ratios[k]),
+               "control_w1_error": err, "objective_gap": abs(J - ref.fun), "objective_gap_signed": J - ref.fun,
+               "objective_exact": J, "fun": float(r.fun), "regularized_objective": float(r.fun),
+               "regularized_tracking": float(r.tracking), "regularized_transport": float(r.transport),
+               "transport_cost": float(r.transport_cost),
+               "control_w1_to_true": wasserstein1_1d(x, r.masses, x, m_true),
+               "success": bool(r.success), "status": int(r.status), "message": r.message,
+               "iterations": int(r.nit), "tr_iterations": int(r.nit), "hessp_calls": int(r.nhev),
+               "stationarity": float(r.stationarity), "relative_stationarity": float(r.relative_stationarity),
+               "tol": float(r.tol), "newton_iterations": int(r.newton_iterations),
+               "lower_solves": int(r.lower_solves), "lower_failures": int(r.lower_failures),
+               "lower_continuations": int(r.lower_continuations), "time_s": round(float(r.time_s), 3)}
+        if value:
+            fw = float(r.fw_gap) if r.fw_gap is not None else float("nan")
+            row["fw_gap"] = fw
+            row["relative_fw_gap"] = fw / abs(float(r.fun))
+        rows.append(row)
+        last = (P, r)
+        c = row["relative_fw_gap"] if value else row["relative_stationarity"]
+        status = "ok" if r.success else ("ITERATION LIMIT" if r.status == 1 else f"FAILED: {r.message}")
+        say(f"{k:>5d} {gamma:>9.3e} {delta:>7.4f} {row['ratio']:>8.2e} {err:>15.4e} {row['objective_gap']:>10.3e} "
+            f"{r.fun:>11.4e} {r.nit:>5d} {c:>10.2e} {r.newton_iterations:>6d} {r.time_s:>6.1f}  {status}")
+    dl = np.array([row["delta"] for row in rows])
+    errs = np.array([row["control_w1_error"] for row in rows])
+    gaps = np.array([row["objective_gap"] for row in rows])
+    out = {"levels": rows, "rate_delta": float(np.polyfit(np.log(dl), np.log(errs), 1)[0]),
+           "gap_rate_delta": float(np.polyfit(np.log(dl), np.log(np.maximum(gaps, 1e-300)), 1)[0]),
+           "control_error_monotone": bool(np.all(np.diff(errs) < 0)),
+           "objective_gap_monotone": bool(np.all(np.diff(gaps) < 0)),
+           "all_solved": all(row["success"] for row in rows)}
+    return out, last
 
 
 def _density(op, masses):

@@ -14,7 +14,21 @@ transport on the lumped vertex quadrature of the state mesh (``--transport full`
 default on the square: 1089^2 pairs) or of a coarser mesh (``--transport coarse``,
 default on the L-shape), so the lower level has ``n_q^2`` pairs; ``--quick`` uses the
 coarse mesh for everything.  The smoothing T^delta maps control masses to densities on
-that quadrature.  Solved by the trust-region method from the uniform control.
+that quadrature.  Solved by the trust-region method from the uniform control, with the
+exact Hessian-vector products of :meth:`femot.problems.ControlProblem.hessp`.
+
+``--formulation`` picks the transport term: ``plan`` (default) is (OCP^delta_gamma) of
+Part II, ``value`` the convex value formulation ``nu V_gamma(T^delta mu1, T^delta mu2^d)``,
+stopped on its certified Frank-Wolfe gap (``fw_gap <= --fw-rtol |f|``).
+
+``--refinements K`` runs a mesh-independence study instead: the same data (the known
+control, the prior, nu, gamma, delta) on K uniform refinements of the domain (the coarse
+mesh refined 3, 4, ..., 2 + K times: 289, 1089, 4225, ... nodes on the unit square) carrying
+the state and the control; the transport lives on one fixed quadrature for all levels (the
+vertices of the 1089-node mesh; ``--transport full`` puts it on each level's mesh instead,
+whose lower level has n^2 pairs and a Newton matrix whose sparse factorization grows quickly).
+It prints and writes ``levels`` (nodes, iterations, fw_gap, fun, time_s, success) and plots
+the controls and the iterations against the number of nodes.
 """
 from __future__ import annotations
 
@@ -47,14 +61,22 @@ def add_arguments(p) -> None:
     p.add_argument("--mesh", choices=sorted(_SETUPS), default="unit_square", help="domain (default unit_square)")
     p.add_argument("--transport", choices=("full", "coarse"), default=None,
                    help="quadrature of the transport: the state mesh (default on the square) or a coarser mesh "
-                        "(default on the L-shape, whose state mesh has 3201 nodes)")
+                        "(default on the L-shape, whose state mesh has 3201 nodes); with --refinements: 'full' puts "
+                        "it on every level's mesh, otherwise one fixed mesh (1089 nodes on the square)")
     p.add_argument("--nu", type=float, default=None,
                    help="weight of the transport term (default 0.02 on the square, 0.005 on the L-shape)")
     p.add_argument("--gamma", type=float, default=None, help="quadratic regularization (default per mesh)")
     p.add_argument("--delta", type=float, default=None, help="smoothing radius (default per mesh)")
-    p.add_argument("--rtol", type=float, default=1e-2,
-                   help="trust region stops when theta_R <= rtol * theta_R(uniform) (default 1e-2)")
-    p.add_argument("--max-iter", type=int, default=300, help="trust-region iterations (default 300; at most 200 quick)")
+    p.add_argument("--formulation", choices=("plan", "value"), default="plan",
+                   help="transport term: the plan <c, pi> of (OCP^delta_gamma) (default) or the convex value V_gamma")
+    p.add_argument("--rtol", type=float, default=1e-5,
+                   help="plan: stop when theta_R <= rtol * theta_R(uniform) (default 1e-5)")
+    p.add_argument("--fw-rtol", type=float, default=1e-8,
+                   help="value: stop when the Frank-Wolfe gap <= fw_rtol * |f| (default 1e-8)")
+    p.add_argument("--refinements", type=int, default=None,
+                   help="mesh-independence study on this many uniform refinements (state, control and transport "
+                        "on each level's mesh)")
+    p.add_argument("--max-iter", type=int, default=200, help="trust-region iterations (default 200)")
 
 
 def _bumps(X, parts):
@@ -85,6 +107,8 @@ def run(args) -> dict:
     quick = bool(getattr(args, "quick", False))
     say = (lambda *a, **k: None) if args.quiet else print
     setup = _SETUPS[args.mesh]
+    if args.refinements is not None:
+        return _refinement_study(args, setup, say)
     nu = setup["nu"] if args.nu is None else float(args.nu)
     gamma = setup["gamma"] if args.gamma is None else float(args.gamma)
     delta = setup["delta"] if args.delta is None else float(args.delta)
@@ -115,10 +139,12 @@ def run(args) -> dict:
     transport = setup["transport"] if args.transport is None else args.transport
     tmesh = coarse if transport == "coarse" else None
     P = ControlProblem(op, y_d, mu2, nu, gamma, delta, rho=rho, transport_mesh=tmesh, control_vertices=control,
-                       solver_options={"linear_solver": "direct"} if transport == "coarse" else None)
+                       solver_options={"linear_solver": "direct"} if transport == "coarse" else None,
+                       transport=args.formulation)
     say(f"{args.mesh}: state mesh {op.nvertices} nodes (P1), control on {P.n} vertices (rho = {rho:g}), transport "
-        f"on {P.q.n} nodes ({P.q.n ** 2} pairs); nu = {nu:g}, gamma = {gamma:g}, delta = {delta:g}")
-    r = P.solve(options={"max_iter": max_iter}, rtol=float(args.rtol))
+        f"on {P.q.n} nodes ({P.q.n ** 2} pairs); nu = {nu:g}, gamma = {gamma:g}, delta = {delta:g}; "
+        f"formulation '{args.formulation}'")
+    r = P.solve(options={"max_iter": max_iter}, rtol=float(args.rtol), fw_rtol=float(args.fw_rtol))
     total = time.perf_counter() - t0
     y_norm = float(np.sqrt(y_d @ (op.M @ y_d)))
     err_y = float(np.sqrt((r.y - y_d) @ (op.M @ (r.y - y_d))))
@@ -129,6 +155,8 @@ def run(args) -> dict:
             ("objective", f"{r.fun:.6e}"), ("tracking", f"{r.tracking:.4e}"),
             ("transport <c,pi>", f"{r.transport:.4e}"),
             ("|y - y_d| / |y_d|", f"{err_y / y_norm:.3e}"), ("stationarity", f"{r.stationarity:.2e} (tol {r.tol:.1e})"),
+            ("relative stationarity", f"{r.relative_stationarity:.2e}"),
+            ("Frank-Wolfe gap", "-" if r.fw_gap is None else f"{r.fw_gap:.2e} ({r.fw_gap / abs(r.fun):.1e} |f|)"),
             ("time s", f"{total:.1f}"), ("status", r.message)]
     for k, v in rows:
         say(f"  {k:<20s} {v}")
@@ -136,7 +164,9 @@ def run(args) -> dict:
         "mesh": args.mesh, "transport_quadrature": transport, "nodes": int(op.nvertices),
         "control_nodes": int(P.n), "transport_nodes": int(P.q.n),
         "transport_pairs": int(P.q.n ** 2), "plan_nnz": int(r.plan.nnz), "nu": nu, "gamma": gamma, "delta": delta,
-        "rho": rho, "success": bool(r.success), "message": r.message, "time_s": round(total, 3),
+        "rho": rho, "formulation": args.formulation, "success": bool(r.success), "message": r.message,
+        "time_s": round(total, 3), "iterations": int(r.nit), "relative_stationarity": float(r.relative_stationarity),
+        "fw_gap": None if r.fw_gap is None else float(r.fw_gap), "hessp_calls": int(r.nhev),
         "tr_iterations": int(r.nit), "newton_iterations": int(r.newton_iterations), "lower_solves": int(r.lower_solves),
         "lower_failures": int(r.lower_failures), "lower_continuations": int(r.lower_continuations),
         "objective": float(r.fun), "tracking": float(r.tracking), "transport": float(r.transport),
@@ -148,6 +178,125 @@ def run(args) -> dict:
     if args.plot:
         summary["figures"] = _plots(args.plot, op, P, r, m_true, y_d, mu2)
     return summary
+
+
+def _level_data(setup, op, rho):
+    """The demo's data on one mesh: admissible vertices, known control, y_d = G m_true, prior."""
+    from femot.problems.control_reference import _admissible_vertices
+
+    X = op.vertices
+    adm = _admissible_vertices(op, rho)
+    m_true = np.zeros(op.nvertices)
+    m_true[adm] = _bumps(X[adm], setup["bumps"])
+    m_true /= m_true.sum()
+    mu2 = np.zeros(op.nvertices)
+    mu2[adm] = _bumps(X[adm], setup["prior"])
+    mu2 /= mu2.sum()
+    return adm, m_true, op.state(m_true), mu2
+
+
+def _refinement_study(args, setup, say) -> dict:
+    """Mesh independence: the same data on K uniform refinements (see the module docstring)."""
+    import skfem
+
+    from femot.fem import PoissonOperator
+    from femot.problems.control import ControlProblem
+
+    K = int(args.refinements)
+    if K < 1:
+        raise ValueError(f"--refinements must be >= 1, got {K}")
+    nu = setup["nu"] if args.nu is None else float(args.nu)
+    gamma = setup["gamma"] if args.gamma is None else float(args.gamma)
+    delta = setup["delta"] if args.delta is None else float(args.delta)
+    rho = max(setup["rho"], delta)
+    ctor, nref = setup["coarse"]
+    full = args.transport == "full"
+    tmesh = None if full else getattr(skfem.MeshTri, ctor)().refined(nref + 1)
+    say(f"{args.mesh}: mesh-independence study on {K} uniform refinements; nu = {nu:g}, gamma = {gamma:g}, "
+        f"delta = {delta:g}, rho = {rho:g}; formulation '{args.formulation}'; state and control on each level's "
+        f"mesh, transport on " + ("each level's mesh" if full else f"a fixed mesh of {tmesh.p.shape[1]} nodes"))
+    crit = "fw_gap/|f|" if args.formulation == "value" else "theta/th0"
+    say(f"{'level':>5} {'nodes':>6} {'controls':>8} {'pairs':>10} {'iters':>5} {'Hv':>5} {'fun':>12} {crit:>10} "
+        f"{'lower':>6} {'time s':>7} {'cpu s':>7}  status")
+    rows, shown, warm = [], [], None
+    for k in range(K):
+        op = PoissonOperator(getattr(skfem.MeshTri, ctor)().refined(nref + k))
+        adm, m_true, y_d, mu2 = _level_data(setup, op, rho)
+        t0, c0 = time.perf_counter(), time.process_time()
+        P = ControlProblem(op, y_d, mu2, nu, gamma, delta, rho=rho, control_vertices=adm,
+                           transport=args.formulation, transport_mesh=tmesh)
+        if warm is not None:  # same transport quadrature on every level: reuse the potentials
+            P.lower.warm = warm
+        r = P.solve(options={"max_iter": int(args.max_iter)}, rtol=float(args.rtol), fw_rtol=float(args.fw_rtol))
+        total, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if not full and r.lower.success:
+            warm = (r.lower.alpha, r.lower.beta)
+        fw = None if r.fw_gap is None else float(r.fw_gap)
+        row = {"level": k, "nodes": int(op.nvertices), "control_nodes": int(P.n), "transport_nodes": int(P.q.n),
+               "transport_pairs": int(P.q.n ** 2),
+               "iterations": int(r.nit), "hessp_calls": int(r.nhev), "fw_gap": fw,
+               "relative_fw_gap": None if fw is None else fw / abs(float(r.fun)), "fun": float(r.fun),
+               "relative_stationarity": float(r.relative_stationarity), "time_s": round(total, 3),
+               "cpu_s": round(cpu, 3), "success": bool(r.success), "status": int(r.status), "message": r.message,
+               "lower_solves": int(r.lower_solves), "newton_iterations": int(r.newton_iterations),
+               "plan_nnz": int(r.plan.nnz)}
+        rows.append(row)
+        shown.append((op, P, r))
+        c = row["relative_fw_gap"] if fw is not None else row["relative_stationarity"]
+        status = "ok" if r.success else ("ITERATION LIMIT" if r.status == 1 else f"FAILED: {r.message}")
+        say(f"{k:>5d} {row['nodes']:>6d} {row['control_nodes']:>8d} {row['transport_pairs']:>10d} {r.nit:>5d} "
+            f"{r.nhev:>5d} {r.fun:>12.6e} {c:>10.2e} {r.lower_solves:>6d} {total:>7.1f} {cpu:>7.1f}  {status}")
+    its = [row["iterations"] for row in rows]
+    ratio = max(its) / max(min(its), 1)
+    solved = all(row["success"] for row in rows)
+    say(f"iterations {min(its)}..{max(its)} (max/min = {ratio:.2f}); "
+        f"{'every level converged' if solved else 'NOT every level converged'}")
+    summary = {"mesh": args.mesh, "refinements": K, "formulation": args.formulation,
+               "transport_quadrature": "full" if full else "fixed", "nu": nu, "gamma": gamma,
+               "delta": delta, "rho": rho, "levels": rows, "iteration_ratio": ratio, "all_solved": solved,
+               "nodes": rows[-1]["nodes"], "time_s": round(sum(row["time_s"] for row in rows), 3),
+               "success": solved}
+    if args.plot:
+        summary["figures"] = _refinement_plots(args.plot, shown, rows)
+    return summary
+
+
+def _refinement_plots(folder, shown, rows) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.tri as mtri
+
+    from femot.fem import quadrature
+
+    os.makedirs(folder, exist_ok=True)
+    out = []
+    fig, axs = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 4.2), squeeze=False)
+    for ax, (op, P, r) in zip(axs[0], shown):
+        tri = mtri.Triangulation(op.mesh.p[0], op.mesh.p[1], op.mesh.t.T)
+        im = ax.tripcolor(tri, r.masses / quadrature(op.mesh).weights, shading="gouraud", cmap="viridis")
+        ax.set_aspect("equal")
+        ax.set_title(f"control density, {op.nvertices} nodes, {r.nit} iterations", fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    out.append(os.path.join(folder, "controls_by_level.png"))
+    fig.savefig(out[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    nodes = [row["nodes"] for row in rows]
+    ax.semilogx(nodes, [row["iterations"] for row in rows], "o-", label="trust-region iterations")
+    ax.semilogx(nodes, [row["hessp_calls"] for row in rows], "s--", label="Hessian-vector products")
+    ax.set_xlabel("nodes")
+    ax.set_ylim(bottom=0)
+    ax.set_title("iterations against mesh size", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.append(os.path.join(folder, "iterations_vs_nodes.png"))
+    fig.savefig(out[-1], dpi=120)
+    plt.close(fig)
+    return out
 
 
 def _plots(folder, op, P, r, m_true, y_d, mu2) -> list[str]:

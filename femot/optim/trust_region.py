@@ -49,6 +49,22 @@ respective Cauchy decrease):
   psi_R <= tol (status 0, ``stationarity_measure == "psi"``): a single
   subgradient never makes theta_R small there.
 
+Second-order model (``hessp``).  With a Hessian-vector product
+``hessp(x, v)`` of the smooth part of f, Step 3's H_k is the exact Hessian
+(matrix-free) and Step 8 uses a projected Newton-CG step (binding set,
+Steihaug-Toint CG on the free face, projected search), combined with the
+Cauchy point so that the Cauchy decrease holds; the bundle candidate and the
+Bouligand phase are as above.  See :mod:`femot.optim._newton`.  On smooth
+problems with a nondegenerate minimizer this converges superlinearly, in a
+number of iterations that does not grow with the conditioning.
+
+Convex objectives (``convex=True``): the Frank-Wolfe gap
+fw_gap = <g, x> - s min_i g_i / w_i = max_{z in S_w(s)} <g, x - z> bounds
+f(x) - min f, and the method stops when fw_gap <= fw_rtol max(|f|, fw_floor)
+(instead of theta_R <= tol).  fw_gap equals theta_R whenever R is at least the
+diameter (the default); it is reported for every f, but it is a certificate
+only for convex f.
+
 Default parameters are those of Part III, Section 4.2: R = sqrt(n),
 Delta_min = 1e-6, eta1 = 0.1, eta2 = 0.9, beta1 = 0.5, beta2 = 1.5, nu = 1,
 x0 = uniform, Delta0 = 1, tol = 1e-5.  On a weighted or rescaled simplex
@@ -65,6 +81,13 @@ from scipy.linalg import LinAlgError, cho_factor, cho_solve
 from scipy.optimize import OptimizeResult, linprog
 
 from femot._validation import as_positive_weights, as_vector, check_positive_scalar
+from femot.optim._newton import (
+    HessianNonFinite,
+    HessianOperator,
+    bundle_newton,
+    fw_gap,
+    newton_candidate,
+)
 from femot.optim.simplex import _check_on_simplex, _diameter, _project, _psi, _theta
 
 __all__ = [
@@ -101,6 +124,12 @@ DEFAULT_OPTIONS = {
     "n_probe": None,        # Bouligand exploration along the model direction; None -> n + 5
     "seed": 0,              # rng of the random sampling directions
     "subspace_step": True,  # add the face-restricted dogleg as a candidate
+    "convex": False,        # f is convex: stop on the Frank-Wolfe gap (a certificate) instead of tol
+    "fw_rtol": 1e-8,        # convex stop: fw_gap <= fw_rtol * max(|f|, fw_floor)
+    "fw_floor": 0.0,        # floor of |f| in the convex stop (set it when min f may be 0)
+    "cg_maxiter": None,     # hessp model: CG iterations per face; None -> min(2 |F| + 10, 500)
+    "cg_rtol": 1e-2,        # hessp model: largest CG forcing term (relative residual)
+    "newton_minor": 10,     # hessp model: face changes (projected searches) per step
     "verbose": False,
 }
 
@@ -111,6 +140,10 @@ STATUS_MESSAGES = {
     3: "fun returned a non-finite value or subgradient.",
     4: "Stopped by the callback.",
 }
+
+_FW_MESSAGE = ("Converged: the Frank-Wolfe gap is below fw_rtol * max(|f|, fw_floor) "
+               "(a certified bound on f - min f for convex f).")
+_HESSP_NAN_MESSAGE = "hessp returned a non-finite Hessian-vector product."
 
 
 # --------------------------------------------------------------------------
@@ -153,18 +186,24 @@ class SimplexTRResult(OptimizeResult):
     nit : number of trust-region iterations (steps computed)
     nfev : number of calls of ``fun`` (including Bouligand sampling)
     success, status, message : 0 converged, 1 max_iter, 2 radius collapse,
-        3 non-finite output of fun, 4 stopped by the callback
-    stationarity : final stationarity measure (theta_R, or psi_R if the stop
-        was certified by the collected subgradients)
-    stationarity_measure : ``"theta"`` or ``"psi"``
+        3 non-finite output of fun or hessp, 4 stopped by the callback
+    stationarity : final stationarity measure (theta_R, psi_R if the stop
+        was certified by the collected subgradients, or fw_gap for the
+        convex stop)
+    stationarity_measure : ``"theta"``, ``"psi"`` or ``"fw_gap"``
     theta : theta_R at x with ``jac``
     Delta : final trust-region radius
     n_resets : number of BFGS resets
+    fw_gap : Frank-Wolfe gap <g, x> - mass min_i g_i / w_i at x (a bound on
+        f(x) - min f when f is convex; just a number otherwise)
+    nhev : number of calls of ``hessp`` (0 without it)
     history : one dict per iteration with keys k, f, theta, psi, Delta, rho,
-        step_norm, model ('bfgs' / 'bouligand'), step (the candidate taken:
-        'cauchy', 'dogleg', 'face', 'bundle' or 'psi'), accepted, pred
-        (model decrease f - q_k(d)), cauchy (right-hand side of the Cauchy
-        condition of Step 8/11), nfev.  The last row (model None) records
+        step_norm, model ('bfgs' / 'newton' / 'bouligand'), step (the
+        candidate taken: 'cauchy', 'dogleg', 'face', 'newton', 'bundle' or
+        'psi'), accepted, pred (model decrease f - q_k(d)), cauchy
+        (right-hand side of the Cauchy condition of Step 8/11), nfev,
+        fw_gap, nhev (cumulative hessp calls), cg (CG iterations of the
+        Newton step, None otherwise).  The last row (model None) records
         the stationarity at the returned point; a row with model
         'bouligand' and rho None is the psi_R-certified stop.
     options : the options used (defaults filled in)
@@ -234,9 +273,16 @@ def _scaled_step(v, slope, H, Delta):
     if nv == 0.0:
         return np.zeros_like(v)
     amax = min(1.0, Delta / nv)
-    c = v @ H @ v
+    c = _quad(H, v)
     alpha = amax if c <= 0.0 else min(amax, -slope / c)
     return max(alpha, 0.0) * v
+
+
+def _quad(H, v):
+    """<v, H v> for a matrix H or a scalar H (= H * identity)."""
+    if np.ndim(H) == 0:
+        return float(H) * float(v @ v)
+    return float(v @ H @ v)
 
 
 def _best_combination(a, b, g, H):
@@ -426,6 +472,22 @@ def _parse_options(options, n, w, s):
         raise ValueError(f"options['bouligand_H'] must be 'identity' or 'bfgs', got {opts['bouligand_H']!r}")
     o["bouligand_H"] = opts["bouligand_H"]
     o["verbose"] = bool(opts["verbose"])
+    o["convex"] = bool(opts["convex"])
+    o["fw_rtol"] = check_positive_scalar(opts["fw_rtol"], "options['fw_rtol']")
+    o["fw_floor"] = float(opts["fw_floor"])
+    if not (o["fw_floor"] >= 0.0 and math.isfinite(o["fw_floor"])):
+        raise ValueError(f"options['fw_floor'] must be a nonnegative number, got {opts['fw_floor']!r}")
+    o["cg_rtol"] = check_positive_scalar(opts["cg_rtol"], "options['cg_rtol']")
+    if o["cg_rtol"] >= 1.0:
+        raise ValueError(f"options['cg_rtol'] must be < 1, got {o['cg_rtol']}")
+    for key in ("cg_maxiter", "newton_minor"):
+        v = opts[key]
+        if v is None and key == "cg_maxiter":
+            o[key] = None
+            continue
+        if not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"options['{key}'] must be a positive integer, got {v!r}")
+        o[key] = int(v)
     return o
 
 
@@ -510,9 +572,19 @@ def _bfgs_step(x, f, g, H, Hnorm, Delta, theta, d_theta, w, s, o, bundle=None):
     valid = [c for c in options if c[1] >= c[2] and c[1] > 0]
     if not valid:  # rounding only: the Cauchy point satisfies Step 8 in exact arithmetic
         return options[0]
+    return _bundle_choice(x, f, g, valid, theta, Delta, w, s, o, bundle)
+
+
+def _bundle_choice(x, f, g, valid, theta, Delta, w, s, o, bundle):
+    """Pick among the Step 8 candidates ``valid``, with the cutting-plane forecast of a bundle.
+
+    ``valid``: nonempty list of (d, pred, Cauchy right-hand side, label), all
+    satisfying the Cauchy decrease.  Without a bundle the largest pred wins.
+    """
     best = max(valid, key=lambda c: c[1])
     if bundle is None:
         return best
+    R, nu = o["R"], o["nu"]
     Y, fY, GY = bundle
     # cutting planes at x: f + <g_j, d> - alpha_j, alpha_j = |linearization error|
     alpha = np.abs(f - fY - np.einsum("ij,ij->i", GY, x[None, :] - Y))
@@ -537,6 +609,66 @@ def _bfgs_step(x, f, g, H, Hnorm, Delta, theta, d_theta, w, s, o, bundle=None):
         if good:
             return max(good, key=lambda ec: ec[0])[1]
     return best
+
+
+def _newton_step(x, f, g, hess, Delta, theta, d_theta, w, s, o, rtol, bundle=None):
+    """Step 8 with the exact Hessian (``hessp``): Cauchy point, projected Newton-CG, bundle-Newton.
+
+    The candidates of :func:`femot.optim._newton.newton_candidate` (the
+    generalized Cauchy point b along the theta_R direction and the q_k-best
+    convex combination of b with the projected Newton-CG point).  The Cauchy
+    decrease of Step 8 is enforced as pred(d) >= nu * pred(b): b satisfies it
+    with the exact Hessian as with any symmetric H_k, so every such step does
+    (the recorded Cauchy right-hand side is nu * pred(b)).
+
+    With a bundle (Y, f(Y), G) whose cutting planes forecast that the best of
+    these fails the rho-test (it crosses a kink), the bundle-Newton step of
+    :func:`femot.optim._newton.bundle_newton` joins: the minimizer of
+    max_j(<g_j, d> - alpha_j) + 1/2 <d, H d>.  Its predicted decrease is taken
+    in that model (the collective model of the planes, as phi in Step 11) and it
+    must satisfy the Cauchy decrease of Step 8 with |H_k| the norm of the
+    reduced Hessian of its subspace.  The candidate forecast to pass the
+    rho-test with the largest forecast decrease is taken.
+
+    Returns (d, pred, Cauchy right-hand side, label, info).
+    """
+    options, info = newton_candidate(x, g, hess, Delta, theta, d_theta, w, s, o, rtol)
+    bound = o["nu"] * options[0][1]
+    cands = [(d, p, bound, label) for d, p, label in options]
+    valid = [c for c in cands if c[1] >= c[2] and c[1] > 0]
+    if not valid:  # rounding only
+        return cands[0] + (info,)
+    best = max(valid, key=lambda c: c[1])
+    if bundle is None:
+        return best + (info,)
+    Y, fY, GY = bundle
+    alpha = np.abs(f - fY - np.einsum("ij,ij->i", GY, x[None, :] - Y))
+    GY = np.vstack([g[None, :], GY])
+    alpha = np.append(0.0, alpha)
+
+    def forecast(c):
+        return min(c[1], -float(np.max(GY @ c[0] - alpha)))
+
+    if forecast(best) >= o["eta2"] * best[1]:
+        return best + (info,)
+    bn = bundle_newton(x, f, g, hess, GY, alpha, Delta, w, s, [c[0] for c in cands])
+    d_lp = _bundle_lp(x, GY, alpha, Delta, w, s)
+    if bn is not None and d_lp is not None:
+        d, _, pred_max, Mnorm = bn
+        R, nu = o["R"], o["nu"]
+        # Cauchy decrease of the planes model (as Step 11 for phi): its stationarity
+        # measure psi_B = -min max_j(<g_j, d> - alpha_j) over the ball (the LP step)
+        psi_b = max(-float(np.max(GY @ d_lp - alpha)), 0.0)
+        lim = psi_b / (R * Mnorm) if Mnorm > 0 else np.inf
+        bound_bn = nu / (2 * R) * psi_b * min(R, Delta, lim)
+        if pred_max >= bound_bn and pred_max > 0:
+            valid.append((d, pred_max, bound_bn, "bundle-newton"))
+    scored = [(forecast(c), c) for c in valid]
+    for level in (o["eta2"], o["eta1"]):
+        good = [(e, c) for e, c in scored if e >= level * c[1]]
+        if good:
+            return max(good, key=lambda ec: ec[0])[1] + (info,)
+    return best + (info,)
 
 
 def _bundle_lp(x, GY, alpha, Delta, w, s):
@@ -603,7 +735,7 @@ def _sample_subgradients(fun, x, g, Delta, w, s, rng, o, n):
 # --------------------------------------------------------------------------
 # the method
 # --------------------------------------------------------------------------
-def minimize_simplex(fun=None, x0=None, *, weights=None, mass=1.0, n=None, options=None,
+def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n=None, options=None,
                      callback=None, collect_subgradients=None, path=None, fun_factory=None):
     """Minimize a locally Lipschitz f over the (weighted) simplex.
 
@@ -616,6 +748,16 @@ def minimize_simplex(fun=None, x0=None, *, weights=None, mass=1.0, n=None, optio
     Parameters
     ----------
     fun : callable ``fun(x) -> (f, g)``: value and ONE Clarke subgradient.
+    hessp : optional callable ``hessp(x, v) -> (n,) array``: the Hessian of
+        the smooth part of f at x times v (exact where f is twice
+        differentiable; at a kink any element of the limiting Hessians, e.g.
+        the one matching the subgradient ``fun`` returned).  It is called
+        only at the current iterate x and only right after ``fun(x)`` (the
+        method re-evaluates ``fun`` at x first if its last call was
+        elsewhere), so an implementation may reuse what ``fun`` computed.
+        Without it the model is the damped BFGS matrix (the method is then
+        exactly that of Remark 4.2).  A result of the wrong shape raises
+        ValueError; NaN/inf stops with status 3.
     x0 : starting point on the simplex (default: uniform,
         ``mass / sum(w) * ones``).  A point off the simplex by more than 1e-8
         raises ValueError.
@@ -626,9 +768,14 @@ def minimize_simplex(fun=None, x0=None, *, weights=None, mass=1.0, n=None, optio
         Algorithm 4.1 constants: R, Delta0, Delta_min, eta1, eta2, beta1,
         beta2, nu, tol, max_iter.  Safeguards: Delta_max, radius_floor,
         psi_stop_radius.  Model: H0, bfgs_reset, reset_scaling, max_cond,
-        subspace_step, bundle_size, bouligand_H.  Bouligand sampling:
-        n_probe, n_coord, n_random, seed.  Output: verbose (print the
-        iteration table while running).
+        subspace_step, bundle_size, bouligand_H.  Second-order model (with
+        ``hessp``): cg_maxiter (CG iterations per face, None: min(2|F| + 10,
+        500)), cg_rtol (largest CG forcing term; the term used is
+        min(cg_rtol, theta_k / theta_0)), newton_minor (face changes per
+        step).  Convex stop: convex (bool), fw_rtol (default 1e-8),
+        fw_floor (default 0; set it to the scale of f when min f may be 0).
+        Bouligand sampling: n_probe, n_coord, n_random, seed.  Output:
+        verbose (print the iteration table while running).
     callback : ``callback(intermediate_result)`` after every iteration (an
         OptimizeResult with x, fun, jac, nit, stationarity, Delta); returning
         True (or raising StopIteration) stops with status 4.
@@ -646,7 +793,8 @@ def minimize_simplex(fun=None, x0=None, *, weights=None, mass=1.0, n=None, optio
 
     Notes
     -----
-    Stopping: theta_R(x, g) <= tol (Step 5, status 0), or -- in the Bouligand
+    Stopping: theta_R(x, g) <= tol (Step 5, status 0) -- with ``convex=True``
+    instead fw_gap <= fw_rtol * max(|f|, fw_floor) --, or -- in the Bouligand
     phase (Delta_k < Delta_min) -- psi_R <= tol, i.e. a convex combination of
     the subgradients collected in B(x, Delta_k) is stationary up to tol
     (Goldstein-type stationarity; this is how kinks that are minimizers are
@@ -659,17 +807,28 @@ def minimize_simplex(fun=None, x0=None, *, weights=None, mass=1.0, n=None, optio
             raise ValueError("path and fun_factory must be given together")
         return minimize_simplex_path(fun_factory, path, x0, weights=weights, mass=mass, n=n,
                                      options=options, callback=callback,
-                                     collect_subgradients=collect_subgradients)
+                                     collect_subgradients=collect_subgradients, hessp=hessp)
     if not callable(fun):
         raise ValueError(f"fun must be callable, got {type(fun).__name__}")
     if callback is not None and not callable(callback):
         raise ValueError("callback must be callable or None")
     if collect_subgradients is not None and not callable(collect_subgradients):
         raise ValueError("collect_subgradients must be callable or None")
+    if hessp is not None and not callable(hessp):
+        raise ValueError(f"hessp must be callable or None, got {type(hessp).__name__}")
     x, w, s, n = _setup(x0, weights, mass, n)
     o = _parse_options(options, n, w, s)
     R, tol = o["R"], o["tol"]
     rng = np.random.default_rng(o["seed"])
+    hess = None
+    if hessp is not None:
+        hess = HessianOperator(hessp, n)
+        user_fun = fun
+        last = [None]  # the point of the last call of fun (hessp's contract)
+
+        def fun(z):
+            last[0] = z
+            return user_fun(z)
 
     f, g = _call(fun, x, n, "x0")
     if not _finite(f, g):
@@ -681,7 +840,8 @@ def minimize_simplex(fun=None, x0=None, *, weights=None, mass=1.0, n=None, optio
         bundle_store.add(y, fy, gy, x, f)
 
     remember(x.copy(), f, g)
-    H = o["H0"] * np.eye(n)
+    # BFGS matrix; with hessp the model uses exact Hessian-vector products instead
+    H = o["H0"] * np.eye(n) if hess is None else None
     scale = o["H0"]  # identity scaling used at resets
     since_reset = 0
     n_resets = 0
@@ -698,11 +858,22 @@ def minimize_simplex(fun=None, x0=None, *, weights=None, mass=1.0, n=None, optio
         if o["verbose"]:
             print(_row(rec), flush=True)
 
+    theta_start = None
+    fw_stop = False
+    message_override = None
     k = 0
     while True:
         theta, d_theta, _ = _theta(x, g, R, w, s)
+        fw = fw_gap(x, g, w, s)
+        if theta_start is None:
+            theta_start = theta
         # -------- termination (Steps 4-5 and safeguards)
-        if theta <= tol:
+        if o["convex"]:
+            # certified stop: for convex f, fw_gap >= f(x) - min f
+            if fw <= o["fw_rtol"] * max(abs(f), o["fw_floor"]):
+                status, stat_value, stat_kind, fw_stop = 0, fw, "fw_gap", True
+                break
+        elif theta <= tol:
             status, stat_value = 0, theta
             break
         if k >= o["max_iter"]:
@@ -711,20 +882,56 @@ def minimize_simplex(fun=None, x0=None, *, weights=None, mass=1.0, n=None, optio
         if Delta < o["radius_floor"]:
             status, stat_value = 2, theta
             break
-        ev = np.linalg.eigvalsh(H)
-        if not (ev[0] > 0 and ev[-1] <= o["max_cond"] * ev[0]):
-            # BFGS failure: lost definiteness or ill-conditioned beyond max_cond
-            H = o["H0"] * np.eye(n)
-            since_reset = 0
-            n_resets += 1
+        if hess is None:
             ev = np.linalg.eigvalsh(H)
-        Hnorm = float(ev[-1])
+            if not (ev[0] > 0 and ev[-1] <= o["max_cond"] * ev[0]):
+                # BFGS failure: lost definiteness or ill-conditioned beyond max_cond
+                H = o["H0"] * np.eye(n)
+                since_reset = 0
+                n_resets += 1
+                ev = np.linalg.eigvalsh(H)
+            Hnorm = float(ev[-1])
         rec = {"k": k, "f": f, "theta": theta, "psi": None, "Delta": Delta, "rho": None,
                "step_norm": 0.0, "model": None, "step": None, "accepted": False, "pred": None,
-               "cauchy": None, "nfev": nfev}
+               "cauchy": None, "nfev": nfev, "fw_gap": fw, "nhev": 0 if hess is None else hess.calls,
+               "cg": None}
         evaluated = False
         failed_model = False
-        if Delta >= o["Delta_min"]:
+        if Delta >= o["Delta_min"] and hess is not None:
+            # -------- Steps 8-9: exact second-order model (hessp)
+            rec["model"] = "newton"
+            if last[0] is None or not np.array_equal(last[0], x):
+                # hessp(x, .) is called only right after fun(x) (see the docstring)
+                _call(fun, x, n, f"iteration {k} (re-evaluation for hessp)")
+                nfev += 1
+            hess.at(x)
+            bundle = bundle_store.arrays() if len(bundle_store) >= 2 else None
+            # forcing term of CG: eta_k = min(cg_rtol, theta_k / theta_0) -> 0 (superlinear)
+            rtol_cg = min(o["cg_rtol"], theta / theta_start) if theta_start > 0 else o["cg_rtol"]
+            try:
+                d, pred, bound, rec["step"], info = _newton_step(x, f, g, hess, Delta, theta, d_theta,
+                                                                 w, s, o, rtol_cg, bundle)
+            except HessianNonFinite:
+                status, stat_value = 3, theta
+                message_override = _HESSP_NAN_MESSAGE
+                rec["nhev"] = hess.calls
+                log(rec)
+                break
+            rec["cg"] = info["cg"]
+            xt = _project(x + d, w, s)
+            if np.linalg.norm(xt - x) <= 100 * _EPS * max(1.0, np.abs(x).max()):
+                rho = 0.0
+            else:
+                ft, gt = _call(fun, xt, n, f"iteration {k}")
+                nfev += 1
+                evaluated = True
+                remember(xt, ft, gt)
+                if not _finite(ft, gt):
+                    status, stat_value = 3, theta
+                    log(rec)
+                    break
+                rho = _ratio(f, ft, pred)
+        elif Delta >= o["Delta_min"]:
             # -------- Steps 8-9: BFGS model
             rec["model"] = "bfgs"
             bundle = None
@@ -754,6 +961,8 @@ def minimize_simplex(fun=None, x0=None, *, weights=None, mass=1.0, n=None, optio
             rec["step"] = "psi"
             if collect_subgradients is not None:
                 extra = [np.asarray(gg, dtype=float).reshape(-1) for gg in collect_subgradients(x.copy(), Delta)]
+                if hess is not None:
+                    last[0] = None  # the user's state may have moved: re-evaluate before hessp
                 if any(e.shape != (n,) for e in extra):
                     raise ValueError(f"collect_subgradients must return vectors of length {n}")
                 G = np.vstack([g] + extra)
@@ -797,14 +1006,15 @@ def minimize_simplex(fun=None, x0=None, *, weights=None, mass=1.0, n=None, optio
                 status, stat_value, stat_kind = 0, psi, "psi"
                 log(rec)
                 break
-            if o["bouligand_H"] == "bfgs":
+            if o["bouligand_H"] == "bfgs" and hess is None:
                 Hk, Hkn = H, Hnorm
             else:
                 # Step 3 leaves H_k free; the kink is now modeled by phi itself, so
                 # the BFGS curvature learned across it would only shrink the step.
-                Hk, Hkn = o["H0"] * np.eye(n), o["H0"]
+                # (With hessp the Bouligand model uses H0 I as well.)
+                Hk, Hkn = o["H0"], o["H0"]
             d = _scaled_step(d_psi, -psi, Hk, Delta)
-            pred = -(np.max(G @ d) + 0.5 * (d @ Hk @ d))
+            pred = -(np.max(G @ d) + 0.5 * _quad(Hk, d))
             bound = o["nu"] / (2 * R) * psi * min(R, Delta, psi / (R * Hkn))
             if psi > theta * Delta and pred > 0:
                 xt = _project(x + d, w, s)
@@ -826,16 +1036,25 @@ def minimize_simplex(fun=None, x0=None, *, weights=None, mass=1.0, n=None, optio
         accepted = rho > o["eta1"]
         rec.update(rho=float(rho), step_norm=float(np.linalg.norm(d)), accepted=bool(accepted),
                    pred=float(pred), cauchy=float(bound), nfev=nfev)
+        if hess is not None:
+            rec["nhev"] = hess.calls
         log(rec)
         if rho <= o["eta1"]:
-            Delta = o["beta1"] * Delta
+            if rec["model"] == "newton":
+                # The Newton step is often much shorter than Delta; shrinking Delta alone
+                # would recompute the same rejected step.  beta1 * min(Delta, |d|) is the
+                # usual rule (Conn, Gould, Toint, "Trust-Region Methods", Sec. 6.1);
+                # Step 14 of Algorithm 4.1 (beta1 * Delta) is kept for the BFGS model.
+                Delta = o["beta1"] * min(Delta, max(float(np.linalg.norm(d)), o["radius_floor"]))
+            else:
+                Delta = o["beta1"] * Delta
         elif rho <= o["eta2"]:
             Delta = max(o["Delta_min"], Delta)
         else:
             Delta = max(o["Delta_min"], o["beta2"] * Delta)
         Delta = min(Delta, o["Delta_max"])
         # -------- BFGS update (Step 3 of the next iteration), on every evaluated step
-        if evaluated:
+        if evaluated and hess is None:
             sv, yv = d, gt - g
             H, tag = _bfgs_update(H, sv, yv)
             sy = sv @ yv
@@ -846,7 +1065,9 @@ def minimize_simplex(fun=None, x0=None, *, weights=None, mass=1.0, n=None, optio
             f, g = ft, gt
         k += 1
         since_reset += 1
-        if failed_model or not np.all(np.isfinite(H)):
+        if hess is not None:
+            pass  # no BFGS matrix to reset
+        elif failed_model or not np.all(np.isfinite(H)):
             H = o["H0"] * np.eye(n)
             since_reset = 0
             n_resets += 1
@@ -856,7 +1077,7 @@ def minimize_simplex(fun=None, x0=None, *, weights=None, mass=1.0, n=None, optio
             n_resets += 1
         if callback is not None:
             inter = OptimizeResult(x=x.copy(), fun=f, jac=g.copy(), nit=k, stationarity=theta,
-                                   Delta=Delta)
+                                   Delta=Delta, fw_gap=fw_gap(x, g, w, s))
             try:
                 stop = callback(inter)
             except StopIteration:
@@ -866,14 +1087,24 @@ def minimize_simplex(fun=None, x0=None, *, weights=None, mass=1.0, n=None, optio
                 break
 
     theta_final = _theta(x, g, R, w, s)[0]
+    fw_final = fw_gap(x, g, w, s)
+    nhev = 0 if hess is None else hess.calls
     final = {"k": k, "f": f, "theta": theta_final, "psi": psi if stat_kind == "psi" else None,
              "Delta": Delta, "rho": None, "step_norm": 0.0, "model": None, "step": None,
-             "accepted": False, "pred": None, "cauchy": None, "nfev": nfev}
+             "accepted": False, "pred": None, "cauchy": None, "nfev": nfev, "fw_gap": fw_final,
+             "nhev": nhev, "cg": None}
     log(final)
     message = STATUS_MESSAGES[status]
-    if status == 0 and stat_kind == "psi":
+    if message_override is not None:
+        message = message_override
+    elif fw_stop:
+        message = _FW_MESSAGE + f" (fw_gap = {fw_final:.3e}, f = {f:.6e})"
+    elif status == 0 and stat_kind == "psi":
         message = ("Converged: psi_R over the subgradients collected in the ball of radius "
                    f"{Delta:.3g} is below tol (Clarke stationarity up to tol).")
+    elif status == 1 and o["convex"]:
+        message += (f" (max_iter = {o['max_iter']}, fw_gap = {fw_final:.3e} > fw_rtol * max(|f|, fw_floor)"
+                    f" = {o['fw_rtol'] * max(abs(f), o['fw_floor']):.1e})")
     elif status == 1:
         message += f" (max_iter = {o['max_iter']}, theta = {theta_final:.3e} > tol = {tol:.1e})"
     elif status == 2:
@@ -882,18 +1113,21 @@ def minimize_simplex(fun=None, x0=None, *, weights=None, mass=1.0, n=None, optio
         x=x, fun=f, jac=g, nit=sum(1 for h in history if h["model"] is not None and h["rho"] is not None),
         nfev=nfev, success=status == 0, status=status, message=message,
         stationarity=float(stat_value), stationarity_measure=stat_kind, theta=theta_final,
-        Delta=Delta, n_resets=n_resets, history=history, options=o,
+        Delta=Delta, n_resets=n_resets, history=history, options=o, fw_gap=fw_final, nhev=nhev,
     )
 
 
 def minimize_simplex_path(fun_factory, path, x0=None, *, weights=None, mass=1.0, n=None,
-                          options=None, callback=None, collect_subgradients=None):
+                          options=None, callback=None, collect_subgradients=None, hessp=None):
     """Path following: solve ``fun_factory(p)`` for each p in ``path``, warm-started.
 
     Typical use is continuation in the regularization parameters (gamma, eps)
     of Part III, Section 4.2, or in (gamma, delta) with the coupling of
     Part II, (3.1): level i starts from the solution of level i-1.
-    ``fun_factory(p)`` returns ``fun`` or a pair ``(fun, collect_subgradients)``.
+    ``fun_factory(p)`` returns ``fun``, a pair ``(fun, collect_subgradients)`` or a
+    triple ``(fun, collect_subgradients, hessp)`` (``collect_subgradients`` may be
+    None); the keywords ``collect_subgradients`` and ``hessp`` are used for the
+    levels whose factory does not give its own.
 
     Returns a :class:`SimplexPathResult` with one :class:`SimplexTRResult` per
     level.  All levels run even if one fails; ``success`` is True only if all
@@ -911,11 +1145,18 @@ def minimize_simplex_path(fun_factory, path, x0=None, *, weights=None, mass=1.0,
     x = x0
     for p in params:
         made = fun_factory(p)
+        collect, hp = collect_subgradients, hessp
         if isinstance(made, tuple):
-            fun, collect = made
+            if len(made) == 2:
+                fun, collect = made
+            elif len(made) == 3:
+                fun, collect, hp = made
+            else:
+                raise ValueError("fun_factory(p) must return fun, (fun, collect_subgradients) "
+                                 "or (fun, collect_subgradients, hessp)")
         else:
-            fun, collect = made, collect_subgradients
-        r = minimize_simplex(fun, x, weights=weights, mass=mass, n=n, options=options,
+            fun = made
+        r = minimize_simplex(fun, x, hessp=hp, weights=weights, mass=mass, n=n, options=options,
                              callback=callback, collect_subgradients=collect)
         results.append(r)
         x = r.x

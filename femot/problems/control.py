@@ -37,6 +37,12 @@ Reduced gradient of ``f(m) = 1/2 |G m - y_d|^2 + nu sum_ij w_i w_j c_ij pi_ij(T 
 At points where the biactive set is nonempty this is one Clarke subgradient
 (Part III Thm 3.12 / Prop. 3.14), which is what the nonsmooth trust-region method
 (Part III Algorithm 4.1, :func:`femot.optim.minimize_simplex`) needs.
+
+The value formulation (``transport="value"``, beyond the papers) replaces the plan term
+by ``nu V(T^delta m, T^delta mu2^d)``, ``V`` the optimal value of the (doubly) regularized
+transport problem (= the dual optimum ``Phi(alpha, beta)``); it is convex in ``m`` with
+gradient ``nu (T^delta)^T (w alpha)`` and Hessian-vector products from
+:meth:`femot.QROTResult.dual_jvp`; see :class:`ControlProblem`.
 """
 from __future__ import annotations
 
@@ -50,7 +56,10 @@ from ..fem.quadrature import Quadrature, product_cost, quadrature
 from ..fem.smoothing import Smoother, SmoothingOperator
 from .control_reference import _admissible_vertices, _as_operator, _target, control_objective
 
-__all__ = ["SmoothedLowerLevel", "ControlProblem", "ControlResult", "solve_control"]
+__all__ = ["SmoothedLowerLevel", "ControlProblem", "ControlResult", "solve_control", "FORMULATIONS"]
+
+#: Formulations of the transport term of :class:`ControlProblem`.
+FORMULATIONS = ("plan", "value")
 
 
 # --------------------------------------------------------------------------
@@ -196,8 +205,14 @@ class ControlResult(OptimizeResult):
     masses : the same on all vertices of the state mesh (zero elsewhere).
     control_vertices : indices of the admissible vertices.
     y : the state ``G m`` (nodal vector).
-    fun, tracking, transport : objective ``tracking + nu * transport`` at x with
-        ``transport = sum_ij w_i w_j c_ij pi_ij`` (the regularized transport cost).
+    formulation : ``"plan"`` (OCP^delta_gamma of Part II) or ``"value"`` (the convex value
+        formulation), see :class:`ControlProblem`.
+    fun, tracking, transport : objective ``tracking + nu * transport`` at x; ``transport``
+        is ``sum_ij w_i w_j c_ij pi_ij`` (plan) or the regularized optimal value ``V`` (value).
+    transport_cost : ``sum_ij w_i w_j c_ij pi_ij`` of the regularized plan (both formulations).
+    fw_gap : Frank-Wolfe gap ``<g, x> - mass * min_i g_i`` at x (``"value"`` only; for the
+        convex value formulation it bounds ``fun - min f``); ``None`` for ``"plan"``.
+    relative_stationarity : final ``theta_R`` over ``theta_R`` at the start.
     plan : CSR density of pi on the transport quadrature.
     mu1_density, mu2_density : the smoothed marginals ``T^delta mu1``, ``T^delta mu2^d``.
     lower : the core's result at x.
@@ -206,6 +221,7 @@ class ControlResult(OptimizeResult):
     stationarity : final stationarity measure of the trust region.
     newton_iterations, lower_solves, lower_failures : lower-level effort.
     tr : the :class:`femot.optim.SimplexTRResult`.  time_s : wall time.
+    nhev : Hessian-vector products used (0 when the optimizer does not take them).
     """
 
     def table(self) -> str:
@@ -217,11 +233,53 @@ class ControlResult(OptimizeResult):
 # --------------------------------------------------------------------------
 
 class ControlProblem:
-    """The discrete regularized control problem (OCP^delta_gamma) of Part II.
+    """The discrete regularized control problem of Part II, plan or value formulation.
 
-    ``f(m) = 1/2 |G m - y_d|^2_{L2} + nu sum_ij w_i w_j c_ij pi_ij``,
-    ``pi = S_{gamma,eps}(T^delta m, T^delta mu2^d)``, over control masses ``m >= 0`` on the
-    admissible vertices with ``sum m = |mu2^d|``.
+    ``transport="plan"`` (default, Part II (OCP^delta_gamma)):
+
+        f(m) = 1/2 |G m - y_d|^2_{L2} + nu sum_ij w_i w_j c_ij pi_ij,
+        pi = S_{gamma,eps}(T^delta m, T^delta mu2^d);
+
+    ``transport="value"`` (the convex value formulation, SPEC §4a):
+
+        f(m) = 1/2 |G m - y_d|^2_{L2} + nu V(T^delta m, T^delta mu2^d),
+        V(mu1, mu2) = min_pi sum_ij w_i w_j (c_ij pi_ij + gamma/2 pi_ij^2)  (eps = 0)
+                    = max_{alpha, beta} Phi(alpha, beta)                     (any eps >= 0),
+
+    with Phi the (doubly) regularized dual objective of Part III (3.1) (weighted); both over
+    control masses ``m >= 0`` on the admissible vertices with ``sum m = |mu2^d|``.
+
+    Value formulation.  ``V`` is a supremum of functions affine in (mu1, mu2) (Phi is
+    affine in the marginals), hence convex; for eps > 0 the maximizer is unique and ``V``
+    is C^1 with ``grad_mu1 V = w alpha`` (Danskin / envelope theorem); for eps = 0 ``alpha``
+    is unique up to ``(alpha + t, beta - t)``, which is invisible along mass-preserving
+    directions, i.e. on the simplex.  ``T^delta`` is affine, so ``f`` is CONVEX in m
+    (the tracking term is a convex quadratic) and C^1 with
+
+        grad f = G^T (M G m - b) + nu (T^delta)^T (w alpha)
+
+    (no adjoint of the plan needed).  For a convex f the Frank-Wolfe gap
+    ``<grad f, m> - mass min_i grad_i f`` bounds ``f(m) - min f``: a certificate.
+    Limit: for eps = 0, ``V_gamma(mu1, mu2) = <c, pi_gamma> + gamma/2 |pi_gamma|^2
+    >= <c, pi_gamma> >= W_beta^beta(mu1, mu2)`` and ``V_gamma <= <c, pi_0> + gamma/2
+    |pi_0|^2 -> W_beta^beta`` for a fixed plan pi_0 with bounded density (e.g. of the
+    smoothed marginals), so ``V_gamma -> W_beta^beta`` as gamma -> 0; with the smoothing
+    T^delta -> id this gives the same limit problem (OCP) as the plan formulation along
+    the coupled schedules of Part II (3.1).
+
+    Second-order information (:meth:`hessp`).  The tracking Hessian is exactly
+    ``G^T M G`` (two Poisson solves per product).  The value term's Hessian-vector
+    product is ``nu (T^delta)^T W dalpha(T^delta v)`` (one sparse solve with the core's
+    Newton matrix, :meth:`femot.QROTResult.dual_jvp`); alpha is piecewise affine in the
+    marginals, so this is the Hessian wherever the active set does not change, and an
+    element of the generalized Hessian at kinks.  For the plan formulation with eps > 0
+    the dual system is piecewise linear, so pi is piecewise affine in mu1 and
+    ``<c, pi>`` piecewise LINEAR in m: its Hessian vanishes wherever pi is
+    differentiable.  For eps = 0 the same holds: the plan is unique and the potentials
+    are piecewise affine on the affine space of equal masses (up to the shift, which
+    does not change pi), so on the simplex pi is piecewise affine and ``<c, pi>``
+    piecewise linear.  ``hessp`` of the plan formulation is therefore the tracking
+    Hessian (exact a.e.); its kinks are left to the trust region's nonsmooth machinery.
 
     Parameters
     ----------
@@ -243,6 +301,8 @@ class ControlProblem:
         default ``delta``.  Part II (3.1) requires ``delta <= rho``.
     eps : float
         Dual regularization of the core (Part III (3.1)); 0 is the plain problem.
+    transport : {"plan", "value"}
+        Formulation of the transport term (see above); default "plan".
     transport_mesh : skfem mesh, optional
         Mesh of Omega_* whose vertices (lumped weights) carry the transport;
         default: the state mesh.  A coarser mesh keeps the lower level small.
@@ -254,7 +314,10 @@ class ControlProblem:
 
     def __init__(self, poisson, y_d, mu2, nu, gamma, delta, *, beta: float = 2.0, rho: float | None = None,
                  eps: float = 0.0, target_points=None, transport_mesh=None, control_vertices=None,
-                 tol: float = 1e-10, max_iter: int = 200, solver_options=None):
+                 tol: float = 1e-10, max_iter: int = 200, solver_options=None, transport: str = "plan"):
+        if transport not in FORMULATIONS:
+            raise ValueError(f"transport must be one of {FORMULATIONS}, got {transport!r}")
+        self.formulation = transport
         self.op = _as_operator(poisson)
         self.nu = check_nonnegative_scalar(nu, "nu")
         self.gamma = check_positive_scalar(gamma, "gamma")
@@ -294,13 +357,14 @@ class ControlProblem:
         T2 = smoother.operator(sources=self.target_points[pos], mass=self.mass)
         self.mu2_density = T2.apply(self.mu2[pos])
         self.c = product_cost(self.q, self.q, self.beta)
-        w = self.q.weights
-        # <G, pi> = nu sum_ij w_i w_j c_ij pi_ij: the transport term as an entrywise pairing.
-        self._G = self.nu * (w[:, None] * self.c * w[None, :])
+        # <G, pi> = nu sum_ij w_i w_j c_ij pi_ij: the plan term as an entrywise pairing (lazy)
+        self._G = None
         self.lower = SmoothedLowerLevel(self.q, self.q, self.T, self.mu2_density, self.c, self.gamma, self.eps,
                                         tol=tol, max_iter=max_iter, solver_options=solver_options)
         self.n_evaluations = 0
+        self.n_hessp = 0
         self.last = None
+        self._last_x = None
         self._cache = None
 
     # ----------------------------------------------------------- helpers
@@ -332,29 +396,54 @@ class ControlProblem:
         grad = self.op.state_adjoint(My - self._bd)[self.control_vertices]
         return val, grad, y
 
+    def tracking_hessp(self, v) -> np.ndarray:
+        """``G^T M G v``: the (exact, constant) Hessian of the tracking term times v (two Poisson solves)."""
+        v = as_vector(v, "v", length=self.n)
+        y = self.state(v)
+        return self.op.state_adjoint(self.op.M @ y)[self.control_vertices]
+
     # ----------------------------------------------------------- the oracle
     def evaluate(self, x, gradient: bool = True) -> dict:
         """Value, parts and (optionally) the reduced gradient at the control ``x``.
 
-        Returns a dict with fun, tracking, transport, grad (or None), y, lower (core result).
-        A lower level that does not converge gives fun = nan (never a silent failure).
+        Returns a dict with fun, tracking, transport (the transport term of the formulation:
+        ``<c, pi>`` for "plan", ``V`` for "value"), transport_cost (``<c, pi>``), grad (or
+        None), y, lower (core result).  A lower level that does not converge gives
+        fun = nan (never a silent failure).
         """
         x = as_vector(x, "x", length=self.n)
         self.n_evaluations += 1
         tr, g_tr, y = self.tracking(x)
         res = self.lower.solve(x)
-        transport = res.transport_cost()
-        fun = tr + self.nu * transport
+        cost = res.transport_cost()
+        value = self.formulation == "value"
+        term = res.dual_value(self.lower.density(x), self.mu2_density) if value else cost
+        fun = tr + self.nu * term
         grad = None
         if gradient:
-            grad = g_tr + self.lower.pullback(res, self._G) if self.nu > 0 else g_tr
+            if self.nu == 0:
+                grad = g_tr
+            elif value:
+                # envelope theorem: grad_mu1 V = w alpha (Euclidean gradient w.r.t. the density)
+                grad = g_tr + self.nu * self.T.transpose(self.q.weights * res.alpha)
+            else:
+                grad = g_tr + self.lower.pullback(res, self._plan_pairing())
         if not res.success:
             fun = np.nan
             if grad is not None:
                 grad = np.full(self.n, np.nan)
-        out = {"fun": fun, "tracking": tr, "transport": transport, "grad": grad, "y": y, "lower": res}
+        out = {"fun": fun, "tracking": tr, "transport": term, "transport_cost": cost, "grad": grad, "y": y,
+               "lower": res}
         self.last = out
+        self._last_x = x.copy()
         return out
+
+    def _plan_pairing(self):
+        """``G_ij = nu w_i w_j c_ij``: the plan term as an entrywise pairing (built on first use)."""
+        if self._G is None:
+            w = self.q.weights
+            self._G = self.nu * (w[:, None] * self.c * w[None, :])
+        return self._G
 
     def __call__(self, x):
         """``(f, g)`` for :func:`femot.optim.minimize_simplex` (the last point is cached)."""
@@ -364,6 +453,49 @@ class ControlProblem:
         e = self.evaluate(x)
         self._cache = (x.copy(), e["fun"], e["grad"].copy())
         return e["fun"], e["grad"]
+
+    def hessp(self, x, v) -> np.ndarray:
+        """Hessian-vector product of the reduced objective at ``x`` (SPEC §4a).
+
+        * tracking: ``G^T M G v`` (exact; two Poisson solves);
+        * "value": plus ``nu (T^delta)^T W dalpha(T^delta v)`` with ``dalpha`` from
+          :meth:`femot.QROTResult.dual_jvp` (one sparse solve with the Newton matrix at the
+          lower-level solution at x; the Hessian wherever the active set is locally
+          constant, a generalized Hessian element otherwise).  For eps = 0 the value term is
+          defined on equal masses only: its product is taken on the tangent space of the
+          simplex, ``P H P v`` with ``P v = v - mean(v)``.
+        * "plan": the transport term ``<c, pi>`` is piecewise linear in m (see the class
+          docstring), so its Hessian is zero wherever pi is differentiable: the tracking
+          Hessian alone.
+
+        The lower-level solution of the last evaluation is reused when ``x`` is that point
+        (the optimizer calls ``hessp`` right after ``fun(x)``); otherwise x is evaluated.
+        """
+        x = as_vector(x, "x", length=self.n)
+        v = as_vector(v, "v", length=self.n)
+        self.n_hessp += 1
+        hv = self.tracking_hessp(v)
+        if self.formulation != "value" or self.nu == 0:
+            return hv
+        if self.last is None or not np.array_equal(self._last_x, x):
+            self.evaluate(x, gradient=False)
+        res = self.last["lower"]
+        if not res.success:
+            return np.full(self.n, np.nan)
+        flat = self.eps == 0
+        vt = v - v.mean() if flat else v
+        dalpha, _ = res.dual_jvp(self.T.apply(vt), np.zeros(self.q.n))
+        hv_value = self.nu * self.T.transpose(self.q.weights * dalpha)
+        if flat:
+            hv_value -= hv_value.mean()
+        return hv + hv_value
+
+    def frank_wolfe_gap(self, x, g=None) -> float:
+        """``<g, x> - mass * min_i g_i``: for the convex value formulation a bound on f(x) - min f."""
+        x = as_vector(x, "x", length=self.n)
+        if g is None:
+            g = self.evaluate(x)["grad"]
+        return float(g @ x - self.mass * g.min())
 
     def exact_objective(self, x):
         """The unregularized objective of (OCP) at the control x: ``(fun, tracking, W_beta^beta)``.
@@ -375,48 +507,86 @@ class ControlProblem:
                                  target_points=self._target_arg, beta=self.beta)
 
     # ----------------------------------------------------------- solve
-    def solve(self, x0=None, *, options=None, rtol: float | None = 1e-2, callback=None) -> ControlResult:
+    def solve(self, x0=None, *, options=None, rtol: float | None = 1e-5, fw_rtol: float = 1e-8,
+              hessian: bool = True, callback=None) -> ControlResult:
         """Minimize over the simplex by the trust-region method (Part III Algorithm 4.1).
 
         Starts from the uniform control unless ``x0`` is given.  ``options`` go to
-        :func:`femot.optim.minimize_simplex`; unless they set ``tol``, the stationarity
+        :func:`femot.optim.minimize_simplex`.  Unless they set ``tol``, the stationarity
         tolerance is relative: ``tol = rtol * theta(x0)`` (theta_R of Part III at the
         start), which makes the stopping test independent of the scaling of y_d and nu.
+        With ``hessian`` the exact Hessian-vector products of :meth:`hessp` are passed to
+        the optimizer (when it accepts them).  For the convex value formulation the
+        optimizer also stops on the Frank-Wolfe gap, ``fw_gap <= fw_rtol * |f|`` (options
+        ``convex``/``fw_rtol``, unless ``options`` set them), a certified bound on
+        ``f - min f``.
         """
-        return _solve_on_simplex(self, x0, options, rtol, callback, self._result)
+        return _solve_on_simplex(self, x0, options, rtol, callback, self._result,
+                                 hessp=self.hessp if hessian else None,
+                                 convex=self.formulation == "value", fw_rtol=fw_rtol)
 
     def _result(self, tr, t0) -> ControlResult:
-        e = self.evaluate(tr.x, gradient=False)
+        value = self.formulation == "value"
+        e = self.evaluate(tr.x, gradient=value)
         res = e["lower"]
         success = bool(tr.success and res.success)
         message = tr.message
         if not res.success:
             message += f" Lower level at the solution: {res.message}"
+        fw = self.frank_wolfe_gap(tr.x, e["grad"]) if value and res.success else None
+        theta0 = tr.get("theta0")
+        rel = float(tr.stationarity) / theta0 if theta0 else float("nan")
         return ControlResult(
             x=tr.x, masses=self.full(tr.x), control_vertices=self.control_vertices, y=e["y"], fun=e["fun"],
-            tracking=e["tracking"], transport=e["transport"], plan=res.plan, mu1_density=self.lower.density(tr.x),
+            tracking=e["tracking"], transport=e["transport"], transport_cost=e["transport_cost"],
+            formulation=self.formulation, fw_gap=fw, plan=res.plan, mu1_density=self.lower.density(tr.x),
             mu2_density=self.mu2_density, lower=res, success=success, status=int(tr.status), message=message,
-            nit=int(tr.nit), nfev=int(tr.nfev), stationarity=float(tr.stationarity), tol=float(tr.options["tol"]),
-            tr=tr,
+            nit=int(tr.nit), nfev=int(tr.nfev), nhev=int(tr.get("nhev", 0)), stationarity=float(tr.stationarity),
+            relative_stationarity=rel, theta0=theta0, tol=float(tr.options["tol"]), tr=tr,
             time_s=time.perf_counter() - t0, gamma=self.gamma, delta=self.delta, nu=self.nu, **self.lower.counters())
 
 
-def _solve_on_simplex(problem, x0, options, rtol, callback, make_result):
+def _optimizer_features():
+    """(accepts hessp, has the convex Frank-Wolfe stop) of the installed minimize_simplex."""
+    import inspect
+
+    from femot.optim import DEFAULT_OPTIONS, minimize_simplex
+
+    return "hessp" in inspect.signature(minimize_simplex).parameters, "convex" in DEFAULT_OPTIONS
+
+
+def _solve_on_simplex(problem, x0, options, rtol, callback, make_result, *, hessp=None, convex=False,
+                      fw_rtol=None):
     """Run :func:`femot.optim.minimize_simplex` on ``problem`` (an (f, g) oracle with
-    ``n``, ``mass``, ``uniform()``) with a relative stationarity tolerance."""
+    ``n``, ``mass``, ``uniform()``) with a relative stationarity tolerance.
+
+    ``hessp(x, v)`` is passed when the optimizer accepts it; ``convex`` turns on the
+    optimizer's Frank-Wolfe stop (``fw_gap <= fw_rtol |f|``) when it has one.  The
+    stationarity at the start is stored as ``theta0`` in the optimizer's result.
+    """
     from femot.optim import minimize_simplex, theta_R
 
     t0 = time.perf_counter()
     x0 = problem.uniform() if x0 is None else as_vector(x0, "x0", length=problem.n)
     opts = dict(options or {})
+    f0, g0 = problem(x0)
+    if not (np.isfinite(f0) and np.all(np.isfinite(g0))):
+        raise RuntimeError("the objective is not finite at x0 (the lower level failed there)")
+    theta0 = float(theta_R(x0, g0, mass=problem.mass))
     if "tol" not in opts and rtol is not None:
         rtol = check_positive_scalar(rtol, "rtol")
-        f0, g0 = problem(x0)
-        if not (np.isfinite(f0) and np.all(np.isfinite(g0))):
-            raise RuntimeError("the objective is not finite at x0 (the lower level failed there)")
-        opts["tol"] = rtol * float(theta_R(x0, g0, mass=problem.mass))
+        opts["tol"] = rtol * theta0
+    has_hessp, has_convex = _optimizer_features()
+    kwargs = {}
+    if hessp is not None and has_hessp:
+        kwargs["hessp"] = hessp
+    if convex and has_convex:
+        opts.setdefault("convex", True)
+        if fw_rtol is not None:
+            opts.setdefault("fw_rtol", check_positive_scalar(fw_rtol, "fw_rtol"))
     with _blas_single_thread():
-        tr = minimize_simplex(problem, x0, mass=problem.mass, options=opts, callback=callback)
+        tr = minimize_simplex(problem, x0, mass=problem.mass, options=opts, callback=callback, **kwargs)
+    tr["theta0"] = theta0
     return make_result(tr, t0)
 
 

@@ -368,6 +368,35 @@ class TransportIdentification:
 
     __call__ = value_and_subgradient
 
+    def hessp(self, mu1, v):
+        """Hessian-vector product of the reduced objective f at mu1 (exact where f is smooth).
+
+        For eps > 0 the plan S(mu1) = S_{gamma,eps}(mu1, mu2_d) is piecewise affine in
+        mu1 (Part III Thm 3.11: on each piece the active pattern Omega_+ is fixed and S'
+        solves one linear system with the Newton matrix).  Where S is differentiable, J is
+        a quadratic of (S(mu1), mu1) with S affine nearby, so the Gauss-Newton product is
+        the exact Hessian:
+
+            H v = S'(mu1)^* [D ∘ S'(mu1) v] + lam * D1 ∘ v,
+
+        one ``jvp`` (direction (v, 0)) and one ``vjp``, i.e. two sparse solves with the
+        Newton matrix of the lower level; no matrix is formed.  At a kink it is the
+        Hessian of the piece whose pattern ``value_and_subgradient`` used (the support
+        of the computed plan).  The signature is that of the ``hessp`` argument of
+        :func:`femot.optim.minimize_simplex`.
+        """
+        x = np.asarray(mu1, dtype=float).reshape(-1)
+        v = as_vector(_dense(v), "v", length=self.n)
+        res = self.lower_level(x)
+        with kernels.threads_for(self.shape[0] * self.shape[1]):
+            dpi = res.jvp(v, np.zeros(self.shape[1]))
+            if not self.full_D:
+                dpi = dpi.tocoo()
+                keep = self.D[dpi.row, dpi.col]
+                dpi = sp.csr_matrix((dpi.data[keep], (dpi.row[keep], dpi.col[keep])), shape=self.shape)
+            q1, _ = res.vjp(dpi)
+        return q1 + self.lam * np.where(self.D1, v, 0.0)
+
     def bouligand_sets(self, mu1, max_sets: int = 16):
         """Subsets ``A ⊂ Omega_0`` with outer structure (Part III Def. 3.9 (4), Thm 3.12).
 
@@ -488,7 +517,7 @@ DEFAULT_TR_OPTIONS = {"tol": 1e-5, "max_iter": 200}
 
 
 def solve_identification(problem: TransportIdentification, x0=None, options=None, callback=None,
-                         verbose=False, bouligand=True) -> IdentificationResult:
+                         verbose=False, bouligand=True, hessian=True) -> IdentificationResult:
     """Solve (RTI_gamma^eps) by the constrained nonsmooth trust-region method (Part III Alg. 4.1).
 
     Parameters
@@ -502,6 +531,9 @@ def solve_identification(problem: TransportIdentification, x0=None, options=None
     bouligand : supply the Bouligand elements at the iterate (Thm 3.12) to the
         collective Bouligand model of Remark 4.2 below Delta_min (in addition to the
         optimizer's own exploration of the ball).
+    hessian : use the exact (Gauss-Newton) Hessian-vector products of
+        :meth:`TransportIdentification.hessp` in the trust-region model (projected
+        Newton-CG steps); False gives the BFGS model of Part III, Remark 4.2.
     """
     from femot.optim import minimize_simplex
 
@@ -522,7 +554,8 @@ def solve_identification(problem: TransportIdentification, x0=None, options=None
             return problem.bouligand_subgradients(x, radius)
     t0 = time.perf_counter()
     n_solves0, t_solves0 = problem.n_solves, problem.solve_time
-    tr = minimize_simplex(problem, x0, n=problem.n, mass=problem.mass, options=opts, callback=callback,
+    tr = minimize_simplex(problem, x0, hessp=problem.hessp if hessian else None, n=problem.n,
+                          mass=problem.mass, options=opts, callback=callback,
                           collect_subgradients=collect)
     mu1 = tr.x
     low = problem.lower_level(mu1)
@@ -537,7 +570,7 @@ def solve_identification(problem: TransportIdentification, x0=None, options=None
         success=success, status=tr.status, message=message, history=tr.history, tr=tr, lower=low,
         gamma=problem.gamma, eps=problem.eps, lam=problem.lam,
         n_lower_solves=problem.n_solves - n_solves0, lower_time_s=problem.solve_time - t_solves0,
-        time_s=time.perf_counter() - t0, eps_bias=bias, eps_bias_relative=bias / float(problem.mu2_d.max()),
+        time_s=time.perf_counter() - t0, nhev=tr.nhev, model="newton" if hessian else "bfgs", eps_bias=bias, eps_bias_relative=bias / float(problem.mu2_d.max()),
         **errs,
     )
 

@@ -189,6 +189,7 @@ class TrackingProblem:
                                         tol=tol, max_iter=max_iter, solver_options=solver_options)
         self.n_evaluations = 0
         self._cache = None
+        self._last = None
 
     # ----------------------------------------------------------- helpers
     @property
@@ -243,6 +244,7 @@ class TrackingProblem:
             fun = np.nan
             if grad is not None:
                 grad = np.full(self.n, np.nan)
+        self._last = (x.copy(), res)
         return {"fun": fun, "misfit": val, "radon": rad, "grad": grad, "phi": phi, "lower": res}
 
     def __call__(self, x):
@@ -254,13 +256,51 @@ class TrackingProblem:
         self._cache = (x.copy(), e["fun"], e["grad"].copy())
         return e["fun"], e["grad"]
 
-    def solve(self, x0=None, *, options=None, rtol: float | None = 1e-2, callback=None) -> TrackingResult:
+    def hessp(self, x, v) -> np.ndarray:
+        """Hessian-vector product of the reduced objective at ``x`` where it is smooth (p' = 2).
+
+        For p' = 2 the misfit ``F(pi) = |grad G(pi - pi_d)|^2_{L2(D)}`` is quadratic in pi and
+        ``pi(m) = S(T m, m2)`` is piecewise affine (the dual system of Part III (3.1) is
+        piecewise linear; for eps = 0 on the affine space of equal masses), so wherever
+        S is differentiable the Hessian of ``F(pi(m))`` is ``T^T S'^T (Hess F) S' T``:
+        one :meth:`~femot.QROTResult.jvp`, two Poisson solves on D (the linear gradient
+        map of F) and one :meth:`~femot.QROTResult.vjp` -- exact a.e. for eps > 0 (and
+        for eps = 0 on the simplex: the product is then taken on its tangent space,
+        ``P H P v`` with ``P v = v - mean(v)``).  The Radon-norm term is piecewise linear:
+        its Hessian is zero a.e.  The lower-level solution of the last evaluation is
+        reused when ``x`` is that point.
+        """
+        if self.p_prime != 2.0:
+            raise ValueError(f"hessp needs p_prime = 2 (the misfit is then quadratic in the plan), got "
+                             f"{self.p_prime:g}")
+        x = as_vector(x, "x", length=self.n)
+        v = as_vector(v, "v", length=self.n)
+        if self._last is None or not np.array_equal(self._last[0], x):
+            self.evaluate(x, gradient=False)
+        res = self._last[1]
+        if not res.success:
+            return np.full(self.n, np.nan)
+        flat = self.eps == 0
+        vt = v - v.mean() if flat else v
+        dpi = res.jvp(self.T.apply(vt), np.zeros(self.n2)).tocsr()
+        eta = self._wD * np.asarray(dpi[self._rows, self._cols]).ravel()
+        load = self.opD.load_nodal_masses(eta)
+        _, gb, _ = self.opD.gradient_norm_value_and_gradient(load, 2.0)
+        g_eta = self.opD.vertex_load.T @ gb
+        G = sp.csr_matrix((self._wD * g_eta, (self._rows, self._cols)), shape=(self.n1, self.n2))
+        hv = self.lower.pullback(res, G)
+        return hv - hv.mean() if flat else hv
+
+    def solve(self, x0=None, *, options=None, rtol: float | None = 1e-2, callback=None,
+              hessian: bool = True) -> TrackingResult:
         """Minimize over the simplex by the trust-region method (Part III Algorithm 4.1).
 
         From the uniform control unless ``x0`` is given; ``tol = rtol * theta(x0)``
-        unless ``options`` set ``tol`` (see :meth:`ControlProblem.solve`).
+        unless ``options`` set ``tol`` (see :meth:`ControlProblem.solve`).  With
+        ``hessian`` and p' = 2 the optimizer gets :meth:`hessp` (exact where smooth).
         """
-        return _solve_on_simplex(self, x0, options, rtol, callback, self._result)
+        hp = self.hessp if hessian and self.p_prime == 2.0 else None
+        return _solve_on_simplex(self, x0, options, rtol, callback, self._result, hessp=hp)
 
     def _result(self, tr, t0) -> TrackingResult:
         e = self.evaluate(tr.x, gradient=False)

@@ -410,9 +410,11 @@ class ControlStudy(StudyProblem):
              "its Frank-Wolfe gap). The regularized plan carries the smoothed marginals (mass |mu2| + delta); "
              "plans are normalized to probability measures before plan_w1.")
 
-    KEYS = {"nu", "beta", "eps", "rho", "y_d", "mu2", "tol", "max_iter", "tr", "order"}
+    KEYS = {"nu", "beta", "eps", "rho", "y_d", "mu2", "tol", "max_iter", "tr", "order", "transport", "rtol",
+            "fw_rtol"}
 
     def validate(self, sec, *, where, gammas, deltas, d, dim, meshes, base_dir):
+        from femot.problems.control import FORMULATIONS
         from femot.problems.control_reference import _boundary_distance
 
         _check_keys(sec, self.KEYS, where)
@@ -432,6 +434,13 @@ class ControlStudy(StudyProblem):
                               f"dist(supp mu1, boundary) >= rho needs delta_n <= rho (Part II (3.1))")
         tol = _num(sec, "tol", where, default=1e-10, positive=True)
         max_iter = _num(sec, "max_iter", where, default=200, integer=True, lo=1)
+        transport = sec.get("transport", "plan")
+        if transport not in FORMULATIONS:
+            raise ConfigError(f"{where}.transport: must be one of {', '.join(FORMULATIONS)} (the plan term of "
+                              f"(OCP^delta_gamma) or the convex value formulation), got {transport!r}")
+        # stopping: theta_R <= rtol * theta_R(start) (plan), fw_gap <= fw_rtol |f| (value)
+        rtol = _num(sec, "rtol", where, default=1e-5, positive=True)
+        fw_rtol = _num(sec, "fw_rtol", where, default=1e-8, positive=True)
         tr = _tr_options(sec, where)
         mu2 = self._parse_mu2(sec.get("mu2"), f"{where}.mu2", dim)
         y_d = self._parse_yd(sec.get("y_d"), f"{where}.y_d", dim)
@@ -468,7 +477,7 @@ class ControlStudy(StudyProblem):
                 raise ConfigError(f"{where}.rho: no vertex of mesh {spec.label()} has distance >= rho = {rho:g} "
                                   f"from the boundary")
         return {"nu": nu, "beta": beta, "eps": eps, "rho": rho, "order": order, "tol": tol, "max_iter": max_iter,
-                "tr": tr, "mu2": mu2, "y_d": y_d}
+                "tr": tr, "mu2": mu2, "y_d": y_d, "transport": transport, "rtol": rtol, "fw_rtol": fw_rtol}
 
     @staticmethod
     def _points_list(value, where, dim):
@@ -605,7 +614,8 @@ class ControlStudy(StudyProblem):
         mc = self._reference(ctx, level.mesh)
         op, y_d, ref = mc["op"], mc["y_d"], mc["ref"]
         P = ControlProblem(op, y_d, ctx["mu2"], p["nu"], level.gamma, level.delta, beta=p["beta"], rho=p["rho"],
-                           eps=p["eps"], target_points=ctx["mu2_points"], tol=p["tol"], max_iter=p["max_iter"])
+                           eps=p["eps"], target_points=ctx["mu2_points"], tol=p["tol"], max_iter=p["max_iter"],
+                           transport=p.get("transport", "plan"))
         x0 = None
         warm_kind = "cold"
         if warm is not None:
@@ -618,7 +628,7 @@ class ControlStudy(StudyProblem):
                             transfer_values(warm["q_nodes"], warm["beta"], P.q.nodes))
             warm_kind = "previous level"
         t0 = time.perf_counter()
-        r = P.solve(x0, options=dict(p["tr"]) or None)
+        r = P.solve(x0, options=dict(p["tr"]) or None, rtol=p.get("rtol", 1e-5), fw_rtol=p.get("fw_rtol", 1e-8))
         t_solve = time.perf_counter() - t0
         adm = ref.control_vertices
         xr = op.vertices[adm]
@@ -639,7 +649,10 @@ class ControlStudy(StudyProblem):
         message = r.message if ref.success else f"{r.message} Reference: {ref.message}"
         info = {
             "success": success, "status": int(r.status), "message": message, "nit": int(r.nit),
-            "stationarity": float(r.stationarity), "n_nodes": int(op.nvertices), "n_controls": int(P.n),
+            "iterations": int(r.nit), "formulation": P.formulation,
+            "stationarity": float(r.stationarity), "relative_stationarity": float(r.relative_stationarity),
+            "fw_gap": None if r.fw_gap is None else float(r.fw_gap),
+            "n_nodes": int(op.nvertices), "n_controls": int(P.n),
             "fun": float(r.fun), "exact_objective": float(J), "reference_fun": float(ref.fun),
             "reference_status": int(ref.status), "reference_gap": float(ref.residuals["gap"]),
             "lower_solves": int(r.lower_solves), "newton_iterations": int(r.newton_iterations),
@@ -892,7 +905,7 @@ class TrackingStudy(StudyProblem):
             P.lower.warm = (transfer_values(warm["q_nodes"], warm["alpha"], q.nodes),
                             transfer_values(warm["q_nodes"], warm["beta"], q.nodes))
         t0 = time.perf_counter()
-        r = P.solve(x0, options=dict(p["tr"]) or None)
+        r = P.solve(x0, options=dict(p["tr"]) or None, rtol=p.get("rtol", 1e-5), fw_rtol=p.get("fw_rtol", 1e-8))
         t_solve = time.perf_counter() - t0
         x = q.nodes
         w = q.weights

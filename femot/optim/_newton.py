@@ -1,0 +1,391 @@
+"""Second-order model of the simplex trust-region method: exact Hessian-vector products.
+
+With a user-supplied ``hessp(x, v)`` (the Hessian of the smooth part of f at the
+iterate x times v) the quadratic model of Part III, Algorithm 4.1, Step 3 is
+
+    q_k(d) = f(x_k) + <g_k, d> + 1/2 <d, H_k d>,   H_k = exact Hessian,
+
+which Step 3 allows (any symmetric H_k).  The model is never formed as a
+matrix; every product is one call of ``hessp``.  The trial step solves the
+trust-region subproblem (Q_k)
+
+    min q_k(d)  s.t.  x_k + d in S_w(s),  |d| <= Delta_k
+
+inexactly by a projected (active-set) Newton-CG method:
+
+1. binding set: coordinates at (or within ``eps_act`` of) zero whose
+   multiplier estimate g_i - tau w_i is positive are fixed (Bertsekas'
+   projected Newton method, "Projected Newton methods for optimization
+   problems with simple constraints", SIAM J. Control Optim. 1982);
+2. Steihaug-Toint conjugate gradients on the free coordinates F in the
+   tangent space {d_F : <w_F, d_F> = 0} (CG preconditioned by the orthogonal
+   projection onto that space), stopped at negative curvature and at the
+   trust-region boundary (Steihaug, SIAM J. Numer. Anal. 1983; Toint 1981),
+   or when the projected residual drops below the forcing term;
+3. if the CG point leaves the simplex, a projected search: the better (in
+   q_k) of the step truncated at the first bound and the projection
+   P(x + d) - x (nonexpansive, so inside the ball); the coordinates that hit
+   zero are fixed and 2. is repeated on the smaller face (at most
+   ``newton_minor`` times).
+
+The result is combined with the generalized Cauchy point along the direction
+realizing theta_R (the q_k-best convex combination, Remark 4.2), so that the
+predicted decrease is at least that of the Cauchy point; this is how the
+Cauchy decrease condition of Step 8 is enforced (the Cauchy point satisfies it
+for the exact Hessian exactly as for a BFGS matrix, since
+|<v, H v>| <= |H| |v|^2).  Near a nondegenerate minimizer of a smooth f the
+binding set is the optimal active set, CG solves the reduced Newton system to
+the forcing tolerance eta_k -> 0, and the steps are (inexact) Newton steps:
+superlinear local convergence.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from femot.optim.simplex import _project
+
+_EPS = np.finfo(float).eps
+
+
+class HessianNonFinite(Exception):
+    """hessp returned NaN or inf (the optimizer stops with status 3)."""
+
+
+class HessianOperator:
+    """Hessian-vector products ``v -> hessp(x, v)`` at the current iterate, counted and checked."""
+
+    def __init__(self, hessp, n):
+        self.hessp = hessp
+        self.n = n
+        self.calls = 0
+        self.x = None
+
+    def at(self, x):
+        self.x = np.array(x, dtype=float)
+
+    def __call__(self, v):
+        out = self.hessp(self.x.copy(), np.array(v, dtype=float))
+        self.calls += 1
+        try:
+            a = np.asarray(out, dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError(f"hessp must return a numeric vector of shape ({self.n},); "
+                             f"it returned {type(out).__name__}") from None
+        if a.ndim == 2 and 1 in a.shape:
+            a = a.reshape(-1)
+        if a.shape != (self.n,):
+            raise ValueError(f"hessp must return a vector of shape ({self.n},); it returned shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise HessianNonFinite
+        return a
+
+
+def fw_gap(x, g, w, s):
+    """Frank-Wolfe gap <g, x> - s min_i g_i / w_i = max_{z in S_w(s)} <g, x - z>.
+
+    For convex f it bounds f(x) - min f from above (f(z) >= f(x) + <g, z - x>).
+    """
+    r = g if w is None else g / w
+    return float(g @ x - s * r.min())
+
+
+def _boundary(u, p, Delta):
+    """tau >= 0 with |u + tau p| = Delta (|u| <= Delta)."""
+    a = p @ p
+    if a == 0.0:
+        return 0.0
+    b = 2.0 * (u @ p)
+    c = u @ u - Delta * Delta
+    c = min(c, 0.0)
+    sq = math.sqrt(max(b * b - 4.0 * a * c, 0.0))
+    # the nonnegative root of a tau^2 + b tau + c = 0 (c <= 0), without cancellation
+    if b >= 0.0:
+        return (-2.0 * c) / (b + sq) if b + sq > 0.0 else 0.0
+    return (-b + sq) / (2.0 * a)
+
+
+def _tangent(v, F, wF, wF2):
+    """Orthogonal projection of v onto {p : p_i = 0 off F, <w_F, p_F> = 0}."""
+    out = np.zeros_like(v)
+    vF = v[F]
+    out[F] = vF - (wF @ vF / wF2) * wF
+    return out
+
+
+def steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, maxiter, x=None):
+    """Steihaug-Toint CG for min <gm, p> + 1/2 <p, H p> over the tangent space of the face F.
+
+    ``p`` ranges over {p_i = 0 off F, <w_F, p_F> = 0} with |y + p| <= Delta.
+    The search directions are H-conjugated against all previous ones (stored
+    with their products H d_j, which CG computes anyway): in exact arithmetic
+    these are the CG iterates, and in floating point the finite termination
+    in at most |F| - 1 steps survives condition numbers near 1/sqrt(eps),
+    where the three-term recurrence loses conjugacy.  With ``x``, CG also
+    stops before a step that leaves {x + y + p >= 0} (reason 'bound').
+
+    Returns (p, Hp, reason, iterations, seg, Hseg): reason is 'converged',
+    'ball', 'negative curvature', 'maxiter' or 'bound'; for 'bound', (seg,
+    Hseg) is the step that would leave the orthant (p + seg is infeasible),
+    otherwise zeros.
+    """
+    wF = wv[F]
+    wF2 = wF @ wF
+    p = np.zeros_like(gm)
+    Hp = np.zeros_like(gm)
+    zero = np.zeros_like(gm)
+    r = _tangent(gm, F, wF, wF2)
+    rr = r @ r
+    if rr == 0.0:
+        return p, Hp, "converged", 0, zero, zero
+    tol = rtol * math.sqrt(rr)
+    dirs, Hdirs, curvs = [], [], []
+    for it in range(1, maxiter + 1):
+        dirn = -r
+        for dj, Hdj, cj in zip(dirs, Hdirs, curvs):
+            dirn = dirn + ((r @ Hdj) / cj) * dj
+        dirn = _tangent(dirn, F, wF, wF2)  # remove rounding off the tangent space
+        Hd = Hv(dirn)
+        curv = dirn @ Hd
+        reason = None
+        if curv <= 1e-300 * (dirn @ dirn):
+            step, reason = _boundary(y + p, dirn, Delta), "negative curvature"
+        else:
+            step = -(r @ dirn) / curv
+            if np.linalg.norm(y + p + step * dirn) >= Delta:
+                step, reason = _boundary(y + p, dirn, Delta), "ball"
+        if x is not None and np.any(x + y + p + step * dirn < 0.0):
+            return p, Hp, "bound", it, step * dirn, step * Hd
+        p, Hp = p + step * dirn, Hp + step * Hd
+        if reason is not None:
+            return p, Hp, reason, it, zero, zero
+        r = r + step * _tangent(Hd, F, wF, wF2)
+        if math.sqrt(r @ r) <= tol:
+            return p, Hp, "converged", it, zero, zero
+        dirs.append(dirn)
+        Hdirs.append(Hd)
+        curvs.append(curv)
+    return p, Hp, "maxiter", maxiter, zero, zero
+
+
+def binding_free_set(x, g, w, s):
+    """Free coordinates of the projected Newton step (complement of the binding set).
+
+    Coordinates with x_i > eps_act are free; those with x_i <= eps_act are
+    fixed (binding) when their multiplier estimate g_i - tau w_i is
+    nonnegative, tau the least-squares multiplier on the positive
+    coordinates.  eps_act = min(1e-3 s / sum w, |P(x - g) - x|_inf)
+    (Bertsekas' epsilon-active set).
+    """
+    wv = np.ones_like(x) if w is None else w
+    gap = np.linalg.norm(_project(x - g, w, s) - x, np.inf)
+    eps_act = min(1e-3 * s / wv.sum(), gap)
+    P = x > eps_act
+    if not P.any():
+        P = x >= x.max()
+    tau = (wv[P] @ g[P]) / (wv[P] @ wv[P])
+    return P | (g - tau * wv < 0.0)
+
+
+def projected_newton(x, g, Hv, Delta, w, s, o, rtol):
+    """Inexact projected Newton-CG solution of (Q_k); returns (a, Ha, info).
+
+    Active-set loop over faces: CG on the free face from the current point y
+    (stopped at the ball, at negative curvature and before leaving x + y >= 0);
+    at a bound, a projected search along the offending CG step (the q_k-best of
+    the truncated step and of the projection arc P(x + y + t seg) - x, t = 1,
+    1/2, ..., with an Armijo stop), the coordinates that reach zero are fixed,
+    and CG restarts on the smaller face.  ``info``: dict with ``cg`` (total CG
+    iterations), ``minor`` (faces visited) and ``reason`` (end of the last CG run).
+    """
+    n = x.size
+    wv = np.ones(n) if w is None else w
+    F = binding_free_set(x, g, w, s)
+    y = np.zeros(n)
+    Hy = np.zeros(n)
+    info = {"cg": 0, "minor": 0, "reason": "face"}
+    maxiter = o["cg_maxiter"]
+
+    def q(d, Hd):
+        return g @ d + 0.5 * (d @ Hd)
+
+    tiny = 1e-15 * max(1.0, float(np.abs(x).max()))
+    for _ in range(o["newton_minor"]):
+        if F.sum() < 2:
+            break
+        info["minor"] += 1
+        gm = g + Hy
+        cap = min(2 * int(F.sum()) + 10, 500) if maxiter is None else maxiter
+        p, Hp, reason, it, seg, Hseg = steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, cap, x=x)
+        info["cg"] += it
+        info["reason"] = reason
+        base, Hbase = y + p, Hy + Hp
+        if reason != "bound":
+            y, Hy = base, Hbase
+            break
+        # projected search along seg from base
+        neg = (x + base + seg < 0.0) & (seg < 0.0)
+        tb = float(np.min((x[neg] + base[neg]) / -seg[neg])) if neg.any() else 1.0
+        tb = min(max(tb, 0.0), 1.0)
+        zb, Hzb = base + tb * seg, Hbase + tb * Hseg
+        qbase = q(base, Hbase)
+        gb = g + Hbase
+        cands = [(q(zb, Hzb), zb, Hzb)]
+        t = 1.0
+        for _ in range(8):
+            zP = _project(x + base + t * seg, w, s) - x
+            if np.linalg.norm(zP) > Delta:
+                zP *= Delta / np.linalg.norm(zP)
+            HzP = Hv(zP)
+            qP = q(zP, HzP)
+            cands.append((qP, zP, HzP))
+            if qP <= qbase + 1e-4 * (gb @ (zP - base)) or t <= tb:
+                break
+            t *= 0.5
+        qn, zn, Hzn = min(cands, key=lambda c: c[0])
+        if qn < qbase:
+            y, Hy = zn, Hzn
+        else:
+            y, Hy = base, Hbase
+        # clean the coordinates at the bound: exactly -x_i there
+        at_bound = x + y <= tiny
+        y[at_bound] = -x[at_bound]
+        newF = F & ~at_bound
+        if newF.sum() == F.sum():
+            break
+        F = newF
+    return y, Hy, info
+
+
+def newton_candidate(x, g, Hv, Delta, theta, d_theta, w, s, o, rtol):
+    """Cauchy point and projected Newton-CG candidate of (Q_k) with the exact Hessian.
+
+    Returns (options, info) with options a list of (d, pred = f - q_k(d), label):
+    the generalized Cauchy point along the theta_R direction ('cauchy') and the
+    q_k-best convex combination of it with the projected Newton-CG point
+    ('newton'), whose predicted decrease is never below the Cauchy point's.
+    """
+    # (b) generalized Cauchy point along d_theta with the exact curvature
+    nv = np.linalg.norm(d_theta)
+    if nv == 0.0:
+        b = np.zeros_like(x)
+        Hb = np.zeros_like(x)
+    else:
+        Hdt = Hv(d_theta)
+        c = d_theta @ Hdt
+        amax = min(1.0, Delta / nv)
+        alpha = amax if c <= 0.0 else min(amax, theta / c)
+        alpha = max(alpha, 0.0)
+        b, Hb = alpha * d_theta, alpha * Hdt
+
+    def pred(d, Hd):
+        return -(g @ d + 0.5 * (d @ Hd))
+
+    options = [(b, pred(b, Hb), "cauchy")]
+    a, Ha, info = projected_newton(x, g, Hv, Delta, w, s, o, rtol)
+    # best convex combination lam a + (1 - lam) b in q_k (closed form)
+    e, He = a - b, Ha - Hb
+    lin = g @ e + Hb @ e
+    quad = e @ He
+    if quad > 0.0:
+        lam = min(max(-lin / quad, 0.0), 1.0)
+    else:
+        lam = 1.0 if lin + 0.5 * quad < 0.0 else 0.0
+    d, Hd = b + lam * e, Hb + lam * He
+    options.append((d, pred(d, Hd), "newton"))
+    info["lam"] = lam
+    return options, info
+
+
+def _orthonormal_tangent(V, wv):
+    """Orthonormal basis of the span of V's columns projected onto {<w, d> = 0}."""
+    V = V - np.outer(wv, wv @ V) / (wv @ wv)
+    if V.shape[1] == 0:
+        return V
+    Q, Rm = np.linalg.qr(V)
+    dg = np.abs(np.diag(Rm))
+    keep = dg > 1e-10 * max(float(dg.max()), 1e-300)
+    return Q[:, keep]
+
+
+def bundle_newton(x, f, g, hess, GY, alpha, Delta, w, s, dirs, full_dim=60):
+    """Bundle-Newton candidate: the cutting planes of a bundle plus the exact Hessian.
+
+    Solves, in a subspace span(V) of the tangent space {<w, d> = 0},
+
+        min_d  max_j (<g_j, d> - alpha_j) + 1/2 <d, H d>
+        s.t.   x + d >= 0,  |d| <= Delta,
+
+    the proximal cutting-plane model of f with the Hessian of the smooth part as
+    metric (a bundle-Newton step in the sense of Luksan and Vlcek, "A bundle-Newton
+    method for nonsmooth unconstrained minimization", Math. Program. 1998, with one
+    Hessian for all planes).  Across a kink the planes of both sides meet in the
+    max, so the step follows the kink instead of crossing it.  V is an orthonormal
+    basis of the whole tangent space when n <= ``full_dim`` (then the subproblem is
+    exact; its products H V are cached per iterate in ``hess``), otherwise of the
+    tangent projections of ``dirs`` (the other candidates) and of g_j - g.  The
+    small QP (dim V + 1 variables) is solved by SLSQP.
+
+    Returns (d, Hd, pred_max, Mnorm) or None; pred_max = -(max_j(<g_j, d> - alpha_j)
+    + 1/2 <d, H d>) is the decrease forecast by this model and Mnorm = |V'HV|.
+    """
+    from scipy.optimize import minimize
+
+    n = x.size
+    wv = np.ones(n) if w is None else w
+    if n <= full_dim:
+        key = x.tobytes()
+        cache = getattr(hess, "basis_cache", None)
+        if cache is not None and cache[0] == key:
+            V, HV = cache[1], cache[2]
+        else:
+            V = _orthonormal_tangent(np.eye(n)[:, :-1] - np.eye(n)[:, 1:], wv)
+            HV = np.column_stack([hess(V[:, i]) for i in range(V.shape[1])])
+            hess.basis_cache = (key, V, HV)
+    else:
+        cols = [d for d in dirs if np.any(d)]
+        order = np.argsort(alpha)[:12]
+        cols += [GY[j] - g for j in order]
+        if not cols:
+            return None
+        V = _orthonormal_tangent(np.column_stack(cols), wv)
+        if V.shape[1] == 0:
+            return None
+        HV = np.column_stack([hess(V[:, i]) for i in range(V.shape[1])])
+    m = V.shape[1]
+    M = V.T @ HV
+    M = 0.5 * (M + M.T)
+    P = GY @ V
+    Mnorm = float(np.abs(np.linalg.eigvalsh(M)).max()) if m else 0.0
+
+    def obj(z):
+        c = z[:m]
+        return z[m] + 0.5 * c @ M @ c
+
+    def obj_grad(z):
+        return np.append(M @ z[:m], 1.0)
+
+    cons = [
+        {"type": "ineq", "fun": lambda z: z[m] - (P @ z[:m] - alpha),
+         "jac": lambda z: np.hstack([-P, np.ones((P.shape[0], 1))])},
+        {"type": "ineq", "fun": lambda z: x + V @ z[:m],
+         "jac": lambda z: np.hstack([V, np.zeros((n, 1))])},
+        {"type": "ineq", "fun": lambda z: Delta * Delta - z[:m] @ z[:m],
+         "jac": lambda z: np.append(-2.0 * z[:m], 0.0)[None, :]},
+    ]
+    z0 = np.append(np.zeros(m), float(np.max(-alpha)))
+    with np.errstate(all="ignore"):
+        res = minimize(obj, z0, jac=obj_grad, constraints=cons, method="SLSQP",
+                       options={"maxiter": 200, "ftol": 1e-14})
+    if not np.all(np.isfinite(res.x)):
+        return None
+    c = res.x[:m]
+    d = _project(x + V @ c, w, s) - x
+    nd = np.linalg.norm(d)
+    if nd > Delta:
+        d *= Delta / nd
+        c = c * (Delta / nd)
+    Hd = HV @ c
+    pred_max = -(float(np.max(GY @ d - alpha)) + 0.5 * float(d @ Hd))
+    return d, Hd, pred_max, Mnorm
