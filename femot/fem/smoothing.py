@@ -48,6 +48,7 @@ __all__ = [
     "RESOLUTION_RATIO",
     "mesh_size",
     "check_resolution",
+    "resolution_problem",
 ]
 
 #: Default number of mesh cells per smoothing radius: T^delta is resolved when h <= delta / 4.
@@ -272,21 +273,29 @@ def mesh_size(mesh) -> float:
     return float(np.max(np.diff(np.sort(x))))
 
 
+def resolution_problem(h: float, delta: float, ratio: float = RESOLUTION_RATIO, *, what: str = "delta"):
+    """The message of :func:`check_resolution` when h > delta / ratio, else None."""
+    h = check_positive_scalar(h, "h")
+    delta = check_positive_scalar(delta, "delta")
+    ratio = check_positive_scalar(ratio, "ratio")
+    if h > delta / ratio * (1 + 1e-12):
+        return (f"{what}: delta = {delta:.4g} is not resolved by the mesh: h = {h:.4g} > delta / {ratio:g} "
+                f"= {delta / ratio:.4g} (delta / h = {delta / h:.3g} cells per radius, {ratio:g} needed); "
+                f"refine the mesh or use a larger delta")
+    return None
+
+
 def check_resolution(h: float, delta: float, ratio: float = RESOLUTION_RATIO, *, what: str = "delta") -> float:
     """Refuse a smoothing radius the mesh does not resolve: ValueError unless h <= delta / ratio.
 
     The discrete T^delta samples phi_delta at the nodes (see :class:`Smoother`); with fewer
     than about ``ratio`` cells per radius the kernel is a handful of node values and the
     smoothing error is a mesh artefact, not the O(delta) of Part II. Used by the studies
-    (every level of a schedule) and by every demo that applies T^delta. ``what`` names
-    the offending quantity in the message (e.g. ``"level 3: schedule.deltas[3]"``).
-    Returns delta / h (the number of cells per radius).
+    (every level of a schedule) and by the demos that apply T^delta. ``what`` names the
+    offending quantity in the message (e.g. ``"level 3 (schedule.deltas)"``); h is the
+    longest cell edge (:func:`mesh_size`). Returns delta / h (cells per radius).
     """
-    h = check_positive_scalar(h, "h")
-    delta = check_positive_scalar(delta, "delta")
-    ratio = check_positive_scalar(ratio, "ratio")
-    if h > delta / ratio * (1 + 1e-12):
-        raise ValueError(f"{what}: delta = {delta:.4g} is not resolved by the mesh: h = {h:.4g} > delta / {ratio:g} "
-                         f"= {delta / ratio:.4g} (delta / h = {delta / h:.3g} cells per radius, {ratio:g} needed); "
-                         f"refine the mesh or use a larger delta")
-    return delta / h
+    msg = resolution_problem(h, delta, ratio, what=what)
+    if msg is not None:
+        raise ValueError(msg)
+    return float(delta) / float(h)
