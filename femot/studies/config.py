@@ -32,6 +32,15 @@ Schema (see ``demos/studies/*.toml`` for complete examples)::
     domain = [0.0, 1.0]            #   (with nodes_per_delta; 1D only)
     refine = 0                     # uniform refinements (an int, or one per level with `levels`)
     rule = "lumped"                # quadrature rule
+    # ... or a mesh refined with delta: at every level the coarsest uniform refinement of
+    # mesh.name with h <= delta / R ("unit_interval": 2^k cells, "unit_square": 2^k x 2^k
+    # squares cut into triangles, any other stored mesh or file: load_mesh(name, refine))
+    name = "unit_interval"
+    refine_with_delta = 4          # R; also the resolution ratio below
+    max_refine = 16                # finest level / refinement allowed
+    resolution_ratio = 4.0         # every level needs h <= delta / resolution_ratio (h = longest
+                                   # cell edge); a study with an unresolved level is rejected at
+                                   # validation naming the level and the field (default 4)
 
     [<problem>]                    # problem-specific section, e.g. [control] or [lower-level];
                                    # its keys are documented by the classes of femot.studies.problems
@@ -312,7 +321,7 @@ class Study:
                 "deltas": self.deltas, "ratios": self.ratios, "seeds": self.seeds, "params": self.params,
                 "n_chains": len(self.chains), "n_runs": len(self.runs), "metrics": self.metrics,
                 "primary": self.primary, "resolution_ratio": self.resolution_ratio, "mesh_mode": self.mesh_mode,
-                "h": [[lv.h for lv in ch.levels] for ch in self.chains]}
+                "h": [[lv.h if math.isfinite(lv.h) else None for lv in ch.levels] for ch in self.chains]}
 
 
 # ----------------------------------------------------------------------------- parsing
