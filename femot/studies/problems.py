@@ -938,7 +938,8 @@ class TrackingStudy(StudyProblem):
             P.lower.warm = (transfer_values(warm["q_nodes"], warm["alpha"], q.nodes),
                             transfer_values(warm["q_nodes"], warm["beta"], q.nodes))
         t0 = time.perf_counter()
-        r = P.solve(x0, options=dict(p["tr"]) or None, rtol=p.get("rtol", 1e-5), fw_rtol=p.get("fw_rtol", 1e-8))
+        # TrackingProblem.solve has no fw_rtol (no value formulation) and its own rtol default
+        r = P.solve(x0, options=dict(p["tr"]) or None)
         t_solve = time.perf_counter() - t0
         x = q.nodes
         w = q.weights
