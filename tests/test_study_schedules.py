@@ -224,3 +224,10 @@ def test_control_study_keeps_regularization_and_discretization_errors_apart(tmp_
     raw2["schedule"]["n_levels"] = 4
     st2 = parse_config(raw2)
     assert st2.chains[0].levels[0].id != st.chains[0].levels[0].id
+
+
+def test_ocp_1d_demo_refuses_an_unresolved_delta_through_the_shared_check():
+    p = subprocess.run([sys.executable, "-m", "femot.cli", "demo", "ocp-1d", "--cells", "16", "--quiet"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode != 0
+    assert "is not resolved by the mesh: h = 0.0625 > delta / 4" in p.stderr
