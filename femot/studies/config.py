@@ -430,6 +430,8 @@ def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study
     primary = rep.get("primary", adapter.primary if adapter.primary in metrics else metrics[0])
     if primary not in metrics:
         raise ConfigError(f"report.primary: {primary!r} is not one of report.metrics")
+    if hasattr(adapter, "with_metrics"):  # e.g. skip an expensive error measure nobody asked for
+        params = adapter.with_metrics(params, metrics)
 
     # The finest mesh of the study (smallest h): the total errors of problems with an exact
     # discrete reference are measured against the reference on it.
