@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from femot._io import OutputPathError, atomic_write_text, check_writable, write_json
 from femot.cli import main
 
 
@@ -143,6 +142,8 @@ def test_study_unreachable_scheduler_fails_fast(tmp_path, capsys):
 
 
 def test_check_writable_and_atomic_writes(tmp_path):
+    from femot._io import OutputPathError, atomic_write_text, check_writable, write_json
+
     (tmp_path / "file").write_text("x")
     assert check_writable(tmp_path / "new" / "deeper" / "a.json", "--json") == tmp_path / "new" / "deeper" / "a.json"
     assert not (tmp_path / "new").exists()  # checking creates nothing

@@ -552,11 +552,12 @@ def test_a_damaged_run_is_recomputed_and_reported(tmp_path, one_chain, capsys, d
     ext, hurt = damage
     out = tmp_path / "s"
     run_study(st, out, quiet=True, plots=False)
-    bad = st.chains[0].levels[1].id
+    bad, after = st.chains[0].levels[1].id, st.chains[0].levels[2].id
     hurt(out / "runs" / f"{bad}.{ext}")
+    (out / "runs" / f"{after}.json").unlink()  # the next level is missing: it warm-starts from the damaged one
     capsys.readouterr()
     o = run_study(st, out, quiet=True, plots=False)
-    assert o.executed == [bad] and [d["id"] for d in o.damaged] == [bad] and o.complete
+    assert o.executed == [bad, after] and [d["id"] for d in o.damaged] == [bad] and o.complete
     err = capsys.readouterr().err
     assert f"recomputed 1 damaged run: runs/{bad}.{ext}" in err, err
     # recomputed from the stored state of level 0: the numbers of the uninterrupted run
@@ -642,8 +643,18 @@ def _hold_lock_in_another_process(folder):
             "print('locked', flush=True)\n"
             "time.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "locked"
+    assert _read_line(proc, 60) == "locked"
     return proc
+
+
+def _read_line(proc, timeout) -> str:
+    """The next line of the child's stdout, failing (and killing it) after ``timeout`` seconds."""
+    import select
+
+    if not select.select([proc.stdout], [], [], timeout)[0]:
+        proc.kill()
+        pytest.fail(f"no output from the child process within {timeout} s")
+    return proc.stdout.readline().strip()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX file locks")
@@ -808,7 +819,7 @@ def test_pool_workers_die_with_a_killed_parent(tmp_path):
         "    time.sleep(300)\n")
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=_repo_env())
     try:
-        workers = [int(p) for p in parent.stdout.readline().split()]
+        workers = [int(p) for p in _read_line(parent, 180).split()]
         assert len(workers) == 2 and all(_alive(p) for p in workers)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=30)
@@ -819,9 +830,11 @@ def test_pool_workers_die_with_a_killed_parent(tmp_path):
             os.kill(p, signal.SIGKILL)
 
 
+# Six chains of three levels: after its first run the study has work for much longer than
+# the 10 s the test waits for the manifest.
 KILL_STUDY = {
-    "study": {"name": "kill", "problem": "lower-level", "seeds": [0, 1, 2, 3]},
-    "schedule": {"n_levels": 2, "gamma0": 1e-2, "factor": 0.1},
+    "study": {"name": "kill", "problem": "lower-level", "seeds": [0, 1, 2, 3, 4, 5]},
+    "schedule": {"n_levels": 3, "gamma0": 1e-2, "factor": 0.1},
     "mesh": {"nodes_per_delta": 30.0},
     "lower-level": {"mu1": {"type": "random_diracs", "n": 5, "interval": [0.2, 0.8]},
                     "mu2": {"type": "diracs", "points": [0.35, 0.65]}},
@@ -844,18 +857,25 @@ def test_sigkill_of_a_parallel_study_leaves_no_worker_and_a_truthful_manifest(tm
     study = subprocess.Popen(cmd + backend, env=_repo_env(), stderr=subprocess.PIPE, text=True)
 
     def manifest_done():
-        if study.poll() is not None:
-            pytest.fail(f"the study ended before it was killed: {study.stderr.read()}")
         try:
             return json.loads((out / "manifest.json").read_text())["counts"]["done"] >= 1
         except (OSError, ValueError, KeyError):
             return False
 
+    def stored():
+        if study.poll() is not None:
+            pytest.fail(f"the study ended before it was killed: {study.stderr.read()}")
+        return any(p.name.count(".") == 1 for p in (out / "runs").glob("*.json"))
+
     try:
-        # The manifest follows the stored runs while the study runs ...
-        _wait_until(manifest_done, 300, "the manifest to count a finished run")
+        _wait_until(stored, 300, "a finished run")
+        # The manifest follows the stored runs while the study runs (it is updated when the
+        # main process sees the file, polled every 0.25 s) ...
+        t0 = time.monotonic()
+        while not manifest_done() and time.monotonic() - t0 < 10:
+            time.sleep(0.1)
         workers = _descendants(study.pid)
-        assert len(workers) >= 2
+        assert study.poll() is None and len(workers) >= 2
         os.kill(study.pid, signal.SIGKILL)
         study.wait(timeout=30)
         # ... its workers end with it instead of computing on ...
@@ -870,4 +890,4 @@ def test_sigkill_of_a_parallel_study_leaves_no_worker_and_a_truthful_manifest(tm
     r = subprocess.run(cmd + ["--workers", "2"], env=_repo_env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     man = json.loads((out / "manifest.json").read_text())
-    assert man["status"] == "complete" and man["counts"]["done"] == man["counts"]["total"] == 8
+    assert man["status"] == "complete" and man["counts"]["done"] == man["counts"]["total"] == 18

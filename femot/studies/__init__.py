@@ -8,7 +8,8 @@ exact reference (SPEC §5). Modules:
 * config    -- TOML schema, validation (errors name the field), chains and run ids;
 * problems  -- the study problems (lower level, control) with references and metrics;
 * metrics   -- Wasserstein distances of marginals, controls and plans; fitted rates;
-* store     -- one atomically written file per run plus a manifest (resume);
+* store     -- one atomically written, checksummed file per run plus a manifest (resume;
+  damaged runs are recomputed), the lock of the output directory;
 * execution -- chains on the serial / process-pool / dask backends, progress bar;
 * report    -- CSV and Markdown tables, log-log plots, report.md;
 * runner    -- :func:`run_study`; cli -- ``femot study``.

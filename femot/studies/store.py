@@ -278,7 +278,8 @@ def foreign_content(root, study) -> str | None:
     root = Path(root)
     if not root.is_dir():
         return None
-    entries = [p.name for p in root.iterdir() if not p.name.startswith(".manifest.json.")]
+    # (temporary files of an atomic write cut short by a kill count as ours)
+    entries = [p.name for p in root.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))]
     if not [e for e in entries if e != LOCK_NAME]:
         return None
     ids = {lv.id for lv in study.runs}
