@@ -21,13 +21,17 @@ def run_demo(name, tmp_path, *extra):
 
 @needs_qp
 def test_ocp_1d_quick_schedule_study(tmp_path):
-    code, data, plots = run_demo("ocp-1d", tmp_path, "--quick")
+    """Value formulation: every level certified (fw_gap <= 1e-8 |f|) within 25 iterations."""
+    code, data, plots = run_demo("ocp-1d", tmp_path, "--quick", "--formulation", "value")
     assert code == 0 and data["success"]
+    assert data["formulations"] == ["value"] and set(data["runs"]) == {"value"}
     levels = data["levels"]
     assert len(levels) >= 4
     for lv in levels:
-        assert {"gamma", "delta", "control_w1_error", "objective_gap"} <= set(lv)
-        assert lv["success"]
+        assert {"gamma", "delta", "control_w1_error", "objective_gap", "success", "iterations", "fw_gap",
+                "time_s"} <= set(lv)
+        assert lv["success"] and lv["formulation"] == "value"
+        assert lv["iterations"] <= 25 and 0 <= lv["fw_gap"] <= 1e-8 * abs(lv["fun"])
         # the exact control minimizes the unregularized objective (up to the QP's certificate)
         assert lv["objective_gap_signed"] >= -1e-9
     g = np.array([lv["gamma"] for lv in levels])
@@ -41,6 +45,40 @@ def test_ocp_1d_quick_schedule_study(tmp_path):
     assert data["reference"]["success"] and data["reference"]["frank_wolfe_gap"] <= 1e-8
     for f in ("control_state.png", "plan_transport.png", "convergence.png"):
         assert (plots / f).exists()
+
+
+@needs_qp
+@pytest.mark.slow
+def test_ocp_1d_both_formulations(tmp_path):
+    """Both formulations on the default schedule; the plan levels carry relative_stationarity."""
+    code, data, _ = run_demo("ocp-1d", tmp_path)
+    assert data["formulations"] == ["plan", "value"]
+    for form, run in data["runs"].items():
+        key = "fw_gap" if form == "value" else "relative_stationarity"
+        for lv in run["levels"]:
+            assert {"success", "iterations", key, "time_s", "control_w1_error"} <= set(lv)
+        assert run["control_error_monotone"]
+    assert all(lv["success"] for lv in data["runs"]["value"]["levels"])
+
+
+@pytest.mark.slow
+def test_ocp_2d_refinement_study(tmp_path):
+    code, data, plots = run_demo("ocp-2d", tmp_path, "--formulation", "value", "--refinements", "3")
+    levels = data["levels"]
+    assert [lv["nodes"] for lv in levels] == sorted(lv["nodes"] for lv in levels) and levels[-1]["nodes"] >= 4000
+    for lv in levels:
+        assert {"nodes", "iterations", "fw_gap", "fun", "time_s", "success"} <= set(lv)
+        assert lv["success"] and lv["fw_gap"] <= 1e-8 * abs(lv["fun"])
+    its = [lv["iterations"] for lv in levels]
+    assert max(its) <= 2 * min(its)
+    assert (plots / "controls_by_level.png").exists() and (plots / "iterations_vs_nodes.png").exists()
+
+
+def test_ocp_2d_quick_refinements(tmp_path):
+    code, data, _ = run_demo("ocp-2d", tmp_path, "--quick", "--formulation", "value", "--refinements", "1")
+    assert code == 0 and data["success"] and data["formulation"] == "value"
+    lv = data["levels"][0]
+    assert lv["success"] and lv["nodes"] == 289 and lv["fw_gap"] <= 1e-8 * abs(lv["fun"])
 
 
 def test_tracking_1d_quick(tmp_path):
@@ -61,7 +99,8 @@ def test_tracking_1d_quick_p_prime_below_two(tmp_path):
 
 def test_ocp_2d_quick(tmp_path):
     code, data, plots = run_demo("ocp-2d", tmp_path, "--quick")
-    assert code == 0 and data["success"]
+    assert code == 0 and data["success"] and data["formulation"] == "value"
+    assert data["iterations"] <= 25 and 0 <= data["fw_gap"] <= 1e-8 * abs(data["objective"])
     assert {"nodes", "success", "time_s", "tr_iterations", "newton_iterations"} <= set(data)
     assert abs(data["control_mass"] - 1.0) <= 1e-12
     assert data["plan_marginal_error"] <= 1e-8

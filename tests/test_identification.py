@@ -91,6 +91,46 @@ def test_reduced_gradient_matches_finite_differences(experiment, gamma, lam):
     assert checked >= 3
 
 
+@pytest.mark.parametrize("experiment,gamma,lam", [(1, 1e-2, 1.0), (2, 1e-3, 0.5), (1, 1e-4, 2.0)])
+def test_hessp_matches_finite_differences_of_the_gradient(experiment, gamma, lam):
+    """hessp = S'^* [D o S' v] + lam D1 o v is the Hessian of f where S is differentiable.
+
+    f is piecewise quadratic (S piecewise affine for eps > 0), so the central difference of
+    the gradient along v equals H v exactly when no kink lies in the stencil; the only
+    error is the lower-level solver's (tol 1e-10).  Masks (experiment 2) and lam enter.
+    """
+    rng = np.random.default_rng(10 * experiment + int(1 / gamma))
+    n = 12
+    d = identification_instance(n, 4, experiment=experiment)
+    P = problem_from_instance(d, gamma=gamma, lam=lam)
+    checked = 0
+    for _ in range(8):
+        x = interior_point(n, rng)
+        if P.lower_level(x).biactive()[0].size:
+            continue
+        P(x)
+        for _ in range(2):
+            v = tangent(n, rng)
+            v /= np.linalg.norm(v)
+            Hv = P.hessp(x, v)
+            h = 1e-5
+            if not all(_same_pattern(P.lower_level(y).plan, P.lower_level(x).plan) for y in (x + h * v, x - h * v)):
+                continue
+            fd = (P(x + h * v)[1] - P(x - h * v)[1]) / (2 * h)
+            # compare on the tangent space of the simplex (where the model lives); the
+            # lower-level residual (~1e-10) / h adds ~1e-5 to fd, mostly along ones
+            Tfd, THv = fd - fd.mean(), Hv - Hv.mean()
+            assert np.allclose(THv, Tfd, rtol=0, atol=1e-5 * np.abs(Tfd).max()), (THv, Tfd)
+            # symmetric positive semidefinite on the tangent space (Gauss-Newton form)
+            u = tangent(n, rng)
+            assert u @ P.hessp(x, v) == pytest.approx(v @ P.hessp(x, u), rel=1e-8, abs=1e-12)
+            assert v @ Hv >= lam * np.sum(v[d["D1"]] ** 2 if "D1" in d else v ** 2) * (1 - 1e-8) - 1e-12
+            checked += 1
+    assert checked >= 3
+    with pytest.raises(ValueError, match="v"):
+        P.hessp(interior_point(n, rng), np.ones(n + 1))
+
+
 def test_masks_enter_the_gradient_only_through_observed_entries():
     """Changing pi_d / mu1_d outside D / D1 changes neither f nor g."""
     d = identification_instance(10, 2, experiment=2)
@@ -475,3 +515,23 @@ def test_observed_start_on_the_simplex():
     x3 = P3.observed_start()
     P3.check_point(x3)
     assert np.allclose(x3[P3.D1], P3.mass / P3.D1.sum()) and np.all(x3[~P3.D1] == 0)
+
+
+def test_second_order_model_and_continuation():
+    """The exact-Hessian model with continuation from gamma = 1e-2 reaches a point at least
+    as good as the truth; the defaults (hessian=False, continuation=None) are the BFGS method
+    of Part III §4.2; continuation counts the iterations of all levels."""
+    d = identification_instance(12, 1)
+    P = problem_from_instance(d, gamma=1e-4)
+    res = solve_identification(P, hessian=True, continuation="auto")
+    assert res.success and res.model == "newton" and res.nhev > 0
+    assert [lv["gamma"] for lv in res.levels] == pytest.approx([1e-2, 1e-3, 1e-4])
+    assert res.nit == sum(lv["nit"] for lv in res.levels)
+    assert res.gamma == 1e-4 and res.J <= P.value(d["mu1_true"]) * (1 + 1e-8)
+    assert res.J == pytest.approx(P.objective(res.plan, res.mu1), rel=1e-12)
+    bfgs = solve_identification(problem_from_instance(d, gamma=1e-4))
+    assert bfgs.model == "bfgs" and bfgs.nhev == 0 and len(bfgs.levels) == 1
+    with pytest.raises(ValueError, match="continuation"):
+        solve_identification(P, continuation=[0.5])
+    with pytest.raises(ValueError, match="continuation"):
+        solve_identification(P, continuation="yes")

@@ -300,3 +300,19 @@ def test_path_with_hessp_triples():
     assert res.success
     assert res.results[0].nhev > 0
     assert all(r.stationarity_measure == "fw_gap" for r in res.results)
+
+
+def test_piecewise_linear_weighted_kink_with_zero_hessian():
+    """max of affine functions on a weighted simplex (the instance of
+    test_trust_region.test_weighted_simplex_kink): with its exact Hessian (zero) the
+    bundle-Newton step is the cutting-plane step and the LP minimizer is reached."""
+    from test_trust_region import max_affine
+
+    w = np.array([0.5, 1.0, 2.0, 1.5, 0.8])
+    fun, xs, fs, *_ = max_affine(5, 8, 3, w=w, s=1.7)
+    res = minimize_simplex(fun, weights=w, mass=1.7, hessp=lambda x, v: np.zeros_like(v),
+                           options={"tol": 1e-9, "max_iter": 300})
+    assert res.success, res.message
+    assert res.fun - fs <= 1e-12 * max(1.0, abs(fs))
+    assert np.abs(res.x - xs).max() < 1e-8
+    assert on_simplex(res.x, w, 1.7)

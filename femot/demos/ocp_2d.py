@@ -17,9 +17,10 @@ coarse mesh for everything.  The smoothing T^delta maps control masses to densit
 that quadrature.  Solved by the trust-region method from the uniform control, with the
 exact Hessian-vector products of :meth:`femot.problems.ControlProblem.hessp`.
 
-``--formulation`` picks the transport term: ``plan`` (default) is (OCP^delta_gamma) of
-Part II, ``value`` the convex value formulation ``nu V_gamma(T^delta mu1, T^delta mu2^d)``,
-stopped on its certified Frank-Wolfe gap (``fw_gap <= --fw-rtol |f|``).
+``--formulation`` picks the transport term: ``plan`` is (OCP^delta_gamma) of Part II
+(stopped at ``theta_R <= --rtol theta_R(uniform)``), ``value`` (default) the convex value
+formulation ``nu V_gamma(T^delta mu1, T^delta mu2^d)``, stopped on its certified
+Frank-Wolfe gap (``fw_gap <= --fw-rtol |f|``).
 
 ``--refinements K`` runs a mesh-independence study instead: the same data (the known
 control, the prior, nu, gamma, delta) on K uniform refinements of the domain (the coarse
@@ -27,8 +28,11 @@ mesh refined 3, 4, ..., 2 + K times: 289, 1089, 4225, ... nodes on the unit squa
 the state and the control; the transport lives on one fixed quadrature for all levels (the
 vertices of the 1089-node mesh; ``--transport full`` puts it on each level's mesh instead,
 whose lower level has n^2 pairs and a Newton matrix whose sparse factorization grows quickly).
-It prints and writes ``levels`` (nodes, iterations, fw_gap, fun, time_s, success) and plots
-the controls and the iterations against the number of nodes.
+Level 0 starts from the uniform control; the finer levels (``--start nested``, default) from
+the previous level's control density interpolated (P1) to the finer mesh, or (``--start
+uniform``) from the uniform control.  It prints and writes ``levels`` (nodes, iterations,
+fw_gap, fun, time_s, success) and plots the controls and the iterations against the number
+of nodes.
 """
 from __future__ import annotations
 
@@ -67,8 +71,9 @@ def add_arguments(p) -> None:
                    help="weight of the transport term (default 0.02 on the square, 0.005 on the L-shape)")
     p.add_argument("--gamma", type=float, default=None, help="quadratic regularization (default per mesh)")
     p.add_argument("--delta", type=float, default=None, help="smoothing radius (default per mesh)")
-    p.add_argument("--formulation", choices=("plan", "value"), default="plan",
-                   help="transport term: the plan <c, pi> of (OCP^delta_gamma) (default) or the convex value V_gamma")
+    p.add_argument("--formulation", choices=("plan", "value"), default="value",
+                   help="transport term: the plan <c, pi> of (OCP^delta_gamma) or the convex value V_gamma "
+                        "(default; certified by its Frank-Wolfe gap)")
     p.add_argument("--rtol", type=float, default=1e-5,
                    help="plan: stop when theta_R <= rtol * theta_R(uniform) (default 1e-5)")
     p.add_argument("--fw-rtol", type=float, default=1e-8,
@@ -76,6 +81,9 @@ def add_arguments(p) -> None:
     p.add_argument("--refinements", type=int, default=None,
                    help="mesh-independence study on this many uniform refinements (state, control and transport "
                         "on each level's mesh)")
+    p.add_argument("--start", choices=("nested", "uniform"), default="nested",
+                   help="with --refinements: start every level from the uniform control, or (default) from the "
+                        "previous level's control interpolated to the finer mesh (nested iteration)")
     p.add_argument("--max-iter", type=int, default=200, help="trust-region iterations (default 200)")
 
 
@@ -236,7 +244,11 @@ def _refinement_study(args, setup, say) -> dict:
                            transport=args.formulation, transport_mesh=tmesh)
         if warm is not None:  # same transport quadrature on every level: reuse the potentials
             P.lower.warm = warm
-        r = P.solve(options={"max_iter": int(args.max_iter)}, rtol=float(args.rtol), fw_rtol=float(args.fw_rtol))
+        x0 = None
+        if args.start == "nested" and shown:
+            x0 = _prolong(shown[-1][0], shown[-1][2].masses, op, adm, P.mass)
+        r = P.solve(x0, options={"max_iter": int(args.max_iter)}, rtol=float(args.rtol),
+                    fw_rtol=float(args.fw_rtol))
         total, cpu = time.perf_counter() - t0, time.process_time() - c0
         if not full and r.lower.success:
             warm = (r.lower.alpha, r.lower.beta)
@@ -260,7 +272,7 @@ def _refinement_study(args, setup, say) -> dict:
     solved = all(row["success"] for row in rows)
     say(f"iterations {min(its)}..{max(its)} (max/min = {ratio:.2f}); "
         f"{'every level converged' if solved else 'NOT every level converged'}")
-    summary = {"mesh": args.mesh, "refinements": K, "formulation": args.formulation,
+    summary = {"mesh": args.mesh, "refinements": K, "formulation": args.formulation, "start": args.start,
                "transport_quadrature": "full" if full else "fixed", "nu": nu, "gamma": gamma,
                "delta": delta, "rho": rho, "levels": rows, "iteration_ratio": ratio, "all_solved": solved,
                "nodes": rows[-1]["nodes"], "time_s": round(sum(row["time_s"] for row in rows), 3),
@@ -268,6 +280,19 @@ def _refinement_study(args, setup, say) -> dict:
     if args.plot:
         summary["figures"] = _refinement_plots(args.plot, shown, rows)
     return summary
+
+
+def _prolong(op_c, masses_c, op_f, adm_f, mass):
+    """Control masses of a coarse level as a start on a finer mesh: the P1 interpolant of the
+    coarse density at the fine vertices, times the fine lumped weights, on the admissible set."""
+    from femot.fem import quadrature
+
+    dens = masses_c / quadrature(op_c.mesh).weights
+    fine = op_c.probe_matrix(op_f.vertices[adm_f]) @ dens[: op_c.nvertices]
+    x0 = np.maximum(fine, 0.0) * quadrature(op_f.mesh).weights[adm_f]
+    if not x0.sum() > 0:
+        return None
+    return x0 * (mass / x0.sum())
 
 
 def _refinement_plots(folder, shown, rows) -> list[str]:

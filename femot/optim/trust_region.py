@@ -53,8 +53,14 @@ Second-order model (``hessp``).  With a Hessian-vector product
 ``hessp(x, v)`` of the smooth part of f, Step 3's H_k is the exact Hessian
 (matrix-free) and Step 8 uses a projected Newton-CG step (binding set,
 Steihaug-Toint CG on the free face, projected search), combined with the
-Cauchy point so that the Cauchy decrease holds; the bundle candidate and the
-Bouligand phase are as above.  See :mod:`femot.optim._newton`.  On smooth
+Cauchy point so that the Cauchy decrease holds.  When the cutting planes of
+the bundle forecast that this step crosses a kink, a bundle-Newton step
+(min max_j(<g_j, d> - alpha_j) + 1/2 <d, H d>) joins the candidates; it is
+eligible under the Cauchy decrease of the planes model (its own psi, as in
+Step 11).  After a rejected Newton step the radius becomes
+beta1 * min(Delta, max(|d|, Delta_min)) (the usual rule; Step 14's
+beta1 * Delta would recompute the same short step).  The Bouligand phase is
+as above, with H_k = H0 I.  See :mod:`femot.optim._newton`.  On smooth
 problems with a nondegenerate minimizer this converges superlinearly, in a
 number of iterations that does not grow with the conditioning.
 
@@ -199,8 +205,8 @@ class SimplexTRResult(OptimizeResult):
     nhev : number of calls of ``hessp`` (0 without it)
     history : one dict per iteration with keys k, f, theta, psi, Delta, rho,
         step_norm, model ('bfgs' / 'newton' / 'bouligand'), step (the
-        candidate taken: 'cauchy', 'dogleg', 'face', 'newton', 'bundle' or
-        'psi'), accepted, pred (model decrease f - q_k(d)), cauchy
+        candidate taken: 'cauchy', 'dogleg', 'face', 'newton', 'bundle',
+        'bundle-newton' or 'psi'), accepted, pred (model decrease f - q_k(d)), cauchy
         (right-hand side of the Cauchy condition of Step 8/11), nfev,
         fw_gap, nhev (cumulative hessp calls), cg (CG iterations of the
         Newton step, None otherwise).  The last row (model None) records
@@ -794,7 +800,8 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
     Notes
     -----
     Stopping: theta_R(x, g) <= tol (Step 5, status 0) -- with ``convex=True``
-    instead fw_gap <= fw_rtol * max(|f|, fw_floor) --, or -- in the Bouligand
+    instead fw_gap <= fw_rtol * max(|f|, fw_floor), the only success then --, or
+    -- in the Bouligand
     phase (Delta_k < Delta_min) -- psi_R <= tol, i.e. a convex combination of
     the subgradients collected in B(x, Delta_k) is stationary up to tol
     (Goldstein-type stationarity; this is how kinks that are minimizers are
@@ -1002,7 +1009,7 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
                 log(rec)
                 break
             rec["psi"] = psi
-            if psi <= tol and Delta <= o["psi_stop_radius"]:
+            if psi <= tol and Delta <= o["psi_stop_radius"] and not o["convex"]:
                 status, stat_value, stat_kind = 0, psi, "psi"
                 log(rec)
                 break
@@ -1045,7 +1052,9 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
                 # would recompute the same rejected step.  beta1 * min(Delta, |d|) is the
                 # usual rule (Conn, Gould, Toint, "Trust-Region Methods", Sec. 6.1);
                 # Step 14 of Algorithm 4.1 (beta1 * Delta) is kept for the BFGS model.
-                Delta = o["beta1"] * min(Delta, max(float(np.linalg.norm(d)), o["radius_floor"]))
+                # (not below beta1 * Delta_min from a tiny step: the Bouligand model
+                # of Step 11 then gets its turn instead of a collapse of the radius)
+                Delta = o["beta1"] * min(Delta, max(float(np.linalg.norm(d)), o["Delta_min"]))
             else:
                 Delta = o["beta1"] * Delta
         elif rho <= o["eta2"]:

@@ -261,11 +261,14 @@ class ControlProblem:
     (no adjoint of the plan needed).  For a convex f the Frank-Wolfe gap
     ``<grad f, m> - mass min_i grad_i f`` bounds ``f(m) - min f``: a certificate.
     Limit: for eps = 0, ``V_gamma(mu1, mu2) = <c, pi_gamma> + gamma/2 |pi_gamma|^2
-    >= <c, pi_gamma> >= W_beta^beta(mu1, mu2)`` and ``V_gamma <= <c, pi_0> + gamma/2
-    |pi_0|^2 -> W_beta^beta`` for a fixed plan pi_0 with bounded density (e.g. of the
-    smoothed marginals), so ``V_gamma -> W_beta^beta`` as gamma -> 0; with the smoothing
-    T^delta -> id this gives the same limit problem (OCP) as the plan formulation along
-    the coupled schedules of Part II (3.1).
+    >= <c, pi_gamma> >= W_beta^beta(mu1, mu2)`` (pi_gamma is feasible for the
+    unregularized problem), and for any feasible plan pi_0 with square-integrable density
+    ``V_gamma <= <c, pi_0> + gamma/2 |pi_0|^2``.  Discretely, pi_0 an optimal plan gives
+    ``0 <= V_gamma - W_beta^beta <= gamma/2 |pi_0|^2 -> 0``; in function space a plan of
+    finite L2 norm and cost within any tolerance of W_beta^beta does (the approximation
+    used for the plan formulation in Part II), so ``V_gamma -> W_beta^beta`` as gamma -> 0
+    and, with T^delta -> id along the coupled schedules of Part II (3.1), the value
+    formulation has the same limit problem (OCP) as (OCP^delta_gamma).
 
     Second-order information (:meth:`hessp`).  The tracking Hessian is exactly
     ``G^T M G`` (two Poisson solves per product).  The value term's Hessian-vector
@@ -546,6 +549,9 @@ class ControlProblem:
             time_s=time.perf_counter() - t0, gamma=self.gamma, delta=self.delta, nu=self.nu, **self.lower.counters())
 
 
+_CONVEX_NEWTON_MINOR = 200
+
+
 def _optimizer_features():
     """(accepts hessp, has the convex Frank-Wolfe stop) of the installed minimize_simplex."""
     import inspect
@@ -564,7 +570,7 @@ def _solve_on_simplex(problem, x0, options, rtol, callback, make_result, *, hess
     optimizer's Frank-Wolfe stop (``fw_gap <= fw_rtol |f|``) when it has one.  The
     stationarity at the start is stored as ``theta0`` in the optimizer's result.
     """
-    from femot.optim import minimize_simplex, theta_R
+    from femot.optim import DEFAULT_OPTIONS, minimize_simplex, theta_R
 
     t0 = time.perf_counter()
     x0 = problem.uniform() if x0 is None else as_vector(x0, "x0", length=problem.n)
@@ -584,6 +590,12 @@ def _solve_on_simplex(problem, x0, options, rtol, callback, make_result, *, hess
         opts.setdefault("convex", True)
         if fw_rtol is not None:
             opts.setdefault("fw_rtol", check_positive_scalar(fw_rtol, "fw_rtol"))
+        if kwargs.get("hessp") is not None and "newton_minor" in DEFAULT_OPTIONS:
+            # convex f with the exact Hessian: let the projected Newton step change as many
+            # faces as it needs (it stops when no new bound is hit); with the default cap the
+            # model is exact (rho ~ 1) but the steps stop short and the iterations grow with
+            # the number of control vertices on the boundary of the optimal support
+            opts.setdefault("newton_minor", _CONVEX_NEWTON_MINOR)
     with _blas_single_thread():
         tr = minimize_simplex(problem, x0, mass=problem.mass, options=opts, callback=callback, **kwargs)
     tr["theta0"] = theta0

@@ -216,6 +216,16 @@ class TransportIdentification:
     def n(self) -> int:
         return self.shape[0]
 
+    def with_regularization(self, gamma, eps=None) -> "TransportIdentification":
+        """The same identification problem with the lower level at (gamma, eps) (fresh cache)."""
+        other = copy.copy(self)
+        other.gamma = check_positive_scalar(gamma, "gamma")
+        other.eps = other.gamma if eps is None else check_positive_scalar(eps, "eps")
+        other._cache = OrderedDict()
+        other._warm = None
+        other.n_solves, other.solve_time, other.n_failed_solves = 0, 0.0, 0
+        return other
+
     # -- lower level ----------------------------------------------------------
     def check_point(self, mu1, name: str = "mu1", atol: float = 1e-8) -> np.ndarray:
         """mu1 as a vector on the simplex {mu1 >= 0, sum mu1 = sum mu2_d} (ValueError otherwise)."""
@@ -480,7 +490,10 @@ class IdentificationResult(OptimizeResult):
     plan : its lower-level plan S_{gamma,eps}(mu1, mu2_d) (CSR).
     alpha, beta : the dual potentials of that plan.
     J : the objective value f(mu1) = J(plan, mu1).
-    nit, nfev : trust-region iterations and oracle calls.
+    nit, nfev : trust-region iterations and oracle calls (all continuation levels).
+    nhev : Hessian-vector products (``hessian=True``); model : "newton" or "bfgs".
+    levels : one dict per level (gamma, eps, nit, nfev, fun, status, stationarity);
+        a single entry without continuation.
     stationarity, stationarity_measure : final theta_R (or psi_R) and which one.
     success, status, message : from the trust-region method; success also requires
         that the final lower-level solve converged.
@@ -516,8 +529,28 @@ class IdentificationResult(OptimizeResult):
 DEFAULT_TR_OPTIONS = {"tol": 1e-5, "max_iter": 200}
 
 
+def _continuation_levels(problem, continuation):
+    """Factors t > 1 of the intermediate levels (t gamma, t eps), largest first."""
+    if continuation is None or continuation is False:
+        return []
+    if isinstance(continuation, str):
+        if continuation != "auto":
+            raise ValueError(f"continuation must be None, 'auto' or a sequence of factors > 1, got {continuation!r}")
+        # decades from gamma = 1e-2 (the largest gamma of Part III §4.2) down to the problem's gamma
+        k = int(np.floor(np.log10(1e-2 / problem.gamma) + 1e-9))
+        return [10.0 ** j for j in range(k, 0, -1)]
+    try:
+        factors = [float(t) for t in continuation]
+    except (TypeError, ValueError):
+        raise ValueError("continuation must be None, 'auto' or a sequence of factors > 1") from None
+    if any(not (t > 1.0 and np.isfinite(t)) for t in factors):
+        raise ValueError(f"continuation factors must be finite numbers > 1, got {factors}")
+    return sorted(factors, reverse=True)
+
+
 def solve_identification(problem: TransportIdentification, x0=None, options=None, callback=None,
-                         verbose=False, bouligand=True, hessian=True) -> IdentificationResult:
+                         verbose=False, bouligand=True, hessian=False,
+                         continuation=None, continuation_tol=1e-3) -> IdentificationResult:
     """Solve (RTI_gamma^eps) by the constrained nonsmooth trust-region method (Part III Alg. 4.1).
 
     Parameters
@@ -533,7 +566,29 @@ def solve_identification(problem: TransportIdentification, x0=None, options=None
         optimizer's own exploration of the ball).
     hessian : use the exact (Gauss-Newton) Hessian-vector products of
         :meth:`TransportIdentification.hessp` in the trust-region model (projected
-        Newton-CG steps); False gives the BFGS model of Part III, Remark 4.2.
+        Newton-CG and bundle-Newton steps, ``femot.optim.minimize_simplex(hessp=...)``);
+        False (default) gives the BFGS model of Part III, Remark 4.2.
+    continuation : None (default: solve at the problem's (gamma, eps) directly, as in
+        Part III §4.2), ``"auto"`` (first solve at (t gamma, t eps) for t = 10^k, ..., 10
+        with 10^k gamma <= 1e-2, each level warm-started from the previous one) or a
+        sequence of factors t > 1.  ``nit``/``nfev`` count all levels; ``levels`` lists
+        them.
+    continuation_tol : stationarity tolerance of the intermediate levels (only a warm
+        start for the next level is needed there; at most 50 iterations each); the last
+        level uses ``options``.
+
+    Notes
+    -----
+    The reduced objective is piecewise quadratic (very many pieces at small gamma) and
+    has local minima; which one a method reaches depends on its path.  On the 25 x 25
+    instance of the authors' code, ``hessian=True, continuation="auto"`` converges at
+    gamma = eps = 1e-2 / 1e-4 / 1e-6 in 15 / 39 / 42 iterations to J = 2.9333e-2 /
+    2.6161e-4 / 3.2822e-8, where the BFGS model stops at the 200-iteration limit for
+    the first two (J = 2.9306e-2 / 2.6821e-4) and needs 53 for the third.  But the
+    Newton model's long first steps also reach poor local minima: experiment 1 with
+    n = 100 at gamma = 1e-2, eps = 1e-8 ends at J = 1.4e-3 (BFGS: 8.6e-9), and from
+    the uniform start at gamma = 1e-6 without continuation three of ten n = 25 seeds end
+    at J ~ 2e-2.  The BFGS model is therefore the default.
     """
     from femot.optim import minimize_simplex
 
@@ -554,9 +609,31 @@ def solve_identification(problem: TransportIdentification, x0=None, options=None
             return problem.bouligand_subgradients(x, radius)
     t0 = time.perf_counter()
     n_solves0, t_solves0 = problem.n_solves, problem.solve_time
+    levels = []
+    nit_before = nfev_before = nhev_before = 0
+    extra_solves, extra_time = 0, 0.0
+    for t in _continuation_levels(problem, continuation):
+        # 12 significant digits: 1e-6 * 100 is the level 1e-4, not 9.999999999999999e-05
+        sub = problem.with_regularization(float(f"{t * problem.gamma:.12g}"), float(f"{t * problem.eps:.12g}"))
+        collect_sub = (lambda x, radius, sub=sub: sub.bouligand_subgradients(x, radius)) if bouligand else None
+        sub_opts = dict(opts)
+        sub_opts["tol"] = max(float(opts.get("tol", 1e-5)), float(continuation_tol))
+        sub_opts["max_iter"] = min(int(opts.get("max_iter", 200)), 50)  # only a warm start
+        r = minimize_simplex(sub, x0, hessp=sub.hessp if hessian else None, n=problem.n, mass=problem.mass,
+                             options=sub_opts, callback=callback, collect_subgradients=collect_sub)
+        levels.append({"gamma": sub.gamma, "eps": sub.eps, "nit": r.nit, "nfev": r.nfev, "fun": r.fun,
+                       "status": r.status, "stationarity": r.stationarity})
+        nit_before += r.nit
+        nfev_before += r.nfev
+        nhev_before += r.nhev
+        extra_solves += sub.n_solves
+        extra_time += sub.solve_time
+        x0 = r.x
     tr = minimize_simplex(problem, x0, hessp=problem.hessp if hessian else None, n=problem.n,
                           mass=problem.mass, options=opts, callback=callback,
                           collect_subgradients=collect)
+    levels.append({"gamma": problem.gamma, "eps": problem.eps, "nit": tr.nit, "nfev": tr.nfev, "fun": tr.fun,
+                   "status": tr.status, "stationarity": tr.stationarity})
     mu1 = tr.x
     low = problem.lower_level(mu1)
     J = problem.objective(low.plan, mu1)
@@ -565,12 +642,14 @@ def solve_identification(problem: TransportIdentification, x0=None, options=None
     bias = problem.eps * max(float(np.abs(low.alpha).max()), float(np.abs(low.beta).max()))
     message = tr.message if low.success else f"{tr.message} Final lower-level solve: {low.message}"
     return IdentificationResult(
-        mu1=mu1, plan=low.plan, alpha=low.alpha, beta=low.beta, J=J, fun=tr.fun, nit=tr.nit, nfev=tr.nfev,
+        mu1=mu1, plan=low.plan, alpha=low.alpha, beta=low.beta, J=J, fun=tr.fun, nit=tr.nit + nit_before,
+        nfev=tr.nfev + nfev_before, levels=levels,
         stationarity=tr.stationarity, stationarity_measure=tr.stationarity_measure, theta=tr.theta,
         success=success, status=tr.status, message=message, history=tr.history, tr=tr, lower=low,
         gamma=problem.gamma, eps=problem.eps, lam=problem.lam,
-        n_lower_solves=problem.n_solves - n_solves0, lower_time_s=problem.solve_time - t_solves0,
-        time_s=time.perf_counter() - t0, nhev=tr.nhev, model="newton" if hessian else "bfgs", eps_bias=bias, eps_bias_relative=bias / float(problem.mu2_d.max()),
+        n_lower_solves=problem.n_solves - n_solves0 + extra_solves,
+        lower_time_s=problem.solve_time - t_solves0 + extra_time,
+        time_s=time.perf_counter() - t0, nhev=tr.nhev + nhev_before, model="newton" if hessian else "bfgs", eps_bias=bias, eps_bias_relative=bias / float(problem.mu2_d.max()),
         **errs,
     )
 
