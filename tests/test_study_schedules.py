@@ -148,7 +148,7 @@ def test_cli_check_rejects_an_unresolved_level(tmp_path):
         assert not out.exists()
 
 
-@pytest.mark.parametrize("name", ["control_1d", "control_2d", "tracking_1d", "lower_level_1d"])
+@pytest.mark.parametrize("name", ["control_1d", "control_2d", "lower_level_1d"])
 def test_shipped_studies_resolve_every_level(name):
     from femot.studies import load_config
 

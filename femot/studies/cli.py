@@ -64,7 +64,9 @@ def cmd_study(argv) -> int:
         store = RunStore(out)
         print(f"study {study.name!r}: problem {study.problem}, d = {study.d}, {len(study.gammas)} levels, "
               f"{len(study.chains)} chain(s), {len(study.runs)} runs"
-              + (f"; every level resolved: h <= delta / {study.resolution_ratio:g}"
+              + ((f"; every level resolved: h <= delta / {study.resolution_ratio:g}" if study.resolution_ratio >= 4
+                  else f"; levels checked only at h <= delta / {study.resolution_ratio:g} (mesh.resolution_ratio "
+                       f"below the default 4: delta is NOT resolved by the default criterion)")
                  if study.resolution_ratio and any(lv.delta > 0 for lv in study.runs) else ""))
         for ch in study.chains:
             for lv in ch.levels:
