@@ -439,7 +439,7 @@ def test_control_study_converges_to_the_known_solution(tmp_path):
     star = {"points": [0.375, 0.625], "weights": [0.5, 0.5]}
     raw = {"study": {"name": "control-tiny", "problem": "control"},
            "schedule": {"n_levels": 3, "gamma0": 1e-2, "factor": 0.1, "s": 1.0, "C": 0.5},
-           "mesh": {"name": "unit_interval_16"},
+           "mesh": {"name": "unit_interval_16", "resolution_ratio": 0.25},  # not about resolution
            "control": {"nu": 0.05, "y_d": dict(star, type="state"), "mu2": dict(star, type="diracs")}}
     o = run_study(parse_config(raw), tmp_path, quiet=True, plots=False)
     assert o.complete and not o.failed
@@ -499,7 +499,7 @@ def test_identification_config_errors(changes, field):
 def test_tracking_study_converges_to_the_measured_plan(tmp_path):
     raw = {"study": {"name": "track", "problem": "tracking"},
            "schedule": {"n_levels": 3, "gamma0": 1e-2, "factor": 0.1, "s": 1.0, "C": 0.5},
-           "mesh": {"name": "unit_interval_16"},
+           "mesh": {"name": "unit_interval_16", "resolution_ratio": 0.25},  # not about resolution
            "tracking": {"nu": 0.01, "mu1": {"points": [0.375, 0.625], "weights": [0.5, 0.5]},
                         "mu2": {"points": [0.4375, 0.6875], "weights": [0.5, 0.5]}}}
     o = run_study(parse_config(raw), tmp_path, quiet=True, plots=False)
@@ -726,7 +726,7 @@ def test_output_files_get_ordinary_permissions(tmp_path):
 
 CONTROL = {"study": {"name": "control-tiny", "problem": "control"},
            "schedule": {"n_levels": 3, "gamma0": 1e-2, "factor": 0.1, "s": 1.0, "C": 0.5},
-           "mesh": {"name": "unit_interval_16"},
+           "mesh": {"name": "unit_interval_16", "resolution_ratio": 0.25},  # not about resolution
            "control": {"nu": 0.05, "y_d": {"type": "state", "points": [0.375, 0.625]},
                        "mu2": {"type": "diracs", "points": [0.375, 0.625]}}}
 

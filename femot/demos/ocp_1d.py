@@ -97,9 +97,10 @@ def run(args) -> dict:
     deltas = float(args.delta0) * float(args.delta_factor) ** np.arange(levels)
     gammas = (deltas / float(args.C)) ** (d + float(args.s))
     sch = coupled_schedule(gammas, d=d, s=float(args.s), C=float(args.C), rho=rho)
-    if sch.deltas.min() < 4 * h:
-        raise ValueError(f"the schedule reaches delta = {sch.deltas.min():.4g} < 4 h = {4 * h:.4g}: use more --cells "
-                         f"or fewer --levels (delta must stay well above the mesh size)")
+    from femot.fem.smoothing import check_resolution
+
+    check_resolution(h, float(sch.deltas.min()), what="the schedule's smallest delta (use more --cells or fewer "
+                                                       "--levels)")
 
     op = PoissonOperator(MeshLine(np.linspace(0.0, 1.0, cells + 1)))
     x = op.vertices[:, 0]

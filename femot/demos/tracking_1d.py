@@ -69,6 +69,15 @@ def run(args) -> dict:
     cells = 32 if quick and args.cells == 48 else int(args.cells)
     rho, delta, gamma = float(args.rho), float(args.delta), float(args.gamma)
     mesh = MeshLine(np.linspace(0.0, 1.0, cells + 1))
+    from femot.fem.smoothing import check_resolution, resolution_problem
+
+    if quick:  # the quick preset (32 cells) is coarser than 4 cells per radius: said, not refused
+        unresolved = resolution_problem(1.0 / cells, delta, what="--delta (quick preset)")
+        if unresolved:
+            say(f"note: {unresolved}")
+    else:
+        check_resolution(1.0 / cells, delta, what="--delta (use more --cells)")
+        unresolved = None
     x = mesh.p[0]
     q = quadrature(mesh)
     inside = (x >= rho - 1e-12) & (x <= 1 - rho + 1e-12)
@@ -121,6 +130,7 @@ def run(args) -> dict:
         say(f"  {k:<24s} {v}")
     recovered = w1 < 0.25 * w1_start if args.data == "regularized" else r.fun <= truth["fun"] * (1 + 1e-6)
     summary = {
+        "delta_over_h": delta * cells, "delta_resolved": unresolved is None,
         "cells": cells, "p_prime": P.p_prime, "nu": P.nu, "gamma": gamma, "delta": delta, "rho": rho, "data": args.data,
         "D": list(D_BOX), "D_vertices": int(P.D.nvertices), "product_vertices": int(P.product.nvertices),
         "control_nodes": int(P.n), "objective": float(r.fun), "misfit": float(r.misfit), "radon": float(r.radon),

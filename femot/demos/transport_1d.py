@@ -103,6 +103,9 @@ def run(args) -> dict:
     for k, (gamma, delta) in enumerate(sch):
         h = delta / float(args.nodes_per_delta) * (1.5 if quick else 1.0)
         n = int(np.ceil(1.0 / h))
+        from femot.fem.smoothing import check_resolution
+
+        check_resolution(1.0 / n, delta, what=f"level {k} (--nodes-per-delta)")
         q = quadrature(MeshLine(np.linspace(0.0, 1.0, n + 1)))
         t1 = time.perf_counter()
         # Warm start from the previous level's potentials (interpolated to the finer mesh).

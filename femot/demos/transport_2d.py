@@ -69,6 +69,12 @@ def run(args) -> dict:
     say(f"Omega_1 = {args.mesh1} ({q1.rule}, n1 = {q1.n}), Omega_2 = {mesh2_name} ({q2.rule}, n2 = {q2.n}), "
         f"{q1.n * q2.n:,} pairs; gamma = {args.gamma:g}, delta = {args.delta:g}, eps = {args.eps:g}, "
         f"seed = {args.seed}")
+    from femot.fem.smoothing import mesh_size, resolution_problem
+
+    h = max(mesh_size(m1), mesh_size(m2))
+    unresolved = resolution_problem(h, args.delta, what="--delta")  # a scale demo: said, not refused
+    if unresolved:
+        say(f"note: {unresolved}")
     tracemalloc.start()
     t0 = time.perf_counter()
     r = solve_lower_level(mu1, mu2, q1, q2, args.gamma, args.delta, args.eps, cost=2.0,
@@ -79,6 +85,7 @@ def run(args) -> dict:
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
     m1mass, m2mass = q1.weights @ r.m1, q2.weights @ r.m2
     summary = {
+        "h": h, "delta_over_h": args.delta / h, "delta_resolved": unresolved is None,
         "n1": q1.n, "n2": q2.n, "n_pairs": q1.n * q2.n, "success": bool(r.success and r.marginal_error <= 1e-8),
         "solver_success": r.success, "message": r.message, "nit": r.nit, "marginal_error": r.marginal_error,
         "time_s": round(elapsed, 3), "peak_memory_mb": round(rss_peak, 1),

@@ -45,7 +45,14 @@ __all__ = [
     "SmoothingOperator",
     "smooth",
     "enlarge",
+    "RESOLUTION_RATIO",
+    "mesh_size",
+    "check_resolution",
+    "resolution_problem",
 ]
+
+#: Default number of mesh cells per smoothing radius: T^delta is resolved when h <= delta / 4.
+RESOLUTION_RATIO = 4.0
 
 
 @functools.lru_cache(maxsize=None)
@@ -244,3 +251,51 @@ def smooth(mu, q, delta: float, *, check_support: bool = True) -> np.ndarray:
 def enlarge(q, rho: float, h: float | None = None):
     """Quadrature (same rule) on the enlarged domain of Part II, Lemma 2.4."""
     return q.enlarged(rho, h)
+
+
+def mesh_size(mesh) -> float:
+    """Mesh size h = the largest cell diameter (longest edge of a simplex) of a scikit-fem
+    mesh, a :class:`~femot.fem.Quadrature` with a ``mesh`` attribute, or an (n,) / (n, 1)
+    array of sorted nodes on a line (largest gap)."""
+    m = getattr(mesh, "mesh", mesh)
+    if hasattr(m, "p") and hasattr(m, "t"):
+        p, t = np.asarray(m.p, dtype=float), np.asarray(m.t)
+        h = 0.0
+        for i in range(t.shape[0]):
+            for j in range(i + 1, t.shape[0]):
+                h = max(h, float(np.max(np.linalg.norm(p[:, t[i]] - p[:, t[j]], axis=0))))
+        return h
+    x = np.asarray(mesh, dtype=float)
+    if x.ndim == 2 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.ndim != 1 or x.size < 2:
+        raise ValueError("mesh must be a scikit-fem mesh, a Quadrature or the nodes of a line")
+    return float(np.max(np.diff(np.sort(x))))
+
+
+def resolution_problem(h: float, delta: float, ratio: float = RESOLUTION_RATIO, *, what: str = "delta"):
+    """The message of :func:`check_resolution` when h > delta / ratio, else None."""
+    h = check_positive_scalar(h, "h")
+    delta = check_positive_scalar(delta, "delta")
+    ratio = check_positive_scalar(ratio, "ratio")
+    if h > delta / ratio * (1 + 1e-12):
+        return (f"{what}: delta = {delta:.4g} is not resolved by the mesh: h = {h:.4g} > delta / {ratio:g} "
+                f"= {delta / ratio:.4g} (delta / h = {delta / h:.3g} cells per radius, {ratio:g} needed); "
+                f"refine the mesh or use a larger delta")
+    return None
+
+
+def check_resolution(h: float, delta: float, ratio: float = RESOLUTION_RATIO, *, what: str = "delta") -> float:
+    """Refuse a smoothing radius the mesh does not resolve: ValueError unless h <= delta / ratio.
+
+    The discrete T^delta samples phi_delta at the nodes (see :class:`Smoother`); with fewer
+    than about ``ratio`` cells per radius the kernel is a handful of node values and the
+    smoothing error is a mesh artefact, not the O(delta) of Part II. Used by the studies
+    (every level of a schedule) and by the demos that apply T^delta. ``what`` names the
+    offending quantity in the message (e.g. ``"level 3 (schedule.deltas)"``); h is the
+    longest cell edge (:func:`mesh_size`). Returns delta / h (cells per radius).
+    """
+    msg = resolution_problem(h, delta, ratio, what=what)
+    if msg is not None:
+        raise ValueError(msg)
+    return float(delta) / float(h)

@@ -63,13 +63,18 @@ def cmd_study(argv) -> int:
     if args.check:
         store = RunStore(out)
         print(f"study {study.name!r}: problem {study.problem}, d = {study.d}, {len(study.gammas)} levels, "
-              f"{len(study.chains)} chain(s), {len(study.runs)} runs")
+              f"{len(study.chains)} chain(s), {len(study.runs)} runs"
+              + ((f"; every level resolved: h <= delta / {study.resolution_ratio:g}" if study.resolution_ratio >= 4
+                  else f"; levels checked only at h <= delta / {study.resolution_ratio:g} (mesh.resolution_ratio "
+                       f"below the default 4: delta is NOT resolved by the default criterion)")
+                 if study.resolution_ratio and any(lv.delta > 0 for lv in study.runs) else ""))
         for ch in study.chains:
             for lv in ch.levels:
                 st, why = store.inspect(lv.id)
                 st = {"complete": "done", "absent": "todo"}.get(st, st)
+                hh = f"  h {lv.h:.4g} (delta/h {lv.delta / lv.h:.3g})" if lv.h == lv.h and lv.delta > 0 else ""
                 print(f"  {lv.id}  {ch.label:>24}  level {lv.index}  gamma {lv.gamma:.3e}  delta {lv.delta:.4g}  "
-                      f"gamma/delta^d {lv.ratio:.3e}  mesh {lv.mesh.label():<18} {st}"
+                      f"gamma/delta^d {lv.ratio:.3e}  mesh {lv.mesh.label():<18}{hh} {st}"
                       + (f" ({why}; it will be recomputed)" if why else ""))
         try:
             check_writable(out, "--out", directory=True)

@@ -32,6 +32,15 @@ Schema (see ``demos/studies/*.toml`` for complete examples)::
     domain = [0.0, 1.0]            #   (with nodes_per_delta; 1D only)
     refine = 0                     # uniform refinements (an int, or one per level with `levels`)
     rule = "lumped"                # quadrature rule
+    # ... or a mesh refined with delta: at every level the coarsest uniform refinement of
+    # mesh.name with h <= delta / R ("unit_interval": 2^k cells, "unit_square": 2^k x 2^k
+    # squares cut into triangles, any other stored mesh or file: load_mesh(name, refine))
+    name = "unit_interval"
+    refine_with_delta = 4          # R; also the resolution ratio below
+    max_refine = 16                # finest level / refinement allowed
+    resolution_ratio = 4.0         # every level needs h <= delta / resolution_ratio (h = longest
+                                   # cell edge); a study with an unresolved level is rejected at
+                                   # validation naming the level and the field (default 4)
 
     [<problem>]                    # problem-specific section, e.g. [control] or [lower-level];
                                    # its keys are documented by the classes of femot.studies.problems
@@ -165,15 +174,22 @@ class MeshSpec:
     refine: int = 0
     domain: tuple | None = None      # generated interval [a, b] ...
     cells: int | None = None         # ... with this many cells
+    family: str | None = None        # uniform refinement family ("unit_interval", "unit_square") ...
+    level: int | None = None         # ... at this level (2^level cells per side)
 
     def key(self) -> dict:
         if self.cells is not None:
             return {"interval": list(self.domain), "cells": self.cells}
+        if self.family is not None:
+            return {"family": self.family, "level": self.level}
         return {"name": self.name, "refine": self.refine}
 
     def label(self) -> str:
         if self.cells is not None:
             return f"interval{self.cells}"
+        if self.family is not None:
+            n = 2 ** self.level
+            return f"{self.family}_{n}" if self.family == "unit_interval" else f"{self.family}_{n}x{n}"
         base = Path(self.name).stem if self.path else self.name
         return base + (f"+r{self.refine}" if self.refine else "")
 
@@ -185,7 +201,34 @@ class MeshSpec:
 
             a, b = self.domain
             return MeshLine(np.linspace(a, b, self.cells + 1))
+        if self.family is not None:
+            return _FAMILIES[self.family][0](self.level)
         return load_mesh(self.path or self.name, refine=self.refine)
+
+
+def _family_interval(level: int):
+    from skfem import MeshLine
+
+    return MeshLine(np.linspace(0.0, 1.0, 2 ** level + 1))
+
+
+def _family_square(level: int):
+    from skfem import MeshTri
+
+    # init_sqsymmetric has 2 x 2 squares; level k = k - 1 uniform refinements (level 5 is
+    # the stored unit_square: 32 x 32 squares, 1089 vertices)
+    return MeshTri.init_sqsymmetric().refined(level - 1)
+
+
+#: Meshes refined uniformly along the schedule by mesh.refine_with_delta:
+#: name -> (constructor(level), mesh size h at level, smallest level, dimension).
+#: h is the longest edge: 2^-level on the interval, sqrt(2) 2^-level on the square.
+_FAMILIES = {
+    "unit_interval": (_family_interval, lambda k: 2.0 ** -k, 1, 1),
+    "unit_square": (_family_square, lambda k: math.sqrt(2.0) * 2.0 ** -k, 1, 2),
+}
+_FAMILY_ALIASES = {"unit_interval": "unit_interval", "interval": "unit_interval", "unit_square": "unit_square",
+                   "square": "unit_square"}
 
 
 def _mesh_entry(value, where: str, base_dir: Path, refine: int) -> MeshSpec:
@@ -229,6 +272,7 @@ class Level:
     ratio: float
     mesh: MeshSpec
     id: str
+    h: float = math.nan              # mesh size (longest cell edge) of the level's mesh
 
 
 @dataclass(frozen=True)
@@ -259,6 +303,9 @@ class Study:
     seeds: list
     chains: list
     threads: int = 1
+    resolution_ratio: float = 4.0
+    mesh_mode: str = ""
+    finest: MeshSpec | None = None
     metrics: list = field(default_factory=list)
     primary: str = ""
     description: str = ""
@@ -273,7 +320,8 @@ class Study:
         return {"name": self.name, "problem": self.problem, "d": self.d, "gammas": self.gammas,
                 "deltas": self.deltas, "ratios": self.ratios, "seeds": self.seeds, "params": self.params,
                 "n_chains": len(self.chains), "n_runs": len(self.runs), "metrics": self.metrics,
-                "primary": self.primary}
+                "primary": self.primary, "resolution_ratio": self.resolution_ratio, "mesh_mode": self.mesh_mode,
+                "h": [[lv.h if math.isfinite(lv.h) else None for lv in ch.levels] for ch in self.chains]}
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -342,8 +390,25 @@ def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study
     gammas, deltas, ratios = _parse_schedule(_table(raw, "schedule"), d,
                                              uses_delta=getattr(adapter, "uses_delta", True), problem=problem)
     n = len(gammas)
-    # Per-level meshes (generated intervals follow delta).
-    sweeps = _expand_meshes(meshes, deltas, n)
+    # Per-level meshes (generated intervals and mesh.refine_with_delta follow delta); every
+    # level must resolve its delta: h <= delta / mesh.resolution_ratio (Part II's T^delta).
+    sch = _table(raw, "schedule")
+    delta_field = ("schedule.deltas" if "deltas" in sch else
+                   "schedule.gammas" if "gammas" in sch else "schedule.gamma0/factor") + \
+        ("" if "deltas" in sch else " with delta = C gamma^(1/(d+s))")
+    sizes: dict = {}
+    hs = None
+    ratio_res = 0.0
+    if getattr(adapter, "uses_mesh", True):
+        ratio_res = _resolution_ratio(_table(raw, "mesh"))
+        if meshes[0] == "coupled":
+            sweeps = [_coupled_levels(meshes[1], deltas, ratio_res, sizes, delta_field)]
+        else:
+            sweeps = _expand_meshes(meshes, deltas, n)
+        if getattr(adapter, "uses_delta", True):
+            hs = _check_levels_resolved(meshes, sweeps, gammas, deltas, ratio_res, sizes, delta_field)
+    else:
+        sweeps = _expand_meshes(meshes, deltas, n)
     psec = _table(raw, problem)
     try:
         params = adapter.validate(psec, where=problem, gammas=gammas, deltas=deltas, d=d, dim=d_space,
@@ -365,7 +430,15 @@ def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study
     primary = rep.get("primary", adapter.primary if adapter.primary in metrics else metrics[0])
     if primary not in metrics:
         raise ConfigError(f"report.primary: {primary!r} is not one of report.metrics")
+    if hasattr(adapter, "with_metrics"):  # e.g. skip an expensive error measure nobody asked for
+        params = adapter.with_metrics(params, metrics)
 
+    # The finest mesh of the study (smallest h): the total errors of problems with an exact
+    # discrete reference are measured against the reference on it.
+    finest = None
+    if getattr(adapter, "total_reference", False) and hs is not None:
+        finest = min(((h, i, k) for i, row in enumerate(hs) for k, h in enumerate(row)))
+        finest = sweeps[finest[1]][finest[2]]
     chains = []
     for mi, sweep in enumerate(sweeps):
         for seed in seeds:
@@ -375,11 +448,16 @@ def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study
                 prefix.append({"gamma": gammas[k], "delta": deltas[k], "mesh": spec.key()})
                 # The id covers everything the result depends on, including the levels
                 # it was warm-started from.
-                rid = run_id({"problem": problem, "params": params, "seed": seed, "d": d, "level": k,
-                              "path": prefix})
-                levels.append(Level(k, gammas[k], deltas[k], ratios[k], spec, rid))
+                key = {"problem": problem, "params": params, "seed": seed, "d": d, "level": k, "path": prefix}
+                if finest is not None:
+                    key["finest_reference"] = finest.key()
+                rid = run_id(key)
+                levels.append(Level(k, gammas[k], deltas[k], ratios[k], spec, rid,
+                                    hs[mi][k] if hs is not None else math.nan))
             if meshes[0] == "generated":
                 label = f"h=delta/{meshes[1][0]:g}"
+            elif meshes[0] == "coupled":
+                label = f"h<=delta/{ratio_res:g}"
             elif sweep[0].name == "none":
                 label = "seed" if len(seeds) > 1 else problem
             elif len({repr(s.key()) for s in sweep}) == 1:
@@ -393,7 +471,9 @@ def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study
     if len(set(labels)) != len(labels):
         raise ConfigError("mesh.names: the sweep contains the same mesh twice")
     return Study(name=name.strip(), problem=problem, params=params, gammas=gammas, deltas=deltas, d=d,
-                 ratios=ratios, seeds=list(seeds), chains=chains, threads=threads, metrics=list(metrics),
+                 ratios=ratios, seeds=list(seeds), chains=chains, threads=threads, resolution_ratio=ratio_res,
+                 mesh_mode=meshes[0] if getattr(adapter, "uses_mesh", True) else "", finest=finest,
+                 metrics=list(metrics),
                  primary=primary, description=desc, source=source, raw=raw)
 
 
@@ -409,8 +489,12 @@ def _n_levels_hint(raw) -> int | None:
 
 def _parse_mesh(sec: dict, base_dir: Path, n_levels_hint):
     """Returns (kind, data) and the spatial dimension of the meshes."""
-    _check_keys(sec, {"name", "names", "levels", "nodes_per_delta", "domain", "refine", "rule", "min_cells"},
-                "mesh")
+    _check_keys(sec, {"name", "names", "levels", "nodes_per_delta", "domain", "refine", "rule", "min_cells",
+                      "refine_with_delta", "resolution_ratio", "max_refine"}, "mesh")
+    if "refine_with_delta" in sec:
+        return _parse_coupled_mesh(sec, base_dir)
+    if "max_refine" in sec:
+        raise ConfigError("mesh.max_refine: only used with mesh.refine_with_delta")
     kinds = [k for k in ("name", "names", "levels", "nodes_per_delta") if k in sec]
     if len(kinds) != 1:
         raise ConfigError("mesh: give exactly one of mesh.name, mesh.names, mesh.levels, mesh.nodes_per_delta"
@@ -463,6 +547,111 @@ def _parse_mesh(sec: dict, base_dir: Path, n_levels_hint):
     if kind == "levels" and n_levels_hint is not None and len(specs) != n_levels_hint:
         raise ConfigError(f"mesh.levels: has {len(specs)} meshes, the schedule has {n_levels_hint} levels")
     return ("sweep" if kind == "names" else "levels", specs), ds.pop()
+
+
+def _resolution_ratio(sec: dict) -> float:
+    """mesh.resolution_ratio R (default 4): every level needs h <= delta / R."""
+    from femot.fem.smoothing import RESOLUTION_RATIO
+
+    if "refine_with_delta" in sec:
+        R = _num(sec, "refine_with_delta", "mesh", positive=True)
+        if "resolution_ratio" in sec and _num(sec, "resolution_ratio", "mesh", positive=True) != R:
+            raise ConfigError("mesh.resolution_ratio: mesh.refine_with_delta = R already sets h <= delta / R; "
+                              "give one of them")
+        return R
+    return _num(sec, "resolution_ratio", "mesh", default=RESOLUTION_RATIO, positive=True)
+
+
+def _parse_coupled_mesh(sec: dict, base_dir: Path):
+    """mesh.refine_with_delta = R: at every level the coarsest mesh of a uniform refinement
+    family with h <= delta_n / R."""
+    for k in ("names", "levels", "nodes_per_delta", "domain", "min_cells"):
+        if k in sec:
+            raise ConfigError(f"mesh.{k}: not used with mesh.refine_with_delta (the levels' meshes are "
+                              f"the refinements of mesh.name)")
+    if "name" not in sec:
+        raise ConfigError("mesh.name: missing; mesh.refine_with_delta refines mesh.name (e.g. \"unit_interval\" "
+                          "or \"unit_square\", a stored mesh or a file) as delta decreases")
+    name = sec["name"]
+    refine = sec.get("refine", 0)
+    if not isinstance(refine, int) or isinstance(refine, bool) or refine < 0:
+        raise ConfigError(f"mesh.refine: must be a nonnegative integer (the coarsest refinement used), got {refine!r}")
+    fam = _FAMILY_ALIASES.get(name) if isinstance(name, str) else None
+    if fam is not None:
+        ctor, hfun, lo, dim = _FAMILIES[fam]
+        max_ref = _num(sec, "max_refine", "mesh", default=16 if dim == 1 else 8, integer=True, lo=lo)
+        return ("coupled", ("family", fam, lo + refine, max_ref)), dim
+    spec = _mesh_entry(name, "mesh.name", base_dir, refine)
+    dim = _mesh_dim(spec, "mesh.name")
+    max_ref = _num(sec, "max_refine", "mesh", default={1: 12, 2: 5}.get(dim, 3), integer=True, lo=refine)
+    return ("coupled", ("refine", spec, refine, max_ref)), dim
+
+
+def _spec_size(spec: MeshSpec, cache: dict) -> float:
+    """Mesh size h (longest cell edge) of a level's mesh, cached by key."""
+    from femot.fem.smoothing import mesh_size
+
+    k = repr(spec.key())
+    if k not in cache:
+        if spec.cells is not None:
+            cache[k] = (spec.domain[1] - spec.domain[0]) / spec.cells
+        elif spec.family is not None:
+            cache[k] = _FAMILIES[spec.family][1](spec.level)
+        else:
+            cache[k] = mesh_size(spec.load())
+    return cache[k]
+
+
+def _coupled_levels(data, deltas, ratio, sizes, delta_field) -> list[MeshSpec]:
+    """The coarsest refinement with h <= delta / ratio at every level."""
+    kind, base, lo, hi = data
+    out = []
+    if kind == "refine":
+        h0 = _spec_size(MeshSpec(name=base.name, path=base.path, refine=0), sizes)
+    for n, de in enumerate(deltas):
+        chosen = None
+        for r in range(lo, hi + 1):
+            if kind == "family":
+                spec = MeshSpec(name=base, family=base, level=r)
+            else:
+                spec = MeshSpec(name=base.name, path=base.path, refine=r)
+                sizes.setdefault(repr(spec.key()), h0 / 2 ** r)  # uniform refinement halves every edge
+            if _spec_size(spec, sizes) <= de / ratio * (1 + 1e-12):
+                chosen = spec
+                break
+        if chosen is None:
+            top = MeshSpec(name=base, family=base, level=hi) if kind == "family" else \
+                MeshSpec(name=base.name, path=base.path, refine=hi)
+            raise ConfigError(f"mesh.refine_with_delta: level {n} ({delta_field}: delta = {de:.4g}) needs "
+                              f"h <= delta / {ratio:g} = {de / ratio:.4g}, but the finest allowed refinement "
+                              f"{top.label()} has h = {_spec_size(top, sizes):.4g}; raise mesh.max_refine "
+                              f"(now {hi}) or stop the schedule earlier")
+        out.append(chosen)
+    return out
+
+
+def _check_levels_resolved(meshes, sweeps, gammas, deltas, ratio, sizes, delta_field) -> list[list[float]]:
+    """h <= delta_n / ratio on every level of every chain (femot.fem.smoothing.check_resolution);
+    ConfigError naming the mesh field and the level. Returns h per chain and level."""
+    from femot.fem.smoothing import check_resolution
+
+    kind = meshes[0]
+    out = []
+    for i, sweep in enumerate(sweeps):
+        hs = []
+        for n, spec in enumerate(sweep):
+            h = _spec_size(spec, sizes)
+            field_name = {"fixed": "mesh.name", "sweep": f"mesh.names[{i}]", "levels": f"mesh.levels[{n}]",
+                          "generated": "mesh.nodes_per_delta", "coupled": "mesh.refine_with_delta"}[kind]
+            try:
+                check_resolution(h, deltas[n], ratio, what=f"level {n} (gamma = {gammas[n]:.3g}, {delta_field})")
+            except ValueError as exc:
+                raise ConfigError(f"{field_name}: mesh {spec.label()} at {exc}; give mesh.refine_with_delta = "
+                                  f"{ratio:g} to refine the mesh with delta, or lower mesh.resolution_ratio "
+                                  f"(now {ratio:g}) deliberately") from None
+            hs.append(h)
+        out.append(hs)
+    return out
 
 
 def _expand_meshes(meshes, deltas, n) -> list[list[MeshSpec]]:

@@ -125,6 +125,8 @@ def execute_chain(task: dict, callback=None) -> dict:
         return out
     with _Threads(task.get("threads", 1)):
         ctx = problem.setup(task["params"], chain.seed)
+        if task.get("finest") is not None:  # the study's finest mesh (total errors)
+            ctx["finest"] = task["finest"]
         warm = None
         for lv in chain.levels:
             if lv.id in skip:

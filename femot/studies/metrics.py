@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["wasserstein_discrete", "wasserstein_to_measure", "plan_distance", "plan_points", "fit_rate",
-           "observed_orders", "PLAN_LP_LIMIT"]
+           "fit_rate_ci", "observed_orders", "PLAN_LP_LIMIT"]
 
 #: Largest (support of a) x (support of b) handled by the LP fallback of plan_distance.
 PLAN_LP_LIMIT = 250_000
@@ -136,6 +136,33 @@ def fit_rate(x, err) -> float:
     if ok.sum() < 2 or np.ptp(np.log(x[ok])) == 0:
         return math.nan
     return float(np.polyfit(np.log(x[ok]), np.log(e[ok]), 1)[0])
+
+
+def fit_rate_ci(x, err, level: float = 0.95) -> dict:
+    """Least-squares fit log(err) = r log(x) + c over the positive finite errors, with a
+    ``level`` confidence interval for the rate r from the fit's standard error and the
+    Student t quantile with (n - 2) degrees of freedom (``scipy.stats.linregress``).
+
+    Returns ``{"rate", "lo", "hi", "stderr", "n"}``; n is the number of levels used; the
+    interval is NaN with fewer than three levels (no degrees of freedom left) and the
+    rate NaN with fewer than two.
+    """
+    from scipy import stats
+
+    x = np.asarray(x, dtype=float)
+    e = np.asarray(err, dtype=float)
+    ok = np.isfinite(e) & (e > 0) & np.isfinite(x) & (x > 0)
+    n = int(ok.sum())
+    out = {"rate": math.nan, "lo": math.nan, "hi": math.nan, "stderr": math.nan, "n": n}
+    if n < 2 or np.ptp(np.log(x[ok])) == 0:
+        return out
+    fit = stats.linregress(np.log(x[ok]), np.log(e[ok]))
+    out["rate"] = float(fit.slope)
+    if n >= 3:
+        t = float(stats.t.ppf(0.5 + level / 2.0, n - 2))
+        out["stderr"] = float(fit.stderr)
+        out["lo"], out["hi"] = float(fit.slope - t * fit.stderr), float(fit.slope + t * fit.stderr)
+    return out
 
 
 def observed_orders(x, err) -> list:

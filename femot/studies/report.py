@@ -1,9 +1,16 @@
 """Tables, fitted rates, log-log plots and report.md of a study.
 
 Rates are least-squares slopes of log(error) against log(gamma) and against log(delta)
-over the levels of one chain (only positive errors enter the fit); "orders" are the
-slopes between consecutive levels. Along a coupled schedule delta = C gamma^(1/(d+s)),
-so a rate r in delta is a rate r/(d+s) in gamma.
+over the levels of one chain (only positive errors enter the fit), with a 95% confidence
+interval from the fit's standard error (Student t, n - 2 degrees of freedom) and the
+number n of levels used; "orders" are the slopes between consecutive levels. Along a
+coupled schedule delta = C gamma^(1/(d+s)), so a rate r in delta is a rate r/(d+s) in gamma.
+
+Per level the report lists the mesh size h next to delta (and delta / h), the upper-level
+status and its certificate (Frank-Wolfe gap of the value formulation, relative
+stationarity of the plan formulation); for problems with two error kinds (the control
+study) it keeps the error against the exact discrete reference on the level's mesh apart
+from the error against the reference on the finest mesh, with a figure of both against delta.
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from femot.studies.metrics import fit_rate, observed_orders
+from femot.studies.metrics import fit_rate, fit_rate_ci, observed_orders
 from femot.studies.store import write_if_changed
 
 __all__ = ["table_rows", "fit_rates", "format_table", "write_outputs", "METRIC_DOC"]
@@ -34,6 +41,11 @@ METRIC_DOC = {
     "objective_gap": "J(regularized control) - min J, J the unregularized (OCP) objective",
     "value_error": "|optimal value of (OCP^delta_gamma) - optimal value of (OCP)|",
     "state_error": "|y_gamma^delta - y_exact|_{L2}",
+    "control_w1_total": "W1(regularized control, exact discrete control on the finest mesh of the study): the "
+                        "total error (regularization + discretization)",
+    "control_w2_total": "W2(regularized control, exact discrete control on the finest mesh of the study)",
+    "discretization_w1": "W1(exact discrete control on the level's mesh, exact discrete control on the finest "
+                         "mesh): the discretization error of the reference",
 }
 
 
@@ -47,13 +59,25 @@ def table_rows(study, records: dict) -> list[dict]:
             if rec is None:
                 continue
             info = rec.get("info", {})
+            h = getattr(lv, "h", math.nan)
             row = {"chain": ch.label, "seed": ch.seed, "mesh": rec.get("mesh_label", ""), "level": lv.index,
-                   "gamma": lv.gamma, "delta": lv.delta, "ratio": lv.ratio, "n_nodes": info.get("n_nodes", ""),
-                   "id": lv.id}
+                   "gamma": lv.gamma, "delta": lv.delta, "ratio": lv.ratio, "h": h,
+                   "delta_over_h": lv.delta / h if h and h > 0 and lv.delta > 0 else math.nan,
+                   "n_nodes": info.get("n_nodes", ""), "id": lv.id}
             for m in study.metrics:
                 row[m] = _f(rec["metrics"].get(m))
             row["nit"] = info.get("nit", "")
             row["success"] = bool(info.get("success", False))
+            row["status"] = _status(info)
+            cert = info.get("certificate")
+            if cert is None:  # other problems: the optimizer's stationarity measure, if any
+                cert = "relative_stationarity" if "relative_stationarity" in info else \
+                    ("stationarity" if "stationarity" in info else None)
+            row["certificate"] = cert or ""
+            if "finest_mesh" in info:
+                row["finest_mesh"] = info["finest_mesh"]
+                row["finest_reference_ok"] = info.get("finest_reference_status") == 0
+            row["certificate_value"] = _f(info.get(cert)) if cert else math.nan
             row["warm_start"] = rec.get("warm_start", "")
             row["time_s"] = rec.get("time_s", "")
             crow.append(row)
@@ -65,6 +89,16 @@ def table_rows(study, records: dict) -> list[dict]:
                     r[f"order_{m}"] = o
         rows += crow
     return rows
+
+
+def _status(info) -> str:
+    """Short convergence status of a run: converged / iteration limit / failed."""
+    if info.get("success"):
+        return "converged"
+    msg = str(info.get("message", "")).lower()
+    if "iteration" in msg and ("limit" in msg or "maximum" in msg):
+        return "iteration limit"
+    return "failed" if msg else ""
 
 
 def _f(v):
@@ -86,9 +120,11 @@ def fit_rates(study, rows: list[dict]) -> list[dict]:
         for m in study.metrics:
             e = np.abs(np.array([r[m] for r in cr]))
             fin = e[np.isfinite(e)]
+            cg, cd = fit_rate_ci(g, e), fit_rate_ci(de, e)
             out.append({
-                "chain": ch.label, "metric": m, "levels": len(cr),
-                "rate_gamma": fit_rate(g, e), "rate_delta": fit_rate(de, e),
+                "chain": ch.label, "metric": m, "levels": len(cr), "levels_used": cg["n"],
+                "rate_gamma": cg["rate"], "rate_gamma_lo": cg["lo"], "rate_gamma_hi": cg["hi"],
+                "rate_delta": cd["rate"], "rate_delta_lo": cd["lo"], "rate_delta_hi": cd["hi"],
                 "decreasing": bool(fin.size == e.size and np.all(np.diff(e) < 0)),
                 "reduction": float(e[0] / e[-1]) if e[-1] > 0 and np.isfinite(e[0]) else math.nan,
                 "first": float(e[0]), "last": float(e[-1]),
@@ -124,23 +160,33 @@ def _uses_delta(study) -> bool:
 
 def _columns(study, rows):
     multi = len(study.chains) > 1
-    cols = (["chain"] if multi else []) + ["level", "gamma"] + (["delta", "ratio"] if _uses_delta(study) else []) \
-        + ["n_nodes"]
+    ud = _uses_delta(study)
+    hcol = ["h", "delta_over_h"] if ud and any(np.isfinite(_f(r.get("h"))) for r in rows) else []
+    cols = (["chain"] if multi else []) + ["level", "gamma"] + (["delta"] if ud else []) + hcol \
+        + (["ratio"] if ud else []) + ["n_nodes"]
     for m in study.metrics:
         cols.append(m)
         if m == study.primary:
             cols.append(f"order_{m}")
-    return cols + ["nit", "success"]
+    cert = ["certificate_value"] if any(np.isfinite(_f(r.get("certificate_value"))) for r in rows) else []
+    return cols + ["nit"] + cert + ["success"]
 
 
-_HEAD = {"ratio": "gamma/delta^d", "n_nodes": "nodes", "success": "ok", "level": "lvl"}
-_KIND = {"gamma": "e", "delta": "g", "ratio": "e"}
+_HEAD = {"ratio": "gamma/delta^d", "n_nodes": "nodes", "success": "ok", "level": "lvl", "delta_over_h": "delta/h",
+         "certificate_value": "certificate"}
+_KIND = {"gamma": "e", "delta": "g", "ratio": "e", "h": "g", "delta_over_h": "g"}
+_CERT = {"fw_gap": "fw", "relative_stationarity": "rel.stat", "stationarity": "stat"}
 
 
-def _cell(col, v):
+def _cell(col, v, row=None):
     if col.startswith("order_"):
         return _num(v, "o")
-    if col in ("chain", "warm_start", "mesh"):
+    if col == "certificate_value":
+        if v is None or not np.isfinite(_f(v)):
+            return "-"
+        kind = _CERT.get((row or {}).get("certificate", ""), "")
+        return f"{kind} {float(v):.1e}".strip()
+    if col in ("chain", "warm_start", "mesh", "status", "certificate"):
         return str(v)
     return _num(v, _KIND.get(col, "e"))
 
@@ -154,7 +200,7 @@ def _head(col):
 def format_table(study, rows, rates) -> str:
     """The study table and the fitted rates as plain text (printed by ``femot study``)."""
     cols = _columns(study, rows)
-    cells = [[_head(c) for c in cols]] + [[_cell(c, r.get(c)) for c in cols] for r in rows]
+    cells = [[_head(c) for c in cols]] + [[_cell(c, r.get(c), r) for c in cols] for r in rows]
     width = [max(len(x[i]) for x in cells) for i in range(len(cols))]
     lines = ["  ".join(x[i].rjust(width[i]) if i or len(study.chains) == 1 else x[i].ljust(width[i])
                        for i in range(len(cols))) for x in cells]
@@ -164,13 +210,27 @@ def format_table(study, rows, rates) -> str:
     ud = _uses_delta(study)
     if not ud:
         lines[-1] = "fitted rates (least squares of log error vs log gamma):"
+    lines.append("  (95% confidence intervals of the slope from the least-squares fit, Student t with n - 2 "
+                 "degrees of freedom; n = levels used)")
     for r in rates:
         tag = f"{r['chain']}: " if len(study.chains) > 1 else ""
         mono = "decreasing at every level" if r["decreasing"] else "NOT decreasing at every level"
-        lines.append(f"  {tag}{r['metric']:>16} ~ gamma^{_num(r['rate_gamma'], 'g')}"
-                     + (f" ~ delta^{_num(r['rate_delta'], 'g')}" if ud else "")
-                     + f"   ({mono}, {_num(r['reduction'], 'g')}x over {r['levels']} levels)")
+        lines.append(f"  {tag}{r['metric']:>17} ~ gamma^{_rate(r, 'gamma')}"
+                     + (f" ~ delta^{_rate(r, 'delta')}" if ud else "")
+                     + f"   (n = {r.get('levels_used', r['levels'])}; {mono}, {_num(r['reduction'], 'g')}x over "
+                       f"{r['levels']} levels)")
     return "\n".join(lines)
+
+
+def _rate(r, key) -> str:
+    """'0.56 [0.49, 0.63]' (rate and its 95% interval) or '0.56' without an interval."""
+    v = r.get(f"rate_{key}")
+    if v is None or not np.isfinite(v):
+        return "-"
+    lo, hi = r.get(f"rate_{key}_lo", math.nan), r.get(f"rate_{key}_hi", math.nan)
+    if lo is None or not np.isfinite(lo):
+        return f"{v:.3g}"
+    return f"{v:.3g} [{lo:.3g}, {hi:.3g}]"
 
 
 def markdown_table(header, rows) -> str:
@@ -238,6 +298,9 @@ def make_plots(study, rows, rates, folder) -> list[str]:
         fig.savefig(p, dpi=120)
         plt.close(fig)
         out.append(str(p))
+    ek = _error_kinds_plot(study, rows, folder, plt)
+    if ek:
+        out.append(ek)
     # Overview: all metrics of the first chain vs gamma.
     cr = [r for r in rows if r["chain"] == chains[0]]
     if len(cr) >= 2:
@@ -272,20 +335,23 @@ def write_outputs(study, root, rows, rates, *, plots: bool = True, problem=None,
     one of them is missing.
     """
     root = Path(root)
-    cols = ["chain", "seed", "mesh", "level", "gamma", "delta", "ratio", "n_nodes"] + list(study.metrics) + \
-        [f"order_{m}" for m in study.metrics] + ["nit", "success", "warm_start", "time_s", "id"]
+    cols = ["chain", "seed", "mesh", "level", "gamma", "delta", "h", "delta_over_h", "ratio", "n_nodes"] + \
+        list(study.metrics) + [f"order_{m}" for m in study.metrics] + \
+        ["nit", "success", "status", "certificate", "certificate_value", "warm_start", "time_s", "id"]
     changed = write_if_changed(root / "results.csv", _csv(rows, cols))
-    rcols = ["chain", "metric", "levels", "rate_gamma", "rate_delta", "decreasing", "reduction", "first", "last"]
+    rcols = ["chain", "metric", "levels", "levels_used", "rate_gamma", "rate_gamma_lo", "rate_gamma_hi",
+             "rate_delta", "rate_delta_lo", "rate_delta_hi", "decreasing", "reduction", "first", "last"]
     write_if_changed(root / "rates.csv", _csv(rates, rcols))
     tcols = _columns(study, rows)
-    md_table = markdown_table([_head(c) for c in tcols], [[_cell(c, r.get(c)) for c in tcols] for r in rows])
+    md_table = markdown_table([_head(c) for c in tcols], [[_cell(c, r.get(c), r) for c in tcols] for r in rows])
     ud = _uses_delta(study)
     rate_table = markdown_table(
-        (["chain"] if len(study.chains) > 1 else []) + ["metric", "rate in gamma"] + (["rate in delta"] if ud else [])
-        + ["decreasing", "reduction"],
-        [([r["chain"]] if len(study.chains) > 1 else []) + [r["metric"], _num(r["rate_gamma"], "g")]
-         + ([_num(r["rate_delta"], "g")] if ud else [])
-         + ["yes" if r["decreasing"] else "no", _num(r["reduction"], "g")] for r in rates])
+        (["chain"] if len(study.chains) > 1 else []) + ["metric", "rate in gamma [95% CI]"]
+        + (["rate in delta [95% CI]"] if ud else []) + ["levels used", "decreasing", "reduction"],
+        [([r["chain"]] if len(study.chains) > 1 else []) + [r["metric"], _rate(r, "gamma")]
+         + ([_rate(r, "delta")] if ud else [])
+         + [str(r.get("levels_used", r["levels"])), "yes" if r["decreasing"] else "no", _num(r["reduction"], "g")]
+         for r in rates])
     write_if_changed(root / "results.md", f"# {study.name}: results\n\n{md_table}\n\n## Fitted rates\n\n"
                                           f"{rate_table}\n")
     figures = []
@@ -301,6 +367,50 @@ def write_outputs(study, root, rows, rates, *, plots: bool = True, problem=None,
             "rates": str(root / "rates.csv"), "report": str(root / "report.md"), "figures": figures}
 
 
+def _error_kinds(study, rows) -> list:
+    """(regularization error, total error) metric pairs of the problem present in the rows,
+    plus the discretization error when recorded."""
+    from femot.studies.problems import get_problem
+
+    kinds = getattr(get_problem(study.problem), "error_kinds", ())
+    have = lambda m: m in study.metrics and any(np.isfinite(_f(r.get(m))) for r in rows)
+    return [(a, b) for a, b in kinds if have(a) and have(b)]
+
+
+def _error_kinds_plot(study, rows, folder, plt):
+    """errors_vs_delta.png: per chain, the error at fixed h (exact discrete reference on the
+    level's mesh), the total error (reference on the finest mesh) and the discretization
+    error of the reference, against delta; h <= delta / R marked on a second axis."""
+    pairs = _error_kinds(study, rows) if _uses_delta(study) else []
+    if not pairs or sum(1 for _ in rows) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    for lab in [ch.label for ch in study.chains]:
+        cr = [r for r in rows if r["chain"] == lab]
+        de = np.array([r["delta"] for r in cr], dtype=float)
+        tag = f" ({lab})" if len(study.chains) > 1 else ""
+        series = [(a, "o-", f"{a}: same-mesh reference (regularization at fixed h)") for a, _ in pairs[:1]] + \
+                 [(b, "s--", f"{b}: finest-mesh reference (total)") for _, b in pairs[:1]]
+        if "discretization_w1" in study.metrics:
+            series.append(("discretization_w1", "^:", "discretization_w1: reference on level mesh vs finest"))
+        for m, style, text in series:
+            e = np.abs(np.array([_f(r.get(m)) for r in cr]))
+            ok = np.isfinite(e) & (e > 0)
+            if ok.any():
+                ax.loglog(de[ok], e[ok], style, label=text + tag)
+    ax.set_xlabel("delta (mesh refined with delta: h <= delta / %g)" % study.resolution_ratio
+                  if getattr(study, "mesh_mode", "") == "coupled" else "delta")
+    ax.set_ylabel("error")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{study.name}: error kinds against delta")
+    fig.tight_layout()
+    p = Path(folder) / "errors_vs_delta.png"
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    return str(p)
+
+
 def _expected_figures(study, rows, folder) -> list[str]:
     """The files :func:`make_plots` draws for these rows (in its order)."""
     folder = Path(folder)
@@ -309,6 +419,8 @@ def _expected_figures(study, rows, folder) -> list[str]:
         e = np.abs(np.array([r[m] for r in rows], dtype=float))
         if np.any(np.isfinite(e) & (e > 0)):
             out.append(str(folder / f"{m}.png"))
+    if _uses_delta(study) and _error_kinds(study, rows) and len(rows) >= 2:
+        out.append(str(folder / "errors_vs_delta.png"))
     first = study.chains[0].label
     if sum(r["chain"] == first for r in rows) >= 2:
         out.insert(0, str(folder / "overview.png"))
@@ -327,11 +439,14 @@ def _report(study, rows, rates, md_table, rate_table, figures, root, problem, ru
            if _uses_delta(study) else
            f"- schedule: {len(study.gammas)} levels, gamma from {study.gammas[0]:.3e} to {study.gammas[-1]:.3e}"),
           f"- chains (mesh, seed): {', '.join(ch.label for ch in study.chains)}; seeds {study.seeds}",
+          *_resolution_lines(study, rows),
           f"- runs: {len(rows)} of {len(study.runs)} complete"
           + (f"; {runs_info.get('failed', 0)} failed" if runs_info.get("failed") else ""),
           "", "## Results", "", md_table, "", "## Fitted rates", "",
           "Least-squares slopes of log(error) against log(gamma)"
           + (" and log(delta)" if _uses_delta(study) else "") + " per chain.", "", rate_table, ""]
+    L += _convergence_lines(rows)
+    L += _error_kind_lines(study, rows, rates)
     if figures:
         L += ["## Figures", ""]
         for f in figures:
@@ -353,6 +468,80 @@ def _report(study, rows, rates, md_table, rate_table, figures, root, problem, ru
         L += [f"- chain {r['chain']}, level {r['level']} (`{r['id']}`)" for r in bad]
         L.append("")
     return "\n".join(L) + "\n"
+
+
+def _resolution_lines(study, rows) -> list[str]:
+    if not _uses_delta(study) or not getattr(study, "mesh_mode", ""):
+        return []
+    R = study.resolution_ratio
+    hs = [(r["level"], r["h"], r["delta"]) for r in rows if np.isfinite(_f(r.get("h")))]
+    mode = {"coupled": f"refined with delta (mesh.refine_with_delta = {R:g}: at every level the coarsest uniform "
+                       f"refinement with h <= delta / {R:g})",
+            "generated": "generated intervals following delta (mesh.nodes_per_delta)"}.get(study.mesh_mode,
+                                                                                         "given by the config")
+    out = [f"- mesh: {mode}; h = longest cell edge; validation requires h <= delta / {R:g} at every level "
+           f"(femot.fem.smoothing.check_resolution)"]
+    if hs:
+        worst = min(hs, key=lambda t: t[2] / t[1])
+        out.append(f"- resolution: delta / h between {min(d / h for _, h, d in hs):.3g} (level {worst[0]}) and "
+                   f"{max(d / h for _, h, d in hs):.3g}; h from {max(h for _, h, _ in hs):.4g} to "
+                   f"{min(h for _, h, _ in hs):.4g}")
+    if R < 4:
+        out.append(f"- note: mesh.resolution_ratio = {R:g} < 4 was chosen in the config; delta is resolved by fewer "
+                   f"than 4 cells per radius")
+    if getattr(study, "finest", None) is not None:
+        out.append(f"- finest mesh of the study (total-error reference): {study.finest.label()}")
+    return out
+
+
+def _convergence_lines(rows) -> list[str]:
+    """Per level: upper-level status and certificate."""
+    if not any(r.get("certificate") for r in rows):
+        return []
+    L = ["## Upper-level convergence", "",
+         "Per level the optimizer's status and its certificate: `fw` = the Frank-Wolfe gap of the convex value "
+         "formulation (an upper bound on f - min f), `rel.stat` = the relative stationarity theta_R / "
+         "theta_R(start) of the plan formulation.", ""]
+    hdr = ["chain", "lvl", "h", "delta", "delta/h", "status", "certificate", "nit"]
+    body = [[r["chain"], str(r["level"]), _num(r.get("h"), "g"), _num(r["delta"], "g"),
+             _num(r.get("delta_over_h"), "g"), r.get("status", ""), _cell("certificate_value",
+                                                                         r.get("certificate_value"), r),
+             str(r.get("nit", ""))] for r in rows]
+    n_ok = sum(bool(r["success"]) for r in rows)
+    return L + [markdown_table(hdr, body), "", f"{n_ok} of {len(rows)} levels converged.", ""]
+
+
+def _error_kind_lines(study, rows, rates) -> list[str]:
+    pairs = _error_kinds(study, rows)
+    if not pairs:
+        return []
+    a, b = pairs[0]
+    L = ["## Errors kept apart", "",
+         f"`{a}` is the distance to the exact discrete reference on the level's own mesh (regularization and "
+         f"smoothing error at fixed h); `{b}` the distance to the exact discrete reference on the finest mesh of "
+         f"the study (total error)"
+         + ("; `discretization_w1` the distance between the two references (discretization error)."
+            if "discretization_w1" in study.metrics else "."), ""]
+    fm = sorted({r["finest_mesh"] for r in rows if r.get("finest_mesh")})
+    if fm:
+        ok = all(r.get("finest_reference_ok", False) for r in rows if r.get("finest_mesh"))
+        L += [f"The finest-mesh reference is the exact discrete (OCP) QP on {', '.join(fm)} (solved exactly: the QP "
+              f"is posed in the plan between the admissible vertices and the prior's atoms, so it is feasible on "
+              f"every mesh of the study; {'certified on every run' if ok else 'NOT certified on every run'}). "
+              f"Controls are compared as measures on their own vertex sets (no interpolation).", ""]
+    for ch in study.chains:
+        cr = [r for r in rows if r["chain"] == ch.label]
+        reg = [_f(r.get(a)) for r in cr]
+        dis = [_f(r.get("discretization_w1")) for r in cr] if "discretization_w1" in study.metrics else None
+        tag = f"chain {ch.label}: " if len(study.chains) > 1 else ""
+        if dis is not None and all(np.isfinite(reg)) and all(np.isfinite(dis)):
+            dom_reg = [r["level"] for r, x, y in zip(cr, reg, dis) if x >= y]
+            dom_dis = [r["level"] for r, x, y in zip(cr, reg, dis) if y > x]
+            L.append(f"- {tag}regularization dominates at levels {dom_reg or 'none'}; discretization dominates at "
+                     f"levels {dom_dis or 'none'} (largest ratio discretization / regularization "
+                     f"{max(y / x for x, y in zip(reg, dis) if x > 0):.3g})")
+    L.append("")
+    return L
 
 
 def _short(params: dict) -> str:

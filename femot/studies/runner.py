@@ -202,7 +202,7 @@ def _run_locked(study, root, backend, t0, *, workers, dask_local, scheduler, qui
 
         tasks = [{"problem": study.problem, "params": study.params, "chain": ch, "root": str(root.resolve()),
                   "skip": sorted(lv.id for lv in ch.levels if lv.id in done_before), "threads": study.threads,
-                  "study": study.name, "d": study.d} for ch in pending_chains]
+                  "study": study.name, "d": study.d, "finest": study.finest} for ch in pending_chains]
         progress = Progress(len(ids), len(done_before), quiet=quiet, stream=progress_stream)
         progress.update()
         try:
