@@ -40,7 +40,7 @@ def test_plan_marginals_1d(core):
     assert np.abs(p1 - r.m1).max() <= 1e-8 and np.abs(p2 - r.m2).max() <= 1e-8
     assert r.marginal_error <= 1e-8
     assert q.weights @ r.m1 == pytest.approx(1 + delta, rel=1e-12)
-    # Structure of the solution: pi = (alpha (+) beta - c)_+ / gamma (SPEC §1).
+    # Structure of the solution: pi = (alpha (+) beta - c)_+ / gamma (docs/core.md).
     P = r.plan.toarray()
     ref = np.maximum(r.alpha[:, None] + r.beta[None, :] - r.cost, 0) / gamma
     assert np.all(P >= 0) and np.allclose(P, ref, atol=1e-9 * ref.max())

@@ -5,7 +5,7 @@ costs, eps = 0 and eps > 0, gamma from 1e-1 down to 1e-12) are solved by
 ``solve_qrot`` and judged against references computed here, independently of
 the solver:
 
-* the KKT conditions of the weighted primal (SPEC §1, Part III Thm 2.7 and
+* the KKT conditions of the weighted primal (docs/core.md, Part III Thm 2.7 and
   (3.1)), recomputed from the returned potentials: ``pi = (alpha (+) beta - c)_+ / gamma``
   and the marginal equations ``sum_j w2_j pi_ij + eps alpha_i = mu1_i`` (and twin);
 * the exact transport LP (``exact_ot``, HiGHS) through weak duality.

@@ -1,4 +1,4 @@
-"""Second-order information and the convex value formulation (SPEC §4a).
+"""Second-order information and the convex value formulation (docs/problems.md).
 
 * ``QROTResult.dual_jvp``: derivative of the dual potentials (one sparse solve with the
   Newton matrix), checked against finite differences of re-solved potentials;

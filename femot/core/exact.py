@@ -1,6 +1,6 @@
 """Unregularized (exact) optimal transport references.
 
-``exact_ot`` solves the weighted Hitchcock problem (Part III (H), SPEC §1 with
+``exact_ot`` solves the weighted Hitchcock problem (Part III (H), docs/core.md with
 gamma = 0) as a linear program with HiGHS; ``exact_ot_1d`` solves 1D problems
 with a cost h(x - y), h convex, by monotone rearrangement in O(n log n).
 """

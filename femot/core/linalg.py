@@ -1,4 +1,4 @@
-"""Sparse linear algebra with the semismooth Newton matrix (SPEC §1).
+"""Sparse linear algebra with the semismooth Newton matrix (docs/core.md).
 
 For an active pattern P (0/1, n1 x n2) and weights w1, w2 the symmetric matrix
 

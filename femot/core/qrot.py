@@ -1,6 +1,6 @@
 """Quadratically regularized optimal transport through its (doubly) regularized dual.
 
-Solves the weighted problem of SPEC §1 (Part III (H_gamma) with quadrature
+Solves the weighted problem of docs/core.md (Part III (H_gamma) with quadrature
 weights; (3.1) when eps > 0):
 
     min  sum_ij w1_i w2_j (c_ij pi_ij + gamma/2 pi_ij^2)
@@ -279,7 +279,7 @@ class QROTResult(OptimizeResult):
     def dual_jvp(self, h1, h2, A=None):
         """Derivative ``(dalpha, dbeta)`` of the dual potentials along marginal directions (h1, h2).
 
-        Differentiates the (doubly) regularized dual system of SPEC §1 / Part III
+        Differentiates the (doubly) regularized dual system of Part III
         (3.1) (weighted),
 
             sum_j w2_j (alpha_i + beta_j - c_ij)_+ + gamma*eps*alpha_i = gamma*mu1_i
@@ -347,7 +347,7 @@ class QROTResult(OptimizeResult):
         return d[:n1].copy(), d[n1:].copy()
 
     def dual_value(self, mu1, mu2) -> float:
-        """The dual objective Phi(alpha, beta) of SPEC §1 at the computed potentials.
+        """The dual objective Phi(alpha, beta) of docs/core.md at the computed potentials.
 
         ``Phi = <w1, alpha mu1> + <w2, beta mu2> - gamma/2 sum_ij w1_i w2_j pi_ij^2
         - eps/2 (<w1, alpha^2> + <w2, beta^2>)`` with ``pi = (alpha (+) beta - c)_+ / gamma``;
@@ -900,7 +900,7 @@ def _curved_step(engine, cost, alpha, beta, da, db, t_lin, move, m1, m2, w1, w2,
 def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e-10, max_iter=200,
                init="auto", linear_solver="auto", lm=1e-4, screening=True, curve=True,
                verbose=False, callback=None) -> QROTResult:
-    """Quadratically regularized optimal transport (SPEC §1; Part III (H_gamma), (3.1)).
+    """Quadratically regularized optimal transport (docs/core.md; Part III (H_gamma), (3.1)).
 
     Parameters
     ----------

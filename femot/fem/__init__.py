@@ -1,4 +1,4 @@
-"""Finite-element layer: from measures on meshes to the finite-dimensional core (SPEC §3).
+"""Finite-element layer: from measures on meshes to the finite-dimensional core (docs/smoothing.md).
 
 * meshes      -- ``load_mesh`` (stored meshes in ``meshes/`` or any meshio file), boundary
                  distances, the enlarged domain of Part II Lemma 2.4;

@@ -3,7 +3,7 @@
 Part II, (BK^delta_gamma): the lower-level problem is the quadratically regularized
 Kantorovich problem (KP_gamma) between the smoothed marginals T^delta mu1 and
 T^delta mu2 (eq. (2.6)). Discretized on the product quadrature (x_i, y_j) with weights
-w_i v_j (SPEC §3), it is exactly the weighted finite-dimensional core of SPEC §1:
+w_i v_j (docs/smoothing.md), it is exactly the weighted finite-dimensional core of docs/core.md:
 
     min sum_ij w_i v_j (c_ij pi_ij + gamma/2 pi_ij^2),  pi >= 0,
     sum_j v_j pi_ij = (T^delta mu1)_i,  sum_i w_i pi_ij = (T^delta mu2)_j,

@@ -1,6 +1,6 @@
 """Measures on meshed domains: densities, finite-element functions, Diracs, samples.
 
-All measure types share one small interface (nonnegative measures, SPEC §3):
+All measure types share one small interface (nonnegative measures, docs/smoothing.md):
 
 * ``mass()`` -- total mass |mu|;
 * ``atoms()`` -- the Dirac part (points, weights) (empty for densities);

@@ -1,6 +1,6 @@
 """Quadrature of a meshed domain and the product quadrature of Omega_1 x Omega_2.
 
-A :class:`Quadrature` is the data the finite-dimensional core consumes (SPEC §3):
+A :class:`Quadrature` is the data the finite-dimensional core consumes (docs/smoothing.md):
 nodes ``x_i`` and weights ``w_i > 0`` with ``sum_i w_i f(x_i) ~ int_Omega f``. A
 measure on Omega is then represented by its density ``m`` with respect to the
 weights (mass ``sum_i w_i m_i``), and the transport plan by its density ``pi_ij``
@@ -211,7 +211,7 @@ class ProductQuadrature:
 
 
 def product_quadrature(q1: Quadrature, q2: Quadrature) -> ProductQuadrature:
-    """Product quadrature of two quadratures (the plan lives on it, SPEC §3)."""
+    """Product quadrature of two quadratures (the plan lives on it, docs/smoothing.md)."""
     if not isinstance(q1, Quadrature) or not isinstance(q2, Quadrature):
         raise ValueError("q1 and q2 must be Quadrature objects (see femot.fem.quadrature)")
     return ProductQuadrature(q1, q2)

@@ -19,7 +19,7 @@ discrete convolution of a Dirac carry exactly its mass; ``corr`` rescales a dens
 part so that its discrete mass is the exact |mu| (the quadrature error of sum w_j f_j
 is corrected explicitly). Hence sum_i w_i (T^delta mu)_i = |mu| + delta up to rounding.
 The result is the density of the smoothed marginal w.r.t. the weights ``q.weights``,
-which is how the core takes marginals (SPEC §1).
+which is how the core takes marginals (docs/core.md).
 
 Only pairs at distance < delta are ever formed (a sparse neighbour matrix from
 ``scipy.spatial.cKDTree``), so the cost is O(n * nodes per ball).

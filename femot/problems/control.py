@@ -11,7 +11,7 @@ by ``nu <c_d, pi>`` with ``c_d = |x1 - x2|^beta`` and the regularized plan
 
     pi = S_gamma(T^delta mu1, T^delta mu2^d)          (Part II (2.6), Lemma 3.8)
 
-between the smoothed marginals.  Discretization (SPEC §3-§4):
+between the smoothed marginals.  Discretization (docs/problems.md):
 
 * the state lives in P1 (or P2) finite elements on a mesh of Omega_*
   (:class:`femot.fem.PoissonOperator`, ``y = G m``);
@@ -122,7 +122,7 @@ class SmoothedLowerLevel:
 
         Warm start from the last converged potentials; if that fails, the core's
         cold start; if that fails too, continuation in gamma (solve at
-        ``gamma * 4^k`` and decrease, warm-starting every step; SPEC §1).
+        ``gamma * 4^k`` and decrease, warm-starting every step; docs/core.md).
         """
         m1 = self.density(masses)
         t0 = time.perf_counter()
@@ -241,7 +241,7 @@ class ControlProblem:
         f(m) = 1/2 |G m - y_d|^2_{L2} + nu sum_ij w_i w_j c_ij pi_ij,
         pi = S_{gamma,eps}(T^delta m, T^delta mu2^d);
 
-    ``transport="value"`` (the convex value formulation, SPEC §4a):
+    ``transport="value"`` (the convex value formulation, docs/problems.md):
 
         f(m) = 1/2 |G m - y_d|^2_{L2} + nu V(T^delta m, T^delta mu2^d),
         V(mu1, mu2) = min_pi sum_ij w_i w_j (c_ij pi_ij + gamma/2 pi_ij^2)  (eps = 0)
@@ -459,7 +459,7 @@ class ControlProblem:
         return e["fun"], e["grad"]
 
     def hessp(self, x, v) -> np.ndarray:
-        """Hessian-vector product of the reduced objective at ``x`` (SPEC §4a).
+        """Hessian-vector product of the reduced objective at ``x`` (docs/problems.md).
 
         * tracking: ``G^T M G v`` (exact; two Poisson solves);
         * "value": plus ``nu (T^delta)^T W dalpha(T^delta v)`` with ``dalpha`` from

@@ -3,7 +3,7 @@
 ``femot study CONFIG.toml --out DIR`` (or :func:`run_study`) runs a schedule
 gamma_n, delta_n -> 0 with gamma_n / delta_n^d -> 0 (Part II (3.1)), optionally over
 several meshes and seeds, for one problem, and compares every level with the problem's
-exact reference (SPEC §5). Modules:
+exact reference (docs/studies.md). Modules:
 
 * config    -- TOML schema, validation (errors name the field), chains and run ids;
 * problems  -- the study problems (lower level, control) with references and metrics;

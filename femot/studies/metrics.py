@@ -1,4 +1,4 @@
-"""Error measures of a convergence study and fitted rates (SPEC §5).
+"""Error measures of a convergence study and fitted rates (docs/studies.md).
 
 * :func:`wasserstein_discrete` -- W_p between two discrete measures (exact: CDF /
   quantile formulas in 1D, exact optimal transport otherwise);
