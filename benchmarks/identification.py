@@ -113,7 +113,8 @@ def main(argv=None):
           f"{os.environ.get('OPENBLAS_NUM_THREADS')}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cpus")
     head = (f"{'n':>5} {'gamma':>7} {'eps':>7} {'time s':>8} {'iter':>5} {'stationarity':>13} {'status':>6} "
-            f"{'J':>10} {'J(mu1*)':>9} {'mu1 err':>9} {'pi err':>9} {'solves':>6} {'solve s':>7} {'fail':>4} {'bias':>6}")
+            f"{'J':>10} {'J(mu1*)':>9} {'mu1 err':>9} {'pi err':>9} {'solves':>6} {'solve s':>7} {'fail':>4} "
+            f"{'bias':>6}")
     print(head)
     rows = []
     for n in args.n:

@@ -3,8 +3,17 @@ import numpy as np
 import pytest
 from skfem import MeshLine, MeshTri
 
-from femot.fem import (DiracSum, Density, Empirical, barycentric_map, export_plan, plan_image, quadrature,
-                       smooth, solve_lower_level)
+from femot.fem import (
+    Density,
+    DiracSum,
+    Empirical,
+    barycentric_map,
+    export_plan,
+    plan_image,
+    quadrature,
+    smooth,
+    solve_lower_level,
+)
 from femot.fem.lower_level import _core_solver
 
 

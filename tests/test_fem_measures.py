@@ -3,8 +3,17 @@ import numpy as np
 import pytest
 from skfem import Basis, ElementTriP1, MeshLine
 
-from femot.fem import (DiracSum, Density, Empirical, FEFunction, SumMeasure, load_mesh, quadrature, quantile,
-                       wasserstein_1d)
+from femot.fem import (
+    Density,
+    DiracSum,
+    Empirical,
+    FEFunction,
+    SumMeasure,
+    load_mesh,
+    quadrature,
+    quantile,
+    wasserstein_1d,
+)
 
 
 def bump1d(a, b):

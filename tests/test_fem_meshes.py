@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from femot.fem import available_meshes, boundary_distance, enlarged_mesh, load_mesh, locate, save_mesh
-from femot.fem.meshes import MESH_DIR, BUILTIN_MESHES, builtin_mesh, element_volumes, simplex_set_boundary_distance
+from femot.fem.meshes import BUILTIN_MESHES, MESH_DIR, builtin_mesh, element_volumes, simplex_set_boundary_distance
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_MESHES))

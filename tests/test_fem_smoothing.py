@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 from skfem import Basis, ElementTriP1, MeshLine
 
-from femot.fem import (DiracSum, Density, Empirical, FEFunction, Smoother, load_mesh, mollifier, quadrature,
-                       smooth)
+from femot.fem import Density, DiracSum, Empirical, FEFunction, Smoother, load_mesh, mollifier, quadrature, smooth
 
 
 @pytest.mark.parametrize("dim,n", [(1, 4001), (2, 801), (3, 161)])

@@ -4,10 +4,21 @@ import pytest
 import scipy.sparse as sp
 
 from femot import exact_ot
-from femot.problems.identification import (TransportIdentification, as_marginal_mask, as_plan_mask, band_mask,
-                                           identification_errors, solve_identification)
-from femot.problems.instances import (experiment2_observed_rows, identification_instance, load_instance,
-                                      problem_from_instance, save_instance)
+from femot.problems.identification import (
+    TransportIdentification,
+    as_marginal_mask,
+    as_plan_mask,
+    band_mask,
+    identification_errors,
+    solve_identification,
+)
+from femot.problems.instances import (
+    experiment2_observed_rows,
+    identification_instance,
+    load_instance,
+    problem_from_instance,
+    save_instance,
+)
 
 
 def interior_point(n, rng, mass=1.0):

@@ -26,8 +26,7 @@ import scipy.sparse as sp
 
 from femot.cli import main
 from femot.problems.identification import solve_identification
-from femot.problems.instances import (identification_instance, instance_options, load_instance,
-                                      problem_from_instance)
+from femot.problems.instances import identification_instance, instance_options, load_instance, problem_from_instance
 
 N, SEED, GAMMA = 8, 1, 1e-3
 

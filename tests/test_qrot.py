@@ -1,7 +1,6 @@
 """The regularized transport core: KKT conditions, robustness, exact limits, input checks."""
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 from femot import exact_ot, exact_ot_1d, solve_qrot
 from femot.core.instances import hitchcock_instance

@@ -14,8 +14,14 @@ import scipy.sparse as sp
 
 from femot.studies import ConfigError, load_config, parse_config, run_study
 from femot.studies.execution import Progress
-from femot.studies.metrics import (fit_rate, observed_orders, plan_distance, plan_points, wasserstein_discrete,
-                                   wasserstein_to_measure)
+from femot.studies.metrics import (
+    fit_rate,
+    observed_orders,
+    plan_distance,
+    plan_points,
+    wasserstein_discrete,
+    wasserstein_to_measure,
+)
 from femot.studies.problems import transfer_values
 
 # A small lower-level study: two seeds (random atoms of mu1), three coupled levels.

@@ -83,7 +83,7 @@ def test_refine_with_delta_on_a_stored_mesh_and_the_square():
         assert lv.h == pytest.approx(mesh_size(lv.mesh.load())) and lv.h <= lv.delta / 4 < 2 * lv.h or \
             lv.mesh.refine == 0
     # 2D family: h = sqrt(2) / 2^k on the unit square
-    from femot.studies.config import MeshSpec, _FAMILIES
+    from femot.studies.config import _FAMILIES, MeshSpec
 
     for k in (1, 3, 5):
         m = MeshSpec(name="unit_square", family="unit_square", level=k).load()

@@ -257,7 +257,6 @@ def test_value_formulation_bounds_and_certificate():
     # f(x) - min f <= fw_gap; check the supporting-hyperplane inequality at a few points
     g = e["grad"]
     fx = e["fun"]
-    rng = np.random.default_rng(0)
     for k in range(4):
         s = random_control(P, 10 + k)
         assert P(s)[0] >= fx + g @ (s - x) - 1e-12 * abs(fx)

@@ -1077,7 +1077,8 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
             shift = shift_floor
             K = NewtonMatrix(ip, ind, n2, w1, w2, shift)
         g = np.concatenate([w1 * (gamma * r1), w2 * (gamma * r2)])
-        res0 = res if nit == 0 else res0
+        if nit == 0:
+            res0 = res  # residual at the start: the inexact-Newton tolerance is relative to it
         # Inexact Newton: loose linear solves far away, tight ones near the solution.
         d, lin_its = K.solve(-g, linear_solver, rtol=min(0.1, max(1e-10, 0.1 * res / res0)))
         da, db = d[:n1], d[n1:]

@@ -62,7 +62,7 @@ def problem():
     """The two marginals (probability measures on [0, 1])."""
     from skfem import MeshLine
 
-    from femot.fem import DiracSum, Density
+    from femot.fem import Density, DiracSum
 
     base = MeshLine(np.linspace(0.0, 1.0, 201))
     p1, c1 = gaussian_mixture([(0.30, 0.08, 0.5), (0.62, 0.05, 0.5)])

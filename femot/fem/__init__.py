@@ -11,11 +11,16 @@
 * poisson     -- ``PoissonOperator`` (P1/P2, homogeneous Dirichlet), ``product_mesh``.
 """
 from femot.fem.coupling import Schedule, check_coupling, coupled_schedule
-from femot.fem.lower_level import (LowerLevelResult, barycentric_map, export_plan, plan_image, solve_lower_level,
-                                   transfer_potentials)
-from femot.fem.measures import (DiracSum, Density, Empirical, FEFunction, Measure, SumMeasure, quantile,
-                                wasserstein_1d)
-from femot.fem.meshes import (available_meshes, boundary_distance, enlarged_mesh, load_mesh, locate, save_mesh)
+from femot.fem.lower_level import (
+                                   LowerLevelResult,
+                                   barycentric_map,
+                                   export_plan,
+                                   plan_image,
+                                   solve_lower_level,
+                                   transfer_potentials,
+)
+from femot.fem.measures import Density, DiracSum, Empirical, FEFunction, Measure, SumMeasure, quantile, wasserstein_1d
+from femot.fem.meshes import available_meshes, boundary_distance, enlarged_mesh, load_mesh, locate, save_mesh
 from femot.fem.poisson import PoissonOperator, product_mesh
 from femot.fem.quadrature import ProductQuadrature, Quadrature, product_cost, product_quadrature, quadrature
 from femot.fem.smoothing import Smoother, SmoothingOperator, enlarge, mollifier, mollifier_constant, smooth

@@ -36,10 +36,9 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import splu
-
 import skfem
 import skfem.refdom
+from scipy.sparse.linalg import splu
 from skfem import Basis, BilinearForm, Functional, LinearForm, asm
 from skfem.helpers import dot, grad
 

@@ -1,9 +1,19 @@
 """Upper-level problems: transportation identification, tracking, elliptic control."""
 from femot.problems.control import ControlProblem, ControlResult, SmoothedLowerLevel, solve_control
-from femot.problems.control_reference import (control_objective, monotone_plan_1d, solve_control_reference,
-                                              wasserstein1_1d, wasserstein_power_1d)
-from femot.problems.identification import (IdentificationResult, TransportIdentification, band_mask,
-                                           identification_errors, solve_identification)
+from femot.problems.control_reference import (
+                                              control_objective,
+                                              monotone_plan_1d,
+                                              solve_control_reference,
+                                              wasserstein1_1d,
+                                              wasserstein_power_1d,
+)
+from femot.problems.identification import (
+                                              IdentificationResult,
+                                              TransportIdentification,
+                                              band_mask,
+                                              identification_errors,
+                                              solve_identification,
+)
 from femot.problems.instances import identification_instance, load_instance, problem_from_instance, save_instance
 from femot.problems.tracking import TrackingProblem, TrackingResult, observation_domain, solve_tracking
 

@@ -264,8 +264,8 @@ class TransportIdentification:
         """The lower-level solution S_{gamma,eps}(mu1, mu2_d) as a :class:`QROTResult` (cached).
 
         Warm-started from the last successful solve (at most ``warm_max_iter`` Newton
-        steps); if that fails, a cold start, then continuation in (gamma, eps).  A result that still fails is returned (check
-        ``.success``) and counted in ``n_failed_solves``.
+        steps); if that fails, a cold start, then continuation in (gamma, eps).  A result that still
+        fails is returned (check ``.success``) and counted in ``n_failed_solves``.
         """
         x = np.maximum(np.asarray(mu1, dtype=float).reshape(-1), 0.0)
         key = x.tobytes()
@@ -653,7 +653,8 @@ def solve_identification(problem: TransportIdentification, x0=None, options=None
         gamma=problem.gamma, eps=problem.eps, lam=problem.lam,
         n_lower_solves=problem.n_solves - n_solves0 + extra_solves,
         lower_time_s=problem.solve_time - t_solves0 + extra_time,
-        time_s=time.perf_counter() - t0, nhev=tr.nhev + nhev_before, model="newton" if hessian else "bfgs", eps_bias=bias, eps_bias_relative=bias / float(problem.mu2_d.max()),
+        time_s=time.perf_counter() - t0, nhev=tr.nhev + nhev_before, model="newton" if hessian else "bfgs",
+        eps_bias=bias, eps_bias_relative=bias / float(problem.mu2_d.max()),
         **errs,
     )
 

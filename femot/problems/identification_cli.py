@@ -85,8 +85,8 @@ def _check_outputs(args) -> None:
 
 
 def cmd_identify(argv) -> int:
-    from femot.problems.identification import identification_errors, solve_identification
     from femot.optim.trust_region import DEFAULT_OPTIONS
+    from femot.problems.identification import identification_errors, solve_identification
     from femot.problems.instances import instance_options, problem_from_instance
 
     args = build_parser().parse_args(list(argv))

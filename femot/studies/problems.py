@@ -196,7 +196,7 @@ def build_measure(parts, domain, seed: int, salt: int):
     """The femot measure of a parsed spec; random parts draw from default_rng([seed, salt, i])."""
     from skfem import MeshLine
 
-    from femot.fem import DiracSum, Density
+    from femot.fem import Density, DiracSum
 
     a, b = domain
     base = None

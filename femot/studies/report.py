@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from femot.studies.metrics import fit_rate, fit_rate_ci, observed_orders
+from femot.studies.metrics import fit_rate_ci, observed_orders
 from femot.studies.store import write_if_changed
 
 __all__ = ["table_rows", "fit_rates", "format_table", "write_outputs", "METRIC_DOC"]

@@ -10,11 +10,17 @@ from pathlib import Path
 
 from femot._io import check_writable
 from femot.studies.config import Study, load_config
-from femot.studies.execution import (DEFAULT_CONNECT_TIMEOUT, Progress, check_dask, connect_dask, run_dask,
-                                     run_process_pool, run_serial)
+from femot.studies.execution import (
+    DEFAULT_CONNECT_TIMEOUT,
+    Progress,
+    check_dask,
+    connect_dask,
+    run_dask,
+    run_process_pool,
+    run_serial,
+)
 from femot.studies.report import fit_rates, format_table, table_rows, write_outputs
-from femot.studies.store import (LOCK_NAME, ForeignDirectoryError, RunStore, StudyLock, foreign_content,
-                                 write_if_changed)
+from femot.studies.store import LOCK_NAME, ForeignDirectoryError, RunStore, StudyLock, foreign_content, write_if_changed
 
 __all__ = ["run_study", "StudyOutcome", "backend_of", "fingerprint"]
 
@@ -244,7 +250,7 @@ def _run_locked(study, root, backend, t0, *, workers, dask_local, scheduler, qui
         say("")
         say(f"{len(outcome.executed)} run(s) executed, {len(outcome.previously_complete)} reused, "
             f"{len(outcome.failed)} failed; {len(records)}/{len(ids)} complete. Results in {root}"
-            + (f": report.md, results.csv, results.md, figures/" if outcome.files else ""))
+            + (": report.md, results.csv, results.md, figures/" if outcome.files else ""))
     if outcome.damaged:
         redone = [d for d in outcome.damaged if d["id"] in complete]
         if redone:
