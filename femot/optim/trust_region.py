@@ -42,6 +42,19 @@ respective Cauchy decrease):
   slope (Remark 4.2: "iteratively exploring the ball"), plus optional
   coordinate/random samples or a user-supplied ``collect_subgradients``.
   The Bouligand step uses H_k = H0 I (``bouligand_H``).
+* Forecast switch (``forecast_switch``, BFGS path only; a departure from
+  Steps 7 and 13).  At an iterate on a kink the oracle's one gradient can give
+  a large theta_R although f decreases slowly in every direction; then no step
+  with the Step 8 Cauchy decrease passes the rho-test, and the algorithm as
+  written reaches the Bouligand model only after rejected trials have halved
+  Delta below Delta_min (one evaluation each), restarting every such cycle at
+  Delta_min.  When the cutting planes forecast every Step 8 candidate to fail,
+  and the last q_k trial from x did increase f with a subgradient whose plane
+  is exact at x too (to eta1 * pred: the kink passes through x), femot takes
+  the Step 11 Bouligand step at the current radius instead, judged
+  by the rho-test alone (the rho = 0 rule for psi_R <= theta_R Delta of Step
+  13 is kept for Delta < Delta_min).  Every Step 8 step taken still satisfies
+  the Cauchy decrease; every Bouligand step its psi_R analogue.
 * H_k is reset to H0 I when it loses definiteness, exceeds ``max_cond``, or
   yields a step that does not move x at working precision; periodically
   (``bfgs_reset``) to the scaled identity.
@@ -124,6 +137,7 @@ DEFAULT_OPTIONS = {
     "psi_stop_radius": None,  # stop on psi_R <= tol only if Delta <= this; None -> Delta_min
     "bundle_size": 50,      # cutting-plane candidate from the last evaluations (0: off)
     "bouligand_H": "identity",  # H_k of the Bouligand model: 'identity' (H0 I) or 'bfgs'
+    "forecast_switch": True,  # BFGS path: Bouligand model when the planes forecast every Step 8 candidate to fail
     "radius_floor": 1e-14,  # radius collapse -> status 2
     "n_coord": 0,           # Bouligand sampling: coordinate directions
     "n_random": 2,          # Bouligand sampling: random directions
@@ -474,6 +488,7 @@ def _parse_options(options, n, w, s):
         o[key] = int(v)
     o["subspace_step"] = bool(opts["subspace_step"])
     o["reset_scaling"] = bool(opts["reset_scaling"])
+    o["forecast_switch"] = bool(opts["forecast_switch"])
     if opts["bouligand_H"] not in ("identity", "bfgs"):
         raise ValueError(f"options['bouligand_H'] must be 'identity' or 'bfgs', got {opts['bouligand_H']!r}")
     o["bouligand_H"] = opts["bouligand_H"]
@@ -524,7 +539,7 @@ def _setup(x0, weights, mass, n):
 # --------------------------------------------------------------------------
 # steps
 # --------------------------------------------------------------------------
-def _bfgs_step(x, f, g, H, Hnorm, Delta, theta, d_theta, w, s, o, bundle=None):
+def _bfgs_step(x, f, g, H, Hnorm, Delta, theta, d_theta, w, s, o, bundle=None, info=None):
     """Inexact solution of the TR subproblem (Q_k) of Algorithm 4.1, Step 8.
 
     Candidates (Remark 4.2): (b) the generalized Cauchy point along the
@@ -543,6 +558,8 @@ def _bfgs_step(x, f, g, H, Hnorm, Delta, theta, d_theta, w, s, o, bundle=None):
     the cutting-plane LP step (with H_k = H0 I) joins the candidates, and the
     one forecast to pass the test with the largest forecast decrease is taken.
     Only candidates satisfying the Cauchy decrease of Step 8 are eligible.
+    If none of them is forecast to pass the test, ``info["forecast_fail"]`` is
+    set (when ``info`` is a dict) and the q_k-best candidate is returned.
 
     Returns (d, pred = f - q_k(d), Cauchy right-hand side, label).
     """
@@ -578,10 +595,10 @@ def _bfgs_step(x, f, g, H, Hnorm, Delta, theta, d_theta, w, s, o, bundle=None):
     valid = [c for c in options if c[1] >= c[2] and c[1] > 0]
     if not valid:  # rounding only: the Cauchy point satisfies Step 8 in exact arithmetic
         return options[0]
-    return _bundle_choice(x, f, g, valid, theta, Delta, w, s, o, bundle)
+    return _bundle_choice(x, f, g, valid, theta, Delta, w, s, o, bundle, info)
 
 
-def _bundle_choice(x, f, g, valid, theta, Delta, w, s, o, bundle):
+def _bundle_choice(x, f, g, valid, theta, Delta, w, s, o, bundle, info=None):
     """Pick among the Step 8 candidates ``valid``, with the cutting-plane forecast of a bundle.
 
     ``valid``: nonempty list of (d, pred, Cauchy right-hand side, label), all
@@ -614,6 +631,8 @@ def _bundle_choice(x, f, g, valid, theta, Delta, w, s, o, bundle):
         good = [(e, c) for e, c in scored if e >= level * c[1]]
         if good:
             return max(good, key=lambda ec: ec[0])[1]
+    if info is not None:
+        info["forecast_fail"] = True  # every Step 8 candidate is forecast to fail Step 9
     return best
 
 
@@ -866,6 +885,7 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
             print(_row(rec), flush=True)
 
     theta_start = None
+    q_failed_here = False  # the last iteration was a BFGS step from x rejected with rho < 0
     fw_stop = False
     message_override = None
     k = 0
@@ -904,6 +924,26 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
                "cg": None}
         evaluated = False
         failed_model = False
+        bfgs_choice, forecast_fail = None, False
+        if Delta >= o["Delta_min"] and hess is None:
+            # Step 8 with the BFGS model.  At a point on a kink the oracle's single
+            # gradient g can make theta_R(g) large while f decreases only slowly in
+            # every direction: then no step with the Cauchy decrease of Step 8 can pass
+            # the rho-test, and the cutting planes of the evaluated points typically
+            # forecast exactly that.  Shrinking Delta below Delta_min by rejected trials
+            # to reach the Bouligand model (Steps 11-12), which uses the subgradients
+            # of the whole ball, costs one evaluation per halving and restarts every
+            # such cycle at Delta_min; with ``forecast_switch`` the Bouligand model is
+            # used at once, at the current radius.
+            bundle = None
+            if len(bundle_store) >= 2:
+                bundle = bundle_store.arrays()
+            finfo = {}
+            bfgs_choice = _bfgs_step(x, f, g, H, Hnorm, Delta, theta, d_theta, w, s, o, bundle, finfo)
+            # switch only once a q_k step from this x has actually increased f across a
+            # kink through x (the forecast is confirmed), not on the planes' word alone
+            forecast_fail = (o["forecast_switch"] and q_failed_here
+                             and finfo.get("forecast_fail", False))
         if Delta >= o["Delta_min"] and hess is not None:
             # -------- Steps 8-9: exact second-order model (hessp)
             rec["model"] = "newton"
@@ -938,14 +978,10 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
                     log(rec)
                     break
                 rho = _ratio(f, ft, pred)
-        elif Delta >= o["Delta_min"]:
+        elif Delta >= o["Delta_min"] and not forecast_fail:
             # -------- Steps 8-9: BFGS model
             rec["model"] = "bfgs"
-            bundle = None
-            if len(bundle_store) >= 2:
-                bundle = bundle_store.arrays()
-            d, pred, bound, rec["step"] = _bfgs_step(x, f, g, H, Hnorm, Delta, theta, d_theta,
-                                                     w, s, o, bundle)
+            d, pred, bound, rec["step"] = bfgs_choice
             xt = _project(x + d, w, s)
             if np.linalg.norm(xt - x) <= 100 * _EPS * max(1.0, np.abs(x).max()):
                 # The model step does not move x at working precision (typically an
@@ -1023,7 +1059,10 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
             d = _scaled_step(d_psi, -psi, Hk, Delta)
             pred = -(np.max(G @ d) + 0.5 * _quad(Hk, d))
             bound = o["nu"] / (2 * R) * psi * min(R, Delta, psi / (R * Hkn))
-            if psi > theta * Delta and pred > 0:
+            # Step 13: rho = 0 unless psi_R > theta_R(g) Delta.  The rule belongs to the
+            # small radii of Step 10; a forecast switch at Delta >= Delta_min (above) is
+            # judged by the rho-test alone.
+            if (psi > theta * Delta or forecast_fail) and pred > 0:
                 xt = _project(x + d, w, s)
                 if probe is not None and np.array_equal(xt, probe[0]):
                     ft, gt = probe[1], probe[2]
@@ -1046,6 +1085,10 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
         if hess is not None:
             rec["nhev"] = hess.calls
         log(rec)
+        # a q_k step increased f, and the subgradient of its trial point is exact
+        # (to eta1 * pred) at x as well: a kink through x itself, not curvature
+        q_failed_here = (rec["model"] == "bfgs" and evaluated and rho < 0
+                         and abs(f - ft - gt @ (x - xt)) <= o["eta1"] * pred)
         if rho <= o["eta1"]:
             if rec["model"] == "newton":
                 # The Newton step is often much shorter than Delta; shrinking Delta alone
