@@ -944,50 +944,38 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
             # kink through x (the forecast is confirmed), not on the planes' word alone
             forecast_fail = (o["forecast_switch"] and q_failed_here
                              and finfo.get("forecast_fail", False))
-        if Delta >= o["Delta_min"] and hess is not None:
-            # -------- Steps 8-9: exact second-order model (hessp)
-            rec["model"] = "newton"
-            if last[0] is None or not np.array_equal(last[0], x):
-                # hessp(x, .) is called only right after fun(x) (see the docstring)
-                _call(fun, x, n, f"iteration {k} (re-evaluation for hessp)")
-                nfev += 1
-            hess.at(x)
-            bundle = bundle_store.arrays() if len(bundle_store) >= 2 else None
-            # forcing term of CG: eta_k = min(cg_rtol, theta_k / theta_0) -> 0 (superlinear)
-            rtol_cg = min(o["cg_rtol"], theta / theta_start) if theta_start > 0 else o["cg_rtol"]
-            try:
-                d, pred, bound, rec["step"], info = _newton_step(x, f, g, hess, Delta, theta, d_theta,
-                                                                 w, s, o, rtol_cg, bundle)
-            except HessianNonFinite:
-                status, stat_value = 3, theta
-                message_override = _HESSP_NAN_MESSAGE
-                rec["nhev"] = hess.calls
-                log(rec)
-                break
-            rec["cg"] = info["cg"]
-            xt = _project(x + d, w, s)
-            if np.linalg.norm(xt - x) <= 100 * _EPS * max(1.0, np.abs(x).max()):
-                rho = 0.0
-            else:
-                ft, gt = _call(fun, xt, n, f"iteration {k}")
-                nfev += 1
-                evaluated = True
-                remember(xt, ft, gt)
-                if not _finite(ft, gt):
+        if Delta >= o["Delta_min"] and (hess is not None or not forecast_fail):
+            if hess is not None:
+                # -------- Steps 8-9: exact second-order model (hessp)
+                rec["model"] = "newton"
+                if last[0] is None or not np.array_equal(last[0], x):
+                    # hessp(x, .) is called only right after fun(x) (see the docstring)
+                    _call(fun, x, n, f"iteration {k} (re-evaluation for hessp)")
+                    nfev += 1
+                hess.at(x)
+                bundle = bundle_store.arrays() if len(bundle_store) >= 2 else None
+                # forcing term of CG: eta_k = min(cg_rtol, theta_k / theta_0) -> 0 (superlinear)
+                rtol_cg = min(o["cg_rtol"], theta / theta_start) if theta_start > 0 else o["cg_rtol"]
+                try:
+                    d, pred, bound, rec["step"], info = _newton_step(x, f, g, hess, Delta, theta, d_theta,
+                                                                     w, s, o, rtol_cg, bundle)
+                except HessianNonFinite:
                     status, stat_value = 3, theta
+                    message_override = _HESSP_NAN_MESSAGE
+                    rec["nhev"] = hess.calls
                     log(rec)
                     break
-                rho = _ratio(f, ft, pred)
-        elif Delta >= o["Delta_min"] and not forecast_fail:
-            # -------- Steps 8-9: BFGS model
-            rec["model"] = "bfgs"
-            d, pred, bound, rec["step"] = bfgs_choice
+                rec["cg"] = info["cg"]
+            else:
+                # -------- Steps 8-9: BFGS model
+                rec["model"] = "bfgs"
+                d, pred, bound, rec["step"] = bfgs_choice
             xt = _project(x + d, w, s)
             if np.linalg.norm(xt - x) <= 100 * _EPS * max(1.0, np.abs(x).max()):
-                # The model step does not move x at working precision (typically an
-                # ill-conditioned BFGS matrix after crossing kinks): a model failure.
+                # The model step does not move x at working precision; for BFGS (typically
+                # an ill-conditioned matrix after crossing kinks) a model failure.
                 rho = 0.0
-                failed_model = True
+                failed_model = hess is None
             else:
                 ft, gt = _call(fun, xt, n, f"iteration {k}")
                 nfev += 1
