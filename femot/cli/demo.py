@@ -1,14 +1,12 @@
-"""Command-line interface: ``femot demo``, ``femot identify``, ``femot study``."""
+"""``femot demo [NAME]``: run one demo, or every flagship demo into one results directory."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
-from femot._io import OutputPathError, check_writable, write_json  # noqa: F401  (write_json: public here)
-from femot._io import json_default as _json_default
+from femot._io import OutputPathError, check_writable, to_json, write_json
 
 
 def _add_common_demo_options(p: argparse.ArgumentParser) -> None:
@@ -93,7 +91,7 @@ def cmd_demo(argv) -> int:
         except ValueError as exc:  # a bad option value, caught by the library's checks
             print(f"femot demo {mod.NAME}: error: {exc}", file=sys.stderr)
             return 2
-        print(json.dumps(summary, indent=2, default=_json_default) if not args.quiet else
+        print(to_json(summary) if not args.quiet else
               f"done in {summary['wall_time_s']} s")
         return 0 if summary.get("success", True) else 1
     # All flagship demos into one results directory.
@@ -137,52 +135,3 @@ def cmd_demo(argv) -> int:
     for name, info in index.items():
         print(f"  {name:18s} {'ok' if info['success'] else 'FAILED'}")
     return status
-
-
-COMMANDS = {"demo": cmd_demo}
-
-
-def _lazy_commands():
-    cmds = dict(COMMANDS)
-    try:
-        from femot.problems.identification_cli import cmd_identify
-
-        cmds["identify"] = cmd_identify
-    except ImportError:
-        pass
-    try:
-        from femot.studies.cli import cmd_study
-
-        cmds["study"] = cmd_study
-    except ImportError:
-        pass
-    return cmds
-
-
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    cmds = _lazy_commands()
-    usage = ("usage: femot {" + ",".join(cmds) + "} ...\n\n"
-             "  demo      run demos (femot demo --list)\n"
-             "  identify  solve a transportation identification problem\n"
-             "  study     run a gamma, delta -> 0 convergence study\n\n"
-             "`femot COMMAND --help` describes the options of a command.")
-    if not argv:
-        print(usage, file=sys.stderr)
-        return 2
-    if argv[0] in ("-h", "--help"):
-        print(usage)
-        return 0
-    cmd = argv[0]
-    if cmd not in cmds:
-        print(f"femot: unknown command {cmd!r}; choose from {', '.join(cmds)}", file=sys.stderr)
-        return 2
-    try:
-        return int(cmds[cmd](argv[1:]) or 0)
-    except KeyboardInterrupt:
-        print(f"femot {cmd}: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -142,7 +142,7 @@ def cmd_identify(argv) -> int:
         out["pi_true_err_max"] = t["pi_err_max"]
         print(f"max|mu1* - mu1| = {t['mu1_err_max']:.4e}, max|pi* - pi| = {t['pi_err_max']:.4e} (against the truth)")
     if args.json:
-        from femot.cli import write_json
+        from femot._io import write_json
 
         write_json(args.json, out)
         say(f"summary written to {args.json}")
@@ -154,7 +154,7 @@ def cmd_identify(argv) -> int:
         out["figures"] = _plots(args.plot, prob, data, res)
         say(f"figures in {args.plot}")
         if args.json:
-            from femot.cli import write_json
+            from femot._io import write_json
 
             write_json(args.json, out)
     return 0 if res.success else 1

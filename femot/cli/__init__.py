@@ -1,0 +1,49 @@
+"""Command-line interface: ``femot demo``, ``femot identify``, ``femot study``.
+
+One module per command (:mod:`femot.cli.demo`, :mod:`femot.cli.identify`,
+:mod:`femot.cli.study`); :func:`main` is the console entry point ``femot`` and
+``python -m femot.cli``. The command modules are imported only when their command
+runs, so ``femot demo`` does not pay for the study machinery.
+"""
+from __future__ import annotations
+
+import sys
+
+__all__ = ["main", "COMMANDS"]
+
+# command -> (module, function, one-line help)
+COMMANDS = {
+    "demo": ("femot.cli.demo", "cmd_demo", "run demos (femot demo --list)"),
+    "identify": ("femot.cli.identify", "cmd_identify", "solve a transportation identification problem"),
+    "study": ("femot.cli.study", "cmd_study", "run a gamma, delta -> 0 convergence study"),
+}
+
+
+def _command(name: str):
+    import importlib
+
+    mod_name, func, _ = COMMANDS[name]
+    return getattr(importlib.import_module(mod_name), func)
+
+
+def main(argv=None) -> int:
+    """Run ``femot COMMAND ...``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = ("usage: femot {" + ",".join(COMMANDS) + "} ...\n\n"
+             + "".join(f"  {name:9s} {help_}\n" for name, (_, _, help_) in COMMANDS.items())
+             + "\n`femot COMMAND --help` describes the options of a command.")
+    if not argv:
+        print(usage, file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0
+    cmd = argv[0]
+    if cmd not in COMMANDS:
+        print(f"femot: unknown command {cmd!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        return int(_command(cmd)(argv[1:]) or 0)
+    except KeyboardInterrupt:
+        print(f"femot {cmd}: interrupted", file=sys.stderr)
+        return 130
