@@ -32,9 +32,14 @@ LAYERS = {
 # Top-level helper modules whose public names every layer may use.
 SHARED = {"femot._validation", "femot._io"}
 
-# Known violations waiting for another branch (each names the file and why). The lead
-# removes these entries after merging; the test fails if an entry is no longer needed.
-ALLOWED: set[tuple[str, str]] = set()
+# Known violations waiting for another branch, as (check, "importer -> imported name"), each
+# with the reason. The lead removes these entries after merging; the test fails when an
+# entry is no longer needed.
+ALLOWED: set[tuple[str, str]] = {
+    # femot/studies/problems.py checks the [tr] options of a study with the optimizer's own
+    # parser; optim/trust_region.py (rewritten on the "plan" branch) has no public name for it yet.
+    ("private", "femot.studies.problems -> femot.optim.trust_region._parse_options"),
+}
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
@@ -94,8 +99,8 @@ def _package(mod: str) -> str:
 def _violations(kind: str) -> list[tuple[str, str]]:
     out = []
     for src, edges in EDGES.items():
-        for tgt, name, line in edges:
-            where = f"{src}:{line} -> {tgt}" + (f".{name}" if name else "")
+        for tgt, name, _line in edges:
+            where = f"{src} -> {tgt}" + (f".{name}" if name else "")
             if kind == "facade" and tgt == "femot" and src != "femot":
                 out.append((src, where))
             elif kind == "layers" and src != "femot" and tgt != "femot":
@@ -113,10 +118,10 @@ def _violations(kind: str) -> list[tuple[str, str]]:
 
 
 def _check(kind: str) -> None:
-    found = _violations(kind)
-    bad = sorted(w for src, w in found if (kind, src) not in ALLOWED)
+    found = {w for _, w in _violations(kind)}
+    bad = sorted(w for w in found if (kind, w) not in ALLOWED)
     assert not bad, f"{kind} violations:\n  " + "\n  ".join(bad)
-    stale = sorted(src for k, src in ALLOWED if k == kind and src not in {s for s, _ in found})
+    stale = sorted(w for k, w in ALLOWED if k == kind and w not in found)
     assert not stale, f"allow-list entries no longer needed ({kind}): {stale}"
 
 

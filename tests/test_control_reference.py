@@ -9,9 +9,9 @@ import scipy.sparse as sp
 import skfem
 from scipy.optimize import linprog, minimize
 
+from femot.fem.meshes import boundary_distance
 from femot.fem.poisson import PoissonOperator
 from femot.problems.control_reference import (
-    _boundary_distance,
     control_objective,
     monotone_plan_1d,
     solve_control_reference,
@@ -102,10 +102,10 @@ def test_wasserstein_bad_input():
 # --------------------------------------------------------------- the QP
 
 def test_boundary_distance():
-    d = _boundary_distance(skfem.MeshLine(np.linspace(-1, 2, 5)), np.array([-1.0, 0.0, 1.5]))
+    d = boundary_distance(skfem.MeshLine(np.linspace(-1, 2, 5)), np.array([-1.0, 0.0, 1.5]), signed=False)
     assert np.allclose(d, [0.0, 1.0, 0.5])
     square = skfem.MeshTri.init_sqsymmetric().refined(1)
-    d = _boundary_distance(square, np.array([[0.5, 0.5], [0.5, 0.2], [0.9, 0.7], [0.0, 0.3]]))
+    d = boundary_distance(square, np.array([[0.5, 0.5], [0.5, 0.2], [0.9, 0.7], [0.0, 0.3]]), signed=False)
     assert np.allclose(d, [0.5, 0.2, 0.1, 0.0])
 
 

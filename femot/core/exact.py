@@ -22,7 +22,7 @@ from femot._validation import (
 # exact transport has no eps: unequal masses are an input error, nothing else
 _MASS_HINT = " (exact transport needs marginals of equal mass: normalize them)"
 
-__all__ = ["exact_ot", "exact_ot_1d"]
+__all__ = ["exact_ot", "exact_ot_1d", "monotone_rearrangement"]
 
 
 def exact_ot(c, mu1, mu2, w1=None, w2=None):
@@ -102,16 +102,58 @@ def exact_ot_1d(x, y, mu1, mu2, w1=None, w2=None, cost=None):
     m2 = check_equal_mass(m1, w1, m2, w2, rtol=rtol, hint=_MASS_HINT)
     if cost is None:
         cost = np.square
+    rows, cols, vals = monotone_rearrangement(x, w1 * m1, y, w2 * m2)
+    T = sp.csr_matrix((vals, (rows, cols)), shape=(n1, n2))
+    T.sum_duplicates()
+    plan = sp.csr_matrix(T.multiply(1.0 / w1[:, None]).multiply(1.0 / w2[None, :]))
+    total = float(np.sum(vals * cost(x[rows] - y[cols])))
+    return OptimizeResult(success=True, status=0, message="monotone rearrangement", plan=plan, masses=T,
+                          cost=total)
+
+
+def monotone_rearrangement(x, a, y, b):
+    """The monotone coupling of two discrete measures on the real line, as COO triplets.
+
+    For ``mu = sum_i a_i delta_{x_i}`` and ``nu = sum_j b_j delta_{y_j}`` of equal total
+    mass, the coupling that matches the quantile functions, ``pi = (Q_mu, Q_nu)_# dt`` on
+    ``(0, |mu|]`` (the north-west corner rule on the sorted supports), is optimal for
+    every cost ``h(x - y)`` with ``h`` convex. It is computed by merging the two
+    cumulative mass grids: each cell of the merged grid is one plan entry. ``b`` is
+    rescaled to the total of ``a`` first, so both sides carry identical totals.
+    O((n1 + n2) log(n1 + n2)). The inputs are not validated (callers do that).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Support points of the first measure, shape ``(n1,)``.
+    a : numpy.ndarray
+        Nonnegative masses at ``x``, shape ``(n1,)``.
+    y : numpy.ndarray
+        Support points of the second measure, shape ``(n2,)``.
+    b : numpy.ndarray
+        Nonnegative masses at ``y``, shape ``(n2,)``, same total as ``a`` up to rounding.
+
+    Returns
+    -------
+    rows, cols : numpy.ndarray
+        Indices into ``x`` and ``y`` (original order) of the plan's entries.
+    mass : numpy.ndarray
+        The entries' masses (positive). Repeated ``(row, col)`` pairs can occur only
+        between points of zero mass; sum duplicates when building a matrix.
+    """
+    n1, n2 = np.size(x), np.size(y)
     ox = np.argsort(x, kind="stable")
     oy = np.argsort(y, kind="stable")
-    a = (w1 * m1)[ox]
-    b = (w2 * m2)[oy]
-    # Rescale b so both sides carry bit-identical totals.
-    b = b * (a.sum() / b.sum())
+    a = np.asarray(a, dtype=float)[ox]
+    b = np.asarray(b, dtype=float)[oy]
+    total_a, total_b = a.sum(), b.sum()
+    if not (total_a > 0 and total_b > 0):
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy(), np.zeros(0)
+    b = b * (total_a / total_b)
     ca = np.concatenate([[0.0], np.cumsum(a)])
     cb = np.concatenate([[0.0], np.cumsum(b)])
     cb[-1] = ca[-1]
-    # Merge the two cumulative grids: each cell of the merged grid is one plan entry.
     knots = np.union1d(ca, cb)
     lo, hi = knots[:-1], knots[1:]
     mass = hi - lo
@@ -119,10 +161,4 @@ def exact_ot_1d(x, y, mu1, mu2, w1=None, w2=None, cost=None):
     mid = 0.5 * (lo + hi)[keep]
     ia = np.clip(np.searchsorted(ca, mid, side="right") - 1, 0, n1 - 1)
     ib = np.clip(np.searchsorted(cb, mid, side="right") - 1, 0, n2 - 1)
-    rows, cols, vals = ox[ia], oy[ib], mass[keep]
-    T = sp.csr_matrix((vals, (rows, cols)), shape=(n1, n2))
-    T.sum_duplicates()
-    plan = sp.csr_matrix(T.multiply(1.0 / w1[:, None]).multiply(1.0 / w2[None, :]))
-    total = float(np.sum(vals * cost(x[rows] - y[cols])))
-    return OptimizeResult(success=True, status=0, message="monotone rearrangement", plan=plan, masses=T,
-                          cost=total)
+    return ox[ia], oy[ib], mass[keep]

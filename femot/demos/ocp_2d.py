@@ -109,8 +109,8 @@ def run(args) -> dict:
     from scipy.spatial import cKDTree
 
     from femot.fem import PoissonOperator
+    from femot.fem.meshes import admissible_vertices
     from femot.problems.control import ControlProblem
-    from femot.problems.control_reference import _admissible_vertices
 
     quick = bool(getattr(args, "quick", False))
     say = (lambda *a, **k: None) if args.quiet else print
@@ -127,7 +127,7 @@ def run(args) -> dict:
     state_mesh, coarse = _meshes(setup, quick)
     op = PoissonOperator(state_mesh)
     X = op.vertices
-    adm = _admissible_vertices(op, rho)
+    adm = admissible_vertices(op.mesh, rho)
     if args.mesh == "lshaped" and not quick:
         # control on the admissible vertices of the stored coarse mesh (kept by the refinement)
         from femot.fem import load_mesh
@@ -199,10 +199,10 @@ def run(args) -> dict:
 
 def _level_data(setup, op, rho):
     """The demo's data on one mesh: admissible vertices, known control, y_d = G m_true, prior."""
-    from femot.problems.control_reference import _admissible_vertices
+    from femot.fem.meshes import admissible_vertices
 
     X = op.vertices
-    adm = _admissible_vertices(op, rho)
+    adm = admissible_vertices(op.mesh, rho)
     m_true = np.zeros(op.nvertices)
     m_true[adm] = _bumps(X[adm], setup["bumps"])
     m_true /= m_true.sum()

@@ -36,7 +36,7 @@ def marginals(n: int):
 
 
 def run(args) -> dict:
-    from femot import exact_ot_1d, solve_qrot
+    from femot.core import exact_ot_1d, solve_qrot
 
     n = 120 if args.quick else args.n
     gammas = args.gammas[:4] if args.quick else args.gammas

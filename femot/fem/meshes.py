@@ -30,6 +30,7 @@ __all__ = [
     "element_volumes",
     "boundary_facets",
     "boundary_distance",
+    "admissible_vertices",
     "simplex_set_boundary_distance",
     "cell_simplices",
     "locate",
@@ -466,6 +467,45 @@ def boundary_distance(mesh, points, signed: bool = True) -> np.ndarray:
         outside = locate(mesh, x)[0] < 0
         dist[outside] *= -1.0
     return dist
+
+
+def admissible_vertices(mesh, rho: float) -> np.ndarray:
+    """Indices of the mesh vertices at distance ``>= rho`` from the boundary.
+
+    The admissible control set of (OCP) requires ``dist(supp mu1, boundary) >= rho``
+    (Hillbrecht, Manns, Meyer, Part II, Sec. 3); a vertex measure satisfies it exactly
+    when all its atoms sit on the vertices returned here. The comparison allows a
+    rounding slack of ``1e-12`` times the size of the mesh's bounding box.
+
+    Parameters
+    ----------
+    mesh : skfem.Mesh
+        A 1D or 2D mesh.
+    rho : float
+        Required distance to the boundary, ``>= 0``; ``0`` admits every vertex.
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted vertex indices (int).
+
+    Raises
+    ------
+    ValueError
+        If ``rho`` is negative, the mesh is not 1D or 2D, or no vertex is admissible.
+    """
+    rho = check_nonnegative_scalar(rho, "rho")
+    d = mesh_dim(mesh)
+    if rho == 0:
+        return np.arange(mesh.p.shape[1])
+    if d not in (1, 2):
+        raise ValueError(f"the admissible set (rho) is implemented for 1D and 2D meshes, got dim {d}")
+    dist = boundary_distance(mesh, mesh.p.T, signed=False)
+    scale = float(np.ptp(mesh.p, axis=1).max())
+    idx = np.flatnonzero(dist >= rho - 1e-12 * scale)
+    if idx.size == 0:
+        raise ValueError(f"rho = {rho:g} leaves no admissible control vertex")
+    return idx
 
 
 def simplex_set_boundary_distance(mesh, simplices) -> float:

@@ -84,7 +84,7 @@ class SmoothedLowerLevel:
 
     def __init__(self, q1: Quadrature, q2: Quadrature, T: SmoothingOperator, m2, c, gamma: float,
                  eps: float = 0.0, *, tol: float = 1e-10, max_iter: int = 200, solver_options=None):
-        from femot import solve_qrot
+        from femot.core import solve_qrot
 
         self._solve_qrot = solve_qrot
         self.q1, self.q2, self.T = q1, q2, T

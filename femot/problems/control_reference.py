@@ -48,6 +48,8 @@ from .._validation import (
     check_nonnegative_scalar,
     check_positive_scalar,
 )
+from ..core.exact import monotone_rearrangement
+from ..fem.meshes import admissible_vertices
 from ..fem.poisson import PoissonOperator
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "wasserstein_power_1d",
     "monotone_plan_1d",
     "frank_wolfe_gap",
+    "pick_qp_solver",
 ]
 
 _QP_HINT = "install the optional QP solvers with `pip install femot[qp]`"
@@ -129,29 +132,6 @@ def wasserstein1_1d(x1, m1, x2, m2) -> float:
     return float(np.sum(np.abs(diff) * np.diff(z)))
 
 
-def _quantile_pieces(x1, m1, x2, m2):
-    """Common refinement of the two quantile functions.
-
-    Returns ``(dt, i1, i2)``: on consecutive pieces of length ``dt`` of the mass
-    axis ``(0, |m|]`` the quantile functions equal ``x1[i1]`` and ``x2[i2]``.
-    """
-    o1, o2 = np.argsort(x1, kind="stable"), np.argsort(x2, kind="stable")
-    T1 = np.cumsum(m1[o1])
-    T2 = np.cumsum(m2[o2])
-    total = T1[-1]
-    if total <= 0:
-        return np.zeros(0), np.zeros(0, dtype=int), np.zeros(0, dtype=int)
-    T2 = T2 * (total / T2[-1])  # remove the rounding mismatch of the masses
-    t = np.unique(np.concatenate([[0.0], T1, T2]))
-    t = t[(t >= 0) & (t <= total)]
-    dt = np.diff(t)
-    mid = 0.5 * (t[:-1] + t[1:])
-    k1 = np.minimum(np.searchsorted(T1, mid, side="left"), x1.size - 1)
-    k2 = np.minimum(np.searchsorted(T2, mid, side="left"), x2.size - 1)
-    keep = dt > 0
-    return dt[keep], o1[k1[keep]], o2[k2[keep]]
-
-
 def wasserstein_power_1d(x1, m1, x2, m2, beta: float = 2.0) -> float:
     """``W_beta(mu1, mu2)^beta`` for discrete measures on R, ``beta >= 1``.
 
@@ -163,7 +143,7 @@ def wasserstein_power_1d(x1, m1, x2, m2, beta: float = 2.0) -> float:
     if beta < 1:
         raise ValueError(f"beta must be >= 1, got {beta!r}")
     x1, m1, x2, m2 = _check_pair(x1, m1, x2, m2)
-    dt, i1, i2 = _quantile_pieces(x1, m1, x2, m2)
+    i1, i2, dt = monotone_rearrangement(x1, m1, x2, m2)
     return float(np.sum(dt * np.abs(x1[i1] - x2[i2]) ** beta))
 
 
@@ -171,7 +151,7 @@ def monotone_plan_1d(x1, m1, x2, m2) -> sp.csr_matrix:
     """The monotone (north-west corner on sorted points) plan between two discrete
     measures on R; optimal for every convex cost ``h(x1 - x2)``.  Shape ``(n1, n2)``."""
     x1, m1, x2, m2 = _check_pair(x1, m1, x2, m2)
-    dt, i1, i2 = _quantile_pieces(x1, m1, x2, m2)
+    i1, i2, dt = monotone_rearrangement(x1, m1, x2, m2)
     return sp.coo_matrix((dt, (i1, i2)), shape=(x1.size, x2.size)).tocsr()
 
 
@@ -202,45 +182,9 @@ def _as_operator(poisson):
         raise ValueError(f"poisson must be a PoissonOperator or a scikit-fem mesh: {exc}") from None
 
 
-def _boundary_distance(mesh, points) -> np.ndarray:
-    """Euclidean distance of each point to the boundary of a 1D or 2D mesh.
-
-    1D: distance to the boundary vertices; 2D: distance to the boundary edges
-    (exact for the polygonal domain).  Used for the admissibility constraint
-    ``dist(supp mu1, boundary) >= rho`` of (OCP).
-    """
-    dim = mesh.dim()
-    x = np.asarray(points, dtype=float)
-    if dim == 1 and x.ndim == 1:
-        x = x[:, None]
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise ValueError(f"points must have shape (npoints, {dim}), got {np.shape(points)}")
-    bf = mesh.boundary_facets()
-    if dim == 1:
-        bv = mesh.p[0, np.unique(mesh.facets[:, bf])]
-        return np.min(np.abs(x[:, :1] - bv[None, :]), axis=1)
-    if dim == 2:
-        a = mesh.p[:, mesh.facets[0, bf]].T  # (nf, 2)
-        b = mesh.p[:, mesh.facets[1, bf]].T
-        d = b - a
-        L2 = np.einsum("fi,fi->f", d, d)
-        rel = x[:, None, :] - a[None, :, :]
-        t = np.clip(np.einsum("kfi,fi->kf", rel, d) / L2[None, :], 0.0, 1.0)
-        diff = rel - t[:, :, None] * d[None, :, :]
-        return np.sqrt(np.min(np.einsum("kfi,kfi->kf", diff, diff), axis=1))
-    raise ValueError(f"the admissible set (rho) is implemented for 1D and 2D meshes, got dim {dim}")
-
-
 def _admissible_vertices(op, rho):
-    """Vertices with distance >= rho to the boundary (up to rounding)."""
-    if rho == 0:
-        return np.arange(op.nvertices)
-    dist = _boundary_distance(op.mesh, op.vertices)
-    scale = float(np.ptp(op.mesh.p, axis=1).max())
-    idx = np.flatnonzero(dist >= rho - 1e-12 * scale)
-    if idx.size == 0:
-        raise ValueError(f"rho = {rho:g} leaves no admissible control vertex")
-    return idx
+    """Admissible vertices of the operator's mesh (see :func:`femot.fem.meshes.admissible_vertices`)."""
+    return admissible_vertices(op.mesh, rho)
 
 
 def _target(op, mu2, target_points):
@@ -355,7 +299,8 @@ def _solve_clarabel(P, q, A_eq, b_eq, sizes, tol, max_iter, verbose):
     return z, ok or almost, f"clarabel: {status}", int(sol.iterations)
 
 
-def _pick_solver(solver):
+def pick_qp_solver(solver: str = "auto") -> str:
+    """Name of the QP solver for ``solver`` (``"auto"`` or ``"clarabel"``); ImportError if it is missing."""
     if solver not in ("auto", "clarabel"):
         raise ValueError(f"solver must be 'auto' or 'clarabel', got {solver!r}")
     try:
@@ -433,7 +378,7 @@ def solve_control_reference(poisson, y_d, mu2, nu, *, target_points=None, beta=2
     if beta < 1:
         raise ValueError(f"beta must be >= 1, got {beta!r}")
     tol = check_positive_scalar(tol, "tol")
-    name = _pick_solver(solver)
+    name = pick_qp_solver(solver)
     x2, mu2 = _target(op, mu2, target_points)
     adm = _admissible_vertices(op, rho)
     c = transport_cost_matrix(op.vertices[adm], x2, beta)

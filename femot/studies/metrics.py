@@ -121,7 +121,7 @@ def _ot_cost(pa, a, pb, b, p) -> float:
         return val
     if pa.shape[0] * pb.shape[0] > PLAN_LP_LIMIT:
         return math.nan
-    from femot import exact_ot
+    from femot.core import exact_ot
 
     res = exact_ot(cdist(pa, pb) ** p, a, b)
     return float(res.cost) if res.success else math.nan

@@ -26,7 +26,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from femot.studies.config import ConfigError, MeshSpec, _check_keys, _num, _num_list
+from femot.studies.fields import ConfigError, MeshSpec, _check_keys, _num, _num_list
 
 __all__ = ["StudyProblem", "LowerLevelStudy", "ControlStudy", "get_problem", "transfer_values"]
 
@@ -426,8 +426,8 @@ class ControlStudy(StudyProblem):
             "fw_rtol"}
 
     def validate(self, sec, *, where, gammas, deltas, d, dim, meshes, base_dir):
+        from femot.fem.meshes import boundary_distance
         from femot.problems.control import FORMULATIONS
-        from femot.problems.control_reference import _boundary_distance
 
         _check_keys(sec, self.KEYS, where)
         if dim not in (1, 2):
@@ -480,11 +480,11 @@ class ControlStudy(StudyProblem):
                         raise ConfigError(f"{where}.{name}.box: its corner {pts[bad[0]].tolist()} lies outside "
                                           f"mesh {spec.label()}")
             if pts is not None:
-                dist = _boundary_distance(mesh, pts)
+                dist = boundary_distance(mesh, pts, signed=False)
                 if np.any(dist < dmax * (1 - 1e-12)):
                     raise ConfigError(f"{where}.mu2: a point lies closer than max delta = {dmax:.4g} to the "
                                       f"boundary of mesh {spec.label()} (T^delta needs distance >= delta)")
-            vdist = _boundary_distance(mesh, mesh.p.T)
+            vdist = boundary_distance(mesh, mesh.p.T, signed=False)
             if not np.any(vdist >= rho * (1 - 1e-12)):
                 raise ConfigError(f"{where}.rho: no vertex of mesh {spec.label()} has distance >= rho = {rho:g} "
                                   f"from the boundary")
@@ -737,7 +737,7 @@ def _tr_options(sec, where, extra_forbidden=()):
 def _require_qp_solver(where):
     """The exact control reference needs the optional QP solver; say so at validation,
     not once per run."""
-    from femot.problems.control_reference import _pick_solver
+    from femot.problems.control_reference import pick_qp_solver as _pick_solver
 
     try:
         _pick_solver("auto")
@@ -796,7 +796,7 @@ class IdentificationStudy(StudyProblem):
                 "observe_marginal": obs, "tol": tol, "tr": _tr_options(sec, where)}
 
     def setup(self, params, seed):
-        from femot import exact_ot
+        from femot.core import exact_ot
         from femot.core.instances import hitchcock_instance
 
         c, mu1, mu2 = hitchcock_instance(params["n"], seed, params["occupancy"], params["power"])
