@@ -25,6 +25,17 @@ _MASS_HINT = " (exact transport needs marginals of equal mass: normalize them)"
 __all__ = ["exact_ot", "exact_ot_1d", "monotone_rearrangement"]
 
 
+def _checked_marginals(mu1, mu2, w1, w2, n1, n2):
+    """Validated densities and weights ``(m1, m2, w1, w2)``; ``m2`` of exactly ``m1``'s mass."""
+    m1 = as_nonnegative_vector(mu1, "mu1", length=n1)
+    m2 = as_nonnegative_vector(mu2, "mu2", length=n2)
+    rtol = mass_rtol(mu1, mu2, w1, w2)  # float32 input: its own rounding (before the casts)
+    w1 = as_positive_weights(w1, "w1", n1)
+    w2 = as_positive_weights(w2, "w2", n2)
+    m2 = check_equal_mass(m1, w1, m2, w2, rtol=rtol, hint=_MASS_HINT)
+    return m1, m2, w1, w2
+
+
 def exact_ot(c, mu1, mu2, w1=None, w2=None):
     """Exact optimal transport between weighted densities by linear programming.
 
@@ -40,12 +51,7 @@ def exact_ot(c, mu1, mu2, w1=None, w2=None):
     """
     c = as_finite_matrix(c, "c")
     n1, n2 = c.shape
-    m1 = as_nonnegative_vector(mu1, "mu1", length=n1)
-    m2 = as_nonnegative_vector(mu2, "mu2", length=n2)
-    rtol = mass_rtol(mu1, mu2, w1, w2)  # float32 input: its own rounding (before the casts)
-    w1 = as_positive_weights(w1, "w1", n1)
-    w2 = as_positive_weights(w2, "w2", n2)
-    m2 = check_equal_mass(m1, w1, m2, w2, rtol=rtol, hint=_MASS_HINT)
+    m1, m2, w1, w2 = _checked_marginals(mu1, mu2, w1, w2, n1, n2)
     a = w1 * m1
     b = w2 * m2
     # Row-sum and column-sum operators on the row-major vectorized plan.
@@ -94,12 +100,7 @@ def exact_ot_1d(x, y, mu1, mu2, w1=None, w2=None, cost=None):
     x = as_vector(x, "x")
     y = as_vector(y, "y")
     n1, n2 = x.size, y.size
-    m1 = as_nonnegative_vector(mu1, "mu1", length=n1)
-    m2 = as_nonnegative_vector(mu2, "mu2", length=n2)
-    rtol = mass_rtol(mu1, mu2, w1, w2)  # float32 input: its own rounding (before the casts)
-    w1 = as_positive_weights(w1, "w1", n1)
-    w2 = as_positive_weights(w2, "w2", n2)
-    m2 = check_equal_mass(m1, w1, m2, w2, rtol=rtol, hint=_MASS_HINT)
+    m1, m2, w1, w2 = _checked_marginals(mu1, mu2, w1, w2, n1, n2)
     if cost is None:
         cost = np.square
     rows, cols, vals = monotone_rearrangement(x, w1 * m1, y, w2 * m2)

@@ -36,6 +36,7 @@ import scipy.sparse as sp
 from scipy.optimize import OptimizeResult
 
 from femot._validation import (
+    as_finite_matrix,
     as_nonnegative_vector,
     as_vector,
     check_nonnegative_scalar,
@@ -128,14 +129,7 @@ def _matrix(x, name, shape=None):
         if not np.all(np.isfinite(m.data)):
             raise ValueError(f"{name} contains NaN or infinite entries")
     else:
-        try:
-            m = np.asarray(x, dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name} must be a numeric matrix: {exc}") from None
-        if m.ndim != 2:
-            raise ValueError(f"{name} must be a 2D array, got shape {m.shape}")
-        if not np.all(np.isfinite(m)):
-            raise ValueError(f"{name} contains NaN or infinite entries")
+        m = as_finite_matrix(x, name)
     if shape is not None and m.shape != tuple(shape):
         raise ValueError(f"{name} has shape {m.shape}, expected {tuple(shape)} (= (len(mu1_d), len(mu2_d)))")
     return m
