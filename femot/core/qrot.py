@@ -955,217 +955,284 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
 
 def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, linear_solver, lm, screening,
                 curve, verbose, callback) -> QROTResult:
-    n1, n2 = cost.shape
-    m1 = as_nonnegative_vector(mu1, "mu1", length=n1)
-    m2 = as_nonnegative_vector(mu2, "mu2", length=n2)
-    gamma = check_positive_scalar(gamma, "gamma")
-    eps = check_nonnegative_scalar(eps, "eps")
-    rtol_mass = mass_rtol(mu1, mu2, w1, w2)  # float32 input: its own rounding (before the casts)
-    w1 = as_positive_weights(w1, "w1", n1)
-    w2 = as_positive_weights(w2, "w2", n2)
-    if eps == 0.0:
-        # equal masses up to the input's precision; mu2 rebalanced to mu1's mass
-        m2 = check_equal_mass(m1, w1, m2, w2, rtol=rtol_mass)
-    tol = check_positive_scalar(tol, "tol")
-    max_iter = int(max_iter)
-    if max_iter < 0:
-        raise ValueError(f"max_iter must be >= 0, got {max_iter}")
-    kappa = gamma * eps
-    t_start = time.perf_counter()
+    """The semismooth Newton loop: initialization, one iteration at a time, output."""
+    p = _QROTData(cost, mu1, mu2, gamma, eps, w1, w2, tol=tol, max_iter=max_iter, linear_solver=linear_solver,
+                  screening=screening, curve=curve)
+    st = _init_state(p, x0, init, lm)
+    if verbose:
+        print(f"{'it':>4} {'residual':>11} {'floor':>9} {'step':>9} {'active':>9} {'lin':>5} {'shift':>9}")
+    for nit in range(p.max_iter + 1):
+        st.nit = nit
+        entry = _stopping_test(p, st)
+        if st.status is not None:
+            st.history.append(entry)
+            break
+        outcome = _newton_iteration(p, st, entry)
+        if outcome == "retry":  # no descent: a larger Levenberg-Marquardt shift next time
+            continue
+        if outcome == "failed":
+            st.history.append(entry)
+            break
+        st.history.append(entry)
+        if verbose:
+            print(f"{nit:4d} {entry['residual']:11.3e} {entry['floor']:9.2e} {entry['step']:9.2e} "
+                  f"{entry['nnz']:9d} {entry['linear_iters']:5d} {entry['shift']:9.2e}")
+        if callback is not None:
+            callback(dict(entry))
+    if st.status is None:  # (not reached: the stopping test ends the loop at max_iter)
+        st.status = 1
+    out = _output(p, st)
+    if verbose:
+        print(f"{out.message} after {st.nit} iterations; residual {out.residual:.3e} "
+              f"(floor {out.residual_floor:.2e})")
+    return out
 
-    if x0 is not None:
-        try:
-            a0, b0 = x0
-        except (TypeError, ValueError):
-            raise ValueError("x0 must be a pair (alpha, beta)") from None
-        alpha = as_vector(a0, "x0[0] (alpha)", length=n1).copy()
-        beta = as_vector(b0, "x0[1] (beta)", length=n2).copy()
-        init_used = "warm"
-        if init in ("auto", "monge") and _is_monge(cost) and float(w1 @ m1) > 0 and float(w2 @ m2) > 0:
-            # x0 competes with staircase sweeps seeded by it (kept only if better)
-            a1, b1, swept = _monge_start(cost, m1, m2, w1, w2, gamma, eps, start=(alpha, beta))
-            if swept:
-                alpha, beta, init_used = a1.copy(), b1.copy(), "warm+monge"
-        elif init not in ("auto", "monge", "x0", "exact", "mean", "zero"):
-            raise ValueError(f"init must be 'auto', 'monge', 'exact', 'mean', 'zero' or 'x0', got {init!r}")
-    else:
-        alpha, beta, init_used = _initial_point(cost, m1, m2, w1, w2, gamma, eps, init)
 
-    W1, W2 = float(w1.sum()), float(w2.sum())
+class _QROTData:
+    """The validated data of one solve (fixed during the iteration) and its pass engine."""
 
-    def recenter(a, b):
+    def __init__(self, cost, mu1, mu2, gamma, eps, w1, w2, *, tol, max_iter, linear_solver, screening, curve):
+        n1, n2 = cost.shape
+        m1 = as_nonnegative_vector(mu1, "mu1", length=n1)
+        m2 = as_nonnegative_vector(mu2, "mu2", length=n2)
+        self.gamma = check_positive_scalar(gamma, "gamma")
+        self.eps = check_nonnegative_scalar(eps, "eps")
+        rtol_mass = mass_rtol(mu1, mu2, w1, w2)  # float32 input: its own rounding (before the casts)
+        w1 = as_positive_weights(w1, "w1", n1)
+        w2 = as_positive_weights(w2, "w2", n2)
+        if self.eps == 0.0:
+            # equal masses up to the input's precision; mu2 rebalanced to mu1's mass
+            m2 = check_equal_mass(m1, w1, m2, w2, rtol=rtol_mass)
+        self.tol = check_positive_scalar(tol, "tol")
+        self.max_iter = int(max_iter)
+        if self.max_iter < 0:
+            raise ValueError(f"max_iter must be >= 0, got {self.max_iter}")
+        self.cost, self.n1, self.n2 = cost, n1, n2
+        self.m1, self.m2, self.w1, self.w2 = m1, m2, w1, w2
+        self.kappa = self.gamma * self.eps
+        self.W1, self.W2 = float(w1.sum()), float(w2.sum())
+        self.linear_solver, self.screening, self.curve = linear_solver, screening, curve
+        self.t_start = time.perf_counter()
+
+    def recenter(self, a, b) -> bool:
         """eps = 0: (alpha - s, beta + s) gives the same plan; rebalance when drifting.
 
         Returns True when it shifted (z is then equal only up to rounding, so
         sums and counts must be recomputed).
         """
-        if kappa == 0.0:
-            s = 0.5 * (w1 @ a / W1 - w2 @ b / W2)
-            if abs(s) > 1e-3 * (cost.max_abs + 1.0):
+        if self.kappa == 0.0:
+            s = 0.5 * (self.w1 @ a / self.W1 - self.w2 @ b / self.W2)
+            if abs(s) > 1e-3 * (self.cost.max_abs + 1.0):
                 a -= s
                 b += s
                 return True
         return False
 
-    recenter(alpha, beta)
-    engine = _Engine(cost, w1, w2, screening=screening)
-    rowsum, colsum, count, _ = engine.evaluate(alpha, beta)
-    history = []
-    status = 1
-    nit = 0
-    ls_fail = 0
-    stall, last_move, prev_res = 0, np.inf, np.inf
-    message = None
-    if verbose:
-        print(f"{'it':>4} {'residual':>11} {'floor':>9} {'step':>9} {'active':>9} {'lin':>5} {'shift':>9}")
-
-    def residuals(rs, cs):
-        r1 = (rs + kappa * alpha) / gamma - m1
-        r2 = (cs + kappa * beta) / gamma - m2
+    def residuals(self, alpha, beta, rs, cs):
+        """The marginal residuals ``(r1, r2)`` of (3.1) from the row and column sums of ``z``."""
+        r1 = (rs + self.kappa * alpha) / self.gamma - self.m1
+        r2 = (cs + self.kappa * beta) / self.gamma - self.m2
         return r1, r2
 
-    r1, r2 = residuals(rowsum, colsum)
-    act = None  # active set (ip, ind, z) at the current point, when computed
-    for nit in range(max_iter + 1):
-        res = max(float(np.abs(r1).max()), float(np.abs(r2).max()))
-        scale = max(cost.max_abs, float(np.abs(alpha).max() + np.abs(beta).max()))
-        floor = residual_floor(w1, w2, scale, gamma)
-        act = None
-        if tol < res <= floor:
-            # about to stop at the coarse floor: sharpen it from the potentials
-            # on the active set (the pass is reused by the Newton step or the plan)
-            act = engine.active(alpha, beta, count)
-            floor = min(floor, _active_floor(*act, alpha, beta, m1, m2, w1, w2, gamma, eps, cost))
-        entry = {"it": nit, "residual": res, "floor": floor, "n_active": int(count.sum())}
-        if not np.isfinite(res):
-            status = 3
-            history.append(entry)
-            break
-        if res <= max(tol, floor):
-            status = 0
-            history.append(entry)
-            break
+
+class _QROTState:
+    """The iterate and the loop's bookkeeping, changed by :func:`_newton_iteration`."""
+
+    def __init__(self, alpha, beta, init_used, engine, lm):
+        self.alpha, self.beta, self.init_used, self.engine, self.lm = alpha, beta, init_used, engine, lm
+        self.rowsum = self.colsum = self.count = self.r1 = self.r2 = None
+        self.act = None  # active set (ip, ind, z) at the current point, when computed
+        self.history: list = []
+        self.status: int | None = None  # set when the loop stops
+        self.message: str | None = None
+        self.nit = 0
+        self.ls_fail = 0
+        self.stall, self.last_move, self.prev_res = 0, np.inf, np.inf
+        self.res0 = None  # residual at the start: the inexact-Newton tolerance is relative to it
+
+    def update_sums(self, p: _QROTData, ev) -> None:
+        self.rowsum, self.colsum, self.count, _ = ev
+        self.r1, self.r2 = p.residuals(self.alpha, self.beta, self.rowsum, self.colsum)
+
+
+def _init_state(p: _QROTData, x0, init, lm) -> _QROTState:
+    """Starting potentials (warm start ``x0`` or a cold start ``init``), their sums and residuals."""
+    cost, m1, m2, w1, w2 = p.cost, p.m1, p.m2, p.w1, p.w2
+    if x0 is not None:
+        try:
+            a0, b0 = x0
+        except (TypeError, ValueError):
+            raise ValueError("x0 must be a pair (alpha, beta)") from None
+        alpha = as_vector(a0, "x0[0] (alpha)", length=p.n1).copy()
+        beta = as_vector(b0, "x0[1] (beta)", length=p.n2).copy()
+        init_used = "warm"
+        if init in ("auto", "monge") and _is_monge(cost) and float(w1 @ m1) > 0 and float(w2 @ m2) > 0:
+            # x0 competes with staircase sweeps seeded by it (kept only if better)
+            a1, b1, swept = _monge_start(cost, m1, m2, w1, w2, p.gamma, p.eps, start=(alpha, beta))
+            if swept:
+                alpha, beta, init_used = a1.copy(), b1.copy(), "warm+monge"
+        elif init not in ("auto", "monge", "x0", "exact", "mean", "zero"):
+            raise ValueError(f"init must be 'auto', 'monge', 'exact', 'mean', 'zero' or 'x0', got {init!r}")
+    else:
+        alpha, beta, init_used = _initial_point(cost, m1, m2, w1, w2, p.gamma, p.eps, init)
+    p.recenter(alpha, beta)
+    st = _QROTState(alpha, beta, init_used, _Engine(cost, w1, w2, screening=p.screening), lm)
+    st.update_sums(p, st.engine.evaluate(alpha, beta))
+    return st
+
+
+def _stopping_test(p: _QROTData, st: _QROTState) -> dict:
+    """The history entry of the current point; sets ``st.status`` when the loop must stop.
+
+    Stops on convergence (residual at most ``max(tol, rounding floor)``), non-finite
+    values, a stall at the rounding level of the potentials, or the iteration limit.
+    """
+    alpha, beta = st.alpha, st.beta
+    res = max(float(np.abs(st.r1).max()), float(np.abs(st.r2).max()))
+    scale = max(p.cost.max_abs, float(np.abs(alpha).max() + np.abs(beta).max()))
+    floor = residual_floor(p.w1, p.w2, scale, p.gamma)
+    st.act = None
+    if p.tol < res <= floor:
+        # about to stop at the coarse floor: sharpen it from the potentials
+        # on the active set (the pass is reused by the Newton step or the plan)
+        st.act = st.engine.active(alpha, beta, st.count)
+        floor = min(floor, _active_floor(*st.act, alpha, beta, p.m1, p.m2, p.w1, p.w2, p.gamma, p.eps, p.cost))
+    entry = {"it": st.nit, "residual": res, "floor": floor, "n_active": int(st.count.sum())}
+    if not np.isfinite(res):
+        st.status = 3
+    elif res <= max(p.tol, floor):
+        st.status = 0
+    else:
         # Stall: the last step moved the potentials only at their rounding level
         # and the residual did not drop; the iteration can no longer change the
         # point (it happens when gamma is far below what the potentials resolve).
         pot = float(np.abs(alpha).max() + np.abs(beta).max())
-        stall = stall + 1 if (last_move <= 64 * _U * pot and res >= 0.999 * prev_res) else 0
-        prev_res = res
-        if stall >= 3:
-            status = 2
-            message = f"{STATUS_MESSAGES[2]}: the steps stalled at the rounding level of the potentials"
-            history.append(entry)
-            break
-        if nit == max_iter:
-            status = 1
-            history.append(entry)
-            break
-        if nit == 0 and init_used in ("monge-duals", "exact"):
-            # From exact OT potentials only the LP support is active; the
-            # regularized plan spreads over {z > -gamma * pi}: take that band as
-            # the first Newton matrix so the first step is not vanishingly short.
-            tau0 = _FIRST_BAND * gamma * max(float(m1.max()), float(m2.max()))
-            ip, ind, _ = cost.active(alpha, beta, None, threshold=-tau0)
-        else:
-            ip, ind, _ = act if act is not None else engine.active(alpha, beta, count)
-        # The shift keeps K nonsingular (eps = 0, rows without active entries)
-        # and bounds the step; it vanishes with the residual.
-        shift = kappa + lm * gamma * res
-        K = NewtonMatrix(ip, ind, n2, w1, w2, shift)
-        shift_floor = 1e-14 * max(float(K.deg1.max(initial=0.0)), float(K.deg2.max(initial=0.0)), 1e-300)
-        if shift < shift_floor:
-            shift = shift_floor
-            K = NewtonMatrix(ip, ind, n2, w1, w2, shift)
-        g = np.concatenate([w1 * (gamma * r1), w2 * (gamma * r2)])
-        if nit == 0:
-            res0 = res  # residual at the start: the inexact-Newton tolerance is relative to it
-        # Inexact Newton: loose linear solves far away, tight ones near the solution.
-        d, lin_its = K.solve(-g, linear_solver, rtol=min(0.1, max(1e-10, 0.1 * res / res0)))
-        da, db = d[:n1], d[n1:]
-        if kappa == 0.0:
-            # (1, -1) spans the kernel of K when eps = 0; with a tiny shift the
-            # solve returns a huge, meaningless component along it that would
-            # wreck the rounding of alpha_i + beta_j.  The gradient is orthogonal
-            # to it (equal masses), so removing it keeps d a descent direction.
-            s = 0.5 * (w1 @ da / W1 - w2 @ db / W2)
-            da -= s
-            db += s
-        # phi(t) = (gamma * -Phi)(x + t d); phi'(t) = dsum(t) + q0 + t q1 - lin
-        q0 = kappa * (w1 @ (alpha * da) + w2 @ (beta * db))
-        q1 = kappa * (w1 @ (da * da) + w2 @ (db * db))
-        lin = gamma * (w1 @ (m1 * da) + w2 @ (m2 * db))
-        dphi0 = float(g @ d)
-        if not dphi0 < 0:
-            ls_fail += 1
-            if ls_fail > 2:
-                status = 2
-                history.append(entry)
-                break
-            lm *= 100.0  # fall back towards a gradient step
-            continue
-        move = float(np.abs(da).max() + np.abs(db).max())
-        engine.prepare(alpha, beta, move)
-        ev = engine.evaluate(alpha, beta, da, db, 1.0)
-        dphi1 = ev[3] + q0 + q1 - lin
-        t = 1.0
-        if dphi1 > 0:
-            cand = engine.line_candidates(alpha, beta, da, db)
-            if cand is None:  # too many to store: root of phi' by streaming passes
-                t = _streamed_root(lambda t_: engine.evaluate(alpha, beta, da, db, t_)[3] + q0 + t_ * q1 - lin,
-                                   dphi0, dphi1)
-            else:
-                t = _exact_line_search(*cand, q0, q1, lin, 1.0)
-            ev = engine.evaluate(alpha, beta, da, db, t)
-        path = "line"
-        curved = None
-        if t < 1.0 and curve:
-            curved = _curved_step(engine, cost, alpha, beta, da, db, t, move, m1, m2, w1, w2, gamma, kappa)
-        if curved is not None:
-            a_new, b_new, t, path = curved
-            moved = float(np.abs(a_new - alpha).max() + np.abs(b_new - beta).max())
-            alpha, beta = a_new, b_new
-            last_move = moved
-            if moved < engine.slack:
-                engine.moved(moved)
-            else:
-                engine.ws = None
-            recenter(alpha, beta)
-            ev = engine.evaluate(alpha, beta)
-        else:
-            alpha = alpha + t * da
-            beta = beta + t * db
-            last_move = t * move
-            engine.moved(t * move)
-            if recenter(alpha, beta):
-                ev = engine.evaluate(alpha, beta)
-        if kappa > 0.0:
-            # Exact ascent along (1, -1), which leaves z and the plan unchanged:
-            # with a mass mismatch the level must reach |M1 - M2| / (eps (W1 + W2)),
-            # which the shifted Newton steps (eigenvalue kappa + shift along this
-            # direction) approach only by a factor per iteration when eps is small.
-            a_lev, b_lev = _level(alpha, beta, m1, m2, w1, w2, gamma, eps)
-            if eps * abs(float(a_lev[0] - alpha[0])) > 1e-2 * res:
-                alpha, beta = a_lev, b_lev
-                engine.ws = None  # z equal only up to rounding of the shift: re-screen
-                ev = engine.evaluate(alpha, beta)
-        rowsum, colsum, count, _ = ev
-        r1, r2 = residuals(rowsum, colsum)
-        entry.update(step=t, path=path, linear_iters=int(lin_its), shift=shift, nnz=int(K.nnz))
-        history.append(entry)
-        if verbose:
-            print(f"{nit:4d} {res:11.3e} {floor:9.2e} {t:9.2e} {K.nnz:9d} {lin_its:5d} {shift:9.2e}")
-        if callback is not None:
-            callback(dict(entry))
+        st.stall = st.stall + 1 if (st.last_move <= 64 * _U * pot and res >= 0.999 * st.prev_res) else 0
+        st.prev_res = res
+        if st.stall >= 3:
+            st.status = 2
+            st.message = f"{STATUS_MESSAGES[2]}: the steps stalled at the rounding level of the potentials"
+        elif st.nit == p.max_iter:
+            st.status = 1
+    return entry
 
-    ip, ind, z = act if act is not None else engine.active(alpha, beta, count)
-    plan = sp.csr_matrix((z / gamma, ind, ip), shape=(n1, n2))
+
+def _newton_iteration(p: _QROTData, st: _QROTState, entry: dict) -> str:
+    """One damped semismooth Newton step on the dual (3.1) from ``st``, in place.
+
+    Returns ``"ok"`` (``entry`` completed with the step's data), ``"retry"`` (the
+    direction was not a descent direction: the shift is raised, the point kept) or
+    ``"failed"`` (no descent three times; ``st.status`` is 2).
+    """
+    cost, engine, gamma, kappa = p.cost, st.engine, p.gamma, p.kappa
+    m1, m2, w1, w2, n1, n2 = p.m1, p.m2, p.w1, p.w2, p.n1, p.n2
+    alpha, beta, res = st.alpha, st.beta, entry["residual"]
+    if st.nit == 0 and st.init_used in ("monge-duals", "exact"):
+        # From exact OT potentials only the LP support is active; the
+        # regularized plan spreads over {z > -gamma * pi}: take that band as
+        # the first Newton matrix so the first step is not vanishingly short.
+        tau0 = _FIRST_BAND * gamma * max(float(m1.max()), float(m2.max()))
+        ip, ind, _ = cost.active(alpha, beta, None, threshold=-tau0)
+    else:
+        ip, ind, _ = st.act if st.act is not None else engine.active(alpha, beta, st.count)
+    # The shift keeps K nonsingular (eps = 0, rows without active entries)
+    # and bounds the step; it vanishes with the residual.
+    shift = kappa + st.lm * gamma * res
+    K = NewtonMatrix(ip, ind, n2, w1, w2, shift)
+    shift_floor = 1e-14 * max(float(K.deg1.max(initial=0.0)), float(K.deg2.max(initial=0.0)), 1e-300)
+    if shift < shift_floor:
+        shift = shift_floor
+        K = NewtonMatrix(ip, ind, n2, w1, w2, shift)
+    g = np.concatenate([w1 * (gamma * st.r1), w2 * (gamma * st.r2)])
+    if st.nit == 0:
+        st.res0 = res
+    # Inexact Newton: loose linear solves far away, tight ones near the solution.
+    d, lin_its = K.solve(-g, p.linear_solver, rtol=min(0.1, max(1e-10, 0.1 * res / st.res0)))
+    da, db = d[:n1], d[n1:]
+    if kappa == 0.0:
+        # (1, -1) spans the kernel of K when eps = 0; with a tiny shift the
+        # solve returns a huge, meaningless component along it that would
+        # wreck the rounding of alpha_i + beta_j.  The gradient is orthogonal
+        # to it (equal masses), so removing it keeps d a descent direction.
+        s = 0.5 * (w1 @ da / p.W1 - w2 @ db / p.W2)
+        da -= s
+        db += s
+    # phi(t) = (gamma * -Phi)(x + t d); phi'(t) = dsum(t) + q0 + t q1 - lin
+    q0 = kappa * (w1 @ (alpha * da) + w2 @ (beta * db))
+    q1 = kappa * (w1 @ (da * da) + w2 @ (db * db))
+    lin = gamma * (w1 @ (m1 * da) + w2 @ (m2 * db))
+    dphi0 = float(g @ d)
+    if not dphi0 < 0:
+        st.ls_fail += 1
+        if st.ls_fail > 2:
+            st.status = 2
+            return "failed"
+        st.lm *= 100.0  # fall back towards a gradient step
+        return "retry"
+    move = float(np.abs(da).max() + np.abs(db).max())
+    engine.prepare(alpha, beta, move)
+    ev = engine.evaluate(alpha, beta, da, db, 1.0)
+    dphi1 = ev[3] + q0 + q1 - lin
+    t = 1.0
+    if dphi1 > 0:
+        cand = engine.line_candidates(alpha, beta, da, db)
+        if cand is None:  # too many to store: root of phi' by streaming passes
+            t = _streamed_root(lambda t_: engine.evaluate(alpha, beta, da, db, t_)[3] + q0 + t_ * q1 - lin,
+                               dphi0, dphi1)
+        else:
+            t = _exact_line_search(*cand, q0, q1, lin, 1.0)
+        ev = engine.evaluate(alpha, beta, da, db, t)
+    path = "line"
+    curved = None
+    if t < 1.0 and p.curve:
+        curved = _curved_step(engine, cost, alpha, beta, da, db, t, move, m1, m2, w1, w2, gamma, kappa)
+    if curved is not None:
+        a_new, b_new, t, path = curved
+        moved = float(np.abs(a_new - alpha).max() + np.abs(b_new - beta).max())
+        alpha, beta = a_new, b_new
+        st.last_move = moved
+        if moved < engine.slack:
+            engine.moved(moved)
+        else:
+            engine.ws = None
+        p.recenter(alpha, beta)
+        ev = engine.evaluate(alpha, beta)
+    else:
+        alpha = alpha + t * da
+        beta = beta + t * db
+        st.last_move = t * move
+        engine.moved(t * move)
+        if p.recenter(alpha, beta):
+            ev = engine.evaluate(alpha, beta)
+    if kappa > 0.0:
+        # Exact ascent along (1, -1), which leaves z and the plan unchanged:
+        # with a mass mismatch the level must reach |M1 - M2| / (eps (W1 + W2)),
+        # which the shifted Newton steps (eigenvalue kappa + shift along this
+        # direction) approach only by a factor per iteration when eps is small.
+        a_lev, b_lev = _level(alpha, beta, m1, m2, w1, w2, gamma, p.eps)
+        if p.eps * abs(float(a_lev[0] - alpha[0])) > 1e-2 * res:
+            alpha, beta = a_lev, b_lev
+            engine.ws = None  # z equal only up to rounding of the shift: re-screen
+            ev = engine.evaluate(alpha, beta)
+    st.alpha, st.beta = alpha, beta
+    st.update_sums(p, ev)
+    entry.update(step=t, path=path, linear_iters=int(lin_its), shift=shift, nnz=int(K.nnz))
+    return "ok"
+
+
+def _output(p: _QROTData, st: _QROTState) -> QROTResult:
+    """The result: the plan on the active set, the final floor and the precision verdict (status 4)."""
+    alpha, beta, gamma, history, status = st.alpha, st.beta, p.gamma, st.history, st.status
+    m1, m2, w1, w2 = p.m1, p.m2, p.w1, p.w2
+    ip, ind, z = st.act if st.act is not None else st.engine.active(alpha, beta, st.count)
+    plan = sp.csr_matrix((z / gamma, ind, ip), shape=(p.n1, p.n2))
     res_final = history[-1]["residual"]
     floor_final = history[-1]["floor"]
-    if message is None:
-        message = STATUS_MESSAGES[status]
+    message = STATUS_MESSAGES[status] if st.message is None else st.message
     if status != 3:  # (all-zero marginals: thresh = 0, only tol can certify; no gamma would help)
-        if act is None:
-            floor_final = min(floor_final, _active_floor(ip, ind, z, alpha, beta, m1, m2, w1, w2, gamma, eps, cost))
+        if st.act is None:
+            floor_final = min(floor_final, _active_floor(ip, ind, z, alpha, beta, m1, m2, w1, w2, gamma, p.eps,
+                                                         p.cost))
             history[-1]["floor"] = floor_final
         # Precision: a residual certified only by the rounding floor is a
         # success only when that floor is small against the data; otherwise
@@ -1176,23 +1243,22 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
             # their plan entries tuned, at least one entry each, which moves in
             # steps of u (|alpha_i| + |beta_j|) / gamma (the active-set floor
             # misses this when such a row has no active entry at all)
+            r1, r2 = st.r1, st.r2
             g = _U / gamma * max(
                 float(w2.min()) * float((np.abs(alpha)[np.abs(r1) > thresh] + np.abs(beta).min()).max(initial=0.0)),
                 float(w1.min()) * float((np.abs(beta)[np.abs(r2) > thresh] + np.abs(alpha).min()).max(initial=0.0)))
             if g > thresh:
                 floor_final = max(floor_final, g)
-        if thresh > 0 and floor_final > thresh and (status in (1, 2) or (status == 0 and res_final > tol)):
+        if thresh > 0 and floor_final > thresh and (status in (1, 2) or (status == 0 and res_final > p.tol)):
             status = 4
             message = _precision_message(gamma, floor_final, res_final, thresh)
     out = QROTResult(
         alpha=alpha, beta=beta, plan=plan, residual=res_final, residual_floor=floor_final,
-        success=status == 0, status=status, message=message, nit=nit, history=history,
-        gamma=gamma, eps=eps, w1=w1, w2=w2, init=init_used, linear_solver=linear_solver,
-        time_s=time.perf_counter() - t_start, dense_passes=engine.dense_passes,
+        success=status == 0, status=status, message=message, nit=st.nit, history=history,
+        gamma=gamma, eps=p.eps, w1=w1, w2=w2, init=st.init_used, linear_solver=p.linear_solver,
+        time_s=time.perf_counter() - p.t_start, dense_passes=st.engine.dense_passes,
     )
-    out._cost = cost
-    out._scale = max(cost.max_abs, float(np.abs(alpha).max() + np.abs(beta).max()))
+    out._cost = p.cost
+    out._scale = max(p.cost.max_abs, float(np.abs(alpha).max() + np.abs(beta).max()))
     out._ztol = max(64 * _U * out._scale, 10 * gamma * res_final)
-    if verbose:
-        print(f"{out.message} after {nit} iterations; residual {res_final:.3e} (floor {out.residual_floor:.2e})")
     return out
