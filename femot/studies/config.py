@@ -228,35 +228,7 @@ def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study
     if not isinstance(raw, dict):
         raise ConfigError("config: must be a table")
     base_dir = Path(base_dir)
-    st = _table(raw, "study")
-    _check_keys(st, {"name", "problem", "seeds", "threads", "description"}, "study")
-    problem = st.get("problem")
-    if problem is None:
-        raise ConfigError(f"study.problem: missing; choose one of {', '.join(PROBLEMS)}")
-    if problem not in PROBLEMS:
-        raise ConfigError(f"study.problem: unknown problem {problem!r}; choose one of {', '.join(PROBLEMS)}")
-    name = st.get("name", problem)
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"study.name: must be a nonempty string, got {name!r}")
-    desc = st.get("description", "")
-    if not isinstance(desc, str):
-        raise ConfigError("study.description: must be a string")
-    extra = sorted(set(raw) - _TOP_SECTIONS - {problem})
-    if extra:
-        other = [e for e in extra if e in PROBLEMS]
-        if other:
-            raise ConfigError(f"{other[0]}: section of another problem; study.problem is {problem!r}")
-        raise ConfigError(f"{extra[0]}: unknown section; allowed: study, schedule, mesh, report, {problem}")
-    seeds = raw.get("seeds", st.get("seeds", [0]))
-    where = "seeds" if "seeds" in raw else "study.seeds"
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = [seeds]
-    if (not isinstance(seeds, list) or not seeds or
-            not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
-        raise ConfigError(f"{where}: must be a nonempty list of nonnegative integers, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"{where}: seeds must be distinct, got {seeds!r}")
-    threads = _num(st, "threads", "study", default=1, integer=True, lo=1)
+    problem, name, desc, seeds, threads = _parse_study_section(raw)
 
     adapter = get_problem(problem)
     if getattr(adapter, "uses_mesh", True):
@@ -297,7 +269,62 @@ def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study
     except ValueError as exc:  # a library check that fired on the problem data
         raise ConfigError(f"{problem}: {exc}") from None
 
-    rep = _table(raw, "report")
+    metrics, primary, params = _parse_report(_table(raw, "report"), adapter, problem, params)
+
+    # The finest mesh of the study (smallest h): the total errors of problems with an exact
+    # discrete reference are measured against the reference on it.
+    finest = None
+    if getattr(adapter, "total_reference", False) and hs is not None:
+        finest = min(((h, i, k) for i, row in enumerate(hs) for k, h in enumerate(row)))
+        finest = sweeps[finest[1]][finest[2]]
+    chains = _build_chains(problem, params, d, gammas, deltas, ratios, sweeps, seeds, hs, finest, meshes,
+                           ratio_res)
+    labels = [c.label for c in chains]
+    if len(set(labels)) != len(labels):
+        raise ConfigError("mesh.names: the sweep contains the same mesh twice")
+    return Study(name=name.strip(), problem=problem, params=params, gammas=gammas, deltas=deltas, d=d,
+                 ratios=ratios, seeds=list(seeds), chains=chains, threads=threads, resolution_ratio=ratio_res,
+                 mesh_mode=meshes[0] if getattr(adapter, "uses_mesh", True) else "", finest=finest,
+                 metrics=list(metrics),
+                 primary=primary, description=desc, source=source, raw=raw)
+
+
+def _parse_study_section(raw: dict):
+    """``[study]`` and ``seeds``: ``(problem, name, description, seeds, threads)``."""
+    st = _table(raw, "study")
+    _check_keys(st, {"name", "problem", "seeds", "threads", "description"}, "study")
+    problem = st.get("problem")
+    if problem is None:
+        raise ConfigError(f"study.problem: missing; choose one of {', '.join(PROBLEMS)}")
+    if problem not in PROBLEMS:
+        raise ConfigError(f"study.problem: unknown problem {problem!r}; choose one of {', '.join(PROBLEMS)}")
+    name = st.get("name", problem)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"study.name: must be a nonempty string, got {name!r}")
+    desc = st.get("description", "")
+    if not isinstance(desc, str):
+        raise ConfigError("study.description: must be a string")
+    extra = sorted(set(raw) - _TOP_SECTIONS - {problem})
+    if extra:
+        other = [e for e in extra if e in PROBLEMS]
+        if other:
+            raise ConfigError(f"{other[0]}: section of another problem; study.problem is {problem!r}")
+        raise ConfigError(f"{extra[0]}: unknown section; allowed: study, schedule, mesh, report, {problem}")
+    seeds = raw.get("seeds", st.get("seeds", [0]))
+    where = "seeds" if "seeds" in raw else "study.seeds"
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if (not isinstance(seeds, list) or not seeds or
+            not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise ConfigError(f"{where}: must be a nonempty list of nonnegative integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: seeds must be distinct, got {seeds!r}")
+    threads = _num(st, "threads", "study", default=1, integer=True, lo=1)
+    return problem, name, desc, seeds, threads
+
+
+def _parse_report(rep: dict, adapter, problem: str, params: dict):
+    """``[report]``: ``(metrics, primary, params)``, the params trimmed to the metrics asked for."""
     _check_keys(rep, {"metrics", "primary"}, "report")
     metrics = rep.get("metrics", list(adapter.metrics))
     if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
@@ -311,13 +338,12 @@ def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study
         raise ConfigError(f"report.primary: {primary!r} is not one of report.metrics")
     if hasattr(adapter, "with_metrics"):  # e.g. skip an expensive error measure nobody asked for
         params = adapter.with_metrics(params, metrics)
+    return metrics, primary, params
 
-    # The finest mesh of the study (smallest h): the total errors of problems with an exact
-    # discrete reference are measured against the reference on it.
-    finest = None
-    if getattr(adapter, "total_reference", False) and hs is not None:
-        finest = min(((h, i, k) for i, row in enumerate(hs) for k, h in enumerate(row)))
-        finest = sweeps[finest[1]][finest[2]]
+
+def _build_chains(problem, params, d, gammas, deltas, ratios, sweeps, seeds, hs, finest, meshes, ratio_res):
+    """One chain of levels per (mesh sweep, seed), each level with its run id."""
+    n = len(gammas)
     chains = []
     for mi, sweep in enumerate(sweeps):
         for seed in seeds:
@@ -333,27 +359,26 @@ def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study
                 rid = run_id(key)
                 levels.append(Level(k, gammas[k], deltas[k], ratios[k], spec, rid,
                                     hs[mi][k] if hs is not None else math.nan))
-            if meshes[0] == "generated":
-                label = f"h=delta/{meshes[1][0]:g}"
-            elif meshes[0] == "coupled":
-                label = f"h<=delta/{ratio_res:g}"
-            elif sweep[0].name == "none":
-                label = "seed" if len(seeds) > 1 else problem
-            elif len({repr(s.key()) for s in sweep}) == 1:
-                label = sweep[0].label()
-            else:
-                label = f"{sweep[0].label()}..{sweep[-1].label()}"
-            if len(seeds) > 1:
-                label += f"{seed}" if label == "seed" else f"/seed{seed}"
+            label = _chain_label(meshes, sweep, seeds, seed, ratio_res, problem)
             chains.append(Chain(len(chains), label, seed, tuple(levels)))
-    labels = [c.label for c in chains]
-    if len(set(labels)) != len(labels):
-        raise ConfigError("mesh.names: the sweep contains the same mesh twice")
-    return Study(name=name.strip(), problem=problem, params=params, gammas=gammas, deltas=deltas, d=d,
-                 ratios=ratios, seeds=list(seeds), chains=chains, threads=threads, resolution_ratio=ratio_res,
-                 mesh_mode=meshes[0] if getattr(adapter, "uses_mesh", True) else "", finest=finest,
-                 metrics=list(metrics),
-                 primary=primary, description=desc, source=source, raw=raw)
+    return chains
+
+
+def _chain_label(meshes, sweep, seeds, seed, ratio_res: float, problem: str) -> str:
+    """Name of one chain in tables and plots: its mesh sweep (and seed when there are several)."""
+    if meshes[0] == "generated":
+        label = f"h=delta/{meshes[1][0]:g}"
+    elif meshes[0] == "coupled":
+        label = f"h<=delta/{ratio_res:g}"
+    elif sweep[0].name == "none":
+        label = "seed" if len(seeds) > 1 else problem
+    elif len({repr(s.key()) for s in sweep}) == 1:
+        label = sweep[0].label()
+    else:
+        label = f"{sweep[0].label()}..{sweep[-1].label()}"
+    if len(seeds) > 1:
+        label += f"{seed}" if label == "seed" else f"/seed{seed}"
+    return label
 
 
 def _n_levels_hint(raw) -> int | None:
