@@ -1041,7 +1041,7 @@ class _QROTState:
     def __init__(self, alpha, beta, init_used, engine, lm):
         self.alpha, self.beta, self.init_used, self.engine, self.lm = alpha, beta, init_used, engine, lm
         self.rowsum = self.colsum = self.count = self.r1 = self.r2 = None
-        self.act = None  # active set (ip, ind, z) at the current point, when computed
+        self.act: tuple | None = None  # active set (ip, ind, z) at the current point, when computed
         self.history: list = []
         self.status: int | None = None  # set when the loop stops
         self.message: str | None = None
@@ -1095,8 +1095,8 @@ def _stopping_test(p: _QROTData, st: _QROTState) -> dict:
     if p.tol < res <= floor:
         # about to stop at the coarse floor: sharpen it from the potentials
         # on the active set (the pass is reused by the Newton step or the plan)
-        st.act = st.engine.active(alpha, beta, st.count)
-        floor = min(floor, _active_floor(*st.act, alpha, beta, p.m1, p.m2, p.w1, p.w2, p.gamma, p.eps, p.cost))
+        st.act = ip, ind, z = st.engine.active(alpha, beta, st.count)
+        floor = min(floor, _active_floor(ip, ind, z, alpha, beta, p.m1, p.m2, p.w1, p.w2, p.gamma, p.eps, p.cost))
     entry = {"it": st.nit, "residual": res, "floor": floor, "n_active": int(st.count.sum())}
     if not np.isfinite(res):
         st.status = 3
@@ -1180,7 +1180,8 @@ def _newton_iteration(p: _QROTData, st: _QROTState, entry: dict) -> str:
             t = _streamed_root(lambda t_: engine.evaluate(alpha, beta, da, db, t_)[3] + q0 + t_ * q1 - lin,
                                dphi0, dphi1)
         else:
-            t = _exact_line_search(*cand, q0, q1, lin, 1.0)
+            z, dz, ws = cand
+            t = _exact_line_search(z, dz, ws, q0, q1, lin, 1.0)
         ev = engine.evaluate(alpha, beta, da, db, t)
     path = "line"
     curved = None
@@ -1222,7 +1223,8 @@ def _newton_iteration(p: _QROTData, st: _QROTState, entry: dict) -> str:
 
 def _output(p: _QROTData, st: _QROTState) -> QROTResult:
     """The result: the plan on the active set, the final floor and the precision verdict (status 4)."""
-    alpha, beta, gamma, history, status = st.alpha, st.beta, p.gamma, st.history, st.status
+    alpha, beta, gamma, history = st.alpha, st.beta, p.gamma, st.history
+    status: int = 1 if st.status is None else st.status
     m1, m2, w1, w2 = p.m1, p.m2, p.w1, p.w2
     ip, ind, z = st.act if st.act is not None else st.engine.active(alpha, beta, st.count)
     plan = sp.csr_matrix((z / gamma, ind, ip), shape=(p.n1, p.n2))

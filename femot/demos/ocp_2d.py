@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ SUMMARY = "2D Wasserstein-regularized elliptic control (unit square or L-shape) 
 ORDER = 61
 FLAGSHIP = True
 
-_SETUPS = {
+_SETUPS: dict[str, dict[str, Any]] = {
     # stored mesh, its refinements for the state, coarse transport mesh (constructor, refinements), parameters, data
     "unit_square": dict(mesh="unit_square", refine=0, coarse=("init_sqsymmetric", 3), transport="full",
                         rho=0.15, delta=0.125,
@@ -231,11 +232,14 @@ def _refinement_study(args, setup, say) -> dict:
     tmesh = None if full else getattr(skfem.MeshTri, ctor)().refined(nref + 1)
     say(f"{args.mesh}: mesh-independence study on {K} uniform refinements; nu = {nu:g}, gamma = {gamma:g}, "
         f"delta = {delta:g}, rho = {rho:g}; formulation '{args.formulation}'; state and control on each level's "
-        f"mesh, transport on " + ("each level's mesh" if full else f"a fixed mesh of {tmesh.p.shape[1]} nodes"))
+        f"mesh, transport on "
+        + ("each level's mesh" if tmesh is None else f"a fixed mesh of {tmesh.p.shape[1]} nodes"))
     crit = "fw_gap/|f|" if args.formulation == "value" else "theta/th0"
     say(f"{'level':>5} {'nodes':>6} {'controls':>8} {'pairs':>10} {'iters':>5} {'Hv':>5} {'fun':>12} {crit:>10} "
         f"{'lower':>6} {'time s':>7} {'cpu s':>7}  status")
-    rows, shown, warm = [], [], None
+    rows: list[dict] = []
+    shown: list = []
+    warm: tuple | None = None
     for k in range(K):
         op = PoissonOperator(getattr(skfem.MeshTri, ctor)().refined(nref + k))
         adm, m_true, y_d, mu2 = _level_data(setup, op, rho)
@@ -243,7 +247,7 @@ def _refinement_study(args, setup, say) -> dict:
         P = ControlProblem(op, y_d, mu2, nu, gamma, delta, rho=rho, control_vertices=adm,
                            transport=args.formulation, transport_mesh=tmesh)
         if warm is not None:  # same transport quadrature on every level: reuse the potentials
-            P.lower.warm = warm
+            P.lower.warm = warm  # type: ignore[assignment]  # (declared None in problems/control.py)
         x0 = None
         if args.start == "nested" and shown:
             x0 = _prolong(shown[-1][0], shown[-1][2].masses, op, adm, P.mass)

@@ -307,15 +307,15 @@ def load_instance(path) -> dict:
         raise ValueError(f"instance file {path!r}: unknown extension {ext!r} (use .mat or .npz)")
     missing = [k for k in REQUIRED_VARIABLES if k not in raw and REFERENCE_ALIASES.get(k) not in raw]
     if missing:
-        names = [f"{k} (or {REFERENCE_ALIASES[k]})" if k in REFERENCE_ALIASES else k for k in missing]
-        raise ValueError(f"instance file {path!r} is missing the variable(s) {', '.join(names)}; required: "
+        wanted = [f"{k} (or {REFERENCE_ALIASES[k]})" if k in REFERENCE_ALIASES else k for k in missing]
+        raise ValueError(f"instance file {path!r} is missing the variable(s) {', '.join(wanted)}; required: "
                          f"{list(REQUIRED_VARIABLES)}, optional: {list(OPTIONAL_VARIABLES)}; "
                          f"found: {sorted(raw)}")
     conv = {}
     for k in REQUIRED_VARIABLES + OPTIONAL_VARIABLES + tuple(REFERENCE_ALIASES.values()):
         if k in raw:
             conv[k] = _as_vector(raw[k], k, path) if k in _VECTORS else _as_matrix(raw[k], k, path)
-    names = {k: k for k in REQUIRED_VARIABLES + OPTIONAL_VARIABLES if k in conv}
+    names: dict[str, str] = {k: k for k in REQUIRED_VARIABLES + OPTIONAL_VARIABLES if k in conv}
     D = conv.get("D")
     masks = {"mu1_d": None if conv.get("D1") is None else np.asarray(conv["D1"]) != 0,
              "pi_d": None if D is None else (D.toarray() if sp.issparse(D) else np.asarray(D)) != 0}
@@ -343,7 +343,7 @@ def load_instance(path) -> dict:
         else:
             conv[truth] = conv[alias]
             names[truth] = alias
-    notes = []
+    notes: list[str] = []
     tr = _settings(raw, int(conv["c_d"].shape[0]), path, notes)
     if "Delta0" in tr:
         names["Delta0"] = "delta_0"
@@ -402,7 +402,8 @@ def save_instance(path, data: dict) -> None:
 
         savemat(path, out)
     else:
-        np.savez(path, **out)
+        arrays: dict = out
+        np.savez(path, **arrays)
 
 
 # --------------------------------------------------------------------------

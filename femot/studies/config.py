@@ -235,8 +235,9 @@ def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study
         meshes, d_space = _parse_mesh(_table(raw, "mesh"), base_dir, n_levels_hint=_n_levels_hint(raw))
     else:
         if "mesh" in raw:
-            raise ConfigError(f"mesh: the {problem} problem has no mesh ({adapter.mesh_note}); remove [mesh]")
-        meshes, d_space = ("fixed", [MeshSpec(name="none")]), adapter.space_dim
+            raise ConfigError(f"mesh: the {problem} problem has no mesh ({getattr(adapter, 'mesh_note', '')}); "
+                              "remove [mesh]")
+        meshes, d_space = ("fixed", [MeshSpec(name="none")]), getattr(adapter, "space_dim")
     d = adapter.coupling_dimension(d_space)
     gammas, deltas, ratios = _parse_schedule(_table(raw, "schedule"), d,
                                              uses_delta=getattr(adapter, "uses_delta", True), problem=problem)
@@ -275,8 +276,8 @@ def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study
     # discrete reference are measured against the reference on it.
     finest = None
     if getattr(adapter, "total_reference", False) and hs is not None:
-        finest = min(((h, i, k) for i, row in enumerate(hs) for k, h in enumerate(row)))
-        finest = sweeps[finest[1]][finest[2]]
+        _, i_fine, k_fine = min(((h, i, k) for i, row in enumerate(hs) for k, h in enumerate(row)))
+        finest = sweeps[i_fine][k_fine]
     chains = _build_chains(problem, params, d, gammas, deltas, ratios, sweeps, seeds, hs, finest, meshes,
                            ratio_res)
     labels = [c.label for c in chains]
@@ -498,7 +499,8 @@ def _spec_size(spec: MeshSpec, cache: dict) -> float:
     k = repr(spec.key())
     if k not in cache:
         if spec.cells is not None:
-            cache[k] = (spec.domain[1] - spec.domain[0]) / spec.cells
+            a, b = spec.domain or (0.0, 0.0)
+            cache[k] = (b - a) / spec.cells
         elif spec.family is not None:
             cache[k] = _FAMILIES[spec.family][1](spec.level)
         else:

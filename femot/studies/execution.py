@@ -184,7 +184,7 @@ class Progress:
         self.width = width
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.t0 = time.time()
-        self._last = None
+        self._last: tuple | None = None
 
     def line(self) -> str:
         frac = self.done / self.total if self.total else 1.0
@@ -218,7 +218,7 @@ class Progress:
 # ----------------------------------------------------------------------------- backends
 
 
-def run_serial(tasks, progress: Progress, on_run_done=None) -> list:
+def run_serial(tasks, progress: Progress, on_run_done=None) -> tuple[list, list]:
     """Chains one after the other in this process."""
     results = []
     done = progress.done

@@ -91,7 +91,7 @@ class MeshSpec:
 
     def key(self) -> dict:
         if self.cells is not None:
-            return {"interval": list(self.domain), "cells": self.cells}
+            return {"interval": list(self.domain or ()), "cells": self.cells}
         if self.family is not None:
             return {"family": self.family, "level": self.level}
         return {"name": self.name, "refine": self.refine}
@@ -100,9 +100,9 @@ class MeshSpec:
         if self.cells is not None:
             return f"interval{self.cells}"
         if self.family is not None:
-            n = 2 ** self.level
+            n = 2 ** int(self.level or 0)
             return f"{self.family}_{n}" if self.family == "unit_interval" else f"{self.family}_{n}x{n}"
-        base = Path(self.name).stem if self.path else self.name
+        base = Path(str(self.name)).stem if self.path else str(self.name)
         return base + (f"+r{self.refine}" if self.refine else "")
 
     def load(self):

@@ -455,8 +455,9 @@ def _report(study, rows, rates, md_table, rate_table, figures, root, problem, ru
     L += ["## Error measures", ""]
     for m in study.metrics:
         L.append(f"- `{m}`: {METRIC_DOC.get(m, '')}")
-    if problem is not None and getattr(problem, "notes", ""):
-        L += ["", problem.notes]
+    notes = str(getattr(problem, "notes", "") or "") if problem is not None else ""
+    if notes:
+        L += ["", notes]
     L += ["", "## Runs", "",
           "Each run is one level of one chain (all levels of the schedule for one mesh and seed, run in "
           "order; level n warm-starts from the state of level n-1). Results are in `runs/<id>.json`, "

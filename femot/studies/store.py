@@ -205,7 +205,8 @@ class RunStore:
         meta = None
         if state is not None:
             buf = io.BytesIO()
-            np.savez(buf, **{k: np.asarray(v) for k, v in state.items()})
+            arrays: dict = {k: np.asarray(v) for k, v in state.items()}
+            np.savez(buf, **arrays)
             data = buf.getvalue()
             atomic_write(self.state_path(rid), lambda fh: fh.write(data), binary=True)
             meta = {"file": self.state_path(rid).name, "bytes": len(data), "sha256": _sha256(data),
