@@ -92,7 +92,7 @@ def test_tracking_1d_reaches_the_objective_of_the_true_control(tmp_path):
 
 
 def test_identification_reaches_the_truths_objective_at_small_gamma(tmp_path):
-    s = _run(tmp_path, "identification", "--gammas", "1e-2", "1e-4")
+    s = _run(tmp_path, "identification", "--quick", "--gammas", "1e-2", "1e-4")
     runs = s["experiment1"]
     for r in runs:
         assert r["success"]

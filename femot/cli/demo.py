@@ -7,14 +7,11 @@ import sys
 import time
 
 from femot._io import OutputPathError, check_writable, to_json, write_json
+from femot.demos.common import add_output_options
 
 
 def _add_common_demo_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", metavar="OUT.json", default=None, help="write the summary as JSON")
-    p.add_argument("--plot", metavar="DIR", default=None, help="write figures into DIR")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random instance (default 0)")
-    p.add_argument("--quick", action="store_true", help="a smaller run (used by the tests)")
-    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    add_output_options(p, seed=True, quick=True)
 
 
 def _check_demo_outputs(args) -> None:

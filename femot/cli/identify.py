@@ -19,6 +19,8 @@ import sys
 
 import numpy as np
 
+from femot.demos.common import add_output_options, figure_folder, save_figure
+
 __all__ = ["cmd_identify", "build_parser"]
 
 
@@ -50,12 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "next (default none)")
     p.add_argument("--max-iter", type=int, default=200, help="trust-region iterations (default 200)")
     p.add_argument("--tol", type=float, default=1e-5, help="stationarity tolerance (default 1e-5)")
-    p.add_argument("--json", metavar="OUT.json", default=None, help="write the summary as JSON")
     p.add_argument("--save", metavar="OUT", default=None,
                    help="save mu1, pi, alpha, beta, J and the iteration history: OUT.mat for MATLAB (pi sparse), "
                         "any other suffix .npz (pi dense)")
-    p.add_argument("--plot", metavar="DIR", default=None, help="write figures into DIR")
-    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    add_output_options(p)
     return p
 
 
@@ -161,16 +161,11 @@ def cmd_identify(argv) -> int:
 
 
 def _plots(folder, prob, data, res):
-    import os
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from femot.demos.identification import plot_marginal_bars, plot_sparsity_overlay
 
-    os.makedirs(folder, exist_ok=True)
+    plt = figure_folder(folder)
     truth = data.get("mu1_true") is not None and data.get("pi_true") is not None
     mu_ref = data["mu1_true"] if truth else np.where(prob.D1, prob.mu1_d, 0.0)
     pi_ref = data["pi_true"] if truth else prob.pi_d_obs
@@ -181,16 +176,12 @@ def _plots(folder, prob, data, res):
     ax.legend(fontsize=8)
     ax.set_title(f"source marginal, gamma = {prob.gamma:g}, eps = {prob.eps:g}")
     fig.tight_layout()
-    out.append(os.path.join(folder, "marginal.png"))
-    fig.savefig(out[-1], dpi=130)
-    plt.close(fig)
+    save_figure(fig, folder, "marginal.png", out)
     fig, ax = plt.subplots(figsize=(5, 5))
     scale = float(np.max(np.abs(res.plan.data), initial=0.0))
     plot_sparsity_overlay(ax, pi_ref, res.plan, prob.D, tol=1e-3 * scale)
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title(f"plan sparsity ({ref} in red)")
     fig.tight_layout()
-    out.append(os.path.join(folder, "plan.png"))
-    fig.savefig(out[-1], dpi=130)
-    plt.close(fig)
+    save_figure(fig, folder, "plan.png", out)
     return out

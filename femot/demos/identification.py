@@ -24,6 +24,8 @@ import os
 import numpy as np
 import scipy.sparse as sp
 
+from femot.demos.common import figure_folder, save_figure
+
 NAME = "identification"
 SUMMARY = "transportation identification (Part III §4.2): Tables 4.1, 4.2 and Figures 4.1-4.5"
 ORDER = 30
@@ -203,20 +205,12 @@ def plot_sparsity_overlay(ax, pi_ref, pi, D=None, tol=0.0):
 
 
 def make_figures(folder, d1, d2, gammas, res1, res2, res2p) -> list:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    os.makedirs(folder, exist_ok=True)
-    out = []
+    plt = figure_folder(folder)
+    out: list = []
 
     def save(fig, name):
         fig.tight_layout()
-        path = os.path.join(folder, name)
-        fig.savefig(path, dpi=130)
-        plt.close(fig)
-        out.append(path)
+        save_figure(fig, folder, name, out)
 
     # Figure 4.1: the data
     n = len(d1["mu1_true"])

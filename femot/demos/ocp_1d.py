@@ -33,10 +33,11 @@ of width ~ delta too few pairs).
 """
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
+
+from femot.demos.common import add_control_stopping_options, figure_folder, save_figure
 
 NAME = "ocp-1d"
 SUMMARY = "1D Wasserstein-regularized elliptic control: regularized optimal controls -> exact QP solution"
@@ -57,11 +58,7 @@ def add_arguments(p) -> None:
     p.add_argument("--formulation", choices=("plan", "value", "both"), default="value",
                    help="transport term: the plan <c, pi> of (OCP^delta_gamma), the convex value V_gamma, or both "
                         "(default value)")
-    p.add_argument("--rtol", type=float, default=1e-5,
-                   help="plan: stop when theta_R <= rtol * theta_R(uniform) (default 1e-5)")
-    p.add_argument("--fw-rtol", type=float, default=1e-8,
-                   help="value: stop when the Frank-Wolfe gap <= fw_rtol * |f| (default 1e-8)")
-    p.add_argument("--max-iter", type=int, default=200, help="trust-region iterations per level (default 200)")
+    add_control_stopping_options(p, per_level=True)
 
 
 def problem_data(op, rho):
@@ -205,13 +202,9 @@ def _density(op, masses):
 
 
 def _plots(folder, op, m_true, y_d, mu2, ref, last, rows) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import PowerNorm
 
-    os.makedirs(folder, exist_ok=True)
+    plt = figure_folder(folder)
     out = []
     P, r = last
     x = op.vertices[:, 0]
@@ -236,9 +229,7 @@ def _plots(folder, op, m_true, y_d, mu2, ref, last, rows) -> list[str]:
     ax.set_title("states")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out.append(os.path.join(folder, "control_state.png"))
-    fig.savefig(out[-1], dpi=130)
-    plt.close(fig)
+    save_figure(fig, folder, "control_state.png", out)
 
     # plan of the last level and the exact plan; transported mass (smoothed marginals)
     qx = P.q.nodes[:, 0]
@@ -274,9 +265,7 @@ def _plots(folder, op, m_true, y_d, mu2, ref, last, rows) -> list[str]:
     ax.legend(fontsize=8, loc="upper left")
     ax2.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    out.append(os.path.join(folder, "plan_transport.png"))
-    fig.savefig(out[-1], dpi=130)
-    plt.close(fig)
+    save_figure(fig, folder, "plan_transport.png", out)
 
     dl = np.array([row["delta"] for row in rows])
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -289,7 +278,5 @@ def _plots(folder, op, m_true, y_d, mu2, ref, last, rows) -> list[str]:
     ax.set_title("ocp-1d: convergence to the exact control")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out.append(os.path.join(folder, "convergence.png"))
-    fig.savefig(out[-1], dpi=130)
-    plt.close(fig)
+    save_figure(fig, folder, "convergence.png", out)
     return out

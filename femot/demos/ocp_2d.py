@@ -36,11 +36,12 @@ of nodes.
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import numpy as np
+
+from femot.demos.common import add_control_stopping_options, figure_folder, save_figure
 
 NAME = "ocp-2d"
 SUMMARY = "2D Wasserstein-regularized elliptic control (unit square or L-shape) by the nonsmooth trust region"
@@ -75,17 +76,13 @@ def add_arguments(p) -> None:
     p.add_argument("--formulation", choices=("plan", "value"), default="value",
                    help="transport term: the plan <c, pi> of (OCP^delta_gamma) or the convex value V_gamma "
                         "(default; certified by its Frank-Wolfe gap)")
-    p.add_argument("--rtol", type=float, default=1e-5,
-                   help="plan: stop when theta_R <= rtol * theta_R(uniform) (default 1e-5)")
-    p.add_argument("--fw-rtol", type=float, default=1e-8,
-                   help="value: stop when the Frank-Wolfe gap <= fw_rtol * |f| (default 1e-8)")
     p.add_argument("--refinements", type=int, default=None,
                    help="mesh-independence study on this many uniform refinements (state, control and transport "
                         "on each level's mesh)")
     p.add_argument("--start", choices=("nested", "uniform"), default="nested",
                    help="with --refinements: start every level from the uniform control, or (default) from the "
                         "previous level's control interpolated to the finer mesh (nested iteration)")
-    p.add_argument("--max-iter", type=int, default=200, help="trust-region iterations (default 200)")
+    add_control_stopping_options(p)
 
 
 def _bumps(X, parts):
@@ -300,15 +297,11 @@ def _prolong(op_c, masses_c, op_f, adm_f, mass):
 
 
 def _refinement_plots(folder, shown, rows) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.tri as mtri
 
     from femot.fem import quadrature
 
-    os.makedirs(folder, exist_ok=True)
+    plt = figure_folder(folder)
     out = []
     fig, axs = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 4.2), squeeze=False)
     for ax, (op, P, r) in zip(axs[0], shown):
@@ -318,9 +311,7 @@ def _refinement_plots(folder, shown, rows) -> list[str]:
         ax.set_title(f"control density, {op.nvertices} nodes, {r.nit} iterations", fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
-    out.append(os.path.join(folder, "controls_by_level.png"))
-    fig.savefig(out[-1], dpi=110)
-    plt.close(fig)
+    save_figure(fig, folder, "controls_by_level.png", out, dpi=110)
 
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     nodes = [row["nodes"] for row in rows]
@@ -331,22 +322,16 @@ def _refinement_plots(folder, shown, rows) -> list[str]:
     ax.set_title("iterations against mesh size", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out.append(os.path.join(folder, "iterations_vs_nodes.png"))
-    fig.savefig(out[-1], dpi=120)
-    plt.close(fig)
+    save_figure(fig, folder, "iterations_vs_nodes.png", out, dpi=120)
     return out
 
 
 def _plots(folder, op, P, r, m_true, y_d, mu2) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.tri as mtri
 
     from femot.fem import quadrature
 
-    os.makedirs(folder, exist_ok=True)
+    plt = figure_folder(folder)
     out = []
     tri = mtri.Triangulation(op.mesh.p[0], op.mesh.p[1], op.mesh.t.T)
     lump = quadrature(op.mesh).weights
@@ -370,9 +355,7 @@ def _plots(folder, op, P, r, m_true, y_d, mu2) -> list[str]:
     for ax in axs:
         ax.set_aspect("equal")
     fig.tight_layout()
-    out.append(os.path.join(folder, "control.png"))
-    fig.savefig(out[-1], dpi=110)
-    plt.close(fig)
+    save_figure(fig, folder, "control.png", out, dpi=110)
 
     fig, axs = plt.subplots(1, 3, figsize=(15, 4.3))
     lo, hi = float(min(y_d.min(), r.y.min())), float(max(y_d.max(), r.y.max()))
@@ -387,9 +370,7 @@ def _plots(folder, op, P, r, m_true, y_d, mu2) -> list[str]:
     axs[2].set_title("y - y_d", fontsize=10)
     fig.colorbar(im, ax=axs[2], shrink=0.8)
     fig.tight_layout()
-    out.append(os.path.join(folder, "state.png"))
-    fig.savefig(out[-1], dpi=120)
-    plt.close(fig)
+    save_figure(fig, folder, "state.png", out, dpi=120)
 
     # transported mass: where the smoothed control's mass goes (barycentric map of the plan)
     w = q.weights
@@ -417,7 +398,5 @@ def _plots(folder, op, P, r, m_true, y_d, mu2) -> list[str]:
     axs[1].legend(fontsize=8)
     axs[1].set_title("convergence of the trust region", fontsize=10)
     fig.tight_layout()
-    out.append(os.path.join(folder, "transport.png"))
-    fig.savefig(out[-1], dpi=120)
-    plt.close(fig)
+    save_figure(fig, folder, "transport.png", out, dpi=120)
     return out

@@ -1,0 +1,59 @@
+"""Lines shared by the demos and the ``femot identify`` command: command-line options and figures.
+
+* :func:`add_output_options` -- ``--json``, ``--plot``, ``--quiet`` (and optionally
+  ``--seed``, ``--quick``);
+* :func:`add_control_stopping_options` -- the stopping rules of the control demos
+  (``--rtol`` for the plan formulation, ``--fw-rtol`` for the value formulation,
+  ``--max-iter``);
+* :func:`figure_folder` and :func:`save_figure` -- matplotlib without a display, figures
+  written into one folder and their paths collected.
+"""
+from __future__ import annotations
+
+import os
+
+__all__ = ["add_output_options", "add_control_stopping_options", "figure_folder", "save_figure"]
+
+
+def add_output_options(p, *, seed: bool = False, quick: bool = False) -> None:
+    """Add ``--json OUT.json``, ``--plot DIR`` and ``--quiet`` (and ``--seed``, ``--quick``) to ``p``."""
+    p.add_argument("--json", metavar="OUT.json", default=None, help="write the summary as JSON")
+    p.add_argument("--plot", metavar="DIR", default=None, help="write figures into DIR")
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="seed of every random instance (default 0)")
+    if quick:
+        p.add_argument("--quick", action="store_true", help="a smaller run (used by the tests)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+
+
+def add_control_stopping_options(p, *, per_level: bool = False) -> None:
+    """Add the control problems' stopping options ``--rtol``, ``--fw-rtol`` and ``--max-iter`` to ``p``."""
+    p.add_argument("--rtol", type=float, default=1e-5,
+                   help="plan: stop when theta_R <= rtol * theta_R(uniform) (default 1e-5)")
+    p.add_argument("--fw-rtol", type=float, default=1e-8,
+                   help="value: stop when the Frank-Wolfe gap <= fw_rtol * |f| (default 1e-8)")
+    p.add_argument("--max-iter", type=int, default=200,
+                   help=f"trust-region iterations{' per level' if per_level else ''} (default 200)")
+
+
+def figure_folder(folder):
+    """Create ``folder`` and return ``matplotlib.pyplot`` set up for files (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(folder, exist_ok=True)
+    return plt
+
+
+def save_figure(fig, folder, name: str, paths: list | None = None, dpi: int = 130) -> str:
+    """Write ``fig`` to ``folder/name``, close it, append the path to ``paths`` and return it."""
+    import matplotlib.pyplot as plt
+
+    path = os.path.join(folder, name)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    if paths is not None:
+        paths.append(path)
+    return path
