@@ -205,7 +205,7 @@ def _plots(folder, op, m_true, y_d, mu2, ref, last, rows) -> list[str]:
     from matplotlib.colors import PowerNorm
 
     plt = figure_folder(folder)
-    out = []
+    out: list[str] = []
     P, r = last
     x = op.vertices[:, 0]
     order = np.argsort(x)

@@ -302,7 +302,7 @@ def _refinement_plots(folder, shown, rows) -> list[str]:
     from femot.fem import quadrature
 
     plt = figure_folder(folder)
-    out = []
+    out: list[str] = []
     fig, axs = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 4.2), squeeze=False)
     for ax, (op, P, r) in zip(axs[0], shown):
         tri = mtri.Triangulation(op.mesh.p[0], op.mesh.p[1], op.mesh.t.T)
@@ -332,7 +332,7 @@ def _plots(folder, op, P, r, m_true, y_d, mu2) -> list[str]:
     from femot.fem import quadrature
 
     plt = figure_folder(folder)
-    out = []
+    out: list[str] = []
     tri = mtri.Triangulation(op.mesh.p[0], op.mesh.p[1], op.mesh.t.T)
     lump = quadrature(op.mesh).weights
 
