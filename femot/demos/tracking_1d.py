@@ -23,10 +23,11 @@ finite-difference check of the reduced gradient at the start.
 """
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
+
+from femot.demos.common import figure_folder, save_figure
 
 NAME = "tracking-1d"
 SUMMARY = "1D x 1D W^{-1,p'} tracking of a measured plan on a subdomain D: recover the marginal mu1"
@@ -148,15 +149,11 @@ def run(args) -> dict:
 
 
 def _plots(folder, P, r, x, q, m_true, pi_d) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.tri as mtri
     from matplotlib.patches import Rectangle
 
-    os.makedirs(folder, exist_ok=True)
-    out = []
+    plt = figure_folder(folder)
+    out: list[str] = []
     fig, axs = plt.subplots(1, 3, figsize=(16, 4.4))
     ax = axs[0]
     ax.plot(x, r.masses / q.weights, "-", lw=1.8, label="recovered μ1")
@@ -178,9 +175,7 @@ def _plots(folder, P, r, x, q, m_true, pi_d) -> list[str]:
         ax.legend(fontsize=8, loc="upper left")
         fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    out.append(os.path.join(folder, "control_plan.png"))
-    fig.savefig(out[-1], dpi=120)
-    plt.close(fig)
+    save_figure(fig, folder, "control_plan.png", out, dpi=120)
 
     fig, ax = plt.subplots(figsize=(5.8, 4.6))
     D = P.D
@@ -192,7 +187,5 @@ def _plots(folder, P, r, x, q, m_true, pi_d) -> list[str]:
     ax.set_title(f"φ = G(π - π_d) on D at the solution\n|∇φ|^p' = {r.misfit:.3e}", fontsize=10)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    out.append(os.path.join(folder, "adjoint_state.png"))
-    fig.savefig(out[-1], dpi=120)
-    plt.close(fig)
+    save_figure(fig, folder, "adjoint_state.png", out, dpi=120)
     return out

@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from femot.demos.common import figure_folder, save_figure
+
 NAME = "transport-1d"
 SUMMARY = "1D regularized transport cost vs exact W_beta^beta along a coupled (gamma, delta) schedule"
 ORDER = 40
@@ -142,15 +144,11 @@ def run(args) -> dict:
 
 
 def _plots(folder, rows, rate, result, mu1, mu2) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from femot.fem import export_plan, plan_image
 
-    os.makedirs(folder, exist_ok=True)
-    out = []
+    plt = figure_folder(folder)
+    out: list[str] = []
     g = np.array([r["gamma"] for r in rows])
     e = np.array([r["cost_error"] for r in rows])
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -165,9 +163,7 @@ def _plots(folder, rows, rate, result, mu1, mu2) -> list[str]:
     ax.set_title("transport-1d: regularized cost vs exact")
     ax.legend()
     fig.tight_layout()
-    out.append(os.path.join(folder, "cost_error.png"))
-    fig.savefig(out[-1], dpi=130)
-    plt.close(fig)
+    save_figure(fig, folder, "cost_error.png", out)
 
     img, x, y = plan_image(result)
     fig, axs = plt.subplots(1, 2, figsize=(10, 4.2))
@@ -185,8 +181,6 @@ def _plots(folder, rows, rate, result, mu1, mu2) -> list[str]:
     axs[1].set_title(f"plan density, gamma = {result.gamma:.2e}")
     fig.colorbar(im, ax=axs[1])
     fig.tight_layout()
-    out.append(os.path.join(folder, "plan.png"))
-    fig.savefig(out[-1], dpi=130)
-    plt.close(fig)
+    save_figure(fig, folder, "plan.png", out)
     out += [str(p) for p in export_plan(result, os.path.join(folder, "plan.vtu"))]
     return out
