@@ -146,8 +146,8 @@ def run(args) -> dict:
 
 def _schedule(form, sch, op, x, y_d, mu2, m_true, m_star, ref, nu, beta, rho, args, say):
     """Solve every level of the schedule in one formulation; the table and the per-level rows."""
-    from femot.problems.control import ControlProblem
     from femot.problems.control_reference import control_objective, wasserstein1_1d
+    from femot.studies.paths import control_path
 
     value = form == "value"
     crit = "fw_gap/|f|" if value else "theta/th0"
@@ -155,10 +155,9 @@ def _schedule(form, sch, op, x, y_d, mu2, m_true, m_star, ref, nu, beta, rho, ar
         f"; stop at {'fw_gap <= %g |f|' % args.fw_rtol if value else 'theta_R <= %g theta_R(uniform)' % args.rtol}")
     say(f"{'level':>5} {'gamma':>9} {'delta':>7} {'g/d^2':>8} {'W1(ctrl, exact)':>15} {'J gap':>10} "
         f"{'f_reg':>11} {'TR it':>5} {crit:>10} {'Newton':>6} {'time s':>6}  status")
-    rows, last = [], None
-    for k, (gamma, delta) in enumerate(sch):
-        P = ControlProblem(op, y_d, mu2, nu, gamma, delta, beta=beta, rho=rho, transport=form)
-        r = P.solve(options={"max_iter": int(args.max_iter)}, rtol=float(args.rtol), fw_rtol=float(args.fw_rtol))
+    rows: list[dict] = []
+
+    def report(k, gamma, delta, P, r):
         J, J_track, J_w = control_objective(op, r.masses, y_d, mu2, nu, beta=beta)
         err = wasserstein1_1d(x, r.masses, x, m_star)
         row = {"level": k, "formulation": form, "gamma": gamma, "delta": delta, "ratio": float(sch.ratios[k]),
@@ -178,11 +177,13 @@ def _schedule(form, sch, op, x, y_d, mu2, m_true, m_star, ref, nu, beta, rho, ar
             row["fw_gap"] = fw
             row["relative_fw_gap"] = fw / abs(float(r.fun))
         rows.append(row)
-        last = (P, r)
         c = row["relative_fw_gap"] if value else row["relative_stationarity"]
         status = "ok" if r.success else ("ITERATION LIMIT" if r.status == 1 else f"FAILED: {r.message}")
         say(f"{k:>5d} {gamma:>9.3e} {delta:>7.4f} {row['ratio']:>8.2e} {err:>15.4e} {row['objective_gap']:>10.3e} "
             f"{r.fun:>11.4e} {r.nit:>5d} {c:>10.2e} {r.newton_iterations:>6d} {r.time_s:>6.1f}  {status}")
+
+    last = control_path(op, y_d, mu2, nu, sch, beta=beta, rho=rho, transport=form, max_iter=args.max_iter,
+                        rtol=args.rtol, fw_rtol=args.fw_rtol, callback=report)[-1]
     dl = np.array([row["delta"] for row in rows])
     errs = np.array([row["control_w1_error"] for row in rows])
     gaps = np.array([row["objective_gap"] for row in rows])

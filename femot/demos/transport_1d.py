@@ -77,7 +77,9 @@ def problem():
 def run(args) -> dict:
     from skfem import MeshLine
 
-    from femot.fem import coupled_schedule, quadrature, solve_lower_level, wasserstein_1d
+    from femot.fem import coupled_schedule, quadrature, wasserstein_1d
+    from femot.fem.smoothing import check_resolution
+    from femot.studies.paths import lower_level_path
 
     quick = bool(getattr(args, "quick", False))
     levels = int(args.levels) if args.levels is not None else 7
@@ -101,18 +103,14 @@ def run(args) -> dict:
     header = f"{'level':>5} {'gamma':>10} {'delta':>8} {'gamma/delta^d':>13} {'nodes':>6} {'cost':>12} " \
              f"{'cost error':>11} {'marg. err':>9} {'nit':>4} {'time s':>7}"
     say(header)
-    result = None
-    for k, (gamma, delta) in enumerate(sch):
+
+    def level_quadrature(k, gamma, delta):
         h = delta / float(args.nodes_per_delta) * (1.5 if quick else 1.0)
         n = int(np.ceil(1.0 / h))
-        from femot.fem.smoothing import check_resolution
-
         check_resolution(1.0 / n, delta, what=f"level {k} (--nodes-per-delta)")
-        q = quadrature(MeshLine(np.linspace(0.0, 1.0, n + 1)))
-        t1 = time.perf_counter()
-        # Warm start from the previous level's potentials (interpolated to the finer mesh).
-        result = solve_lower_level(mu1, mu2, q, q, gamma, delta, cost=beta, enlarge=True, rho=rho, x0=result)
-        dt = time.perf_counter() - t1
+        return quadrature(MeshLine(np.linspace(0.0, 1.0, n + 1)))
+
+    def report(k, gamma, delta, result, dt):
         err = result.transport_cost - exact
         row = {"level": k, "gamma": gamma, "delta": delta, "d": d, "ratio": float(sch.ratios[k]),
                "n_nodes": result.q1.n, "n_pairs": result.q1.n * result.q2.n, "cost": result.transport_cost,
@@ -122,6 +120,10 @@ def run(args) -> dict:
         rows.append(row)
         say(f"{k:>5d} {gamma:>10.3e} {delta:>8.4f} {row['ratio']:>13.3e} {row['n_nodes']:>6d} "
             f"{row['cost']:>12.8f} {err:>+11.3e} {row['marginal_error']:>9.1e} {row['nit']:>4d} {dt:>7.2f}")
+
+    # every level warm-started from the previous level's potentials (interpolated to the finer mesh)
+    result = lower_level_path(mu1, mu2, sch, level_quadrature, cost=beta, rho=rho, enlarge=True,
+                              callback=report)[-1]
     errs = np.array([r["cost_error"] for r in rows])
     g = np.array([r["gamma"] for r in rows])
     dl = np.array([r["delta"] for r in rows])

@@ -12,7 +12,9 @@ exact reference (docs/studies.md). Modules:
   damaged runs are recomputed), the lock of the output directory;
 * execution -- chains on the serial / process-pool / dask backends, progress bar;
 * report    -- CSV and Markdown tables, log-log plots, report.md;
-* runner    -- :func:`run_study`; cli -- ``femot study``.
+* fields    -- the error type, value checks and mesh specification shared by config and problems;
+* runner    -- :func:`run_study` (the command ``femot study`` is :mod:`femot.cli.study`);
+* paths     -- in-memory solves along a schedule (:func:`lower_level_path`, :func:`control_path`).
 """
 from femot.studies.config import ConfigError, Study, load_config, parse_config
 from femot.studies.runner import StudyOutcome, run_study

@@ -1,0 +1,110 @@
+"""Solving along a coupled (gamma, delta) schedule in memory, without a stored study.
+
+A convergence study (:func:`femot.studies.run_study`) stores every run and resumes; the
+functions here are its in-memory counterparts for scripts and demos that want the solutions
+themselves: they walk a schedule ``(gamma_n, delta_n)`` with ``gamma_n / delta_n^d -> 0``
+(Hillbrecht, Manns, Meyer, Part II, coupling (3.1)), solve every level and hand each result
+to a callback as soon as it is known (for a progress table).
+
+* :func:`lower_level_path` -- the smoothed regularized transport ``S_gamma(T^delta mu1,
+  T^delta mu2)`` at every level, each level warm-started from the previous level's
+  potentials (interpolated to the level's nodes by the lower-level solver);
+* :func:`control_path` -- the regularized control problem at every level, each level
+  solved by the trust-region method from the uniform control.
+"""
+from __future__ import annotations
+
+import time
+
+__all__ = ["lower_level_path", "control_path"]
+
+
+def lower_level_path(mu1, mu2, schedule, quadrature_of_level, *, cost=2.0, rho=None, enlarge=False,
+                     callback=None) -> list:
+    """Solve the smoothed lower level at every level of a coupled schedule, warm-started.
+
+    Parameters
+    ----------
+    mu1, mu2 : femot.fem measures
+        The marginals (equal masses).
+    schedule : iterable of (gamma, delta)
+        For example a :func:`femot.fem.coupled_schedule`.
+    quadrature_of_level : callable
+        ``quadrature_of_level(k, gamma, delta) -> Quadrature`` of level ``k``, used for both
+        marginals (the level's mesh must resolve ``delta``).
+    cost : float or callable
+        ``beta`` for ``c = |x - y|^beta``, or a cost callable (see
+        :func:`femot.fem.solve_lower_level`).
+    rho : float, optional
+        Enlargement of the domain when the supports touch the boundary (Part II, Lemma 2.4).
+    enlarge : bool
+        Work on the domain enlarged by ``rho``.
+    callback : callable, optional
+        ``callback(k, gamma, delta, result, seconds)`` after every level.
+
+    Returns
+    -------
+    list
+        The :class:`femot.fem.LowerLevelResult` of every level.
+    """
+    from femot.fem.lower_level import solve_lower_level
+
+    results: list = []
+    previous = None
+    for k, (gamma, delta) in enumerate(schedule):
+        q = quadrature_of_level(k, gamma, delta)
+        t0 = time.perf_counter()
+        previous = solve_lower_level(mu1, mu2, q, q, gamma, delta, cost=cost, enlarge=enlarge, rho=rho,
+                                     x0=previous)
+        results.append(previous)
+        if callback is not None:
+            callback(k, gamma, delta, previous, time.perf_counter() - t0)
+    return results
+
+
+def control_path(op, y_d, mu2, nu, schedule, *, beta=2.0, rho=0.0, transport="value", max_iter=200,
+                 rtol=1e-5, fw_rtol=1e-8, callback=None) -> list:
+    """Solve the regularized control problem at every level of a coupled schedule.
+
+    Every level builds :class:`femot.problems.ControlProblem` ``(op, y_d, mu2, nu, gamma,
+    delta)`` and minimizes it from the uniform control (Part III, Algorithm 4.1).
+
+    Parameters
+    ----------
+    op : femot.fem.PoissonOperator
+        The state equation.
+    y_d : numpy.ndarray
+        Desired state at the vertices.
+    mu2 : numpy.ndarray
+        Prior masses at the vertices.
+    nu : float
+        Weight of the transport term.
+    schedule : iterable of (gamma, delta)
+        The coupled schedule.
+    beta : float
+        Cost exponent, ``c = |x - y|^beta``.
+    rho : float
+        Controls are supported at distance ``>= rho`` from the boundary.
+    transport : {"value", "plan"}
+        The transport term: the convex value ``V_gamma`` or the plan ``<c, pi>``.
+    max_iter : int
+        Trust-region iterations per level.
+    rtol, fw_rtol : float
+        Stopping rules of the plan and the value formulation.
+    callback : callable, optional
+        ``callback(k, gamma, delta, problem, result)`` after every level.
+
+    Returns
+    -------
+    list of (ControlProblem, ControlResult)
+    """
+    from femot.problems.control import ControlProblem
+
+    out: list = []
+    for k, (gamma, delta) in enumerate(schedule):
+        problem = ControlProblem(op, y_d, mu2, nu, gamma, delta, beta=beta, rho=rho, transport=transport)
+        result = problem.solve(options={"max_iter": int(max_iter)}, rtol=float(rtol), fw_rtol=float(fw_rtol))
+        out.append((problem, result))
+        if callback is not None:
+            callback(k, gamma, delta, problem, result)
+    return out
