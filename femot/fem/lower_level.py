@@ -30,10 +30,9 @@ __all__ = ["LowerLevelResult", "solve_lower_level", "transfer_potentials", "plan
 
 
 def _core_solver():
-    try:
-        from femot import solve_qrot  # the public core entry point
-    except ImportError:
-        from femot.core import solve_qrot
+    """The core's solver (imported from ``femot.core``, not from the package facade)."""
+    from femot.core.qrot import solve_qrot
+
     return solve_qrot
 
 

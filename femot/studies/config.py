@@ -84,7 +84,6 @@ class ConfigError(ValueError):
     """An invalid study configuration; the message starts with the field name."""
 
 
-PROBLEMS = ("lower-level", "control", "identification", "tracking")
 _TOP_SECTIONS = {"study", "schedule", "mesh", "report", "seeds"}
 
 
@@ -344,8 +343,9 @@ def load_config(path) -> Study:
 
 def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study:
     """Validate a configuration given as a dict (the parsed TOML); see the module doc."""
-    from femot.studies.problems import get_problem
+    from femot.studies.problems import get_problem, problem_names
 
+    PROBLEMS = problem_names()  # the registry in femot.studies.problems is the source of truth
     if not isinstance(raw, dict):
         raise ConfigError("config: must be a table")
     base_dir = Path(base_dir)
