@@ -55,6 +55,21 @@ def observation_domain(mesh1, mesh2, subdomain=None, kind: str | None = None):
     ``chi(centroids)`` with centroids of shape ``(d1 + d2, nelements)``.
     Returns ``(D_mesh, vertex_map, product)`` where ``D_mesh.p[:, k]`` is product
     vertex ``vertex_map[k]`` (the pair ``divmod(vertex_map[k], n2)``).
+
+    Parameters
+    ----------
+    mesh1, mesh2 : skfem.Mesh
+        Meshes of Omega_1 and Omega_2.
+    subdomain : array_like, callable or None
+        Cell mask or predicate on the centroids of the product mesh (None: everything).
+    kind : str or None
+        Cell type of the product mesh (see :func:`femot.fem.product_mesh`).
+
+    References
+    ----------
+    .. [1] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
+       problem and its quadratic regularization, Part II: convergence analysis",
+       arXiv:2211.07287.
     """
     prod = product_mesh(mesh1, mesh2, kind)
     ne = prod.nelements
