@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from femot._validation import check_equal_mass, check_nonnegative_scalar, check_positive_scalar
+from femot.core.qrot import solve_qrot
 from femot.fem.quadrature import Quadrature, product_cost
 from femot.fem.smoothing import Smoother
 
@@ -30,9 +31,7 @@ __all__ = ["LowerLevelResult", "solve_lower_level", "transfer_potentials", "plan
 
 
 def _core_solver():
-    """The core's solver (imported from ``femot.core``, not from the package facade)."""
-    from femot.core.qrot import solve_qrot
-
+    """The core's solver (from ``femot.core``, not from the package facade)."""
     return solve_qrot
 
 

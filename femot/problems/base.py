@@ -54,6 +54,8 @@ References
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -64,6 +66,7 @@ from scipy.optimize import OptimizeResult
 
 from femot._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
 from femot.core.qrot import QROTResult, solve_qrot
+from femot.optim import DEFAULT_OPTIONS, minimize_simplex, theta_R
 
 __all__ = [
     "SimplexProblem", "SecondOrderProblem", "LowerLevel", "SmoothedLowerLevel", "UpperLevelResult",
@@ -603,10 +606,6 @@ _CONVEX_NEWTON_MINOR = 200
 
 def _optimizer_features():
     """(accepts hessp, has the convex Frank-Wolfe stop) of the installed minimize_simplex."""
-    import inspect
-
-    from femot.optim import DEFAULT_OPTIONS, minimize_simplex
-
     return "hessp" in inspect.signature(minimize_simplex).parameters, "convex" in DEFAULT_OPTIONS
 
 
@@ -620,8 +619,6 @@ def _blas_single_thread():
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        import contextlib
-
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
 
@@ -666,8 +663,6 @@ def solve_on_simplex(problem: SimplexProblem, x0=None, options: dict | None = No
     RuntimeError
         When the objective is not finite at ``x0`` (the lower level failed there).
     """
-    from femot.optim import DEFAULT_OPTIONS, minimize_simplex, theta_R
-
     weights = getattr(problem, "weights", None)
     x0 = problem.uniform() if x0 is None else as_vector(x0, "x0", length=problem.n)
     opts = dict(options or {})

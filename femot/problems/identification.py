@@ -42,6 +42,8 @@ from femot._validation import (
 from femot.core import kernels
 from femot.core.cost import DenseCost
 from femot.core.qrot import QROTResult
+from femot.core.sensitivity import outer_structure
+from femot.optim import minimize_simplex
 from femot.problems.base import LowerLevel, UpperLevelResult, _cite, upper_level_result
 
 __all__ = [
@@ -564,8 +566,6 @@ class TransportIdentification:
         max_sets : int
             At most this many sets are returned.
         """
-        from femot.core.sensitivity import outer_structure
-
         res = self.lower_level(mu1)
         rows, cols = res.biactive()
         m = rows.size
@@ -762,8 +762,6 @@ def _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuat
     Returns the last point, the level records and the summed (nit, nfev, nhev) and
     lower-level effort of these levels.
     """
-    from femot.optim import minimize_simplex
-
     levels, its = [], {"nit": 0, "nfev": 0, "nhev": 0}
     effort = dict.fromkeys((*_EFFORT, "time"), 0)
     for t in _continuation_levels(problem, continuation):
@@ -847,8 +845,6 @@ def solve_identification(problem: TransportIdentification, x0=None, options: dic
     .. [2] D. A. Lorenz, P. Manns, C. Meyer, "Quadratically regularized optimal
        transport", Appl. Math. Optim. 83(3), 2021.
     """
-    from femot.optim import minimize_simplex
-
     if not isinstance(problem, TransportIdentification):
         raise ValueError(f"problem must be a TransportIdentification, got {type(problem).__name__}")
     if x0 is not None:
