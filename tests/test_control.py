@@ -189,7 +189,7 @@ def test_continuation_in_gamma_rescues_a_failing_cold_start():
     """A core that fails cold below gamma = 4e-3 is rescued by continuation; same plan as a direct solve."""
     op, x, m_true, y_d, mu2 = line_problem()
     P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, tol=1e-12)
-    real = P.lower._solve_qrot
+    real = P.lower.solver
     calls = []
 
     def flaky(c, m1, m2, gamma, *args, x0=None, **kw):
@@ -199,7 +199,7 @@ def test_continuation_in_gamma_rescues_a_failing_cold_start():
             r.success, r.message = False, "simulated failure of the cold start"
         return r
 
-    P.lower._solve_qrot = flaky
+    P.lower.solver = flaky
     xc = random_control(P, 8)
     res = P.lower.solve(xc)
     assert res.success and P.lower.continuations == 1 and P.lower.failures == 0

@@ -157,7 +157,18 @@ class QROTResult(OptimizeResult):
 
     Methods ``jvp``, ``vjp`` give derivatives of the marginal-to-plan map
     ``S_{gamma,eps}`` (Part III Def. 3.1) at this solution.
+
+    Internal state (the cost object, the biactivity tolerance, cached factorizations)
+    is kept in attributes whose names start with ``_``; they are ordinary instance
+    attributes, not entries of the result, so they appear in neither ``keys()`` nor
+    the repr.
     """
+
+    def __setattr__(self, name, value):
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            self[name] = value
 
     # -- helpers --------------------------------------------------------------
     def _z_on(self, rows, cols):

@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from femot._validation import check_equal_mass, check_nonnegative_scalar, check_positive_scalar
+from femot.core.qrot import solve_qrot
 from femot.fem.quadrature import Quadrature, product_cost
 from femot.fem.smoothing import Smoother
 
@@ -30,10 +31,7 @@ __all__ = ["LowerLevelResult", "solve_lower_level", "transfer_potentials", "plan
 
 
 def _core_solver():
-    try:
-        from femot.core import solve_qrot  # the public core entry point
-    except ImportError:
-        from femot.core import solve_qrot
+    """The core's solver (from ``femot.core``, not from the package facade)."""
     return solve_qrot
 
 
@@ -46,6 +44,16 @@ class LowerLevelResult:
     ``marginal_error = max(|sum_j v_j pi_ij - m1_i|, |sum_i w_i pi_ij - m2_j|)`` (max norm);
     ``transport_cost = sum_ij w_i v_j c_ij pi_ij``; ``objective`` adds gamma/2 |pi|^2.
     ``core`` is the core's result object (alpha, beta, jvp, vjp, ...).
+
+    References
+    ----------
+    .. [1] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
+       problem and its quadratic regularization, Part II: convergence analysis",
+       arXiv:2211.07287.
+    .. [2] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
+       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
+    .. [3] D. A. Lorenz, P. Manns, C. Meyer, "Quadratically regularized optimal
+       transport", Appl. Math. Optim. 83(3), 2021.
     """
 
     plan: sp.csr_matrix
@@ -68,14 +76,16 @@ class LowerLevelResult:
     cost: np.ndarray | None = field(repr=False, default=None)
 
     @property
-    def alpha(self):
+    def alpha(self) -> np.ndarray:
+        """Dual potential at the nodes of ``q1``."""
         return self.core.alpha
 
     @property
-    def beta(self):
+    def beta(self) -> np.ndarray:
+        """Dual potential at the nodes of ``q2``."""
         return self.core.beta
 
-    def marginals(self):
+    def marginals(self) -> tuple[np.ndarray, np.ndarray]:
         """(sum_j v_j pi_ij, sum_i w_i pi_ij)."""
         return self.plan @ self.q2.weights, self.plan.T @ self.q1.weights
 
@@ -89,21 +99,59 @@ def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, de
 
     Parameters
     ----------
-    mu1, mu2 : femot.fem measures on Omega_1, Omega_2 (equal masses when eps = 0).
-    q1, q2 : quadratures of Omega_1, Omega_2.
-    gamma, delta, eps : regularization, smoothing (Part II (2.6)) and dual regularization.
-    cost : beta > 0 for c = |x - y|^beta, a callable c(x, y) (see ``product_cost``), or a
+    mu1, mu2 : measure
+        femot.fem measures on Omega_1, Omega_2 (equal masses when eps = 0).
+    q1, q2 : Quadrature
+        Quadratures of Omega_1, Omega_2.
+    gamma : float
+        Quadratic regularization (> 0).
+    delta : float
+        Smoothing parameter of Part II (2.6) (> 0).
+    eps : float
+        Dual regularization of Part III (3.1) (>= 0).
+    cost : float, callable or numpy.ndarray
+        beta > 0 for c = |x - y|^beta, a callable c(x, y) (see ``product_cost``), or a
         dense (n1, n2) array.
-    enlarge : smooth and transport on the enlarged domains of Part II Lemma 2.4
-        (``q_i.enlarged(rho)``, rho defaults to delta); then ``result.q1``, ``result.q2``
-        are the enlarged quadratures.
-    x0 : warm start for the core: a pair (alpha, beta) at the nodes of (q1, q2) (after
+    enlarge : bool
+        Smooth and transport on the enlarged domains of Part II Lemma 2.4
+        (``q_i.enlarged(rho)``); then ``result.q1``, ``result.q2`` are the enlarged
+        quadratures.
+    rho : float or None
+        Enlargement radius (default delta; must be >= delta).
+    tol : float
+        Residual tolerance of the core.
+    max_iter : int
+        Newton iterations of the core.
+    x0 : tuple, LowerLevelResult or None
+        Warm start for the core: a pair (alpha, beta) at the nodes of (q1, q2) (after
         enlargement), or a previous :class:`LowerLevelResult` (possibly on other meshes),
         whose potentials are transferred with :func:`transfer_potentials`.
-    solver : the core solver (default ``femot.solve_qrot``); ``solver_options`` are passed
-        on to it (e.g. ``{"linear_solver": "cg"}``).
-    matrix_free : with a number ``cost >= 1``, use a :class:`femot.GeometricCost` (no
-        n1 x n2 matrix; ``result.cost`` is then that object).
+    solver : callable or None
+        The core solver (default :func:`femot.core.qrot.solve_qrot`).
+    solver_options : dict or None
+        Passed on to the solver (e.g. ``{"linear_solver": "cg"}``).
+    check_support : bool
+        Check that the measures keep distance delta from the boundary (Smoother).
+    verbose : bool
+        Let the core print its progress.
+    matrix_free : bool
+        With a number ``cost >= 1``, use a :class:`femot.GeometricCost` (no n1 x n2
+        matrix; ``result.cost`` is then that object).
+
+    Returns
+    -------
+    LowerLevelResult
+        The plan and its diagnostics; ``success`` False if the core did not converge.
+
+    References
+    ----------
+    .. [1] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
+       problem and its quadratic regularization, Part II: convergence analysis",
+       arXiv:2211.07287.
+    .. [2] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
+       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
+    .. [3] D. A. Lorenz, P. Manns, C. Meyer, "Quadratically regularized optimal
+       transport", Appl. Math. Optim. 83(3), 2021.
     """
     gamma = check_positive_scalar(gamma, "gamma")
     delta = check_positive_scalar(delta, "delta")
@@ -161,13 +209,30 @@ def _transfer(q_old, values, q_new) -> np.ndarray:
     return out
 
 
-def transfer_potentials(result: LowerLevelResult, q1: Quadrature, q2: Quadrature):
+def transfer_potentials(result: LowerLevelResult, q1: Quadrature, q2: Quadrature) -> tuple[np.ndarray, np.ndarray]:
     """Dual potentials (alpha, beta) of ``result`` interpolated to the nodes of q1, q2.
 
     The potentials of (KP_gamma) depend continuously on x, y, gamma and delta (alpha +
     beta ~ c on the support of the plan), so they are a good warm start for the next level
     of a schedule (finer mesh, smaller gamma and delta). Outside the old meshes the nearest
     node's value is used.
+
+    Parameters
+    ----------
+    result : LowerLevelResult
+        The solution whose potentials are transferred.
+    q1, q2 : Quadrature
+        The new quadratures.
+
+    References
+    ----------
+    .. [1] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
+       problem and its quadratic regularization, Part II: convergence analysis",
+       arXiv:2211.07287.
+    .. [2] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
+       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
+    .. [3] D. A. Lorenz, P. Manns, C. Meyer, "Quadratically regularized optimal
+       transport", Appl. Math. Optim. 83(3), 2021.
     """
     return (_transfer(result.q1, np.asarray(result.alpha, dtype=float), q1),
             _transfer(result.q2, np.asarray(result.beta, dtype=float), q2))
@@ -185,6 +250,11 @@ def plan_image(result: LowerLevelResult):
 
     Returns ``(img, x, y)``: ``img[j, i] = pi(x_i, y_j)`` with x, y sorted increasingly
     (rows = Omega_2, columns = Omega_1; use ``origin="lower"`` with imshow/pcolormesh).
+
+    Parameters
+    ----------
+    result : LowerLevelResult
+        A 1D x 1D solution.
     """
     if result.q1.dim != 1 or result.q2.dim != 1:
         raise ValueError("result: plan_image needs a 1D x 1D problem; use export_plan for meshes")
@@ -193,8 +263,14 @@ def plan_image(result: LowerLevelResult):
     return img, result.q1.nodes[i1, 0], result.q2.nodes[i2, 0]
 
 
-def barycentric_map(result: LowerLevelResult):
-    """Where mass goes: T(x_i) = sum_j v_j pi_ij y_j / sum_j v_j pi_ij (nan where no mass)."""
+def barycentric_map(result: LowerLevelResult) -> np.ndarray:
+    """Where mass goes: T(x_i) = sum_j v_j pi_ij y_j / sum_j v_j pi_ij (nan where no mass).
+
+    Parameters
+    ----------
+    result : LowerLevelResult
+        The solution.
+    """
     row = result.plan @ result.q2.weights
     tgt = result.plan @ (result.q2.weights[:, None] * result.q2.nodes)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -237,6 +313,13 @@ def export_plan(result: LowerLevelResult, path) -> list[Path]:
     with the marginal m1, the plan's first marginal, the barycentric target T(x_i) and the
     displacement T(x_i) - x_i (where mass goes), and ``<stem>_omega2<suffix>`` on Omega_2
     with m2 and the plan's second marginal. Returns the written paths.
+
+    Parameters
+    ----------
+    result : LowerLevelResult
+        The solution.
+    path : str or pathlib.Path
+        Output file; its suffix names the format.
     """
     import meshio
 

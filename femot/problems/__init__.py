@@ -1,4 +1,11 @@
 """Upper-level problems: transportation identification, tracking, elliptic control."""
+from femot.problems.base import (
+                                              LowerLevel,
+                                              SecondOrderProblem,
+                                              SimplexProblem,
+                                              UpperLevelResult,
+                                              solve_on_simplex,
+)
 from femot.problems.control import ControlProblem, ControlResult, SmoothedLowerLevel, solve_control
 from femot.problems.control_reference import (
                                               control_objective,
@@ -23,5 +30,6 @@ __all__ = [
     "ControlProblem", "ControlResult", "SmoothedLowerLevel", "solve_control",
     "TrackingProblem", "TrackingResult", "observation_domain", "solve_tracking",
     "solve_control_reference", "control_objective", "wasserstein1_1d", "wasserstein_power_1d",
-    "monotone_plan_1d",
+    "monotone_plan_1d", "SimplexProblem", "SecondOrderProblem", "LowerLevel", "UpperLevelResult",
+    "solve_on_simplex",
 ]

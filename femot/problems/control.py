@@ -49,11 +49,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from scipy.optimize import OptimizeResult
 
 from .._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
-from ..fem.quadrature import Quadrature, product_cost, quadrature
-from ..fem.smoothing import Smoother, SmoothingOperator
+from ..fem.quadrature import product_cost, quadrature
+from ..fem.smoothing import Smoother
+from .base import SmoothedLowerLevel, UpperLevelResult, _cite, solve_on_simplex, upper_level_result
 from .control_reference import _admissible_vertices, _as_operator, _target, control_objective
 
 __all__ = ["SmoothedLowerLevel", "ControlProblem", "ControlResult", "solve_control", "FORMULATIONS"]
@@ -63,176 +63,69 @@ FORMULATIONS = ("plan", "value")
 
 
 # --------------------------------------------------------------------------
-# the smoothed lower level m -> S_gamma(T^delta m, m2), warm-started
-# --------------------------------------------------------------------------
-
-class SmoothedLowerLevel:
-    """The map ``m -> pi = S_{gamma,eps}(T m, m2)`` and its adjoint, with warm starts.
-
-    Part II (BK^delta_gamma): the lower level between the smoothed control
-    ``T m`` (``T`` a :class:`~femot.fem.SmoothingOperator`, densities at the
-    nodes of ``q1``) and a fixed density ``m2`` at the nodes of ``q2``.
-    Every solve starts from the dual potentials (alpha, beta) of the last
-    successful one; a failed warm solve is repeated from the core's cold start,
-    and if that fails too, by continuation in gamma (see :meth:`solve`).
-
-    Counters: ``n_solves``, ``newton_iterations`` (sum of the core's
-    iterations), ``failures`` (solves that did not converge at all),
-    ``continuations`` (solves rescued by continuation in gamma),
-    ``solve_time``, ``adjoint_time``.
-    """
-
-    def __init__(self, q1: Quadrature, q2: Quadrature, T: SmoothingOperator, m2, c, gamma: float,
-                 eps: float = 0.0, *, tol: float = 1e-10, max_iter: int = 200, solver_options=None):
-        from femot.core import solve_qrot
-
-        self._solve_qrot = solve_qrot
-        self.q1, self.q2, self.T = q1, q2, T
-        if T.shape[0] != q1.n:
-            raise ValueError(f"T maps to {T.shape[0]} nodes, but q1 has {q1.n}")
-        self.m2 = as_vector(m2, "m2", length=q2.n)
-        if not hasattr(c, "evaluate"):  # a cost object (e.g. femot.GeometricCost) is kept as is
-            c = np.asarray(c, dtype=float)
-        if tuple(c.shape) != (q1.n, q2.n):
-            raise ValueError(f"c has shape {c.shape}, expected {(q1.n, q2.n)}")
-        self.c = c
-        self.gamma = check_positive_scalar(gamma, "gamma")
-        self.eps = check_nonnegative_scalar(eps, "eps")
-        self.tol = check_positive_scalar(tol, "tol")
-        self.max_iter = int(max_iter)
-        self.solver_options = dict(solver_options or {})
-        self.warm = None
-        self.n_solves = 0
-        self.newton_iterations = 0
-        self.failures = 0
-        self.continuations = 0
-        self.solve_time = 0.0
-        self.adjoint_time = 0.0
-
-    @property
-    def n_controls(self) -> int:
-        return int(self.T.shape[1])
-
-    def density(self, masses) -> np.ndarray:
-        """``T m``: the smoothed control as a density at the nodes of q1."""
-        return self.T.apply(masses)
-
-    def solve(self, masses):
-        """The core's result (a :class:`femot.QROTResult`) at the control ``masses``.
-
-        Warm start from the last converged potentials; if that fails, the core's
-        cold start; if that fails too, continuation in gamma (solve at
-        ``gamma * 4^k`` and decrease, warm-starting every step; docs/core.md).
-        """
-        m1 = self.density(masses)
-        t0 = time.perf_counter()
-        res = None
-        if self.warm is not None:
-            res = self._call(m1, self.gamma, self.warm)
-        if res is None or not res.success:
-            cold = self._call(m1, self.gamma, None)
-            res = cold if res is None or cold.success or cold.residual < res.residual else res
-        if not res.success:
-            cont = self._continuation(m1)
-            if cont is not None:
-                res = cont
-        self.solve_time += time.perf_counter() - t0
-        if res.success:
-            self.warm = (res.alpha, res.beta)
-        else:
-            self.failures += 1
-        return res
-
-    def _continuation(self, m1, factor: float = 4.0, max_up: int = 8):
-        start = None
-        for k in range(1, max_up + 1):
-            g = self.gamma * factor**k
-            r = self._call(m1, g, self.warm)
-            if not r.success and self.warm is not None:
-                r = self._call(m1, g, None)
-            if r.success:
-                start = (g, r)
-                break
-        if start is None:
-            return None
-        g, r = start
-        # Decrease gamma; a failed step is retried with a smaller factor.
-        while g > self.gamma:
-            g_try = max(g / factor, self.gamma)
-            r_try = self._call(m1, g_try, (r.alpha, r.beta))
-            if r_try.success:
-                g, r = g_try, r_try
-            else:
-                factor = np.sqrt(factor)
-                if factor < 1.05:
-                    return None
-        self.continuations += 1
-        return r
-
-    def _call(self, m1, gamma, x0):
-        res = self._solve_qrot(self.c, m1, self.m2, gamma, self.eps, self.q1.weights, self.q2.weights,
-                               x0=x0, tol=self.tol, max_iter=self.max_iter, **self.solver_options)
-        self.n_solves += 1
-        self.newton_iterations += int(res.nit)
-        return res
-
-    def pullback(self, res, G) -> np.ndarray:
-        """Gradient of ``m -> <G, pi(m)>`` (entrywise pairing) w.r.t. the control masses.
-
-        ``(T)^T p1`` with ``(p1, p2) = res.vjp(G)`` (Part III Prop. 3.14; one sparse solve).
-        """
-        t0 = time.perf_counter()
-        p1, _ = res.vjp(G)
-        self.adjoint_time += time.perf_counter() - t0
-        return self.T.transpose(p1)
-
-    def counters(self) -> dict:
-        """Effort of the lower level so far (for result objects and reports)."""
-        return {"lower_solves": self.n_solves, "newton_iterations": self.newton_iterations,
-                "lower_failures": self.failures, "lower_continuations": self.continuations,
-                "lower_solve_time_s": round(self.solve_time, 3), "adjoint_time_s": round(self.adjoint_time, 3)}
-
-
-# --------------------------------------------------------------------------
 # results
 # --------------------------------------------------------------------------
 
-class ControlResult(OptimizeResult):
+@_cite
+class ControlResult(UpperLevelResult):
     """Solution of the discrete (OCP^delta_gamma) by the trust-region method.
+
+    The keys of the result convention (:data:`femot.problems.base.RESULT_KEYS`: ``x``,
+    ``fun``, ``nit``, ``success``, ``status``, ``message``, ``lower_solves``,
+    ``newton_iterations``, ``time_s``) and these extras:
 
     Attributes
     ----------
-    x : control masses on the admissible vertices (the simplex variable).
-    masses : the same on all vertices of the state mesh (zero elsewhere).
-    control_vertices : indices of the admissible vertices.
-    y : the state ``G m`` (nodal vector).
-    formulation : ``"plan"`` (OCP^delta_gamma of Part II) or ``"value"`` (the convex value
+    x : numpy.ndarray
+        Control masses on the admissible vertices (the simplex variable).
+    masses : numpy.ndarray
+        The same on all vertices of the state mesh (zero elsewhere).
+    control_vertices : numpy.ndarray
+        Indices of the admissible vertices.
+    y : numpy.ndarray
+        The state ``G m`` (nodal vector).
+    formulation : str
+        ``"plan"`` (OCP^delta_gamma of Part II) or ``"value"`` (the convex value
         formulation), see :class:`ControlProblem`.
-    fun, tracking, transport : objective ``tracking + nu * transport`` at x; ``transport``
-        is ``sum_ij w_i w_j c_ij pi_ij`` (plan) or the regularized optimal value ``V`` (value).
-    transport_cost : ``sum_ij w_i w_j c_ij pi_ij`` of the regularized plan (both formulations).
-    fw_gap : Frank-Wolfe gap ``<g, x> - mass * min_i g_i`` at x (``"value"`` only; for the
+    fun, tracking, transport : float
+        Objective ``tracking + nu * transport`` at x; ``transport`` is
+        ``sum_ij w_i w_j c_ij pi_ij`` (plan) or the regularized optimal value ``V`` (value).
+    transport_cost : float
+        ``sum_ij w_i w_j c_ij pi_ij`` of the regularized plan (both formulations).
+    fw_gap : float or None
+        Frank-Wolfe gap ``<g, x> - mass * min_i g_i`` at x (``"value"`` only; for the
         convex value formulation it bounds ``fun - min f``); ``None`` for ``"plan"``.
-    relative_stationarity : final ``theta_R`` over ``theta_R`` at the start.
-    plan : CSR density of pi on the transport quadrature.
-    mu1_density, mu2_density : the smoothed marginals ``T^delta mu1``, ``T^delta mu2^d``.
-    lower : the core's result at x.
-    success, status, message, nit : of the trust-region method (``nit`` steps);
-        success also requires a converged lower level at x.
-    stationarity : final stationarity measure of the trust region.
-    newton_iterations, lower_solves, lower_failures : lower-level effort.
-    tr : the :class:`femot.optim.SimplexTRResult`.  time_s : wall time.
-    nhev : Hessian-vector products used (0 when the optimizer does not take them).
+    relative_stationarity : float
+        Final ``theta_R`` over ``theta_R`` at the start.
+    stationarity, theta0, tol : float
+        Final stationarity measure of the trust region, its value at the start, the
+        tolerance used.
+    plan : scipy.sparse.csr_matrix
+        Density of pi on the transport quadrature.
+    mu1_density, mu2_density : numpy.ndarray
+        The smoothed marginals ``T^delta mu1``, ``T^delta mu2^d``.
+    lower : QROTResult
+        The core's result at x.
+    success, status, message, nit
+        Of the trust-region method (``nit`` steps); success also requires a converged
+        lower level at x.
+    nfev, nhev : int
+        Oracle calls and Hessian-vector products (0 when the optimizer takes none).
+    lower_solves, lower_requests, newton_iterations, lower_failures, lower_continuations
+        Lower-level effort (:meth:`femot.problems.base.LowerLevel.counters`);
+        ``lower_solve_time_s``, ``adjoint_time_s`` its wall times.
+    tr : femot.optim.SimplexTRResult
+        The optimizer's result; ``time_s`` the wall time.
+    gamma, delta, nu : float
+        The problem's parameters.
     """
-
-    def table(self) -> str:
-        return self.tr.table()
 
 
 # --------------------------------------------------------------------------
 # the problem
 # --------------------------------------------------------------------------
 
+@_cite
 class ControlProblem:
     """The discrete regularized control problem of Part II, plan or value formulation.
 
@@ -313,12 +206,29 @@ class ControlProblem:
     control_vertices : array of int, optional
         Vertices of the state mesh that carry the control (default: all vertices at
         distance >= rho from the boundary); each must be admissible.
-    tol, max_iter, solver_options : passed to the core.
+    target_points : ndarray, optional
+        Points carrying the masses ``mu2`` (default: the vertices of the state mesh).
+    tol : float
+        Residual tolerance of the lower-level core solver (default 1e-10).
+    max_iter : int
+        Newton iterations per lower-level core call (default 200).
+    solver_options : dict, optional
+        Further keyword arguments of :func:`femot.solve_qrot`.
+
+    Notes
+    -----
+    The problem satisfies :class:`femot.problems.base.SecondOrderProblem`; its lower level
+    is the shared driver :class:`femot.problems.base.SmoothedLowerLevel` (attribute
+    ``lower``; ``lower.warm`` is the public warm-start state).
     """
 
-    def __init__(self, poisson, y_d, mu2, nu, gamma, delta, *, beta: float = 2.0, rho: float | None = None,
-                 eps: float = 0.0, target_points=None, transport_mesh=None, control_vertices=None,
-                 tol: float = 1e-10, max_iter: int = 200, solver_options=None, transport: str = "plan"):
+    #: The simplex is the standard one (unit weights).
+    weights = None
+
+    def __init__(self, poisson, y_d, mu2, nu: float, gamma: float, delta: float, *, beta: float = 2.0,
+                 rho: float | None = None, eps: float = 0.0, target_points=None, transport_mesh=None,
+                 control_vertices=None, tol: float = 1e-10, max_iter: int = 200, solver_options: dict | None = None,
+                 transport: str = "plan"):
         if transport not in FORMULATIONS:
             raise ValueError(f"transport must be one of {FORMULATIONS}, got {transport!r}")
         self.formulation = transport
@@ -382,18 +292,36 @@ class ControlProblem:
         return np.full(self.n, self.mass / self.n)
 
     def full(self, x) -> np.ndarray:
-        """Control masses on all vertices of the state mesh."""
+        """Control masses on all vertices of the state mesh.
+
+        Parameters
+        ----------
+        x : array_like
+            Masses on the admissible vertices (length :attr:`n`).
+        """
         x = as_vector(x, "x", length=self.n)
         out = np.zeros(self.op.nvertices)
         out[self.control_vertices] = x
         return out
 
     def state(self, x) -> np.ndarray:
-        """``y = G m``."""
+        """The state ``y = G m`` (nodal vector).
+
+        Parameters
+        ----------
+        x : array_like
+            Masses on the admissible vertices.
+        """
         return self.op.state(self.full(x))
 
-    def tracking(self, x):
-        """``1/2 |G m - y_d|^2_{L2}`` and its gradient w.r.t. x (adjoint Poisson solve)."""
+    def tracking(self, x) -> tuple[float, np.ndarray, np.ndarray]:
+        """``1/2 |G m - y_d|^2_{L2}``, its gradient w.r.t. x (adjoint Poisson solve) and the state.
+
+        Parameters
+        ----------
+        x : array_like
+            Masses on the admissible vertices.
+        """
         y = self.state(x)
         My = self.op.M @ y
         val = 0.5 * float(y @ My) - float(self._bd @ y) + 0.5 * self._cd
@@ -401,7 +329,13 @@ class ControlProblem:
         return val, grad, y
 
     def tracking_hessp(self, v) -> np.ndarray:
-        """``G^T M G v``: the (exact, constant) Hessian of the tracking term times v (two Poisson solves)."""
+        """``G^T M G v``: the (exact, constant) Hessian of the tracking term times v (two Poisson solves).
+
+        Parameters
+        ----------
+        v : array_like
+            A direction (length :attr:`n`).
+        """
         v = as_vector(v, "v", length=self.n)
         y = self.state(v)
         return self.op.state_adjoint(self.op.M @ y)[self.control_vertices]
@@ -414,6 +348,13 @@ class ControlProblem:
         ``<c, pi>`` for "plan", ``V`` for "value"), transport_cost (``<c, pi>``), grad (or
         None), y, lower (core result).  A lower level that does not converge gives
         fun = nan (never a silent failure).
+
+        Parameters
+        ----------
+        x : array_like
+            Masses on the admissible vertices.
+        gradient : bool
+            Also compute the reduced gradient (one adjoint solve).
         """
         x = as_vector(x, "x", length=self.n)
         self.n_evaluations += 1
@@ -449,8 +390,14 @@ class ControlProblem:
             self._G = self.nu * (w[:, None] * self.c * w[None, :])
         return self._G
 
-    def __call__(self, x):
-        """``(f, g)`` for :func:`femot.optim.minimize_simplex` (the last point is cached)."""
+    def __call__(self, x) -> tuple[float, np.ndarray]:
+        """``(f, g)`` for :func:`femot.optim.minimize_simplex` (the last point is cached).
+
+        Parameters
+        ----------
+        x : array_like
+            Masses on the admissible vertices.
+        """
         x = as_vector(x, "x", length=self.n)
         if self._cache is not None and np.array_equal(self._cache[0], x):
             return self._cache[1], self._cache[2].copy()
@@ -474,6 +421,13 @@ class ControlProblem:
 
         The lower-level solution of the last evaluation is reused when ``x`` is that point
         (the optimizer calls ``hessp`` right after ``fun(x)``); otherwise x is evaluated.
+
+        Parameters
+        ----------
+        x : array_like
+            The point (masses on the admissible vertices).
+        v : array_like
+            The direction.
         """
         x = as_vector(x, "x", length=self.n)
         v = as_vector(v, "v", length=self.n)
@@ -495,7 +449,15 @@ class ControlProblem:
         return hv + hv_value
 
     def frank_wolfe_gap(self, x, g=None) -> float:
-        """``<g, x> - mass * min_i g_i``: for the convex value formulation a bound on f(x) - min f."""
+        """``<g, x> - mass * min_i g_i``: for the convex value formulation a bound on f(x) - min f.
+
+        Parameters
+        ----------
+        x : array_like
+            The point.
+        g : array_like, optional
+            The gradient at x (evaluated if None).
+        """
         x = as_vector(x, "x", length=self.n)
         if g is None:
             g = self.evaluate(x)["grad"]
@@ -506,12 +468,17 @@ class ControlProblem:
 
         Exact transport (monotone rearrangement in 1D, LP otherwise); see
         :func:`femot.problems.control_reference.control_objective`.
+
+        Parameters
+        ----------
+        x : array_like
+            Masses on the admissible vertices.
         """
         return control_objective(self.op, self.full(x), self.y_d, self.mu2, self.nu,
                                  target_points=self._target_arg, beta=self.beta)
 
     # ----------------------------------------------------------- solve
-    def solve(self, x0=None, *, options=None, rtol: float | None = 1e-5, fw_rtol: float = 1e-8,
+    def solve(self, x0=None, *, options: dict | None = None, rtol: float | None = 1e-5, fw_rtol: float = 1e-8,
               hessian: bool = True, callback=None) -> ControlResult:
         """Minimize over the simplex by the trust-region method (Part III Algorithm 4.1).
 
@@ -524,6 +491,26 @@ class ControlProblem:
         optimizer also stops on the Frank-Wolfe gap, ``fw_gap <= fw_rtol * |f|`` (options
         ``convex``/``fw_rtol``, unless ``options`` set them), a certified bound on
         ``f - min f``.
+
+        Parameters
+        ----------
+        x0 : array_like, optional
+            Starting control (default :meth:`uniform`).
+        options : dict, optional
+            Options of :func:`femot.optim.minimize_simplex`.
+        rtol : float or None
+            Relative stationarity tolerance (see above).
+        fw_rtol : float
+            Relative Frank-Wolfe tolerance of the value formulation.
+        hessian : bool
+            Pass :meth:`hessp` to the optimizer.
+        callback : callable, optional
+            Passed to the optimizer.
+
+        Returns
+        -------
+        ControlResult
+            The result convention of :func:`femot.problems.base.upper_level_result`.
         """
         return _solve_on_simplex(self, x0, options, rtol, callback, self._result,
                                  hessp=self.hessp if hessian else None,
@@ -533,94 +520,67 @@ class ControlProblem:
         value = self.formulation == "value"
         e = self.evaluate(tr.x, gradient=value)
         res = e["lower"]
-        success = bool(tr.success and res.success)
-        message = tr.message
-        if not res.success:
-            message += f" Lower level at the solution: {res.message}"
         fw = self.frank_wolfe_gap(tr.x, e["grad"]) if value and res.success else None
         theta0 = tr.get("theta0")
         rel = float(tr.stationarity) / theta0 if theta0 else float("nan")
-        return ControlResult(
-            x=tr.x, masses=self.full(tr.x), control_vertices=self.control_vertices, y=e["y"], fun=e["fun"],
+        return upper_level_result(
+            ControlResult, tr, x=tr.x, fun=e["fun"], lower_ok=bool(res.success), lower_message=res.message,
+            counters=self.lower.counters(), time_s=time.perf_counter() - t0,
+            masses=self.full(tr.x), control_vertices=self.control_vertices, y=e["y"],
             tracking=e["tracking"], transport=e["transport"], transport_cost=e["transport_cost"],
             formulation=self.formulation, fw_gap=fw, plan=res.plan, mu1_density=self.lower.density(tr.x),
-            mu2_density=self.mu2_density, lower=res, success=success, status=int(tr.status), message=message,
-            nit=int(tr.nit), nfev=int(tr.nfev), nhev=int(tr.get("nhev", 0)), stationarity=float(tr.stationarity),
-            relative_stationarity=rel, theta0=theta0, tol=float(tr.options["tol"]), tr=tr,
-            time_s=time.perf_counter() - t0, gamma=self.gamma, delta=self.delta, nu=self.nu, **self.lower.counters())
-
-
-_CONVEX_NEWTON_MINOR = 200
-
-
-def _optimizer_features():
-    """(accepts hessp, has the convex Frank-Wolfe stop) of the installed minimize_simplex."""
-    import inspect
-
-    from femot.optim import DEFAULT_OPTIONS, minimize_simplex
-
-    return "hessp" in inspect.signature(minimize_simplex).parameters, "convex" in DEFAULT_OPTIONS
+            mu2_density=self.mu2_density, lower=res, nfev=int(tr.nfev), nhev=int(tr.get("nhev", 0)),
+            stationarity=float(tr.stationarity), relative_stationarity=rel, theta0=theta0,
+            tol=float(tr.options["tol"]), gamma=self.gamma, delta=self.delta, nu=self.nu)
 
 
 def _solve_on_simplex(problem, x0, options, rtol, callback, make_result, *, hessp=None, convex=False,
                       fw_rtol=None):
-    """Run :func:`femot.optim.minimize_simplex` on ``problem`` (an (f, g) oracle with
-    ``n``, ``mass``, ``uniform()``) with a relative stationarity tolerance.
-
-    ``hessp(x, v)`` is passed when the optimizer accepts it; ``convex`` turns on the
-    optimizer's Frank-Wolfe stop (``fw_gap <= fw_rtol |f|``) when it has one.  The
-    stationarity at the start is stored as ``theta0`` in the optimizer's result.
-    """
-    from femot.optim import DEFAULT_OPTIONS, minimize_simplex, theta_R
-
+    """:func:`femot.problems.base.solve_on_simplex`, then ``make_result(tr, t0)`` (kept for old callers)."""
     t0 = time.perf_counter()
-    x0 = problem.uniform() if x0 is None else as_vector(x0, "x0", length=problem.n)
-    opts = dict(options or {})
-    f0, g0 = problem(x0)
-    if not (np.isfinite(f0) and np.all(np.isfinite(g0))):
-        raise RuntimeError("the objective is not finite at x0 (the lower level failed there)")
-    theta0 = float(theta_R(x0, g0, mass=problem.mass))
-    if "tol" not in opts and rtol is not None:
-        rtol = check_positive_scalar(rtol, "rtol")
-        opts["tol"] = rtol * theta0
-    has_hessp, has_convex = _optimizer_features()
-    kwargs = {}
-    if hessp is not None and has_hessp:
-        kwargs["hessp"] = hessp
-    if convex and has_convex:
-        opts.setdefault("convex", True)
-        if fw_rtol is not None:
-            opts.setdefault("fw_rtol", check_positive_scalar(fw_rtol, "fw_rtol"))
-        if kwargs.get("hessp") is not None and "newton_minor" in DEFAULT_OPTIONS:
-            # convex f with the exact Hessian: let the projected Newton step change as many
-            # faces as it needs (it stops when no new bound is hit); with the default cap the
-            # model is exact (rho ~ 1) but the steps stop short and the iterations grow with
-            # the number of control vertices on the boundary of the optimal support
-            opts.setdefault("newton_minor", _CONVEX_NEWTON_MINOR)
-    with _blas_single_thread():
-        tr = minimize_simplex(problem, x0, mass=problem.mass, options=opts, callback=callback, **kwargs)
-    tr["theta0"] = theta0
+    tr = solve_on_simplex(problem, x0, options, rtol, callback, hessp=hessp, convex=convex, fw_rtol=fw_rtol)
     return make_result(tr, t0)
 
 
-def _blas_single_thread():
-    """One BLAS thread for the optimizer's small dense algebra, if threadpoolctl is available.
+def solve_control(poisson, y_d, mu2, nu: float, gamma: float, delta: float, *, x0=None,
+                  options: dict | None = None, callback=None, **kwargs) -> ControlResult:
+    """Solve (OCP^delta_gamma) of Part II from the uniform control (see :class:`ControlProblem`).
 
-    The trust region factorizes an n x n BFGS matrix every iteration; with the
-    lower level's own threads running, multithreaded BLAS on two cores is
-    oversubscribed and can be 10-100x slower than a single thread.
+    Parameters
+    ----------
+    poisson : PoissonOperator or skfem.Mesh
+        State operator on Omega_*.
+    y_d : nodal vector or callable
+        Desired state.
+    mu2 : ndarray
+        Masses of the prior ``mu2^d``.
+    nu : float
+        Weight of the transport term.
+    gamma : float
+        Quadratic regularization.
+    delta : float
+        Smoothing parameter.
+    x0 : array_like, optional
+        Starting control (default uniform).
+    options : dict, optional
+        Options of :func:`femot.optim.minimize_simplex`.
+    callback : callable, optional
+        Passed to the optimizer.
+    **kwargs
+        Further keyword arguments of :class:`ControlProblem`.
+
+    Returns
+    -------
+    ControlResult
+        See :meth:`ControlProblem.solve`.
+
+    References
+    ----------
+    .. [1] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
+       problem and its quadratic regularization, Part II: convergence analysis",
+       arXiv:2211.07287.
+    .. [2] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
+       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-def solve_control(poisson, y_d, mu2, nu, gamma, delta, *, x0=None, options=None, callback=None,
-                  **kwargs) -> ControlResult:
-    """Solve (OCP^delta_gamma) of Part II from the uniform control (see :class:`ControlProblem`)."""
     return ControlProblem(poisson, y_d, mu2, nu, gamma, delta, **kwargs).solve(x0, options=options,
                                                                                callback=callback)

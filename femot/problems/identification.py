@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import copy
 import time
-from collections import OrderedDict
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import OptimizeResult
 
 from femot._validation import (
     as_finite_matrix,
@@ -44,7 +42,10 @@ from femot._validation import (
 )
 from femot.core import kernels
 from femot.core.cost import DenseCost
-from femot.core.qrot import solve_qrot
+from femot.core.qrot import QROTResult
+from femot.core.sensitivity import outer_structure
+from femot.optim import minimize_simplex
+from femot.problems.base import LowerLevel, UpperLevelResult, _cite, upper_level_result
 
 __all__ = [
     "TransportIdentification",
@@ -72,6 +73,20 @@ def as_plan_mask(D, shape, name: str = "D") -> np.ndarray:
 
     ``None`` means all of Omega.  Accepts a boolean or 0/1 array (dense or sparse)
     of the plan's shape; anything else, and an empty mask, raises ValueError.
+
+    Parameters
+    ----------
+    D : array_like, scipy.sparse matrix or None
+        The mask.
+    shape : tuple of int
+        The plan's shape (n1, n2).
+    name : str
+        The argument's name in error messages.
+
+    References
+    ----------
+    .. [1] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
+       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
     """
     if D is None:
         return np.ones(shape, dtype=bool)
@@ -89,6 +104,20 @@ def as_marginal_mask(D1, n: int, name: str = "D1") -> np.ndarray:
 
     ``None`` means all of Omega_1.  Row or column vectors (dense or sparse) are
     accepted; they must hold only 0/1 (or booleans) and at least one 1.
+
+    Parameters
+    ----------
+    D1 : array_like, scipy.sparse matrix or None
+        The mask.
+    n : int
+        Its length (the length of mu1).
+    name : str
+        The argument's name in error messages.
+
+    References
+    ----------
+    .. [1] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
+       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
     """
     if D1 is None:
         return np.ones(n, dtype=bool)
@@ -114,7 +143,20 @@ def _zero_one(a, name):
 
 
 def band_mask(n1: int, n2: int, bandwidth: int) -> np.ndarray:
-    """The band ``{(i, j): |i - j| <= bandwidth}`` (Part III §4.2, experiment 2)."""
+    """The band ``{(i, j): |i - j| <= bandwidth}`` (Part III §4.2, experiment 2).
+
+    Parameters
+    ----------
+    n1, n2 : int
+        The plan's shape.
+    bandwidth : int
+        Half-width of the band.
+
+    References
+    ----------
+    .. [1] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
+       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
+    """
     i = np.arange(n1)[:, None]
     j = np.arange(n2)[None, :]
     return np.abs(i - j) <= int(bandwidth)
@@ -138,32 +180,52 @@ def _matrix(x, name, shape=None):
 # --------------------------------------------------------------------------
 # the problem
 # --------------------------------------------------------------------------
+@_cite
 class TransportIdentification:
     """The reduced transportation identification problem (RTI_gamma^eps), Part III §4.
 
     Parameters
     ----------
-    c_d : (n1, n2) cost matrix.
-    mu2_d : known target marginal (nonnegative, positive mass s = sum mu2_d).
-    pi_d : (n1, n2) observed plan (dense or sparse); only its entries in D are used.
-    mu1_d : observed source marginal (length n1); only its entries in D1 are used.
+    c_d : array_like
+        The (n1, n2) cost matrix.
+    mu2_d : array_like
+        Known target marginal (nonnegative, positive mass s = sum mu2_d).
+    pi_d : array_like or scipy.sparse matrix
+        The (n1, n2) observed plan; only its entries in D are used.
+    mu1_d : array_like
+        Observed source marginal (length n1); only its entries in D1 are used.
         Observations may be noisy: mu1_d need only be finite, pi_d nonnegative.
-    D, D1 : observation masks (boolean / 0/1, dense or sparse); None = everything.
-    lam : weight lam >= 0 of the marginal term.
-    gamma, eps : regularization of the lower level (eps defaults to gamma, as in
-        Part III §4.2).  eps > 0 makes the lower level uniquely solvable for every
-        mu1 on the simplex, including marginals with zeros.
-    qrot_options : extra keyword arguments for :func:`femot.solve_qrot`
-        (default ``tol=1e-10``).
-    cache_size : number of lower-level solutions kept (keyed by mu1).
+    D : array_like, scipy.sparse matrix or None
+        Observation mask of the plan (boolean / 0/1); None = everything.
+    D1 : array_like, scipy.sparse matrix or None
+        Observation mask of the marginal; None = everything.
+    lam : float
+        Weight lam >= 0 of the marginal term.
+    gamma : float
+        Quadratic regularization of the lower level.
+    eps : float or None
+        Dual regularization (defaults to gamma, as in Part III §4.2).  eps > 0 makes the
+        lower level uniquely solvable for every mu1 on the simplex, including marginals
+        with zeros.
+    qrot_options : dict or None
+        Extra keyword arguments for :func:`femot.solve_qrot` (default ``tol=1e-10``).
+    cache_size : int
+        Number of lower-level solutions kept (keyed by mu1).
 
     The instance is callable: ``problem(mu1) -> (f, g)``, the oracle of the
-    trust-region method.  Every lower-level solve is warm-started from the dual
-    potentials (alpha, beta) of the previous one.
+    trust-region method (the last point is cached).  The lower level is the shared
+    driver :class:`femot.problems.base.LowerLevel` (attribute ``lower``): every solve is
+    warm-started from the dual potentials of the last converged one (public state
+    ``lower.warm``; at most ``warm_max_iter`` = 30 Newton steps), then a cold start,
+    then continuation through the decades ``(t gamma, t eps)``.  The problem satisfies
+    :class:`femot.problems.base.SecondOrderProblem`.
     """
 
-    def __init__(self, c_d, mu2_d, pi_d, mu1_d, D=None, D1=None, lam=1.0, gamma=1e-4, eps=None, *,
-                 qrot_options=None, cache_size=8):
+    #: The simplex is the standard one (unit weights).
+    weights = None
+
+    def __init__(self, c_d, mu2_d, pi_d, mu1_d, D=None, D1=None, lam: float = 1.0, gamma: float = 1e-4,
+                 eps: float | None = None, *, qrot_options: dict | None = None, cache_size: int = 8):
         c = _matrix(c_d, "c_d")
         if sp.issparse(c):
             c = np.asarray(c.toarray())
@@ -196,37 +258,91 @@ class TransportIdentification:
         self.gamma = check_positive_scalar(gamma, "gamma")
         self.eps = self.gamma if eps is None else check_positive_scalar(eps, "eps")
         self.c_d = c
-        self._cost = DenseCost(c, "c_d")
         self.shape = (n1, n2)
         self.full_D = bool(self.D.all())
         self.qrot_options = {"tol": 1e-10}
         if qrot_options:
             self.qrot_options.update(qrot_options)
-        self._cache = OrderedDict()
-        self._cache_size = max(1, int(cache_size))
-        self._warm = None
-        self.warm_max_iter = 30
-        self.n_solves = 0
-        self.solve_time = 0.0
-        self.n_failed_solves = 0
+        opts = dict(self.qrot_options)
+        self.lower = LowerLevel(DenseCost(c, "c_d"), self.mu2_d, self.gamma, self.eps, tol=opts.pop("tol"),
+                                max_iter=opts.pop("max_iter", 200), warm_max_iter=30, solver_options=opts,
+                                continuation="decades", cache_size=max(1, int(cache_size)))
+        self._last = None
 
     @property
     def n(self) -> int:
+        """Number of simplex variables (the length n1 of mu1)."""
         return self.shape[0]
 
-    def with_regularization(self, gamma, eps=None) -> "TransportIdentification":
-        """The same identification problem with the lower level at (gamma, eps) (fresh cache)."""
+    def uniform(self) -> np.ndarray:
+        """The uniform marginal of mass ``sum(mu2_d)`` (the default start, Part III §4.2)."""
+        return np.full(self.n, self.mass / self.n)
+
+    def full(self, x) -> np.ndarray:
+        """The simplex variable is the marginal mu1 itself: a copy of ``x``.
+
+        Parameters
+        ----------
+        x : array_like
+            A marginal of length :attr:`n`.
+        """
+        return as_vector(_dense(x), "x", length=self.n).copy()
+
+    # -- the lower-level state, under the names used before LowerLevel ----------
+    @property
+    def n_solves(self) -> int:
+        """Distinct lower-level problems solved (``lower.requests``)."""
+        return self.lower.requests
+
+    @property
+    def solve_time(self) -> float:
+        """Wall time of the lower-level solves (``lower.solve_time``)."""
+        return self.lower.solve_time
+
+    @property
+    def n_failed_solves(self) -> int:
+        """Lower-level solves that did not converge (``lower.failures``)."""
+        return self.lower.failures
+
+    @property
+    def warm_max_iter(self) -> int:
+        """Newton steps of a warm-started lower-level solve (``lower.warm_max_iter``)."""
+        return self.lower.warm_max_iter
+
+    @warm_max_iter.setter
+    def warm_max_iter(self, value: int) -> None:
+        self.lower.warm_max_iter = min(self.lower.max_iter, int(value))
+
+    def with_regularization(self, gamma: float, eps: float | None = None) -> "TransportIdentification":
+        """The same identification problem with the lower level at (gamma, eps) (fresh cache and counters).
+
+        Parameters
+        ----------
+        gamma : float
+            Quadratic regularization (> 0).
+        eps : float, optional
+            Dual regularization (> 0); default ``gamma``.
+        """
         other = copy.copy(self)
         other.gamma = check_positive_scalar(gamma, "gamma")
         other.eps = other.gamma if eps is None else check_positive_scalar(eps, "eps")
-        other._cache = OrderedDict()
-        other._warm = None
-        other.n_solves, other.solve_time, other.n_failed_solves = 0, 0.0, 0
+        other.lower = self.lower.with_regularization(other.gamma, other.eps)
+        other._last = None
         return other
 
     # -- lower level ----------------------------------------------------------
     def check_point(self, mu1, name: str = "mu1", atol: float = 1e-8) -> np.ndarray:
-        """mu1 as a vector on the simplex {mu1 >= 0, sum mu1 = sum mu2_d} (ValueError otherwise)."""
+        """mu1 as a vector on the simplex {mu1 >= 0, sum mu1 = sum mu2_d} (ValueError otherwise).
+
+        Parameters
+        ----------
+        mu1 : array_like
+            The candidate point.
+        name : str
+            The argument's name in error messages.
+        atol : float
+            Tolerance of the sign and mass checks.
+        """
         x = as_vector(_dense(mu1), name, length=self.n)
         if np.any(x < -atol):
             i = int(np.argmin(x))
@@ -254,65 +370,43 @@ class TransportIdentification:
             return np.full(self.n, self.mass / self.n)
         return obs * (self.mass / float(obs.sum()))
 
-    def lower_level(self, mu1):
+    def lower_level(self, mu1) -> QROTResult:
         """The lower-level solution S_{gamma,eps}(mu1, mu2_d) as a :class:`QROTResult` (cached).
 
-        Warm-started from the last successful solve (at most ``warm_max_iter`` Newton
-        steps); if that fails, a cold start, then continuation in (gamma, eps).  A result that still
+        Solved by :meth:`femot.problems.base.LowerLevel.solve` at ``max(mu1, 0)``: a warm
+        start from the last converged solve (at most ``warm_max_iter`` Newton steps), a
+        cold start if that fails, then continuation in (gamma, eps).  A result that still
         fails is returned (check ``.success``) and counted in ``n_failed_solves``.
-        """
-        x = np.maximum(np.asarray(mu1, dtype=float).reshape(-1), 0.0)
-        key = x.tobytes()
-        res = self._cache.get(key)
-        if res is not None:
-            self._cache.move_to_end(key)
-            return res
-        t0 = time.perf_counter()
-        res = None
-        if self._warm is not None:
-            # Warm start from the previous dual potentials: the trust-region method
-            # evaluates nearby points, so few Newton steps are usually needed.  With a
-            # tiny gamma*eps, rows/columns of zero mass sit on kinks of their own and
-            # a warm start can stall; cap it and fall back to the cold start below.
-            opts = dict(self.qrot_options)
-            opts["max_iter"] = min(int(opts.get("max_iter", 200)), self.warm_max_iter)
-            res = solve_qrot(self._cost, x, self.mu2_d, self.gamma, self.eps, x0=self._warm, **opts)
-        if res is None or not res.success:
-            cold = solve_qrot(self._cost, x, self.mu2_d, self.gamma, self.eps, **self.qrot_options)
-            if res is None or cold.success or cold.residual < res.residual:
-                res = cold
-        if not res.success:
-            # Small gamma*eps relative to the cost: continuation through the levels
-            # (t gamma, t eps), t = 10^k, ..., 1, each warm-started from the last.
-            new = self._continuation(x)
-            if new.success or new.residual < res.residual:
-                res = new
-        self.solve_time += time.perf_counter() - t0
-        self.n_solves += 1
-        if res.success:
-            self._warm = (res.alpha, res.beta)
-        else:
-            self.n_failed_solves += 1
-        self._cache[key] = res
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return res
 
-    def _continuation(self, x, factor: float = 10.0):
-        """Solve at (gamma, eps) through levels (t*gamma, t*eps), t = factor^k, ..., 1."""
-        scale = max(float(np.abs(self.c_d).max()), 1.0)
-        k = max(1, int(np.ceil(np.log(scale / self.gamma) / np.log(factor))))
-        x0 = None
-        res = None
-        for t in factor ** np.arange(k, -1, -1.0):
-            res = solve_qrot(self._cost, x, self.mu2_d, t * self.gamma, t * self.eps, x0=x0,
-                             **self.qrot_options)
-            x0 = (res.alpha, res.beta)
-        return res
+        Parameters
+        ----------
+        mu1 : array_like
+            A marginal of length :attr:`n`.
+        """
+        return self.lower.solve(np.maximum(np.asarray(mu1, dtype=float).reshape(-1), 0.0))
+
+    def solve(self, x0=None, **kwargs) -> "IdentificationResult":
+        """Minimize the reduced objective over the simplex: :func:`solve_identification`.
+
+        Parameters
+        ----------
+        x0 : array_like, optional
+            Starting marginal (default: uniform).
+        **kwargs
+            Keyword arguments of :func:`solve_identification` (options, hessian,
+            continuation, ...).
+        """
+        return solve_identification(self, x0, **kwargs)
 
     # -- upper level ----------------------------------------------------------
     def residual_plan(self, pi):
-        """``D ∘ (pi - pi_d)`` as CSR, the gradient of J with respect to pi."""
+        """``D ∘ (pi - pi_d)`` as CSR, the gradient of J with respect to pi.
+
+        Parameters
+        ----------
+        pi : array_like or scipy.sparse matrix
+            A plan (n1, n2).
+        """
         P = sp.csr_matrix(pi)
         if not self.full_D:
             P = P.tocoo()
@@ -321,7 +415,15 @@ class TransportIdentification:
         return (P - self.pi_d_obs).tocsr()
 
     def objective(self, pi, mu1) -> float:
-        """The upper-level objective J(pi, mu1) of Part III eq. (4.1) for any plan pi."""
+        """The upper-level objective J(pi, mu1) of Part III eq. (4.1) for any plan pi.
+
+        Parameters
+        ----------
+        pi : array_like or scipy.sparse matrix
+            A plan (n1, n2).
+        mu1 : array_like
+            A marginal (length n1).
+        """
         pi = _matrix(pi, "pi", self.shape)
         mu1 = as_vector(_dense(mu1), "mu1", length=self.n)
         G = self.residual_plan(pi)
@@ -329,7 +431,13 @@ class TransportIdentification:
         return 0.5 * float(G.data @ G.data) + 0.5 * self.lam * float(r1 @ r1)
 
     def value(self, mu1) -> float:
-        """The reduced objective f_{gamma,eps}(mu1) (Part III, (RTI_gamma^eps))."""
+        """The reduced objective f_{gamma,eps}(mu1) (Part III, (RTI_gamma^eps)).
+
+        Parameters
+        ----------
+        mu1 : array_like
+            A marginal (length n1).
+        """
         return self.value_and_subgradient(mu1)[0]
 
     def value_and_subgradient(self, mu1, A=None):
@@ -341,6 +449,13 @@ class TransportIdentification:
         structure) the Bouligand element of Thm 3.12 for the pattern
         ``Omega_+ ∪ A`` is used, Omega_+ = {alpha_i + beta_j > c_ij} taken strictly
         (entries of Omega_0 that the solver left slightly positive are dropped first).
+
+        Parameters
+        ----------
+        mu1 : array_like
+            A marginal (length n1).
+        A : tuple of numpy.ndarray or None
+            ``(rows, cols)`` of a subset of Omega_0 with outer structure.
         """
         x = np.asarray(mu1, dtype=float).reshape(-1)
         res = self.lower_level(x)
@@ -374,7 +489,23 @@ class TransportIdentification:
         strict.plan.sort_indices()
         return strict
 
-    __call__ = value_and_subgradient
+    def __call__(self, mu1) -> tuple[float, np.ndarray]:
+        """``(f, g)`` of :meth:`value_and_subgradient`; the last point is cached.
+
+        Parameters
+        ----------
+        mu1 : array_like
+            A marginal of length :attr:`n`.
+        """
+        x = np.asarray(mu1, dtype=float).reshape(-1)
+        # The lower level is looked up in any case (it keeps its LRU order and warm state);
+        # the adjoint is skipped when it returns the solution the cached (f, g) came from.
+        res = self.lower_level(x)
+        if self._last is not None and self._last[3] is res and np.array_equal(self._last[0], x):
+            return self._last[1], self._last[2].copy()
+        f, g = self.value_and_subgradient(x)
+        self._last = (x.copy(), f, g.copy(), res)
+        return f, g
 
     def hessp(self, mu1, v):
         """Hessian-vector product of the reduced objective f at mu1 (exact where f is smooth).
@@ -392,6 +523,13 @@ class TransportIdentification:
         Hessian of the piece whose pattern ``value_and_subgradient`` used (the support
         of the computed plan).  The signature is that of the ``hessp`` argument of
         :func:`femot.optim.minimize_simplex`.
+
+        Parameters
+        ----------
+        mu1 : array_like
+            The point.
+        v : array_like
+            The direction.
         """
         x = np.asarray(mu1, dtype=float).reshape(-1)
         v = as_vector(_dense(v), "v", length=self.n)
@@ -414,9 +552,14 @@ class TransportIdentification:
         structure: all of Omega_0 (v = +1), the entries of one row i (v1_i = 2, all
         other v = -1) or one column, and the complements of those.  ``A = {}`` (always
         admissible) is not listed.
-        """
-        from femot.core.sensitivity import outer_structure
 
+        Parameters
+        ----------
+        mu1 : array_like
+            The point.
+        max_sets : int
+            At most this many sets are returned.
+        """
         res = self.lower_level(mu1)
         rows, cols = res.biactive()
         m = rows.size
@@ -450,6 +593,15 @@ class TransportIdentification:
         strict Omega_+); an empty list at a differentiable point (Omega_0 empty), where the subgradient is unique.
         ``radius`` is accepted for the ``collect_subgradients`` hook of
         ``minimize_simplex`` and not used: these are the elements at the point.
+
+        Parameters
+        ----------
+        mu1 : array_like
+            The point.
+        radius : float or None
+            Ignored (the hook's signature).
+        max_elements : int
+            At most this many Bouligand sets are used.
         """
         x = np.asarray(mu1, dtype=float).reshape(-1)
         sets = self.bouligand_sets(x, max_elements)
@@ -459,7 +611,17 @@ class TransportIdentification:
         return [self.value_and_subgradient(x, A=A)[1] for A in [empty] + sets]
 
     def errors(self, mu1, pi, mu1_ref=None, pi_ref=None) -> dict:
-        """Max-norm errors of (mu1, pi) against the observations (on D1, D) or given references."""
+        """Max-norm errors of (mu1, pi) against the observations (on D1, D) or given references.
+
+        Parameters
+        ----------
+        mu1 : array_like
+            A marginal.
+        pi : array_like or scipy.sparse matrix
+            A plan.
+        mu1_ref, pi_ref : array_like or None
+            References on all of Omega_1 and Omega (default: the observations on D1, D).
+        """
         mu1 = as_vector(_dense(mu1), "mu1", length=self.n)
         P = sp.csr_matrix(pi)
         out = {}
@@ -479,34 +641,60 @@ class TransportIdentification:
 # --------------------------------------------------------------------------
 # solving
 # --------------------------------------------------------------------------
-class IdentificationResult(OptimizeResult):
+@_cite
+class IdentificationResult(UpperLevelResult):
     """Result of :func:`solve_identification`.
+
+    The keys of the result convention (:data:`femot.problems.base.RESULT_KEYS`: ``x``,
+    ``fun``, ``nit``, ``success``, ``status``, ``message``, ``lower_solves``,
+    ``newton_iterations``, ``time_s``) and these extras:
 
     Attributes
     ----------
-    mu1 : the computed source marginal (a point of the simplex).
-    plan : its lower-level plan S_{gamma,eps}(mu1, mu2_d) (CSR).
-    alpha, beta : the dual potentials of that plan.
-    J : the objective value f(mu1) = J(plan, mu1).
-    nit, nfev : trust-region iterations and oracle calls (all continuation levels).
-    nhev : Hessian-vector products (``hessian=True``); model : "newton" or "bfgs".
-    levels : one dict per level (gamma, eps, nit, nfev, fun, status, stationarity);
-        a single entry without continuation.
-    stationarity, stationarity_measure : final theta_R (or psi_R) and which one.
-    success, status, message : from the trust-region method; success also requires
-        that the final lower-level solve converged.
-    mu1_err_max, pi_err_max : max |mu1 - mu1_d| over D1 and max |pi - pi_d| over D.
-    eps_bias : ``eps * max(|alpha|_inf, |beta|_inf)``, how far the eps term of (3.1)
-        moves the plan's marginals away from (mu1, mu2_d) (mass units).  When it is
-        not small against the marginals, J cannot approach 0 even at the truth:
-        lower eps.  ``eps_bias_relative`` divides by ``max(mu2_d)``.
-    history : the optimizer's per-iteration records; tr : the optimizer's result;
-    lower : the final :class:`QROTResult`; n_lower_solves, lower_time_s, time_s.
+    mu1 : numpy.ndarray
+        The computed source marginal (a point of the simplex; the same array as ``x``).
+    plan : scipy.sparse.csr_matrix
+        Its lower-level plan S_{gamma,eps}(mu1, mu2_d).
+    alpha, beta : numpy.ndarray
+        The dual potentials of that plan.
+    J : float
+        The objective value J(plan, mu1) (Part III, eq. (4.1)) recomputed at the solution;
+        equal to ``fun`` up to rounding.
+    nit, nfev : int
+        Trust-region iterations and oracle calls (all continuation levels).
+    nhev : int
+        Hessian-vector products (``hessian=True``).
+    model : str
+        ``"newton"`` or ``"bfgs"``.
+    levels : list of dict
+        One dict per level (gamma, eps, nit, nfev, fun, status, stationarity); a single
+        entry without continuation.
+    stationarity, stationarity_measure, theta
+        Final theta_R (or psi_R), which one, and theta_R.
+    success, status, message
+        From the trust-region method; success also requires that the final lower-level
+        solve converged.
+    mu1_err_max, pi_err_max : float
+        max |mu1 - mu1_d| over D1 and max |pi - pi_d| over D.
+    eps_bias, eps_bias_relative : float
+        ``eps * max(|alpha|_inf, |beta|_inf)``, how far the eps term of (3.1) moves the
+        plan's marginals away from (mu1, mu2_d) (mass units), and that over ``max(mu2_d)``.
+        When it is not small against the marginals, J cannot approach 0 even at the
+        truth: lower eps.
+    history : list
+        The optimizer's per-iteration records; ``tr`` the optimizer's result.
+    lower : QROTResult
+        The final lower-level solution.
+    lower_solves, newton_iterations, lower_failures, lower_continuations
+        Lower-level effort summed over all levels (``lower_solves`` counts every core
+        call, :meth:`femot.problems.base.LowerLevel.counters`).
+    n_lower_solves : int
+        Distinct lower-level problems solved (cache misses; ``lower_requests``).
+    lower_time_s, time_s : float
+        Wall time in the lower level and in total.
+    gamma, eps, lam : float
+        The problem's parameters.
     """
-
-    def table(self) -> str:
-        """The trust-region iteration table."""
-        return self.tr.table()
 
     def summary(self) -> str:
         """A few lines: errors, objective, iterations, stationarity, success."""
@@ -546,34 +734,90 @@ def _continuation_levels(problem, continuation):
     return sorted(factors, reverse=True)
 
 
-def solve_identification(problem: TransportIdentification, x0=None, options=None, callback=None,
-                         verbose=False, bouligand=True, hessian=False,
-                         continuation=None, continuation_tol=1e-3) -> IdentificationResult:
+_EFFORT = ("lower_solves", "lower_requests", "newton_iterations", "lower_failures", "lower_continuations")
+
+
+def _effort(lower: LowerLevel) -> dict:
+    """The additive counters of a :class:`LowerLevel` (and its solve time) as a dict."""
+    c = lower.counters()
+    out = {k: int(c[k]) for k in _EFFORT}
+    out["time"] = lower.solve_time
+    return out
+
+
+def _level(problem, r) -> dict:
+    return {"gamma": problem.gamma, "eps": problem.eps, "nit": r.nit, "nfev": r.nfev, "fun": r.fun,
+            "status": r.status, "stationarity": r.stationarity}
+
+
+def _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuation, continuation_tol):
+    """The intermediate levels (t gamma, t eps) of :func:`solve_identification`.
+
+    Returns the last point, the level records and the summed (nit, nfev, nhev) and
+    lower-level effort of these levels.
+    """
+    levels, its = [], {"nit": 0, "nfev": 0, "nhev": 0}
+    effort = dict.fromkeys((*_EFFORT, "time"), 0)
+    for t in _continuation_levels(problem, continuation):
+        # 12 significant digits: 1e-6 * 100 is the level 1e-4, not 9.999999999999999e-05
+        sub = problem.with_regularization(float(f"{t * problem.gamma:.12g}"), float(f"{t * problem.eps:.12g}"))
+        collect_sub = (lambda x, radius, sub=sub: sub.bouligand_subgradients(x, radius)) if bouligand else None
+        sub_opts = dict(opts)
+        sub_opts["tol"] = max(float(opts.get("tol", 1e-5)), float(continuation_tol))
+        sub_opts["max_iter"] = min(int(opts.get("max_iter", 200)), 50)  # only a warm start
+        r = minimize_simplex(sub, x0, hessp=sub.hessp if hessian else None, n=problem.n, mass=problem.mass,
+                             options=sub_opts, callback=callback, collect_subgradients=collect_sub)
+        levels.append(_level(sub, r))
+        for k in its:
+            its[k] += getattr(r, k)
+        for k, v in _effort(sub.lower).items():
+            effort[k] += v
+        x0 = r.x
+    return x0, levels, its, effort
+
+
+def solve_identification(problem: TransportIdentification, x0=None, options: dict | None = None, callback=None,
+                         verbose: bool = False, bouligand: bool = True, hessian: bool = False,
+                         continuation=None, continuation_tol: float = 1e-3) -> IdentificationResult:
     """Solve (RTI_gamma^eps) by the constrained nonsmooth trust-region method (Part III Alg. 4.1).
 
     Parameters
     ----------
-    problem : a :class:`TransportIdentification`.
-    x0 : starting marginal on the simplex (default: uniform, mass sum(mu2_d), as in §4.2).
-    options : dict of :func:`femot.optim.minimize_simplex` options (defaults: Part III §4.2,
+    problem : TransportIdentification
+        The reduced problem.
+    x0 : array_like, optional
+        Starting marginal on the simplex (default: uniform, mass sum(mu2_d), as in §4.2).
+    options : dict, optional
+        Options of :func:`femot.optim.minimize_simplex` (defaults: Part III §4.2,
         tol = 1e-5, max_iter = 200).
-    callback : passed to the optimizer.
-    verbose : print the iteration table while running.
-    bouligand : supply the Bouligand elements at the iterate (Thm 3.12) to the
-        collective Bouligand model of Remark 4.2 below Delta_min (in addition to the
-        optimizer's own exploration of the ball).
-    hessian : use the exact (Gauss-Newton) Hessian-vector products of
+    callback : callable, optional
+        Passed to the optimizer.
+    verbose : bool
+        Print the iteration table while running.
+    bouligand : bool
+        Supply the Bouligand elements at the iterate (Thm 3.12) to the collective
+        Bouligand model of Remark 4.2 below Delta_min (in addition to the optimizer's own
+        exploration of the ball).
+    hessian : bool
+        Use the exact (Gauss-Newton) Hessian-vector products of
         :meth:`TransportIdentification.hessp` in the trust-region model (projected
         Newton-CG and bundle-Newton steps, ``femot.optim.minimize_simplex(hessp=...)``);
         False (default) gives the BFGS model of Part III, Remark 4.2.
-    continuation : None (default: solve at the problem's (gamma, eps) directly, as in
-        Part III §4.2), ``"auto"`` (first solve at (t gamma, t eps) for t = 10^k, ..., 10
-        with 10^k gamma <= 1e-2, each level warm-started from the previous one) or a
-        sequence of factors t > 1.  ``nit``/``nfev`` count all levels; ``levels`` lists
-        them.
-    continuation_tol : stationarity tolerance of the intermediate levels (only a warm
-        start for the next level is needed there; at most 50 iterations each); the last
-        level uses ``options``.
+    continuation : None, "auto" or sequence of float
+        None (default: solve at the problem's (gamma, eps) directly, as in Part III
+        §4.2), ``"auto"`` (first solve at (t gamma, t eps) for t = 10^k, ..., 10 with
+        10^k gamma <= 1e-2, each level warm-started from the previous one) or a sequence
+        of factors t > 1.  ``nit``/``nfev`` count all levels; ``levels`` lists them.
+    continuation_tol : float
+        Stationarity tolerance of the intermediate levels (only a warm start for the
+        next level is needed there; at most 50 iterations each); the last level uses
+        ``options``.
+
+    Returns
+    -------
+    IdentificationResult
+        The result convention of :func:`femot.problems.base.upper_level_result` with the
+        identification's extras (``J``, ``mu1``, ``alpha``, ``beta``, ``plan``, ...).
 
     Notes
     -----
@@ -587,9 +831,14 @@ def solve_identification(problem: TransportIdentification, x0=None, options=None
     n = 100 at gamma = 1e-2, eps = 1e-8 ends at J = 1.4e-3 (BFGS: 8.6e-9), and from
     the uniform start at gamma = 1e-6 without continuation three of ten n = 25 seeds end
     at J ~ 2e-2.  The BFGS model is therefore the default.
-    """
-    from femot.optim import minimize_simplex
 
+    References
+    ----------
+    .. [1] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
+       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
+    .. [2] D. A. Lorenz, P. Manns, C. Meyer, "Quadratically regularized optimal
+       transport", Appl. Math. Optim. 83(3), 2021.
+    """
     if not isinstance(problem, TransportIdentification):
         raise ValueError(f"problem must be a TransportIdentification, got {type(problem).__name__}")
     if x0 is not None:
@@ -606,55 +855,50 @@ def solve_identification(problem: TransportIdentification, x0=None, options=None
             # subgradients it meets while probing the ball along its model direction.
             return problem.bouligand_subgradients(x, radius)
     t0 = time.perf_counter()
-    n_solves0, t_solves0 = problem.n_solves, problem.solve_time
-    levels = []
-    nit_before = nfev_before = nhev_before = 0
-    extra_solves, extra_time = 0, 0.0
-    for t in _continuation_levels(problem, continuation):
-        # 12 significant digits: 1e-6 * 100 is the level 1e-4, not 9.999999999999999e-05
-        sub = problem.with_regularization(float(f"{t * problem.gamma:.12g}"), float(f"{t * problem.eps:.12g}"))
-        collect_sub = (lambda x, radius, sub=sub: sub.bouligand_subgradients(x, radius)) if bouligand else None
-        sub_opts = dict(opts)
-        sub_opts["tol"] = max(float(opts.get("tol", 1e-5)), float(continuation_tol))
-        sub_opts["max_iter"] = min(int(opts.get("max_iter", 200)), 50)  # only a warm start
-        r = minimize_simplex(sub, x0, hessp=sub.hessp if hessian else None, n=problem.n, mass=problem.mass,
-                             options=sub_opts, callback=callback, collect_subgradients=collect_sub)
-        levels.append({"gamma": sub.gamma, "eps": sub.eps, "nit": r.nit, "nfev": r.nfev, "fun": r.fun,
-                       "status": r.status, "stationarity": r.stationarity})
-        nit_before += r.nit
-        nfev_before += r.nfev
-        nhev_before += r.nhev
-        extra_solves += sub.n_solves
-        extra_time += sub.solve_time
-        x0 = r.x
+    start = _effort(problem.lower)
+    x0, levels, its, effort = _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuation,
+                                                continuation_tol)
     tr = minimize_simplex(problem, x0, hessp=problem.hessp if hessian else None, n=problem.n,
                           mass=problem.mass, options=opts, callback=callback,
                           collect_subgradients=collect)
-    levels.append({"gamma": problem.gamma, "eps": problem.eps, "nit": tr.nit, "nfev": tr.nfev, "fun": tr.fun,
-                   "status": tr.status, "stationarity": tr.stationarity})
+    levels.append(_level(problem, tr))
     mu1 = tr.x
     low = problem.lower_level(mu1)
-    J = problem.objective(low.plan, mu1)
-    errs = problem.errors(mu1, low.plan)
-    success = bool(tr.success and low.success)
+    for k, v in _effort(problem.lower).items():
+        effort[k] += v - start[k]
     bias = problem.eps * max(float(np.abs(low.alpha).max()), float(np.abs(low.beta).max()))
-    message = tr.message if low.success else f"{tr.message} Final lower-level solve: {low.message}"
-    return IdentificationResult(
-        mu1=mu1, plan=low.plan, alpha=low.alpha, beta=low.beta, J=J, fun=tr.fun, nit=tr.nit + nit_before,
-        nfev=tr.nfev + nfev_before, levels=levels,
-        stationarity=tr.stationarity, stationarity_measure=tr.stationarity_measure, theta=tr.theta,
-        success=success, status=tr.status, message=message, history=tr.history, tr=tr, lower=low,
-        gamma=problem.gamma, eps=problem.eps, lam=problem.lam,
-        n_lower_solves=problem.n_solves - n_solves0 + extra_solves,
-        lower_time_s=problem.solve_time - t_solves0 + extra_time,
-        time_s=time.perf_counter() - t0, nhev=tr.nhev + nhev_before, model="newton" if hessian else "bfgs",
-        eps_bias=bias, eps_bias_relative=bias / float(problem.mu2_d.max()),
-        **errs,
-    )
+    counters = {k: effort[k] for k in _EFFORT}
+    return upper_level_result(
+        IdentificationResult, tr, x=mu1, fun=tr.fun, lower_ok=bool(low.success), lower_message=low.message,
+        counters=counters, time_s=time.perf_counter() - t0,
+        mu1=mu1, plan=low.plan, alpha=low.alpha, beta=low.beta, J=problem.objective(low.plan, mu1),
+        nit=tr.nit + its["nit"], nfev=tr.nfev + its["nfev"], nhev=tr.nhev + its["nhev"],
+        model="newton" if hessian else "bfgs", levels=levels, stationarity=tr.stationarity,
+        stationarity_measure=tr.stationarity_measure, theta=tr.theta, history=tr.history, lower=low,
+        gamma=problem.gamma, eps=problem.eps, lam=problem.lam, n_lower_solves=effort["lower_requests"],
+        lower_time_s=effort["time"], eps_bias=bias, eps_bias_relative=bias / float(problem.mu2_d.max()),
+        **problem.errors(mu1, low.plan))
 
 
 def identification_errors(mu1, pi, mu1_true, pi_true) -> dict:
-    """max|mu1_true - mu1| and max|pi_true - pi| over all of Omega_1 and Omega (Tables 4.1, 4.2)."""
+    """max|mu1_true - mu1| and max|pi_true - pi| over all of Omega_1 and Omega (Tables 4.1, 4.2).
+
+    Parameters
+    ----------
+    mu1 : array_like
+        Computed marginal.
+    pi : array_like or scipy.sparse matrix
+        Computed plan.
+    mu1_true : array_like
+        True marginal.
+    pi_true : array_like or scipy.sparse matrix
+        True plan.
+
+    References
+    ----------
+    .. [1] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
+       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
+    """
     mu1 = as_vector(_dense(mu1), "mu1")
     mt = as_vector(_dense(mu1_true), "mu1_true", length=mu1.size)
     P = sp.csr_matrix(pi)

@@ -37,13 +37,12 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import OptimizeResult
 
 from .._validation import as_nonnegative_vector, as_vector, check_nonnegative_scalar, check_positive_scalar
 from ..fem.poisson import PoissonOperator, product_mesh
 from ..fem.quadrature import product_cost, quadrature
 from ..fem.smoothing import Smoother
-from .control import SmoothedLowerLevel, _solve_on_simplex
+from .base import SmoothedLowerLevel, UpperLevelResult, _cite, solve_on_simplex, upper_level_result
 
 __all__ = ["TrackingProblem", "TrackingResult", "observation_domain", "solve_tracking"]
 
@@ -56,6 +55,21 @@ def observation_domain(mesh1, mesh2, subdomain=None, kind: str | None = None):
     ``chi(centroids)`` with centroids of shape ``(d1 + d2, nelements)``.
     Returns ``(D_mesh, vertex_map, product)`` where ``D_mesh.p[:, k]`` is product
     vertex ``vertex_map[k]`` (the pair ``divmod(vertex_map[k], n2)``).
+
+    Parameters
+    ----------
+    mesh1, mesh2 : skfem.Mesh
+        Meshes of Omega_1 and Omega_2.
+    subdomain : array_like, callable or None
+        Cell mask or predicate on the centroids of the product mesh (None: everything).
+    kind : str or None
+        Cell type of the product mesh (see :func:`femot.fem.product_mesh`).
+
+    References
+    ----------
+    .. [1] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
+       problem and its quadratic regularization, Part II: convergence analysis",
+       arXiv:2211.07287.
     """
     prod = product_mesh(mesh1, mesh2, kind)
     ne = prod.nelements
@@ -82,25 +96,46 @@ def observation_domain(mesh1, mesh2, subdomain=None, kind: str | None = None):
     return D, np.asarray(vmap, dtype=np.int64), prod
 
 
-class TrackingResult(OptimizeResult):
+@_cite
+class TrackingResult(UpperLevelResult):
     """Solution of the discrete tracking problem (Part II (3.11), (3.13)).
+
+    The keys of the result convention (:data:`femot.problems.base.RESULT_KEYS`) and these
+    extras:
 
     Attributes
     ----------
-    x : control masses on the admissible vertices of Omega_1 (simplex variable).
-    masses : the same on all vertices of Omega_1.
-    control_vertices : the admissible vertices.
-    fun, misfit, radon : ``misfit + nu * radon`` with ``misfit = |grad G(pi - pi_d)|^{p'}``
-        and ``radon = |mu1 - mu1_d|_M``.
-    phi : ``G(pi - pi_d)`` on the observation mesh.  plan : CSR density of pi.
-    lower : the core's result at x.  tr : the trust-region result.
-    success, status, message, nit, stationarity, tol, newton_iterations, lower_solves, ...
+    x : numpy.ndarray
+        Control masses on the admissible vertices of Omega_1 (simplex variable).
+    masses : numpy.ndarray
+        The same on all vertices of Omega_1.
+    control_vertices : numpy.ndarray
+        The admissible vertices.
+    fun, misfit, radon : float
+        ``misfit + nu * radon`` with ``misfit = |grad G(pi - pi_d)|^{p'}`` and
+        ``radon = |mu1 - mu1_d|_M``.
+    phi : numpy.ndarray
+        ``G(pi - pi_d)`` on the observation mesh.
+    plan : scipy.sparse.csr_matrix
+        Density of pi.
+    mu1_density, mu2_density : numpy.ndarray
+        The smoothed marginals.
+    lower : QROTResult
+        The core's result at x.
+    tr : femot.optim.SimplexTRResult
+        The trust-region result.
+    nfev : int
+        Oracle calls.
+    stationarity, tol : float
+        Final stationarity measure and the tolerance used.
+    lower_solves, lower_requests, newton_iterations, lower_failures, lower_continuations
+        Lower-level effort (:meth:`femot.problems.base.LowerLevel.counters`).
+    gamma, delta, nu, p_prime : float
+        The problem's parameters.
     """
 
-    def table(self) -> str:
-        return self.tr.table()
 
-
+@_cite
 class TrackingProblem:
     """Bilevel tracking of a measured plan (Part II (3.11) with the lower level of (3.13)).
 
@@ -122,13 +157,31 @@ class TrackingProblem:
     subdomain : the observation domain D (see :func:`observation_domain`).
     beta : cost ``|x - y|^beta``, or a callable ``c(x, y)`` (see ``product_cost``).
     rho : control vertices have distance >= rho from the boundary (default delta).
-    eps, tol, max_iter, solver_options : passed to the core.
-    matrix_free : use a :class:`femot.GeometricCost` (no n1 x n2 matrix) for ``|x - y|^beta``.
+    eps : float
+        Dual regularization of the core (Part III (3.1)); default 0.
+    tol : float
+        Residual tolerance of the lower-level core solver (default 1e-10).
+    max_iter : int
+        Newton iterations per lower-level core call (default 200).
+    solver_options : dict, optional
+        Further keyword arguments of :func:`femot.solve_qrot`.
+    matrix_free : bool
+        Use a :class:`femot.GeometricCost` (no n1 x n2 matrix) for ``|x - y|^beta``.
+
+    Notes
+    -----
+    The problem satisfies :class:`femot.problems.base.SimplexProblem` (and
+    :class:`~femot.problems.base.SecondOrderProblem` for p' = 2); its lower level is the
+    shared driver :class:`femot.problems.base.SmoothedLowerLevel` (attribute ``lower``).
     """
 
-    def __init__(self, mesh1, mesh2, mu2, pi_d, nu, gamma, delta, *, mu1_d=None, p_prime: float = 2.0,
-                 subdomain=None, beta=2.0, rho: float | None = None, eps: float = 0.0, tol: float = 1e-10,
-                 max_iter: int = 200, solver_options=None, matrix_free: bool = False):
+    #: The simplex is the standard one (unit weights).
+    weights = None
+
+    def __init__(self, mesh1, mesh2, mu2, pi_d, nu: float, gamma: float, delta: float, *, mu1_d=None,
+                 p_prime: float = 2.0, subdomain=None, beta=2.0, rho: float | None = None, eps: float = 0.0,
+                 tol: float = 1e-10, max_iter: int = 200, solver_options: dict | None = None,
+                 matrix_free: bool = False):
         self.q1, self.q2 = quadrature(mesh1), quadrature(mesh2)
         n1, n2 = self.q1.n, self.q2.n
         self.n1, self.n2 = n1, n2
@@ -195,13 +248,21 @@ class TrackingProblem:
     # ----------------------------------------------------------- helpers
     @property
     def n(self) -> int:
+        """Number of control variables (admissible vertices of Omega_1)."""
         return int(self.control_vertices.size)
 
     def uniform(self) -> np.ndarray:
+        """The uniform control (the trust region's default start)."""
         return np.full(self.n, self.mass / self.n)
 
     def full(self, x) -> np.ndarray:
-        """Control masses on all vertices of Omega_1."""
+        """Control masses on all vertices of Omega_1.
+
+        Parameters
+        ----------
+        x : array_like
+            Masses on the admissible vertices (length :attr:`n`).
+        """
         x = as_vector(x, "x", length=self.n)
         out = np.zeros(self.n1)
         out[self.control_vertices] = x
@@ -212,6 +273,11 @@ class TrackingProblem:
 
         ``plan`` is a CSR/dense (n1, n2) density.  The gradient is returned as a
         sparse (n1, n2) matrix supported on the vertices of D.
+
+        Parameters
+        ----------
+        plan : numpy.ndarray or scipy.sparse matrix
+            The plan density (n1, n2).
         """
         if sp.issparse(plan):
             piD = np.asarray(plan.tocsr()[self._rows, self._cols]).ravel()
@@ -224,14 +290,31 @@ class TrackingProblem:
         G = sp.csr_matrix((self._wD * g_eta, (self._rows, self._cols)), shape=(self.n1, self.n2))
         return val, G, phi
 
-    def radon(self, x):
-        """``|mu1 - mu1_d|_M`` and one element of its Clarke subdifferential (sign, 0 at ties)."""
+    def radon(self, x) -> tuple[float, np.ndarray]:
+        """``|mu1 - mu1_d|_M`` and one element of its Clarke subdifferential (sign, 0 at ties).
+
+        Parameters
+        ----------
+        x : array_like
+            Masses on the admissible vertices.
+        """
         diff = as_vector(x, "x", length=self.n) - self.mu1_d[self.control_vertices]
         return float(np.abs(diff).sum()) + self._radon_off, np.sign(diff)
 
     # ----------------------------------------------------------- the oracle
     def evaluate(self, x, gradient: bool = True) -> dict:
-        """Value, parts and (optionally) one Clarke subgradient at the control ``x``."""
+        """Value, parts and (optionally) one Clarke subgradient at the control ``x``.
+
+        Returns a dict with fun, misfit, radon, grad (or None), phi and lower (the core's
+        result); a lower level that does not converge gives fun = nan.
+
+        Parameters
+        ----------
+        x : array_like
+            Masses on the admissible vertices.
+        gradient : bool
+            Also compute the subgradient (one adjoint solve).
+        """
         x = as_vector(x, "x", length=self.n)
         self.n_evaluations += 1
         res = self.lower.solve(x)
@@ -248,8 +331,14 @@ class TrackingProblem:
         self._last = (x.copy(), res)
         return {"fun": fun, "misfit": val, "radon": rad, "grad": grad, "phi": phi, "lower": res}
 
-    def __call__(self, x):
-        """``(f, g)`` for :func:`femot.optim.minimize_simplex` (the last point is cached)."""
+    def __call__(self, x) -> tuple[float, np.ndarray]:
+        """``(f, g)`` for :func:`femot.optim.minimize_simplex` (the last point is cached).
+
+        Parameters
+        ----------
+        x : array_like
+            Masses on the admissible vertices.
+        """
         x = as_vector(x, "x", length=self.n)
         if self._cache is not None and np.array_equal(self._cache[0], x):
             return self._cache[1], self._cache[2].copy()
@@ -270,6 +359,13 @@ class TrackingProblem:
         ``P H P v`` with ``P v = v - mean(v)``).  The Radon-norm term is piecewise linear:
         its Hessian is zero a.e.  The lower-level solution of the last evaluation is
         reused when ``x`` is that point.
+
+        Parameters
+        ----------
+        x : array_like
+            The point (masses on the admissible vertices).
+        v : array_like
+            The direction.
         """
         if self.p_prime != 2.0:
             raise ValueError(f"hessp needs p_prime = 2 (the misfit is then quadratic in the plan), got "
@@ -292,33 +388,89 @@ class TrackingProblem:
         hv = self.lower.pullback(res, G)
         return hv - hv.mean() if flat else hv
 
-    def solve(self, x0=None, *, options=None, rtol: float | None = 1e-2, callback=None,
+    def solve(self, x0=None, *, options: dict | None = None, rtol: float | None = 1e-2, callback=None,
               hessian: bool = True) -> TrackingResult:
         """Minimize over the simplex by the trust-region method (Part III Algorithm 4.1).
 
         From the uniform control unless ``x0`` is given; ``tol = rtol * theta(x0)``
         unless ``options`` set ``tol`` (see :meth:`ControlProblem.solve`).  With
         ``hessian`` and p' = 2 the optimizer gets :meth:`hessp` (exact where smooth).
+
+        Parameters
+        ----------
+        x0 : array_like, optional
+            Starting control (default :meth:`uniform`).
+        options : dict, optional
+            Options of :func:`femot.optim.minimize_simplex`.
+        rtol : float or None
+            Relative stationarity tolerance.
+        callback : callable, optional
+            Passed to the optimizer.
+        hessian : bool
+            Pass :meth:`hessp` to the optimizer (p' = 2 only).
+
+        Returns
+        -------
+        TrackingResult
+            The result convention of :func:`femot.problems.base.upper_level_result`.
         """
         hp = self.hessp if hessian and self.p_prime == 2.0 else None
-        return _solve_on_simplex(self, x0, options, rtol, callback, self._result, hessp=hp)
+        t0 = time.perf_counter()
+        tr = solve_on_simplex(self, x0, options, rtol, callback, hessp=hp)
+        return self._result(tr, t0)
 
     def _result(self, tr, t0) -> TrackingResult:
         e = self.evaluate(tr.x, gradient=False)
         res = e["lower"]
-        message = tr.message if res.success else f"{tr.message} Lower level at the solution: {res.message}"
-        return TrackingResult(
-            x=tr.x, masses=self.full(tr.x), control_vertices=self.control_vertices, fun=e["fun"],
+        return upper_level_result(
+            TrackingResult, tr, x=tr.x, fun=e["fun"], lower_ok=bool(res.success), lower_message=res.message,
+            counters=self.lower.counters(), time_s=time.perf_counter() - t0,
+            masses=self.full(tr.x), control_vertices=self.control_vertices,
             misfit=e["misfit"], radon=e["radon"], phi=e["phi"], plan=res.plan, lower=res,
             mu1_density=self.lower.density(tr.x), mu2_density=self.mu2_density,
-            success=bool(tr.success and res.success), status=int(tr.status), message=message, nit=int(tr.nit),
-            nfev=int(tr.nfev), stationarity=float(tr.stationarity), tol=float(tr.options["tol"]), tr=tr,
-            time_s=time.perf_counter() - t0, gamma=self.gamma, delta=self.delta, nu=self.nu,
-            p_prime=self.p_prime, **self.lower.counters())
+            nfev=int(tr.nfev), stationarity=float(tr.stationarity), tol=float(tr.options["tol"]),
+            gamma=self.gamma, delta=self.delta, nu=self.nu, p_prime=self.p_prime)
 
 
-def solve_tracking(mesh1, mesh2, mu2, pi_d, nu, gamma, delta, *, x0=None, options=None, callback=None,
-                   **kwargs) -> TrackingResult:
-    """Solve the tracking problem of Part II (3.11)/(3.13) (see :class:`TrackingProblem`)."""
+def solve_tracking(mesh1, mesh2, mu2, pi_d, nu: float, gamma: float, delta: float, *, x0=None,
+                   options: dict | None = None, callback=None, **kwargs) -> TrackingResult:
+    """Solve the tracking problem of Part II (3.11)/(3.13) (see :class:`TrackingProblem`).
+
+    Parameters
+    ----------
+    mesh1, mesh2 : skfem.Mesh
+        Meshes of Omega_1 and Omega_2.
+    mu2 : array_like
+        Masses of mu2^d at the vertices of mesh2.
+    pi_d : array_like or scipy.sparse matrix
+        The measured plan (density).
+    nu : float
+        Weight of the Radon-norm term.
+    gamma : float
+        Quadratic regularization.
+    delta : float
+        Smoothing parameter.
+    x0 : array_like, optional
+        Starting control (default uniform).
+    options : dict, optional
+        Options of :func:`femot.optim.minimize_simplex`.
+    callback : callable, optional
+        Passed to the optimizer.
+    **kwargs
+        Further keyword arguments of :class:`TrackingProblem`.
+
+    Returns
+    -------
+    TrackingResult
+        See :meth:`TrackingProblem.solve`.
+
+    References
+    ----------
+    .. [1] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
+       problem and its quadratic regularization, Part II: convergence analysis",
+       arXiv:2211.07287.
+    .. [2] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
+       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
+    """
     return TrackingProblem(mesh1, mesh2, mu2, pi_d, nu, gamma, delta, **kwargs).solve(x0, options=options,
                                                                                      callback=callback)

@@ -90,7 +90,6 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10 needs the backport
         _toml = None
 
 
-PROBLEMS = ("lower-level", "control", "identification", "tracking")
 _TOP_SECTIONS = {"study", "schedule", "mesh", "report", "seeds"}
 
 
@@ -294,6 +293,9 @@ def _parse_study_section(raw: dict):
     """``[study]`` and ``seeds``: ``(problem, name, description, seeds, threads)``."""
     st = _table(raw, "study")
     _check_keys(st, {"name", "problem", "seeds", "threads", "description"}, "study")
+    from femot.studies.problems import problem_names
+
+    PROBLEMS = problem_names()  # the registry in femot.studies.problems is the source of truth
     problem = st.get("problem")
     if problem is None:
         raise ConfigError(f"study.problem: missing; choose one of {', '.join(PROBLEMS)}")

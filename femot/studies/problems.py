@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from femot.studies.fields import ConfigError, MeshSpec, _check_keys, _num, _num_list
 
-__all__ = ["StudyProblem", "LowerLevelStudy", "ControlStudy", "get_problem", "transfer_values"]
+__all__ = ["StudyProblem", "LowerLevelStudy", "ControlStudy", "get_problem", "problem_names", "transfer_values"]
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -822,7 +822,7 @@ class IdentificationStudy(StudyProblem):
         if warm is not None:
             x0 = np.maximum(np.asarray(warm["x"], dtype=float), 0.0)
             x0 *= prob.mass / x0.sum()
-            prob._warm = (np.asarray(warm["alpha"]), np.asarray(warm["beta"]))
+            prob.lower.warm = (np.asarray(warm["alpha"]), np.asarray(warm["beta"]))
         t0 = time.perf_counter()
         r = solve_identification(prob, x0, options=dict(p["tr"]) or None)
         t_solve = time.perf_counter() - t0
@@ -969,12 +969,13 @@ class TrackingStudy(StudyProblem):
         return metrics, info, state
 
 
-_REGISTRY = {
-    "lower-level": LowerLevelStudy,
-    "control": ControlStudy,
-    "identification": IdentificationStudy,
-    "tracking": TrackingStudy,
-}
+#: The study problems by name: the one registry (``femot.studies.config`` asks it for the names).
+_REGISTRY = {cls.name: cls for cls in (LowerLevelStudy, ControlStudy, IdentificationStudy, TrackingStudy)}
+
+
+def problem_names() -> tuple:
+    """Names of the study problems, in registry order (the values of ``study.problem``)."""
+    return tuple(_REGISTRY)
 
 
 def get_problem(name: str) -> StudyProblem:
