@@ -268,7 +268,7 @@ class LowerLevel:
 
     def reset(self) -> None:
         """Forget the warm start and the cache and set every counter to zero."""
-        self.warm = None
+        self.warm: tuple | None = None
         self._cache: OrderedDict = OrderedDict()
         self.solves = 0
         self.requests = 0
@@ -350,11 +350,11 @@ class LowerLevel:
         scale = getattr(self.cost, "max_abs", None)
         scale = float(np.abs(self.cost).max()) if scale is None else float(scale)
         k = max(1, int(np.ceil(np.log(max(scale, 1.0) / self.gamma) / np.log(factor))))
-        x0, res = None, None
+        x0 = None
         for t in factor ** np.arange(k, -1, -1.0):
             res = self._call(mu1, t * self.gamma, t * self.eps, x0, self.max_iter)
             x0 = (res.alpha, res.beta)
-        return res
+        return res  # the loop runs at least twice (k >= 1)
 
     def _adaptive(self, mu1, factor: float = 4.0, max_up: int = 8) -> QROTResult | None:
         """Raise gamma until a solve converges, then lower it back (None if that fails)."""

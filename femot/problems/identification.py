@@ -260,14 +260,14 @@ class TransportIdentification:
         self.c_d = c
         self.shape = (n1, n2)
         self.full_D = bool(self.D.all())
-        self.qrot_options = {"tol": 1e-10}
+        self.qrot_options: dict = {"tol": 1e-10}
         if qrot_options:
             self.qrot_options.update(qrot_options)
         opts = dict(self.qrot_options)
         self.lower = LowerLevel(DenseCost(c, "c_d"), self.mu2_d, self.gamma, self.eps, tol=opts.pop("tol"),
                                 max_iter=opts.pop("max_iter", 200), warm_max_iter=30, solver_options=opts,
                                 continuation="decades", cache_size=max(1, int(cache_size)))
-        self._last = None
+        self._last: tuple | None = None
 
     @property
     def n(self) -> int:
@@ -740,7 +740,7 @@ _EFFORT = ("lower_solves", "lower_requests", "newton_iterations", "lower_failure
 def _effort(lower: LowerLevel) -> dict:
     """The additive counters of a :class:`LowerLevel` (and its solve time) as a dict."""
     c = lower.counters()
-    out = {k: int(c[k]) for k in _EFFORT}
+    out: dict = {k: int(c[k]) for k in _EFFORT}
     out["time"] = lower.solve_time
     return out
 
