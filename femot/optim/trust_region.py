@@ -100,6 +100,7 @@ from scipy.linalg import LinAlgError, cho_factor, cho_solve
 from scipy.optimize import OptimizeResult, linprog
 
 from femot._validation import as_positive_weights, as_vector, check_positive_scalar
+from femot.optim import _bundle as _cuts
 from femot.optim._newton import (
     HessianNonFinite,
     HessianOperator,
@@ -150,6 +151,11 @@ DEFAULT_OPTIONS = {
     "cg_maxiter": None,     # hessp model: CG iterations per face; None -> min(2 |F| + 10, 500)
     "cg_rtol": 1e-2,        # hessp model: largest CG forcing term (relative residual)
     "newton_minor": 50,     # hessp model: face changes (projected searches) per step
+    "kinks": "bouligand",   # hessp model: 'bouligand' (Algorithm 4.1) or 'bundle' (quadratic cuts, constant H)
+    "bundle_metric": None,  # kinks='bundle': optional callable (x, v) added to H in the QP (damping)
+    "cut_radius": None,     # kinks='bundle': certificate uses cuts of points within it; None -> 1e-3 diameter
+    "cut_bundle_size": 100,  # kinks='bundle': cuts kept (nearest to x)
+    "cut_max_n": 3000,      # kinks='bundle': larger n falls back to 'bouligand' (dense H)
     "verbose": False,
 }
 
@@ -498,6 +504,19 @@ def _parse_options(options, n, w, s):
     o["fw_floor"] = float(opts["fw_floor"])
     if not (o["fw_floor"] >= 0.0 and math.isfinite(o["fw_floor"])):
         raise ValueError(f"options['fw_floor'] must be a nonnegative number, got {opts['fw_floor']!r}")
+    if opts["kinks"] not in ("bouligand", "bundle"):
+        raise ValueError(f"options['kinks'] must be 'bouligand' or 'bundle', got {opts['kinks']!r}")
+    o["kinks"] = opts["kinks"]
+    if opts["bundle_metric"] is not None and not callable(opts["bundle_metric"]):
+        raise ValueError("options['bundle_metric'] must be callable or None")
+    o["bundle_metric"] = opts["bundle_metric"]
+    o["cut_radius"] = (None if opts["cut_radius"] is None
+                       else check_positive_scalar(opts["cut_radius"], "options['cut_radius']"))
+    for key in ("cut_bundle_size", "cut_max_n"):
+        v = opts[key]
+        if not isinstance(v, numbers.Integral) or v < 2:
+            raise ValueError(f"options['{key}'] must be an integer >= 2, got {v!r}")
+        o[key] = int(v)
     o["cg_rtol"] = check_positive_scalar(opts["cg_rtol"], "options['cg_rtol']")
     if o["cg_rtol"] >= 1.0:
         raise ValueError(f"options['cg_rtol'] must be < 1, got {o['cg_rtol']}")
@@ -884,6 +903,8 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
         if o["verbose"]:
             print(_row(rec), flush=True)
 
+    if hess is not None and o["kinks"] == "bundle" and n <= o["cut_max_n"]:
+        return _cut_result(fun, x, f, g, hess, w, s, o, nfev, log, callback, history)
     theta_start = None
     q_failed_here = False  # the last iteration was a BFGS step from x rejected with rho < 0
     fw_stop = False
@@ -1208,4 +1229,150 @@ def minimize_simplex_path(fun_factory, path, x0=None, *, weights=None, mass=1.0,
         params=params, results=results, x=results[-1].x, fun=results[-1].fun,
         success=not bad, status=status, message=msg,
         nit=sum(r.nit for r in results), nfev=sum(r.nfev for r in results),
+    )
+
+
+# --------------------------------------------------------------------------
+# kinks="bundle": quadratic cuts with the constant Hessian (see femot.optim._bundle)
+# --------------------------------------------------------------------------
+def _cut_metric(o, H, x, n):
+    """The QP metric M = H (+ the user's ``bundle_metric`` at x, as a dense matrix)."""
+    if o["bundle_metric"] is None:
+        return H
+    extra = _cuts.dense_hessian(lambda v: np.asarray(o["bundle_metric"](x.copy(), v), dtype=float), n)
+    if not np.all(np.isfinite(extra)):
+        raise ValueError("options['bundle_metric'] returned a non-finite product")
+    return H + extra
+
+
+def _minimize_cuts(fun, x, f, g, H, w, s, o, nfev, log, callback):
+    """The loop of ``kinks="bundle"``: QP over quadratic cuts, serious/null steps, cut certificate.
+
+    Returns (x, f, g, status, psi, nfev, Delta, cut_radius).
+    """
+    n = x.size
+    wv = np.ones(n) if w is None else w
+    R, tol = o["R"], o["tol"]
+    r_cut = o["cut_radius"] if o["cut_radius"] is not None else 1e-3 * _cuts.diameter(wv, s)
+    Y, F, G = x[None, :].copy(), np.array([f]), g[None, :].copy()
+    Delta = min(o["Delta0"], o["Delta_max"])
+    M = _cut_metric(o, H, x, n)
+    k = 0
+    while True:
+        B, e, dist = _cuts.cut_arrays(x, f, Y, F, G, H)
+        near = dist <= r_cut
+        psi, _ = _cuts.cut_certificate(x, B[near], np.abs(e[near]), wv, s)
+        theta = _theta(x, g, R, w, s)[0]
+        rec = {"k": k, "f": f, "theta": theta, "psi": psi, "Delta": Delta, "rho": None, "step_norm": 0.0,
+               "model": "bundle", "step": "qp", "accepted": False, "pred": None, "cauchy": None, "nfev": nfev,
+               "fw_gap": fw_gap(x, g, w, s), "nhev": n, "cg": None}
+        if psi <= tol:
+            return x, f, g, 0, psi, nfev, Delta, r_cut
+        if k >= o["max_iter"]:
+            return x, f, g, 1, psi, nfev, Delta, r_cut
+        if Delta < o["radius_floor"]:
+            return x, f, g, 2, psi, nfev, Delta, r_cut
+        ea = np.abs(e)
+        out = _cuts.cut_qp(M, B, ea, x, wv, Delta)
+        d = None if out is None else _cuts.project_step(x, out[0], w, s) - x
+        pred = -np.inf if d is None else _cuts.model_decrease(B, ea, M, d)
+        noise = 10.0 * _EPS * abs(f)  # rounding of f itself (no absolute floor: f may be small)
+        far = np.zeros(B.shape[0], dtype=bool) if out is None else (out[1] > 1e-3 * out[1].sum()) & ~near
+        if far.any() and not pred > noise:
+            # The model is stationary (to rounding) with the help of cuts from points outside the
+            # certificate radius: probe toward them, at half the radius, to bring the gradients
+            # of those pieces near x (for a kink through x, the piece active at x + t (y_k - x),
+            # t small, is the one that is steepest along y_k - x: the piece of y_k when convex).
+            idx = np.nonzero(far)[0][:5]
+            probes = [x + (0.5 * r_cut / dist[j]) * (Y[j] - x) for j in idx]
+            for yp in probes:
+                yp = _project(yp, w, s)
+                fp, gp = _call(fun, yp, n, f"a probe of iteration {k}")
+                nfev += 1
+                if not _finite(fp, gp):
+                    log(rec)
+                    return x, f, g, 3, psi, nfev, Delta, r_cut
+                Y, F, G = np.vstack([Y, yp]), np.append(F, fp), np.vstack([G, gp])
+            rec.update(step="probe", rho=0.0, pred=float(pred), nfev=nfev)
+            log(rec)
+            k += 1
+            continue
+        if not pred > noise:
+            # the QP found no decrease the bundle can trust at this radius: shrink it
+            rho, accepted, nd = 0.0, False, 0.0
+            Delta *= o["beta1"]
+        else:
+            y = x + d
+            fy, gy = _call(fun, y, n, f"iteration {k}")
+            nfev += 1
+            if not _finite(fy, gy):
+                log(rec)
+                return x, f, g, 3, psi, nfev, Delta, r_cut
+            rho = (f - fy + noise) / (pred + noise)
+            accepted = rho > o["eta1"]
+            nd = float(np.abs(d).max())
+            Y, F, G = np.vstack([Y, y]), np.append(F, fy), np.vstack([G, gy])
+            if accepted:
+                if rho > o["eta2"] and nd > 0.5 * Delta:
+                    Delta = min(o["beta2"] * Delta, o["Delta_max"])
+                x, f, g = y, fy, gy
+                if o["bundle_metric"] is not None:
+                    M = _cut_metric(o, H, x, n)
+            else:
+                dy = x - y
+                if f - (fy + gy @ dy + 0.5 * dy @ H @ dy) < -noise:
+                    # the new cut is not below f at x: a nonconvex kink, the model cannot
+                    # be trusted that far
+                    Delta = o["beta1"] * min(Delta, nd)
+            Y, F, G = _cuts.keep_nearest(Y, F, G, x, o["cut_bundle_size"])
+        rec.update(rho=float(rho), step_norm=0.0 if d is None else float(np.linalg.norm(d)),
+                   accepted=bool(accepted), pred=float(pred), nfev=nfev)
+        log(rec)
+        k += 1
+        if callback is not None:
+            inter = OptimizeResult(x=x.copy(), fun=f, jac=g.copy(), nit=k, stationarity=psi, Delta=Delta,
+                                   fw_gap=fw_gap(x, g, w, s))
+            try:
+                stop = callback(inter)
+            except StopIteration:
+                stop = True
+            if stop is True:
+                return x, f, g, 4, psi, nfev, Delta, r_cut
+
+
+def _cut_result(fun, x, f, g, hess, w, s, o, nfev, log, callback, history):
+    """Run :func:`_minimize_cuts` (kinks="bundle") and package its result."""
+    n = x.size
+    hess.at(x)
+    try:
+        H = _cuts.dense_hessian(hess, n)
+    except HessianNonFinite:
+        return _package(x, f, g, w, s, o, 3, float("nan"), "theta", nfev, 1.0, history, hess,
+                        _HESSP_NAN_MESSAGE)
+    x, f, g, status, psi, nfev, Delta, r_cut = _minimize_cuts(fun, x, f, g, H, w, s, o, nfev, log, callback)
+    message = None
+    if status == 0:
+        message = ("Converged: psi (theta_R of the best convex combination of the gradients at x of the "
+                   f"quadratic cuts of the points within {r_cut:.3g} of x, plus their linearization errors) "
+                   f"= {psi:.3e} <= tol = {o['tol']:.3e} (Clarke stationarity up to tol).")
+    elif status == 1:
+        message = (STATUS_MESSAGES[1] + f" (max_iter = {o['max_iter']}, psi = {psi:.3e} > tol = "
+                   f"{o['tol']:.1e}; cuts within {r_cut:.3g})")
+    return _package(x, f, g, w, s, o, status, psi, "psi", nfev, Delta, history, hess, message)
+
+
+def _package(x, f, g, w, s, o, status, stat_value, stat_kind, nfev, Delta, history, hess, message=None):
+    """SimplexTRResult with the final stationarity row appended to ``history``."""
+    theta_final = _theta(x, g, o["R"], w, s)[0]
+    fw_final = fw_gap(x, g, w, s)
+    nhev = 0 if hess is None else hess.calls
+    history.append({"k": len(history), "f": f, "theta": theta_final, "psi": stat_value if stat_kind == "psi" else None,
+                    "Delta": Delta, "rho": None, "step_norm": 0.0, "model": None, "step": None, "accepted": False,
+                    "pred": None, "cauchy": None, "nfev": nfev, "fw_gap": fw_final, "nhev": nhev, "cg": None})
+    return SimplexTRResult(
+        x=x, fun=f, jac=g, nit=sum(1 for h in history if h["model"] is not None and h["rho"] is not None),
+        nfev=nfev, success=status == 0, status=status,
+        message=message if message is not None else STATUS_MESSAGES[status],
+        stationarity=float(stat_value), stationarity_measure=stat_kind, theta=theta_final,
+        Delta=Delta, n_resets=0, history=history, options=o, fw_gap=fw_final, nhev=nhev,
     )
