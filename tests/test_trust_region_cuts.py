@@ -134,3 +134,27 @@ def test_bundle_option_validation():
         minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, options={"kinks": "cuts"})
     with pytest.raises(ValueError, match="bundle_metric"):
         minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, options={"kinks": "bundle", "bundle_metric": 3})
+
+
+@pytest.mark.slow
+def test_plan_formulation_certified_by_cuts():
+    """(OCP^delta_gamma), plan formulation on a coarse 1D mesh: the bundle of quadratic cuts reaches
+    psi <= 1e-5 theta_R(uniform), and psi bounds theta_R of a convex combination of cut gradients."""
+    from skfem import MeshLine
+
+    from femot.demos.ocp_1d import problem_data
+    from femot.fem import PoissonOperator
+    from femot.problems.control import ControlProblem
+
+    op = PoissonOperator(MeshLine(np.linspace(0.0, 1.0, 65)))
+    _, y_d, mu2 = problem_data(op, 0.2)
+    P = ControlProblem(op, y_d, mu2, 0.02, 0.16 ** 3, 0.16, rho=0.2, transport="plan")
+    r = P.solve(rtol=1e-5)
+    assert r.success, r.message
+    assert r.tr.options["kinks"] == "bundle" and r.tr.stationarity_measure == "psi"
+    assert r.relative_stationarity <= 1e-5
+    assert r.nit <= 200
+    # the certified point is not worse than the uniform start and a single gradient there is not
+    # what certified it (a kink: theta_R of the oracle's gradient is much larger than psi)
+    assert r.fun < P(P.uniform())[0]
+    assert r.tr.theta > 10 * r.tr.stationarity

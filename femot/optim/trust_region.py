@@ -77,6 +77,17 @@ as above, with H_k = H0 I.  See :mod:`femot.optim._newton`.  On smooth
 problems with a nondegenerate minimizer this converges superlinearly, in a
 number of iterations that does not grow with the conditioning.
 
+Quadratic cuts (``kinks="bundle"``, with ``hessp``).  For f = Q + P with Q
+quadratic (``hessp`` its constant Hessian H) and P continuous piecewise linear
+(the plan formulation of the control problem), Algorithm 4.1 is replaced by a
+bundle trust region: the cuts f(y_k) + <g_k, z - y_k> + 1/2 (z - y_k)'H(z - y_k)
+of the evaluated points (each equal to f on the piece of y_k), a full-space
+QP over them (Clarabel; H dense, n <= ``cut_max_n``), serious/null steps, and
+the stop on psi = min over convex combinations of the cut gradients at x (of
+points within ``cut_radius``) of theta_R plus their linearization errors -- an
+LP; see :mod:`femot.optim._bundle`.  The history rows have model 'bundle' and
+step 'qp' or 'probe'.
+
 Convex objectives (``convex=True``): the Frank-Wolfe gap
 fw_gap = <g, x> - s min_i g_i / w_i = max_{z in S_w(s)} <g, x - z> bounds
 f(x) - min f, and the method stops when fw_gap <= fw_rtol max(|f|, fw_floor)
@@ -816,7 +827,10 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
         ``hessp``): cg_maxiter (CG iterations per face, None: min(2|F| + 10,
         500)), cg_rtol (largest CG forcing term; the term used is
         min(cg_rtol, theta_k / theta_0)), newton_minor (face changes per
-        step).  Convex stop: convex (bool), fw_rtol (default 1e-8),
+        step), kinks ('bouligand': Algorithm 4.1; 'bundle': quadratic cuts for
+        f = quadratic + piecewise linear, with bundle_metric (optional callable
+        (x, v) added to H in the QP), cut_radius, cut_bundle_size, cut_max_n).
+        Convex stop: convex (bool), fw_rtol (default 1e-8),
         fw_floor (default 0; set it to the scale of f when min f may be 0).
         Bouligand sampling: n_probe, n_coord, n_random, seed.  Output:
         verbose (print the iteration table while running).
