@@ -158,3 +158,24 @@ def test_plan_formulation_certified_by_cuts():
     # what certified it (a kink: theta_R of the oracle's gradient is much larger than psi)
     assert r.fun < P(P.uniform())[0]
     assert r.tr.theta > 10 * r.tr.stationarity
+
+
+def test_bundle_nonfinite_and_callback_stops():
+    A, a, C = _data()
+    fun = _fun(A, a, C)
+    calls = [0]
+
+    def bad(x):
+        calls[0] += 1
+        return (np.nan, np.zeros(N)) if calls[0] > 3 else fun(x)
+
+    r = minimize_simplex(bad, n=N, hessp=lambda x, v: A @ v, options={"kinks": "bundle", "tol": 1e-12})
+    assert r.status == 3 and not r.success and np.isfinite(r.fun)
+    r = minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, options={"kinks": "bundle", "tol": 1e-12},
+                         callback=lambda ir: ir.nit >= 2)
+    assert r.status == 4 and r.nit == 2
+    r = minimize_simplex(fun, n=N, hessp=lambda x, v: np.full(N, np.nan), options={"kinks": "bundle"})
+    assert r.status == 3 and "hessp" in r.message
+    r = minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, options={"kinks": "bundle", "tol": 1e-12,
+                                                                     "bundle_metric": lambda x, v: np.nan * v})
+    assert r.status == 3 and "bundle_metric" in r.message
