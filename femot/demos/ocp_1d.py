@@ -25,9 +25,11 @@ controls).
 ``--rtol`` times its value at the uniform start), ``value`` the convex value formulation
 (``nu V_gamma(T^delta mu1, T^delta mu2^d)``; stops on the certified Frank-Wolfe gap
 ``fw_gap <= --fw-rtol * |f|``; the default), ``both`` runs both on the same schedule and reports
-both errors against the exact (OCP); the plan formulation still stops at its iteration limit on
-this data (reported as ITERATION LIMIT in its table).  Both use the exact Hessian-vector products of
-:meth:`femot.problems.ControlProblem.hessp`.  The mesh must resolve the smallest delta: the demo refuses schedules with
+both errors against the exact (OCP).  Both use the exact Hessian-vector products of
+:meth:`femot.problems.ControlProblem.hessp`; the plan formulation is solved by the trust region's
+bundle of quadratic cuts (``kinks="bundle"``) and certified by the convex-combination measure psi
+(its column ``theta/th0`` then shows psi over theta_R at the uniform start).
+The mesh must resolve the smallest delta: the demo refuses schedules with
 ``delta_n < 4 h`` (a mollifier of radius delta then sees too few nodes, and the plan band
 of width ~ delta too few pairs).
 """

@@ -4,7 +4,10 @@
   stationarity measure theta_R and the modified measure psi_R;
 * :mod:`femot.optim.trust_region` -- the constrained nonsmooth trust-region
   method (:func:`minimize_simplex`) and warm-started path following
-  (:func:`minimize_simplex_path`).
+  (:func:`minimize_simplex_path`);
+* :mod:`femot.optim._newton` -- the projected Newton-CG model (``hessp``);
+* :mod:`femot.optim._bundle` -- quadratic cuts, their QP and the convex-combination
+  certificate of ``kinks="bundle"`` (quadratic plus piecewise-linear objectives).
 """
 from femot.optim.simplex import (
     project_simplex,

@@ -77,6 +77,17 @@ as above, with H_k = H0 I.  See :mod:`femot.optim._newton`.  On smooth
 problems with a nondegenerate minimizer this converges superlinearly, in a
 number of iterations that does not grow with the conditioning.
 
+Quadratic cuts (``kinks="bundle"``, with ``hessp``).  For f = Q + P with Q
+quadratic (``hessp`` its constant Hessian H) and P continuous piecewise linear
+(the plan formulation of the control problem), Algorithm 4.1 is replaced by a
+bundle trust region: the cuts f(y_k) + <g_k, z - y_k> + 1/2 (z - y_k)'H(z - y_k)
+of the evaluated points (each equal to f on the piece of y_k), a full-space
+QP over them (Clarabel; H dense, n <= ``cut_max_n``), serious/null steps, and
+the stop on psi = min over convex combinations of the cut gradients at x (of
+points within ``cut_radius``) of theta_R plus their linearization errors -- an
+LP; see :mod:`femot.optim._bundle`.  The history rows have model 'bundle' and
+step 'qp' or 'probe'.
+
 Convex objectives (``convex=True``): the Frank-Wolfe gap
 fw_gap = <g, x> - s min_i g_i / w_i = max_{z in S_w(s)} <g, x - z> bounds
 f(x) - min f, and the method stops when fw_gap <= fw_rtol max(|f|, fw_floor)
@@ -100,6 +111,7 @@ from scipy.linalg import LinAlgError, cho_factor, cho_solve
 from scipy.optimize import OptimizeResult, linprog
 
 from femot._validation import as_positive_weights, as_vector, check_positive_scalar
+from femot.optim import _bundle as _cuts
 from femot.optim._newton import (
     HessianNonFinite,
     HessianOperator,
@@ -150,6 +162,11 @@ DEFAULT_OPTIONS = {
     "cg_maxiter": None,     # hessp model: CG iterations per face; None -> min(2 |F| + 10, 500)
     "cg_rtol": 1e-2,        # hessp model: largest CG forcing term (relative residual)
     "newton_minor": 50,     # hessp model: face changes (projected searches) per step
+    "kinks": "bouligand",   # hessp model: 'bouligand' (Algorithm 4.1) or 'bundle' (quadratic cuts, constant H)
+    "bundle_metric": None,  # kinks='bundle': optional callable (x, v) added to H in the QP (damping)
+    "cut_radius": None,     # kinks='bundle': certificate uses cuts of points within it; None -> 1e-3 diameter
+    "cut_bundle_size": 100,  # kinks='bundle': cuts kept (nearest to x)
+    "cut_max_n": 3000,      # kinks='bundle': larger n falls back to 'bouligand' (dense H)
     "verbose": False,
 }
 
@@ -498,6 +515,19 @@ def _parse_options(options, n, w, s):
     o["fw_floor"] = float(opts["fw_floor"])
     if not (o["fw_floor"] >= 0.0 and math.isfinite(o["fw_floor"])):
         raise ValueError(f"options['fw_floor'] must be a nonnegative number, got {opts['fw_floor']!r}")
+    if opts["kinks"] not in ("bouligand", "bundle"):
+        raise ValueError(f"options['kinks'] must be 'bouligand' or 'bundle', got {opts['kinks']!r}")
+    o["kinks"] = opts["kinks"]
+    if opts["bundle_metric"] is not None and not callable(opts["bundle_metric"]):
+        raise ValueError("options['bundle_metric'] must be callable or None")
+    o["bundle_metric"] = opts["bundle_metric"]
+    o["cut_radius"] = (None if opts["cut_radius"] is None
+                       else check_positive_scalar(opts["cut_radius"], "options['cut_radius']"))
+    for key in ("cut_bundle_size", "cut_max_n"):
+        v = opts[key]
+        if not isinstance(v, numbers.Integral) or v < 2:
+            raise ValueError(f"options['{key}'] must be an integer >= 2, got {v!r}")
+        o[key] = int(v)
     o["cg_rtol"] = check_positive_scalar(opts["cg_rtol"], "options['cg_rtol']")
     if o["cg_rtol"] >= 1.0:
         raise ValueError(f"options['cg_rtol'] must be < 1, got {o['cg_rtol']}")
@@ -797,7 +827,10 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
         ``hessp``): cg_maxiter (CG iterations per face, None: min(2|F| + 10,
         500)), cg_rtol (largest CG forcing term; the term used is
         min(cg_rtol, theta_k / theta_0)), newton_minor (face changes per
-        step).  Convex stop: convex (bool), fw_rtol (default 1e-8),
+        step), kinks ('bouligand': Algorithm 4.1; 'bundle': quadratic cuts for
+        f = quadratic + piecewise linear, with bundle_metric (optional callable
+        (x, v) added to H in the QP), cut_radius, cut_bundle_size, cut_max_n).
+        Convex stop: convex (bool), fw_rtol (default 1e-8),
         fw_floor (default 0; set it to the scale of f when min f may be 0).
         Bouligand sampling: n_probe, n_coord, n_random, seed.  Output:
         verbose (print the iteration table while running).
@@ -842,318 +875,352 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
         raise ValueError("collect_subgradients must be callable or None")
     if hessp is not None and not callable(hessp):
         raise ValueError(f"hessp must be callable or None, got {type(hessp).__name__}")
-    x, w, s, n = _setup(x0, weights, mass, n)
-    o = _parse_options(options, n, w, s)
-    R, tol = o["R"], o["tol"]
-    rng = np.random.default_rng(o["seed"])
-    hess = None
-    if hessp is not None:
-        hess = HessianOperator(hessp, n)
-        user_fun = fun
-        last = [None]  # the point of the last call of fun (hessp's contract)
+    st = _State(fun, x0, hessp, weights, mass, n, options, callback, collect_subgradients)
+    if st.hess is not None and st.o["kinks"] == "bundle" and st.n <= st.o["cut_max_n"]:
+        return _cut_result(st)
+    while st.status is None:
+        try:
+            _iteration(st)
+        except _NonFinite as exc:
+            # fun (or hessp) returned NaN/inf inside the iteration: stop with the last finite iterate
+            st.status, st.stat_value = 3, st.rec["theta"]
+            if exc.message is not None:
+                st.message_override = exc.message
+                st.rec["nhev"] = st.hess.calls
+            st.log(st.rec)
+    return _finish(st)
 
-        def fun(z):
-            last[0] = z
-            return user_fun(z)
 
-    f, g = _call(fun, x, n, "x0")
-    if not _finite(f, g):
-        raise ValueError("fun(x0) returned a non-finite value or subgradient")
-    nfev = 1
-    bundle_store = _Bundle(o["bundle_size"])
+class _NonFinite(Exception):
+    """``fun`` or ``hessp`` returned NaN/inf during an iteration (status 3)."""
 
-    def remember(y, fy, gy):
-        bundle_store.add(y, fy, gy, x, f)
+    def __init__(self, message=None):
+        super().__init__(message)
+        self.message = message
 
-    remember(x.copy(), f, g)
-    # BFGS matrix; with hessp the model uses exact Hessian-vector products instead
-    H = o["H0"] * np.eye(n) if hess is None else None
-    scale = o["H0"]  # identity scaling used at resets
-    since_reset = 0
-    n_resets = 0
-    Delta = o["Delta0"]
-    history = []
-    status = None
-    stat_kind = "theta"
-    psi = None
-    if o["verbose"]:
-        print(_header())
 
-    def log(rec):
-        history.append(rec)
-        if o["verbose"]:
+class _State:
+    """Mutable state of one run of :func:`minimize_simplex` (iterate, model, radius, counters, log)."""
+
+    def __init__(self, fun, x0, hessp, weights, mass, n, options, callback, collect_subgradients):
+        self.x, self.w, self.s, self.n = _setup(x0, weights, mass, n)
+        self.o = _parse_options(options, self.n, self.w, self.s)
+        self.rng = np.random.default_rng(self.o["seed"])
+        self.callback, self.collect = callback, collect_subgradients
+        self.hess = None
+        self.last = [None]  # the point of the last call of fun (hessp's contract)
+        if hessp is not None:
+            self.hess = HessianOperator(hessp, self.n)
+            user_fun, last = fun, self.last
+
+            def fun(z):
+                last[0] = z
+                return user_fun(z)
+        self.fun = fun
+        self.f, self.g = _call(fun, self.x, self.n, "x0")
+        if not _finite(self.f, self.g):
+            raise ValueError("fun(x0) returned a non-finite value or subgradient")
+        self.nfev = 1
+        self.bundle = _Bundle(self.o["bundle_size"])
+        self.remember(self.x.copy(), self.f, self.g)
+        # BFGS matrix; with hessp the model uses exact Hessian-vector products instead
+        self.H = self.o["H0"] * np.eye(self.n) if self.hess is None else None
+        self.scale = self.o["H0"]  # identity scaling used at resets
+        self.since_reset = self.n_resets = self.k = 0
+        self.Delta = self.o["Delta0"]
+        self.history = []
+        self.status, self.stat_value, self.stat_kind, self.psi = None, None, "theta", None
+        self.theta_start = None
+        self.q_failed_here = False  # the last iteration was a BFGS step from x rejected with rho < 0
+        self.fw_stop = False
+        self.message_override = None
+        self.rec = None
+        if self.o["verbose"]:
+            print(_header())
+
+    def remember(self, y, fy, gy):
+        self.bundle.add(y, fy, gy, self.x, self.f)
+
+    def log(self, rec):
+        self.history.append(rec)
+        if self.o["verbose"]:
             print(_row(rec), flush=True)
 
-    theta_start = None
-    q_failed_here = False  # the last iteration was a BFGS step from x rejected with rho < 0
-    fw_stop = False
-    message_override = None
-    k = 0
-    while True:
-        theta, d_theta, _ = _theta(x, g, R, w, s)
-        fw = fw_gap(x, g, w, s)
-        if theta_start is None:
-            theta_start = theta
-        # -------- termination (Steps 4-5 and safeguards)
-        if o["convex"]:
-            # certified stop: for convex f, fw_gap >= f(x) - min f
-            if fw <= o["fw_rtol"] * max(abs(f), o["fw_floor"]):
-                status, stat_value, stat_kind, fw_stop = 0, fw, "fw_gap", True
-                break
-        elif theta <= tol:
-            status, stat_value = 0, theta
-            break
-        if k >= o["max_iter"]:
-            status, stat_value = 1, theta
-            break
-        if Delta < o["radius_floor"]:
-            status, stat_value = 2, theta
-            break
-        if hess is None:
-            ev = np.linalg.eigvalsh(H)
-            if not (ev[0] > 0 and ev[-1] <= o["max_cond"] * ev[0]):
-                # BFGS failure: lost definiteness or ill-conditioned beyond max_cond
-                H = o["H0"] * np.eye(n)
-                since_reset = 0
-                n_resets += 1
-                ev = np.linalg.eigvalsh(H)
-            Hnorm = float(ev[-1])
-        rec = {"k": k, "f": f, "theta": theta, "psi": None, "Delta": Delta, "rho": None,
-               "step_norm": 0.0, "model": None, "step": None, "accepted": False, "pred": None,
-               "cauchy": None, "nfev": nfev, "fw_gap": fw, "nhev": 0 if hess is None else hess.calls,
-               "cg": None}
-        evaluated = False
-        failed_model = False
-        bfgs_choice, forecast_fail = None, False
-        if Delta >= o["Delta_min"] and hess is None:
-            # Step 8 with the BFGS model.  At a point on a kink the oracle's single
-            # gradient g can make theta_R(g) large while f decreases only slowly in
-            # every direction: then no step with the Cauchy decrease of Step 8 can pass
-            # the rho-test, and the cutting planes of the evaluated points typically
-            # forecast exactly that.  Shrinking Delta below Delta_min by rejected trials
-            # to reach the Bouligand model (Steps 11-12), which uses the subgradients
-            # of the whole ball, costs one evaluation per halving and restarts every
-            # such cycle at Delta_min; with ``forecast_switch`` the Bouligand model is
-            # used at once, at the current radius.
-            bundle = None
-            if len(bundle_store) >= 2:
-                bundle = bundle_store.arrays()
-            finfo = {}
-            bfgs_choice = _bfgs_step(x, f, g, H, Hnorm, Delta, theta, d_theta, w, s, o, bundle, finfo)
-            # switch only once a q_k step from this x has actually increased f across a
-            # kink through x (the forecast is confirmed), not on the planes' word alone
-            forecast_fail = (o["forecast_switch"] and q_failed_here
-                             and finfo.get("forecast_fail", False))
-        if Delta >= o["Delta_min"] and (hess is not None or not forecast_fail):
-            if hess is not None:
-                # -------- Steps 8-9: exact second-order model (hessp)
-                rec["model"] = "newton"
-                if last[0] is None or not np.array_equal(last[0], x):
-                    # hessp(x, .) is called only right after fun(x) (see the docstring)
-                    _call(fun, x, n, f"iteration {k} (re-evaluation for hessp)")
-                    nfev += 1
-                hess.at(x)
-                bundle = bundle_store.arrays() if len(bundle_store) >= 2 else None
-                # forcing term of CG: eta_k = min(cg_rtol, theta_k / theta_0) -> 0 (superlinear)
-                rtol_cg = min(o["cg_rtol"], theta / theta_start) if theta_start > 0 else o["cg_rtol"]
-                try:
-                    d, pred, bound, rec["step"], info = _newton_step(x, f, g, hess, Delta, theta, d_theta,
-                                                                     w, s, o, rtol_cg, bundle)
-                except HessianNonFinite:
-                    status, stat_value = 3, theta
-                    message_override = _HESSP_NAN_MESSAGE
-                    rec["nhev"] = hess.calls
-                    log(rec)
-                    break
-                rec["cg"] = info["cg"]
-            else:
-                # -------- Steps 8-9: BFGS model
-                rec["model"] = "bfgs"
-                d, pred, bound, rec["step"] = bfgs_choice
-            xt = _project(x + d, w, s)
-            if np.linalg.norm(xt - x) <= 100 * _EPS * max(1.0, np.abs(x).max()):
-                # The model step does not move x at working precision; for BFGS (typically
-                # an ill-conditioned matrix after crossing kinks) a model failure.
-                rho = 0.0
-                failed_model = hess is None
-            else:
-                ft, gt = _call(fun, xt, n, f"iteration {k}")
-                nfev += 1
-                evaluated = True
-                remember(xt, ft, gt)
-                if not _finite(ft, gt):
-                    status, stat_value = 3, theta
-                    log(rec)
-                    break
-                rho = _ratio(f, ft, pred)
-        else:
-            # -------- Steps 11-12: Bouligand model phi(d) = max_j <g_j, d>
-            rec["model"] = "bouligand"
-            rec["step"] = "psi"
-            if collect_subgradients is not None:
-                extra = [np.asarray(gg, dtype=float).reshape(-1) for gg in collect_subgradients(x.copy(), Delta)]
-                if hess is not None:
-                    last[0] = None  # the user's state may have moved: re-evaluate before hessp
-                if any(e.shape != (n,) for e in extra):
-                    raise ValueError(f"collect_subgradients must return vectors of length {n}")
-                G = np.vstack([g] + extra)
-                bad = not np.all(np.isfinite(G))
-            else:
-                G, evals, bad = _sample_subgradients(fun, x, g, Delta, w, s, rng, o, n)
-                nfev += len(evals)
-                for e in evals:
-                    remember(*e)
-            if bad:
-                status, stat_value = 3, theta
-                log(rec)
-                break
-            psi, d_psi, _ = _psi(x, G, R, w, s)
-            # Explore the ball along the model's own direction (Remark 4.2: "iteratively
-            # exploring the ball"): a subgradient at x + t d_psi that does not confirm
-            # the predicted slope is a missing Bouligand element; add it and re-solve.
-            probe = None
-            for _ in range(o["n_probe"]):
-                if psi <= tol or bad:
-                    break
-                tp = min(1.0, Delta / np.linalg.norm(d_psi))
-                y = _project(x + tp * d_psi, w, s)
-                fy, gy = _call(fun, y, n, "a probe point of the Bouligand model")
-                nfev += 1
-                remember(y, fy, gy)
-                if not _finite(fy, gy):
-                    bad = True
-                    break
-                probe = (y, fy, gy)
-                if gy @ (y - x) <= -0.5 * tp * psi:
-                    break
-                G = np.vstack([G, gy[None, :]])
-                psi, d_psi, _ = _psi(x, G, R, w, s)
-            if bad:
-                status, stat_value = 3, theta
-                log(rec)
-                break
-            rec["psi"] = psi
-            if psi <= tol and Delta <= o["psi_stop_radius"] and not o["convex"]:
-                status, stat_value, stat_kind = 0, psi, "psi"
-                log(rec)
-                break
-            if o["bouligand_H"] == "bfgs" and hess is None:
-                Hk, Hkn = H, Hnorm
-            else:
-                # Step 3 leaves H_k free; the kink is now modeled by phi itself, so
-                # the BFGS curvature learned across it would only shrink the step.
-                # (With hessp the Bouligand model uses H0 I as well.)
-                Hk, Hkn = o["H0"], o["H0"]
-            d = _scaled_step(d_psi, -psi, Hk, Delta)
-            pred = -(np.max(G @ d) + 0.5 * _quad(Hk, d))
-            bound = o["nu"] / (2 * R) * psi * min(R, Delta, psi / (R * Hkn))
-            # Step 13: rho = 0 unless psi_R > theta_R(g) Delta.  The rule belongs to the
-            # small radii of Step 10; a forecast switch at Delta >= Delta_min (above) is
-            # judged by the rho-test alone.
-            if (psi > theta * Delta or forecast_fail) and pred > 0:
-                xt = _project(x + d, w, s)
-                if probe is not None and np.array_equal(xt, probe[0]):
-                    ft, gt = probe[1], probe[2]
-                else:
-                    ft, gt = _call(fun, xt, n, f"iteration {k}")
-                    nfev += 1
-                    remember(xt, ft, gt)
-                evaluated = True
-                if not _finite(ft, gt):
-                    status, stat_value = 3, theta
-                    log(rec)
-                    break
-                rho = _ratio(f, ft, pred)
-            else:
-                rho = 0.0
-        # -------- Step 14: acceptance and radius update
-        accepted = rho > o["eta1"]
-        rec.update(rho=float(rho), step_norm=float(np.linalg.norm(d)), accepted=bool(accepted),
-                   pred=float(pred), cauchy=float(bound), nfev=nfev)
-        if hess is not None:
-            rec["nhev"] = hess.calls
-        log(rec)
-        # a q_k step increased f, and the subgradient of its trial point is exact
-        # (to eta1 * pred) at x as well: a kink through x itself, not curvature
-        q_failed_here = (rec["model"] == "bfgs" and evaluated and rho < 0
-                         and abs(f - ft - gt @ (x - xt)) <= o["eta1"] * pred)
-        if rho <= o["eta1"]:
-            if rec["model"] == "newton":
-                # The Newton step is often much shorter than Delta; shrinking Delta alone
-                # would recompute the same rejected step.  beta1 * min(Delta, |d|) is the
-                # usual rule (Conn, Gould, Toint, "Trust-Region Methods", Sec. 6.1);
-                # Step 14 of Algorithm 4.1 (beta1 * Delta) is kept for the BFGS model.
-                # (not below beta1 * Delta_min from a tiny step: the Bouligand model
-                # of Step 11 then gets its turn instead of a collapse of the radius)
-                Delta = o["beta1"] * min(Delta, max(float(np.linalg.norm(d)), o["Delta_min"]))
-            else:
-                Delta = o["beta1"] * Delta
-        elif rho <= o["eta2"]:
-            Delta = max(o["Delta_min"], Delta)
-        else:
-            Delta = max(o["Delta_min"], o["beta2"] * Delta)
-        Delta = min(Delta, o["Delta_max"])
-        # -------- BFGS update (Step 3 of the next iteration), on every evaluated step
-        if evaluated and hess is None:
-            sv, yv = d, gt - g
-            H, tag = _bfgs_update(H, sv, yv)
-            sy = sv @ yv
-            if tag == "bfgs" and sy > 0:
-                scale = float(yv @ yv / sy)
-        if accepted:
-            x = xt
-            f, g = ft, gt
-        k += 1
-        since_reset += 1
-        if hess is not None:
-            pass  # no BFGS matrix to reset
-        elif failed_model or not np.all(np.isfinite(H)):
-            H = o["H0"] * np.eye(n)
-            since_reset = 0
-            n_resets += 1
-        elif o["bfgs_reset"] and since_reset >= o["bfgs_reset"]:
-            H = (scale if o["reset_scaling"] else o["H0"]) * np.eye(n)
-            since_reset = 0
-            n_resets += 1
-        if callback is not None:
-            inter = OptimizeResult(x=x.copy(), fun=f, jac=g.copy(), nit=k, stationarity=theta,
-                                   Delta=Delta, fw_gap=fw_gap(x, g, w, s))
-            try:
-                stop = callback(inter)
-            except StopIteration:
-                stop = True
-            if stop is True:
-                status, stat_value = 4, _theta(x, g, R, w, s)[0]
-                break
+    def evaluate(self, y, where):
+        """fun(y), counted and remembered; non-finite output raises _NonFinite."""
+        fy, gy = _call(self.fun, y, self.n, where)
+        self.nfev += 1
+        self.remember(y, fy, gy)
+        if not _finite(fy, gy):
+            raise _NonFinite
+        return fy, gy
 
-    theta_final = _theta(x, g, R, w, s)[0]
-    fw_final = fw_gap(x, g, w, s)
-    nhev = 0 if hess is None else hess.calls
-    final = {"k": k, "f": f, "theta": theta_final, "psi": psi if stat_kind == "psi" else None,
-             "Delta": Delta, "rho": None, "step_norm": 0.0, "model": None, "step": None,
-             "accepted": False, "pred": None, "cauchy": None, "nfev": nfev, "fw_gap": fw_final,
-             "nhev": nhev, "cg": None}
-    log(final)
+
+def _stop_test(st, theta, fw):
+    """Steps 4-5 and the safeguards; sets st.status (and what certified it) when the run ends."""
+    o = st.o
+    if o["convex"]:
+        # certified stop: for convex f, fw_gap >= f(x) - min f
+        if fw <= o["fw_rtol"] * max(abs(st.f), o["fw_floor"]):
+            st.status, st.stat_value, st.stat_kind, st.fw_stop = 0, fw, "fw_gap", True
+    elif theta <= o["tol"]:
+        st.status, st.stat_value = 0, theta
+    if st.status is None and st.k >= o["max_iter"]:
+        st.status, st.stat_value = 1, theta
+    if st.status is None and st.Delta < o["radius_floor"]:
+        st.status, st.stat_value = 2, theta
+    return st.status is not None
+
+
+def _bfgs_norm(st):
+    """|H_k| of the BFGS matrix, resetting it first if it lost definiteness or exceeds max_cond."""
+    ev = np.linalg.eigvalsh(st.H)
+    if not (ev[0] > 0 and ev[-1] <= st.o["max_cond"] * ev[0]):
+        # BFGS failure: lost definiteness or ill-conditioned beyond max_cond
+        st.H = st.o["H0"] * np.eye(st.n)
+        st.since_reset = 0
+        st.n_resets += 1
+        ev = np.linalg.eigvalsh(st.H)
+    return float(ev[-1])
+
+
+def _iteration(st):
+    """One iteration k of Algorithm 4.1 (Steps 3-14) on the state ``st``."""
+    o, x, g, w, s = st.o, st.x, st.g, st.w, st.s
+    theta, d_theta, _ = _theta(x, g, o["R"], w, s)
+    fw = fw_gap(x, g, w, s)
+    if st.theta_start is None:
+        st.theta_start = theta
+    if _stop_test(st, theta, fw):
+        return
+    hess = st.hess
+    Hnorm = _bfgs_norm(st) if hess is None else None
+    st.rec = rec = {"k": st.k, "f": st.f, "theta": theta, "psi": None, "Delta": st.Delta, "rho": None,
+                    "step_norm": 0.0, "model": None, "step": None, "accepted": False, "pred": None,
+                    "cauchy": None, "nfev": st.nfev, "fw_gap": fw, "nhev": 0 if hess is None else hess.calls,
+                    "cg": None}
+    bfgs_choice, forecast_fail = None, False
+    if st.Delta >= o["Delta_min"] and hess is None:
+        # Step 8 with the BFGS model.  At a point on a kink the oracle's single
+        # gradient g can make theta_R(g) large while f decreases only slowly in
+        # every direction: then no step with the Cauchy decrease of Step 8 can pass
+        # the rho-test, and the cutting planes of the evaluated points typically
+        # forecast exactly that.  Shrinking Delta below Delta_min by rejected trials
+        # to reach the Bouligand model (Steps 11-12), which uses the subgradients
+        # of the whole ball, costs one evaluation per halving and restarts every
+        # such cycle at Delta_min; with ``forecast_switch`` the Bouligand model is
+        # used at once, at the current radius.
+        bundle = st.bundle.arrays() if len(st.bundle) >= 2 else None
+        finfo = {}
+        bfgs_choice = _bfgs_step(x, st.f, g, st.H, Hnorm, st.Delta, theta, d_theta, w, s, o, bundle, finfo)
+        # switch only once a q_k step from this x has actually increased f across a
+        # kink through x (the forecast is confirmed), not on the planes' word alone
+        forecast_fail = o["forecast_switch"] and st.q_failed_here and finfo.get("forecast_fail", False)
+    if st.Delta >= o["Delta_min"] and (hess is not None or not forecast_fail):
+        trial = _model_trial(st, rec, theta, d_theta, bfgs_choice)
+    else:
+        trial = _bouligand_trial(st, rec, theta, forecast_fail)
+        if trial is None:
+            return  # psi_R-certified stop
+    _step14(st, rec, *trial)
+
+
+def _model_trial(st, rec, theta, d_theta, bfgs_choice):
+    """Steps 8-9 with the BFGS or the exact second-order model: (d, pred, bound, rho, trial, failed_model)."""
+    o, x, hess = st.o, st.x, st.hess
+    if hess is not None:
+        # -------- exact second-order model (hessp)
+        rec["model"] = "newton"
+        if st.last[0] is None or not np.array_equal(st.last[0], x):
+            # hessp(x, .) is called only right after fun(x) (see the docstring)
+            _call(st.fun, x, st.n, f"iteration {st.k} (re-evaluation for hessp)")
+            st.nfev += 1
+        hess.at(x)
+        bundle = st.bundle.arrays() if len(st.bundle) >= 2 else None
+        # forcing term of CG: eta_k = min(cg_rtol, theta_k / theta_0) -> 0 (superlinear)
+        rtol_cg = min(o["cg_rtol"], theta / st.theta_start) if st.theta_start > 0 else o["cg_rtol"]
+        try:
+            d, pred, bound, rec["step"], info = _newton_step(x, st.f, st.g, hess, st.Delta, theta, d_theta,
+                                                             st.w, st.s, o, rtol_cg, bundle)
+        except HessianNonFinite:
+            raise _NonFinite(_HESSP_NAN_MESSAGE) from None
+        rec["cg"] = info["cg"]
+    else:
+        rec["model"] = "bfgs"
+        d, pred, bound, rec["step"] = bfgs_choice
+    xt = _project(x + d, st.w, st.s)
+    if np.linalg.norm(xt - x) <= 100 * _EPS * max(1.0, np.abs(x).max()):
+        # The model step does not move x at working precision; for BFGS (typically
+        # an ill-conditioned matrix after crossing kinks) a model failure.
+        return d, pred, bound, 0.0, None, hess is None
+    ft, gt = st.evaluate(xt, f"iteration {st.k}")
+    return d, pred, bound, _ratio(st.f, ft, pred), (xt, ft, gt), False
+
+
+def _bouligand_subgradients(st, Delta):
+    """Subgradients for the Bouligand model at x: the user's ``collect_subgradients`` or samples."""
+    x, g, n = st.x, st.g, st.n
+    if st.collect is not None:
+        extra = [np.asarray(gg, dtype=float).reshape(-1) for gg in st.collect(x.copy(), Delta)]
+        if st.hess is not None:
+            st.last[0] = None  # the user's state may have moved: re-evaluate before hessp
+        if any(e.shape != (n,) for e in extra):
+            raise ValueError(f"collect_subgradients must return vectors of length {n}")
+        G = np.vstack([g] + extra)
+        bad = not np.all(np.isfinite(G))
+    else:
+        G, evals, bad = _sample_subgradients(st.fun, x, g, Delta, st.w, st.s, st.rng, st.o, n)
+        st.nfev += len(evals)
+        for e in evals:
+            st.remember(*e)
+    if bad:
+        raise _NonFinite
+    return G
+
+
+def _bouligand_trial(st, rec, theta, forecast_fail):
+    """Steps 11-13 with phi(d) = max_j <g_j, d>; None after a psi_R-certified stop."""
+    o, x, w, s, Delta = st.o, st.x, st.w, st.s, st.Delta
+    R, tol = o["R"], o["tol"]
+    rec["model"], rec["step"] = "bouligand", "psi"
+    G = _bouligand_subgradients(st, Delta)
+    psi, d_psi, _ = _psi(x, G, R, w, s)
+    st.psi = psi
+    # Explore the ball along the model's own direction (Remark 4.2: "iteratively
+    # exploring the ball"): a subgradient at x + t d_psi that does not confirm
+    # the predicted slope is a missing Bouligand element; add it and re-solve.
+    probe = None
+    for _ in range(o["n_probe"]):
+        if psi <= tol:
+            break
+        tp = min(1.0, Delta / np.linalg.norm(d_psi))
+        y = _project(x + tp * d_psi, w, s)
+        fy, gy = st.evaluate(y, "a probe point of the Bouligand model")
+        probe = (y, fy, gy)
+        if gy @ (y - x) <= -0.5 * tp * psi:
+            break
+        G = np.vstack([G, gy[None, :]])
+        psi, d_psi, _ = _psi(x, G, R, w, s)
+        st.psi = psi
+    rec["psi"] = psi
+    if psi <= tol and Delta <= o["psi_stop_radius"] and not o["convex"]:
+        st.status, st.stat_value, st.stat_kind = 0, psi, "psi"
+        st.log(rec)
+        return None
+    if o["bouligand_H"] == "bfgs" and st.hess is None:
+        Hk, Hkn = st.H, float(np.linalg.eigvalsh(st.H)[-1])
+    else:
+        # Step 3 leaves H_k free; the kink is now modeled by phi itself, so
+        # the BFGS curvature learned across it would only shrink the step.
+        # (With hessp the Bouligand model uses H0 I as well.)
+        Hk, Hkn = o["H0"], o["H0"]
+    d = _scaled_step(d_psi, -psi, Hk, Delta)
+    pred = -(np.max(G @ d) + 0.5 * _quad(Hk, d))
+    bound = o["nu"] / (2 * R) * psi * min(R, Delta, psi / (R * Hkn))
+    # Step 13: rho = 0 unless psi_R > theta_R(g) Delta.  The rule belongs to the
+    # small radii of Step 10; a forecast switch at Delta >= Delta_min (above) is
+    # judged by the rho-test alone.
+    if not ((psi > theta * Delta or forecast_fail) and pred > 0):
+        return d, pred, bound, 0.0, None, False
+    xt = _project(x + d, w, s)
+    if probe is not None and np.array_equal(xt, probe[0]):
+        ft, gt = probe[1], probe[2]
+    else:
+        ft, gt = st.evaluate(xt, f"iteration {st.k}")
+    return d, pred, bound, _ratio(st.f, ft, pred), (xt, ft, gt), False
+
+
+def _step14(st, rec, d, pred, bound, rho, trial, failed_model):
+    """Step 14 (acceptance, radius), the BFGS update, resets and the callback."""
+    o = st.o
+    accepted = rho > o["eta1"]
+    rec.update(rho=float(rho), step_norm=float(np.linalg.norm(d)), accepted=bool(accepted),
+               pred=float(pred), cauchy=float(bound), nfev=st.nfev)
+    if st.hess is not None:
+        rec["nhev"] = st.hess.calls
+    st.log(rec)
+    # a q_k step increased f, and the subgradient of its trial point is exact
+    # (to eta1 * pred) at x as well: a kink through x itself, not curvature
+    st.q_failed_here = (rec["model"] == "bfgs" and trial is not None and rho < 0
+                        and abs(st.f - trial[1] - trial[2] @ (st.x - trial[0])) <= o["eta1"] * pred)
+    if rho <= o["eta1"]:
+        if rec["model"] == "newton":
+            # The Newton step is often much shorter than Delta; shrinking Delta alone
+            # would recompute the same rejected step.  beta1 * min(Delta, |d|) is the
+            # usual rule (Conn, Gould, Toint, "Trust-Region Methods", Sec. 6.1);
+            # Step 14 of Algorithm 4.1 (beta1 * Delta) is kept for the BFGS model.
+            # (not below beta1 * Delta_min from a tiny step: the Bouligand model
+            # of Step 11 then gets its turn instead of a collapse of the radius)
+            st.Delta = o["beta1"] * min(st.Delta, max(float(np.linalg.norm(d)), o["Delta_min"]))
+        else:
+            st.Delta = o["beta1"] * st.Delta
+    elif rho <= o["eta2"]:
+        st.Delta = max(o["Delta_min"], st.Delta)
+    else:
+        st.Delta = max(o["Delta_min"], o["beta2"] * st.Delta)
+    st.Delta = min(st.Delta, o["Delta_max"])
+    # -------- BFGS update (Step 3 of the next iteration), on every evaluated step
+    if trial is not None and st.hess is None:
+        sv, yv = d, trial[2] - st.g
+        st.H, tag = _bfgs_update(st.H, sv, yv)
+        sy = sv @ yv
+        if tag == "bfgs" and sy > 0:
+            st.scale = float(yv @ yv / sy)
+    if accepted:
+        st.x, st.f, st.g = trial
+    st.k += 1
+    st.since_reset += 1
+    if st.hess is None and (failed_model or not np.all(np.isfinite(st.H))):
+        st.H = o["H0"] * np.eye(st.n)
+        st.since_reset = 0
+        st.n_resets += 1
+    elif st.hess is None and o["bfgs_reset"] and st.since_reset >= o["bfgs_reset"]:
+        st.H = (st.scale if o["reset_scaling"] else o["H0"]) * np.eye(st.n)
+        st.since_reset = 0
+        st.n_resets += 1
+    if st.callback is not None:
+        x, g = st.x, st.g
+        inter = OptimizeResult(x=x.copy(), fun=st.f, jac=g.copy(), nit=st.k, stationarity=rec["theta"],
+                               Delta=st.Delta, fw_gap=fw_gap(x, g, st.w, st.s))
+        try:
+            stop = st.callback(inter)
+        except StopIteration:
+            stop = True
+        if stop is True:
+            st.status, st.stat_value = 4, _theta(x, g, o["R"], st.w, st.s)[0]
+
+
+def _finish(st):
+    """The final stationarity row, the message and the :class:`SimplexTRResult`."""
+    o, x, f, g = st.o, st.x, st.f, st.g
+    theta_final = _theta(x, g, o["R"], st.w, st.s)[0]
+    fw_final = fw_gap(x, g, st.w, st.s)
+    nhev = 0 if st.hess is None else st.hess.calls
+    st.log({"k": st.k, "f": f, "theta": theta_final, "psi": st.psi if st.stat_kind == "psi" else None,
+            "Delta": st.Delta, "rho": None, "step_norm": 0.0, "model": None, "step": None,
+            "accepted": False, "pred": None, "cauchy": None, "nfev": st.nfev, "fw_gap": fw_final,
+            "nhev": nhev, "cg": None})
+    status = st.status
     message = STATUS_MESSAGES[status]
-    if message_override is not None:
-        message = message_override
-    elif fw_stop:
+    if st.message_override is not None:
+        message = st.message_override
+    elif st.fw_stop:
         message = _FW_MESSAGE + f" (fw_gap = {fw_final:.3e}, f = {f:.6e})"
-    elif status == 0 and stat_kind == "psi":
+    elif status == 0 and st.stat_kind == "psi":
         message = ("Converged: psi_R over the subgradients collected in the ball of radius "
-                   f"{Delta:.3g} is below tol (Clarke stationarity up to tol).")
+                   f"{st.Delta:.3g} is below tol (Clarke stationarity up to tol).")
     elif status == 1 and o["convex"]:
         message += (f" (max_iter = {o['max_iter']}, fw_gap = {fw_final:.3e} > fw_rtol * max(|f|, fw_floor)"
                     f" = {o['fw_rtol'] * max(abs(f), o['fw_floor']):.1e})")
     elif status == 1:
-        message += f" (max_iter = {o['max_iter']}, theta = {theta_final:.3e} > tol = {tol:.1e})"
+        message += f" (max_iter = {o['max_iter']}, theta = {theta_final:.3e} > tol = {o['tol']:.1e})"
     elif status == 2:
-        message += f" (Delta = {Delta:.3e}, theta = {theta_final:.3e})"
+        message += f" (Delta = {st.Delta:.3e}, theta = {theta_final:.3e})"
     return SimplexTRResult(
-        x=x, fun=f, jac=g, nit=sum(1 for h in history if h["model"] is not None and h["rho"] is not None),
-        nfev=nfev, success=status == 0, status=status, message=message,
-        stationarity=float(stat_value), stationarity_measure=stat_kind, theta=theta_final,
-        Delta=Delta, n_resets=n_resets, history=history, options=o, fw_gap=fw_final, nhev=nhev,
+        x=x, fun=f, jac=g, nit=sum(1 for h in st.history if h["model"] is not None and h["rho"] is not None),
+        nfev=st.nfev, success=status == 0, status=status, message=message,
+        stationarity=float(st.stat_value), stationarity_measure=st.stat_kind, theta=theta_final,
+        Delta=st.Delta, n_resets=st.n_resets, history=st.history, options=o, fw_gap=fw_final, nhev=nhev,
     )
 
 
@@ -1209,3 +1276,153 @@ def minimize_simplex_path(fun_factory, path, x0=None, *, weights=None, mass=1.0,
         success=not bad, status=status, message=msg,
         nit=sum(r.nit for r in results), nfev=sum(r.nfev for r in results),
     )
+
+
+# --------------------------------------------------------------------------
+# kinks="bundle": quadratic cuts with the constant Hessian (see femot.optim._bundle)
+# --------------------------------------------------------------------------
+def _cut_metric(o, H, x, n):
+    """The QP metric M = H (+ the user's ``bundle_metric`` at x, as a dense matrix)."""
+    if o["bundle_metric"] is None:
+        return H
+    extra = _cuts.dense_hessian(lambda v: np.asarray(o["bundle_metric"](x.copy(), v), dtype=float), n)
+    if not np.all(np.isfinite(extra)):
+        raise _NonFinite("options['bundle_metric'] returned a non-finite product.")
+    return H + extra
+
+
+def _minimize_cuts(st, H):
+    """The loop of ``kinks="bundle"``: QP over quadratic cuts, serious/null steps, cut certificate.
+
+    Works on the state ``st`` of :func:`minimize_simplex` (x, f, g, nfev, Delta, k, log); the
+    cuts are the rows of (Y, F, G).  Sets st.status, st.stat_value (psi) and st.r_cut.
+    """
+    o, n, w, s = st.o, st.n, st.w, st.s
+    wv = np.ones(n) if w is None else w
+    st.r_cut = o["cut_radius"] if o["cut_radius"] is not None else 1e-3 * _cuts.diameter(wv, s)
+    cuts = [st.x[None, :].copy(), np.array([st.f]), st.g[None, :].copy()]
+    st.Delta = min(o["Delta0"], o["Delta_max"])
+    M = _cut_metric(o, H, st.x, n)
+    while st.status is None:
+        x, f = st.x, st.f
+        B, e, dist = _cuts.cut_arrays(x, f, *cuts, H)
+        near = dist <= st.r_cut
+        st.stat_value, _ = _cuts.cut_certificate(x, B[near], np.abs(e[near]), wv, s)
+        st.rec = rec = {"k": st.k, "f": f, "theta": _theta(x, st.g, o["R"], w, s)[0], "psi": st.stat_value,
+                        "Delta": st.Delta, "rho": None, "step_norm": 0.0, "model": "bundle", "step": "qp",
+                        "accepted": False, "pred": None, "cauchy": None, "nfev": st.nfev,
+                        "fw_gap": fw_gap(x, st.g, w, s), "nhev": n, "cg": None}
+        for status, stop in ((0, st.stat_value <= o["tol"]), (1, st.k >= o["max_iter"]),
+                             (2, st.Delta < o["radius_floor"])):
+            if stop:
+                st.status = status
+                return
+        ea = np.abs(e)
+        out = _cuts.cut_qp(M, B, ea, x, wv, st.Delta)
+        d = None if out is None else _cuts.project_step(x, out[0], w, s) - x
+        pred = -np.inf if d is None else _cuts.model_decrease(B, ea, M, d)
+        noise = 10.0 * _EPS * abs(f)  # rounding of f itself (no absolute floor: f may be small)
+        far = np.zeros(B.shape[0], dtype=bool) if out is None else (out[1] > 1e-3 * out[1].sum()) & ~near
+        if far.any() and not pred > noise:
+            _cut_probes(st, cuts, np.nonzero(far)[0][:5], dist)
+            rec.update(step="probe", rho=0.0, pred=float(pred), nfev=st.nfev)
+        else:
+            moved = _cut_step(st, cuts, H, d, pred, noise)
+            if moved and o["bundle_metric"] is not None:
+                M = _cut_metric(o, H, st.x, n)
+        st.log(rec)
+        st.k += 1
+        _cut_callback(st)
+
+
+def _cut_probes(st, cuts, idx, dist):
+    """Evaluate f at half the certificate radius toward the cut points ``idx`` (outside the radius).
+
+    Used when the QP model is stationary (to rounding) only with the help of such cuts: the
+    probes bring the gradients of those pieces near x (for a kink through x, the piece active at
+    x + t (y_k - x), t small, is the steepest along y_k - x: the piece of y_k when convex).
+    """
+    Y = cuts[0]
+    for j in idx:
+        yp = _project(st.x + (0.5 * st.r_cut / dist[j]) * (Y[j] - st.x), st.w, st.s)
+        fp, gp = _call(st.fun, yp, st.n, f"a probe of iteration {st.k}")
+        st.nfev += 1
+        if not _finite(fp, gp):
+            raise _NonFinite
+        cuts[:] = [np.vstack([cuts[0], yp]), np.append(cuts[1], fp), np.vstack([cuts[2], gp])]
+
+
+def _cut_step(st, cuts, H, d, pred, noise):
+    """Trial x + d: serious step (rho > eta1) or null step; radius update.  True if x moved."""
+    o, rec = st.o, st.rec
+    rho, accepted = 0.0, False
+    if not pred > noise:
+        # the QP found no decrease the bundle can trust at this radius: shrink it
+        st.Delta *= o["beta1"]
+    else:
+        x, f = st.x, st.f
+        y = x + d
+        fy, gy = _call(st.fun, y, st.n, f"iteration {st.k}")
+        st.nfev += 1
+        if not _finite(fy, gy):
+            raise _NonFinite
+        rho = (f - fy + noise) / (pred + noise)
+        accepted = rho > o["eta1"]
+        nd = float(np.abs(d).max())
+        cuts[:] = [np.vstack([cuts[0], y]), np.append(cuts[1], fy), np.vstack([cuts[2], gy])]
+        if accepted:
+            if rho > o["eta2"] and nd > 0.5 * st.Delta:
+                st.Delta = min(o["beta2"] * st.Delta, o["Delta_max"])
+            st.x, st.f, st.g = y, fy, gy
+        else:
+            dy = x - y
+            if f - (fy + gy @ dy + 0.5 * dy @ H @ dy) < -noise:
+                # the new cut lies above f at x: a nonconvex kink, the model cannot be trusted that far
+                st.Delta = o["beta1"] * min(st.Delta, nd)
+        cuts[:] = _cuts.keep_nearest(*cuts, st.x, o["cut_bundle_size"])
+    rec.update(rho=float(rho), step_norm=0.0 if d is None else float(np.linalg.norm(d)),
+               accepted=bool(accepted), pred=float(pred), nfev=st.nfev)
+    return accepted
+
+
+def _cut_callback(st):
+    if st.callback is None:
+        return
+    inter = OptimizeResult(x=st.x.copy(), fun=st.f, jac=st.g.copy(), nit=st.k, stationarity=st.stat_value,
+                           Delta=st.Delta, fw_gap=fw_gap(st.x, st.g, st.w, st.s))
+    try:
+        stop = st.callback(inter)
+    except StopIteration:
+        stop = True
+    if stop is True:
+        st.status = 4
+
+
+def _cut_result(st):
+    """Run :func:`_minimize_cuts` (kinks="bundle") and package its result."""
+    o = st.o
+    st.hess.at(st.x)
+    st.stat_kind, st.r_cut, st.stat_value = "psi", None, float("nan")
+    try:
+        H = _cuts.dense_hessian(st.hess, st.n)
+        _minimize_cuts(st, H)
+    except HessianNonFinite:
+        st.status, st.stat_value, st.stat_kind = 3, float("nan"), "theta"
+        st.message_override = _HESSP_NAN_MESSAGE
+    except _NonFinite as exc:
+        st.status = 3
+        if exc.message is not None:
+            st.message_override = exc.message
+        if st.rec is not None:
+            st.log(st.rec)
+    psi = st.stat_value
+    if st.status == 0:
+        st.message_override = (
+            "Converged: psi (theta_R of the best convex combination of the gradients at x of the quadratic "
+            f"cuts of the points within {st.r_cut:.3g} of x, plus their linearization errors) = {psi:.3e} "
+            f"<= tol = {o['tol']:.3e} (Clarke stationarity up to tol).")
+    elif st.status == 1:
+        st.message_override = (STATUS_MESSAGES[1] + f" (max_iter = {o['max_iter']}, psi = {psi:.3e} > tol = "
+                               f"{o['tol']:.1e}; cuts within {st.r_cut:.3g})")
+    st.psi = psi
+    return _finish(st)

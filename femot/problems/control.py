@@ -435,6 +435,17 @@ class ControlProblem:
         hv = self.tracking_hessp(v)
         if self.formulation != "value" or self.nu == 0:
             return hv
+        return hv + self.value_term_hessp(x, v)
+
+    def value_term_hessp(self, x, v) -> np.ndarray:
+        """``nu (T^delta)^T W dalpha(T^delta v)``: the Hessian of the value term ``nu V_gamma`` at x times v.
+
+        For the plan formulation this is the curvature that ``nu <c, pi>`` accumulates over
+        its many small affine pieces (on each piece its own Hessian is zero); :meth:`solve`
+        passes a multiple of it to the optimizer as the damping metric of its bundle step.
+        """
+        x = as_vector(x, "x", length=self.n)
+        v = as_vector(v, "v", length=self.n)
         if self.last is None or not np.array_equal(self._last_x, x):
             self.evaluate(x, gradient=False)
         res = self.last["lower"]
@@ -446,7 +457,7 @@ class ControlProblem:
         hv_value = self.nu * self.T.transpose(self.q.weights * dalpha)
         if flat:
             hv_value -= hv_value.mean()
-        return hv + hv_value
+        return hv_value
 
     def frank_wolfe_gap(self, x, g=None) -> float:
         """``<g, x> - mass * min_i g_i``: for the convex value formulation a bound on f(x) - min f.
@@ -512,6 +523,14 @@ class ControlProblem:
         ControlResult
             The result convention of :func:`femot.problems.base.upper_level_result`.
         """
+        from femot.optim import DEFAULT_OPTIONS
+
+        if self.formulation == "plan" and hessian and self.nu > 0 and "kinks" in DEFAULT_OPTIONS:
+            # f = tracking (constant Hessian) + piecewise linear plan term: bundle of quadratic cuts,
+            # damped by a fraction of the value term's curvature (docs/trust_region.md)
+            options = dict(options or {})
+            options.setdefault("kinks", "bundle")
+            options.setdefault("bundle_metric", lambda x, v: PLAN_METRIC_SCALE * self.value_term_hessp(x, v))
         return _solve_on_simplex(self, x0, options, rtol, callback, self._result,
                                  hessp=self.hessp if hessian else None,
                                  convex=self.formulation == "value", fw_rtol=fw_rtol)
@@ -532,6 +551,10 @@ class ControlProblem:
             mu2_density=self.mu2_density, lower=res, nfev=int(tr.nfev), nhev=int(tr.get("nhev", 0)),
             stationarity=float(tr.stationarity), relative_stationarity=rel, theta0=theta0,
             tol=float(tr.options["tol"]), gamma=self.gamma, delta=self.delta, nu=self.nu)
+
+
+#: fraction of the value term's Hessian used as the damping metric of the plan formulation's bundle step
+PLAN_METRIC_SCALE = 0.3
 
 
 def _solve_on_simplex(problem, x0, options, rtol, callback, make_result, *, hessp=None, convex=False,
