@@ -32,14 +32,9 @@ LAYERS = {
 # Top-level helper modules whose public names every layer may use.
 SHARED = {"femot._validation", "femot._io"}
 
-# Known violations waiting for another branch, as (check, "importer -> imported name"), each
-# with the reason. The lead removes these entries after merging; the test fails when an
-# entry is no longer needed.
-ALLOWED: set[tuple[str, str]] = {
-    # femot/studies/problems.py checks the [tr] options of a study with the optimizer's own
-    # parser; optim/trust_region.py (rewritten on the "plan" branch) has no public name for it yet.
-    ("private", "femot.studies.problems -> femot.optim.trust_region._parse_options"),
-}
+# Known violations, as (check, "importer -> imported name"), each with the reason (none today);
+# the test fails when an entry is no longer needed.
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
@@ -195,11 +190,7 @@ def test_the_checker_sees_a_planted_violation(kind, monkeypatch):
 
 MAX_FUNCTION_LINES = 120
 # Functions allowed to be longer, each with the reason; the test fails when one is short again.
-LONG_ALLOWED = {
-    # split on the "plan" branch (initialization / one iteration / output); the lead removes this
-    # entry after merging it
-    "femot.optim.trust_region.minimize_simplex",
-}
+LONG_ALLOWED: set[str] = set()
 
 
 def _is_numba_kernel(node) -> bool:

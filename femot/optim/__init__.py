@@ -21,6 +21,7 @@ from femot.optim.trust_region import (
     DEFAULT_OPTIONS,
     SimplexPathResult,
     SimplexTRResult,
+    check_options,
     minimize_simplex,
     minimize_simplex_path,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "DEFAULT_OPTIONS",
     "SimplexPathResult",
     "SimplexTRResult",
+    "check_options",
     "minimize_simplex",
     "minimize_simplex_path",
 ]

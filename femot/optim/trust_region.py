@@ -123,6 +123,7 @@ from femot.optim.simplex import _check_on_simplex, _diameter, _project, _psi, _t
 
 __all__ = [
     "DEFAULT_OPTIONS",
+    "check_options",
     "SimplexTRResult",
     "SimplexPathResult",
     "minimize_simplex",
@@ -455,6 +456,34 @@ def _ratio(f, ft, pred):
 
 def _finite(f, g):
     return math.isfinite(f) and bool(np.all(np.isfinite(g)))
+
+
+def check_options(options: dict | None, n: int = 2, weights=None, mass: float = 1.0) -> dict:
+    """Validate options of :func:`minimize_simplex` without running it.
+
+    Parameters
+    ----------
+    options : dict or None
+        Options as passed to :func:`minimize_simplex` (keys of :data:`DEFAULT_OPTIONS`).
+    n : int
+        Dimension of the simplex the options are checked for (R and Delta_min depend on it).
+    weights : array_like, optional
+        Weights of the weighted simplex (default: all ones).
+    mass : float
+        Its mass.
+
+    Returns
+    -------
+    dict
+        The completed, checked options.
+
+    Raises
+    ------
+    ValueError
+        Naming the first option with an invalid value.
+    """
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    return _parse_options(options, n, w, float(mass))
 
 
 def _parse_options(options, n, w, s):

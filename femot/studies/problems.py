@@ -723,10 +723,10 @@ def _tr_options(sec, where, extra_forbidden=()):
             raise ConfigError(f"{where}.tr.{k}: must be a number, string or boolean")
     # The values, checked now by the optimizer's own option parser (on a 2-point simplex)
     # rather than in every run.
-    from femot.optim.trust_region import _parse_options
+    from femot.optim import check_options
 
     try:
-        _parse_options(dict(tr), 2, np.ones(2), 1.0)
+        check_options(dict(tr), 2)
     except (ValueError, TypeError) as exc:
         msg = str(exc)
         key = next((k for k in sorted(tr, key=len, reverse=True) if f"'{k}'" in msg or f"{k}=" in msg), None)
