@@ -64,6 +64,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from scipy.optimize import OptimizeResult
 
+from femot._references import cite
 from femot._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
 from femot.core.qrot import QROTResult, solve_qrot
 from femot.optim import DEFAULT_OPTIONS, minimize_simplex, theta_R
@@ -79,25 +80,8 @@ RESULT_KEYS = ("x", "fun", "nit", "success", "status", "message", "lower_solves"
 #: Continuation schedules of :class:`LowerLevel` (see :meth:`LowerLevel.solve`).
 CONTINUATION_SCHEDULES = ("adaptive", "decades")
 
-_REFERENCES = """
-    References
-    ----------
-    .. [1] S. Hillbrecht, C. Meyer, "Bilevel optimization of the Kantorovich problem and
-       its quadratic regularization, Part I: existence results", arXiv:2206.13220.
-    .. [2] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
-       problem and its quadratic regularization, Part II: convergence analysis",
-       arXiv:2211.07287.
-    .. [3] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
-    .. [4] D. A. Lorenz, P. Manns, C. Meyer, "Quadratically regularized optimal
-       transport", Appl. Math. Optim. 83(3), 2021.
-"""
-
-
-def _cite(obj):
-    """Append the References section (the papers in full) to ``obj``'s docstring."""
-    obj.__doc__ = (obj.__doc__ or "").rstrip() + "\n" + _REFERENCES
-    return obj
+#: Appends the References section (the four papers in full) to a docstring.
+_cite = cite("I", "II", "III", "LMM")
 
 
 # --------------------------------------------------------------------------

@@ -50,6 +50,7 @@ import time
 
 import numpy as np
 
+from .._references import cite
 from .._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
 from ..fem.quadrature import product_cost, quadrature
 from ..fem.smoothing import Smoother
@@ -542,6 +543,7 @@ def _solve_on_simplex(problem, x0, options, rtol, callback, make_result, *, hess
     return make_result(tr, t0)
 
 
+@cite("II", "III")
 def solve_control(poisson, y_d, mu2, nu: float, gamma: float, delta: float, *, x0=None,
                   options: dict | None = None, callback=None, **kwargs) -> ControlResult:
     """Solve (OCP^delta_gamma) of Part II from the uniform control (see :class:`ControlProblem`).
@@ -573,14 +575,6 @@ def solve_control(poisson, y_d, mu2, nu: float, gamma: float, delta: float, *, x
     -------
     ControlResult
         See :meth:`ControlProblem.solve`.
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
-       problem and its quadratic regularization, Part II: convergence analysis",
-       arXiv:2211.07287.
-    .. [2] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
     """
     return ControlProblem(poisson, y_d, mu2, nu, gamma, delta, **kwargs).solve(x0, options=options,
                                                                                callback=callback)

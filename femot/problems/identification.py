@@ -33,6 +33,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from femot._references import cite
 from femot._validation import (
     as_finite_matrix,
     as_nonnegative_vector,
@@ -68,6 +69,7 @@ def _dense(x):
     return x
 
 
+@cite("III")
 def as_plan_mask(D, shape, name: str = "D") -> np.ndarray:
     """Observation domain ``D ⊂ Omega`` as a boolean (n1, n2) array.
 
@@ -82,11 +84,6 @@ def as_plan_mask(D, shape, name: str = "D") -> np.ndarray:
         The plan's shape (n1, n2).
     name : str
         The argument's name in error messages.
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
     """
     if D is None:
         return np.ones(shape, dtype=bool)
@@ -99,6 +96,7 @@ def as_plan_mask(D, shape, name: str = "D") -> np.ndarray:
     return _zero_one(a, name)
 
 
+@cite("III")
 def as_marginal_mask(D1, n: int, name: str = "D1") -> np.ndarray:
     """Observation domain ``D1 ⊂ Omega_1`` as a boolean vector of length n.
 
@@ -113,11 +111,6 @@ def as_marginal_mask(D1, n: int, name: str = "D1") -> np.ndarray:
         Its length (the length of mu1).
     name : str
         The argument's name in error messages.
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
     """
     if D1 is None:
         return np.ones(n, dtype=bool)
@@ -142,6 +135,7 @@ def _zero_one(a, name):
     return m
 
 
+@cite("III")
 def band_mask(n1: int, n2: int, bandwidth: int) -> np.ndarray:
     """The band ``{(i, j): |i - j| <= bandwidth}`` (Part III §4.2, experiment 2).
 
@@ -151,11 +145,6 @@ def band_mask(n1: int, n2: int, bandwidth: int) -> np.ndarray:
         The plan's shape.
     bandwidth : int
         Half-width of the band.
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
     """
     i = np.arange(n1)[:, None]
     j = np.arange(n2)[None, :]
@@ -776,6 +765,7 @@ def _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuat
     return x0, levels, its, effort
 
 
+@cite("III", "LMM")
 def solve_identification(problem: TransportIdentification, x0=None, options: dict | None = None, callback=None,
                          verbose: bool = False, bouligand: bool = True, hessian: bool = False,
                          continuation=None, continuation_tol: float = 1e-3) -> IdentificationResult:
@@ -831,13 +821,6 @@ def solve_identification(problem: TransportIdentification, x0=None, options: dic
     n = 100 at gamma = 1e-2, eps = 1e-8 ends at J = 1.4e-3 (BFGS: 8.6e-9), and from
     the uniform start at gamma = 1e-6 without continuation three of ten n = 25 seeds end
     at J ~ 2e-2.  The BFGS model is therefore the default.
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
-    .. [2] D. A. Lorenz, P. Manns, C. Meyer, "Quadratically regularized optimal
-       transport", Appl. Math. Optim. 83(3), 2021.
     """
     if not isinstance(problem, TransportIdentification):
         raise ValueError(f"problem must be a TransportIdentification, got {type(problem).__name__}")
@@ -880,6 +863,7 @@ def solve_identification(problem: TransportIdentification, x0=None, options: dic
         **problem.errors(mu1, low.plan))
 
 
+@cite("III")
 def identification_errors(mu1, pi, mu1_true, pi_true) -> dict:
     """max|mu1_true - mu1| and max|pi_true - pi| over all of Omega_1 and Omega (Tables 4.1, 4.2).
 
@@ -893,11 +877,6 @@ def identification_errors(mu1, pi, mu1_true, pi_true) -> dict:
         True marginal.
     pi_true : array_like or scipy.sparse matrix
         True plan.
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
     """
     mu1 = as_vector(_dense(mu1), "mu1")
     mt = as_vector(_dense(mu1_true), "mu1_true", length=mu1.size)

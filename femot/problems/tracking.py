@@ -38,6 +38,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from .._references import cite
 from .._validation import as_nonnegative_vector, as_vector, check_nonnegative_scalar, check_positive_scalar
 from ..fem.poisson import PoissonOperator, product_mesh
 from ..fem.quadrature import product_cost, quadrature
@@ -47,6 +48,7 @@ from .base import SmoothedLowerLevel, UpperLevelResult, _cite, solve_on_simplex,
 __all__ = ["TrackingProblem", "TrackingResult", "observation_domain", "solve_tracking"]
 
 
+@cite("II")
 def observation_domain(mesh1, mesh2, subdomain=None, kind: str | None = None):
     """The observation domain D as a mesh, and its vertices in the product numbering.
 
@@ -64,12 +66,6 @@ def observation_domain(mesh1, mesh2, subdomain=None, kind: str | None = None):
         Cell mask or predicate on the centroids of the product mesh (None: everything).
     kind : str or None
         Cell type of the product mesh (see :func:`femot.fem.product_mesh`).
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
-       problem and its quadratic regularization, Part II: convergence analysis",
-       arXiv:2211.07287.
     """
     prod = product_mesh(mesh1, mesh2, kind)
     ne = prod.nelements
@@ -432,6 +428,7 @@ class TrackingProblem:
             gamma=self.gamma, delta=self.delta, nu=self.nu, p_prime=self.p_prime)
 
 
+@cite("II", "III")
 def solve_tracking(mesh1, mesh2, mu2, pi_d, nu: float, gamma: float, delta: float, *, x0=None,
                    options: dict | None = None, callback=None, **kwargs) -> TrackingResult:
     """Solve the tracking problem of Part II (3.11)/(3.13) (see :class:`TrackingProblem`).
@@ -463,14 +460,6 @@ def solve_tracking(mesh1, mesh2, mu2, pi_d, nu: float, gamma: float, delta: floa
     -------
     TrackingResult
         See :meth:`TrackingProblem.solve`.
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
-       problem and its quadratic regularization, Part II: convergence analysis",
-       arXiv:2211.07287.
-    .. [2] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
     """
     return TrackingProblem(mesh1, mesh2, mu2, pi_d, nu, gamma, delta, **kwargs).solve(x0, options=options,
                                                                                      callback=callback)
