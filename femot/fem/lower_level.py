@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from femot._references import cite
+from femot._docstrings import cite
 from femot._validation import check_equal_mass, check_nonnegative_scalar, check_positive_scalar
 from femot.core.qrot import solve_qrot
 from femot.fem.quadrature import Quadrature, product_cost

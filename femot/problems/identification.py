@@ -33,7 +33,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from femot._references import cite
+from femot._docstrings import cite
 from femot._validation import (
     as_finite_matrix,
     as_nonnegative_vector,
@@ -46,7 +46,7 @@ from femot.core.cost import DenseCost
 from femot.core.qrot import QROTResult
 from femot.core.sensitivity import outer_structure
 from femot.optim import minimize_simplex
-from femot.problems.base import LowerLevel, UpperLevelResult, _cite, upper_level_result
+from femot.problems.base import LowerLevel, UniformStart, UpperLevelResult, _cite, shared_doc, upper_level_result
 
 __all__ = [
     "TransportIdentification",
@@ -170,7 +170,7 @@ def _matrix(x, name, shape=None):
 # the problem
 # --------------------------------------------------------------------------
 @_cite
-class TransportIdentification:
+class TransportIdentification(UniformStart):
     """The reduced transportation identification problem (RTI_gamma^eps), Part III §4.
 
     Parameters
@@ -262,10 +262,6 @@ class TransportIdentification:
     def n(self) -> int:
         """Number of simplex variables (the length n1 of mu1)."""
         return self.shape[0]
-
-    def uniform(self) -> np.ndarray:
-        """The uniform marginal of mass ``sum(mu2_d)`` (the default start, Part III §4.2)."""
-        return np.full(self.n, self.mass / self.n)
 
     def full(self, x) -> np.ndarray:
         """The simplex variable is the marginal mu1 itself: a copy of ``x``.
@@ -631,12 +627,11 @@ class TransportIdentification:
 # solving
 # --------------------------------------------------------------------------
 @_cite
+@shared_doc
 class IdentificationResult(UpperLevelResult):
     """Result of :func:`solve_identification`.
 
-    The keys of the result convention (:data:`femot.problems.base.RESULT_KEYS`: ``x``,
-    ``fun``, ``nit``, ``success``, ``status``, ``message``, ``lower_solves``,
-    ``newton_iterations``, ``time_s``) and these extras:
+    %(result_keys)s
 
     Attributes
     ----------

@@ -1,9 +1,11 @@
-"""The papers femot implements, cited in full in the docstrings' References sections.
+"""Docstring pieces written once: the papers femot implements, and shared parameter entries.
 
 Docstrings cite equations as "Part I/II/III (x.y)" and "Lorenz, Manns, Meyer 2021".  The
 full citations are kept here once: :func:`cite` appends a numpydoc ``References``
 section naming the chosen papers to a function's or class's docstring, so every public
 object cites its sources without the same lines being repeated in every module.
+:func:`fill_doc` puts shared numpydoc entries (e.g. the parameters that several
+problems' methods have in common) at ``%(name)s`` markers of a docstring.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import textwrap
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["PAPERS", "references", "cite"]
+__all__ = ["PAPERS", "references", "cite", "fill_doc"]
 
 #: Full citations, keyed as the docstrings name the papers.
 PAPERS = {
@@ -69,6 +71,34 @@ def cite(*keys: str) -> Callable[[_T], _T]:
         doc = (obj.__doc__ or "").rstrip()
         indent = _indent(doc) or "    "
         obj.__doc__ = f"{doc}\n\n{references(*keys, indent=indent)}\n"
+        return obj
+
+    return decorate
+
+
+def fill_doc(**pieces: str) -> Callable[[_T], _T]:
+    """Decorator: replace each line ``%(name)s`` of the docstring by ``pieces[name]``.
+
+    The piece is written without indentation (numpydoc entries as at the left margin) and
+    is indented like the marker line.
+
+    Parameters
+    ----------
+    **pieces : str
+        The docstring pieces by name.
+    """
+    def decorate(obj: _T) -> _T:
+        lines = []
+        for line in (obj.__doc__ or "").split("\n"):
+            key = line.strip()
+            if key.startswith("%(") and key.endswith(")s"):
+                if key[2:-2] not in pieces:
+                    raise ValueError(f"{getattr(obj, '__qualname__', obj)}: no docstring piece {key[2:-2]!r}")
+                indent = line[:len(line) - len(line.lstrip())]
+                lines += [indent + p if p else p for p in textwrap.dedent(pieces[key[2:-2]]).strip("\n").split("\n")]
+            else:
+                lines.append(line)
+        obj.__doc__ = "\n".join(lines)
         return obj
 
     return decorate
