@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -85,15 +86,12 @@ def as_plan_mask(D, shape, name: str = "D") -> np.ndarray:
     name : str
         The argument's name in error messages.
     """
-    if D is None:
-        return np.ones(shape, dtype=bool)
-    try:
-        a = np.asarray(_dense(D), dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a boolean or 0/1 array of shape {tuple(shape)}: {exc}") from None
-    if a.shape != tuple(shape):
-        raise ValueError(f"{name} has shape {a.shape}, expected {tuple(shape)} (the shape of the plan)")
-    return _zero_one(a, name)
+    def fit(a: np.ndarray) -> np.ndarray:
+        if a.shape != tuple(shape):
+            raise ValueError(f"{name} has shape {a.shape}, expected {tuple(shape)} (the shape of the plan)")
+        return a
+
+    return _read_mask(D, tuple(shape), name, f"array of shape {tuple(shape)}", fit)
 
 
 @cite("III")
@@ -112,17 +110,35 @@ def as_marginal_mask(D1, n: int, name: str = "D1") -> np.ndarray:
     name : str
         The argument's name in error messages.
     """
-    if D1 is None:
-        return np.ones(n, dtype=bool)
+    def fit(a: np.ndarray) -> np.ndarray:
+        if a.ndim == 2 and 1 in a.shape:
+            a = a.reshape(-1)
+        if a.ndim != 1 or a.size != n:
+            raise ValueError(f"{name} has shape {a.shape}, expected a 0/1 mask of length {n} (the length of mu1)")
+        return a
+
+    return _read_mask(D1, (n,), name, f"vector of length {n}", fit)
+
+
+def _lower_alias(attr: str, doc: str) -> property:
+    """A read-only property forwarding to ``self.lower.<attr>`` (names used before :class:`LowerLevel`)."""
+    return property(lambda self: getattr(self.lower, attr), doc=doc)
+
+
+def _max_abs(M) -> float:
+    """``max |M_ij|`` over the stored entries of a sparse matrix (0 for none)."""
+    return float(np.max(np.abs(sp.csr_matrix(M).data), initial=0.0))
+
+
+def _read_mask(D, shape: tuple, name: str, expected: str, fit: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """A mask argument: None -> all of the domain (``shape``); else a float array, checked by ``fit``, of 0/1."""
+    if D is None:
+        return np.ones(shape, dtype=bool)
     try:
-        a = np.asarray(_dense(D1), dtype=float)
+        a = np.asarray(_dense(D), dtype=float)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a boolean or 0/1 vector of length {n}: {exc}") from None
-    if a.ndim == 2 and 1 in a.shape:
-        a = a.reshape(-1)
-    if a.ndim != 1 or a.size != n:
-        raise ValueError(f"{name} has shape {a.shape}, expected a 0/1 mask of length {n} (the length of mu1)")
-    return _zero_one(a, name)
+        raise ValueError(f"{name} must be a boolean or 0/1 {expected}: {exc}") from None
+    return _zero_one(fit(a), name)
 
 
 def _zero_one(a, name):
@@ -274,20 +290,9 @@ class TransportIdentification(UniformStart):
         return as_vector(_dense(x), "x", length=self.n).copy()
 
     # -- the lower-level state, under the names used before LowerLevel ----------
-    @property
-    def n_solves(self) -> int:
-        """Distinct lower-level problems solved (``lower.requests``)."""
-        return self.lower.requests
-
-    @property
-    def solve_time(self) -> float:
-        """Wall time of the lower-level solves (``lower.solve_time``)."""
-        return self.lower.solve_time
-
-    @property
-    def n_failed_solves(self) -> int:
-        """Lower-level solves that did not converge (``lower.failures``)."""
-        return self.lower.failures
+    n_solves = _lower_alias("requests", "Distinct lower-level problems solved (``lower.requests``).")
+    solve_time = _lower_alias("solve_time", "Wall time of the lower-level solves (``lower.solve_time``).")
+    n_failed_solves = _lower_alias("failures", "Lower-level solves that did not converge (``lower.failures``).")
 
     @property
     def warm_max_iter(self) -> int:
@@ -615,11 +620,9 @@ class TransportIdentification(UniformStart):
         else:
             out["mu1_err_max"] = float(np.max(np.abs(mu1 - as_vector(_dense(mu1_ref), "mu1_ref", length=self.n))))
         if pi_ref is None:
-            G = self.residual_plan(P)
-            out["pi_err_max"] = float(np.max(np.abs(G.data), initial=0.0))
+            out["pi_err_max"] = _max_abs(self.residual_plan(P))
         else:
-            Dif = (P - sp.csr_matrix(_matrix(pi_ref, "pi_ref", self.shape))).tocsr()
-            out["pi_err_max"] = float(np.max(np.abs(Dif.data), initial=0.0))
+            out["pi_err_max"] = _max_abs(P - sp.csr_matrix(_matrix(pi_ref, "pi_ref", self.shape)))
         return out
 
 
@@ -876,7 +879,5 @@ def identification_errors(mu1, pi, mu1_true, pi_true) -> dict:
     mu1 = as_vector(_dense(mu1), "mu1")
     mt = as_vector(_dense(mu1_true), "mu1_true", length=mu1.size)
     P = sp.csr_matrix(pi)
-    Pt = sp.csr_matrix(_matrix(pi_true, "pi_true", P.shape))
-    Dif = (P - Pt).tocsr()
     return {"mu1_err_max": float(np.max(np.abs(mu1 - mt))),
-            "pi_err_max": float(np.max(np.abs(Dif.data), initial=0.0))}
+            "pi_err_max": _max_abs(P - sp.csr_matrix(_matrix(pi_true, "pi_true", P.shape)))}
