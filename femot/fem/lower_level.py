@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -64,7 +65,7 @@ class LowerLevelResult:
     message: str
     nit: int
     time_s: float
-    core: object = field(repr=False, default=None)
+    core: Any = field(repr=False, default=None)
     cost: np.ndarray | None = field(repr=False, default=None)
 
     @property
@@ -263,7 +264,8 @@ def _nodal_meshio(q: Quadrature, point_data: dict):
 
     if q.rule == "lumped":
         cell = {1: "line", 2: "triangle", 3: "tetra"}[q.dim]
-        cells = [(cell, q.mesh.t.T.astype(np.int64))]
+        mesh: Any = q.mesh  # a skfem mesh (typed ``object`` on Quadrature)
+        cells = [(cell, mesh.t.T.astype(np.int64))]
     else:
         cells = [("vertex", np.arange(q.n, dtype=np.int64)[:, None])]
     return meshio.Mesh(_pad3(q.nodes), cells, point_data=point_data)

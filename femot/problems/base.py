@@ -59,7 +59,7 @@ import inspect
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from scipy.optimize import OptimizeResult
@@ -118,9 +118,12 @@ class SimplexProblem(Protocol):
     following the convention of :func:`upper_level_result`.
     """
 
-    n: int
     mass: float
     weights: np.ndarray | None
+
+    @property
+    def n(self) -> int:
+        """Number of simplex variables."""
 
     def uniform(self) -> np.ndarray:
         """The uniform point of the simplex (the default start)."""
@@ -131,8 +134,11 @@ class SimplexProblem(Protocol):
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Value and one Clarke subgradient of the reduced objective at ``x`` (cached)."""
 
-    def solve(self, x0: np.ndarray | None = None, **kwargs: Any) -> OptimizeResult:
-        """Minimize over the simplex; a result with the keys :data:`RESULT_KEYS`."""
+    def solve(self, x0: np.ndarray | None = None) -> OptimizeResult:
+        """Minimize over the simplex; a result with the keys :data:`RESULT_KEYS`.
+
+        Implementations may take further (problem-specific) keyword arguments with defaults.
+        """
 
 
 @runtime_checkable
@@ -569,7 +575,7 @@ class VertexControl(UniformStart):
     """
 
     #: The simplex is the standard one (unit weights).
-    weights = None
+    weights: np.ndarray | None = None
     control_vertices: np.ndarray
     n_vertices: int
     mass: float

@@ -269,8 +269,8 @@ class ControlProblem(VertexControl):
                                         tol=tol, max_iter=max_iter, solver_options=solver_options)
         self.n_evaluations = 0
         self.n_hessp = 0
-        self.last = None
-        self._last_x = None
+        self.last: dict | None = None
+        self._last_x: np.ndarray | None = None
         self._cache = None
 
     # ----------------------------------------------------------- helpers
@@ -385,9 +385,10 @@ class ControlProblem(VertexControl):
         hv = self.tracking_hessp(v)
         if self.formulation != "value" or self.nu == 0:
             return hv
-        if self.last is None or not np.array_equal(self._last_x, x):
-            self.evaluate(x, gradient=False)
-        res = self.last["lower"]
+        last = self.last
+        if last is None or self._last_x is None or not np.array_equal(self._last_x, x):
+            last = self.evaluate(x, gradient=False)
+        res = last["lower"]
         if not res.success:
             return np.full(self.n, np.nan)
         flat = self.eps == 0

@@ -40,6 +40,7 @@ import scipy.sparse as sp
 
 from .._docstrings import cite
 from .._validation import as_nonnegative_vector, as_vector, check_nonnegative_scalar, check_positive_scalar
+from ..core.qrot import QROTResult
 from ..fem.poisson import PoissonOperator, product_mesh
 from ..fem.quadrature import product_cost, quadrature
 from ..fem.smoothing import Smoother
@@ -231,7 +232,7 @@ class TrackingProblem(VertexControl):
                                         tol=tol, max_iter=max_iter, solver_options=solver_options)
         self.n_evaluations = 0
         self._cache = None
-        self._last = None
+        self._last: tuple[np.ndarray, QROTResult] | None = None
 
     # ----------------------------------------------------------- helpers
     def misfit(self, plan):
@@ -318,9 +319,10 @@ class TrackingProblem(VertexControl):
                              f"{self.p_prime:g}")
         x = as_vector(x, "x", length=self.n)
         v = as_vector(v, "v", length=self.n)
-        if self._last is None or not np.array_equal(self._last[0], x):
-            self.evaluate(x, gradient=False)
-        res = self._last[1]
+        last = self._last
+        if last is None or not np.array_equal(last[0], x):
+            last = (x, self.evaluate(x, gradient=False)["lower"])
+        res = last[1]
         if not res.success:
             return np.full(self.n, np.nan)
         flat = self.eps == 0
