@@ -41,7 +41,7 @@ import scipy.sparse as sp
 from .._docstrings import cite
 from .._validation import as_nonnegative_vector, as_vector, check_nonnegative_scalar, check_positive_scalar
 from ..core.qrot import QROTResult
-from ..fem.poisson import PoissonOperator, product_mesh
+from ..fem.poisson import PoissonOperator, element_mask, product_mesh
 from ..fem.quadrature import product_cost, quadrature
 from ..fem.smoothing import Smoother
 from .base import SmoothedLowerLevel, UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
@@ -69,26 +69,7 @@ def observation_domain(mesh1, mesh2, subdomain=None, kind: str | None = None):
         Cell type of the product mesh (see :func:`femot.fem.product_mesh`).
     """
     prod = product_mesh(mesh1, mesh2, kind)
-    ne = prod.nelements
-    if subdomain is None:
-        mask = np.ones(ne, dtype=bool)
-    else:
-        if callable(subdomain):
-            centroids = prod.p[:, prod.t].mean(axis=1)
-            try:
-                mask = np.asarray(subdomain(centroids))
-            except Exception as exc:
-                raise ValueError(f"subdomain could not be evaluated at the cell centroids: {exc}") from exc
-        else:
-            mask = np.asarray(subdomain)
-        if mask.shape != (ne,):
-            raise ValueError(f"subdomain must be a mask of shape ({ne},) over the product cells, got {mask.shape}")
-        if mask.dtype != bool:
-            if not np.all(np.isin(mask, (0, 1))):
-                raise ValueError("subdomain mask must be boolean")
-            mask = mask.astype(bool)
-    if not np.any(mask):
-        raise ValueError("subdomain is empty: the mask selects no cell of Omega_1 x Omega_2")
+    mask = element_mask(prod, subdomain, cells="cell of Omega_1 x Omega_2")
     D, vmap = prod.restrict(np.flatnonzero(mask), return_mapping=True)
     return D, np.asarray(vmap, dtype=np.int64), prod
 
