@@ -2,6 +2,8 @@
 
 * :func:`add_output_options` -- ``--json``, ``--plot``, ``--quiet`` (and optionally
   ``--seed``, ``--quick``);
+* :func:`add_coupling_options` -- ``--beta``, ``--coupling-C``, ``--coupling-s`` of the
+  demos that run a coupled (gamma, delta) schedule;
 * :func:`add_control_stopping_options` -- the stopping rules of the control demos
   (``--rtol`` for the plan formulation, ``--fw-rtol`` for the value formulation,
   ``--max-iter``);
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["add_output_options", "add_control_stopping_options", "figure_folder", "save_figure"]
+__all__ = ["add_output_options", "add_coupling_options", "add_control_stopping_options", "figure_folder", "save_figure"]
 
 
 def add_output_options(p, *, seed: bool = False, quick: bool = False) -> None:
@@ -24,6 +26,13 @@ def add_output_options(p, *, seed: bool = False, quick: bool = False) -> None:
     if quick:
         p.add_argument("--quick", action="store_true", help="a smaller run (used by the tests)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+
+
+def add_coupling_options(p, *, C: float, s: float) -> None:
+    """Add the cost exponent ``--beta`` and the coupling ``delta = C gamma^(1/(d+s))`` (Part II (3.1)) to ``p``."""
+    p.add_argument("--beta", type=float, default=2.0, help="cost exponent, c = |x - y|^beta (default 2)")
+    p.add_argument("--coupling-C", dest="C", type=float, default=C, help=f"delta = C gamma^(1/(d+s)) (default {C:g})")
+    p.add_argument("--coupling-s", dest="s", type=float, default=s, help=f"s > 0 in the coupling (default {s:g})")
 
 
 def add_control_stopping_options(p, *, per_level: bool = False) -> None:

@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from femot.demos.common import add_control_stopping_options, figure_folder, save_figure
+from femot.demos.common import add_control_stopping_options, add_coupling_options, figure_folder, save_figure
 
 NAME = "ocp-1d"
 SUMMARY = "1D Wasserstein-regularized elliptic control: regularized optimal controls -> exact QP solution"
@@ -51,12 +51,10 @@ def add_arguments(p) -> None:
     p.add_argument("--cells", type=int, default=128, help="cells of the mesh of [0, 1] (default 128; 80 with --quick)")
     p.add_argument("--levels", type=int, default=5, help="levels of the (gamma, delta) schedule (default 5; 4 quick)")
     p.add_argument("--nu", type=float, default=0.02, help="weight of the Wasserstein term (default 0.02)")
-    p.add_argument("--beta", type=float, default=2.0, help="cost exponent, c = |x - y|^beta (default 2)")
     p.add_argument("--rho", type=float, default=0.2, help="controls live at distance >= rho from 0 and 1 (0.2)")
     p.add_argument("--delta0", type=float, default=0.16, help="delta of the first level (default 0.16)")
     p.add_argument("--delta-factor", type=float, default=2 ** -0.5, help="delta_{n+1} / delta_n (default 1/sqrt 2)")
-    p.add_argument("--coupling-C", dest="C", type=float, default=1.0, help="delta = C gamma^(1/(d+s)) (default 1)")
-    p.add_argument("--coupling-s", dest="s", type=float, default=1.0, help="s > 0 in the coupling (default 1)")
+    add_coupling_options(p, C=1.0, s=1.0)
     p.add_argument("--formulation", choices=("plan", "value", "both"), default="value",
                    help="transport term: the plan <c, pi> of (OCP^delta_gamma), the convex value V_gamma, or both "
                         "(default value)")

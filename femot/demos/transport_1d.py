@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from femot.demos.common import figure_folder, save_figure
+from femot.demos.common import add_coupling_options, figure_folder, save_figure
 
 NAME = "transport-1d"
 SUMMARY = "1D regularized transport cost vs exact W_beta^beta along a coupled (gamma, delta) schedule"
@@ -32,11 +32,9 @@ FLAGSHIP = True
 
 def add_arguments(p) -> None:
     p.add_argument("--levels", type=int, default=7, help="number of levels (default 7; at most 5 with --quick)")
-    p.add_argument("--beta", type=float, default=2.0, help="cost exponent, c = |x - y|^beta (default 2)")
     p.add_argument("--gamma0", type=float, default=8e-4, help="gamma of the first level (default 8e-4)")
     p.add_argument("--factor", type=float, default=0.25, help="gamma_{n+1} / gamma_n (default 0.25)")
-    p.add_argument("--coupling-C", dest="C", type=float, default=2.0, help="delta = C gamma^(1/(d+s)) (default 2)")
-    p.add_argument("--coupling-s", dest="s", type=float, default=0.5, help="s > 0 in the coupling (default 0.5)")
+    add_coupling_options(p, C=2.0, s=0.5)
     p.add_argument("--nodes-per-delta", type=float, default=6.0, help="mesh size h = delta / this (default 6)")
 
 

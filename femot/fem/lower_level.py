@@ -17,10 +17,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from femot._docstrings import cite
 from femot._validation import check_equal_mass, check_nonnegative_scalar, check_positive_scalar
 from femot.core.qrot import solve_qrot
 from femot.fem.quadrature import Quadrature, product_cost
@@ -36,6 +38,7 @@ def _core_solver():
 
 
 @dataclass(eq=False)
+@cite("II", "III", "LMM")
 class LowerLevelResult:
     """Regularized plan on the product quadrature and its diagnostics.
 
@@ -44,16 +47,6 @@ class LowerLevelResult:
     ``marginal_error = max(|sum_j v_j pi_ij - m1_i|, |sum_i w_i pi_ij - m2_j|)`` (max norm);
     ``transport_cost = sum_ij w_i v_j c_ij pi_ij``; ``objective`` adds gamma/2 |pi|^2.
     ``core`` is the core's result object (alpha, beta, jvp, vjp, ...).
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
-       problem and its quadratic regularization, Part II: convergence analysis",
-       arXiv:2211.07287.
-    .. [2] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
-    .. [3] D. A. Lorenz, P. Manns, C. Meyer, "Quadratically regularized optimal
-       transport", Appl. Math. Optim. 83(3), 2021.
     """
 
     plan: sp.csr_matrix
@@ -72,7 +65,7 @@ class LowerLevelResult:
     message: str
     nit: int
     time_s: float
-    core: object = field(repr=False, default=None)
+    core: Any = field(repr=False, default=None)
     cost: np.ndarray | None = field(repr=False, default=None)
 
     @property
@@ -90,6 +83,7 @@ class LowerLevelResult:
         return self.plan @ self.q2.weights, self.plan.T @ self.q1.weights
 
 
+@cite("II", "III", "LMM")
 def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, delta: float, eps: float = 0.0, *,
                       cost=2.0, enlarge: bool = False, rho: float | None = None, tol: float = 1e-10,
                       max_iter: int = 200, x0=None, solver=None, solver_options: dict | None = None,
@@ -142,16 +136,6 @@ def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, de
     -------
     LowerLevelResult
         The plan and its diagnostics; ``success`` False if the core did not converge.
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
-       problem and its quadratic regularization, Part II: convergence analysis",
-       arXiv:2211.07287.
-    .. [2] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
-    .. [3] D. A. Lorenz, P. Manns, C. Meyer, "Quadratically regularized optimal
-       transport", Appl. Math. Optim. 83(3), 2021.
     """
     gamma = check_positive_scalar(gamma, "gamma")
     delta = check_positive_scalar(delta, "delta")
@@ -209,6 +193,7 @@ def _transfer(q_old, values, q_new) -> np.ndarray:
     return out
 
 
+@cite("II", "III", "LMM")
 def transfer_potentials(result: LowerLevelResult, q1: Quadrature, q2: Quadrature) -> tuple[np.ndarray, np.ndarray]:
     """Dual potentials (alpha, beta) of ``result`` interpolated to the nodes of q1, q2.
 
@@ -223,16 +208,6 @@ def transfer_potentials(result: LowerLevelResult, q1: Quadrature, q2: Quadrature
         The solution whose potentials are transferred.
     q1, q2 : Quadrature
         The new quadratures.
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
-       problem and its quadratic regularization, Part II: convergence analysis",
-       arXiv:2211.07287.
-    .. [2] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
-    .. [3] D. A. Lorenz, P. Manns, C. Meyer, "Quadratically regularized optimal
-       transport", Appl. Math. Optim. 83(3), 2021.
     """
     return (_transfer(result.q1, np.asarray(result.alpha, dtype=float), q1),
             _transfer(result.q2, np.asarray(result.beta, dtype=float), q2))
@@ -289,7 +264,8 @@ def _nodal_meshio(q: Quadrature, point_data: dict):
 
     if q.rule == "lumped":
         cell = {1: "line", 2: "triangle", 3: "tetra"}[q.dim]
-        cells = [(cell, q.mesh.t.T.astype(np.int64))]
+        mesh: Any = q.mesh  # a skfem mesh (typed ``object`` on Quadrature)
+        cells = [(cell, mesh.t.T.astype(np.int64))]
     else:
         cells = [("vertex", np.arange(q.n, dtype=np.int64)[:, None])]
     return meshio.Mesh(_pad3(q.nodes), cells, point_data=point_data)

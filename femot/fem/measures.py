@@ -16,6 +16,8 @@ Measures add (``mu + nu``) and scale by nonnegative numbers (``0.5 * mu``). In 1
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -114,7 +116,8 @@ def _points(x, dim: int | None, name: str) -> np.ndarray:
 class _FunctionMeasure(Measure):
     """Common part of densities given by point values on a mesh (extended by zero)."""
 
-    mesh = None
+    #: The skfem mesh the density lives on (set by the subclasses' constructors).
+    mesh: Any = None
     order = 6
     _scale = 1.0
 
@@ -412,7 +415,7 @@ class Empirical(DiracSum):
         if fmax <= 0:
             raise ValueError("density: vanishes identically, cannot sample")
         lo, hi = density.mesh.p.min(axis=1), density.mesh.p.max(axis=1)
-        out = []
+        out: list[np.ndarray] = []
         while sum(len(o) for o in out) < n:
             x = lo + (hi - lo) * rng.random((4 * n, density.dim))
             ok = rng.random(4 * n) * fmax < density(x)

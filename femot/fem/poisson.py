@@ -44,7 +44,7 @@ from skfem.helpers import dot, grad
 
 from .._validation import as_vector, check_positive_scalar
 
-__all__ = ["PoissonOperator", "product_mesh"]
+__all__ = ["PoissonOperator", "product_mesh", "element_mask"]
 
 
 # --------------------------------------------------------------------------
@@ -123,9 +123,51 @@ def _default_element(mesh, order):
     )
 
 
+def element_mask(mesh, subdomain, *, cells: str = "element") -> np.ndarray:
+    """Boolean element mask of a subdomain of ``mesh`` (ValueError naming ``subdomain`` if invalid).
+
+    Parameters
+    ----------
+    mesh : skfem.Mesh
+        The mesh.
+    subdomain : None, array_like or callable
+        None (all elements), a boolean (or 0/1) array of length ``nelements``, or a
+        callable ``chi(x)`` evaluated at the element centroids ``x`` (shape
+        ``(dim, nelements)``) returning booleans.
+    cells : str, optional
+        What an element is called in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        The mask (at least one True entry).
+    """
+    ne = mesh.nelements
+    if subdomain is None:
+        return np.ones(ne, dtype=bool)
+    if callable(subdomain):
+        centroids = mesh.p[:, mesh.t].mean(axis=1)
+        try:
+            mask = np.asarray(subdomain(centroids))
+        except Exception as exc:
+            raise ValueError(f"subdomain could not be evaluated at the centroids: {exc}") from exc
+    else:
+        mask = np.asarray(subdomain)
+    if mask.shape != (ne,):
+        raise ValueError(f"subdomain mask must have shape ({ne},) (one entry per {cells}), got {mask.shape}")
+    if mask.dtype != bool:
+        if not np.all(np.isin(mask, (0, 1))):
+            raise ValueError("subdomain mask must be boolean")
+        mask = mask.astype(bool)
+    if not np.any(mask):
+        raise ValueError(f"subdomain is empty: the mask selects no {cells}")
+    return mask
+
+
 # --------------------------------------------------------------------------
 # the operator
 # --------------------------------------------------------------------------
+
 
 class PoissonOperator:
     """Discrete solution operator ``G`` of ``-Lap y = eta`` in D, ``y = 0`` on dD.
@@ -405,26 +447,7 @@ class PoissonOperator:
         ``nelements``, or a callable ``chi(x)`` evaluated at the element
         centroids ``x`` (shape ``(dim, nelements)``) returning booleans.
         """
-        ne = self.mesh.nelements
-        if subdomain is None:
-            return np.ones(ne, dtype=bool)
-        if callable(subdomain):
-            centroids = self.mesh.p[:, self.mesh.t].mean(axis=1)
-            try:
-                mask = np.asarray(subdomain(centroids))
-            except Exception as exc:
-                raise ValueError(f"subdomain could not be evaluated: {exc}") from exc
-        else:
-            mask = np.asarray(subdomain)
-        if mask.shape != (ne,):
-            raise ValueError(f"subdomain mask must have shape ({ne},), got {mask.shape}")
-        if mask.dtype != bool:
-            if not np.all(np.isin(mask, (0, 1))):
-                raise ValueError("subdomain mask must be boolean")
-            mask = mask.astype(bool)
-        if not np.any(mask):
-            raise ValueError("subdomain is empty: the mask selects no element")
-        return mask
+        return element_mask(self.mesh, subdomain)
 
     def _subdomain_basis(self, mask):
         key = mask.tobytes()

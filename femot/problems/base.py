@@ -59,18 +59,20 @@ import inspect
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from scipy.optimize import OptimizeResult
 
+from femot._docstrings import cite, fill_doc
 from femot._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
 from femot.core.qrot import QROTResult, solve_qrot
 from femot.optim import DEFAULT_OPTIONS, minimize_simplex, theta_R
 
 __all__ = [
     "SimplexProblem", "SecondOrderProblem", "LowerLevel", "SmoothedLowerLevel", "UpperLevelResult",
-    "RESULT_KEYS", "upper_level_result", "solve_on_simplex", "CONTINUATION_SCHEDULES",
+    "RESULT_KEYS", "upper_level_result", "solve_on_simplex", "CONTINUATION_SCHEDULES", "VertexControl",
+    "UniformStart", "SHARED_DOCS", "shared_doc",
 ]
 
 #: Keys every upper-level result carries (:func:`upper_level_result`).
@@ -79,25 +81,8 @@ RESULT_KEYS = ("x", "fun", "nit", "success", "status", "message", "lower_solves"
 #: Continuation schedules of :class:`LowerLevel` (see :meth:`LowerLevel.solve`).
 CONTINUATION_SCHEDULES = ("adaptive", "decades")
 
-_REFERENCES = """
-    References
-    ----------
-    .. [1] S. Hillbrecht, C. Meyer, "Bilevel optimization of the Kantorovich problem and
-       its quadratic regularization, Part I: existence results", arXiv:2206.13220.
-    .. [2] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
-       problem and its quadratic regularization, Part II: convergence analysis",
-       arXiv:2211.07287.
-    .. [3] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
-    .. [4] D. A. Lorenz, P. Manns, C. Meyer, "Quadratically regularized optimal
-       transport", Appl. Math. Optim. 83(3), 2021.
-"""
-
-
-def _cite(obj):
-    """Append the References section (the papers in full) to ``obj``'s docstring."""
-    obj.__doc__ = (obj.__doc__ or "").rstrip() + "\n" + _REFERENCES
-    return obj
+#: Appends the References section (the four papers in full) to a docstring.
+_cite = cite("I", "II", "III", "LMM")
 
 
 # --------------------------------------------------------------------------
@@ -133,9 +118,12 @@ class SimplexProblem(Protocol):
     following the convention of :func:`upper_level_result`.
     """
 
-    n: int
     mass: float
     weights: np.ndarray | None
+
+    @property
+    def n(self) -> int:
+        """Number of simplex variables."""
 
     def uniform(self) -> np.ndarray:
         """The uniform point of the simplex (the default start)."""
@@ -146,8 +134,11 @@ class SimplexProblem(Protocol):
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Value and one Clarke subgradient of the reduced objective at ``x`` (cached)."""
 
-    def solve(self, x0: np.ndarray | None = None, **kwargs: Any) -> OptimizeResult:
-        """Minimize over the simplex; a result with the keys :data:`RESULT_KEYS`."""
+    def solve(self, x0: np.ndarray | None = None) -> OptimizeResult:
+        """Minimize over the simplex; a result with the keys :data:`RESULT_KEYS`.
+
+        Implementations may take further (problem-specific) keyword arguments with defaults.
+        """
 
 
 @runtime_checkable
@@ -516,6 +507,137 @@ class SmoothedLowerLevel(LowerLevel):
         out = super().counters()
         out["adjoint_time_s"] = round(self.adjoint_time, 3)
         return out
+
+
+# --------------------------------------------------------------------------
+# shared members of the problems with a control on mesh vertices
+# --------------------------------------------------------------------------
+#: Docstring entries the problems share (:func:`femot._docstrings.fill_doc`).
+SHARED_DOCS = {
+    "result_keys": """
+The keys of the result convention (:data:`femot.problems.base.RESULT_KEYS`, described
+in :class:`~femot.problems.base.UpperLevelResult`) and these extras:""",
+    "lower_parameters": """
+tol : float
+    Residual tolerance of the lower-level core solver (default 1e-10).
+max_iter : int
+    Newton iterations per lower-level core call (default 200).
+solver_options : dict, optional
+    Further keyword arguments of :func:`femot.solve_qrot`.""",
+    "start_parameters": """
+x0 : array_like, optional
+    Starting control (default :meth:`uniform`).
+options : dict, optional
+    Options of :func:`femot.optim.minimize_simplex`.""",
+    "point_direction": """
+x : array_like
+    The point (masses on the admissible vertices).
+v : array_like
+    The direction.""",
+    "solve_parameters": """
+gamma : float
+    Quadratic regularization.
+delta : float
+    Smoothing parameter.
+x0 : array_like, optional
+    Starting control (default uniform).
+options : dict, optional
+    Options of :func:`femot.optim.minimize_simplex`.
+callback : callable, optional
+    Passed to the optimizer.""",
+}
+shared_doc = fill_doc(**SHARED_DOCS)
+
+
+class UniformStart:
+    """The default start of a :class:`SimplexProblem` with unit weights: ``mass / n`` everywhere."""
+
+    mass: float
+
+    @property
+    def n(self) -> int:
+        """Number of simplex variables (set by the problem)."""
+        raise NotImplementedError
+
+    def uniform(self) -> np.ndarray:
+        """The uniform point of the simplex, ``mass / n`` in every entry (the optimizer's default start)."""
+        return np.full(self.n, self.mass / self.n)
+
+
+class VertexControl(UniformStart):
+    """The members that the control problems (:class:`~femot.problems.ControlProblem`,
+    :class:`~femot.problems.TrackingProblem`) share: the control is a vector of masses on
+    the admissible vertices of a mesh (a point of the standard simplex of mass ``mass``).
+
+    A subclass sets ``control_vertices`` (indices of the admissible vertices),
+    ``n_vertices`` (number of all vertices), ``mass``, ``_cache = None``, and provides
+    ``evaluate(x) -> dict`` with the entries ``fun`` and ``grad``.
+    """
+
+    #: The simplex is the standard one (unit weights).
+    weights: np.ndarray | None = None
+    control_vertices: np.ndarray
+    n_vertices: int
+    mass: float
+    _cache: tuple[np.ndarray, float, np.ndarray] | None
+
+    def evaluate(self, x: np.ndarray, gradient: bool = True) -> dict:
+        raise NotImplementedError
+
+    @staticmethod
+    def control_radius(rho: float | None, delta: float) -> float:
+        """The control radius ``rho`` (default ``delta``), checked against ``rho >= delta`` (Part II (3.1)).
+
+        Parameters
+        ----------
+        rho : float or None
+            Distance of the admissible control vertices from the boundary (None: ``delta``).
+        delta : float
+            The smoothing parameter (> 0).
+        """
+        r = delta if rho is None else check_positive_scalar(rho, "rho")
+        if r < delta * (1 - 1e-12):
+            raise ValueError(f"rho = {r:.4g} must be >= delta = {delta:.4g} (Part II (3.1))")
+        return r
+
+    @property
+    def n(self) -> int:
+        """Number of control variables (admissible vertices)."""
+        return int(self.control_vertices.size)
+
+    def full(self, x) -> np.ndarray:
+        """Control masses on all vertices of the mesh (zero off the admissible ones).
+
+        Parameters
+        ----------
+        x : array_like
+            Masses on the admissible vertices (length :attr:`n`).
+        """
+        x = as_vector(x, "x", length=self.n)
+        out = np.zeros(self.n_vertices)
+        out[self.control_vertices] = x
+        return out
+
+    def __call__(self, x) -> tuple[float, np.ndarray]:
+        """``(f, g)`` for :func:`femot.optim.minimize_simplex` (the last point is cached).
+
+        Parameters
+        ----------
+        x : array_like
+            Masses on the admissible vertices.
+        """
+        x = as_vector(x, "x", length=self.n)
+        if self._cache is not None and np.array_equal(self._cache[0], x):
+            return self._cache[1], self._cache[2].copy()
+        e = self.evaluate(x)
+        self._cache = (x.copy(), e["fun"], e["grad"].copy())
+        return e["fun"], e["grad"]
+
+    def _failed(self, res: QROTResult, fun: float, grad: np.ndarray | None) -> tuple[float, np.ndarray | None]:
+        """``(fun, grad)``, or nan in both when the lower level ``res`` did not converge."""
+        if res.success:
+            return fun, grad
+        return float("nan"), None if grad is None else np.full(self.n, np.nan)
 
 
 # --------------------------------------------------------------------------

@@ -50,10 +50,11 @@ import time
 
 import numpy as np
 
+from .._docstrings import cite
 from .._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
 from ..fem.quadrature import product_cost, quadrature
 from ..fem.smoothing import Smoother
-from .base import SmoothedLowerLevel, UpperLevelResult, _cite, solve_on_simplex, upper_level_result
+from .base import SmoothedLowerLevel, UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
 from .control_reference import _admissible_vertices, _as_operator, _target, control_objective
 
 __all__ = ["SmoothedLowerLevel", "ControlProblem", "ControlResult", "solve_control", "FORMULATIONS"]
@@ -66,13 +67,12 @@ FORMULATIONS = ("plan", "value")
 # results
 # --------------------------------------------------------------------------
 
-@_cite
+@cite()
+@shared_doc
 class ControlResult(UpperLevelResult):
     """Solution of the discrete (OCP^delta_gamma) by the trust-region method.
 
-    The keys of the result convention (:data:`femot.problems.base.RESULT_KEYS`: ``x``,
-    ``fun``, ``nit``, ``success``, ``status``, ``message``, ``lower_solves``,
-    ``newton_iterations``, ``time_s``) and these extras:
+    %(result_keys)s
 
     Attributes
     ----------
@@ -125,8 +125,9 @@ class ControlResult(UpperLevelResult):
 # the problem
 # --------------------------------------------------------------------------
 
-@_cite
-class ControlProblem:
+@cite()
+@shared_doc
+class ControlProblem(VertexControl):
     """The discrete regularized control problem of Part II, plan or value formulation.
 
     ``transport="plan"`` (default, Part II (OCP^delta_gamma)):
@@ -208,12 +209,7 @@ class ControlProblem:
         distance >= rho from the boundary); each must be admissible.
     target_points : ndarray, optional
         Points carrying the masses ``mu2`` (default: the vertices of the state mesh).
-    tol : float
-        Residual tolerance of the lower-level core solver (default 1e-10).
-    max_iter : int
-        Newton iterations per lower-level core call (default 200).
-    solver_options : dict, optional
-        Further keyword arguments of :func:`femot.solve_qrot`.
+    %(lower_parameters)s
 
     Notes
     -----
@@ -221,9 +217,6 @@ class ControlProblem:
     is the shared driver :class:`femot.problems.base.SmoothedLowerLevel` (attribute
     ``lower``; ``lower.warm`` is the public warm-start state).
     """
-
-    #: The simplex is the standard one (unit weights).
-    weights = None
 
     def __init__(self, poisson, y_d, mu2, nu: float, gamma: float, delta: float, *, beta: float = 2.0,
                  rho: float | None = None, eps: float = 0.0, target_points=None, transport_mesh=None,
@@ -239,9 +232,7 @@ class ControlProblem:
         self.beta = check_positive_scalar(beta, "beta")
         if self.beta < 1:
             raise ValueError(f"beta must be >= 1, got {beta!r}")
-        self.rho = self.delta if rho is None else check_positive_scalar(rho, "rho")
-        if self.rho < self.delta * (1 - 1e-12):
-            raise ValueError(f"rho = {self.rho:.4g} must be >= delta = {self.delta:.4g} (Part II (3.1))")
+        self.rho = self.control_radius(rho, self.delta)
         self.eps = check_nonnegative_scalar(eps, "eps")
         self.target_points, self.mu2 = _target(self.op, mu2, target_points)
         self._target_arg = target_points
@@ -260,6 +251,7 @@ class ControlProblem:
                 raise ValueError(f"control_vertices: vertex {bad[0]} is closer than rho = {self.rho:.4g} to the "
                                  f"boundary (Part II (OCP): dist(supp mu1, boundary) >= rho)")
             self.control_vertices = cv
+        self.n_vertices = int(self.op.nvertices)
         self.x1 = self.op.vertices[self.control_vertices]
 
         tm = self.op.mesh if transport_mesh is None else transport_mesh
@@ -277,33 +269,11 @@ class ControlProblem:
                                         tol=tol, max_iter=max_iter, solver_options=solver_options)
         self.n_evaluations = 0
         self.n_hessp = 0
-        self.last = None
-        self._last_x = None
+        self.last: dict | None = None
+        self._last_x: np.ndarray | None = None
         self._cache = None
 
     # ----------------------------------------------------------- helpers
-    @property
-    def n(self) -> int:
-        """Number of control variables (admissible vertices)."""
-        return int(self.control_vertices.size)
-
-    def uniform(self) -> np.ndarray:
-        """The uniform control (the trust region's default start)."""
-        return np.full(self.n, self.mass / self.n)
-
-    def full(self, x) -> np.ndarray:
-        """Control masses on all vertices of the state mesh.
-
-        Parameters
-        ----------
-        x : array_like
-            Masses on the admissible vertices (length :attr:`n`).
-        """
-        x = as_vector(x, "x", length=self.n)
-        out = np.zeros(self.op.nvertices)
-        out[self.control_vertices] = x
-        return out
-
     def state(self, x) -> np.ndarray:
         """The state ``y = G m`` (nodal vector).
 
@@ -373,10 +343,7 @@ class ControlProblem:
                 grad = g_tr + self.nu * self.T.transpose(self.q.weights * res.alpha)
             else:
                 grad = g_tr + self.lower.pullback(res, self._plan_pairing())
-        if not res.success:
-            fun = np.nan
-            if grad is not None:
-                grad = np.full(self.n, np.nan)
+        fun, grad = self._failed(res, fun, grad)
         out = {"fun": fun, "tracking": tr, "transport": term, "transport_cost": cost, "grad": grad, "y": y,
                "lower": res}
         self.last = out
@@ -390,21 +357,7 @@ class ControlProblem:
             self._G = self.nu * (w[:, None] * self.c * w[None, :])
         return self._G
 
-    def __call__(self, x) -> tuple[float, np.ndarray]:
-        """``(f, g)`` for :func:`femot.optim.minimize_simplex` (the last point is cached).
-
-        Parameters
-        ----------
-        x : array_like
-            Masses on the admissible vertices.
-        """
-        x = as_vector(x, "x", length=self.n)
-        if self._cache is not None and np.array_equal(self._cache[0], x):
-            return self._cache[1], self._cache[2].copy()
-        e = self.evaluate(x)
-        self._cache = (x.copy(), e["fun"], e["grad"].copy())
-        return e["fun"], e["grad"]
-
+    @shared_doc
     def hessp(self, x, v) -> np.ndarray:
         """Hessian-vector product of the reduced objective at ``x`` (docs/problems.md).
 
@@ -424,10 +377,7 @@ class ControlProblem:
 
         Parameters
         ----------
-        x : array_like
-            The point (masses on the admissible vertices).
-        v : array_like
-            The direction.
+        %(point_direction)s
         """
         x = as_vector(x, "x", length=self.n)
         v = as_vector(v, "v", length=self.n)
@@ -446,9 +396,10 @@ class ControlProblem:
         """
         x = as_vector(x, "x", length=self.n)
         v = as_vector(v, "v", length=self.n)
-        if self.last is None or not np.array_equal(self._last_x, x):
-            self.evaluate(x, gradient=False)
-        res = self.last["lower"]
+        last = self.last
+        if last is None or self._last_x is None or not np.array_equal(self._last_x, x):
+            last = self.evaluate(x, gradient=False)
+        res = last["lower"]
         if not res.success:
             return np.full(self.n, np.nan)
         flat = self.eps == 0
@@ -489,6 +440,7 @@ class ControlProblem:
                                  target_points=self._target_arg, beta=self.beta)
 
     # ----------------------------------------------------------- solve
+    @shared_doc
     def solve(self, x0=None, *, options: dict | None = None, rtol: float | None = 1e-5, fw_rtol: float = 1e-8,
               hessian: bool = True, callback=None) -> ControlResult:
         """Minimize over the simplex by the trust-region method (Part III Algorithm 4.1).
@@ -505,10 +457,7 @@ class ControlProblem:
 
         Parameters
         ----------
-        x0 : array_like, optional
-            Starting control (default :meth:`uniform`).
-        options : dict, optional
-            Options of :func:`femot.optim.minimize_simplex`.
+        %(start_parameters)s
         rtol : float or None
             Relative stationarity tolerance (see above).
         fw_rtol : float
@@ -565,6 +514,8 @@ def _solve_on_simplex(problem, x0, options, rtol, callback, make_result, *, hess
     return make_result(tr, t0)
 
 
+@cite("II", "III")
+@shared_doc
 def solve_control(poisson, y_d, mu2, nu: float, gamma: float, delta: float, *, x0=None,
                   options: dict | None = None, callback=None, **kwargs) -> ControlResult:
     """Solve (OCP^delta_gamma) of Part II from the uniform control (see :class:`ControlProblem`).
@@ -579,16 +530,7 @@ def solve_control(poisson, y_d, mu2, nu: float, gamma: float, delta: float, *, x
         Masses of the prior ``mu2^d``.
     nu : float
         Weight of the transport term.
-    gamma : float
-        Quadratic regularization.
-    delta : float
-        Smoothing parameter.
-    x0 : array_like, optional
-        Starting control (default uniform).
-    options : dict, optional
-        Options of :func:`femot.optim.minimize_simplex`.
-    callback : callable, optional
-        Passed to the optimizer.
+    %(solve_parameters)s
     **kwargs
         Further keyword arguments of :class:`ControlProblem`.
 
@@ -596,14 +538,6 @@ def solve_control(poisson, y_d, mu2, nu: float, gamma: float, delta: float, *, x
     -------
     ControlResult
         See :meth:`ControlProblem.solve`.
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
-       problem and its quadratic regularization, Part II: convergence analysis",
-       arXiv:2211.07287.
-    .. [2] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
     """
     return ControlProblem(poisson, y_d, mu2, nu, gamma, delta, **kwargs).solve(x0, options=options,
                                                                                callback=callback)

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
 
+from femot._docstrings import cite
 from femot._validation import (
     as_finite_matrix,
     as_nonnegative_vector,
@@ -45,7 +47,7 @@ from femot.core.cost import DenseCost
 from femot.core.qrot import QROTResult
 from femot.core.sensitivity import outer_structure
 from femot.optim import minimize_simplex
-from femot.problems.base import LowerLevel, UpperLevelResult, _cite, upper_level_result
+from femot.problems.base import LowerLevel, UniformStart, UpperLevelResult, _cite, shared_doc, upper_level_result
 
 __all__ = [
     "TransportIdentification",
@@ -68,6 +70,7 @@ def _dense(x):
     return x
 
 
+@cite("III")
 def as_plan_mask(D, shape, name: str = "D") -> np.ndarray:
     """Observation domain ``D ⊂ Omega`` as a boolean (n1, n2) array.
 
@@ -82,23 +85,16 @@ def as_plan_mask(D, shape, name: str = "D") -> np.ndarray:
         The plan's shape (n1, n2).
     name : str
         The argument's name in error messages.
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
     """
-    if D is None:
-        return np.ones(shape, dtype=bool)
-    try:
-        a = np.asarray(_dense(D), dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a boolean or 0/1 array of shape {tuple(shape)}: {exc}") from None
-    if a.shape != tuple(shape):
-        raise ValueError(f"{name} has shape {a.shape}, expected {tuple(shape)} (the shape of the plan)")
-    return _zero_one(a, name)
+    def fit(a: np.ndarray) -> np.ndarray:
+        if a.shape != tuple(shape):
+            raise ValueError(f"{name} has shape {a.shape}, expected {tuple(shape)} (the shape of the plan)")
+        return a
+
+    return _read_mask(D, tuple(shape), name, f"array of shape {tuple(shape)}", fit)
 
 
+@cite("III")
 def as_marginal_mask(D1, n: int, name: str = "D1") -> np.ndarray:
     """Observation domain ``D1 ⊂ Omega_1`` as a boolean vector of length n.
 
@@ -113,23 +109,36 @@ def as_marginal_mask(D1, n: int, name: str = "D1") -> np.ndarray:
         Its length (the length of mu1).
     name : str
         The argument's name in error messages.
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
     """
-    if D1 is None:
-        return np.ones(n, dtype=bool)
+    def fit(a: np.ndarray) -> np.ndarray:
+        if a.ndim == 2 and 1 in a.shape:
+            a = a.reshape(-1)
+        if a.ndim != 1 or a.size != n:
+            raise ValueError(f"{name} has shape {a.shape}, expected a 0/1 mask of length {n} (the length of mu1)")
+        return a
+
+    return _read_mask(D1, (n,), name, f"vector of length {n}", fit)
+
+
+def _lower_alias(attr: str, doc: str) -> property:
+    """A read-only property forwarding to ``self.lower.<attr>`` (names used before :class:`LowerLevel`)."""
+    return property(lambda self: getattr(self.lower, attr), doc=doc)
+
+
+def _max_abs(M) -> float:
+    """``max |M_ij|`` over the stored entries of a sparse matrix (0 for none)."""
+    return float(np.max(np.abs(sp.csr_matrix(M).data), initial=0.0))
+
+
+def _read_mask(D, shape: tuple, name: str, expected: str, fit: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """A mask argument: None -> all of the domain (``shape``); else a float array, checked by ``fit``, of 0/1."""
+    if D is None:
+        return np.ones(shape, dtype=bool)
     try:
-        a = np.asarray(_dense(D1), dtype=float)
+        a = np.asarray(_dense(D), dtype=float)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a boolean or 0/1 vector of length {n}: {exc}") from None
-    if a.ndim == 2 and 1 in a.shape:
-        a = a.reshape(-1)
-    if a.ndim != 1 or a.size != n:
-        raise ValueError(f"{name} has shape {a.shape}, expected a 0/1 mask of length {n} (the length of mu1)")
-    return _zero_one(a, name)
+        raise ValueError(f"{name} must be a boolean or 0/1 {expected}: {exc}") from None
+    return _zero_one(fit(a), name)
 
 
 def _zero_one(a, name):
@@ -142,6 +151,7 @@ def _zero_one(a, name):
     return m
 
 
+@cite("III")
 def band_mask(n1: int, n2: int, bandwidth: int) -> np.ndarray:
     """The band ``{(i, j): |i - j| <= bandwidth}`` (Part III §4.2, experiment 2).
 
@@ -151,11 +161,6 @@ def band_mask(n1: int, n2: int, bandwidth: int) -> np.ndarray:
         The plan's shape.
     bandwidth : int
         Half-width of the band.
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
     """
     i = np.arange(n1)[:, None]
     j = np.arange(n2)[None, :]
@@ -181,7 +186,7 @@ def _matrix(x, name, shape=None):
 # the problem
 # --------------------------------------------------------------------------
 @_cite
-class TransportIdentification:
+class TransportIdentification(UniformStart):
     """The reduced transportation identification problem (RTI_gamma^eps), Part III §4.
 
     Parameters
@@ -274,10 +279,6 @@ class TransportIdentification:
         """Number of simplex variables (the length n1 of mu1)."""
         return self.shape[0]
 
-    def uniform(self) -> np.ndarray:
-        """The uniform marginal of mass ``sum(mu2_d)`` (the default start, Part III §4.2)."""
-        return np.full(self.n, self.mass / self.n)
-
     def full(self, x) -> np.ndarray:
         """The simplex variable is the marginal mu1 itself: a copy of ``x``.
 
@@ -289,20 +290,9 @@ class TransportIdentification:
         return as_vector(_dense(x), "x", length=self.n).copy()
 
     # -- the lower-level state, under the names used before LowerLevel ----------
-    @property
-    def n_solves(self) -> int:
-        """Distinct lower-level problems solved (``lower.requests``)."""
-        return self.lower.requests
-
-    @property
-    def solve_time(self) -> float:
-        """Wall time of the lower-level solves (``lower.solve_time``)."""
-        return self.lower.solve_time
-
-    @property
-    def n_failed_solves(self) -> int:
-        """Lower-level solves that did not converge (``lower.failures``)."""
-        return self.lower.failures
+    n_solves = _lower_alias("requests", "Distinct lower-level problems solved (``lower.requests``).")
+    solve_time = _lower_alias("solve_time", "Wall time of the lower-level solves (``lower.solve_time``).")
+    n_failed_solves = _lower_alias("failures", "Lower-level solves that did not converge (``lower.failures``).")
 
     @property
     def warm_max_iter(self) -> int:
@@ -630,11 +620,9 @@ class TransportIdentification:
         else:
             out["mu1_err_max"] = float(np.max(np.abs(mu1 - as_vector(_dense(mu1_ref), "mu1_ref", length=self.n))))
         if pi_ref is None:
-            G = self.residual_plan(P)
-            out["pi_err_max"] = float(np.max(np.abs(G.data), initial=0.0))
+            out["pi_err_max"] = _max_abs(self.residual_plan(P))
         else:
-            Dif = (P - sp.csr_matrix(_matrix(pi_ref, "pi_ref", self.shape))).tocsr()
-            out["pi_err_max"] = float(np.max(np.abs(Dif.data), initial=0.0))
+            out["pi_err_max"] = _max_abs(P - sp.csr_matrix(_matrix(pi_ref, "pi_ref", self.shape)))
         return out
 
 
@@ -642,12 +630,11 @@ class TransportIdentification:
 # solving
 # --------------------------------------------------------------------------
 @_cite
+@shared_doc
 class IdentificationResult(UpperLevelResult):
     """Result of :func:`solve_identification`.
 
-    The keys of the result convention (:data:`femot.problems.base.RESULT_KEYS`: ``x``,
-    ``fun``, ``nit``, ``success``, ``status``, ``message``, ``lower_solves``,
-    ``newton_iterations``, ``time_s``) and these extras:
+    %(result_keys)s
 
     Attributes
     ----------
@@ -776,6 +763,7 @@ def _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuat
     return x0, levels, its, effort
 
 
+@cite("III", "LMM")
 def solve_identification(problem: TransportIdentification, x0=None, options: dict | None = None, callback=None,
                          verbose: bool = False, bouligand: bool = True, hessian: bool = False,
                          continuation=None, continuation_tol: float = 1e-3) -> IdentificationResult:
@@ -831,13 +819,6 @@ def solve_identification(problem: TransportIdentification, x0=None, options: dic
     n = 100 at gamma = 1e-2, eps = 1e-8 ends at J = 1.4e-3 (BFGS: 8.6e-9), and from
     the uniform start at gamma = 1e-6 without continuation three of ten n = 25 seeds end
     at J ~ 2e-2.  The BFGS model is therefore the default.
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
-    .. [2] D. A. Lorenz, P. Manns, C. Meyer, "Quadratically regularized optimal
-       transport", Appl. Math. Optim. 83(3), 2021.
     """
     if not isinstance(problem, TransportIdentification):
         raise ValueError(f"problem must be a TransportIdentification, got {type(problem).__name__}")
@@ -880,6 +861,7 @@ def solve_identification(problem: TransportIdentification, x0=None, options: dic
         **problem.errors(mu1, low.plan))
 
 
+@cite("III")
 def identification_errors(mu1, pi, mu1_true, pi_true) -> dict:
     """max|mu1_true - mu1| and max|pi_true - pi| over all of Omega_1 and Omega (Tables 4.1, 4.2).
 
@@ -893,16 +875,9 @@ def identification_errors(mu1, pi, mu1_true, pi_true) -> dict:
         True marginal.
     pi_true : array_like or scipy.sparse matrix
         True plan.
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
     """
     mu1 = as_vector(_dense(mu1), "mu1")
     mt = as_vector(_dense(mu1_true), "mu1_true", length=mu1.size)
     P = sp.csr_matrix(pi)
-    Pt = sp.csr_matrix(_matrix(pi_true, "pi_true", P.shape))
-    Dif = (P - Pt).tocsr()
     return {"mu1_err_max": float(np.max(np.abs(mu1 - mt))),
-            "pi_err_max": float(np.max(np.abs(Dif.data), initial=0.0))}
+            "pi_err_max": _max_abs(P - sp.csr_matrix(_matrix(pi_true, "pi_true", P.shape)))}

@@ -38,15 +38,18 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from .._docstrings import cite
 from .._validation import as_nonnegative_vector, as_vector, check_nonnegative_scalar, check_positive_scalar
-from ..fem.poisson import PoissonOperator, product_mesh
+from ..core.qrot import QROTResult
+from ..fem.poisson import PoissonOperator, element_mask, product_mesh
 from ..fem.quadrature import product_cost, quadrature
 from ..fem.smoothing import Smoother
-from .base import SmoothedLowerLevel, UpperLevelResult, _cite, solve_on_simplex, upper_level_result
+from .base import SmoothedLowerLevel, UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
 
 __all__ = ["TrackingProblem", "TrackingResult", "observation_domain", "solve_tracking"]
 
 
+@cite("II")
 def observation_domain(mesh1, mesh2, subdomain=None, kind: str | None = None):
     """The observation domain D as a mesh, and its vertices in the product numbering.
 
@@ -64,44 +67,19 @@ def observation_domain(mesh1, mesh2, subdomain=None, kind: str | None = None):
         Cell mask or predicate on the centroids of the product mesh (None: everything).
     kind : str or None
         Cell type of the product mesh (see :func:`femot.fem.product_mesh`).
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
-       problem and its quadratic regularization, Part II: convergence analysis",
-       arXiv:2211.07287.
     """
     prod = product_mesh(mesh1, mesh2, kind)
-    ne = prod.nelements
-    if subdomain is None:
-        mask = np.ones(ne, dtype=bool)
-    else:
-        if callable(subdomain):
-            centroids = prod.p[:, prod.t].mean(axis=1)
-            try:
-                mask = np.asarray(subdomain(centroids))
-            except Exception as exc:
-                raise ValueError(f"subdomain could not be evaluated at the cell centroids: {exc}") from exc
-        else:
-            mask = np.asarray(subdomain)
-        if mask.shape != (ne,):
-            raise ValueError(f"subdomain must be a mask of shape ({ne},) over the product cells, got {mask.shape}")
-        if mask.dtype != bool:
-            if not np.all(np.isin(mask, (0, 1))):
-                raise ValueError("subdomain mask must be boolean")
-            mask = mask.astype(bool)
-    if not np.any(mask):
-        raise ValueError("subdomain is empty: the mask selects no cell of Omega_1 x Omega_2")
+    mask = element_mask(prod, subdomain, cells="cell of Omega_1 x Omega_2")
     D, vmap = prod.restrict(np.flatnonzero(mask), return_mapping=True)
     return D, np.asarray(vmap, dtype=np.int64), prod
 
 
-@_cite
+@cite()
+@shared_doc
 class TrackingResult(UpperLevelResult):
     """Solution of the discrete tracking problem (Part II (3.11), (3.13)).
 
-    The keys of the result convention (:data:`femot.problems.base.RESULT_KEYS`) and these
-    extras:
+    %(result_keys)s
 
     Attributes
     ----------
@@ -135,8 +113,9 @@ class TrackingResult(UpperLevelResult):
     """
 
 
-@_cite
-class TrackingProblem:
+@cite()
+@shared_doc
+class TrackingProblem(VertexControl):
     """Bilevel tracking of a measured plan (Part II (3.11) with the lower level of (3.13)).
 
     ``F(m) = |grad G(pi - pi_d)|^{p'}_{L^{p'}(D)} + nu |mu1 - mu1_d|_M``,
@@ -159,12 +138,7 @@ class TrackingProblem:
     rho : control vertices have distance >= rho from the boundary (default delta).
     eps : float
         Dual regularization of the core (Part III (3.1)); default 0.
-    tol : float
-        Residual tolerance of the lower-level core solver (default 1e-10).
-    max_iter : int
-        Newton iterations per lower-level core call (default 200).
-    solver_options : dict, optional
-        Further keyword arguments of :func:`femot.solve_qrot`.
+    %(lower_parameters)s
     matrix_free : bool
         Use a :class:`femot.GeometricCost` (no n1 x n2 matrix) for ``|x - y|^beta``.
 
@@ -175,9 +149,6 @@ class TrackingProblem:
     shared driver :class:`femot.problems.base.SmoothedLowerLevel` (attribute ``lower``).
     """
 
-    #: The simplex is the standard one (unit weights).
-    weights = None
-
     def __init__(self, mesh1, mesh2, mu2, pi_d, nu: float, gamma: float, delta: float, *, mu1_d=None,
                  p_prime: float = 2.0, subdomain=None, beta=2.0, rho: float | None = None, eps: float = 0.0,
                  tol: float = 1e-10, max_iter: int = 200, solver_options: dict | None = None,
@@ -185,15 +156,14 @@ class TrackingProblem:
         self.q1, self.q2 = quadrature(mesh1), quadrature(mesh2)
         n1, n2 = self.q1.n, self.q2.n
         self.n1, self.n2 = n1, n2
+        self.n_vertices = n1
         self.nu = check_nonnegative_scalar(nu, "nu")
         self.gamma = check_positive_scalar(gamma, "gamma")
         self.delta = check_positive_scalar(delta, "delta")
         self.p_prime = check_positive_scalar(p_prime, "p_prime")
         if not 1.0 < self.p_prime <= 2.0:
             raise ValueError(f"p_prime must lie in (1, 2], got {p_prime!r}")
-        self.rho = self.delta if rho is None else check_positive_scalar(rho, "rho")
-        if self.rho < self.delta * (1 - 1e-12):
-            raise ValueError(f"rho = {self.rho:.4g} must be >= delta = {self.delta:.4g} (Part II (3.1))")
+        self.rho = self.control_radius(rho, self.delta)
         self.eps = check_nonnegative_scalar(eps, "eps")
         self.mu2 = as_nonnegative_vector(mu2, "mu2", length=n2)
         self.mass = float(self.mu2.sum())
@@ -243,31 +213,9 @@ class TrackingProblem:
                                         tol=tol, max_iter=max_iter, solver_options=solver_options)
         self.n_evaluations = 0
         self._cache = None
-        self._last = None
+        self._last: tuple[np.ndarray, QROTResult] | None = None
 
     # ----------------------------------------------------------- helpers
-    @property
-    def n(self) -> int:
-        """Number of control variables (admissible vertices of Omega_1)."""
-        return int(self.control_vertices.size)
-
-    def uniform(self) -> np.ndarray:
-        """The uniform control (the trust region's default start)."""
-        return np.full(self.n, self.mass / self.n)
-
-    def full(self, x) -> np.ndarray:
-        """Control masses on all vertices of Omega_1.
-
-        Parameters
-        ----------
-        x : array_like
-            Masses on the admissible vertices (length :attr:`n`).
-        """
-        x = as_vector(x, "x", length=self.n)
-        out = np.zeros(self.n1)
-        out[self.control_vertices] = x
-        return out
-
     def misfit(self, plan):
         """``|grad G(pi - pi_d)|^{p'}_{L^{p'}(D)}``, its gradient w.r.t. the plan density, and phi.
 
@@ -324,28 +272,11 @@ class TrackingProblem:
         grad = None
         if gradient:
             grad = self.lower.pullback(res, G) + self.nu * sgn
-        if not res.success:
-            fun = np.nan
-            if grad is not None:
-                grad = np.full(self.n, np.nan)
+        fun, grad = self._failed(res, fun, grad)
         self._last = (x.copy(), res)
         return {"fun": fun, "misfit": val, "radon": rad, "grad": grad, "phi": phi, "lower": res}
 
-    def __call__(self, x) -> tuple[float, np.ndarray]:
-        """``(f, g)`` for :func:`femot.optim.minimize_simplex` (the last point is cached).
-
-        Parameters
-        ----------
-        x : array_like
-            Masses on the admissible vertices.
-        """
-        x = as_vector(x, "x", length=self.n)
-        if self._cache is not None and np.array_equal(self._cache[0], x):
-            return self._cache[1], self._cache[2].copy()
-        e = self.evaluate(x)
-        self._cache = (x.copy(), e["fun"], e["grad"].copy())
-        return e["fun"], e["grad"]
-
+    @shared_doc
     def hessp(self, x, v) -> np.ndarray:
         """Hessian-vector product of the reduced objective at ``x`` where it is smooth (p' = 2).
 
@@ -362,19 +293,17 @@ class TrackingProblem:
 
         Parameters
         ----------
-        x : array_like
-            The point (masses on the admissible vertices).
-        v : array_like
-            The direction.
+        %(point_direction)s
         """
         if self.p_prime != 2.0:
             raise ValueError(f"hessp needs p_prime = 2 (the misfit is then quadratic in the plan), got "
                              f"{self.p_prime:g}")
         x = as_vector(x, "x", length=self.n)
         v = as_vector(v, "v", length=self.n)
-        if self._last is None or not np.array_equal(self._last[0], x):
-            self.evaluate(x, gradient=False)
-        res = self._last[1]
+        last = self._last
+        if last is None or not np.array_equal(last[0], x):
+            last = (x, self.evaluate(x, gradient=False)["lower"])
+        res = last[1]
         if not res.success:
             return np.full(self.n, np.nan)
         flat = self.eps == 0
@@ -388,6 +317,7 @@ class TrackingProblem:
         hv = self.lower.pullback(res, G)
         return hv - hv.mean() if flat else hv
 
+    @shared_doc
     def solve(self, x0=None, *, options: dict | None = None, rtol: float | None = 1e-2, callback=None,
               hessian: bool = True) -> TrackingResult:
         """Minimize over the simplex by the trust-region method (Part III Algorithm 4.1).
@@ -398,10 +328,7 @@ class TrackingProblem:
 
         Parameters
         ----------
-        x0 : array_like, optional
-            Starting control (default :meth:`uniform`).
-        options : dict, optional
-            Options of :func:`femot.optim.minimize_simplex`.
+        %(start_parameters)s
         rtol : float or None
             Relative stationarity tolerance.
         callback : callable, optional
@@ -432,6 +359,8 @@ class TrackingProblem:
             gamma=self.gamma, delta=self.delta, nu=self.nu, p_prime=self.p_prime)
 
 
+@cite("II", "III")
+@shared_doc
 def solve_tracking(mesh1, mesh2, mu2, pi_d, nu: float, gamma: float, delta: float, *, x0=None,
                    options: dict | None = None, callback=None, **kwargs) -> TrackingResult:
     """Solve the tracking problem of Part II (3.11)/(3.13) (see :class:`TrackingProblem`).
@@ -446,16 +375,7 @@ def solve_tracking(mesh1, mesh2, mu2, pi_d, nu: float, gamma: float, delta: floa
         The measured plan (density).
     nu : float
         Weight of the Radon-norm term.
-    gamma : float
-        Quadratic regularization.
-    delta : float
-        Smoothing parameter.
-    x0 : array_like, optional
-        Starting control (default uniform).
-    options : dict, optional
-        Options of :func:`femot.optim.minimize_simplex`.
-    callback : callable, optional
-        Passed to the optimizer.
+    %(solve_parameters)s
     **kwargs
         Further keyword arguments of :class:`TrackingProblem`.
 
@@ -463,14 +383,6 @@ def solve_tracking(mesh1, mesh2, mu2, pi_d, nu: float, gamma: float, delta: floa
     -------
     TrackingResult
         See :meth:`TrackingProblem.solve`.
-
-    References
-    ----------
-    .. [1] S. Hillbrecht, P. Manns, C. Meyer, "Bilevel optimization of the Kantorovich
-       problem and its quadratic regularization, Part II: convergence analysis",
-       arXiv:2211.07287.
-    .. [2] S. Hillbrecht, "Bilevel optimization of the Kantorovich problem and its
-       quadratic regularization, Part III: the finite-dimensional case", arXiv:2406.08992.
     """
     return TrackingProblem(mesh1, mesh2, mu2, pi_d, nu, gamma, delta, **kwargs).solve(x0, options=options,
                                                                                      callback=callback)

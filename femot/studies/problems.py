@@ -231,6 +231,13 @@ def build_measure(parts, domain, seed: int, salt: int):
 # ----------------------------------------------------------------------------- base class
 
 
+def _table_type(value, where: str, example: str):
+    """The ``type`` of a TOML table (ConfigError naming ``where`` if ``value`` is not a table)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: missing or not a table; e.g. {example}")
+    return value.get("type")
+
+
 class StudyProblem:
     """Interface of a study problem (see the module doc)."""
 
@@ -239,6 +246,7 @@ class StudyProblem:
     all_metrics: tuple = ()
     primary = ""
     notes = ""
+    KEYS: set[str] = set()
 
     def coupling_dimension(self, dim: int) -> int:
         """d = d1 + d2 of Part II (3.1): both marginals live on the study's mesh."""
@@ -249,6 +257,14 @@ class StudyProblem:
 
     def setup(self, params: dict, seed: int) -> dict:
         raise NotImplementedError  # pragma: no cover
+
+    def _interval(self, sec: dict, where: str, dim: int, meshes, detail: str):
+        """Check the section's keys (``self.KEYS``) and that the study's mesh is an interval; its domain."""
+        _check_keys(sec, self.KEYS, where)
+        if dim != 1:
+            raise ConfigError(f"mesh: the {self.name} study is implemented on intervals ({detail}), "
+                              f"got dimension {dim}")
+        return _domains(meshes, "mesh")
 
     def solve(self, ctx: dict, level, warm: dict | None):
         """Returns (metrics, info, state) for one level."""
@@ -282,11 +298,7 @@ class LowerLevelStudy(StudyProblem):
     KEYS = {"mu1", "mu2", "beta", "eps", "enlarge", "rho", "tol", "max_iter"}
 
     def validate(self, sec, *, where, gammas, deltas, d, dim, meshes, base_dir):
-        _check_keys(sec, self.KEYS, where)
-        if dim != 1:
-            raise ConfigError(f"mesh: the lower-level study is implemented on intervals (1D meshes), "
-                              f"got dimension {dim}")
-        domain = _domains(meshes, "mesh")
+        domain = self._interval(sec, where, dim, meshes, "1D meshes")
         for k in ("mu1", "mu2"):
             if k not in sec:
                 raise ConfigError(f"{where}.{k}: missing (a measure, e.g. {{type = \"diracs\", points = [0.3]}})")
@@ -506,19 +518,20 @@ class ControlStudy(StudyProblem):
                 raise ConfigError(f"{where}[{j}]: must be a point in R^{dim}, got {x!r}")
         return out
 
+    def _weighted_points(self, value, where, dim):
+        """``(points, weights)`` of a table ``{type, points, weights}``; weights default to 1/len(points)."""
+        _check_keys(value, {"type", "points", "weights"}, where)
+        pts = self._points_list(value.get("points"), f"{where}.points", dim)
+        if "weights" not in value:
+            return pts, [1.0 / len(pts)] * len(pts)
+        return pts, _num_list(value, "weights", where, positive=False)
+
     def _parse_mu2(self, value, where, dim):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: missing or not a table; e.g. {{type = \"diracs\", points = [0.4, 0.6]}}")
-        t = value.get("type")
+        t = _table_type(value, where, '{type = "diracs", points = [0.4, 0.6]}')
         if t == "diracs":
-            _check_keys(value, {"type", "points", "weights"}, where)
-            pts = self._points_list(value.get("points"), f"{where}.points", dim)
-            if "weights" in value:
-                wts = _num_list(value, "weights", where, positive=False)
-                if len(wts) != len(pts) or any(v < 0 for v in wts) or sum(wts) <= 0:
-                    raise ConfigError(f"{where}.weights: needs {len(pts)} nonnegative entries with positive sum")
-            else:
-                wts = [1.0 / len(pts)] * len(pts)
+            pts, wts = self._weighted_points(value, where, dim)
+            if len(wts) != len(pts) or any(v < 0 for v in wts) or sum(wts) <= 0:
+                raise ConfigError(f"{where}.weights: needs {len(pts)} nonnegative entries with positive sum")
             return {"type": "diracs", "points": pts, "weights": wts}
         if t == "random_diracs":
             _check_keys(value, {"type", "n", "box", "mass"}, where)
@@ -548,14 +561,9 @@ class ControlStudy(StudyProblem):
         return corners
 
     def _parse_yd(self, value, where, dim):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: missing or not a table; e.g. {{type = \"state\", points = [0.3, 0.7]}}")
-        t = value.get("type")
+        t = _table_type(value, where, '{type = "state", points = [0.3, 0.7]}')
         if t == "state":
-            _check_keys(value, {"type", "points", "weights"}, where)
-            pts = self._points_list(value.get("points"), f"{where}.points", dim)
-            wts = _num_list(value, "weights", where, positive=False) if "weights" in value else \
-                [1.0 / len(pts)] * len(pts)
+            pts, wts = self._weighted_points(value, where, dim)
             if len(wts) != len(pts):
                 raise ConfigError(f"{where}.weights: has {len(wts)} entries, {where}.points has {len(pts)}")
             return {"type": "state", "points": pts, "weights": wts}
@@ -867,11 +875,7 @@ class TrackingStudy(StudyProblem):
     KEYS = {"nu", "p_prime", "beta", "eps", "rho", "mu1", "mu2", "tol", "max_iter", "tr"}
 
     def validate(self, sec, *, where, gammas, deltas, d, dim, meshes, base_dir):
-        _check_keys(sec, self.KEYS, where)
-        if dim != 1:
-            raise ConfigError(f"mesh: the tracking study is implemented on intervals (Omega_1 = Omega_2, "
-                              f"d1 + d2 = 2), got dimension {dim}")
-        domain = _domains(meshes, "mesh")
+        domain = self._interval(sec, where, dim, meshes, "Omega_1 = Omega_2, d1 + d2 = 2")
         if "nu" not in sec:
             raise ConfigError(f"{where}.nu: missing (weight of the Radon-norm term)")
         nu = _num(sec, "nu", where, nonneg=True)
