@@ -48,6 +48,10 @@ class _StreamedCost:
             return None
         return kernels.line_candidates(self._op, alpha, beta, dalpha, dbeta, float(tmax), w1, w2, count)
 
+    def count_above(self, alpha, beta, threshold: float = 0.0):
+        """Per-row counts of the entries with ``z_ij > threshold``."""
+        return kernels.count_above(self._op, alpha, beta, float(threshold))
+
     def candidates(self, alpha, beta, threshold: float, max_count=None):
         """CSR (indptr, indices, cvals) of the entries with z > threshold; None when
         there are more than ``max_count`` of them (nothing is allocated then)."""
@@ -136,7 +140,9 @@ class GeometricCost(_StreamedCost):
     distance to the p, found among pairs of convex-hull vertices.
     """
 
-    def __init__(self, x1, x2, p: float = 2.0):
+    def __init__(self, x1, x2, p: float = 2.0, search: str = "tree"):
+        if search not in ("tree", "full"):
+            raise ValueError(f"search must be 'tree' or 'full', got {search!r}")
         X1 = _coords(x1, "x1")
         X2 = _coords(x2, "x2")
         if X1.shape[1] != X2.shape[1]:
@@ -153,6 +159,56 @@ class GeometricCost(_StreamedCost):
         self.dim = X1.shape[1]
         self._nchunk = kernels.num_chunks(self.shape[0])
         self.max_abs = self._max_abs()
+        self.search = search
+        self._tree = None
+
+    # -- the threshold passes: k-d tree search (femot.core.geometric) or full streaming --
+    @property
+    def tree(self):
+        """The k-d tree over ``x2`` used by the passes (built on first use, O(n2 log^2 n2))."""
+        if self._tree is None:
+            from femot.core.geometric import PointTree
+
+            self._tree = PointTree(self.x1, self.x2, self.p, self.max_abs)
+        return self._tree
+
+    def evaluate(self, alpha, beta, w1, w2, dalpha=None, dbeta=None, t=0.0):
+        if self.search == "full":
+            return super().evaluate(alpha, beta, w1, w2, dalpha, dbeta, t)
+        if dalpha is None:
+            dalpha = np.zeros_like(alpha)
+            dbeta = np.zeros_like(beta)
+        return self.tree.evaluate(alpha, beta, dalpha, dbeta, float(t), w1, w2)
+
+    def count_above(self, alpha, beta, threshold: float = 0.0):
+        if self.search == "full":
+            return super().count_above(alpha, beta, threshold)
+        return self.tree.count_above(alpha, beta, float(threshold))
+
+    def active(self, alpha, beta, count=None, threshold: float = 0.0):
+        if self.search == "full":
+            return super().active(alpha, beta, count, threshold)
+        if threshold != 0.0:
+            count = None
+        ip, ind, z, _ = self.tree.above(alpha, beta, float(threshold), count)
+        return ip, ind, z
+
+    def candidates(self, alpha, beta, threshold: float, max_count=None):
+        if self.search == "full":
+            return super().candidates(alpha, beta, threshold, max_count)
+        count = self.tree.count_above(alpha, beta, float(threshold))
+        if max_count is not None and count.sum() > max_count:
+            return None
+        ip, ind, _, cv = self.tree.above(alpha, beta, float(threshold), count)
+        return ip, ind, cv
+
+    def line_candidates(self, alpha, beta, dalpha, dbeta, tmax, w1, w2, max_count=None):
+        if self.search == "full":
+            return super().line_candidates(alpha, beta, dalpha, dbeta, tmax, w1, w2, max_count)
+        count = self.tree.count_line(alpha, beta, dalpha, dbeta, float(tmax))
+        if max_count is not None and count.sum() > max_count:
+            return None
+        return self.tree.line(alpha, beta, dalpha, dbeta, float(tmax), w1, w2, count)
 
     def _max_abs(self) -> float:
         """max_ij |x_i - y_j|^p: the farthest pair is a pair of convex-hull vertices."""
