@@ -409,10 +409,14 @@ class PointTree:
     def _go(self, kernel, *args):
         return kernels._run(kernel, _work(self.n1, self.n2), args)
 
-    def count_above(self, alpha, beta, threshold):
-        """Per-row counts of ``z_ij > threshold``."""
+    def count_above(self, alpha, beta, threshold, rows=None):
+        """Per-row counts of ``z_ij > threshold`` (of the given rows only, with ``rows``)."""
         bp = np.ascontiguousarray(beta[self.perm])
-        return self._count_exact(alpha, bp, threshold, self._margin(alpha, beta))
+        margin = self._margin(alpha, beta)
+        if rows is not None:
+            return _count_thr(np.ascontiguousarray(self.X1[rows]), self.Yp, self.lo, self.hi, self.depth, self.p,
+                              np.ascontiguousarray(alpha[rows]), bp, float(threshold), margin)
+        return self._count_exact(alpha, bp, threshold, margin)
 
     def above(self, alpha, beta, threshold, count=None):
         """CSR (indptr, indices, z, cvals) of the pairs with ``z_ij > threshold`` (sorted columns)."""
@@ -438,9 +442,13 @@ class PointTree:
         return self._go(_evaluate, self.X1, self.Yp, self.perm, self.lo, self.hi, self.depth, self.p, alpha, beta,
                         dalpha, dbeta, float(t), w1, w2, self.nchunk, self._margin(a_eff, b_eff))
 
-    def count_line(self, alpha, beta, dalpha, dbeta, tmax):
-        """Per-row counts of the pairs positive somewhere on t in [0, tmax]."""
+    def count_line(self, alpha, beta, dalpha, dbeta, tmax, rows=None):
+        """Per-row counts of the pairs positive somewhere on t in [0, tmax] (given rows only, with ``rows``)."""
         m = self._margin(alpha, beta, alpha + tmax * dalpha, beta + tmax * dbeta)
+        if rows is not None:
+            return _count_line(np.ascontiguousarray(self.X1[rows]), self.Yp, self.perm, self.lo, self.hi, self.depth,
+                               self.p, np.ascontiguousarray(alpha[rows]), beta, np.ascontiguousarray(dalpha[rows]),
+                               dbeta, float(tmax), m)
         return self._go(_count_line, self.X1, self.Yp, self.perm, self.lo, self.hi, self.depth, self.p, alpha, beta,
                         dalpha, dbeta, float(tmax), m)
 

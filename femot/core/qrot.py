@@ -424,7 +424,9 @@ class _Engine:
     def __init__(self, cost, w1, w2, screening=True, max_fraction=0.3):
         self.cost, self.w1, self.w2 = cost, w1, w2
         self.n1, self.n2 = cost.shape
-        self.screening = bool(screening) and hasattr(cost, "candidates")
+        # a cost whose passes already search only the pairs above the threshold (a
+        # GeometricCost's k-d tree) gains nothing from a screening band
+        self.screening = bool(screening) and hasattr(cost, "candidates") and getattr(cost, "screening", True)
         self.max_fraction = max_fraction
         self.ws = None
         self.slack = 0.0
