@@ -329,3 +329,23 @@ def test_cost_protocol():
     r1 = solve_qrot(W, np.ones(n), np.ones(n), 1e-2, 0.0, np.full(n, 1 / n), np.full(n, 1 / n), tol=1e-12)
     r2 = solve_qrot(C, np.ones(n), np.ones(n), 1e-2, 0.0, np.full(n, 1 / n), np.full(n, 1 / n), tol=1e-12)
     assert r1.success and _rel(r1.plan, r2.plan) <= 1e-12
+
+
+def test_affine_reference_closed_form_and_levels():
+    """W_2^2 of the affine study against its moments; the QROT cost error falls with the mesh."""
+    from femot.fem.affine_study import DEFAULT_A, DEFAULT_B, affine_study, affine_w2_squared
+
+    # moments of f = 1 + sin(2 pi x1) cos(pi x2) / 2 on the unit square
+    mean = np.array([0.5, 0.5])
+    S = np.array([[1 / 3, 0.25 + 1 / (2 * np.pi ** 3)], [0.25 + 1 / (2 * np.pi ** 3), 1 / 3]])
+    B = np.eye(2) - DEFAULT_A
+    exact = np.trace(B.T @ B @ S) - 2 * DEFAULT_B @ B @ mean + DEFAULT_B @ DEFAULT_B
+    assert affine_w2_squared() == pytest.approx(exact, rel=1e-13)
+    with pytest.raises(ValueError, match="positive definite"):
+        affine_w2_squared(np.array([[1.0, 0.0], [0.0, -1.0]]))
+    out = affine_study(2, 21)
+    rows = out["levels"]
+    assert [r["m"] for r in rows] == [11, 21]
+    assert all(r["success"] and r["certified"] and r["marginal_error"] <= 1e-8 for r in rows)
+    assert rows[1]["cost_error"] < 0.5 * rows[0]["cost_error"]
+    assert rows[1]["map_error_l2"] < rows[0]["map_error_l2"]
