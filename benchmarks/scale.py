@@ -9,9 +9,10 @@ gamma^(1/4) spans a few cells).  Methods, each in a fresh subprocess (the peak
 RSS is that configuration's process):
 
 * ``dense``: the (n1, n2) matrix (only where it fits, n <= --dense-max),
-* ``geometric``: ``femot.GeometricCost`` (k-d tree passes) from the solver's cold
-  start (n <= --geometric-max: from the cold start nearly every pair is active in
-  the first Newton matrices),
+* ``geometric``: ``femot.GeometricCost`` (k-d tree passes) from the closed-form
+  cold start ``init='mean'``, without coarse-to-fine (n <= --geometric-max: from
+  there nearly every pair is active in the first Newton matrices).  (The default
+  ``solve_qrot(GeometricCost(...))`` starts coarse-to-fine above 4000 points),
 * ``multiscale``: ``femot.core.multiscale.solve_qrot_multiscale`` (coarse-to-fine
   warm starts with gamma coupled to each coarse level, tree passes, certified by the
   tree search); afterwards, outside the timed solve, one streaming pass over all
@@ -91,8 +92,8 @@ def worker(method, m, tol):
     if method == "dense":
         c = GeometricCost(x, y).dense()  # the same rounding as the matrix-free entries
         r = solve_qrot(c, m1, m2, gamma, 0.0, w1, w2, tol=tol)
-    elif method == "geometric":
-        r = solve_qrot(GeometricCost(x, y), m1, m2, gamma, 0.0, w1, w2, tol=tol)
+    elif method == "geometric":  # without coarse-to-fine: the closed-form cold start (every pair active)
+        r = solve_qrot(GeometricCost(x, y), m1, m2, gamma, 0.0, w1, w2, tol=tol, init="mean")
     elif method == "multiscale":
         r = solve_qrot_multiscale(x, y, m1, m2, gamma, w1, w2, tol=tol)
         out["levels"] = r["levels"]

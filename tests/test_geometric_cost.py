@@ -349,3 +349,17 @@ def test_affine_reference_closed_form_and_levels():
     assert all(r["success"] and r["certified"] and r["marginal_error"] <= 1e-8 for r in rows)
     assert rows[1]["cost_error"] < 0.5 * rows[0]["cost_error"]
     assert rows[1]["map_error_l2"] < rows[0]["map_error_l2"]
+
+
+def test_coarse_cold_start_gives_the_dense_plan():
+    """init='auto' on a large GeometricCost starts from coarsened point sets; the plan is the dense one."""
+    X, Y, w1, w2, m1, m2 = _case("2d", 450, 420, seed=13)
+    rd = solve_qrot(_cdist_p(X, Y, 2), m1, m2, 1e-3, 0.0, w1, w2, tol=1e-12)
+    G = GeometricCost(X, Y)
+    G.COARSE_START_MIN = 100  # the default (4000 points) is for real sizes
+    rg = solve_qrot(G, m1, m2, 1e-3, 0.0, w1, w2, tol=1e-12)
+    assert rd.success and rg.success and rg.init == "coarse" and len(G.last_coarse_levels) >= 1
+    assert _rel(rg.plan, rd.plan) <= 1e-10
+    assert np.array_equal(rg.plan.indices, rd.plan.indices) and np.array_equal(rg.plan.indptr, rd.plan.indptr)
+    small = GeometricCost(X[:50], Y[:50])
+    assert small.coarse_start(m1[:50], m2[:50], w1[:50], w2[:50], 1e-3) is None

@@ -279,6 +279,27 @@ class GeometricCost(_StreamedCost):
             return None
         return self.tree.line(alpha, beta, dalpha, dbeta, float(tmax), w1, w2, count)
 
+    #: Points on a side above which the solver's cold start comes from coarsened point sets.
+    COARSE_START_MIN = 4000
+
+    def coarse_start(self, mu1, mu2, w1, w2, gamma, eps=0.0):
+        """Potentials ``(alpha0, beta0)`` solved on coarsened point sets, or None for small sets.
+
+        :func:`femot.core.multiscale.coarse_start` (levels of about 4 times fewer points
+        down to ``COARSE_START_MIN / 2``, gamma coupled to each level); the levels it solved are kept
+        in ``self.last_coarse_levels``.  The solver's cold start ``init='coarse'``.
+        """
+        if max(self.shape) <= self.COARSE_START_MIN:
+            return None
+        from femot.core.multiscale import coarse_start
+
+        out = coarse_start(self.x1, self.x2, mu1, mu2, gamma, w1, w2, p=self.p, eps=eps,
+                           coarsest=max(2, self.COARSE_START_MIN // 2))
+        if out is None:
+            return None
+        self.last_coarse_levels = out[2]
+        return out[0], out[1]
+
     def _max_abs(self) -> float:
         """max_ij |x_i - y_j|^p: the farthest pair is a pair of convex-hull vertices."""
         h1, h2 = _hull_vertices(self.x1), _hull_vertices(self.x2)

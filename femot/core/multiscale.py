@@ -24,7 +24,7 @@ import numpy as np
 
 from femot.core.cost import GeometricCost
 
-__all__ = ["coarsen", "interpolate_potential", "certify_working_set", "solve_qrot_multiscale"]
+__all__ = ["coarsen", "interpolate_potential", "certify_working_set", "coarse_start", "solve_qrot_multiscale"]
 
 
 def certify_working_set(cost, alpha, beta, indptr, indices, threshold: float = 0.0, full: bool = False):
@@ -98,6 +98,64 @@ def interpolate_potential(Xc, fc, X, k: int = 4):
     return (wgt * fc[idx]).sum(1) / wgt.sum(1)
 
 
+def _chain(X1, w1, m1, X2, w2, m2, coarsest, factor):
+    """Levels [fine, coarser, ..., coarsest] of aggregated point sets."""
+    if factor <= 1:
+        raise ValueError(f"factor must be > 1, got {factor!r}")
+    chain = [(X1, w1, m1, X2, w2, m2)]
+    while max(len(chain[-1][0]), len(chain[-1][3])) > coarsest:
+        A1, v1, n1_, A2, v2, n2_ = chain[-1]
+        C1, cw1, cm1, _ = coarsen(A1, v1, n1_, max(2, int(len(A1) / factor)))
+        C2, cw2, cm2, _ = coarsen(A2, v2, n2_, max(2, int(len(A2) / factor)))
+        if len(C1) >= len(A1) and len(C2) >= len(A2):
+            break
+        chain.append((C1, cw1, cm1, C2, cw2, cm2))
+    return chain
+
+
+def coarse_start(x1, x2, mu1, mu2, gamma, w1, w2, *, p: float = 2.0, eps: float = 0.0, coarsest: int = 2000,
+                 factor: float = 4.0, coupled: bool = True, coarse_tol: float = 1e-7, **options):
+    """Warm start ``(alpha0, beta0, levels)`` for the fine problem from its coarse levels only.
+
+    The coarse part of :func:`solve_qrot_multiscale` (same parameters): the
+    coarsest level from the cold start, every finer coarse level from the
+    interpolated potentials of the one below, and finally the potentials
+    interpolated to the fine points.  None when the fine problem has no coarser
+    level (both sides at most ``coarsest`` points).  :func:`femot.solve_qrot`
+    uses this as its cold start for a :class:`~femot.core.cost.GeometricCost`
+    with more than ``2 * coarsest`` points on a side (``init='coarse'``).
+    """
+    from femot.core.qrot import solve_qrot
+
+    X1 = np.asarray(x1, dtype=float).reshape(len(x1), -1)
+    X2 = np.asarray(x2, dtype=float).reshape(len(x2), -1)
+    chain = _chain(X1, np.asarray(w1, dtype=float), np.asarray(mu1, dtype=float),
+                   X2, np.asarray(w2, dtype=float), np.asarray(mu2, dtype=float), coarsest, factor)
+    if len(chain) < 2:
+        return None
+    dim = X1.shape[1]
+    n_fine = np.sqrt(len(X1) * len(X2))
+    res, levels = None, []
+    for lev in range(len(chain) - 1, 0, -1):
+        A1, v1, n1_, A2, v2, n2_ = chain[lev]
+        if eps == 0.0:  # aggregation keeps the masses equal up to rounding; rebalance
+            n2_ = n2_ * ((v1 @ n1_) / (v2 @ n2_))
+        x0 = None
+        if res is not None:
+            P1, P2 = chain[lev + 1][0], chain[lev + 1][3]
+            x0 = (interpolate_potential(P1, res.alpha, A1), interpolate_potential(P2, res.beta, A2))
+        g = gamma * (n_fine / np.sqrt(len(A1) * len(A2))) ** ((dim + 2.0) / dim) if coupled else gamma
+        opts = dict(options)
+        opts["max_iter"] = min(int(opts.get("max_iter", 100)), 100)
+        t = time.perf_counter()
+        res = solve_qrot(GeometricCost(A1, A2, p), n1_, n2_, g, eps, v1, v2, x0=x0, tol=coarse_tol, **opts)
+        levels.append({"n1": len(A1), "n2": len(A2), "gamma": float(g), "nit": int(res.nit),
+                       "success": bool(res.success), "time_s": time.perf_counter() - t, "init": res.init,
+                       "dense_passes": int(res.get("dense_passes", -1))})
+    P1, P2 = chain[1][0], chain[1][3]
+    return interpolate_potential(P1, res.alpha, X1), interpolate_potential(P2, res.beta, X2), levels
+
+
 def solve_qrot_multiscale(x1, x2, mu1, mu2, gamma, w1, w2, *, p: float = 2.0, eps: float = 0.0,
                           coarsest: int = 2000, factor: float = 4.0, tol: float = 1e-10, certify: str = "tree",
                           coupled: bool = True, coarse_tol: float = 1e-7, **options):
@@ -130,49 +188,19 @@ def solve_qrot_multiscale(x1, x2, mu1, mu2, gamma, w1, w2, *, p: float = 2.0, ep
     """
     from femot.core.qrot import solve_qrot
 
-    X1 = np.asarray(x1, dtype=float).reshape(len(x1), -1)
-    X2 = np.asarray(x2, dtype=float).reshape(len(x2), -1)
-    w1 = np.asarray(w1, dtype=float)
-    w2 = np.asarray(w2, dtype=float)
-    m1 = np.asarray(mu1, dtype=float)
-    m2 = np.asarray(mu2, dtype=float)
-    if factor <= 1:
-        raise ValueError(f"factor must be > 1, got {factor!r}")
-    chain = [(X1, w1, m1, X2, w2, m2, None, None)]
-    while max(len(chain[-1][0]), len(chain[-1][3])) > coarsest:
-        A1, v1, n1_, A2, v2, n2_ = chain[-1][:6]
-        C1, cw1, cm1, _ = coarsen(A1, v1, n1_, max(2, int(len(A1) / factor)))
-        C2, cw2, cm2, _ = coarsen(A2, v2, n2_, max(2, int(len(A2) / factor)))
-        if len(C1) >= len(A1) and len(C2) >= len(A2):
-            break
-        chain.append((C1, cw1, cm1, C2, cw2, cm2, None, None))
-    x0 = None
-    levels = []
-    res = None
-    dim = X1.shape[1]
-    n_fine = np.sqrt(len(X1) * len(X2))
-    for lev in range(len(chain) - 1, -1, -1):
-        A1, v1, n1_, A2, v2, n2_ = chain[lev][:6]
-        if eps == 0.0 and lev > 0:  # aggregation keeps the masses equal up to rounding; rebalance
-            n2_ = n2_ * ((v1 @ n1_) / (v2 @ n2_))
-        if res is not None:
-            P1, P2 = chain[lev + 1][0], chain[lev + 1][3]
-            x0 = (interpolate_potential(P1, res.alpha, A1), interpolate_potential(P2, res.beta, A2))
-        t = time.perf_counter()
-        g = gamma
-        if coupled and lev > 0:
-            g = gamma * (n_fine / np.sqrt(len(A1) * len(A2))) ** ((dim + 2.0) / dim)
-        opts = dict(options)
-        if lev > 0:
-            opts["max_iter"] = min(int(opts.get("max_iter", 100)), 100)
-        res = solve_qrot(GeometricCost(A1, A2, p), n1_, n2_, g, eps, v1, v2, x0=x0,
-                         tol=tol if lev == 0 else max(tol, coarse_tol), **opts)
-        levels.append({"n1": len(A1), "n2": len(A2), "gamma": g, "nit": int(res.nit), "success": bool(res.success),
-                       "time_s": time.perf_counter() - t, "init": res.init,
-                       "dense_passes": int(res.get("dense_passes", -1))})
-    # certificate: no pair outside the plan's support is active (tree search, or one full pass)
     if certify not in ("tree", "full", "none"):
         raise ValueError(f"certify must be 'tree', 'full' or 'none', got {certify!r}")
+    X1 = np.asarray(x1, dtype=float).reshape(len(x1), -1)
+    X2 = np.asarray(x2, dtype=float).reshape(len(x2), -1)
+    start = coarse_start(X1, X2, mu1, mu2, gamma, w1, w2, p=p, eps=eps, coarsest=coarsest, factor=factor,
+                         coupled=coupled, coarse_tol=max(tol, coarse_tol), **options)
+    x0, levels = (None, []) if start is None else (start[:2], start[2])
+    t = time.perf_counter()
+    res = solve_qrot(GeometricCost(X1, X2, p), mu1, mu2, gamma, eps, w1, w2, x0=x0, tol=tol, **options)
+    levels.append({"n1": len(X1), "n2": len(X2), "gamma": float(gamma), "nit": int(res.nit),
+                   "success": bool(res.success), "time_s": time.perf_counter() - t, "init": res.init,
+                   "dense_passes": int(res.get("dense_passes", -1))})
+    # certificate: no pair outside the plan's support is active (tree search, or one full pass)
     if certify != "none":
         P = res.plan
         t = time.perf_counter()

@@ -596,8 +596,15 @@ def _initial_point(cost, m1, m2, w1, w2, gamma, eps, init):
             init = "monge"
         elif n1 * n2 <= 40000 and hasattr(cost, "dense"):
             init = "exact"
+        elif hasattr(cost, "coarse_start"):
+            init = "coarse"  # point costs: potentials from coarsened point sets (None if too small)
         else:
             init = "mean"
+    if init == "coarse":
+        start = cost.coarse_start(m1, m2, w1, w2, gamma, eps) if hasattr(cost, "coarse_start") else None
+        if start is not None:
+            return start[0], start[1], "coarse"
+        init = "mean"
     if init == "monge":
         # Monge costs (e.g. h(x - y), h convex, on sorted 1D points): the
         # north-west corner rule is an optimal plan and its staircase gives
@@ -636,7 +643,7 @@ def _initial_point(cost, m1, m2, w1, w2, gamma, eps, init):
         sb = w1 @ alpha
         beta = (gamma * m2 + cw1 - sb) / (W1 + kappa)
         return alpha, beta, "mean"
-    raise ValueError(f"init must be 'auto', 'monge', 'exact', 'mean' or 'zero', got {init!r}")
+    raise ValueError(f"init must be 'auto', 'monge', 'exact', 'mean', 'coarse' or 'zero', got {init!r}")
 
 
 def _exact_line_search(z, dz, ws, q0, q1, lin, tmax=1.0):
@@ -922,8 +929,10 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
         (1e-3 of the largest density); otherwise the result has status 4.
     init : cold start: 'auto' picks 'monge' for Monge costs (north-west corner
         staircase potentials of the eps-corrected marginals, O(n) per sweep, see
-        ``_monge_start``), 'exact' (LP duals) for n1*n2 <= 40000, else 'mean'
-        (closed form with every pair active); or 'zero'.  With ``x0`` and a Monge
+        ``_monge_start``), 'exact' (LP duals) for n1*n2 <= 40000, 'coarse' for a
+        cost with ``coarse_start`` (a GeometricCost with more than 4000 points on a
+        side: potentials solved on coarsened point sets, ``femot.core.multiscale``),
+        else 'mean' (closed form with every pair active); or 'zero'.  With ``x0`` and a Monge
         cost, 'auto'/'monge' also run the sweeps seeded by x0 and start from
         whichever has the smaller residual; 'x0' (or any other value) uses x0 as is.
     linear_solver : 'auto', 'direct' (sparse LU) or 'cg' (Jacobi-PCG).
@@ -988,8 +997,8 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
             a1, b1, swept = _monge_start(cost, m1, m2, w1, w2, gamma, eps, start=(alpha, beta))
             if swept:
                 alpha, beta, init_used = a1.copy(), b1.copy(), "warm+monge"
-        elif init not in ("auto", "monge", "x0", "exact", "mean", "zero"):
-            raise ValueError(f"init must be 'auto', 'monge', 'exact', 'mean', 'zero' or 'x0', got {init!r}")
+        elif init not in ("auto", "monge", "x0", "exact", "mean", "zero", "coarse"):
+            raise ValueError(f"init must be 'auto', 'monge', 'exact', 'mean', 'zero', 'coarse' or 'x0', got {init!r}")
     else:
         alpha, beta, init_used = _initial_point(cost, m1, m2, w1, w2, gamma, eps, init)
 
