@@ -331,9 +331,9 @@ def test_cost_protocol():
     assert r1.success and _rel(r1.plan, r2.plan) <= 1e-12
 
 
-def test_affine_reference_closed_form_and_levels():
-    """W_2^2 of the affine study against its moments; the QROT cost error falls with the mesh."""
-    from femot.fem.affine_study import DEFAULT_A, DEFAULT_B, affine_study, affine_w2_squared
+def test_affine_reference_closed_form():
+    """W_2^2 of the affine study against the closed form from the moments of mu1."""
+    from femot.fem.affine_study import DEFAULT_A, DEFAULT_B, affine_w2_squared
 
     # moments of f = 1 + sin(2 pi x1) cos(pi x2) / 2 on the unit square
     mean = np.array([0.5, 0.5])
@@ -343,23 +343,23 @@ def test_affine_reference_closed_form_and_levels():
     assert affine_w2_squared() == pytest.approx(exact, rel=1e-13)
     with pytest.raises(ValueError, match="positive definite"):
         affine_w2_squared(np.array([[1.0, 0.0], [0.0, -1.0]]))
-    out = affine_study(2, 21)
-    rows = out["levels"]
-    assert [r["m"] for r in rows] == [11, 21]
+
+
+def test_transport_2d_levels_demo(tmp_path):
+    import json
+
+    from femot.cli import main
+    from femot.fem.affine_study import affine_w2_squared
+
+    out, plots = tmp_path / "lv.json", tmp_path / "plots"
+    assert main(["demo", "transport-2d", "--levels", "2", "--m-last", "21", "--quiet", "--json", str(out),
+                 "--plot", str(plots)]) == 0
+    data = json.loads(out.read_text())
+    rows = data["levels"]
+    assert data["success"] and [lv["m"] for lv in rows] == [11, 21]
     assert all(r["success"] and r["certified"] and r["marginal_error"] <= 1e-8 for r in rows)
-    assert rows[1]["cost_error"] < 0.5 * rows[0]["cost_error"]
+    assert rows[1]["cost_error"] < 0.5 * rows[0]["cost_error"]  # the error falls with h, gamma, delta
     assert rows[1]["map_error_l2"] < rows[0]["map_error_l2"]
-
-
-def test_coarse_cold_start_gives_the_dense_plan():
-    """init='auto' on a large GeometricCost starts from coarsened point sets; the plan is the dense one."""
-    X, Y, w1, w2, m1, m2 = _case("2d", 450, 420, seed=13)
-    rd = solve_qrot(_cdist_p(X, Y, 2), m1, m2, 1e-3, 0.0, w1, w2, tol=1e-12)
-    G = GeometricCost(X, Y)
-    G.COARSE_START_MIN = 100  # the default (4000 points) is for real sizes
-    rg = solve_qrot(G, m1, m2, 1e-3, 0.0, w1, w2, tol=1e-12)
-    assert rd.success and rg.success and rg.init == "coarse" and len(G.last_coarse_levels) >= 1
-    assert _rel(rg.plan, rd.plan) <= 1e-10
-    assert np.array_equal(rg.plan.indices, rd.plan.indices) and np.array_equal(rg.plan.indptr, rd.plan.indptr)
-    small = GeometricCost(X[:50], Y[:50])
-    assert small.coarse_start(m1[:50], m2[:50], w1[:50], w2[:50], 1e-3) is None
+    assert data["W2_squared"] == pytest.approx(affine_w2_squared(), rel=1e-15)
+    assert np.isfinite(data["rate_cost"]) and data["rate_cost"] > 0
+    assert (plots / "transport_2d_levels.png").exists()
