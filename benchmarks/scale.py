@@ -21,7 +21,8 @@ RSS is that configuration's process):
 Reported: wall time, Newton iterations (of the finest level), plan nonzeros and the
 largest Newton matrix (working set), peak RSS, marginal error
 max(|pi w2 - mu1|, |pi^T w1 - mu2|) (densities), and the relative plan difference
-to the dense plan (max |P - P_dense| / max |P_dense|).
+to the dense plan (max |P - P_dense| / max |P_dense|) and whether the supports are
+identical (column "supp": "=").
 
 Part ``regot``.  The 2D x 2D problem of issue 14: 3,000 random points in the unit
 square against 3,000 in the disk, |x - y|^2, weights 1/n, densities 1, gamma = 1e-6
@@ -249,7 +250,7 @@ def scale_part(args):
 
     rows = []
     hdr = (f"{'n1':>6} {'n2':>6} {'method':>10} {'time s':>8} {'its':>4} {'plan nnz':>9} "
-           f"{'max K nnz':>9} {'RSS MB':>7} {'marg err':>9} {'vs dense':>9} {'cert':>5} {'full chk s':>10}")
+           f"{'max K nnz':>9} {'RSS MB':>7} {'marg err':>9} {'vs dense':>9} {'supp':>4} {'cert':>5} {'full chk s':>10}")
     print(f"machine load average at start: {os.getloadavg()}")
     print(hdr + "\n" + "-" * len(hdr), flush=True)
     for m in args.m:
@@ -272,9 +273,12 @@ def scale_part(args):
                                                   and np.array_equal(A.indices, B.indices))
             cert = r.get("certified_by_tree")
             cert = "-" if cert is None else ("yes" if cert and r.get("certified_by_full_pass") else "NO")
+            supp = r.get("same_support_as_dense")
+            supp = "-" if supp is None else ("=" if supp else "DIFF")
             print(f"{r['n1']:6d} {r['n2']:6d} {meth:>10} {r['time_s']:8.2f} {r['iterations']:4d} "
                   f"{r['plan_nnz']:9d} {r['max_newton_nnz']:9d} {r['peak_rss_mb']:7.0f} "
-                  f"{r['marginal_error']:9.1e} {r.get('plan_rel_diff_to_dense', float('nan')):9.1e} {cert:>5} "
+                  f"{r['marginal_error']:9.1e} {r.get('plan_rel_diff_to_dense', float('nan')):9.1e} "
+                  f"{supp:>4} {cert:>5} "
                   f"{r.get('full_check_s', float('nan')):10.1f}"
                   f"{'' if r['success'] else '  NOT CONVERGED'}", flush=True)
             rows.append(r)
