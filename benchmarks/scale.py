@@ -13,6 +13,8 @@ RSS is that configuration's process):
   cold start ``init='mean'``, without coarse-to-fine (n <= --geometric-max: from
   there nearly every pair is active in the first Newton matrices).  (The default
   ``solve_qrot(GeometricCost(...))`` starts coarse-to-fine above 4000 points),
+* ``auto``: ``solve_qrot(GeometricCost(x, y), ...)`` with its defaults (``init='auto'``
+  starts coarse-to-fine above 4000 points per side),
 * ``multiscale``: ``femot.core.multiscale.solve_qrot_multiscale`` (coarse-to-fine
   warm starts with gamma coupled to each coarse level, tree passes, certified by the
   tree search); afterwards, outside the timed solve, one streaming pass over all
@@ -95,6 +97,8 @@ def worker(method, m, tol):
         r = solve_qrot(c, m1, m2, gamma, 0.0, w1, w2, tol=tol)
     elif method == "geometric":  # without coarse-to-fine: the closed-form cold start (every pair active)
         r = solve_qrot(GeometricCost(x, y), m1, m2, gamma, 0.0, w1, w2, tol=tol, init="mean")
+    elif method == "auto":  # the plain call: init='auto' starts coarse-to-fine above 4000 points
+        r = solve_qrot(GeometricCost(x, y), m1, m2, gamma, 0.0, w1, w2, tol=tol)
     elif method == "multiscale":
         r = solve_qrot_multiscale(x, y, m1, m2, gamma, w1, w2, tol=tol)
         out["levels"] = r["levels"]
@@ -292,7 +296,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=["scale", "regot", "both"], default="both")
     ap.add_argument("--m", type=int, nargs="+", default=[45, 100, 200], help="vertices per side (n = m^2)")
-    ap.add_argument("--methods", nargs="+", default=["dense", "geometric", "multiscale"])
+    ap.add_argument("--methods", nargs="+", default=["dense", "geometric", "auto", "multiscale"],
+                    choices=["dense", "geometric", "auto", "multiscale"])
     ap.add_argument("--dense-max", type=int, default=10_000, help="largest n for the dense matrix")
     ap.add_argument("--geometric-max", type=int, default=10_000, help="largest n for the cold-start geometric run")
     ap.add_argument("--tol", type=float, default=1e-9)
