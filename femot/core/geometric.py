@@ -7,12 +7,20 @@ either end).  For a point cost these are found by a bounded search in a
 balanced k-d tree over the points ``y_j``:
 
 * every tree node stores the bounding box B of its points;
-* before a pass, every node gets ``bmax = max_{j in node} beta_j`` (O(n2));
+* before a pass, every node gets ``bmax = max_{j in node} beta_j`` (O(n2 log n2));
 * for row i the node is skipped when ``alpha_i + bmax - dist(x_i, B)^p <= tau``:
   since ``c_ij >= dist(x_i, B)^p`` for every point of the node, none of them can
   pass the test.  Otherwise its children are searched, and in a leaf every
   pair is tested with exactly the floating-point expression of the full
   streaming pass (``femot.core.kernels``).
+* for p = 2 in one or two dimensions a second, sharper bound is used as well: a
+  least-squares linear model of beta over the node, ``beta_j <= off + g.y_j`` (its
+  largest deviation folded into ``off``), gives ``beta_j - |x_i - y_j|^2 <=
+  off + g.x_i + |g|^2/4 - dist(x_i + g/2, B)^2`` (the maximum of a concave
+  quadratic over the box).  beta varies by about twice the displacement across a
+  node, which the first bound charges in full; the second only charges the fit's
+  deviation (second order in the node size).  It more than halves the leaves a row
+  visits near a solution.
 
 The bound is exact in real arithmetic; it is applied with a margin of
 ``1e-12 * (max|alpha| + max|beta| + max c)``, about ten thousand times the
@@ -116,22 +124,119 @@ def _build(Y, leaf_size):
 
 
 @njit(cache=True)
-def _node_max(vp, depth):
-    """Per-node maximum of values given in tree order (empty nodes: -inf)."""
+def _node_bounds(vp, Yp, depth, p):
+    """Per-node data for the bound of ``beta_j - c_ij`` (values ``vp`` in tree order).
+
+    Column 0: ``max_node beta``.  For p = 2 and d <= 2 also a linear model of beta
+    over the node, ``beta_j <= off - g.c + g.y_j`` with the fit's largest deviation
+    folded into ``off`` (column 1, +inf when unused; columns 2.. hold g).  Then for
+    every point of the node ``beta_j - |x - y_j|^2 <= off + g.x + |g|^2/4 -
+    dist(x + g/2, box)^2`` (the maximum of a concave quadratic over the box), which is
+    much sharper than ``max beta - dist(x, box)^2`` when beta varies across the node.
+    """
     n = vp.size
+    d = Yp.shape[1]
     nnode = (1 << (depth + 1)) - 1
-    out = np.full(nnode, -np.inf)
-    first_leaf = (1 << depth) - 1
-    nl = 1 << depth
-    for q in range(nl):
-        m = -np.inf
-        for r in range(q * n // nl, (q + 1) * n // nl):
-            if vp[r] > m:
-                m = vp[r]
-        out[first_leaf + q] = m
-    for k in range(first_leaf - 1, -1, -1):
-        out[k] = max(out[2 * k + 1], out[2 * k + 2])
-    return out
+    B = np.zeros((nnode, 2 + d))
+    lev = 0
+    for k in range(nnode):
+        if k >= (1 << (lev + 1)) - 1:
+            lev += 1
+        q = k - ((1 << lev) - 1)
+        s = q * n // (1 << lev)
+        e = (q + 1) * n // (1 << lev)
+        bmax = -np.inf
+        for r in range(s, e):
+            if vp[r] > bmax:
+                bmax = vp[r]
+        B[k, 0] = bmax
+        B[k, 1] = np.inf
+        cnt = e - s
+        if p != 2.0 or d > 2 or cnt < 3 or not np.isfinite(bmax):
+            continue
+        c0 = 0.0
+        c1 = 0.0
+        vb = 0.0
+        for r in range(s, e):
+            c0 += Yp[r, 0]
+            if d == 2:
+                c1 += Yp[r, 1]
+            vb += vp[r]
+        c0 /= cnt
+        c1 /= cnt
+        vb /= cnt
+        s00 = 0.0
+        s01 = 0.0
+        s11 = 0.0
+        r0 = 0.0
+        r1 = 0.0
+        for r in range(s, e):
+            u0 = Yp[r, 0] - c0
+            dv = vp[r] - vb
+            s00 += u0 * u0
+            r0 += u0 * dv
+            if d == 2:
+                u1 = Yp[r, 1] - c1
+                s01 += u0 * u1
+                s11 += u1 * u1
+                r1 += u1 * dv
+        g0 = 0.0
+        g1 = 0.0
+        if d == 1:
+            if s00 <= 0.0:
+                continue
+            g0 = r0 / s00
+        else:
+            det = s00 * s11 - s01 * s01
+            tr = s00 + s11
+            if not det > 1e-6 * tr * tr:
+                continue
+            g0 = (s11 * r0 - s01 * r1) / det
+            g1 = (s00 * r1 - s01 * r0) / det
+        err = 0.0
+        vabs = 0.0
+        for r in range(s, e):
+            u = vp[r] - vb - g0 * (Yp[r, 0] - c0)
+            if d == 2:
+                u -= g1 * (Yp[r, 1] - c1)
+            if abs(u) > err:
+                err = abs(u)
+            if abs(vp[r]) > vabs:
+                vabs = abs(vp[r])
+        # rounding of the fit and of its later use: a generous allowance
+        err += 1e-10 * (vabs + (abs(g0) + abs(g1)) * (abs(c0) + abs(c1) + 1.0))
+        B[k, 1] = vb - g0 * c0 - g1 * c1 + err
+        B[k, 2] = g0
+        if d == 2:
+            B[k, 3] = g1
+    return B
+
+
+@njit(inline="always")
+def _node_bound(X1, i, lo, hi, k, p, B):
+    """Upper bound of ``beta_j - c_ij`` over the points j of node k (see ``_node_bounds``)."""
+    v = B[k, 0] - _lower(X1, i, lo, hi, k, p)
+    if B[k, 1] < np.inf:
+        d = X1.shape[1]
+        s = 0.0
+        gx = 0.0
+        gg = 0.0
+        for a in range(d):
+            g = B[k, 2 + a]
+            x = X1[i, a]
+            u = x + 0.5 * g
+            gap = 0.0
+            if u < lo[k, a]:
+                gap = lo[k, a] - u
+            elif u > hi[k, a]:
+                gap = u - hi[k, a]
+            s += gap * gap
+            gx += g * x
+            gg += g * g
+        v2 = B[k, 1] + gx + 0.25 * gg - s
+        if v2 < v:
+            v = v2
+    return v
 
 
 # -- the search ---------------------------------------------------------------
@@ -177,8 +282,10 @@ def _cost(X1, i, Yp, r, p):
 
 
 @njit(inline="always")
-def _leaves(X1, i, lo, hi, depth, p, a0, bmax0, a1, bmax1, cut, stack, out):
+def _leaves(X1, i, lo, hi, depth, p, a0, B0, a1, B1, two, cut, stack, out):
     """Leaves of the tree that may hold a pair with max(a0 + b0_j, a1 + b1_j) - c_ij > cut.
+
+    (With ``two`` False only the first end, ``a0 + b0_j - c_ij > cut``, is tested.)
 
     Writes their indices (0 .. 2^depth - 1) into ``out``; returns how many.
     """
@@ -189,7 +296,9 @@ def _leaves(X1, i, lo, hi, depth, p, a0, bmax0, a1, bmax1, cut, stack, out):
     while top >= 0:
         k = stack[top]
         top -= 1
-        bound = max(a0 + bmax0[k], a1 + bmax1[k]) - _lower(X1, i, lo, hi, k, p)
+        bound = a0 + _node_bound(X1, i, lo, hi, k, p, B0)
+        if two:
+            bound = max(bound, a1 + _node_bound(X1, i, lo, hi, k, p, B1))
         if not bound > cut:
             continue
         if k >= first_leaf:
@@ -215,15 +324,15 @@ def _count_line(X1, Yp, perm, lo, hi, depth, p, alpha, beta, dalpha, dbeta, tmax
         j = perm[r]
         bp0[r] = beta[j]
         bp1[r] = beta[j] + tmax * dbeta[j]
-    bm0 = _node_max(bp0, depth)
-    bm1 = _node_max(bp1, depth)
+    bm0 = _node_bounds(bp0, Yp, depth, p)
+    bm1 = _node_bounds(bp1, Yp, depth, p)
     count = np.zeros(n1, np.int64)
     for i in prange(n1):
         stack = np.empty(depth + 2, np.int64)
         out = np.empty(nl, np.int64)
         a = alpha[i]
         da = dalpha[i]
-        nleaf = _leaves(X1, i, lo, hi, depth, p, a, bm0, a + tmax * da, bm1, -margin, stack, out)
+        nleaf = _leaves(X1, i, lo, hi, depth, p, a, bm0, a + tmax * da, bm1, True, -margin, stack, out)
         k = 0
         for m in range(nleaf):
             q = out[m]
@@ -240,7 +349,7 @@ def _above(X1, Yp, perm, lo, hi, depth, p, alpha, bp, threshold, margin, count):
     """CSR (indptr, indices, z, cvals) of ``alpha_i + b_j - c_ij > threshold``, indices sorted per row."""
     n1 = X1.shape[0]
     n2 = Yp.shape[0]
-    bm = _node_max(bp, depth)
+    bm = _node_bounds(bp, Yp, depth, p)
     nl = 1 << depth
     indptr = np.zeros(n1 + 1, np.int64)
     for i in range(n1):
@@ -254,7 +363,7 @@ def _above(X1, Yp, perm, lo, hi, depth, p, alpha, bp, threshold, margin, count):
         stack = np.empty(depth + 2, np.int64)
         out = np.empty(nl, np.int64)
         a = alpha[i]
-        nleaf = _leaves(X1, i, lo, hi, depth, p, a, bm, a, bm, threshold - margin, stack, out)
+        nleaf = _leaves(X1, i, lo, hi, depth, p, a, bm, a, bm, False, threshold - margin, stack, out)
         s0 = indptr[i]
         e0 = indptr[i + 1]
         w = s0
@@ -294,7 +403,7 @@ def _evaluate(X1, Yp, perm, lo, hi, depth, p, alpha, beta, dalpha, dbeta, t, w1,
     for r in range(n2):
         j = perm[r]
         btp[r] = beta[j] + t * dbeta[j]
-    bm = _node_max(btp, depth)
+    bm = _node_bounds(btp, Yp, depth, p)
     rowsum = np.zeros(n1)
     count = np.zeros(n1, np.int64)
     colpart = np.zeros((nchunk, n2))
@@ -313,7 +422,7 @@ def _evaluate(X1, Yp, perm, lo, hi, depth, p, alpha, beta, dalpha, dbeta, t, w1,
             s = 0.0
             sd = 0.0
             k = 0
-            nleaf = _leaves(X1, i, lo, hi, depth, p, a, bm, a, bm, -margin, stack, out)
+            nleaf = _leaves(X1, i, lo, hi, depth, p, a, bm, a, bm, False, -margin, stack, out)
             for m in range(nleaf):
                 q = out[m]
                 for r in range(q * n2 // nl, (q + 1) * n2 // nl):
@@ -347,8 +456,8 @@ def _line(X1, Yp, perm, lo, hi, depth, p, alpha, beta, dalpha, dbeta, tmax, w1, 
         j = perm[r]
         bp0[r] = beta[j]
         bp1[r] = beta[j] + tmax * dbeta[j]
-    bm0 = _node_max(bp0, depth)
-    bm1 = _node_max(bp1, depth)
+    bm0 = _node_bounds(bp0, Yp, depth, p)
+    bm1 = _node_bounds(bp1, Yp, depth, p)
     ptr = np.zeros(n1 + 1, np.int64)
     for i in range(n1):
         ptr[i + 1] = ptr[i] + count[i]
@@ -361,7 +470,7 @@ def _line(X1, Yp, perm, lo, hi, depth, p, alpha, beta, dalpha, dbeta, tmax, w1, 
         out = np.empty(nl, np.int64)
         a = alpha[i]
         da = dalpha[i]
-        nleaf = _leaves(X1, i, lo, hi, depth, p, a, bm0, a + tmax * da, bm1, -margin, stack, out)
+        nleaf = _leaves(X1, i, lo, hi, depth, p, a, bm0, a + tmax * da, bm1, True, -margin, stack, out)
         w = ptr[i]
         for m in range(nleaf):
             q = out[m]
@@ -463,14 +572,14 @@ def _count_thr(X1, Yp, lo, hi, depth, p, alpha, bp, threshold, margin):
     """Per row, #{j : alpha_i + b_j - c_ij > threshold} with the full pass's expression."""
     n1 = X1.shape[0]
     n2 = Yp.shape[0]
-    bm = _node_max(bp, depth)
+    bm = _node_bounds(bp, Yp, depth, p)
     nl = 1 << depth
     count = np.zeros(n1, np.int64)
     for i in prange(n1):
         stack = np.empty(depth + 2, np.int64)
         out = np.empty(nl, np.int64)
         a = alpha[i]
-        nleaf = _leaves(X1, i, lo, hi, depth, p, a, bm, a, bm, threshold - margin, stack, out)
+        nleaf = _leaves(X1, i, lo, hi, depth, p, a, bm, a, bm, False, threshold - margin, stack, out)
         k = 0
         for m in range(nleaf):
             q = out[m]
