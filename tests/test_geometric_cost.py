@@ -223,5 +223,143 @@ def test_multiscale_matches_dense_and_certificate_rejects_truncation():
     ptr = P.indptr.copy()
     ptr[i + 1:] -= 1
     assert list(certify_working_set(G, rm.alpha, rm.beta, ptr, ind)) == [i]
+    # the same with one full streaming pass as the counter
+    assert list(certify_working_set(G, rm.alpha, rm.beta, ptr, ind, full=True)) == [i]
+    assert certify_working_set(G, rm.alpha, rm.beta, P.indptr, P.indices, full=True).size == 0
     # a looser threshold asks for more than the support holds
     assert certify_working_set(G, rm.alpha, rm.beta, P.indptr, P.indices, threshold=-1e-2).size > 0
+
+
+def _potentials(rng, n1, n2, spread):
+    return rng.random(n1) * spread, rng.random(n2) * spread
+
+
+@pytest.mark.parametrize("kind,p", [("1d", 2.0), ("2d", 2.0), ("1dx2d", 2.0), ("2d", 1.0), ("3d", 1.5), ("3d", 2.0)])
+def test_tree_search_returns_the_full_pass_sets(kind, p):
+    """Every pass by the k-d tree search gives the same pairs as the full streaming pass."""
+    rng = np.random.default_rng(21)
+    if kind == "3d":
+        X, Y = rng.random((300, 3)), rng.random((280, 3)) * 0.7 + 0.2
+        w1, w2 = np.full(300, 1 / 300), np.full(280, 1 / 280)
+    else:
+        X, Y, w1, w2, _, _ = _case(kind, 300, 280, seed=21)
+    G, F = GeometricCost(X, Y, p), GeometricCost(X, Y, p, search="full")
+    assert G.tree.leaves > 4  # a real tree, not one leaf
+    al, be = _potentials(rng, 300, 280, 0.3)
+    for thr in (0.0, -0.05, 0.02):
+        assert np.array_equal(G.count_above(al, be, thr), F.count_above(al, be, thr))
+        for a, b in zip(G.active(al, be, threshold=thr), F.active(al, be, threshold=thr)):
+            assert np.array_equal(a, b)
+        for a, b in zip(G.candidates(al, be, thr), F.candidates(al, be, thr)):
+            assert np.array_equal(a, b)
+    assert G.count_above(al, be).sum() > 100  # the test is not vacuous
+    da, db = rng.normal(size=300) * 0.02, rng.normal(size=280) * 0.02
+    eg, ef = G.evaluate(al, be, w1, w2, da, db, 0.6), F.evaluate(al, be, w1, w2, da, db, 0.6)
+    assert np.array_equal(eg[2], ef[2])  # the same active pairs
+    for a, b in zip(eg[:2], ef[:2]):  # sums equal up to the summation order
+        assert np.allclose(a, b, rtol=1e-13, atol=1e-15)
+    assert eg[3] == pytest.approx(ef[3], rel=1e-12)
+    lg = G.line_candidates(al, be, da, db, 1.0, w1, w2)
+    lf = F.line_candidates(al, be, da, db, 1.0, w1, w2)
+    assert lg[0].size == lf[0].size > 0
+    og, of = np.lexsort((lg[1], lg[0])), np.lexsort((lf[1], lf[0]))
+    for a, b in zip(lg, lf):
+        assert np.array_equal(a[og], b[of])
+
+
+@pytest.mark.parametrize("kind", ["1d", "2d", "1dx2d"])
+def test_tree_search_finds_every_active_pair_of_the_dense_plan(kind):
+    """The search at the dense solver's potentials returns exactly the support of its plan."""
+    X, Y, w1, w2, m1, m2 = _case(kind, 500, 450, seed=8)
+    rd = solve_qrot(_cdist_p(X, Y, 2), m1, m2, 1e-3, 0.0, w1, w2, tol=1e-12)
+    assert rd.success
+    G = GeometricCost(X, Y)
+    ip, ind, z = G.active(rd.alpha, rd.beta)
+    P = rd.plan
+    assert np.array_equal(ip, P.indptr) and np.array_equal(ind, P.indices)
+    assert np.allclose(z / rd.gamma, P.data, rtol=1e-12, atol=0)
+    # and the band the certificate of a perturbed point would need
+    tau = 1e-3
+    cnt = G.count_above(rd.alpha, rd.beta, -tau)
+    Z = rd.alpha[:, None] + rd.beta[None, :] - _cdist_p(X, Y, 2)
+    assert np.array_equal(cnt, (Z > -tau).sum(1))
+
+
+def test_tree_solver_matches_full_search_solver_2d():
+    """solve_qrot with the tree search and with full passes: the same plan, jvp and vjp."""
+    X, Y, w1, w2, m1, m2 = _case("2d", 300, 260, seed=12)
+    rt = solve_qrot(GeometricCost(X, Y), m1, m2, 1e-3, 0.0, w1, w2, tol=1e-12)
+    rf = solve_qrot(GeometricCost(X, Y, search="full"), m1, m2, 1e-3, 0.0, w1, w2, tol=1e-12)
+    assert rt.success and rf.success
+    assert _rel(rt.plan, rf.plan) <= 1e-10
+    assert np.array_equal(rt.plan.indices, rf.plan.indices)
+
+
+def test_cost_protocol():
+    from femot.core.cost import Cost, as_cost
+
+    rng = np.random.default_rng(0)
+    X = rng.random((20, 2))
+    assert isinstance(GeometricCost(X, X), Cost)
+    assert isinstance(DenseCost(np.ones((3, 4))), Cost)
+    assert not isinstance(np.ones((3, 4)), Cost)
+
+    class Wrapped:
+        """A user cost: delegates to a DenseCost (the protocol is all the solver needs)."""
+
+        def __init__(self, c):
+            self._d = DenseCost(c)
+            self.shape, self.max_abs = self._d.shape, self._d.max_abs
+
+        def __getattr__(self, name):
+            return getattr(self._d, name)
+
+        evaluate = property(lambda self: self._d.evaluate)
+        active = property(lambda self: self._d.active)
+        count_above = property(lambda self: self._d.count_above)
+        candidates = property(lambda self: self._d.candidates)
+        line_candidates = property(lambda self: self._d.line_candidates)
+        entries = property(lambda self: self._d.entries)
+        weighted_sums = property(lambda self: self._d.weighted_sums)
+
+    C = _cdist_p(X, X[::-1] * 0.9, 2)
+    W = Wrapped(C)
+    assert isinstance(W, Cost) and as_cost(W) is W
+    n = 20
+    r1 = solve_qrot(W, np.ones(n), np.ones(n), 1e-2, 0.0, np.full(n, 1 / n), np.full(n, 1 / n), tol=1e-12)
+    r2 = solve_qrot(C, np.ones(n), np.ones(n), 1e-2, 0.0, np.full(n, 1 / n), np.full(n, 1 / n), tol=1e-12)
+    assert r1.success and _rel(r1.plan, r2.plan) <= 1e-12
+
+
+def test_affine_reference_closed_form():
+    """W_2^2 of the affine study against the closed form from the moments of mu1."""
+    from femot.fem.affine_study import DEFAULT_A, DEFAULT_B, affine_w2_squared
+
+    # moments of f = 1 + sin(2 pi x1) cos(pi x2) / 2 on the unit square
+    mean = np.array([0.5, 0.5])
+    S = np.array([[1 / 3, 0.25 + 1 / (2 * np.pi ** 3)], [0.25 + 1 / (2 * np.pi ** 3), 1 / 3]])
+    B = np.eye(2) - DEFAULT_A
+    exact = np.trace(B.T @ B @ S) - 2 * DEFAULT_B @ B @ mean + DEFAULT_B @ DEFAULT_B
+    assert affine_w2_squared() == pytest.approx(exact, rel=1e-13)
+    with pytest.raises(ValueError, match="positive definite"):
+        affine_w2_squared(np.array([[1.0, 0.0], [0.0, -1.0]]))
+
+
+def test_transport_2d_levels_demo(tmp_path):
+    import json
+
+    from femot.cli import main
+    from femot.fem.affine_study import affine_w2_squared
+
+    out, plots = tmp_path / "lv.json", tmp_path / "plots"
+    assert main(["demo", "transport-2d", "--levels", "2", "--m-last", "21", "--quiet", "--json", str(out),
+                 "--plot", str(plots)]) == 0
+    data = json.loads(out.read_text())
+    rows = data["levels"]
+    assert data["success"] and [lv["m"] for lv in rows] == [11, 21]
+    assert all(r["success"] and r["certified"] and r["marginal_error"] <= 1e-8 for r in rows)
+    assert rows[1]["cost_error"] < 0.5 * rows[0]["cost_error"]  # the error falls with h, gamma, delta
+    assert rows[1]["map_error_l2"] < rows[0]["map_error_l2"]
+    assert data["W2_squared"] == pytest.approx(affine_w2_squared(), rel=1e-15)
+    assert np.isfinite(data["rate_cost"]) and data["rate_cost"] > 0
+    assert (plots / "transport_2d_levels.png").exists()

@@ -1,7 +1,7 @@
 """The finite-dimensional core: regularized and exact transport, sensitivities."""
-from femot.core.cost import DenseCost, GeometricCost, as_cost
+from femot.core.cost import Cost, DenseCost, GeometricCost, as_cost
 from femot.core.exact import exact_ot, exact_ot_1d
 from femot.core.qrot import QROTResult, residual_floor, solve_qrot
 
-__all__ = ["DenseCost", "GeometricCost", "as_cost", "exact_ot", "exact_ot_1d", "QROTResult", "residual_floor",
+__all__ = ["Cost", "DenseCost", "GeometricCost", "as_cost", "exact_ot", "exact_ot_1d", "QROTResult", "residual_floor",
            "solve_qrot"]

@@ -8,11 +8,57 @@ methods, and callers keep passing it where they pass an array today.
 """
 from __future__ import annotations
 
+from typing import Any, Protocol, runtime_checkable
+
 import numpy as np
 
 from femot.core import kernels
 
-__all__ = ["DenseCost", "GeometricCost", "as_cost"]
+__all__ = ["Cost", "DenseCost", "GeometricCost", "as_cost"]
+
+
+@runtime_checkable
+class Cost(Protocol):
+    """What :func:`femot.solve_qrot` and :class:`femot.QROTResult` need from a cost.
+
+    ``z_ij = alpha_i + beta_j - c_ij`` below; every pass must treat all n1*n2
+    pairs (a pair left out must provably fail the pass's test), so that the
+    solver's results are those of the full matrix.  :class:`DenseCost` (a stored
+    matrix) and :class:`GeometricCost` (``|x - y|^p`` from coordinates, k-d tree
+    searches) implement it; a user's cost object only has to provide the same
+    members to be accepted wherever a matrix is.
+
+    Attributes
+    ----------
+    shape : (n1, n2).
+    max_abs : ``max_ij |c_ij|`` (or an upper bound close to it: it sets the rounding floor).
+    """
+
+    shape: tuple
+    max_abs: float
+
+    def evaluate(self, alpha, beta, w1, w2, dalpha=None, dbeta=None, t=0.0):
+        """``(rowsum, colsum, count, dsum)`` of ``z_+`` at ``(alpha + t dalpha, beta + t dbeta)``:
+        ``sum_j w2_j z_ij^+``, ``sum_i w1_i z_ij^+``, ``#{j : z_ij > 0}`` per row and
+        ``sum_ij w1_i w2_j z_ij^+ (dalpha_i + dbeta_j)``."""
+
+    def active(self, alpha, beta, count=None, threshold: float = 0.0):
+        """CSR ``(indptr, indices, z)`` of the pairs with ``z_ij > threshold`` (columns sorted per row)."""
+
+    def count_above(self, alpha, beta, threshold: float = 0.0):
+        """Per-row counts of the pairs with ``z_ij > threshold``."""
+
+    def candidates(self, alpha, beta, threshold: float, max_count=None):
+        """CSR ``(indptr, indices, c values)`` of the pairs with ``z_ij > threshold``; None above ``max_count``."""
+
+    def line_candidates(self, alpha, beta, dalpha, dbeta, tmax, w1, w2, max_count=None):
+        """``(z, dz, w1_i w2_j)`` of the pairs positive somewhere on ``t in [0, tmax]``; None above ``max_count``."""
+
+    def entries(self, rows, cols):
+        """``c`` at the index pairs ``(rows[k], cols[k])``."""
+
+    def weighted_sums(self, w1, w2):
+        """``(c @ w2, w1 @ c)``."""
 
 
 class _StreamedCost:
@@ -21,6 +67,11 @@ class _StreamedCost:
     Subclasses set ``shape``, ``max_abs``, ``_op`` (a matrix, or coordinates
     ``(X1, X2, p)``) and ``_nchunk``.
     """
+
+    shape: tuple
+    max_abs: float
+    _op: Any
+    _nchunk: int
 
     # -- passes used by the solver -------------------------------------------
     def evaluate(self, alpha, beta, w1, w2, dalpha=None, dbeta=None, t=0.0):
@@ -47,6 +98,10 @@ class _StreamedCost:
         if max_count is not None and count.sum() > max_count:
             return None
         return kernels.line_candidates(self._op, alpha, beta, dalpha, dbeta, float(tmax), w1, w2, count)
+
+    def count_above(self, alpha, beta, threshold: float = 0.0):
+        """Per-row counts of the entries with ``z_ij > threshold``."""
+        return kernels.count_above(self._op, alpha, beta, float(threshold))
 
     def candidates(self, alpha, beta, threshold: float, max_count=None):
         """CSR (indptr, indices, cvals) of the entries with z > threshold; None when
@@ -136,7 +191,9 @@ class GeometricCost(_StreamedCost):
     distance to the p, found among pairs of convex-hull vertices.
     """
 
-    def __init__(self, x1, x2, p: float = 2.0):
+    def __init__(self, x1, x2, p: float = 2.0, search: str = "tree"):
+        if search not in ("tree", "full"):
+            raise ValueError(f"search must be 'tree' or 'full', got {search!r}")
         X1 = _coords(x1, "x1")
         X2 = _coords(x2, "x2")
         if X1.shape[1] != X2.shape[1]:
@@ -153,6 +210,79 @@ class GeometricCost(_StreamedCost):
         self.dim = X1.shape[1]
         self._nchunk = kernels.num_chunks(self.shape[0])
         self.max_abs = self._max_abs()
+        self.search = search
+        self._tree = None
+        #: Largest candidate set a pass may allocate (entries); beyond it the pass
+        #: returns None and the solver takes its streaming fallback.
+        self.max_candidates = int(max(2_000_000, 200 * (self.shape[0] + self.shape[1])))
+
+    @property
+    def screening(self) -> bool:
+        """Whether the solver should keep a screening band (only without the tree search)."""
+        return self.search == "full"
+
+    def _too_many(self, count_rows, max_count):
+        """Estimate from 256 evenly spaced rows whether a candidate set exceeds max_count."""
+        n1 = self.shape[0]
+        if n1 < 4096:
+            return False
+        rows = np.unique(np.linspace(0, n1 - 1, 256).astype(np.int64))
+        return count_rows(rows).sum() * (n1 / rows.size) > 2.0 * max_count
+
+    # -- the threshold passes: k-d tree search (femot.core.geometric) or full streaming --
+    @property
+    def tree(self):
+        """The k-d tree over ``x2`` used by the passes (built on first use, O(n2 log^2 n2))."""
+        if self._tree is None:
+            from femot.core.geometric import PointTree
+
+            self._tree = PointTree(self.x1, self.x2, self.p, self.max_abs)
+        return self._tree
+
+    def evaluate(self, alpha, beta, w1, w2, dalpha=None, dbeta=None, t=0.0):
+        if self.search == "full":
+            return super().evaluate(alpha, beta, w1, w2, dalpha, dbeta, t)
+        if dalpha is None:
+            dalpha = np.zeros_like(alpha)
+            dbeta = np.zeros_like(beta)
+        return self.tree.evaluate(alpha, beta, dalpha, dbeta, float(t), w1, w2)
+
+    def count_above(self, alpha, beta, threshold: float = 0.0):
+        if self.search == "full":
+            return super().count_above(alpha, beta, threshold)
+        return self.tree.count_above(alpha, beta, float(threshold))
+
+    def active(self, alpha, beta, count=None, threshold: float = 0.0):
+        if self.search == "full":
+            return super().active(alpha, beta, count, threshold)
+        if threshold != 0.0:
+            count = None
+        ip, ind, z, _ = self.tree.above(alpha, beta, float(threshold), count)
+        return ip, ind, z
+
+    def candidates(self, alpha, beta, threshold: float, max_count=None):
+        if self.search == "full":
+            return super().candidates(alpha, beta, threshold, max_count)
+        max_count = min(self.max_candidates, np.inf if max_count is None else max_count)
+        if self._too_many(lambda rows: self.tree.count_above(alpha, beta, float(threshold), rows), max_count):
+            return None
+        count = self.tree.count_above(alpha, beta, float(threshold))
+        if max_count is not None and count.sum() > max_count:
+            return None
+        ip, ind, _, cv = self.tree.above(alpha, beta, float(threshold), count)
+        return ip, ind, cv
+
+    def line_candidates(self, alpha, beta, dalpha, dbeta, tmax, w1, w2, max_count=None):
+        if self.search == "full":
+            return super().line_candidates(alpha, beta, dalpha, dbeta, tmax, w1, w2, max_count)
+        max_count = min(self.max_candidates * 4, np.inf if max_count is None else max_count)
+        if self._too_many(lambda rows: self.tree.count_line(alpha, beta, dalpha, dbeta, float(tmax), rows),
+                          max_count):
+            return None
+        count = self.tree.count_line(alpha, beta, dalpha, dbeta, float(tmax))
+        if max_count is not None and count.sum() > max_count:
+            return None
+        return self.tree.line(alpha, beta, dalpha, dbeta, float(tmax), w1, w2, count)
 
     def _max_abs(self) -> float:
         """max_ij |x_i - y_j|^p: the farthest pair is a pair of convex-hull vertices."""
@@ -200,7 +330,7 @@ def as_cost(c, shape=None):
     """Wrap an array (or pass through a cost object) after validating it."""
     if isinstance(c, (DenseCost, GeometricCost)):
         cost = c
-    elif hasattr(c, "evaluate") and hasattr(c, "active") and hasattr(c, "shape"):
+    elif isinstance(c, Cost):
         cost = c  # a user-provided cost object with the same protocol
     else:
         cost = DenseCost(c)

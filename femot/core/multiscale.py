@@ -22,116 +22,94 @@ import time
 
 import numpy as np
 
+from femot.core.coarsening import coarse_start, coarsen, interpolate_potential
 from femot.core.cost import GeometricCost
 
-__all__ = ["coarsen", "interpolate_potential", "certify_working_set", "solve_qrot_multiscale"]
+__all__ = ["coarsen", "interpolate_potential", "certify_working_set", "coarse_start", "solve_qrot_multiscale"]
 
 
-def certify_working_set(cost, alpha, beta, indptr, indices, threshold: float = 0.0):
+def certify_working_set(cost, alpha, beta, indptr, indices, threshold: float = 0.0, full: bool = False):
     """Rows where some pair outside the working set has ``z_ij > threshold``.
 
     ``z_ij = alpha_i + beta_j - c_ij``; the working set is given in CSR form
-    (``indptr``, ``indices``).  One full streaming pass counts, per row, the
-    pairs above the threshold; the working set's own pairs above it are a subset,
-    so equal counts prove that no pair outside the set is above the threshold
-    (with ``threshold = 0``: no active pair was left out).  Returns the indices
-    of the rows that fail (empty: certified).
+    (``indptr``, ``indices``).  The pairs above the threshold are counted per
+    row over *all* n1*n2 pairs; the working set's own pairs above it are a
+    subset, so equal counts prove that no pair outside the set is above the
+    threshold (with ``threshold = 0``: no active pair was left out, so the
+    potentials solve the dual equations of the full problem, not only of the
+    problem restricted to the set).  Returns the indices of the rows that fail
+    (empty: certified).
+
+    The count is ``cost.count_above``: for a :class:`~femot.core.cost.GeometricCost`
+    a k-d tree search whose node bound ``alpha_i + max_node beta - dist(x_i, box)^p``
+    proves, node by node, that the skipped pairs are not above the threshold
+    (``femot.core.geometric``), so the certificate costs about as much as the
+    pairs it counts.  ``full=True`` counts with one streaming pass over every
+    pair instead (an independent check; n1*n2 cost evaluations).
     """
     from femot.core import kernels
 
     n1 = len(indptr) - 1
-    full = kernels.count_above(cost.kernel_operand, alpha, beta, float(threshold))
+    if full or not hasattr(cost, "count_above"):
+        full_count = kernels.count_above(cost.kernel_operand, alpha, beta, float(threshold))
+    else:
+        full_count = cost.count_above(alpha, beta, float(threshold))
     rows = np.repeat(np.arange(n1), np.diff(indptr))
     z = alpha[rows] + beta[indices] - cost.entries(rows, indices)
     inside = np.bincount(rows[z > threshold], minlength=n1)
-    return np.nonzero(full != inside)[0]
-
-
-def coarsen(X, w, m, target: int):
-    """Aggregate points on a uniform grid with about ``target`` nonempty cells.
-
-    Returns ``(Xc, wc, mc, label)``: weighted centres, summed weights, densities
-    ``sum w m / sum w`` and the cell of every fine point.
-    """
-    X = np.asarray(X, dtype=float).reshape(len(X), -1)
-    n, d = X.shape
-    lo, hi = X.min(0), X.max(0)
-    ext = np.maximum(hi - lo, 1e-300)
-    # cells per axis for ~target nonempty cells of the occupied volume (adjusted twice)
-    k = max(1.0, (target * np.prod(ext) / ext.max() ** d) ** (1.0 / d))
-    for _ in range(3):
-        h = ext.max() / k
-        idx = np.floor((X - lo) / h).astype(np.int64)
-        key = np.ravel_multi_index(idx.T, tuple(idx.max(0) + 1))
-        uniq, label = np.unique(key, return_inverse=True)
-        if abs(uniq.size - target) <= 0.2 * target:
-            break
-        k *= (target / uniq.size) ** (1.0 / d)
-    nc = uniq.size
-    wc = np.bincount(label, w, minlength=nc)
-    mass = np.bincount(label, w * m, minlength=nc)
-    Xc = np.stack([np.bincount(label, w * X[:, j], minlength=nc) for j in range(d)], axis=1) / wc[:, None]
-    return Xc, wc, mass / wc, label
-
-
-def interpolate_potential(Xc, fc, X, k: int = 4):
-    """Inverse-distance interpolation of values ``fc`` at ``Xc`` to the points ``X`` (k nearest)."""
-    from scipy.spatial import cKDTree
-
-    k = min(k, len(Xc))
-    dist, idx = cKDTree(Xc).query(X, k=k)
-    if k == 1:
-        return fc[idx]
-    wgt = 1.0 / np.maximum(dist, 1e-12 * (dist.max() + 1.0)) ** 2
-    return (wgt * fc[idx]).sum(1) / wgt.sum(1)
+    return np.nonzero(full_count != inside)[0]
 
 
 def solve_qrot_multiscale(x1, x2, mu1, mu2, gamma, w1, w2, *, p: float = 2.0, eps: float = 0.0,
-                          coarsest: int = 2000, factor: float = 4.0, tol: float = 1e-10, **options):
+                          coarsest: int = 2000, factor: float = 4.0, tol: float = 1e-10, certify: str = "tree",
+                          coupled: bool = True, coarse_tol: float = 1e-7, **options):
     """QROT between point clouds (cost |x - y|^p, matrix-free) from coarse-to-fine warm starts.
 
-    Solves the problem of :func:`femot.solve_qrot` with ``c = GeometricCost(x1, x2, p)``:
-    levels are coarsened by ``factor`` (points per level) until both sides have at most
-    ``coarsest`` points; every level is solved (to ``tol``) from the interpolated
-    potentials of the coarser one.  Returns the fine :class:`~femot.core.qrot.QROTResult`
-    with ``levels`` (per level: sizes, iterations, time, success) added.
+    Solves the problem of :func:`femot.solve_qrot` with ``c = GeometricCost(x1, x2, p)``
+    (docs/core.md, section 6): levels are coarsened by ``factor`` (points per level) until
+    both sides have at most ``coarsest`` points; every level is solved from the
+    interpolated potentials of the coarser one, the coarsest from the cold start.
+
+    Only the finest level is the problem asked for; the coarser ones only produce its
+    warm start.  With ``coupled`` (default) a coarse level with n points per side
+    (``n = sqrt(n1 n2)``) uses ``gamma_l = gamma (n_fine / n)^((d + 2) / d)`` (d the
+    dimension of the points): the support width of the plan, ``~ gamma^(1/(d+2))``,
+    then spans as many coarse cells as the fine plan spans fine ones.  With the fine
+    gamma a coarse level resolves the plan by fewer than one cell per row and the
+    semismooth Newton method crawls there.  Coarse levels are solved to ``coarse_tol``
+    (at most 100 iterations; a coarse level that stops early still gives its potentials),
+    the finest to ``tol``.
+
+    Parameters
+    ----------
+    certify : 'tree' (default), 'full' or 'none': after the fine solve, prove that no
+        pair outside the plan's support is active (:func:`certify_working_set`; by the
+        k-d tree search, or by one streaming pass over all n1*n2 pairs).  The result is
+        in ``res["certified"]`` (and its time in ``res["certify_s"]``).
+
+    Returns the fine :class:`~femot.core.qrot.QROTResult` with ``levels`` (per level:
+    sizes, gamma, iterations, time, success) added.
     """
     from femot.core.qrot import solve_qrot
 
+    if certify not in ("tree", "full", "none"):
+        raise ValueError(f"certify must be 'tree', 'full' or 'none', got {certify!r}")
     X1 = np.asarray(x1, dtype=float).reshape(len(x1), -1)
     X2 = np.asarray(x2, dtype=float).reshape(len(x2), -1)
-    w1 = np.asarray(w1, dtype=float)
-    w2 = np.asarray(w2, dtype=float)
-    m1 = np.asarray(mu1, dtype=float)
-    m2 = np.asarray(mu2, dtype=float)
-    if factor <= 1:
-        raise ValueError(f"factor must be > 1, got {factor!r}")
-    chain = [(X1, w1, m1, X2, w2, m2, None, None)]
-    while max(len(chain[-1][0]), len(chain[-1][3])) > coarsest:
-        A1, v1, n1_, A2, v2, n2_ = chain[-1][:6]
-        C1, cw1, cm1, _ = coarsen(A1, v1, n1_, max(2, int(len(A1) / factor)))
-        C2, cw2, cm2, _ = coarsen(A2, v2, n2_, max(2, int(len(A2) / factor)))
-        if len(C1) >= len(A1) and len(C2) >= len(A2):
-            break
-        chain.append((C1, cw1, cm1, C2, cw2, cm2, None, None))
-    x0 = None
-    levels = []
-    res = None
-    for lev in range(len(chain) - 1, -1, -1):
-        A1, v1, n1_, A2, v2, n2_ = chain[lev][:6]
-        if eps == 0.0 and lev > 0:  # aggregation keeps the masses equal up to rounding; rebalance
-            n2_ = n2_ * ((v1 @ n1_) / (v2 @ n2_))
-        if res is not None:
-            P1, P2 = chain[lev + 1][0], chain[lev + 1][3]
-            x0 = (interpolate_potential(P1, res.alpha, A1), interpolate_potential(P2, res.beta, A2))
+    start = coarse_start(X1, X2, mu1, mu2, gamma, w1, w2, p=p, eps=eps, coarsest=coarsest, factor=factor,
+                         coupled=coupled, coarse_tol=max(tol, coarse_tol), solver=solve_qrot, **options)
+    x0, levels = (None, []) if start is None else (start[:2], start[2])
+    t = time.perf_counter()
+    res = solve_qrot(GeometricCost(X1, X2, p), mu1, mu2, gamma, eps, w1, w2, x0=x0, tol=tol, **options)
+    levels.append({"n1": len(X1), "n2": len(X2), "gamma": float(gamma), "nit": int(res.nit),
+                   "success": bool(res.success), "time_s": time.perf_counter() - t, "init": res.init,
+                   "dense_passes": int(res.get("dense_passes", -1))})
+    # certificate: no pair outside the plan's support is active (tree search, or one full pass)
+    if certify != "none":
+        P = res.plan
         t = time.perf_counter()
-        res = solve_qrot(GeometricCost(A1, A2, p), n1_, n2_, gamma, eps, v1, v2, x0=x0, tol=tol, **options)
-        levels.append({"n1": len(A1), "n2": len(A2), "nit": int(res.nit), "success": bool(res.success),
-                       "time_s": time.perf_counter() - t, "init": res.init,
-                       "dense_passes": int(res.get("dense_passes", -1))})
-    # certificate: one full pass confirms that no pair outside the plan's support is active
-    P = res.plan
-    res["certified"] = certify_working_set(GeometricCost(X1, X2, p), res.alpha, res.beta, P.indptr,
-                                           P.indices).size == 0
+        res["certified"] = certify_working_set(res._cost, res.alpha, res.beta, P.indptr, P.indices,
+                                               full=certify == "full").size == 0
+        res["certify_s"] = time.perf_counter() - t
     res["levels"] = levels
     return res

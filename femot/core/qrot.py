@@ -50,7 +50,8 @@ from femot._validation import (
     mass_rtol,
 )
 from femot.core import kernels
-from femot.core.cost import as_cost
+from femot.core.coarsening import COARSE_START_MIN, coarse_start
+from femot.core.cost import GeometricCost, as_cost
 from femot.core.linalg import NewtonMatrix
 
 __all__ = ["solve_qrot", "QROTResult", "residual_floor"]
@@ -435,7 +436,9 @@ class _Engine:
     def __init__(self, cost, w1, w2, screening=True, max_fraction=0.3):
         self.cost, self.w1, self.w2 = cost, w1, w2
         self.n1, self.n2 = cost.shape
-        self.screening = bool(screening) and hasattr(cost, "candidates")
+        # a cost whose passes already search only the pairs above the threshold (a
+        # GeometricCost's k-d tree) gains nothing from a screening band
+        self.screening = bool(screening) and hasattr(cost, "candidates") and getattr(cost, "screening", True)
         self.max_fraction = max_fraction
         self.ws = None
         self.slack = 0.0
@@ -598,6 +601,24 @@ def _monge_start(cost, m1, m2, w1, w2, gamma, eps, sweeps=30, start=None):
     return cand[k][0], cand[k][1], k > 0
 
 
+def _coarse_start(cost, m1, m2, w1, w2, gamma, eps):
+    """Potentials solved on coarsened point sets (``init='coarse'``), or None.
+
+    Only for a :class:`~femot.core.cost.GeometricCost` with more than ``COARSE_START_MIN``
+    points on a side (levels of about 4 times fewer points down to ``COARSE_START_MIN / 2``,
+    gamma coupled to each level, :func:`femot.core.coarsening.coarse_start`); the levels
+    solved are kept in ``cost.last_coarse_levels``.
+    """
+    if not isinstance(cost, GeometricCost) or max(cost.shape) <= COARSE_START_MIN:
+        return None
+    out = coarse_start(cost.x1, cost.x2, m1, m2, gamma, w1, w2, p=cost.p, eps=eps,
+                       coarsest=max(2, COARSE_START_MIN // 2), solver=solve_qrot)
+    if out is None:
+        return None
+    cost.last_coarse_levels = out[2]
+    return out[0], out[1]
+
+
 def _initial_point(cost, m1, m2, w1, w2, gamma, eps, init):
     n1, n2 = cost.shape
     if init == "auto":
@@ -605,8 +626,15 @@ def _initial_point(cost, m1, m2, w1, w2, gamma, eps, init):
             init = "monge"
         elif n1 * n2 <= 40000 and hasattr(cost, "dense"):
             init = "exact"
+        elif isinstance(cost, GeometricCost):
+            init = "coarse"  # point costs: potentials from coarsened point sets (None if too small)
         else:
             init = "mean"
+    if init == "coarse":
+        start = _coarse_start(cost, m1, m2, w1, w2, gamma, eps)
+        if start is not None:
+            return start[0], start[1], "coarse"
+        init = "mean"
     if init == "monge":
         # Monge costs (e.g. h(x - y), h convex, on sorted 1D points): the
         # north-west corner rule is an optimal plan and its staircase gives
@@ -645,7 +673,7 @@ def _initial_point(cost, m1, m2, w1, w2, gamma, eps, init):
         sb = w1 @ alpha
         beta = (gamma * m2 + cw1 - sb) / (W1 + kappa)
         return alpha, beta, "mean"
-    raise ValueError(f"init must be 'auto', 'monge', 'exact', 'mean' or 'zero', got {init!r}")
+    raise ValueError(f"init must be 'auto', 'monge', 'exact', 'mean', 'coarse' or 'zero', got {init!r}")
 
 
 def _exact_line_search(z, dz, ws, q0, q1, lin, tmax=1.0):
@@ -931,8 +959,10 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
         (1e-3 of the largest density); otherwise the result has status 4.
     init : cold start: 'auto' picks 'monge' for Monge costs (north-west corner
         staircase potentials of the eps-corrected marginals, O(n) per sweep, see
-        ``_monge_start``), 'exact' (LP duals) for n1*n2 <= 40000, else 'mean'
-        (closed form with every pair active); or 'zero'.  With ``x0`` and a Monge
+        ``_monge_start``), 'exact' (LP duals) for n1*n2 <= 40000, 'coarse' for a
+        cost with ``coarse_start`` (a GeometricCost with more than 4000 points on a
+        side: potentials solved on coarsened point sets, ``femot.core.multiscale``),
+        else 'mean' (closed form with every pair active); or 'zero'.  With ``x0`` and a Monge
         cost, 'auto'/'monge' also run the sweeps seeded by x0 and start from
         whichever has the smaller residual; 'x0' (or any other value) uses x0 as is.
     linear_solver : 'auto', 'direct' (sparse LU) or 'cg' (Jacobi-PCG).
@@ -1082,8 +1112,8 @@ def _init_state(p: _QROTData, x0, init, lm) -> _QROTState:
             a1, b1, swept = _monge_start(cost, m1, m2, w1, w2, p.gamma, p.eps, start=(alpha, beta))
             if swept:
                 alpha, beta, init_used = a1.copy(), b1.copy(), "warm+monge"
-        elif init not in ("auto", "monge", "x0", "exact", "mean", "zero"):
-            raise ValueError(f"init must be 'auto', 'monge', 'exact', 'mean', 'zero' or 'x0', got {init!r}")
+        elif init not in ("auto", "monge", "x0", "exact", "mean", "zero", "coarse"):
+            raise ValueError(f"init must be 'auto', 'monge', 'exact', 'mean', 'zero', 'coarse' or 'x0', got {init!r}")
     else:
         alpha, beta, init_used = _initial_point(cost, m1, m2, w1, w2, p.gamma, p.eps, init)
     p.recenter(alpha, beta)
