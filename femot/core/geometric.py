@@ -263,22 +263,8 @@ def _lower(X1, i, lo, hi, k, p):
 
 @njit(inline="always")
 def _cost(X1, i, Yp, r, p):
-    """c_ij with y_j = Yp[r], in the floating-point order of ``kernels._cval``."""
-    dim = X1.shape[1]
-    if dim == 2:
-        d0 = X1[i, 0] - Yp[r, 0]
-        d1 = X1[i, 1] - Yp[r, 1]
-        s = d0 * d0 + d1 * d1
-    else:
-        s = 0.0
-        for k in range(dim):
-            d = X1[i, k] - Yp[r, k]
-            s += d * d
-    if p == 2.0:
-        return s
-    if p == 1.0:
-        return np.sqrt(s)
-    return s ** (0.5 * p)
+    """c_ij with y_j = Yp[r]: the point cost of ``kernels._cval`` itself (same rounding)."""
+    return kernels._cval((X1, Yp, p), i, r)
 
 
 @njit(inline="always")

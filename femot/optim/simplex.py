@@ -258,28 +258,36 @@ def theta_R(x, g, R=np.inf, *, weights=None, mass: float = 1.0, return_direction
 # --------------------------------------------------------------------------
 # modified stationarity measure psi_R (Algorithm 4.1, Step 11)
 # --------------------------------------------------------------------------
-def _psi(x, G, R, w, s):
-    """Kernel of :func:`psi_R`; returns (psi, d, linprog result)."""
+def _minmax_lp(x, G, offsets, radius, w, s, options=None):
+    """HiGHS on  min_{d, t} t  s.t.  <g_k, d> - offsets_k <= t,  x + d in S_w(s),  |d|_inf <= radius.
+
+    ``radius=None`` drops the box.  Returns the linprog result; ``res.x[:n]`` is x + d.
+    Shared by :func:`psi_R` (offsets 0) and the trust region's cutting-plane step.
+    """
     n = x.size
     K = G.shape[0]
     wv = np.ones(n) if w is None else w
     c = np.zeros(n + 1)
     c[-1] = 1.0
     A_ub = np.hstack([G, -np.ones((K, 1))])
-    b_ub = G @ x
-    A_eq = np.append(wv, 0.0)[None, :]
-    if R >= _diameter(n, w, s):
+    b_ub = G @ x + offsets
+    if radius is None:
         bounds = [(0.0, None)] * n
     else:
-        # Inscribed box |d|_inf <= R/sqrt(n) keeps |d|_2 <= R and the problem
-        # an LP; the value is then a lower bound of the 2-norm psi_R.
-        r = R / np.sqrt(n)
-        bounds = [(max(0.0, xi - r), xi + r) for xi in x]
+        bounds = [(max(0.0, xi - radius), xi + radius) for xi in x]
     bounds.append((None, None))
-    res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=[s], bounds=bounds,
-                  method="highs",
-                  options={"primal_feasibility_tolerance": 1e-10,
-                           "dual_feasibility_tolerance": 1e-10})
+    return linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=np.append(wv, 0.0)[None, :], b_eq=[s], bounds=bounds,
+                   method="highs", options=options)
+
+
+def _psi(x, G, R, w, s):
+    """Kernel of :func:`psi_R`; returns (psi, d, linprog result)."""
+    n = x.size
+    # Inscribed box |d|_inf <= R/sqrt(n) keeps |d|_2 <= R and the problem an LP; the
+    # value is then a lower bound of the 2-norm psi_R (no box when R covers the simplex).
+    radius = None if R >= _diameter(n, w, s) else R / np.sqrt(n)
+    res = _minmax_lp(x, G, 0.0, radius, w, s,
+                     options={"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10})
     if res.status != 0 or res.x is None:
         raise RuntimeError(f"psi_R: the linear program failed ({res.message})")
     z = _project(res.x[:n], w, s)  # clean HiGHS feasibility tolerance

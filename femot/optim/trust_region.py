@@ -108,7 +108,7 @@ import numbers
 
 import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
-from scipy.optimize import OptimizeResult, linprog
+from scipy.optimize import OptimizeResult
 
 from femot._validation import as_positive_weights, as_vector, check_positive_scalar
 from femot.optim import _bundle as _cuts
@@ -119,7 +119,7 @@ from femot.optim._newton import (
     fw_gap,
     newton_candidate,
 )
-from femot.optim.simplex import _check_on_simplex, _diameter, _project, _psi, _theta
+from femot.optim.simplex import _check_on_simplex, _diameter, _minmax_lp, _project, _psi, _theta
 
 __all__ = [
     "DEFAULT_OPTIONS",
@@ -757,19 +757,10 @@ def _newton_step(x, f, g, hess, Delta, theta, d_theta, w, s, o, rtol, bundle=Non
 
 def _bundle_lp(x, GY, alpha, Delta, w, s):
     """min_d max_j <g_j, d> - alpha_j over (S_w(s) - x) ∩ box(Delta), scaled into the ball."""
-    n = x.size
-    K = GY.shape[0]
-    wv = np.ones(n) if w is None else w
-    c = np.zeros(n + 1)
-    c[-1] = 1.0
-    A_ub = np.hstack([GY, -np.ones((K, 1))])
-    b_ub = GY @ x + alpha
-    bounds = [(max(0.0, xi - Delta), xi + Delta) for xi in x] + [(None, None)]
-    res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=np.append(wv, 0.0)[None, :], b_eq=[s],
-                  bounds=bounds, method="highs")
+    res = _minmax_lp(x, GY, alpha, Delta, w, s)
     if res.status != 0 or res.x is None:
         return None
-    d = _project(res.x[:n], w, s) - x
+    d = _project(res.x[:x.size], w, s) - x
     nd = np.linalg.norm(d)
     if nd > Delta:
         d *= Delta / nd
