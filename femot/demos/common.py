@@ -38,7 +38,8 @@ def add_coupling_options(p, *, C: float, s: float) -> None:
 def add_control_stopping_options(p, *, per_level: bool = False) -> None:
     """Add the control problems' stopping options ``--rtol``, ``--fw-rtol`` and ``--max-iter`` to ``p``."""
     p.add_argument("--rtol", type=float, default=1e-5,
-                   help="plan: stop when theta_R <= rtol * theta_R(uniform) (default 1e-5)")
+                   help="plan: stop when theta_R, or the certificate psi of the quadratic cuts, "
+                        "<= rtol * theta_R(uniform) (default 1e-5)")
     p.add_argument("--fw-rtol", type=float, default=1e-8,
                    help="value: stop when the Frank-Wolfe gap <= fw_rtol * |f| (default 1e-8)")
     p.add_argument("--max-iter", type=int, default=200,

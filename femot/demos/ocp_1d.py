@@ -47,6 +47,8 @@ ORDER = 60
 FLAGSHIP = True
 
 
+_PLAN_STOP = "theta_R (or the cut certificate psi) <= %g theta_R(uniform)"
+
 def add_arguments(p) -> None:
     p.add_argument("--cells", type=int, default=128, help="cells of the mesh of [0, 1] (default 128; 80 with --quick)")
     p.add_argument("--levels", type=int, default=5, help="levels of the (gamma, delta) schedule (default 5; 4 quick)")
@@ -152,7 +154,7 @@ def _schedule(form, sch, op, x, y_d, mu2, m_true, m_star, ref, nu, beta, rho, ar
     value = form == "value"
     crit = "fw_gap/|f|" if value else "theta/th0"
     say(f"formulation '{form}': {'nu V_gamma(T mu1, T mu2^d), convex' if value else 'nu <c, pi>, (OCP^delta_gamma)'}"
-        f"; stop at {'fw_gap <= %g |f|' % args.fw_rtol if value else 'theta_R <= %g theta_R(uniform)' % args.rtol}")
+        f"; stop at {'fw_gap <= %g |f|' % args.fw_rtol if value else _PLAN_STOP % args.rtol}")
     say(f"{'level':>5} {'gamma':>9} {'delta':>7} {'g/d^2':>8} {'W1(ctrl, exact)':>15} {'J gap':>10} "
         f"{'f_reg':>11} {'TR it':>5} {crit:>10} {'Newton':>6} {'time s':>6}  status")
     rows: list[dict] = []
