@@ -32,6 +32,7 @@ import sys
 import time
 
 import numpy as np
+from _worker import run_worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -90,20 +91,9 @@ def worker(case):
 
 
 def run_one(case, one_thread, timeout):
-    env = dict(os.environ)
-    env.pop("NUMBA_NUM_THREADS", None)
-    if one_thread:
-        env["NUMBA_NUM_THREADS"] = "1"
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", case]
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"case": case, "success": False, "time_s": float(timeout), "error": f"timeout {timeout}s"}
-    for line in p.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    return {"case": case, "success": False, "time_s": float("nan"), "error": p.stderr[-800:]}
+    return run_worker(__file__, ["--worker", case], {"case": case}, timeout,
+                      env_updates={"NUMBA_NUM_THREADS": "1" if one_thread else None}, time_on_failure=True)
+
 
 
 def machine_state():

@@ -19,11 +19,11 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
 import numpy as np
+from _worker import run_worker
 
 
 def problem(n):
@@ -105,15 +105,8 @@ def worker(solver, n, gamma, tol):
 
 
 def run_one(solver, n, gamma, tol, timeout):
-    cmd = [sys.executable, __file__, "--worker", solver, str(n), repr(gamma), repr(tol)]
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"solver": solver, "n": n, "gamma": gamma, "success": False, "error": f"timeout {timeout}s"}
-    for line in p.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    return {"solver": solver, "n": n, "gamma": gamma, "success": False, "error": p.stderr[-500:]}
+    return run_worker(__file__, ["--worker", solver, n, repr(gamma), repr(tol)],
+                      {"solver": solver, "n": n, "gamma": gamma}, timeout)
 
 
 def main(argv=None):

@@ -50,6 +50,7 @@ import sys
 import time
 
 import numpy as np
+from _worker import run_worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -129,17 +130,7 @@ def worker(method, m, tol):
 
 
 def run_one(method, m, tol, timeout):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", method, str(m), repr(tol)]
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"method": method, "m": m, "success": False, "error": f"timeout {timeout}s"}
-    for line in p.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    return {"method": method, "m": m, "success": False, "error": p.stderr[-800:]}
+    return run_worker(__file__, ["--worker", method, m, repr(tol)], {"method": method, "m": m}, timeout)
 
 
 def _write(path, rows):
@@ -191,17 +182,9 @@ def regot_worker(solver, n, gamma, tol):
 
 
 def run_regot_one(solver, n, gamma, tol, timeout):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, os.path.abspath(__file__), "--regot-worker", solver, str(n), repr(gamma), repr(tol)]
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"solver": solver, "success": False, "time_s": float(timeout), "error": f"timeout {timeout}s"}
-    for line in p.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    return {"solver": solver, "success": False, "time_s": float("nan"), "error": p.stderr[-800:]}
+    return run_worker(__file__, ["--regot-worker", solver, n, repr(gamma), repr(tol)], {"solver": solver},
+                      timeout, time_on_failure=True)
+
 
 
 def regot_part(args):
