@@ -28,7 +28,23 @@ class OutputPathError(ValueError):
 
 
 def json_default(o):
-    """``default`` hook of :func:`json.dumps`: numpy scalars and arrays, paths."""
+    """``default`` hook of :func:`json.dumps`: numpy scalars and arrays, paths.
+
+    Parameters
+    ----------
+    o : object
+        An object the ``json`` module cannot serialize by itself.
+
+    Returns
+    -------
+    object
+        ``o.item()`` for a numpy scalar, ``o.tolist()`` for an array, ``str(o)`` for a path.
+
+    Raises
+    ------
+    TypeError
+        For any other type (as :func:`json.dumps` expects).
+    """
     import numpy as np
 
     if isinstance(o, np.generic):
@@ -41,7 +57,20 @@ def json_default(o):
 
 
 def to_json(data, indent: int = 2) -> str:
-    """Indented JSON text of ``data`` (see :func:`json_default`)."""
+    """Indented JSON text of ``data`` (see :func:`json_default`).
+
+    Parameters
+    ----------
+    data : object
+        JSON-serializable data, possibly holding numpy scalars/arrays and paths.
+    indent : int, optional
+        Indentation width (default 2).
+
+    Returns
+    -------
+    str
+        The JSON text.
+    """
     return json.dumps(data, indent=indent, default=json_default)
 
 
@@ -90,13 +119,30 @@ def _probe(directory: Path, what: str, name: str, path) -> None:
 
 
 def check_writable(path, name: str, *, directory: bool = False) -> Path:
-    """Check that the output ``path`` (a file, or a directory with ``directory=True``) can
-    be written, without creating anything; returns it as a ``Path``.
+    """Check that an output path can be written, without creating anything.
 
-    Raises :class:`OutputPathError` (a ``ValueError``) whose message starts with ``name``
-    (the option, e.g. ``"--json"``) and says what is wrong: the path is a directory (or
-    not one), a parent is a file, or the nearest existing directory does not accept a
-    new file (permissions, read-only or virtual file system such as ``/proc``).
+    ``path`` is a file, or a directory with ``directory=True``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output path (``~`` is expanded).
+    name : str
+        The option that gave the path (e.g. ``"--json"``); error messages start with it.
+    directory : bool, optional
+        True if ``path`` names a directory (default False: a file).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path`` as a ``Path``, user-expanded.
+
+    Raises
+    ------
+    OutputPathError
+        (a ``ValueError``) if the path is empty, is a directory (or not one), a parent is a
+        file, or the nearest existing directory does not accept a new file (permissions,
+        read-only or virtual file system such as ``/proc``).
     """
     if path is None or not str(path).strip():
         raise OutputPathError(f"{name}: empty path")
@@ -119,10 +165,26 @@ def check_writable(path, name: str, *, directory: bool = False) -> Path:
 
 
 def atomic_write(path, write, binary: bool = False) -> Path:
-    """Write ``path`` atomically: ``write(fh)`` fills a temporary file in the same
-    directory, which is flushed to disk, given ordinary permissions and renamed onto
-    ``path``. Parent directories are created. The temporary file never survives an
-    error."""
+    """Write ``path`` atomically through a temporary file in the same directory.
+
+    ``write(fh)`` fills the temporary file, which is flushed to disk, given ordinary
+    permissions (:func:`file_mode`) and renamed onto ``path``. Parent directories are
+    created. The temporary file never survives an error.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The target file.
+    write : callable
+        ``write(fh)`` writes the content to the open file object ``fh``.
+    binary : bool, optional
+        Open the temporary file in binary mode (default False: text).
+
+    Returns
+    -------
+    pathlib.Path
+        The target path.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -143,11 +205,37 @@ def atomic_write(path, write, binary: bool = False) -> Path:
 
 
 def atomic_write_text(path, text: str) -> Path:
-    """Write the string ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    """Write the string ``text`` to ``path`` atomically (see :func:`atomic_write`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The target file.
+    text : str
+        The content.
+
+    Returns
+    -------
+    pathlib.Path
+        The target path.
+    """
     return atomic_write(path, lambda fh: fh.write(text))
 
 
 def write_json(path, data) -> Path:
-    """Write ``data`` as indented JSON to ``path`` atomically (see :func:`to_json`)."""
+    """Write ``data`` as indented JSON to ``path`` atomically (see :func:`to_json`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The target file.
+    data : object
+        JSON-serializable data (numpy scalars/arrays and paths allowed).
+
+    Returns
+    -------
+    pathlib.Path
+        The target path.
+    """
     text = to_json(data) + "\n"
     return atomic_write_text(path, text)

@@ -20,7 +20,27 @@ __all__ = [
 
 
 def as_vector(x, name: str, *, length: int | None = None) -> np.ndarray:
-    """Return ``x`` as a finite 1D float array, flattening row/column vectors."""
+    """Return ``x`` as a finite 1D float array, flattening row/column vectors.
+
+    Parameters
+    ----------
+    x : array_like
+        The data; a 2D array with one row or one column is flattened.
+    name : str
+        Name of the argument, used in the error messages.
+    length : int or None, optional
+        Required number of entries; None (default) accepts any nonzero length.
+
+    Returns
+    -------
+    numpy.ndarray
+        The entries as a 1D ``float`` array.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not numeric, not a vector, empty, of the wrong length, or holds NaN/inf.
+    """
     try:
         a = np.asarray(x, dtype=float)
     except (TypeError, ValueError) as exc:
@@ -39,7 +59,28 @@ def as_vector(x, name: str, *, length: int | None = None) -> np.ndarray:
 
 
 def as_nonnegative_vector(x, name: str, *, length: int | None = None) -> np.ndarray:
-    """A finite vector with no negative entry (a discrete measure or density)."""
+    """A finite vector with no negative entry (a discrete measure or density).
+
+    Parameters
+    ----------
+    x : array_like
+        The data (see :func:`as_vector`).
+    name : str
+        Name of the argument, used in the error messages.
+    length : int or None, optional
+        Required number of entries; None (default) accepts any nonzero length.
+
+    Returns
+    -------
+    numpy.ndarray
+        The entries as a 1D ``float`` array, all ``>= 0``.
+
+    Raises
+    ------
+    ValueError
+        If :func:`as_vector` rejects ``x`` or an entry is negative (the message names the
+        first smallest entry).
+    """
     a = as_vector(x, name, length=length)
     if np.any(a < 0):
         i = int(np.argmin(a))
@@ -48,7 +89,27 @@ def as_nonnegative_vector(x, name: str, *, length: int | None = None) -> np.ndar
 
 
 def as_positive_weights(x, name: str, length: int) -> np.ndarray:
-    """Quadrature weights: ones when ``x`` is None, otherwise strictly positive."""
+    """Quadrature weights: ones when ``x`` is None, otherwise strictly positive.
+
+    Parameters
+    ----------
+    x : array_like or None
+        The weights; None means unit weights.
+    name : str
+        Name of the argument, used in the error messages.
+    length : int
+        Required number of entries.
+
+    Returns
+    -------
+    numpy.ndarray
+        Float array of shape ``(length,)`` with positive entries.
+
+    Raises
+    ------
+    ValueError
+        If :func:`as_vector` rejects ``x`` or an entry is ``<= 0``.
+    """
     if x is None:
         return np.ones(length)
     a = as_vector(x, name, length=length)
@@ -59,7 +120,27 @@ def as_positive_weights(x, name: str, length: int) -> np.ndarray:
 
 
 def as_finite_matrix(c, name: str, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """A finite 2D float array (C-contiguous) of the given shape."""
+    """A finite 2D float array (C-contiguous) of the given shape.
+
+    Parameters
+    ----------
+    c : array_like
+        The matrix (e.g. a dense cost matrix).
+    name : str
+        Name of the argument, used in the error messages.
+    shape : tuple of int or None, optional
+        Required shape ``(n1, n2)``; None (default) accepts any 2D shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        C-contiguous ``float`` array.
+
+    Raises
+    ------
+    ValueError
+        If ``c`` is not numeric, not 2D, of the wrong shape, or holds NaN/inf.
+    """
     try:
         a = np.ascontiguousarray(c, dtype=float)
     except (TypeError, ValueError) as exc:
@@ -74,6 +155,25 @@ def as_finite_matrix(c, name: str, shape: tuple[int, int] | None = None) -> np.n
 
 
 def check_positive_scalar(x, name: str) -> float:
+    """Return ``x`` as a float after checking that it is finite and strictly positive.
+
+    Parameters
+    ----------
+    x : float-like
+        The value (e.g. a regularization parameter ``gamma``).
+    name : str
+        Name of the argument, used in the error messages.
+
+    Returns
+    -------
+    float
+        ``float(x)``.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not a number, not finite, or ``<= 0``.
+    """
     try:
         v = float(x)
     except (TypeError, ValueError):
@@ -84,6 +184,25 @@ def check_positive_scalar(x, name: str) -> float:
 
 
 def check_nonnegative_scalar(x, name: str) -> float:
+    """Return ``x`` as a float after checking that it is finite and nonnegative.
+
+    Parameters
+    ----------
+    x : float-like
+        The value (e.g. a tolerance or a penalty weight that may be zero).
+    name : str
+        Name of the argument, used in the error messages.
+
+    Returns
+    -------
+    float
+        ``float(x)``.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not a number, not finite, or ``< 0``.
+    """
     try:
         v = float(x)
     except (TypeError, ValueError):
@@ -103,6 +222,19 @@ def mass_rtol(*inputs, base: float = 1e-9) -> float:
     same mass can differ by far more than 1e-9 (float32: ~1e-7).  The
     tolerance is then ``16 eps`` of the coarsest floating input (float32:
     1.9e-6), which still rejects any mass mismatch that is not rounding.
+
+    Parameters
+    ----------
+    *inputs : object
+        The data as the caller received it (arrays, lists, None); only the dtype of
+        floating numpy arrays/scalars is used.
+    base : float, optional
+        Tolerance for double precision data (default ``1e-9``).
+
+    Returns
+    -------
+    float
+        ``max(base, 16 * eps)`` over the floating dtypes of ``inputs``.
     """
     rtol = float(base)
     for x in inputs:
@@ -121,8 +253,32 @@ def check_equal_mass(m1, w1, m2, w2, *, names=("mu1", "mu2"), rtol: float = 1e-9
 
     The returned copy of ``m2`` is rescaled to the mass of ``m1`` exactly (a
     relative change of at most ``rtol``), so that the marginal equations are
-    consistent in double precision.  ``hint`` ends the error message (callers
-    without an eps parameter pass their own).
+    consistent in double precision.
+
+    Parameters
+    ----------
+    m1, m2 : array_like
+        Nodal values of the two marginals, shapes ``(n1,)`` and ``(n2,)``.
+    w1, w2 : array_like
+        Quadrature weights matching ``m1`` and ``m2``; the masses are ``w1 @ m1`` and ``w2 @ m2``.
+    names : tuple of str, optional
+        Names of the two marginals in the error message (default ``("mu1", "mu2")``).
+    rtol : float, optional
+        Relative tolerance of the comparison (default ``1e-9``; see :func:`mass_rtol`).
+    hint : str, optional
+        Text ending the error message; the default suggests ``eps > 0`` (callers without an
+        ``eps`` parameter pass their own).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``m2`` as a float array, rescaled by ``(w1 @ m1) / (w2 @ m2)`` when both masses are
+        positive and differ.
+
+    Raises
+    ------
+    ValueError
+        If the relative difference of the two masses exceeds ``rtol``.
     """
     a = float(np.dot(w1, m1))
     b = float(np.dot(w2, m2))
