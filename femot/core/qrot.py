@@ -40,6 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import OptimizeResult
 
+from femot._docstrings import cite
 from femot._validation import (
     as_nonnegative_vector,
     as_positive_weights,
@@ -86,6 +87,21 @@ def residual_floor(w1, w2, scale: float, gamma: float) -> float:
     Rounding in ``alpha_i + beta_j - c_ij`` is about ``u * scale`` per entry,
     ``scale = max(|c|, |alpha| + |beta|)``; summing over a row and dividing by
     gamma gives ``n_eff * u * scale / gamma`` with ``n_eff = max(sum w1, sum w2)``.
+
+    Parameters
+    ----------
+    w1, w2 : array_like
+        Quadrature weights of the two marginals, shapes ``(n1,)`` and ``(n2,)``.
+    scale : float
+        Magnitude of the evaluated entries, ``max(|c|, |alpha| + |beta|)``.
+    gamma : float
+        Regularization parameter (> 0).
+
+    Returns
+    -------
+    float
+        The floor ``max(sum w1, sum w2) * u * scale / gamma`` (``u`` the unit roundoff), in the
+        units of the marginal residual.
     """
     n_eff = max(float(np.sum(w1)), float(np.sum(w2)))
     return n_eff * _U * scale / gamma
@@ -180,6 +196,17 @@ class QROTResult(OptimizeResult):
 
         Entries with ``|z_ij| <= tol`` count as biactive; the default tolerance
         is the rounding level ``64 u max(|c|, |alpha|+|beta|)``.
+
+        Parameters
+        ----------
+        tol : float or None, optional
+            Entries with ``|alpha_i + beta_j - c_ij| <= tol`` are counted; None (default) uses the
+            rounding level of the solution.
+
+        Returns
+        -------
+        rows, cols : numpy.ndarray
+            ``int64`` index arrays of equal length, the biactive pairs.
         """
         if tol is None:
             tol = self._ztol
@@ -216,6 +243,7 @@ class QROTResult(OptimizeResult):
         return NewtonMatrix(ip, ind, self.plan.shape[1], self.w1, self.w2, shift), ip, ind
 
     # -- derivatives ----------------------------------------------------------
+    @cite("III")
     def jvp(self, h1, h2, A=None):
         """Directional derivative ``S'(mu; h)`` of the plan (Part III Thm 3.11).
 
@@ -229,6 +257,28 @@ class QROTResult(OptimizeResult):
         With eps = 0, S is defined only on marginals of equal mass, so the
         direction must keep the masses equal: ``sum w1 h1 == sum w2 h2`` (up to
         1e-9 relative to ``sum w1 |h1| + sum w2 |h2|``), else ValueError.
+
+        Parameters
+        ----------
+        h1 : array_like, shape (n1,)
+            Direction of the first marginal (nodal values, like ``mu1``).
+        h2 : array_like, shape (n2,)
+            Direction of the second marginal.
+        A : tuple of two int arrays or None, optional
+            A subset ``(rows, cols)`` of the biactive set Omega_0 joined to the active set
+            (Part III Thm 3.12); None (default) uses Omega_+ alone.
+
+        Returns
+        -------
+        scipy.sparse.csr_matrix, shape (n1, n2)
+            The derivative of the plan density on the pattern Omega_+ (plus ``A``).
+
+        Raises
+        ------
+        ValueError
+            If ``h1``/``h2`` have the wrong length or hold NaN/inf, if eps = 0 and the direction
+            does not keep the masses equal, or if ``A`` is malformed, out of range or not
+            contained in Omega_0.
         """
         n1, n2 = self.plan.shape
         rtol = mass_rtol(h1, h2)
@@ -288,6 +338,7 @@ class QROTResult(OptimizeResult):
             self.__dict__["_dual_cache"] = out
         return out
 
+    @cite("III")
     def dual_jvp(self, h1, h2, A=None):
         """Derivative ``(dalpha, dbeta)`` of the dual potentials along marginal directions (h1, h2).
 
@@ -318,6 +369,22 @@ class QROTResult(OptimizeResult):
         support must change); the direction is then balanced on each component C by a
         constant correction ``(h1 - s_C, h2 + s_C)`` before the solve.  eps > 0: the
         solution is unique and any direction is allowed.
+
+        Parameters
+        ----------
+        h1 : array_like, shape (n1,)
+            Direction of the first marginal.
+        h2 : array_like, shape (n2,)
+            Direction of the second marginal.
+        A : tuple of two int arrays or None, optional
+            A subset ``(rows, cols)`` of the biactive set Omega_0 joined to the pattern, as in
+            :meth:`jvp`; None (default) uses Omega_+ alone.
+
+        Raises
+        ------
+        ValueError
+            If ``h1``/``h2`` have the wrong length or hold NaN/inf, if eps = 0 and
+            ``<w1, h1> != <w2, h2>`` (relative 1e-10), or if ``A`` is not a subset of Omega_0.
 
         Returns
         -------
@@ -367,6 +434,23 @@ class QROTResult(OptimizeResult):
         value V(mu1, mu2) of the (doubly) regularized problem (strong duality; for eps = 0
         the primal value ``sum w1 w2 (c pi + gamma/2 pi^2)``); for any potentials it is a
         lower bound of V.
+
+        Parameters
+        ----------
+        mu1 : array_like, shape (n1,)
+            The first marginal of the solve (nodal values).
+        mu2 : array_like, shape (n2,)
+            The second marginal of the solve.
+
+        Returns
+        -------
+        float
+            The dual objective at ``(alpha, beta)``.
+
+        Raises
+        ------
+        ValueError
+            If ``mu1``/``mu2`` have the wrong length or hold NaN/inf.
         """
         n1, n2 = self.plan.shape
         m1 = as_vector(mu1, "mu1", length=n1)
@@ -379,6 +463,7 @@ class QROTResult(OptimizeResult):
             val -= 0.5 * self.eps * float(self.w1 @ (a * a) + self.w2 @ (b * b))
         return val
 
+    @cite("III")
     def vjp(self, G, A=None):
         """Adjoint of the plan derivative: gradients of ``<G, pi>`` w.r.t. (mu1, mu2).
 
@@ -387,6 +472,27 @@ class QROTResult(OptimizeResult):
         ``Omega_+ ∪ A``, ``(p1, p2) = diag(w1, w2) K^{-1} b``.  For a smooth
         upper objective J(pi, mu1), ``p1 + grad_mu1 J`` is a Clarke subgradient
         of the reduced objective.  One sparse solve.
+
+        Parameters
+        ----------
+        G : array_like or scipy.sparse matrix, shape (n1, n2)
+            The weight of the linear functional ``<G, pi>``, e.g. the gradient of an upper-level
+            objective with respect to the plan; only its entries on the pattern are read.
+        A : tuple of two int arrays or None, optional
+            A subset ``(rows, cols)`` of the biactive set Omega_0 joined to the pattern, as in
+            :meth:`jvp`; None (default) uses Omega_+ alone.
+
+        Returns
+        -------
+        p1 : numpy.ndarray, shape (n1,)
+            Gradient of ``<G, pi>`` with respect to ``mu1``.
+        p2 : numpy.ndarray, shape (n2,)
+            Gradient of ``<G, pi>`` with respect to ``mu2``.
+
+        Raises
+        ------
+        ValueError
+            If ``G`` has the wrong shape or NaN/inf entries on the pattern, or ``A`` is invalid.
         """
         n1, n2 = self.plan.shape
         K, ip, ind = self._system(A)
@@ -417,7 +523,19 @@ class QROTResult(OptimizeResult):
         return self.w1 * u[:n1], self.w2 * u[n1:]
 
     def transport_cost(self, c=None) -> float:
-        """``sum_ij w1_i w2_j c_ij pi_ij`` (the unregularized cost of the plan)."""
+        """Unregularized transport cost ``sum_ij w1_i w2_j c_ij pi_ij`` of the plan.
+
+        Parameters
+        ----------
+        c : array_like or None, optional
+            A dense cost matrix of shape ``(n1, n2)`` to evaluate the plan with; None (default)
+            uses the cost of the solve.
+
+        Returns
+        -------
+        float
+            The weighted cost of the computed plan.
+        """
         P = self.plan.tocoo()
         cv = self._cost.entries(P.row, P.col) if c is None else np.asarray(c)[P.row, P.col]
         return float(np.sum(self.w1[P.row] * self.w2[P.col] * cv * P.data))

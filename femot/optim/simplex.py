@@ -72,6 +72,23 @@ def project_simplex(y, mass: float = 1.0) -> np.ndarray:
 
     The classical sort algorithm (O(n log n)); the result is
     ``max(y - tau, 0)`` for the unique scalar ``tau`` giving the right mass.
+
+    Parameters
+    ----------
+    y : array_like, shape (n,)
+        The point to project.
+    mass : float, optional
+        Mass of the simplex, > 0 (default 1).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+        The projection.
+
+    Raises
+    ------
+    ValueError
+        If ``y`` is not a finite vector or ``mass <= 0``.
     """
     y = as_vector(y, "y")
     s = check_positive_scalar(mass, "mass")
@@ -83,6 +100,25 @@ def project_weighted_simplex(y, weights, mass: float = 1.0) -> np.ndarray:
 
     The projection is ``x = max(y - tau * w, 0)``; ``tau`` is found by sorting
     the breakpoints ``y_i / w_i`` (O(n log n)).
+
+    Parameters
+    ----------
+    y : array_like, shape (n,)
+        The point to project.
+    weights : array_like, shape (n,) or None
+        Positive weights ``w`` (e.g. lumped mass or quadrature weights); None means ones.
+    mass : float, optional
+        Mass of the simplex, > 0 (default 1).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+        The projection (in the Euclidean norm, not the weighted one).
+
+    Raises
+    ------
+    ValueError
+        If ``y`` is not a finite vector, a weight is ``<= 0`` or ``mass <= 0``.
     """
     y = as_vector(y, "y")
     w = as_positive_weights(weights, "weights", y.size)
@@ -91,7 +127,25 @@ def project_weighted_simplex(y, weights, mass: float = 1.0) -> np.ndarray:
 
 
 def simplex_vertices(weights, mass: float = 1.0) -> np.ndarray:
-    """Vertices ``mass / w_i * e_i`` of S_w(mass) as the rows of a diagonal matrix."""
+    """Vertices ``mass / w_i * e_i`` of S_w(mass) as the rows of a diagonal matrix.
+
+    Parameters
+    ----------
+    weights : array_like, shape (n,)
+        Positive weights ``w`` of the simplex ``S_w(mass) = {x >= 0, sum w_i x_i = mass}``.
+    mass : float, optional
+        Mass of the simplex, > 0 (default 1).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, n)
+        Row ``i`` is the vertex ``mass / w_i * e_i``.
+
+    Raises
+    ------
+    ValueError
+        If ``weights`` is not a finite vector or ``mass <= 0``.
+    """
     w = as_vector(weights, "weights")
     return np.diag(check_positive_scalar(mass, "mass") / w)
 
@@ -116,6 +170,26 @@ def simplex_diameter(n: int, weights=None, mass: float = 1.0) -> float:
 
     For R >= this value the ball in theta_R / psi_R is inactive and the
     stationarity measure has the closed form of :func:`theta_R`.
+
+    Parameters
+    ----------
+    n : int
+        Dimension (number of nodes), >= 1.
+    weights : array_like, shape (n,) or None, optional
+        Positive weights; None (default) means the standard simplex.
+    mass : float, optional
+        Mass of the simplex, > 0 (default 1).
+
+    Returns
+    -------
+    float
+        ``mass * sqrt(1/w_a^2 + 1/w_b^2)`` for the two smallest weights (``sqrt(2) mass``
+        without weights, 0 for n = 1).
+
+    Raises
+    ------
+    ValueError
+        If ``n < 1``, a weight is ``<= 0`` or ``mass <= 0``.
     """
     n = int(n)
     if n < 1:

@@ -1259,6 +1259,43 @@ def minimize_simplex_path(fun_factory, path, x0=None, *, weights=None, mass=1.0,
     Returns a :class:`SimplexPathResult` with one :class:`SimplexTRResult` per
     level.  All levels run even if one fails; ``success`` is True only if all
     succeeded.
+
+    Parameters
+    ----------
+    fun_factory : callable
+        ``fun_factory(p)`` builds the objective of level ``p`` (see above); ``fun`` is as in
+        :func:`minimize_simplex`.
+    path : iterable
+        The parameter values, solved in order (at least one).
+    x0 : array_like or None, optional
+        Starting point of the first level; None (default) lets :func:`minimize_simplex`
+        choose it.
+    weights : array_like or None, optional
+        Positive weights of the simplex ``{x >= 0, sum w_i x_i = mass}``; None means ones.
+    mass : float, optional
+        Mass of the simplex (default 1).
+    n : int or None, optional
+        Dimension, needed only when neither ``x0`` nor ``weights`` gives it.
+    options : dict or None, optional
+        Options of :func:`minimize_simplex`, shared by all levels.
+    callback : callable or None, optional
+        Called by :func:`minimize_simplex` after every iteration of every level.
+    collect_subgradients : callable or None, optional
+        Default subgradient collector for levels whose factory gives none.
+    hessp : callable or None, optional
+        Default Hessian-vector product for levels whose factory gives none.
+
+    Returns
+    -------
+    SimplexPathResult
+        ``params``, the per-level ``results``, the last level's ``x`` and ``fun``, and the
+        summed ``nit``/``nfev``; ``success`` only if every level converged.
+
+    Raises
+    ------
+    ValueError
+        If ``fun_factory`` is not callable, ``path`` is not iterable or empty, or a factory
+        returns a tuple of the wrong length.
     """
     if not callable(fun_factory):
         raise ValueError("fun_factory must be callable")
