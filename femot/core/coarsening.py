@@ -26,8 +26,27 @@ COARSE_START_MIN = 4000
 def coarsen(X, w, m, target: int):
     """Aggregate points on a uniform grid with about ``target`` nonempty cells.
 
-    Returns ``(Xc, wc, mc, label)``: weighted centres, summed weights, densities
-    ``sum w m / sum w`` and the cell of every fine point.
+    Parameters
+    ----------
+    X : array_like, shape (n,) or (n, d)
+        The points.
+    w : numpy.ndarray, shape (n,)
+        Their quadrature weights.
+    m : numpy.ndarray, shape (n,)
+        Density values at the points (masses ``w * m``).
+    target : int
+        Desired number of nonempty cells (reached within about 20 %).
+
+    Returns
+    -------
+    Xc : numpy.ndarray, shape (nc, d)
+        Weighted centres of the nonempty cells.
+    wc : numpy.ndarray, shape (nc,)
+        Summed weights per cell.
+    mc : numpy.ndarray, shape (nc,)
+        Cell densities ``sum w m / sum w`` (so the masses ``wc * mc`` are conserved).
+    label : numpy.ndarray, shape (n,)
+        The cell of every point.
     """
     X = np.asarray(X, dtype=float).reshape(len(X), -1)
     n, d = X.shape
@@ -51,7 +70,25 @@ def coarsen(X, w, m, target: int):
 
 
 def interpolate_potential(Xc, fc, X, k: int = 4):
-    """Inverse-distance interpolation of values ``fc`` at ``Xc`` to the points ``X`` (k nearest)."""
+    """Inverse-distance interpolation of values ``fc`` at ``Xc`` to the points ``X`` (k nearest).
+
+    Parameters
+    ----------
+    Xc : array_like, shape (nc, d)
+        Points carrying the values (e.g. a coarse level).
+    fc : numpy.ndarray, shape (nc,)
+        The values at ``Xc`` (a dual potential).
+    X : array_like, shape (n, d)
+        Points to interpolate to.
+    k : int, optional
+        Number of nearest neighbours, weighted by inverse squared distance (default 4;
+        1 copies the nearest value).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+        The interpolated values.
+    """
     from scipy.spatial import cKDTree
 
     k = min(k, len(Xc))
@@ -90,6 +127,48 @@ def coarse_start(x1, x2, mu1, mu2, gamma, w1, w2, *, p: float = 2.0, eps: float 
     with more than ``2 * coarsest`` points on a side (``init='coarse'``).  ``solver``
     is the QROT solver used on the levels (:func:`femot.solve_qrot`; passed in so that
     this module stays below the solver in the import layers).
+
+    Parameters
+    ----------
+    x1, x2 : array_like, shapes (n1, d) and (n2, d)
+        Support points of the two marginals (the cost is ``|x - y|^p``).
+    mu1, mu2 : array_like, shapes (n1,) and (n2,)
+        Densities of the marginals with respect to the weights.
+    gamma : float
+        Regularization parameter of the fine problem.
+    w1, w2 : array_like, shapes (n1,) and (n2,)
+        Quadrature weights of the fine points.
+    p : float, optional
+        Exponent of the cost (default 2).
+    eps : float, optional
+        Second regularization parameter (default 0: balanced masses; coarse levels are
+        rebalanced).
+    coarsest : int, optional
+        Stop coarsening once both sides have at most this many points (default 2000).
+    factor : float, optional
+        Reduction of the number of points from one level to the next, > 1 (default 4).
+    coupled : bool, optional
+        Scale gamma with the level size as ``(n / n_level)^((d + 2)/d)`` (default True);
+        False uses ``gamma`` on every level.
+    coarse_tol : float, optional
+        Tolerance of the coarse solves (default 1e-7).
+    solver : callable
+        The QROT solver, called as ``solver(cost, mu1, mu2, gamma, eps, w1, w2, x0=..., tol=...,
+        **options)``.
+    **options
+        Further keywords of ``solver`` (``max_iter`` is capped at 100 on coarse levels).
+
+    Returns
+    -------
+    tuple or None
+        ``(alpha0, beta0, levels)``: the interpolated potentials on the fine points and one
+        dict per coarse level (sizes, gamma, iterations, success, time); None if there is no
+        coarser level.
+
+    Raises
+    ------
+    ValueError
+        If ``factor <= 1``.
     """
 
     X1 = np.asarray(x1, dtype=float).reshape(len(x1), -1)

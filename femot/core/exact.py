@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import OptimizeResult, linprog
 
+from femot._docstrings import cite
 from femot._validation import (
     as_finite_matrix,
     as_nonnegative_vector,
@@ -36,6 +37,7 @@ def _checked_marginals(mu1, mu2, w1, w2, n1, n2):
     return m1, m2, w1, w2
 
 
+@cite("III")
 def exact_ot(c, mu1, mu2, w1=None, w2=None):
     """Exact optimal transport between weighted densities by linear programming.
 
@@ -48,6 +50,28 @@ def exact_ot(c, mu1, mu2, w1=None, w2=None):
     (CSR T), ``cost``, dual potentials ``alpha``, ``beta`` with
     ``alpha_i + beta_j <= c_ij`` (equality on the support), ``success``,
     ``status`` and ``message``.
+
+    Parameters
+    ----------
+    c : array_like, shape (n1, n2)
+        Finite cost matrix.
+    mu1 : array_like, shape (n1,)
+        Nonnegative density of the first marginal.
+    mu2 : array_like, shape (n2,)
+        Nonnegative density of the second marginal, of the same mass ``w2 @ mu2 = w1 @ mu1``.
+    w1, w2 : array_like or None, optional
+        Positive quadrature weights; None (default) means ones.
+
+    Returns
+    -------
+    scipy.optimize.OptimizeResult
+        As described above; on failure only ``success``, ``status`` and ``message``.
+
+    Raises
+    ------
+    ValueError
+        If ``c`` is not a finite matrix, a marginal is negative or of the wrong length, a
+        weight is not positive, or the masses differ.
     """
     c = as_finite_matrix(c, "c")
     n1, n2 = c.shape
@@ -96,6 +120,25 @@ def exact_ot_1d(x, y, mu1, mu2, w1=None, w2=None, cost=None):
 
     Returns an ``OptimizeResult`` with ``plan`` (CSR density w.r.t. w1 x w2,
     in the original ordering), ``masses`` and ``cost``.
+
+    Parameters
+    ----------
+    x : array_like, shape (n1,)
+        Support points of the first marginal.
+    y : array_like, shape (n2,)
+        Support points of the second marginal.
+    mu1, mu2 : array_like, shapes (n1,) and (n2,)
+        Nonnegative densities of equal mass.
+    w1, w2 : array_like or None, optional
+        Positive weights; None (default) means ones.
+    cost : callable or None, optional
+        ``h`` evaluated on an array of differences ``x_i - y_j``; None (default) is ``np.square``.
+
+    Raises
+    ------
+    ValueError
+        If a point set is not a finite vector, a marginal is negative or of the wrong
+        length, a weight is not positive, or the masses differ.
     """
     x = as_vector(x, "x")
     y = as_vector(y, "y")

@@ -46,6 +46,26 @@ def certify_working_set(cost, alpha, beta, indptr, indices, threshold: float = 0
     (``femot.core.geometric``), so the certificate costs about as much as the
     pairs it counts.  ``full=True`` counts with one streaming pass over every
     pair instead (an independent check; n1*n2 cost evaluations).
+
+    Parameters
+    ----------
+    cost : Cost
+        The full cost (a :class:`~femot.core.cost.Cost`).
+    alpha : numpy.ndarray, shape (n1,)
+        Dual potential of the first marginal.
+    beta : numpy.ndarray, shape (n2,)
+        Dual potential of the second marginal.
+    indptr, indices : numpy.ndarray
+        CSR structure of the working set.
+    threshold : float, optional
+        Pairs with ``z_ij > threshold`` count (default 0).
+    full : bool, optional
+        Count over all pairs with a streaming pass instead of ``cost.count_above`` (default False).
+
+    Returns
+    -------
+    numpy.ndarray
+        Indices of the rows with a pair above the threshold outside the working set.
     """
     from femot.core import kernels
 
