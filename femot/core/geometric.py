@@ -505,7 +505,24 @@ class PointTree:
         return kernels._run(kernel, _work(self.n1, self.n2), args)
 
     def count_above(self, alpha, beta, threshold, rows=None):
-        """Per-row counts of ``z_ij > threshold`` (of the given rows only, with ``rows``)."""
+        """Per-row counts of ``z_ij > threshold`` (of the given rows only, with ``rows``).
+
+        Parameters
+        ----------
+        alpha : numpy.ndarray, shape (n1,)
+            Dual potential of the rows.
+        beta : numpy.ndarray, shape (n2,)
+            Dual potential of the columns.
+        threshold : float
+            The pairs with ``alpha_i + beta_j - c_ij > threshold`` count.
+        rows : numpy.ndarray of int or None, optional
+            Restrict the count to these rows (serial search); None (default) counts every row.
+
+        Returns
+        -------
+        numpy.ndarray of int64
+            One count per (selected) row.
+        """
         bp = np.ascontiguousarray(beta[self.perm])
         margin = self._margin(alpha, beta)
         if rows is not None:
@@ -514,7 +531,29 @@ class PointTree:
         return self._count_exact(alpha, bp, threshold, margin)
 
     def above(self, alpha, beta, threshold, count=None):
-        """CSR (indptr, indices, z, cvals) of the pairs with ``z_ij > threshold`` (sorted columns)."""
+        """CSR (indptr, indices, z, cvals) of the pairs with ``z_ij > threshold`` (sorted columns).
+
+        Parameters
+        ----------
+        alpha : numpy.ndarray, shape (n1,)
+            Dual potential of the rows.
+        beta : numpy.ndarray, shape (n2,)
+            Dual potential of the columns.
+        threshold : float
+            The pairs with ``alpha_i + beta_j - c_ij > threshold`` are returned.
+        count : numpy.ndarray or None, optional
+            Per-row counts from :meth:`count_above` at this point, if known; recounted if they
+            do not match.
+
+        Returns
+        -------
+        indptr, indices : numpy.ndarray
+            CSR structure (original column order).
+        z : numpy.ndarray
+            ``alpha_i + beta_j - c_ij`` on the pairs.
+        cvals : numpy.ndarray
+            ``c_ij`` on the pairs.
+        """
         bp = np.ascontiguousarray(beta[self.perm])
         margin = self._margin(alpha, beta)
         if count is None:
@@ -532,13 +571,60 @@ class PointTree:
                         float(threshold), margin)
 
     def evaluate(self, alpha, beta, dalpha, dbeta, t, w1, w2):
+        """Active-set sums at ``(alpha + t dalpha, beta + t dbeta)``, searched through the tree.
+
+        Same results as :meth:`femot.core.cost.Cost.evaluate`.
+
+        Parameters
+        ----------
+        alpha : numpy.ndarray, shape (n1,)
+            Dual potential of the rows.
+        beta : numpy.ndarray, shape (n2,)
+            Dual potential of the columns.
+        dalpha : numpy.ndarray, shape (n1,)
+            Direction of ``alpha``.
+        dbeta : numpy.ndarray, shape (n2,)
+            Direction of ``beta``.
+        t : float
+            Step along the direction.
+        w1 : numpy.ndarray, shape (n1,)
+            Row weights.
+        w2 : numpy.ndarray, shape (n2,)
+            Column weights.
+
+        Returns
+        -------
+        rowsum, colsum, count, dsum
+            See :meth:`femot.core.cost.Cost.evaluate`.
+        """
         a_eff = alpha + t * dalpha
         b_eff = beta + t * dbeta
         return self._go(_evaluate, self.X1, self.Yp, self.perm, self.lo, self.hi, self.depth, self.p, alpha, beta,
                         dalpha, dbeta, float(t), w1, w2, self.nchunk, self._margin(a_eff, b_eff))
 
     def count_line(self, alpha, beta, dalpha, dbeta, tmax, rows=None):
-        """Per-row counts of the pairs positive somewhere on t in [0, tmax] (given rows only, with ``rows``)."""
+        """Per-row counts of the pairs positive somewhere on t in [0, tmax] (given rows only, with ``rows``).
+
+        Parameters
+        ----------
+        alpha : numpy.ndarray, shape (n1,)
+            Dual potential of the rows.
+        beta : numpy.ndarray, shape (n2,)
+            Dual potential of the columns.
+        dalpha : numpy.ndarray, shape (n1,)
+            Direction of ``alpha``.
+        dbeta : numpy.ndarray, shape (n2,)
+            Direction of ``beta``.
+        tmax : float
+            Largest step.
+        rows : numpy.ndarray of int or None, optional
+            Restrict the count to these rows (serial search); None (default) counts every row.
+
+        Returns
+        -------
+        numpy.ndarray of int64
+            One count per (selected) row.
+        """
         m = self._margin(alpha, beta, alpha + tmax * dalpha, beta + tmax * dbeta)
         if rows is not None:
             return _count_line(np.ascontiguousarray(self.X1[rows]), self.Yp, self.perm, self.lo, self.hi, self.depth,
@@ -548,6 +634,32 @@ class PointTree:
                         dalpha, dbeta, float(tmax), m)
 
     def line(self, alpha, beta, dalpha, dbeta, tmax, w1, w2, count):
+        """The pairs positive somewhere on ``t in [0, tmax]``, with their slopes and weights.
+
+        Parameters
+        ----------
+        alpha : numpy.ndarray, shape (n1,)
+            Dual potential of the rows.
+        beta : numpy.ndarray, shape (n2,)
+            Dual potential of the columns.
+        dalpha : numpy.ndarray, shape (n1,)
+            Direction of ``alpha``.
+        dbeta : numpy.ndarray, shape (n2,)
+            Direction of ``beta``.
+        tmax : float
+            Largest step.
+        w1 : numpy.ndarray, shape (n1,)
+            Row weights.
+        w2 : numpy.ndarray, shape (n2,)
+            Column weights.
+        count : numpy.ndarray of int64, shape (n1,)
+            Per-row counts from :meth:`count_line` with the same arguments.
+
+        Returns
+        -------
+        z, dz, w : numpy.ndarray
+            ``alpha_i + beta_j - c_ij``, ``dalpha_i + dbeta_j`` and ``w1_i w2_j`` over the pairs.
+        """
         a1 = alpha + tmax * dalpha
         return self._go(_line, self.X1, self.Yp, self.perm, self.lo, self.hi, self.depth, self.p, alpha, beta,
                         dalpha, dbeta, float(tmax), w1, w2, count, self._margin(alpha, beta, a1, beta + tmax * dbeta))

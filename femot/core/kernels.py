@@ -89,6 +89,16 @@ def free_cores(samples: int = 3) -> int:
 
     The minimum over a few instantaneous samples, so that a short-lived task
     does not count; without ``/proc`` the one-minute load average is used.
+
+    Parameters
+    ----------
+    samples : int, optional
+        Number of samples of the other runnable tasks (default 3).
+
+    Returns
+    -------
+    int
+        Free cores, at least 1.
     """
     others = [o for o in (_running_others() for _ in range(samples)) if o is not None]
     if others:
@@ -106,6 +116,16 @@ def thread_budget(max_age: float | None = None) -> int:
 
     The load is re-sampled when the last sample is older than ``max_age``
     seconds (default ``LOAD_REFRESH_S``); a sample costs about a millisecond.
+
+    Parameters
+    ----------
+    max_age : float or None, optional
+        Largest age in seconds of a reusable load sample; None (default) means ``LOAD_REFRESH_S``.
+
+    Returns
+    -------
+    int
+        Number of threads, between 1 and ``numba.get_num_threads()``.
     """
     now = time.perf_counter()
     if now - _budget["stamp"] > (LOAD_REFRESH_S if max_age is None else max_age):
@@ -225,7 +245,18 @@ def _npairs(c) -> int:
 
 
 def num_chunks(n1: int) -> int:
-    """Row chunks for the parallel passes (a few per thread, never more than rows)."""
+    """Row chunks for the parallel passes (a few per thread, never more than rows).
+
+    Parameters
+    ----------
+    n1 : int
+        Number of rows of the pass.
+
+    Returns
+    -------
+    int
+        ``max(1, min(n1, 4 * numba.get_num_threads()))``.
+    """
     return max(1, min(n1, 4 * numba.get_num_threads()))
 
 

@@ -50,7 +50,33 @@ class NewtonMatrix:
                        format="csc")
 
     def solve(self, rhs, method: str = "auto", rtol: float = 1e-10, maxiter: int | None = None):
-        """Solve K x = rhs; returns (x, info) with info = linear iterations (0 = direct)."""
+        """Solve ``K x = rhs`` with the Newton matrix.
+
+        Parameters
+        ----------
+        rhs : numpy.ndarray, shape (n1 + n2,)
+            Right-hand side, row part first.
+        method : {"auto", "direct", "cg"}, optional
+            ``"direct"``: sparse LU (falls back to CG on a numerically singular pivot);
+            ``"cg"``: Jacobi-preconditioned CG on the Schur complement of the row block;
+            ``"auto"`` (default): direct for small or very sparse systems, else CG.
+        rtol : float, optional
+            Relative residual tolerance of CG (default 1e-10).
+        maxiter : int or None, optional
+            CG iteration limit; None (default) means ``min(3000, 10 (n1 + n2))``.
+
+        Returns
+        -------
+        x : numpy.ndarray, shape (n1 + n2,)
+            The solution.
+        info : int
+            Linear iterations (0 for the direct solve).
+
+        Raises
+        ------
+        ValueError
+            If ``method`` is not one of the three names.
+        """
         if method == "auto":
             # Sparse LU fills in badly on banded active sets; CG wins beyond small sizes.
             method = "direct" if self.size <= 300 or self.nnz <= 4 * self.size else "cg"

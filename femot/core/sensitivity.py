@@ -5,9 +5,12 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
+from femot._docstrings import cite
+
 __all__ = ["outer_structure", "pattern_components"]
 
 
+@cite("III")
 def outer_structure(A, B):
     """Test whether ``A ⊂ B`` has an outer structure w.r.t. ``B`` (Part III Def. 3.9 (4)).
 
@@ -20,6 +23,20 @@ def outer_structure(A, B):
     Returns ``(has_structure, v1, v2)`` where v1, v2 are dicts index -> value
     (rows and columns touched by B); the witness direction realizes the
     Bouligand element of Thm 3.12 as the limit along (alpha, beta) + t (v1, v2).
+
+    Parameters
+    ----------
+    A : tuple of two int arrays
+        ``(rows, cols)`` of the candidate subset.
+    B : tuple of two int arrays
+        ``(rows, cols)`` of the set, typically the biactive set Omega_0.
+
+    Raises
+    ------
+    ValueError
+        If ``A`` is not a subset of ``B``.
+    RuntimeError
+        If the LP solver fails.
     """
     ra, ca = (np.asarray(x, dtype=np.int64) for x in A)
     rb, cb = (np.asarray(x, dtype=np.int64) for x in B)
@@ -62,6 +79,15 @@ def pattern_components(indptr, indices, n2):
     Returns ``(ncomp, label)`` with ``label`` of length ``n1 + n2`` (rows first).  For
     eps = 0 every component carries one kernel vector (1 on its rows, -1 on its columns)
     of the Newton matrix, i.e. one free shift of the dual potentials.
+
+    Parameters
+    ----------
+    indptr : array_like of int, shape (n1 + 1,)
+        CSR row pointer of the pattern.
+    indices : array_like of int
+        CSR column indices.
+    n2 : int
+        Number of columns.
     """
     from scipy.sparse.csgraph import connected_components
 
