@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from femot._docstrings import cite
 from femot._validation import as_vector, check_positive_scalar
 
 __all__ = ["Schedule", "coupled_schedule", "check_coupling"]
@@ -51,6 +52,7 @@ def _check_d(d) -> int:
     return int(d)
 
 
+@cite("II")
 def check_coupling(gammas, deltas, d: int, *, rho: float | None = None, force: bool = False,
                    ratio_drop: float = 0.5) -> Schedule:
     """Validate a schedule against Part II (3.1); return it as a :class:`Schedule`.
@@ -60,6 +62,26 @@ def check_coupling(gammas, deltas, d: int, *, rho: float | None = None, force: b
     nonpositive entries; gammas or deltas increasing or not decreasing overall;
     gamma_n / delta_n^d not strictly decreasing; last ratio > ``ratio_drop`` * first
     ratio; and, when ``rho`` is given, delta_n > rho.
+
+    Parameters
+    ----------
+    gammas : array_like
+        Regularization parameters gamma_n of the levels.
+    deltas : array_like
+        Smoothing widths delta_n, same length.
+    d : int
+        Dimension of the product space, ``d = d1 + d2``.
+    rho : float or None, optional
+        Largest admissible delta (the support margin); None (default) skips that check.
+    force : bool, optional
+        Warn instead of raising (default False).
+    ratio_drop : float, optional
+        Required drop of the last ratio against the first (default 0.5).
+
+    Returns
+    -------
+    Schedule
+        The validated gammas, deltas, d and ratios ``gamma_n / delta_n^d``.
     """
     d = _check_d(d)
     g = as_vector(gammas, "gammas")
@@ -100,12 +122,43 @@ def check_coupling(gammas, deltas, d: int, *, rho: float | None = None, force: b
     return Schedule(g, de, d, ratios)
 
 
+@cite("II")
 def coupled_schedule(gammas=None, *, d: int, n_levels: int | None = None, s: float = 1.0, C: float = 1.0,
                      gamma0: float = 1e-2, factor: float = 0.25, rho: float | None = None) -> Schedule:
     """A schedule with delta_n = C gamma_n^{1/(d+s)}, so gamma_n / delta_n^d = C^{-d} gamma_n^{s/(d+s)}.
 
     Give either ``gammas`` (decreasing) or ``n_levels`` (then gamma_n = gamma0 factor^n).
     The result is validated with :func:`check_coupling` (``rho`` bounds delta_n).
+
+    Parameters
+    ----------
+    gammas : array_like or None, optional
+        Positive regularization parameters; give this or ``n_levels``.
+    d : int
+        Dimension of the product space, ``d = d1 + d2``.
+    n_levels : int or None, optional
+        Number of levels (>= 2) of the geometric schedule ``gamma0 * factor^n``.
+    s : float, optional
+        Positive exponent of the coupling (default 1).
+    C : float, optional
+        Positive constant of the coupling (default 1).
+    gamma0 : float, optional
+        First gamma of the geometric schedule (default 1e-2).
+    factor : float, optional
+        Ratio of the geometric schedule, in (0, 1) (default 0.25).
+    rho : float or None, optional
+        Upper bound of delta_n passed to :func:`check_coupling`.
+
+    Returns
+    -------
+    Schedule
+        The validated schedule.
+
+    Raises
+    ------
+    ValueError
+        If not exactly one of ``gammas`` and ``n_levels`` is given, a parameter is out of
+        range, or :func:`check_coupling` rejects the schedule.
     """
     d = _check_d(d)
     s = check_positive_scalar(s, "s")
