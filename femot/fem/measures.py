@@ -59,7 +59,23 @@ class Measure:
         return S.min(axis=0), S.max(axis=0)
 
     def support_distance_to_boundary(self, mesh) -> float:
-        """dist(supp mu, boundary of ``mesh``); negative if the support leaves the domain."""
+        """dist(supp mu, boundary of ``mesh``); negative if the support leaves the domain.
+
+        Parameters
+        ----------
+        mesh : skfem.Mesh
+            The domain's mesh (same dimension as the measure).
+
+        Returns
+        -------
+        float
+            Distance of the support to the boundary of the mesh (negative outside).
+
+        Raises
+        ------
+        ValueError
+            If the mesh has another dimension than the measure.
+        """
         if mesh_dim(mesh) != self.dim:
             raise ValueError(f"mesh: dimension {mesh_dim(mesh)} does not match the measure's {self.dim}")
         return simplex_set_boundary_distance(mesh, self.support_simplices())
@@ -68,20 +84,90 @@ class Measure:
         return [self]
 
     def sources(self, q):
-        """Points and masses of a discrete measure approximating mu on ``q`` (for convolution)."""
+        """Points and masses of a discrete measure approximating mu on ``q`` (for convolution).
+
+        Parameters
+        ----------
+        q : Quadrature
+            Nodal quadrature rule (:func:`femot.fem.quadrature.quadrature`) of the same dimension.
+
+        Returns
+        -------
+        points : numpy.ndarray, shape (k, dim)
+        masses : numpy.ndarray, shape (k,)
+            Nonnegative masses summing to the measure's mass.
+        """
         raise NotImplementedError  # pragma: no cover
 
     def discretize(self, q) -> np.ndarray:
-        """Density m at ``q.nodes`` w.r.t. ``q.weights`` with sum(w * m) = mass()."""
+        """Density m at ``q.nodes`` w.r.t. ``q.weights`` with sum(w * m) = mass().
+
+        Parameters
+        ----------
+        q : Quadrature
+            Nodal quadrature rule (:func:`femot.fem.quadrature.quadrature`) of the same dimension.
+
+        Returns
+        -------
+        numpy.ndarray, shape (q.n,)
+            ``masses(q) / q.weights``.
+
+        Raises
+        ------
+        ValueError
+            If ``q`` has another dimension than the measure, or part of the measure lies outside
+            its mesh.
+        """
         return self.masses(q) / q.weights
 
     def masses(self, q) -> np.ndarray:  # pragma: no cover - abstract
+        """Masses of the measure lumped to the nodes of ``q``.
+
+        Parameters
+        ----------
+        q : Quadrature
+            Nodal quadrature rule (:func:`femot.fem.quadrature.quadrature`) of the same dimension.
+
+        Returns
+        -------
+        numpy.ndarray, shape (q.n,)
+            Nonnegative nodal masses summing to :meth:`mass`.
+        """
         raise NotImplementedError
 
     def scaled(self, c: float) -> "Measure":  # pragma: no cover - abstract
+        """The measure multiplied by ``c`` (also written ``c * mu``).
+
+        Parameters
+        ----------
+        c : float
+            Nonnegative factor.
+
+        Returns
+        -------
+        Measure
+            A new measure of the same type with mass ``c * mass()``.
+        """
         raise NotImplementedError
 
     def cdf(self, x) -> np.ndarray:  # pragma: no cover - abstract
+        """Cumulative distribution function ``F(x) = mu((-inf, x])`` of a measure on an interval.
+
+        Parameters
+        ----------
+        x : array_like
+            Evaluation points (any shape).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``F`` at ``x``, same shape (it increases from 0 to the mass).
+
+        Raises
+        ------
+        ValueError
+            If the measure is not one-dimensional.
+        """
         raise NotImplementedError
 
     def __add__(self, other):
@@ -258,11 +344,40 @@ class Density(_FunctionMeasure):
         return self._scale * (self._mass if self._mass is not None else self._integral())
 
     def cdf(self, x):
+        """Cumulative distribution function ``F(x) = mu((-inf, x])`` of a measure on an interval.
+
+        Parameters
+        ----------
+        x : array_like
+            Evaluation points (any shape).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``F`` at ``x``, same shape (it increases from 0 to the mass).
+
+        Raises
+        ------
+        ValueError
+            If the measure is not one-dimensional.
+        """
         if self._cdf is not None:
             return self._scale * np.asarray(self._cdf(np.asarray(x, dtype=float)), dtype=float)
         return super().cdf(x)
 
     def scaled(self, c: float) -> "Density":
+        """The measure multiplied by ``c`` (also written ``c * mu``).
+
+        Parameters
+        ----------
+        c : float
+            Nonnegative factor.
+
+        Returns
+        -------
+        Measure
+            A new measure of the same type with mass ``c * mass()``.
+        """
         new = Density(self.f, self.mesh, mass=self._mass, cdf=self._cdf, order=self.order)
         new._scale = self._scale * c
         return new
@@ -306,6 +421,18 @@ class FEFunction(_FunctionMeasure):
         return np.flatnonzero((self.u[dofs] != 0).any(axis=0))
 
     def scaled(self, c: float) -> "FEFunction":
+        """The measure multiplied by ``c`` (also written ``c * mu``).
+
+        Parameters
+        ----------
+        c : float
+            Nonnegative factor.
+
+        Returns
+        -------
+        Measure
+            A new measure of the same type with mass ``c * mass()``.
+        """
         new = FEFunction(self.basis, self.u)
         new._scale = self._scale * c
         return new
@@ -319,6 +446,23 @@ def basis_probe(basis, x):
 
     P1 elements use barycentric coordinates from :func:`locate` (fast); other elements
     use scikit-fem's ``probes``.
+
+    Parameters
+    ----------
+    basis : skfem.CellBasis
+        The finite-element basis.
+    x : array_like, shape (n, d)
+        Points inside the basis' mesh.
+
+    Returns
+    -------
+    scipy.sparse matrix, shape (n, basis.N)
+        Row ``k`` evaluates a coefficient vector at ``x[k]``.
+
+    Raises
+    ------
+    ValueError
+        If a point lies outside the mesh (P1 elements).
     """
     import scipy.sparse as sp
     from skfem import ElementLineP1, ElementTetP1, ElementTriP1
@@ -359,12 +503,42 @@ class DiracSum(Measure):
         return self.points[self.weights > 0][:, None, :]
 
     def sources(self, q):
+        """Points and masses of a discrete measure approximating mu on ``q`` (for convolution).
+
+        Parameters
+        ----------
+        q : Quadrature
+            Nodal quadrature rule (:func:`femot.fem.quadrature.quadrature`) of the same dimension.
+
+        Returns
+        -------
+        points : numpy.ndarray, shape (k, dim)
+        masses : numpy.ndarray, shape (k,)
+            Nonnegative masses summing to the measure's mass.
+        """
         self._check_q(q)
         return self.points, self.weights
 
     def masses(self, q) -> np.ndarray:
         """Masses at the nodes: barycentric splitting on vertex rules (keeps mass and
-        first moments), nearest node on Gauss rules."""
+        first moments), nearest node on Gauss rules.
+
+        Parameters
+        ----------
+        q : Quadrature
+            Nodal quadrature rule (:func:`femot.fem.quadrature.quadrature`) of the same dimension.
+
+        Returns
+        -------
+        numpy.ndarray, shape (q.n,)
+            Nodal masses summing to :meth:`mass`.
+
+        Raises
+        ------
+        ValueError
+            If ``q`` has another dimension than the measure, or part of the measure lies outside
+            its mesh.
+        """
         self._check_q(q)
         out = np.zeros(q.n)
         if q.rule == "lumped":
@@ -381,6 +555,23 @@ class DiracSum(Measure):
         return out
 
     def cdf(self, x):
+        """Cumulative distribution function ``F(x) = mu((-inf, x])`` of a measure on an interval.
+
+        Parameters
+        ----------
+        x : array_like
+            Evaluation points (any shape).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``F`` at ``x``, same shape (it increases from 0 to the mass).
+
+        Raises
+        ------
+        ValueError
+            If the measure is not one-dimensional.
+        """
         if self.dim != 1:
             raise ValueError("cdf is only defined for measures on intervals (dim 1)")
         x = np.asarray(x, dtype=float)
@@ -390,6 +581,18 @@ class DiracSum(Measure):
         return np.where(i > 0, cw[np.maximum(i - 1, 0)], 0.0).reshape(x.shape)
 
     def scaled(self, c: float) -> "DiracSum":
+        """The measure multiplied by ``c`` (also written ``c * mu``).
+
+        Parameters
+        ----------
+        c : float
+            Nonnegative factor.
+
+        Returns
+        -------
+        Measure
+            A new measure of the same type with mass ``c * mass()``.
+        """
         return DiracSum(self.points, self.weights * c)
 
     def __repr__(self):
@@ -406,7 +609,28 @@ class Empirical(DiracSum):
 
     @classmethod
     def from_density(cls, density: "Density", n: int, seed=0, mass: float | None = None) -> "Empirical":
-        """n samples of a bounded density on its mesh by rejection sampling (seeded)."""
+        """n samples of a bounded density on its mesh by rejection sampling (seeded).
+
+        Parameters
+        ----------
+        density : Density
+            A bounded density on its mesh.
+        n : int
+            Number of samples, >= 1.
+        seed : int or numpy.random.SeedSequence, optional
+            Seed of ``numpy.random.default_rng`` (default 0).
+        mass : float or None, optional
+            Mass of the empirical measure; None (default) uses the density's mass.
+
+        Returns
+        -------
+        Empirical
+
+        Raises
+        ------
+        ValueError
+            If ``n`` is not a positive integer or the density vanishes identically.
+        """
         rng = np.random.default_rng(seed)
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -450,6 +674,23 @@ class SumMeasure(Measure):
         raise NotImplementedError("SumMeasure has parts with different simplex types")
 
     def support_distance_to_boundary(self, mesh) -> float:
+        """dist(supp mu, boundary of ``mesh``); negative if the support leaves the domain.
+
+        Parameters
+        ----------
+        mesh : skfem.Mesh
+            The domain's mesh (same dimension as the measure).
+
+        Returns
+        -------
+        float
+            Distance of the support to the boundary of the mesh (negative outside).
+
+        Raises
+        ------
+        ValueError
+            If the mesh has another dimension than the measure.
+        """
         return float(min(p.support_distance_to_boundary(mesh) for p in self._parts))
 
     def support_extent(self):
@@ -457,16 +698,70 @@ class SumMeasure(Measure):
         return np.nanmin([e[0] for e in ext], axis=0), np.nanmax([e[1] for e in ext], axis=0)
 
     def masses(self, q):
+        """Masses of the measure lumped to the nodes of ``q``.
+
+        Parameters
+        ----------
+        q : Quadrature
+            Nodal quadrature rule (:func:`femot.fem.quadrature.quadrature`) of the same dimension.
+
+        Returns
+        -------
+        numpy.ndarray, shape (q.n,)
+            Nonnegative nodal masses summing to :meth:`mass`.
+        """
         return sum(p.masses(q) for p in self._parts)
 
     def sources(self, q):
+        """Points and masses of a discrete measure approximating mu on ``q`` (for convolution).
+
+        Parameters
+        ----------
+        q : Quadrature
+            Nodal quadrature rule (:func:`femot.fem.quadrature.quadrature`) of the same dimension.
+
+        Returns
+        -------
+        points : numpy.ndarray, shape (k, dim)
+        masses : numpy.ndarray, shape (k,)
+            Nonnegative masses summing to the measure's mass.
+        """
         pts, a = zip(*(p.sources(q) for p in self._parts))
         return np.concatenate(pts), np.concatenate(a)
 
     def cdf(self, x):
+        """Cumulative distribution function ``F(x) = mu((-inf, x])`` of a measure on an interval.
+
+        Parameters
+        ----------
+        x : array_like
+            Evaluation points (any shape).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``F`` at ``x``, same shape (it increases from 0 to the mass).
+
+        Raises
+        ------
+        ValueError
+            If the measure is not one-dimensional.
+        """
         return sum(p.cdf(x) for p in self._parts)
 
     def scaled(self, c: float) -> "SumMeasure":
+        """The measure multiplied by ``c`` (also written ``c * mu``).
+
+        Parameters
+        ----------
+        c : float
+            Nonnegative factor.
+
+        Returns
+        -------
+        Measure
+            A new measure of the same type with mass ``c * mass()``.
+        """
         return SumMeasure([p.scaled(c) for p in self._parts])
 
     def __repr__(self):
@@ -487,7 +782,27 @@ def _interval_of(mu) -> tuple[float, float]:
 
 
 def quantile(mu: Measure, t, iters: int = 80) -> np.ndarray:
-    """Generalized inverse F^{-1}(t) = inf{x : F(x) >= t} of a 1D measure (bisection)."""
+    """Generalized inverse F^{-1}(t) = inf{x : F(x) >= t} of a 1D measure (bisection).
+
+    Parameters
+    ----------
+    mu : Measure
+        A measure on an interval (dim 1).
+    t : array_like
+        Levels in ``[0, mu.mass()]``.
+    iters : int, optional
+        Largest number of bisection steps (default 80).
+
+    Returns
+    -------
+    numpy.ndarray
+        The quantiles, same shape as ``t``.
+
+    Raises
+    ------
+    ValueError
+        If ``mu`` is not one-dimensional.
+    """
     if mu.dim != 1:
         raise ValueError("mu: quantiles need a measure on an interval (dim 1)")
     t = np.asarray(t, dtype=float)
@@ -517,6 +832,30 @@ def wasserstein_1d(mu1: Measure, mu2: Measure, beta: float = 2.0, *, grid: int =
     Quantiles are exact up to bisection (~1e-15). With the defaults the result is
     accurate to about 1e-10 for Gaussian-type mixtures with atoms (compare
     ``grid`` and ``2 * grid`` to estimate).
+
+    Parameters
+    ----------
+    mu1, mu2 : Measure
+        Measures on intervals (dim 1) of equal mass.
+    beta : float, optional
+        Exponent of the cost, >= 1 for the monotone coupling to be optimal (default 2).
+    grid : int, optional
+        Grid points on each support interval, >= 2 (default 2048).
+    points : int, optional
+        Gauss-Legendre nodes per piece (default 8).
+    rtol : float, optional
+        Relative tolerance of the mass comparison (default 1e-10).
+
+    Returns
+    -------
+    float
+        ``W_beta^beta(mu1, mu2)``.
+
+    Raises
+    ------
+    ValueError
+        If ``beta <= 0``, a measure is not one-dimensional, ``grid`` is invalid, or the
+        masses differ.
     """
     beta = check_positive_scalar(beta, "beta")
     if mu1.dim != 1 or mu2.dim != 1:
