@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+from femot._docstrings import cite
 from femot._validation import check_nonnegative_scalar, check_positive_scalar
 
 __all__ = [
@@ -89,7 +90,22 @@ def available_meshes() -> list[str]:
 
 
 def builtin_mesh(name: str):
-    """Construct the named mesh with scikit-fem (what ``meshes/generate.py`` stores)."""
+    """Construct the named mesh with scikit-fem (what ``meshes/generate.py`` stores).
+
+    Parameters
+    ----------
+    name : str
+        A name of :func:`available_meshes` (stored mesh or alias).
+
+    Returns
+    -------
+    skfem.Mesh
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown (the message lists the known names).
+    """
     key = _ALIASES.get(name, name)
     if key not in BUILTIN_MESHES:
         raise ValueError(f"name: unknown mesh {name!r}; known meshes: {', '.join(available_meshes())}")
@@ -97,7 +113,23 @@ def builtin_mesh(name: str):
 
 
 def mesh_dim(mesh) -> int:
-    """Spatial dimension of a simplicial scikit-fem mesh; ValueError for other cell types."""
+    """Spatial dimension of a simplicial scikit-fem mesh.
+
+    Parameters
+    ----------
+    mesh : skfem.Mesh
+        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+
+    Returns
+    -------
+    int
+        1, 2 or 3.
+
+    Raises
+    ------
+    ValueError
+        If the mesh is not simplicial of dimension 1, 2 or 3.
+    """
     p, t = np.asarray(mesh.p), np.asarray(mesh.t)
     d = p.shape[0]
     if t.shape[0] != d + 1 or d not in (1, 2, 3):
@@ -209,6 +241,25 @@ def load_mesh(name_or_path, refine: int = 0):
     ``refine`` times. The highest-dimensional simplicial cells of the file define the
     mesh (boundary cells in gmsh files are ignored). Raises ``FileNotFoundError`` for a
     missing file and ``ValueError`` (naming the path) for unreadable or unsupported ones.
+
+    Parameters
+    ----------
+    name_or_path : str or os.PathLike
+        A mesh name (no suffix, no directory) or the path of a mesh file.
+    refine : int, optional
+        Number of uniform refinements, >= 0 (default 0).
+
+    Returns
+    -------
+    skfem.Mesh
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If ``refine`` is not a nonnegative integer, the name is unknown, or the file is
+        unreadable or unsupported.
     """
     if not isinstance(refine, (int, np.integer)) or refine < 0:
         raise ValueError(f"refine must be a nonnegative integer, got {refine!r}")
@@ -235,6 +286,23 @@ def read_mesh_file(path):
     second-order cells, polygons, ...) are refused rather than dropped. Raises
     ``ValueError`` naming the file for non-finite coordinates, vertex indices out of
     range or repeated within a cell, and degenerate cells (zero length, area or volume).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file in a format meshio reads (``.vtu``, ``.msh``, ...).
+
+    Returns
+    -------
+    skfem.Mesh
+        ``MeshLine``, ``MeshTri`` or ``MeshTet``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file cannot be read or holds no usable simplicial cells (see above).
     """
     import meshio
 
@@ -281,7 +349,29 @@ def read_mesh_file(path):
 
 
 def save_mesh(mesh, path, point_data=None, cell_data=None) -> Path:
-    """Write a simplicial mesh (points padded to 3D for VTK readers) with meshio."""
+    """Write a simplicial mesh (points padded to 3D for VTK readers) with meshio.
+
+    Parameters
+    ----------
+    mesh : skfem.Mesh
+        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+    path : str or os.PathLike
+        Output file; the format follows the suffix (meshio). Parent directories are created.
+    point_data : dict or None, optional
+        Arrays of nodal values by name.
+    cell_data : dict or None, optional
+        Arrays of per-cell values by name.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Raises
+    ------
+    ValueError
+        If the mesh is not simplicial of dimension 1, 2 or 3.
+    """
     import meshio
 
     d = mesh_dim(mesh)
@@ -297,7 +387,18 @@ def save_mesh(mesh, path, point_data=None, cell_data=None) -> Path:
 
 
 def write_builtin_meshes(folder=None) -> list[Path]:
-    """Write every mesh of :data:`BUILTIN_MESHES` as ``<folder>/<name>.vtu``."""
+    """Write every mesh of :data:`BUILTIN_MESHES` as ``<folder>/<name>.vtu``.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike or None, optional
+        Output directory; None (default) is the package's mesh directory.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The written files.
+    """
     folder = Path(folder) if folder is not None else MESH_DIR
     return [save_mesh(ctor(), folder / f"{name}.vtu") for name, (ctor, _) in BUILTIN_MESHES.items()]
 
@@ -306,7 +407,18 @@ def write_builtin_meshes(folder=None) -> list[Path]:
 
 
 def element_volumes(mesh) -> np.ndarray:
-    """Lebesgue measure of every cell (length, area, volume)."""
+    """Lebesgue measure of every cell (length, area, volume).
+
+    Parameters
+    ----------
+    mesh : skfem.Mesh
+        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+
+    Returns
+    -------
+    numpy.ndarray, shape (nel,)
+        ``|det J| / d!`` per cell.
+    """
     d = mesh.p.shape[0]
     v = mesh.p[:, mesh.t]  # (d, d+1, nel)
     jac = v[:, 1:, :] - v[:, :1, :]  # (d, d, nel)
@@ -318,6 +430,21 @@ def boundary_facets(mesh) -> np.ndarray:
     """Coordinates of the boundary facets, shape (nb, d, d): d vertices of dimension d.
 
     In 1D the facets are the boundary vertices (shape (nb, 1, 1)).
+
+    Parameters
+    ----------
+    mesh : skfem.Mesh
+        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+
+    Returns
+    -------
+    numpy.ndarray, shape (nb, d, d)
+        The facets' vertex coordinates (cached on the mesh).
+
+    Raises
+    ------
+    ValueError
+        If the mesh is not simplicial of dimension 1, 2 or 3.
     """
     d = mesh_dim(mesh)
     cache = getattr(mesh, "_femot_bfacets", None)
@@ -394,6 +521,20 @@ def locate(mesh, points, tol: float = 1e-12):
     Returns ``(cells, bary)``: ``cells[i] = -1`` for points outside the mesh (up to a
     relative tolerance ``tol``), ``bary`` (n, d+1) are the barycentric coordinates in
     that cell (clipped to [0, 1] and renormalized).
+
+    Parameters
+    ----------
+    mesh : skfem.Mesh
+        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+    points : array_like, shape (n, d)
+        The points (shape ``(n,)`` accepted in 1D).
+    tol : float, optional
+        Relative tolerance for points on cell boundaries (default 1e-12).
+
+    Raises
+    ------
+    ValueError
+        If the mesh is not simplicial or ``points`` has the wrong shape or NaN/inf entries.
     """
     d = mesh_dim(mesh)
     x = _as_points(points, d, "points")
@@ -459,6 +600,25 @@ def boundary_distance(mesh, points, signed: bool = True) -> np.ndarray:
 
     Polygonal boundaries are used as they are (no curved geometry). With ``signed``,
     points outside the mesh get the negative distance.
+
+    Parameters
+    ----------
+    mesh : skfem.Mesh
+        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+    points : array_like, shape (n, d)
+        The points (shape ``(n,)`` accepted in 1D).
+    signed : bool, optional
+        Negate the distance of points outside the mesh (default True).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+        The distances.
+
+    Raises
+    ------
+    ValueError
+        If the mesh is not simplicial or ``points`` has the wrong shape or NaN/inf entries.
     """
     d = mesh_dim(mesh)
     x = _as_points(points, d, "points")
@@ -518,6 +678,23 @@ def simplex_set_boundary_distance(mesh, simplices) -> float:
     boundary segment) the minimum distance is attained between a vertex of one and the
     other. In 3D only vertex-to-facet distances are used (edge-edge pairs are ignored, so
     the value can exceed the true distance for cells; it is exact for points).
+
+    Parameters
+    ----------
+    mesh : skfem.Mesh
+        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+    simplices : array_like, shape (m, k, d)
+        Vertex coordinates of the simplices.
+
+    Returns
+    -------
+    float
+        The signed distance (``inf`` for an empty set).
+
+    Raises
+    ------
+    ValueError
+        If ``simplices`` does not have shape ``(m, k, d)`` for the mesh's dimension ``d``.
     """
     d = mesh_dim(mesh)
     S = np.asarray(simplices, dtype=float)
@@ -547,7 +724,19 @@ def simplex_set_boundary_distance(mesh, simplices) -> float:
 
 
 def cell_simplices(mesh, cells=None) -> np.ndarray:
-    """Vertex coordinates (m, d+1, d) of the given cells (all cells by default)."""
+    """Vertex coordinates (m, d+1, d) of the given cells (all cells by default).
+
+    Parameters
+    ----------
+    mesh : skfem.Mesh
+        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+    cells : array_like of int or None, optional
+        Cell indices; None (default) means all cells.
+
+    Returns
+    -------
+    numpy.ndarray, shape (m, d + 1, d)
+    """
     t = mesh.t if cells is None else mesh.t[:, np.asarray(cells, dtype=np.int64)]
     return np.moveaxis(mesh.p[:, t], 0, -1).transpose(1, 0, 2).copy()
 
@@ -563,6 +752,7 @@ def _as_points(points, d: int, name: str) -> np.ndarray:
     return x
 
 
+@cite("II")
 def enlarged_mesh(mesh, rho: float, h: float | None = None):
     """A mesh of a domain containing Omega + B(0, rho) (Part II, Lemma 2.4).
 
@@ -571,6 +761,26 @@ def enlarged_mesh(mesh, rho: float, h: float | None = None):
     (the original vertices are kept), in 2D and 3D it is the box around Omega enlarged
     by rho, meshed uniformly with cell size about ``h`` (default: the mean cell size).
     Measures on Omega are extended by zero (mu^rho of the lemma).
+
+    Parameters
+    ----------
+    mesh : skfem.Mesh
+        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+    rho : float
+        Enlargement, >= 0.
+    h : float or None, optional
+        Cell size of the new mesh in 2D/3D (and of the added cells in 1D); None (default)
+        derives it from the mean cell volume.
+
+    Returns
+    -------
+    skfem.Mesh
+        A mesh of the same type and dimension.
+
+    Raises
+    ------
+    ValueError
+        If ``rho < 0``, ``h <= 0`` or the mesh is not simplicial.
     """
     from skfem import MeshLine, MeshTet, MeshTri
 
