@@ -270,6 +270,21 @@ class PoissonOperator:
 
         Entries of ``load`` on boundary dofs are ignored (the test functions vanish
         there).  ``load`` may have shape ``(ndofs, k)`` for ``k`` right-hand sides.
+
+        Parameters
+        ----------
+        load : array_like, shape (ndofs,) or (ndofs, k)
+            Load vector(s) ``<eta, phi_i>``.
+
+        Returns
+        -------
+        numpy.ndarray
+            Nodal values of the state, same shape as ``load`` (zero on the boundary).
+
+        Raises
+        ------
+        ValueError
+            If the array has the wrong shape or NaN/inf entries.
         """
         return self._solve_interior(self._as_load(load, "load"))
 
@@ -278,6 +293,21 @@ class PoissonOperator:
 
         ``K`` is symmetric, so this is the same solve as :meth:`solve`; the
         gradient of ``j(G b)`` with respect to ``b`` is ``G^T grad j``.
+
+        Parameters
+        ----------
+        rhs : array_like, shape (ndofs,) or (ndofs, k)
+            Nodal vector(s), e.g. the gradient of a functional of the state.
+
+        Returns
+        -------
+        numpy.ndarray
+            Same shape as ``rhs``.
+
+        Raises
+        ------
+        ValueError
+            If the array has the wrong shape or NaN/inf entries.
         """
         return self._solve_interior(self._as_load(rhs, "rhs"))
 
@@ -300,6 +330,15 @@ class PoissonOperator:
         ``P @ y`` evaluates a finite-element function at the points; ``P.T @ m``
         is the load of the discrete measure ``sum_k m_k delta_{x_k}``.
         Raises ValueError naming ``points`` if a point lies outside the mesh.
+
+        Parameters
+        ----------
+        points : array_like, shape (npoints, dim)
+            Points in the mesh (shape ``(npoints,)`` accepted in 1D).
+
+        Returns
+        -------
+        scipy.sparse.csr_matrix, shape (npoints, ndofs)
         """
         x = self._as_points(points)
         lo = self.mesh.p.min(axis=1)
@@ -334,7 +373,24 @@ class PoissonOperator:
             raise ValueError(f"points[{k}] = {xt[:, k]} lies outside the mesh")
 
     def load_dirac(self, points, masses=None) -> np.ndarray:
-        """Load of ``sum_k masses[k] delta_{points[k]}`` (unit masses by default)."""
+        """Load of ``sum_k masses[k] delta_{points[k]}`` (unit masses by default).
+
+        Parameters
+        ----------
+        points : array_like, shape (npoints, dim)
+            Positions of the Diracs (inside the mesh).
+        masses : array_like of shape (npoints,) or None, optional
+            Their masses; None (default) means ones.
+
+        Returns
+        -------
+        numpy.ndarray, shape (ndofs,)
+
+        Raises
+        ------
+        ValueError
+            If a point lies outside the mesh or ``points``/``masses`` are malformed.
+        """
         P = self.probe_matrix(points)
         if masses is None:
             m = np.ones(P.shape[0])
@@ -349,6 +405,21 @@ class PoissonOperator:
         function; then ``b = M f``) or a callable taking coordinates of shape
         ``(dim, ...)`` and returning values of shape ``(...)`` (integrated by
         quadrature of order ``intorder``).
+
+        Parameters
+        ----------
+        f : array_like of shape (ndofs,) or callable
+            The density (see above).
+
+        Returns
+        -------
+        numpy.ndarray, shape (ndofs,)
+
+        Raises
+        ------
+        ValueError
+            If ``f`` has the wrong length, fails at the quadrature points, returns an array of
+            the wrong shape or NaN/inf values.
         """
         if callable(f):
             vals = self._quadrature_values(f, "f")
@@ -360,6 +431,20 @@ class PoissonOperator:
 
         ``masses`` has length ``nvertices``.  Masses on boundary vertices do not
         act on the state (``phi_i`` vanishes on the boundary for interior ``i``).
+
+        Parameters
+        ----------
+        masses : array_like, shape (nvertices,)
+            Masses at the mesh vertices.
+
+        Returns
+        -------
+        numpy.ndarray, shape (ndofs,)
+
+        Raises
+        ------
+        ValueError
+            If ``masses`` has the wrong length or NaN/inf entries.
         """
         m = as_vector(masses, "masses", length=self.nvertices)
         return self.vertex_load @ m
@@ -383,7 +468,18 @@ class PoissonOperator:
 
     # ------------------------------------------------ measure on vertices -> y
     def state(self, masses) -> np.ndarray:
-        """``y = G m`` for the discrete control ``m = sum_v masses[v] delta_{x_v}``."""
+        """``y = G m`` for the discrete control ``m = sum_v masses[v] delta_{x_v}``.
+
+        Parameters
+        ----------
+        masses : array_like, shape (nvertices,)
+            Masses at the mesh vertices.
+
+        Returns
+        -------
+        numpy.ndarray, shape (ndofs,)
+            Nodal values of the state.
+        """
         return self.solve(self.load_nodal_masses(masses))
 
     def state_adjoint(self, r) -> np.ndarray:
@@ -391,6 +487,15 @@ class PoissonOperator:
 
         For all ``a`` (vertex masses) and ``r`` (nodal vectors):
         ``<state(a), r> = <a, state_adjoint(r)>``.
+
+        Parameters
+        ----------
+        r : array_like, shape (ndofs,)
+            A nodal vector.
+
+        Returns
+        -------
+        numpy.ndarray, shape (nvertices,)
         """
         p = self.solve_adjoint(r)
         return self.vertex_load.T @ p
@@ -402,6 +507,21 @@ class PoissonOperator:
         ``y_d`` is a nodal vector (a finite-element function) or a callable
         (integrated by quadrature).  Then
         ``1/2 |y - y_d|^2_{L2} = 1/2 y^T M y - b^T y + c/2`` for every discrete y.
+
+        Parameters
+        ----------
+        y_d : array_like of shape (ndofs,) or callable
+            The desired state: a nodal vector or a callable of coordinates ``(dim, ...)``.
+
+        Returns
+        -------
+        b : numpy.ndarray, shape (ndofs,)
+        c : float
+
+        Raises
+        ------
+        ValueError
+            If ``y_d`` has the wrong length or its values are not finite.
         """
         if callable(y_d):
             vals = self._quadrature_values(y_d, "y_d")
@@ -418,6 +538,18 @@ class PoissonOperator:
         The gradient is the adjoint state ``p = G^T (M y - int y_d phi)``
         (one adjoint solve).  ``y_d`` as in :meth:`target`.
         Returns ``(value, gradient, y)``.
+
+        Parameters
+        ----------
+        load : array_like, shape (ndofs,)
+            The load vector ``b``.
+        y_d : array_like of shape (ndofs,) or callable
+            The desired state: a nodal vector or a callable of coordinates ``(dim, ...)``.
+
+        Raises
+        ------
+        ValueError
+            If ``load`` or ``y_d`` is malformed.
         """
         bd, c = self.target(y_d)
         y = self.solve(as_vector(load, "load", length=self.ndofs))
@@ -434,6 +566,18 @@ class PoissonOperator:
         adjoint Poisson solve ``p = K^{-1} M (y - y_d)`` restricted to the vertices.
         Returns ``(value, gradient)``; the gradient has length ``nvertices`` and is
         zero on boundary vertices.
+
+        Parameters
+        ----------
+        masses : array_like, shape (nvertices,)
+            The control's masses at the mesh vertices.
+        y_d : array_like of shape (ndofs,) or callable
+            The desired state: a nodal vector or a callable of coordinates ``(dim, ...)``.
+
+        Raises
+        ------
+        ValueError
+            If ``masses`` or ``y_d`` is malformed.
         """
         b = self.load_nodal_masses(masses)
         val, g, _ = self.tracking_value_and_gradient_load(b, y_d)
@@ -446,6 +590,15 @@ class PoissonOperator:
         ``subdomain`` is None (all elements), a boolean array of length
         ``nelements``, or a callable ``chi(x)`` evaluated at the element
         centroids ``x`` (shape ``(dim, nelements)``) returning booleans.
+
+        Parameters
+        ----------
+        subdomain : None, array_like of bool or callable
+            See above.
+
+        Returns
+        -------
+        numpy.ndarray of bool, shape (nelements,)
         """
         return element_mask(self.mesh, subdomain)
 
@@ -472,6 +625,20 @@ class PoissonOperator:
         Part II takes ``1 < p' < d/(d-1)`` so that Dirac data have finite norm in
         the continuum; the discrete functional is defined for every ``p' > 1``.
         Returns ``(value, gradient, y)``.
+
+        Parameters
+        ----------
+        load : array_like, shape (ndofs,)
+            The load vector ``b``.
+        p_prime : float
+            The exponent ``p' > 1``.
+        subdomain : None, array_like of bool or callable, optional
+            The observation set D (see :meth:`subdomain_mask`); None (default) is the whole mesh.
+
+        Raises
+        ------
+        ValueError
+            If ``p_prime <= 1`` or ``load``/``subdomain`` is malformed.
         """
         p = check_positive_scalar(p_prime, "p_prime")
         if p <= 1:
@@ -514,6 +681,24 @@ def product_mesh(mesh1, mesh2, kind: str | None = None):
         into triangles): tetrahedra, each prism split into three tets with the
         diagonal of every side face chosen by global vertex numbers so that
         neighbouring prisms match (conforming mesh).
+
+    Parameters
+    ----------
+    mesh1, mesh2 : skfem.Mesh
+        The factor meshes.
+    kind : str or None, optional
+        ``"tri"`` (the default for None) or ``"quad"`` for 1D x 1D; None or ``"tet"`` for a
+        product of dimension 3.
+
+    Returns
+    -------
+    skfem.Mesh
+
+    Raises
+    ------
+    ValueError
+        If a factor is not a scikit-fem mesh, ``d1 + d2 > 3``, the 2D factor is neither
+        ``MeshTri`` nor ``MeshQuad``, or ``kind`` does not fit the dimension.
     """
     for name, m in (("mesh1", mesh1), ("mesh2", mesh2)):
         if not isinstance(m, skfem.Mesh):
