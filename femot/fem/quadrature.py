@@ -46,7 +46,22 @@ class Quadrature:
         return float(self.weights.sum())
 
     def integrate(self, values) -> float:
-        """sum_i w_i values_i."""
+        """Integral ``sum_i w_i values_i`` of nodal values.
+
+        Parameters
+        ----------
+        values : array_like, shape (n,)
+            Function values at the nodes.
+
+        Returns
+        -------
+        float
+
+        Raises
+        ------
+        ValueError
+            If ``values`` does not have shape ``(n,)``.
+        """
         v = np.asarray(values, dtype=float)
         if v.shape != (self.n,):
             raise ValueError(f"values must have shape ({self.n},), got {v.shape}")
@@ -59,11 +74,36 @@ class Quadrature:
         return self._bdist
 
     def admissible(self, rho: float) -> np.ndarray:
-        """Indices of the nodes at distance >= rho from the boundary (Part II, (BK))."""
+        """Indices of the nodes at distance >= rho from the boundary (Part II, (BK)).
+
+        Parameters
+        ----------
+        rho : float
+            Required distance to the boundary (a relative slack of 1e-12 is allowed).
+
+        Returns
+        -------
+        numpy.ndarray of int
+            Node indices.
+        """
         return np.flatnonzero(self.boundary_distance() >= float(rho) * (1 - 1e-12))
 
     def enlarged(self, rho: float, h: float | None = None) -> "Quadrature":
-        """The same rule on the enlarged domain of Part II, Lemma 2.4 (see ``enlarged_mesh``)."""
+        """The same rule on the enlarged domain of Part II, Lemma 2.4 (see ``enlarged_mesh``).
+
+        Parameters
+        ----------
+        rho : float
+            Enlargement, >= 0.
+        h : float or None, optional
+            Cell size of the enlarged mesh (see ``enlarged_mesh``); None (default) derives it
+            from the mesh.
+
+        Returns
+        -------
+        Quadrature
+            Same ``rule`` and ``order`` on the enlarged mesh.
+        """
         return quadrature(enlarged_mesh(self.mesh, rho, h), rule=self.rule, order=self.order)
 
 
@@ -76,6 +116,25 @@ def quadrature(mesh, rule: str = "lumped", order: int = 2) -> Quadrature:
     of degree ``order``, weights ``|T| * reference weight``: the centroid rule (one node
     per cell) for order 1, scikit-fem's rules otherwise (if that rule has a negative
     weight, the next degree with positive weights).
+
+    Parameters
+    ----------
+    mesh : skfem.Mesh
+        A simplicial mesh (1D, 2D or 3D).
+    rule : {"lumped", "gauss"}, optional
+        The rule (default ``"lumped"``).
+    order : int, optional
+        Polynomial degree of the Gauss rule, >= 1 (default 2; ignored by ``"lumped"``).
+
+    Returns
+    -------
+    Quadrature
+
+    Raises
+    ------
+    ValueError
+        If the mesh is not simplicial or has unused vertices (lumped), ``order`` is not a
+        positive integer (gauss), or ``rule`` is unknown.
     """
     d = mesh_dim(mesh)
     if rule == "lumped":
@@ -119,6 +178,30 @@ def product_cost(q1, q2, beta=2.0, *, max_bytes: float = 4e9, chunk_rows: int | 
     formed. Refuses (ValueError) to allocate more than ``max_bytes``.
     With ``matrix_free=True`` (``beta >= 1`` a number) a :class:`femot.GeometricCost`
     is returned instead: O(n1 + n2) memory, ``c_ij`` computed inside the solver's passes.
+
+    Parameters
+    ----------
+    q1, q2 : Quadrature or array_like
+        Quadratures (or node arrays of shape ``(n, d)``) of the two domains.
+    beta : float or callable, optional
+        Exponent of ``|x - y|^beta`` (default 2) or a callable cost ``beta(x, y)``.
+    max_bytes : float, optional
+        Largest dense matrix allowed, in bytes (default 4e9).
+    chunk_rows : int or None, optional
+        Rows per block; None (default) chooses about 2^24 entries per block.
+    matrix_free : bool, optional
+        Return a :class:`femot.GeometricCost` instead of a matrix (default False).
+
+    Returns
+    -------
+    numpy.ndarray of shape (n1, n2) or GeometricCost
+
+    Raises
+    ------
+    ValueError
+        If ``beta`` is not a positive number or a callable (or, matrix-free, not a number
+        >= 1), the callable returns blocks of the wrong shape or non-finite values, the
+        domains differ in dimension for a numeric ``beta``, or the matrix exceeds ``max_bytes``.
     """
     from scipy.spatial.distance import cdist
 
@@ -196,10 +279,38 @@ class ProductQuadrature:
         return self.q1.dim + self.q2.dim
 
     def cost(self, beta=2.0, **kw) -> np.ndarray:
+        """The cost on the product nodes, by :func:`product_cost`.
+
+        Parameters
+        ----------
+        beta : float or callable, optional
+            Exponent of ``|x - y|^beta`` (default 2) or a callable cost ``beta(x, y)``.
+        **kw
+            Further keywords of :func:`product_cost` (``max_bytes``, ``chunk_rows``, ``matrix_free``).
+
+        Returns
+        -------
+        numpy.ndarray of shape (n1, n2) or GeometricCost
+        """
         return product_cost(self.q1, self.q2, beta, **kw)
 
     def integrate(self, F) -> float:
-        """sum_ij w_i v_j F_ij for dense or sparse F."""
+        """sum_ij w_i v_j F_ij for dense or sparse F.
+
+        Parameters
+        ----------
+        F : array_like or scipy.sparse matrix, shape (n1, n2)
+            Values at the product nodes (e.g. a plan density).
+
+        Returns
+        -------
+        float
+
+        Raises
+        ------
+        ValueError
+            If a dense ``F`` does not have shape ``(n1, n2)``.
+        """
         import scipy.sparse as sp
 
         if sp.issparse(F):
@@ -211,7 +322,22 @@ class ProductQuadrature:
 
 
 def product_quadrature(q1: Quadrature, q2: Quadrature) -> ProductQuadrature:
-    """Product quadrature of two quadratures (the plan lives on it, docs/smoothing.md)."""
+    """Product quadrature of two quadratures (the plan lives on it, docs/smoothing.md).
+
+    Parameters
+    ----------
+    q1, q2 : Quadrature
+        Quadratures of the two domains.
+
+    Returns
+    -------
+    ProductQuadrature
+
+    Raises
+    ------
+    ValueError
+        If an argument is not a :class:`Quadrature`.
+    """
     if not isinstance(q1, Quadrature) or not isinstance(q2, Quadrature):
         raise ValueError("q1 and q2 must be Quadrature objects (see femot.fem.quadrature)")
     return ProductQuadrature(q1, q2)
