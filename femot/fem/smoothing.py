@@ -36,6 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from femot._docstrings import cite
 from femot._validation import as_vector, check_positive_scalar
 
 __all__ = [
@@ -57,7 +58,24 @@ RESOLUTION_RATIO = 4.0
 
 @functools.lru_cache(maxsize=None)
 def mollifier_constant(dim: int) -> float:
-    """C_d = 1 / int_{B(0,1)} exp(-1/(1-|x|^2)) dx in R^dim (radial integral by quad)."""
+    """Normalizing constant of the standard mollifier in R^dim.
+
+    ``C_d = 1 / int_{B(0,1)} exp(-1/(1-|x|^2)) dx``, by a radial integral with ``quad``.
+
+    Parameters
+    ----------
+    dim : int
+        Dimension, 1, 2 or 3.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If ``dim`` is not 1, 2 or 3.
+    """
     from scipy.integrate import quad
     from scipy.special import gamma as Gamma
 
@@ -82,6 +100,25 @@ def mollifier(x, delta: float = 1.0, dim: int | None = None) -> np.ndarray:
     """Standard mollifier phi_delta(x) with unit mass and support in B(0, delta).
 
     ``x`` has shape (n, d) (or (n,) in 1D); ``dim`` defaults to x.shape[1].
+
+    Parameters
+    ----------
+    x : array_like, shape (n, d) or (n,)
+        Points.
+    delta : float, optional
+        Radius of the support, > 0 (default 1).
+    dim : int or None, optional
+        Dimension; None (default) takes ``x.shape[1]``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+        ``phi_delta(x) = C_d delta^-d exp(-1/(1 - |x|^2/delta^2))`` inside the ball, 0 outside.
+
+    Raises
+    ------
+    ValueError
+        If ``delta <= 0`` or ``x`` does not have shape ``(n, dim)``.
     """
     delta = check_positive_scalar(delta, "delta")
     x = np.asarray(x, dtype=float)
@@ -119,15 +156,63 @@ class SmoothingOperator:
         return self.K.shape
 
     def apply(self, a) -> np.ndarray:
+        """The image ``K a + shift * sum(a)`` of atom masses ``a`` (a density at the quadrature nodes).
+
+        Parameters
+        ----------
+        a : array_like, shape (k,)
+            Masses of the atoms at ``source_points``.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n,)
+
+        Raises
+        ------
+        ValueError
+            If ``a`` has the wrong length or NaN/inf entries.
+        """
         a = as_vector(a, "a", length=self.K.shape[1])
         return self.K @ a + self.shift * a.sum()
 
     def adjoint(self, f) -> np.ndarray:
+        """The adjoint ``K^T (w f) + shift * (w . f)`` in the weighted pairing ``<., .>_w``.
+
+        Parameters
+        ----------
+        f : array_like, shape (n,)
+            A function at the quadrature nodes.
+
+        Returns
+        -------
+        numpy.ndarray, shape (k,)
+
+        Raises
+        ------
+        ValueError
+            If ``f`` has the wrong length or NaN/inf entries.
+        """
         f = as_vector(f, "f", length=self.K.shape[0])
         wf = self.weights * f
         return self.K.T @ wf + self.shift * wf.sum()
 
     def transpose(self, g) -> np.ndarray:
+        """The Euclidean transpose ``K^T g + shift * sum(g)`` (chain rule for gradients).
+
+        Parameters
+        ----------
+        g : array_like, shape (n,)
+            A gradient with respect to the nodal density.
+
+        Returns
+        -------
+        numpy.ndarray, shape (k,)
+
+        Raises
+        ------
+        ValueError
+            If ``g`` has the wrong length or NaN/inf entries.
+        """
         g = as_vector(g, "g", length=self.K.shape[0])
         return self.K.T @ g + self.shift * g.sum()
 
@@ -141,6 +226,7 @@ class SmoothingOperator:
         return LinearOperator(self.K.shape, matvec=self.apply, rmatvec=self.transpose, dtype=float)
 
 
+@cite("II")
 class Smoother:
     """T^delta (Part II, eq. (2.6)) discretized on the quadrature ``q``.
 
@@ -162,7 +248,23 @@ class Smoother:
 
     # -- kernel ------------------------------------------------------------------
     def kernel(self, sources) -> sp.csr_matrix:
-        """Sparse (n, k) matrix K_ik = phi_delta(x_i - z_k) / s_k (columns of unit w-mass)."""
+        """Sparse (n, k) matrix K_ik = phi_delta(x_i - z_k) / s_k (columns of unit w-mass).
+
+        Parameters
+        ----------
+        sources : array_like, shape (k, dim)
+            Atom positions ``z_k``.
+
+        Returns
+        -------
+        scipy.sparse.csr_matrix, shape (n, k)
+            Every column has ``w``-mass 1.
+
+        Raises
+        ------
+        ValueError
+            If no quadrature node lies strictly within ``delta`` of some source.
+        """
         z = np.asarray(sources, dtype=float).reshape(-1, self.dim)
         n, k = self.q.n, z.shape[0]
         if k == 0:
@@ -183,7 +285,23 @@ class Smoother:
 
     # -- support -----------------------------------------------------------------
     def check(self, mu) -> float:
-        """dist(supp mu, boundary); ValueError if it is smaller than delta (Part II (3.1))."""
+        """dist(supp mu, boundary); ValueError if it is smaller than delta (Part II (3.1)).
+
+        Parameters
+        ----------
+        mu : Measure
+            The measure to be smoothed.
+
+        Returns
+        -------
+        float
+            The distance of its support to the boundary.
+
+        Raises
+        ------
+        ValueError
+            If the support leaves the domain or comes closer than ``delta`` to the boundary.
+        """
         dist = mu.support_distance_to_boundary(self.q.mesh)
         if dist < 0:
             raise ValueError(f"mu: the support leaves the domain of q (a support point lies {-dist:.4g} "
@@ -198,7 +316,24 @@ class Smoother:
 
     # -- application -------------------------------------------------------------
     def convolve(self, mu) -> np.ndarray:
-        """Discrete phi_delta * mu at the nodes; its w-mass is exactly |mu| (each part corrected)."""
+        """Discrete phi_delta * mu at the nodes; its w-mass is exactly |mu| (each part corrected).
+
+        Parameters
+        ----------
+        mu : Measure
+            A measure of the quadrature's dimension.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n,)
+            Density at ``q.nodes`` with respect to ``q.weights``.
+
+        Raises
+        ------
+        ValueError
+            If the dimension differs, the support check fails, or a part of ``mu`` has no
+            mass on the nodes.
+        """
         if mu.dim != self.dim:
             raise ValueError(f"mu: dimension {mu.dim} does not match the quadrature's {self.dim}")
         if self.check_support:
@@ -223,7 +358,25 @@ class Smoother:
 
     def operator(self, sources=None, mass: float = 1.0) -> SmoothingOperator:
         """T^delta on discrete measures with atoms at ``sources`` (default: the nodes of q at
-        distance >= delta from the boundary), as a :class:`SmoothingOperator`."""
+        distance >= delta from the boundary), as a :class:`SmoothingOperator`.
+
+        Parameters
+        ----------
+        sources : array_like of shape (k, dim) or None, optional
+            Atom positions; None (default) takes the admissible nodes of ``q``.
+        mass : float, optional
+            Mass of the measures the operator acts on, > 0 (default 1).
+
+        Returns
+        -------
+        SmoothingOperator
+
+        Raises
+        ------
+        ValueError
+            If ``mass <= 0``, no node is admissible, or (with ``check_support``) a source lies
+            closer than ``delta`` to the boundary.
+        """
         mass = check_positive_scalar(mass, "mass")
         index = None
         if sources is None:
@@ -240,23 +393,74 @@ class Smoother:
         return SmoothingOperator(self.kernel(z), self.q.weights, self.delta / (mass * self.q.measure), z, index)
 
 
+@cite("II")
 def smooth(mu, q, delta: float, *, check_support: bool = True) -> np.ndarray:
     """Density of T^delta mu (Part II, eq. (2.6)) at ``q.nodes`` w.r.t. ``q.weights``.
 
     Its discrete mass is exactly ``mu.mass() + delta``; see :class:`Smoother`.
+
+    Parameters
+    ----------
+    mu : Measure
+        The measure to smooth.
+    q : Quadrature
+        The nodal quadrature of the domain.
+    delta : float
+        Smoothing radius, > 0.
+    check_support : bool, optional
+        Reject supports closer than ``delta`` to the boundary (default True).
+
+    Returns
+    -------
+    numpy.ndarray, shape (q.n,)
+
+    Raises
+    ------
+    ValueError
+        As :class:`Smoother` and :meth:`Smoother.convolve`.
     """
     return Smoother(q, delta, check_support=check_support)(mu)
 
 
+@cite("II")
 def enlarge(q, rho: float, h: float | None = None):
-    """Quadrature (same rule) on the enlarged domain of Part II, Lemma 2.4."""
+    """Quadrature (same rule) on the enlarged domain of Part II, Lemma 2.4.
+
+    Parameters
+    ----------
+    q : Quadrature
+        The quadrature of the original domain.
+    rho : float
+        Enlargement, >= 0.
+    h : float or None, optional
+        Cell size of the enlarged mesh; None (default) derives it from the mesh.
+
+    Returns
+    -------
+    Quadrature
+    """
     return q.enlarged(rho, h)
 
 
 def mesh_size(mesh) -> float:
     """Mesh size h = the largest cell diameter (longest edge of a simplex) of a scikit-fem
     mesh, a :class:`~femot.fem.Quadrature` with a ``mesh`` attribute, or an (n,) / (n, 1)
-    array of sorted nodes on a line (largest gap)."""
+    array of sorted nodes on a line (largest gap).
+
+    Parameters
+    ----------
+    mesh : skfem.Mesh, Quadrature or array_like
+        The mesh, a quadrature with a ``mesh``, or the nodes of a line.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If ``mesh`` is none of these (or fewer than two nodes).
+    """
     m = getattr(mesh, "mesh", mesh)
     if hasattr(m, "p") and hasattr(m, "t"):
         p, t = np.asarray(m.p, dtype=float), np.asarray(m.t)
@@ -274,7 +478,28 @@ def mesh_size(mesh) -> float:
 
 
 def resolution_problem(h: float, delta: float, ratio: float = RESOLUTION_RATIO, *, what: str = "delta"):
-    """The message of :func:`check_resolution` when h > delta / ratio, else None."""
+    """The message of :func:`check_resolution` when h > delta / ratio, else None.
+
+    Parameters
+    ----------
+    h : float
+        Mesh size (longest cell edge, :func:`mesh_size`), > 0.
+    delta : float
+        Smoothing radius, > 0.
+    ratio : float, optional
+        Required cells per radius, ``delta / h`` (default ``RESOLUTION_RATIO`` = 4).
+    what : str, optional
+        Name of the offending quantity at the start of the message (default ``"delta"``).
+
+    Returns
+    -------
+    str or None
+
+    Raises
+    ------
+    ValueError
+        If ``h``, ``delta`` or ``ratio`` is not a positive number.
+    """
     h = check_positive_scalar(h, "h")
     delta = check_positive_scalar(delta, "delta")
     ratio = check_positive_scalar(ratio, "ratio")
@@ -294,6 +519,27 @@ def check_resolution(h: float, delta: float, ratio: float = RESOLUTION_RATIO, *,
     (every level of a schedule) and by the demos that apply T^delta. ``what`` names the
     offending quantity in the message (e.g. ``"level 3 (schedule.deltas)"``); h is the
     longest cell edge (:func:`mesh_size`). Returns delta / h (cells per radius).
+
+    Parameters
+    ----------
+    h : float
+        Mesh size (longest cell edge, :func:`mesh_size`), > 0.
+    delta : float
+        Smoothing radius, > 0.
+    ratio : float, optional
+        Required cells per radius, ``delta / h`` (default ``RESOLUTION_RATIO`` = 4).
+    what : str, optional
+        Name of the offending quantity at the start of the message (default ``"delta"``).
+
+    Returns
+    -------
+    float
+        ``delta / h``.
+
+    Raises
+    ------
+    ValueError
+        If ``h > delta / ratio`` (or an argument is not a positive number).
     """
     msg = resolution_problem(h, delta, ratio, what=what)
     if msg is not None:
