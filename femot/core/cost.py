@@ -258,7 +258,20 @@ class _StreamedCost:
 
 
 class DenseCost(_StreamedCost):
-    """A cost stored as a dense, C-contiguous ``(n1, n2)`` float array."""
+    """A cost stored as a dense, C-contiguous ``(n1, n2)`` float array.
+
+    Parameters
+    ----------
+    c : array_like, shape (n1, n2)
+        The cost matrix (finite, nonempty).
+    name : str, optional
+        Name of the argument in error messages (default ``"c"``).
+
+    Raises
+    ------
+    ValueError
+        If ``c`` is not numeric, not a nonempty 2D array, or holds NaN/inf.
+    """
 
     def __init__(self, c, name: str = "c"):
         try:

@@ -486,6 +486,19 @@ class PointTree:
     ``X1`` are the row points, ``X2`` the column points (C-contiguous (n, d)),
     ``p`` the exponent and ``cmax`` an upper bound of ``max c_ij`` (for the
     margin).  All methods take and return arrays in the original column order.
+
+    Parameters
+    ----------
+    X1 : numpy.ndarray, shape (n1, d)
+        Row points (C-contiguous).
+    X2 : numpy.ndarray, shape (n2, d)
+        Column points, stored in the tree (C-contiguous).
+    p : float
+        Exponent of the cost ``|x - y|^p``.
+    cmax : float
+        Upper bound of ``max c_ij``; sets the rounding margin of the node bounds.
+    leaf_size : int, optional
+        Largest number of points in a leaf (default ``LEAF_SIZE``).
     """
 
     def __init__(self, X1, X2, p, cmax, leaf_size: int = LEAF_SIZE):

@@ -165,6 +165,13 @@ class threads_for:
     Parallel regions cost tens of microseconds to start and suffer badly when
     the machine is oversubscribed; below ``min_work`` pairs one thread is faster.
     Above, the thread budget is re-sampled on entry (see the module notes).
+
+    Parameters
+    ----------
+    work : int
+        Number of pairs the solve will touch.
+    min_work : int, optional
+        Below this many pairs the block runs on one thread (default 200000).
     """
 
     def __init__(self, work: int, min_work: int = 200_000):

@@ -23,7 +23,23 @@ __all__ = ["NewtonMatrix"]
 
 
 class NewtonMatrix:
-    """The matrix K above for a pattern given by CSR structure (indptr, indices)."""
+    """The matrix K above for a pattern given by CSR structure (indptr, indices).
+
+    Parameters
+    ----------
+    indptr : array_like of int, shape (n1 + 1,)
+        CSR row pointer of the pattern P.
+    indices : array_like of int
+        CSR column indices of P.
+    n2 : int
+        Number of columns.
+    w1 : numpy.ndarray, shape (n1,)
+        Row weights.
+    w2 : numpy.ndarray, shape (n2,)
+        Column weights.
+    shift : float
+        The diagonal shift ``s`` (``gamma * eps``, possibly plus a regularization term).
+    """
 
     def __init__(self, indptr, indices, n2, w1, w2, shift):
         self.indptr = np.asarray(indptr, dtype=np.int64)

@@ -28,7 +28,19 @@ __all__ = ["Schedule", "coupled_schedule", "check_coupling"]
 
 @dataclass(frozen=True)
 class Schedule:
-    """A schedule of levels: gammas, deltas, d and the ratios gamma_n / delta_n^d."""
+    """A schedule of levels: gammas, deltas, d and the ratios gamma_n / delta_n^d.
+
+    Attributes
+    ----------
+    gammas : numpy.ndarray
+        Regularization parameters gamma_n, decreasing.
+    deltas : numpy.ndarray
+        Smoothing widths delta_n, decreasing.
+    d : int
+        Dimension of the product space, ``d1 + d2``.
+    ratios : numpy.ndarray
+        ``gamma_n / delta_n^d``, strictly decreasing (Part II (3.1)).
+    """
 
     gammas: np.ndarray
     deltas: np.ndarray

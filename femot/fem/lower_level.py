@@ -47,6 +47,37 @@ class LowerLevelResult:
     ``marginal_error = max(|sum_j v_j pi_ij - m1_i|, |sum_i w_i pi_ij - m2_j|)`` (max norm);
     ``transport_cost = sum_ij w_i v_j c_ij pi_ij``; ``objective`` adds gamma/2 |pi|^2.
     ``core`` is the core's result object (alpha, beta, jvp, vjp, ...).
+
+    Attributes
+    ----------
+    plan : scipy.sparse.csr_matrix, shape (n1, n2)
+        Plan density pi with respect to the product weights.
+    m1, m2 : numpy.ndarray
+        Smoothed marginal densities at ``q1.nodes`` and ``q2.nodes``.
+    q1, q2 : Quadrature
+        The quadratures of the two domains.
+    gamma, delta, eps : float
+        Regularization, smoothing and unbalance parameters of the solve.
+    transport_cost : float
+        ``sum_ij w_i v_j c_ij pi_ij``.
+    objective : float
+        ``transport_cost + gamma/2 sum_ij w_i v_j pi_ij^2``.
+    marginal_error : float
+        Largest violation of the marginal equations (max norm).
+    success : bool
+        Whether the core solver converged.
+    status : int
+        The core solver's status code.
+    message : str
+        The core solver's message.
+    nit : int
+        Newton iterations.
+    time_s : float
+        Wall time of the solve in seconds.
+    core : QROTResult or None
+        The core result (potentials, ``jvp``, ``vjp``, ...).
+    cost : numpy.ndarray or None
+        The dense cost matrix, when one was formed.
     """
 
     plan: sp.csr_matrix

@@ -319,6 +319,25 @@ class Density(_FunctionMeasure):
     where f is positive at a vertex or Gauss point (exact when f vanishes on whole
     cells, e.g. for a bump whose support is a union of cells). In 1D ``cdf`` may be given
     in closed form; otherwise it is computed by Gauss-Legendre quadrature.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x)`` for points ``x`` of shape ``(n, d)``, returning ``n`` nonnegative values.
+    mesh : skfem.Mesh
+        Simplicial mesh of the domain.
+    mass : float or None, optional
+        Exact mass, >= 0; None (default) integrates ``f`` with the Gauss rule.
+    cdf : callable or None, optional
+        Closed-form CDF ``F(x)`` (1D only).
+    order : int, optional
+        Degree of the Gauss rule used for the mass and the support, >= 1 (default 6).
+
+    Raises
+    ------
+    ValueError
+        If ``f`` or ``cdf`` is not callable, ``order`` is not a positive integer, ``mass`` is
+        negative, ``cdf`` is given in more than one dimension, or the mesh is not simplicial.
     """
 
     def __init__(self, f, mesh, *, mass: float | None = None, cdf=None, order: int = 6):
@@ -392,6 +411,19 @@ class FEFunction(_FunctionMeasure):
     The mass is int u_h computed with the basis' own quadrature; the support is the union
     of the cells on which u_h does not vanish identically (exact). u_h must be
     nonnegative at the degrees of freedom and quadrature points.
+
+    Parameters
+    ----------
+    basis : skfem.CellBasis
+        The finite-element basis.
+    u : array_like, shape (basis.N,)
+        Nonnegative degrees of freedom.
+
+    Raises
+    ------
+    ValueError
+        If ``u`` has the wrong length, holds NaN/inf or negative values, or the function is
+        negative at a quadrature point.
     """
 
     def __init__(self, basis, u):
@@ -482,7 +514,20 @@ def basis_probe(basis, x):
 
 
 class DiracSum(Measure):
-    """mu = sum_k a_k delta_{z_k} with points z (k, d) and weights a_k >= 0."""
+    """mu = sum_k a_k delta_{z_k} with points z (k, d) and weights a_k >= 0.
+
+    Parameters
+    ----------
+    points : array_like, shape (k, d)
+        Positions of the atoms (shape ``(k,)`` in 1D).
+    weights : array_like of shape (k,) or None, optional
+        Nonnegative masses; None (default) means ``1/k`` each.
+
+    Raises
+    ------
+    ValueError
+        If ``points`` is empty or malformed or a weight is negative.
+    """
 
     def __init__(self, points, weights=None):
         self.points = _points(points, None, "points")
@@ -600,7 +645,20 @@ class DiracSum(Measure):
 
 
 class Empirical(DiracSum):
-    """Empirical measure (mass / N) sum_k delta_{X_k} of N samples X (N, d)."""
+    """Empirical measure (mass / N) sum_k delta_{X_k} of N samples X (N, d).
+
+    Parameters
+    ----------
+    samples : array_like, shape (N, d)
+        The sample points.
+    mass : float, optional
+        Total mass, > 0 (default 1).
+
+    Raises
+    ------
+    ValueError
+        If ``mass <= 0`` or ``samples`` is malformed.
+    """
 
     def __init__(self, samples, mass: float = 1.0):
         mass = check_positive_scalar(mass, "mass")
@@ -648,7 +706,18 @@ class Empirical(DiracSum):
 
 
 class SumMeasure(Measure):
-    """Finite sum of measures of the same dimension (e.g. a density plus Diracs)."""
+    """Finite sum of measures of the same dimension (e.g. a density plus Diracs).
+
+    Parameters
+    ----------
+    parts : iterable of Measure
+        The summands, all of the same dimension.
+
+    Raises
+    ------
+    ValueError
+        If ``parts`` is empty, holds a non-measure, or mixes dimensions.
+    """
 
     def __init__(self, parts):
         parts = list(parts)

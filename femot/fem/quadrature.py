@@ -24,6 +24,23 @@ class Quadrature:
     ``measure`` is the discrete domain measure ``|Omega|_h = sum_i w_i`` (exact for
     polygonal domains with either rule). ``rule`` is ``"lumped"`` (nodes = mesh
     vertices, weights = vertex-lumped P1 masses) or ``"gauss"`` (element Gauss points).
+
+    Parameters
+    ----------
+    nodes : numpy.ndarray, shape (n, d)
+        Quadrature nodes.
+    weights : numpy.ndarray, shape (n,)
+        Positive weights.
+    mesh : skfem.Mesh
+        The mesh the rule lives on.
+    rule : str, optional
+        ``"lumped"`` (default) or ``"gauss"``.
+    order : int, optional
+        Polynomial degree of exactness (default 1).
+
+    Notes
+    -----
+    Build instances with :func:`quadrature` rather than by hand.
     """
 
     nodes: np.ndarray
@@ -265,6 +282,13 @@ class ProductQuadrature:
     """The product rule of Omega_1 x Omega_2: nodes (x_i, y_j), weights w_i v_j.
 
     Nothing of size n1*n2 is stored; :meth:`cost` builds the dense cost on demand.
+
+    Parameters
+    ----------
+    q1 : Quadrature
+        Quadrature of Omega_1 (nodes ``x_i``, weights ``w_i``).
+    q2 : Quadrature
+        Quadrature of Omega_2 (nodes ``y_j``, weights ``v_j``).
     """
 
     q1: Quadrature

@@ -142,6 +142,19 @@ class SmoothingOperator:
       i.e. ``K^T (w f) + shift * (w . f) * 1``; the sparse part is ``adjoint_matrix``.
     * ``transpose(g)``: the Euclidean transpose (chain rule for gradients w.r.t. the
       density vector, as returned by the core's ``vjp``): ``K^T g + shift * sum(g)``.
+
+    Parameters
+    ----------
+    K : scipy.sparse matrix, shape (n, k)
+        The kernel matrix of :meth:`Smoother.kernel`.
+    weights : numpy.ndarray, shape (n,)
+        Quadrature weights ``w`` of the nodes.
+    shift : float
+        Constant added per unit mass, ``delta / (mass |Omega|_h)``.
+    source_points : numpy.ndarray, shape (k, d)
+        Positions of the atoms.
+    source_index : numpy.ndarray or None, optional
+        Node indices of the atoms when they are quadrature nodes.
     """
 
     def __init__(self, K, weights, shift, source_points, source_index=None):
@@ -233,6 +246,20 @@ class Smoother:
     ``Smoother(q, delta)(mu)`` returns the density of T^delta mu at ``q.nodes`` w.r.t.
     ``q.weights``; its discrete mass is |mu| + delta. With ``check_support`` (default)
     a measure whose support comes closer than delta to the boundary is rejected.
+
+    Parameters
+    ----------
+    q : Quadrature
+        Nodal quadrature of the domain.
+    delta : float
+        Smoothing radius, > 0.
+    check_support : bool, optional
+        Reject measures whose support comes closer than ``delta`` to the boundary (default True).
+
+    Raises
+    ------
+    ValueError
+        If ``q`` is not a :class:`~femot.fem.quadrature.Quadrature` or ``delta <= 0``.
     """
 
     def __init__(self, q, delta: float, *, check_support: bool = True):
