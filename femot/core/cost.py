@@ -353,9 +353,21 @@ class GeometricCost(_StreamedCost):
 
     Parameters
     ----------
-    x1 : (n1,) or (n1, d) array, the points of the first marginal.
-    x2 : (n2,) or (n2, d) array, the points of the second marginal (same d).
-    p : exponent, ``p >= 1`` (``p = 2``, the squared distance, is the fast path).
+    x1 : array_like, shape (n1,) or (n1, d)
+        The points of the first marginal.
+    x2 : array_like, shape (n2,) or (n2, d)
+        The points of the second marginal (same d).
+    p : float, optional
+        Exponent, ``p >= 1`` (default 2, the squared distance, is the fast path).
+    search : {'tree', 'full'}, optional
+        How the threshold passes find the pairs: a k-d tree search over ``x2`` (default)
+        or a streaming pass over all n1*n2 pairs.
+
+    Raises
+    ------
+    ValueError
+        If ``search`` is unknown, the points are malformed or of different dimensions,
+        or ``p`` is not a finite number >= 1.
 
     Notes
     -----

@@ -102,13 +102,49 @@ def solve_qrot_multiscale(x1, x2, mu1, mu2, gamma, w1, w2, *, p: float = 2.0, ep
 
     Parameters
     ----------
-    certify : 'tree' (default), 'full' or 'none': after the fine solve, prove that no
-        pair outside the plan's support is active (:func:`certify_working_set`; by the
-        k-d tree search, or by one streaming pass over all n1*n2 pairs).  The result is
-        in ``res["certified"]`` (and its time in ``res["certify_s"]``).
+    x1 : array_like, shape (n1,) or (n1, d)
+        Support points of the first marginal.
+    x2 : array_like, shape (n2,) or (n2, d)
+        Support points of the second marginal (same d).
+    mu1, mu2 : array_like, shapes (n1,) and (n2,)
+        Nonnegative densities w.r.t. the weights (as in :func:`femot.solve_qrot`).
+    gamma : float
+        Regularization parameter of the fine problem (> 0).
+    w1, w2 : array_like
+        Positive quadrature weights of the points.
+    p : float, optional
+        Exponent of the cost ``|x - y|^p``, >= 1 (default 2).
+    eps : float, optional
+        Dual Tikhonov parameter (>= 0, default 0).
+    coarsest : int, optional
+        Coarsen until both sides have at most this many points (default 2000).
+    factor : float, optional
+        Reduction of the number of points per level, > 1 (default 4).
+    tol : float, optional
+        Residual tolerance of the fine solve (default 1e-10).
+    certify : {'tree', 'full', 'none'}, optional
+        After the fine solve, prove that no pair outside the plan's support is active
+        (:func:`certify_working_set`; by the k-d tree search (default), or by one
+        streaming pass over all n1*n2 pairs).  The result is in ``res["certified"]``
+        (and its time in ``res["certify_s"]``).
+    coupled : bool, optional
+        Scale gamma on the coarse levels as described above (default True).
+    coarse_tol : float, optional
+        Residual tolerance of the coarse solves (default 1e-7; never below ``tol``).
+    **options
+        Further keywords of :func:`femot.solve_qrot` (``max_iter``, ``linear_solver``, ...).
 
-    Returns the fine :class:`~femot.core.qrot.QROTResult` with ``levels`` (per level:
-    sizes, gamma, iterations, time, success) added.
+    Returns
+    -------
+    QROTResult
+        The fine result with ``levels`` (per level: sizes, gamma, iterations, time,
+        success) added, and ``certified``/``certify_s`` unless ``certify='none'``.
+
+    Raises
+    ------
+    ValueError
+        If ``certify`` is not one of the three names, ``factor <= 1``, or
+        :func:`femot.solve_qrot` rejects the data.
     """
     from femot.core.qrot import solve_qrot
 

@@ -1054,6 +1054,7 @@ def _curved_step(engine, cost, alpha, beta, da, db, t_lin, move, m1, m2, w1, w2,
     return best
 
 
+@cite("III", "LMM")
 def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e-10, max_iter=200,
                init="auto", linear_solver="auto", lm=1e-4, screening=True, curve=True,
                verbose=False, callback=None) -> QROTResult:
@@ -1061,21 +1062,32 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
 
     Parameters
     ----------
-    c : (n1, n2) array or cost object (see ``femot.core.cost``).
-    mu1, mu2 : nonnegative densities w.r.t. the weights ``w1``, ``w2``.  With
+    c : array_like of shape (n1, n2) or Cost
+        Cost matrix or cost object (see ``femot.core.cost``).
+    mu1, mu2 : array_like, shapes (n1,) and (n2,)
+        Nonnegative densities w.r.t. the weights ``w1``, ``w2``.  With
         eps = 0 their masses must agree to 1e-9 (relative; 16 machine epsilons
         of a lower-precision floating input such as float32), and mu2 is then
         rescaled to the mass of mu1 so the marginal equations are consistent.
-    gamma : regularization (> 0).  eps : dual Tikhonov parameter (>= 0).
-    w1, w2 : positive quadrature weights (default ones: the Hitchcock problem).
-    x0 : optional ``(alpha, beta)`` warm start.
-    tol : target for the residual ``max_i |sum_j w2_j pi_ij + eps alpha_i - mu1_i|``
-        (and its twin), in the density units of mu.  A residual above ``tol``
+    gamma : float
+        Regularization parameter (> 0).
+    eps : float, optional
+        Dual Tikhonov parameter (>= 0, default 0); eps > 0 admits unequal masses.
+    w1, w2 : array_like or None, optional
+        Positive quadrature weights (default ones: the Hitchcock problem).
+    x0 : tuple of two arrays or None, optional
+        ``(alpha, beta)`` warm start.
+    tol : float, optional
+        Target for the residual ``max_i |sum_j w2_j pi_ij + eps alpha_i - mu1_i|``
+        (and its twin), in the density units of mu (default 1e-10).  A residual above ``tol``
         but below the rounding floor (the accuracy double precision can
         certify at these potentials, see ``_active_floor``) counts as converged
         only when that floor is at most ``PRECISION_RTOL * max(mu1, mu2)``
         (1e-3 of the largest density); otherwise the result has status 4.
-    init : cold start: 'auto' picks 'monge' for Monge costs (north-west corner
+    max_iter : int, optional
+        Largest number of Newton iterations (default 200).
+    init : str, optional
+        Cold start: 'auto' (default) picks 'monge' for Monge costs (north-west corner
         staircase potentials of the eps-corrected marginals, O(n) per sweep, see
         ``_monge_start``), 'exact' (LP duals) for n1*n2 <= 40000, 'coarse' for a
         cost with ``coarse_start`` (a GeometricCost with more than 4000 points on a
@@ -1083,27 +1095,43 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
         else 'mean' (closed form with every pair active); or 'zero'.  With ``x0`` and a Monge
         cost, 'auto'/'monge' also run the sweeps seeded by x0 and start from
         whichever has the smaller residual; 'x0' (or any other value) uses x0 as is.
-    linear_solver : 'auto', 'direct' (sparse LU) or 'cg' (Jacobi-PCG).
-    lm : Levenberg-Marquardt factor (shift = lm * gamma * residual).
-    screening : restrict passes to a provably sufficient working set (exact).
-    curve : when the exact line search stops early, also search along the
-        semi-duals and keep the best point (does not change what a solution is).
-    verbose : print an iteration table.  callback : called as ``callback(res_dict)``.
+    linear_solver : {'auto', 'direct', 'cg'}, optional
+        Solver of the Newton systems: sparse LU, Jacobi-PCG, or chosen by size (default).
+    lm : float, optional
+        Levenberg-Marquardt factor (shift = lm * gamma * residual; default 1e-4).
+    screening : bool, optional
+        Restrict passes to a provably sufficient working set (exact; default True).
+    curve : bool, optional
+        When the exact line search stops early, also search along the
+        semi-duals and keep the best point (does not change what a solution is; default True).
+    verbose : bool, optional
+        Print an iteration table (default False).
+    callback : callable or None, optional
+        Called as ``callback(entry)`` after every Newton iteration with a copy of that
+        iteration's history entry (residual, step, active-set size, ...).
 
     Returns
     -------
-    QROTResult with alpha, beta, plan (CSR), residual, residual_floor, success,
-    status, message, nit, history, and the derivative methods jvp/vjp.
-    ``success`` is ``status == 0``; the codes (``STATUS_MESSAGES``) are
+    QROTResult
+        Alpha, beta, plan (CSR), residual, residual_floor, success,
+        status, message, nit, history, and the derivative methods jvp/vjp.
+        ``success`` is ``status == 0``; the codes (``STATUS_MESSAGES``) are
 
-    * 0 converged: residual <= tol, or <= a rounding floor that is itself small
-      against the data;
-    * 1 maximum number of Newton iterations reached;
-    * 2 line search failed (no descent along the Newton direction);
-    * 3 non-finite values encountered;
-    * 4 gamma too small for double precision at this cost scale: the rounding
-      floor exceeds 1e-3 * max(mu1, mu2), so the plan cannot be resolved (the
-      message names a gamma that would work).  Replaces 0, 1 and 2 then.
+        * 0 converged: residual <= tol, or <= a rounding floor that is itself small
+          against the data;
+        * 1 maximum number of Newton iterations reached;
+        * 2 line search failed (no descent along the Newton direction);
+        * 3 non-finite values encountered;
+        * 4 gamma too small for double precision at this cost scale: the rounding
+          floor exceeds 1e-3 * max(mu1, mu2), so the plan cannot be resolved (the
+          message names a gamma that would work).  Replaces 0, 1 and 2 then.
+
+    Raises
+    ------
+    ValueError
+        If an argument is malformed: a cost that is not a finite matrix or cost object, marginals
+        or weights of the wrong length, negative or non-finite, ``gamma <= 0``, ``eps < 0``, or
+        unequal masses with eps = 0.
     """
     cost = as_cost(c)
     with kernels.threads_for(cost.shape[0] * cost.shape[1]):
