@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linprog
 
+from femot._docstrings import cite
 from femot._validation import as_positive_weights, as_vector, check_positive_scalar
 
 __all__ = [
@@ -285,6 +286,7 @@ def _theta_ball(x, g, R, w, s):
     return max(float(-(g @ d)), 0.0), d, "ball"
 
 
+@cite("III")
 def theta_R(x, g, R=np.inf, *, weights=None, mass: float = 1.0, return_direction=False):
     """Stationarity measure of Part III, Algorithm 4.1, Step 4.
 
@@ -309,15 +311,31 @@ def theta_R(x, g, R=np.inf, *, weights=None, mass: float = 1.0, return_direction
 
     Parameters
     ----------
-    x : (n,) point of S_w(mass)
-    g : (n,) (sub)gradient
-    R : radius (``np.inf`` or ``None``: no ball)
-    weights, mass : the simplex S_w(mass); ``weights=None`` is w = 1.
-    return_direction : also return the minimizing d (with |d| <= R).
+    x : array_like, shape (n,)
+        A point of S_w(mass).
+    g : array_like, shape (n,)
+        A (sub)gradient of the objective at ``x``.
+    R : float or None, optional
+        Radius of the ball (default ``np.inf``; ``np.inf`` or ``None``: no ball).
+    weights : array_like or None, optional
+        Positive weights of the simplex; ``None`` (default) is w = 1.
+    mass : float, optional
+        Mass ``s > 0`` of the simplex (default 1).
+    return_direction : bool, optional
+        Also return the minimizing d (with |d| <= R); default False.
 
     Returns
     -------
-    theta, or (theta, d) when ``return_direction``.
+    theta : float
+        The stationarity measure (>= 0).
+    d : numpy.ndarray, shape (n,)
+        The minimizing step, only with ``return_direction``.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` or ``g`` is malformed, ``x`` is not on the simplex, a weight or ``mass`` is
+        not positive, or ``R`` is not a positive radius.
     """
     x = as_vector(x, "x")
     g = as_vector(g, "g", length=x.size)
@@ -373,6 +391,7 @@ def _psi(x, G, R, w, s):
     return max(psi, 0.0), d, res
 
 
+@cite("III")
 def psi_R(x, G, R=np.inf, *, weights=None, mass: float = 1.0, return_direction=False):
     """Modified stationarity measure of Part III, Algorithm 4.1, Step 11.
 
@@ -395,13 +414,31 @@ def psi_R(x, G, R=np.inf, *, weights=None, mass: float = 1.0, return_direction=F
 
     Parameters
     ----------
-    x : (n,) point of S_w(mass)
-    G : (K, n) subgradients as rows (a single (n,) vector is accepted)
-    R, weights, mass, return_direction : as in :func:`theta_R`.
+    x : array_like, shape (n,)
+        A point of S_w(mass).
+    G : array_like, shape (K, n)
+        Subgradients as rows (a single (n,) vector is accepted).
+    R : float or None, optional
+        Radius of the ball (default ``np.inf``; ``np.inf`` or ``None``: no ball).
+    weights : array_like or None, optional
+        Positive weights of the simplex; ``None`` (default) is w = 1.
+    mass : float, optional
+        Mass ``s > 0`` of the simplex (default 1).
+    return_direction : bool, optional
+        Also return the minimizing d; default False.
 
     Returns
     -------
-    psi, or (psi, d) when ``return_direction``.
+    psi : float
+        The modified stationarity measure (>= 0).
+    d : numpy.ndarray, shape (n,)
+        The minimizing step, only with ``return_direction``.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` or ``G`` is malformed, ``x`` is not on the simplex, a weight or ``mass`` is
+        not positive, or ``R`` is not a positive radius.
     """
     x = as_vector(x, "x")
     G = np.atleast_2d(np.asarray(G, dtype=float))

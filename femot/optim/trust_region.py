@@ -110,6 +110,7 @@ import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
 from scipy.optimize import OptimizeResult
 
+from femot._docstrings import cite
 from femot._validation import as_positive_weights, as_vector, check_positive_scalar
 from femot.optim import _bundle as _cuts
 from femot.optim._newton import (
@@ -810,6 +811,7 @@ def _sample_subgradients(fun, x, g, Delta, w, s, rng, o, n):
 # --------------------------------------------------------------------------
 # the method
 # --------------------------------------------------------------------------
+@cite("III")
 def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n=None, options=None,
                      callback=None, collect_subgradients=None, path=None, fun_factory=None):
     """Minimize a locally Lipschitz f over the (weighted) simplex.
@@ -822,24 +824,30 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
 
     Parameters
     ----------
-    fun : callable ``fun(x) -> (f, g)``: value and ONE Clarke subgradient.
-    hessp : optional callable ``hessp(x, v) -> (n,) array``: the Hessian of
-        the smooth part of f at x times v (exact where f is twice
-        differentiable; at a kink any element of the limiting Hessians, e.g.
-        the one matching the subgradient ``fun`` returned).  It is called
-        only at the current iterate x and only right after ``fun(x)`` (the
-        method re-evaluates ``fun`` at x first if its last call was
-        elsewhere), so an implementation may reuse what ``fun`` computed.
+    fun : callable or None
+        ``fun(x) -> (f, g)``: value and ONE Clarke subgradient (None only with
+        ``path``/``fun_factory``).
+    x0 : array_like or None, optional
+        Starting point on the simplex (default: uniform, ``mass / sum(w) * ones``).
+        A point off the simplex by more than 1e-8 raises ValueError.
+    hessp : callable or None, optional
+        ``hessp(x, v) -> (n,) array``: the Hessian of the smooth part of f at x
+        times v (exact where f is twice differentiable; at a kink any element of
+        the limiting Hessians, e.g. the one matching the subgradient ``fun``
+        returned).  It is called only at the current iterate x and only right
+        after ``fun(x)`` (the method re-evaluates ``fun`` at x first if its last
+        call was elsewhere), so an implementation may reuse what ``fun`` computed.
         Without it the model is the damped BFGS matrix (the method is then
         exactly that of Remark 4.2).  A result of the wrong shape raises
         ValueError; NaN/inf stops with status 3.
-    x0 : starting point on the simplex (default: uniform,
-        ``mass / sum(w) * ones``).  A point off the simplex by more than 1e-8
-        raises ValueError.
-    weights : positive weights w (default: ones, the standard simplex).
-    mass : s > 0.
-    n : dimension, needed only if neither x0 nor weights is given.
-    options : dict overriding :data:`DEFAULT_OPTIONS`; unknown keys raise.
+    weights : array_like or None, optional
+        Positive weights w (default: ones, the standard simplex).
+    mass : float, optional
+        The mass s > 0 of the simplex (default 1).
+    n : int or None, optional
+        Dimension, needed only if neither x0 nor weights is given.
+    options : dict or None, optional
+        Overrides of :data:`DEFAULT_OPTIONS`; unknown keys raise.
         Algorithm 4.1 constants: R, Delta0, Delta_min, eta1, eta2, beta1,
         beta2, nu, tol, max_iter.  Safeguards: Delta_max, radius_floor,
         psi_stop_radius.  Model: H0, bfgs_reset, reset_scaling, max_cond,
@@ -854,20 +862,33 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
         fw_floor (default 0; set it to the scale of f when min f may be 0).
         Bouligand sampling: n_probe, n_coord, n_random, seed.  Output:
         verbose (print the iteration table while running).
-    callback : ``callback(intermediate_result)`` after every iteration (an
+    callback : callable or None, optional
+        ``callback(intermediate_result)`` after every iteration (an
         OptimizeResult with x, fun, jac, nit, stationarity, Delta); returning
         True (or raising StopIteration) stops with status 4.
-    collect_subgradients : optional ``collect_subgradients(x, radius) -> list
-        of g``: subgradients from the ball B(x, radius) for the Bouligand model
-        (e.g. all Bouligand elements of a bilevel map, Part III Thm 3.12);
-        by default they are sampled (see ``_sample_subgradients``).
-    path, fun_factory : if given, solve a sequence of problems
-        ``fun_factory(p)`` for p in ``path`` with warm starts; see
+    collect_subgradients : callable or None, optional
+        ``collect_subgradients(x, radius) -> list of g``: subgradients from the
+        ball B(x, radius) for the Bouligand model (e.g. all Bouligand elements of
+        a bilevel map, Part III Thm 3.12); by default they are sampled (see
+        ``_sample_subgradients``).
+    path : iterable or None, optional
+        Parameter values of a sequence of problems solved with warm starts; see
         :func:`minimize_simplex_path` (``fun`` must then be None).
+    fun_factory : callable or None, optional
+        ``fun_factory(p)`` builds the problem of each ``p`` in ``path`` (given
+        together with ``path``).
 
     Returns
     -------
-    SimplexTRResult (or SimplexPathResult with ``path``).
+    SimplexTRResult or SimplexPathResult
+        The latter with ``path``.
+
+    Raises
+    ------
+    ValueError
+        If a callable argument is not callable, ``fun`` is combined with ``path``, only
+        one of ``path``/``fun_factory`` is given, ``x0`` is off the simplex, or an option
+        is unknown or invalid.
 
     Notes
     -----
@@ -1244,6 +1265,7 @@ def _finish(st):
     )
 
 
+@cite("II", "III")
 def minimize_simplex_path(fun_factory, path, x0=None, *, weights=None, mass=1.0, n=None,
                           options=None, callback=None, collect_subgradients=None, hessp=None):
     """Path following: solve ``fun_factory(p)`` for each p in ``path``, warm-started.
