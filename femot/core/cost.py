@@ -30,8 +30,10 @@ class Cost(Protocol):
 
     Attributes
     ----------
-    shape : (n1, n2).
-    max_abs : ``max_ij |c_ij|`` (or an upper bound close to it: it sets the rounding floor).
+    shape : tuple of int
+        ``(n1, n2)``.
+    max_abs : float
+        ``max_ij |c_ij|`` (or an upper bound close to it: it sets the rounding floor).
     """
 
     shape: tuple

@@ -163,14 +163,21 @@ class QROTResult(OptimizeResult):
 
     Attributes
     ----------
-    alpha, beta : dual potentials.
-    plan : scipy.sparse.csr_matrix, the plan density ``pi`` (positive entries only).
-    residual : max abs violation of the marginal equations (in units of mu).
-    residual_floor : the attainable accuracy used in the stopping test (the
+    alpha, beta : numpy.ndarray
+        Dual potentials, shapes (n1,) and (n2,).
+    plan : scipy.sparse.csr_matrix
+        The plan density ``pi`` (positive entries only), shape (n1, n2).
+    residual : float
+        Max abs violation of the marginal equations (in units of mu).
+    residual_floor : float
+        The attainable accuracy used in the stopping test (the
         sharper of ``residual_floor()`` and the active-set estimate).
-    success, status, message, nit, history : solver diagnostics (status codes
-        in :func:`solve_qrot`).
-    gamma, eps, w1, w2 : the problem parameters.
+    success, status, message, nit, history
+        Solver diagnostics (status codes in :func:`solve_qrot`).
+    gamma, eps : float
+        The regularization parameters.
+    w1, w2 : numpy.ndarray
+        The quadrature weights.
 
     Methods ``jvp``, ``vjp`` give derivatives of the marginal-to-plan map
     ``S_{gamma,eps}`` (Part III Def. 3.1) at this solution.

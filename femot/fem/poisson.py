@@ -42,6 +42,7 @@ from scipy.sparse.linalg import splu
 from skfem import Basis, BilinearForm, Functional, LinearForm, asm
 from skfem.helpers import dot, grad
 
+from .._docstrings import cite
 from .._validation import as_vector, check_positive_scalar
 
 __all__ = ["PoissonOperator", "product_mesh", "element_mask"]
@@ -169,6 +170,7 @@ def element_mask(mesh, subdomain, *, cells: str = "element") -> np.ndarray:
 # --------------------------------------------------------------------------
 
 
+@cite("II")
 class PoissonOperator:
     """Discrete solution operator ``G`` of ``-Lap y = eta`` in D, ``y = 0`` on dD.
 
@@ -181,7 +183,7 @@ class PoissonOperator:
     mesh : skfem.Mesh
         A first-order scikit-fem mesh (MeshLine, MeshTri, MeshQuad, MeshTet,
         MeshHex; MeshWedge1 with order 1).
-    order : int
+    order : int, optional
         Polynomial degree, 1 (default) or 2.
     element : skfem.Element, optional
         Overrides the element chosen from ``mesh`` and ``order``; must be a
@@ -189,8 +191,14 @@ class PoissonOperator:
     intorder : int, optional
         Quadrature order for assembly and for callables; default ``2*order + 2``.
 
-    Conventions
-    -----------
+    Raises
+    ------
+    ValueError
+        If ``mesh`` is not a scikit-fem mesh, ``order`` is not 1 or 2, the mesh has no interior
+        degrees of freedom, or ``element`` is not a Lagrange element with one dof per vertex.
+
+    Notes
+    -----
     Points are arrays of shape ``(npoints, dim)`` (a 1D array is accepted when
     ``dim == 1``).  Nodal vectors have length :attr:`ndofs`; vertex vectors have
     length :attr:`nvertices` (the same for P1, where dof ``i`` is vertex ``i``).
@@ -198,9 +206,14 @@ class PoissonOperator:
 
     Attributes
     ----------
-    basis, K, M : the scikit-fem basis, stiffness and mass matrices (CSR).
-    interior, boundary : dof indices (Dirichlet values on ``boundary``).
-    vertex_load : sparse ``(ndofs, nvertices)``; maps vertex masses to a load.
+    basis : skfem.CellBasis
+        The finite-element basis.
+    K, M : scipy.sparse.csr_matrix
+        Stiffness and mass matrices.
+    interior, boundary : numpy.ndarray
+        Dof indices (Dirichlet values on ``boundary``).
+    vertex_load : scipy.sparse matrix, shape (ndofs, nvertices)
+        Maps vertex masses to a load.
     """
 
     def __init__(self, mesh, order: int = 1, *, element=None, intorder: int | None = None):
@@ -665,6 +678,7 @@ def _sorted_cells_1d(mesh):
     return t
 
 
+@cite("II")
 def product_mesh(mesh1, mesh2, kind: str | None = None):
     """Mesh of ``Omega_1 x Omega_2`` whose vertex ``i*n2 + j`` is ``(x_i, y_j)``.
 
