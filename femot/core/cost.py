@@ -326,6 +326,7 @@ class DenseCost(_StreamedCost):
         return self.matrix @ w2, w1 @ self.matrix
 
     def dense(self) -> np.ndarray:
+        """The stored cost matrix (no copy)."""
         return self.matrix
 
 
@@ -613,6 +614,7 @@ class GeometricCost(_StreamedCost):
 
     def is_monge(self) -> bool:
         # |x - y|^p = h(x - y), h convex: Monge on sorted 1D points
+        """True if the cost is known to be Monge: 1D points sorted increasingly on both sides."""
         return self.dim == 1 and bool(np.all(np.diff(self.x1[:, 0]) >= 0) and np.all(np.diff(self.x2[:, 0]) >= 0))
 
     def dense(self) -> np.ndarray:

@@ -56,6 +56,7 @@ class NewtonMatrix:
 
     @property
     def size(self) -> int:
+        """Order ``n1 + n2`` of the matrix."""
         return self.n1 + self.n2
 
     def sparse(self) -> sp.csr_matrix:

@@ -54,6 +54,7 @@ class Schedule:
         return iter(zip(self.gammas.tolist(), self.deltas.tolist()))
 
     def levels(self) -> list[dict]:
+        """One dict per level with its ``gamma``, ``delta``, ``d`` and ``ratio``."""
         return [{"gamma": g, "delta": de, "d": self.d, "ratio": r}
                 for g, de, r in zip(self.gammas.tolist(), self.deltas.tolist(), self.ratios.tolist())]
 

@@ -42,6 +42,7 @@ class Measure:
     dim: int
 
     def mass(self) -> float:  # pragma: no cover - abstract
+        """Total mass of the measure."""
         raise NotImplementedError
 
     def atoms(self):
@@ -49,6 +50,7 @@ class Measure:
         return np.zeros((0, self.dim)), np.zeros(0)
 
     def support_simplices(self) -> np.ndarray:  # pragma: no cover - abstract
+        """Closed simplices covering the support, vertex coordinates of shape ``(m, k, dim)``."""
         raise NotImplementedError
 
     def support_extent(self):
@@ -81,6 +83,7 @@ class Measure:
         return simplex_set_boundary_distance(mesh, self.support_simplices())
 
     def parts(self) -> list:
+        """The summands of the measure (a list holding the measure itself unless it is a sum)."""
         return [self]
 
     def sources(self, q):
@@ -360,6 +363,7 @@ class Density(_FunctionMeasure):
         return self.f(x)
 
     def mass(self) -> float:
+        """Total mass: the given exact mass, or the Gauss-rule integral of ``f``, times the scale."""
         return self._scale * (self._mass if self._mass is not None else self._integral())
 
     def cdf(self, x):
@@ -446,9 +450,11 @@ class FEFunction(_FunctionMeasure):
         return basis_probe(self.basis, x) @ self.u
 
     def mass(self) -> float:
+        """Total mass ``int u_h`` (basis quadrature) times the scale."""
         return self._scale * self._mass_value
 
     def support_cells(self) -> np.ndarray:
+        """Indices of the cells on which ``u_h`` does not vanish identically."""
         dofs = np.asarray(self.basis.element_dofs)
         return np.flatnonzero((self.u[dofs] != 0).any(axis=0))
 
@@ -539,12 +545,15 @@ class DiracSum(Measure):
             as_nonnegative_vector(weights, "weights", length=k)
 
     def mass(self) -> float:
+        """Total mass ``sum_k a_k``."""
         return float(self.weights.sum())
 
     def atoms(self):
+        """The atoms as ``(points (k, dim), weights (k,))``."""
         return self.points, self.weights
 
     def support_simplices(self) -> np.ndarray:
+        """The atoms of positive weight as one-vertex simplices, shape ``(k, 1, dim)``."""
         return self.points[self.weights > 0][:, None, :]
 
     def sources(self, q):
@@ -730,16 +739,20 @@ class SumMeasure(Measure):
         self.dim = dims.pop()
 
     def parts(self) -> list:
+        """The summands (a new list)."""
         return list(self._parts)
 
     def mass(self) -> float:
+        """Sum of the summands' masses."""
         return float(sum(p.mass() for p in self._parts))
 
     def atoms(self):
+        """The Dirac parts of all summands, concatenated as ``(points, weights)``."""
         pts, w = zip(*(p.atoms() for p in self._parts))
         return np.concatenate(pts), np.concatenate(w)
 
     def support_simplices(self):
+        """Not available for a sum (the parts have different simplex types): raises NotImplementedError."""
         raise NotImplementedError("SumMeasure has parts with different simplex types")
 
     def support_distance_to_boundary(self, mesh) -> float:
@@ -763,6 +776,7 @@ class SumMeasure(Measure):
         return float(min(p.support_distance_to_boundary(mesh) for p in self._parts))
 
     def support_extent(self):
+        """Bounding box ``(lo, hi)`` of the union of the summands' supports."""
         ext = [p.support_extent() for p in self._parts]
         return np.nanmin([e[0] for e in ext], axis=0), np.nanmax([e[1] for e in ext], axis=0)
 

@@ -52,14 +52,17 @@ class Quadrature:
 
     @property
     def n(self) -> int:
+        """Number of nodes."""
         return int(self.weights.size)
 
     @property
     def dim(self) -> int:
+        """Spatial dimension of the nodes."""
         return int(self.nodes.shape[1])
 
     @property
     def measure(self) -> float:
+        """Discrete domain measure ``|Omega|_h = sum_i w_i``."""
         return float(self.weights.sum())
 
     def integrate(self, values) -> float:
@@ -296,10 +299,12 @@ class ProductQuadrature:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(n1, n2)``: the numbers of nodes of the two factors."""
         return (self.q1.n, self.q2.n)
 
     @property
     def dim(self) -> int:
+        """Dimension ``d1 + d2`` of the product domain."""
         return self.q1.dim + self.q2.dim
 
     def cost(self, beta=2.0, **kw) -> np.ndarray:

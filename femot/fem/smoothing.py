@@ -166,6 +166,7 @@ class SmoothingOperator:
 
     @property
     def shape(self):
+        """``(n, k)``: quadrature nodes by atoms."""
         return self.K.shape
 
     def apply(self, a) -> np.ndarray:
@@ -234,6 +235,7 @@ class SmoothingOperator:
         return (self.K.T @ sp.diags(self.weights)).tocsr()
 
     def as_linear_operator(self):
+        """The operator as a scipy ``LinearOperator`` (``matvec`` = :meth:`apply`, ``rmatvec`` = :meth:`transpose`)."""
         from scipy.sparse.linalg import LinearOperator
 
         return LinearOperator(self.K.shape, matvec=self.apply, rmatvec=self.transpose, dtype=float)
