@@ -27,7 +27,18 @@ def _command(name: str):
 
 
 def main(argv=None) -> int:
-    """Run ``femot COMMAND ...``; returns the exit status."""
+    """Run ``femot COMMAND ...``; returns the exit status.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The command line without the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The command's exit status; 2 for a missing or unknown command, 130 on interrupt.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = ("usage: femot {" + ",".join(COMMANDS) + "} ...\n\n"
              + "".join(f"  {name:9s} {help_}\n" for name, (_, _, help_) in COMMANDS.items())

@@ -87,6 +87,19 @@ def _check_outputs(args) -> None:
 
 
 def cmd_identify(argv) -> int:
+    """``femot identify``: solve a transportation identification instance (Part III) from a file or generated.
+
+    Parameters
+    ----------
+    argv : list of str
+        The arguments after ``identify``.
+
+    Returns
+    -------
+    int
+        Exit status: 0 if the optimizer succeeded, 1 if it did not, 2 for invalid input
+        or an unwritable output path.
+    """
     from femot.optim.trust_region import DEFAULT_OPTIONS
     from femot.problems.identification import identification_errors, solve_identification
     from femot.problems.instances import instance_options, problem_from_instance

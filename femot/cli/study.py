@@ -40,6 +40,19 @@ def _fail(msg: str) -> int:
 
 
 def cmd_study(argv) -> int:
+    """``femot study CONFIG.toml``: run or resume a convergence study (:func:`femot.studies.run_study`).
+
+    Parameters
+    ----------
+    argv : list of str
+        The arguments after ``study``.
+
+    Returns
+    -------
+    int
+        Exit status: 0 if every run is complete, 1 if a run failed or raised, 2 for
+        invalid arguments, configuration or output directory, 130 on interrupt.
+    """
     from femot._io import OutputPathError, check_writable
     from femot.studies.config import ConfigError, load_config
     from femot.studies.execution import DEFAULT_CONNECT_TIMEOUT, BackendError, check_dask

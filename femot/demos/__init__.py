@@ -32,6 +32,23 @@ def available_demos() -> dict:
 
 
 def load_demo(name: str):
+    """The demo module named ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A demo's ``NAME`` (see :func:`available_demos`).
+
+    Returns
+    -------
+    module
+        The demo module (with ``run`` and optionally ``add_arguments``).
+
+    Raises
+    ------
+    ValueError
+        If no demo has that name.
+    """
     demos = available_demos()
     if name not in demos:
         raise ValueError(f"unknown demo {name!r}; available: {', '.join(demos) or 'none'}")

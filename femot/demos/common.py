@@ -18,7 +18,17 @@ __all__ = ["add_output_options", "add_coupling_options", "add_control_stopping_o
 
 
 def add_output_options(p, *, seed: bool = False, quick: bool = False) -> None:
-    """Add ``--json OUT.json``, ``--plot DIR`` and ``--quiet`` (and ``--seed``, ``--quick``) to ``p``."""
+    """Add ``--json OUT.json``, ``--plot DIR`` and ``--quiet`` (and ``--seed``, ``--quick``) to ``p``.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The parser to extend.
+    seed : bool, optional
+        Also add ``--seed`` (int, default 0).  Default False.
+    quick : bool, optional
+        Also add the flag ``--quick`` (a smaller run).  Default False.
+    """
     p.add_argument("--json", metavar="OUT.json", default=None, help="write the summary as JSON")
     p.add_argument("--plot", metavar="DIR", default=None, help="write figures into DIR")
     if seed:
@@ -29,14 +39,32 @@ def add_output_options(p, *, seed: bool = False, quick: bool = False) -> None:
 
 
 def add_coupling_options(p, *, C: float, s: float) -> None:
-    """Add the cost exponent ``--beta`` and the coupling ``delta = C gamma^(1/(d+s))`` (Part II (3.1)) to ``p``."""
+    """Add the cost exponent ``--beta`` and the coupling ``delta = C gamma^(1/(d+s))`` (Part II (3.1)) to ``p``.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The parser to extend; the options are stored as ``beta``, ``C`` and ``s``.
+    C : float
+        Default of ``--coupling-C``, the constant of the coupling.
+    s : float
+        Default of ``--coupling-s``, the positive exponent shift of the coupling.
+    """
     p.add_argument("--beta", type=float, default=2.0, help="cost exponent, c = |x - y|^beta (default 2)")
     p.add_argument("--coupling-C", dest="C", type=float, default=C, help=f"delta = C gamma^(1/(d+s)) (default {C:g})")
     p.add_argument("--coupling-s", dest="s", type=float, default=s, help=f"s > 0 in the coupling (default {s:g})")
 
 
 def add_control_stopping_options(p, *, per_level: bool = False) -> None:
-    """Add the control problems' stopping options ``--rtol``, ``--fw-rtol`` and ``--max-iter`` to ``p``."""
+    """Add the control problems' stopping options ``--rtol``, ``--fw-rtol`` and ``--max-iter`` to ``p``.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The parser to extend.
+    per_level : bool, optional
+        Say in the help of ``--max-iter`` that the limit applies per level.  Default False.
+    """
     p.add_argument("--rtol", type=float, default=1e-5,
                    help="plan: stop when theta_R, or the certificate psi of the quadratic cuts, "
                         "<= rtol * theta_R(uniform) (default 1e-5)")
@@ -47,7 +75,18 @@ def add_control_stopping_options(p, *, per_level: bool = False) -> None:
 
 
 def figure_folder(folder):
-    """Create ``folder`` and return ``matplotlib.pyplot`` set up for files (no display needed)."""
+    """Create ``folder`` and return ``matplotlib.pyplot`` set up for files (no display needed).
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        Output folder of the figures (created with its parents).
+
+    Returns
+    -------
+    module
+        ``matplotlib.pyplot`` with the non-interactive Agg backend.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,7 +97,26 @@ def figure_folder(folder):
 
 
 def save_figure(fig, folder, name: str, paths: list | None = None, dpi: int = 130) -> str:
-    """Write ``fig`` to ``folder/name``, close it, append the path to ``paths`` and return it."""
+    """Write ``fig`` to ``folder/name``, close it, append the path to ``paths`` and return it.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure.
+    folder : str or os.PathLike
+        Existing output folder.
+    name : str
+        File name; its suffix selects the format (e.g. ``.png``).
+    paths : list, optional
+        A list collecting the written paths.
+    dpi : int, optional
+        Resolution.  Default 130.
+
+    Returns
+    -------
+    str
+        The path written.
+    """
     import matplotlib.pyplot as plt
 
     path = os.path.join(folder, name)

@@ -24,6 +24,7 @@ import os
 import numpy as np
 import scipy.sparse as sp
 
+from femot._docstrings import cite
 from femot.demos.common import figure_folder, save_figure
 
 NAME = "identification"
@@ -35,6 +36,13 @@ GAMMAS = (1e-2, 1e-4, 1e-6)
 
 
 def add_arguments(p) -> None:
+    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The demo's parser; the module docstring explains the options.
+    """
     p.add_argument("--n", type=int, default=25, help="n1 = n2 (default 25, as in the paper)")
     p.add_argument("--gammas", type=float, nargs="+", default=list(GAMMAS),
                    help="values of gamma = eps (default 1e-2 1e-4 1e-6)")
@@ -50,11 +58,37 @@ def add_arguments(p) -> None:
 # --------------------------------------------------------------------------
 # running
 # --------------------------------------------------------------------------
+@cite("III")
 def solve_levels(data, gammas, *, lam=1.0, path=False, options=None, verbose=False):
     """Solve (RTI_gamma^eps), gamma = eps, for each gamma; returns one row dict per level.
 
     ``path=False``: every level starts from the uniform marginal (Part III §4.2);
     ``path=True``: each level starts from the previous level's solution.
+
+    Parameters
+    ----------
+    data : dict
+        An instance with its truth ``mu1_true``, ``pi_true`` (from
+        :func:`femot.problems.instances.identification_instance`).
+    gammas : iterable of float
+        The regularization parameters (also used as eps).
+    lam : float, optional
+        Weight of the marginal term of the objective.  Default 1.
+    path : bool, optional
+        Warm-start each level from the previous one.  Default False.
+    options : dict, optional
+        Options of the trust-region method (:func:`femot.optim.minimize_simplex`).
+    verbose : bool, optional
+        Print the optimizer's iterations.  Default False.
+
+    Returns
+    -------
+    rows : list of dict
+        Per level: gamma, eps, maximal errors of mu1 and pi against the truth, the objective
+        at the solution and at the truth, iterations, stationarity, status, time and failed
+        lower-level solves.
+    results : list of IdentificationResult
+        The optimizer's results.
     """
     from femot.problems.identification import identification_errors, solve_identification
     from femot.problems.instances import problem_from_instance
@@ -79,7 +113,20 @@ def solve_levels(data, gammas, *, lam=1.0, path=False, options=None, verbose=Fal
 
 
 def format_table(rows, title) -> str:
-    """Rows laid out like Part III Tables 4.1 and 4.2 (plus solver columns)."""
+    """Rows laid out like Part III Tables 4.1 and 4.2 (plus solver columns).
+
+    Parameters
+    ----------
+    rows : list of dict
+        The rows of :func:`solve_levels`.
+    title : str
+        First line of the table.
+
+    Returns
+    -------
+    str
+        The table as text.
+    """
     head = (f"{'gamma=eps':>10} {'max|mu1*-mu1|':>14} {'max|pi*-pi|':>12} {'J(pi,mu1)':>11} "
             f"{'J at mu1*':>10} {'iter':>5} {'stationarity':>13} {'ok':>4} {'time s':>7}")
     lines = [title, head, "-" * len(head)]
@@ -96,6 +143,19 @@ def _nonincreasing(values, rtol=1e-2):
 
 
 def run(args) -> dict:
+    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``,
+        ``quiet``, ``seed``, ``quick`` (see :mod:`femot.demos`).
+
+    Returns
+    -------
+    dict
+        JSON-serializable summary of the results (``femot demo --json`` writes it).
+    """
     from femot.problems.instances import identification_instance
 
     say = (lambda *a: None) if args.quiet else print
@@ -173,7 +233,23 @@ def run(args) -> dict:
 # figures (Part III Figures 4.1-4.5)
 # --------------------------------------------------------------------------
 def plot_marginal_bars(ax, mu1_ref, mu1, D1=None, ref_label="mu1* (true)", label="mu1 (computed)"):
-    """Bars of a reference marginal (red) and the computed one (blue); D1 shaded gray."""
+    """Bars of a reference marginal (red) and the computed one (blue); D1 shaded gray.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        The axes to draw into.
+    mu1_ref : array_like, shape (n1,)
+        The reference marginal.
+    mu1 : array_like, shape (n1,)
+        The computed marginal.
+    D1 : array_like of bool, shape (n1,), optional
+        Observed entries, shaded unless everything is observed.
+    ref_label : str, optional
+        Legend label of the reference.
+    label : str, optional
+        Legend label of the computed marginal.
+    """
     n = len(mu1)
     idx = np.arange(1, n + 1)
     if D1 is not None and not np.all(D1):
@@ -186,7 +262,21 @@ def plot_marginal_bars(ax, mu1_ref, mu1, D1=None, ref_label="mu1* (true)", label
 
 
 def plot_sparsity_overlay(ax, pi_ref, pi, D=None, tol=0.0):
-    """Sparsity patterns: the reference plan (red squares) under the computed plan (blue); D gray."""
+    """Sparsity patterns: the reference plan (red squares) under the computed plan (blue); D gray.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        The axes to draw into.
+    pi_ref : array_like or scipy.sparse matrix, shape (n1, n2)
+        The reference plan.
+    pi : array_like or scipy.sparse matrix, shape (n1, n2)
+        The computed plan.
+    D : array_like of bool, shape (n1, n2), optional
+        Observed entries, shaded unless everything is observed.
+    tol : float, optional
+        Entries above ``tol`` are drawn.  Default 0.
+    """
     P_ref = sp.coo_matrix(pi_ref)
     P = sp.coo_matrix(pi)
     n1, n2 = P.shape
@@ -208,6 +298,30 @@ def plot_sparsity_overlay(ax, pi_ref, pi, D=None, tol=0.0):
 
 
 def make_figures(folder, d1, d2, gammas, res1, res2, res2p) -> list:
+    """The figures of Part III §4.2 (Figures 4.1-4.5) and those of the path variant.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        Output folder (created).
+    d1 : dict
+        Instance of experiment 1.
+    d2 : dict
+        Instance of experiment 2.
+    gammas : sequence of float
+        The levels, in the order of the results.
+    res1 : list of IdentificationResult
+        Results of experiment 1, one per gamma.
+    res2 : list of IdentificationResult
+        Results of experiment 2 (every level from the uniform start).
+    res2p : list of IdentificationResult
+        Results of experiment 2 along the path (warm starts).
+
+    Returns
+    -------
+    list of str
+        Paths of the PNG files written.
+    """
     plt = figure_folder(folder)
     out: list = []
 

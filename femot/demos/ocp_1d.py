@@ -50,6 +50,13 @@ FLAGSHIP = True
 _PLAN_STOP = "theta_R (or the cut certificate psi) <= %g theta_R(uniform)"
 
 def add_arguments(p) -> None:
+    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The demo's parser; the module docstring explains the options.
+    """
     p.add_argument("--cells", type=int, default=128, help="cells of the mesh of [0, 1] (default 128; 80 with --quick)")
     p.add_argument("--levels", type=int, default=5, help="levels of the (gamma, delta) schedule (default 5; 4 quick)")
     p.add_argument("--nu", type=float, default=0.02, help="weight of the Wasserstein term (default 0.02)")
@@ -64,7 +71,24 @@ def add_arguments(p) -> None:
 
 
 def problem_data(op, rho):
-    """Known control (two bumps), desired state y_d = G mu1_true, prior mu2^d (one bump); masses on vertices."""
+    """Known control (two bumps), desired state y_d = G mu1_true, prior mu2^d (one bump); masses on vertices.
+
+    Parameters
+    ----------
+    op : PoissonOperator
+        The state operator on a mesh of [0, 1].
+    rho : float
+        Both measures vanish at vertices closer than ``rho`` to 0 or 1.
+
+    Returns
+    -------
+    m_true : ndarray, shape (nvertices,)
+        The known control, a probability vector.
+    y_d : ndarray
+        Its state ``G m_true`` (nodal values), the desired state.
+    mu2 : ndarray, shape (nvertices,)
+        The prior, a probability vector.
+    """
     x = op.vertices[:, 0]
     inside = (x >= rho - 1e-12) & (x <= 1 - rho + 1e-12)
 
@@ -79,6 +103,19 @@ def problem_data(op, rho):
 
 
 def run(args) -> dict:
+    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``,
+        ``quiet``, ``seed``, ``quick`` (see :mod:`femot.demos`).
+
+    Returns
+    -------
+    dict
+        JSON-serializable summary of the results (``femot demo --json`` writes it).
+    """
     from skfem import MeshLine
 
     from femot.fem import PoissonOperator, coupled_schedule

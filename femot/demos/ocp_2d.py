@@ -64,6 +64,13 @@ _SETUPS: dict[str, dict[str, Any]] = {
 
 
 def add_arguments(p) -> None:
+    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The demo's parser; the module docstring explains the options.
+    """
     p.add_argument("--mesh", choices=sorted(_SETUPS), default="unit_square", help="domain (default unit_square)")
     p.add_argument("--transport", choices=("full", "coarse"), default=None,
                    help="quadrature of the transport: the state mesh (default on the square) or a coarser mesh "
@@ -104,6 +111,19 @@ def _meshes(setup, quick):
 
 
 def run(args) -> dict:
+    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``,
+        ``quiet``, ``seed``, ``quick`` (see :mod:`femot.demos`).
+
+    Returns
+    -------
+    dict
+        JSON-serializable summary of the results (``femot demo --json`` writes it).
+    """
     from scipy.spatial import cKDTree
 
     from femot.fem import PoissonOperator

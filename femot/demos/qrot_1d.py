@@ -22,12 +22,37 @@ FLAGSHIP = True
 
 
 def add_arguments(p) -> None:
+    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The demo's parser; the module docstring explains the options.
+    """
     p.add_argument("--n", type=int, default=400, help="grid points per marginal (default 400)")
     p.add_argument("--gammas", type=float, nargs="+", default=[1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7],
                    help="regularization levels (default 1e-1 ... 1e-7)")
 
 
 def marginals(n: int):
+    """The demo's two marginal densities on a midpoint grid of [0, 1].
+
+    Parameters
+    ----------
+    n : int
+        Number of grid points (cell midpoints of ``n`` equal cells).
+
+    Returns
+    -------
+    x : ndarray, shape (n,)
+        The grid points.
+    w : ndarray, shape (n,)
+        Quadrature weights ``1 / n``.
+    m1 : ndarray, shape (n,)
+        Density of the first marginal (two Gaussian bumps on a floor), ``w @ m1 = 1``.
+    m2 : ndarray, shape (n,)
+        Density of the second marginal, ``w @ m2 = 1``.
+    """
     x = (np.arange(n) + 0.5) / n
     w = np.full(n, 1.0 / n)
     m1 = np.exp(-0.5 * ((x - 0.25) / 0.07) ** 2) + 0.6 * np.exp(-0.5 * ((x - 0.65) / 0.1) ** 2) + 0.05
@@ -36,6 +61,19 @@ def marginals(n: int):
 
 
 def run(args) -> dict:
+    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``,
+        ``quiet``, ``seed``, ``quick`` (see :mod:`femot.demos`).
+
+    Returns
+    -------
+    dict
+        JSON-serializable summary of the results (``femot demo --json`` writes it).
+    """
     from femot.core import exact_ot_1d, solve_qrot
 
     n = 120 if args.quick else args.n

@@ -36,6 +36,13 @@ FLAGSHIP = True
 
 
 def add_arguments(p) -> None:
+    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The demo's parser; the module docstring explains the options.
+    """
     p.add_argument("--cells", type=int, default=48, help="cells of each mesh of [0, 1] (default 48; 32 with --quick)")
     p.add_argument("--p-prime", dest="p_prime", type=float, default=2.0, help="exponent p' in (1, 2] (default 2)")
     p.add_argument("--nu", type=float, default=1e-4, help="weight of |mu1 - mu1_d|_M (default 1e-4)")
@@ -53,12 +60,36 @@ D_BOX = (0.125, 0.875, 0.0625, 0.9375)  # aligned with the grid for 16k cells
 
 
 def in_D(c):
-    """The observation domain: cells of the product mesh with centroid in the open box D_BOX."""
+    """The observation domain: cells of the product mesh with centroid in the open box D_BOX.
+
+    Parameters
+    ----------
+    c : ndarray, shape (2, ncells)
+        Cell centroids ``(x1, x2)`` of the product mesh of Omega_1 x Omega_2.
+
+    Returns
+    -------
+    ndarray of bool, shape (ncells,)
+        True for the observed cells.
+    """
     a, b, lo, hi = D_BOX
     return (c[0] > a) & (c[0] < b) & (c[1] > lo) & (c[1] < hi)
 
 
 def run(args) -> dict:
+    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``,
+        ``quiet``, ``seed``, ``quick`` (see :mod:`femot.demos`).
+
+    Returns
+    -------
+    dict
+        JSON-serializable summary of the results (``femot demo --json`` writes it).
+    """
     from skfem import MeshLine
 
     from femot.fem import quadrature

@@ -31,6 +31,13 @@ FLAGSHIP = True
 
 
 def add_arguments(p) -> None:
+    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The demo's parser; the module docstring explains the options.
+    """
     p.add_argument("--levels", type=int, default=7, help="number of levels (default 7; at most 5 with --quick)")
     p.add_argument("--gamma0", type=float, default=8e-4, help="gamma of the first level (default 8e-4)")
     p.add_argument("--factor", type=float, default=0.25, help="gamma_{n+1} / gamma_n (default 0.25)")
@@ -39,7 +46,21 @@ def add_arguments(p) -> None:
 
 
 def gaussian_mixture(components):
-    """pdf and cdf of a Gaussian mixture [(mean, std, weight), ...] restricted to [0, 1], mass 1."""
+    """pdf and cdf of a Gaussian mixture [(mean, std, weight), ...] restricted to [0, 1], mass 1.
+
+    Parameters
+    ----------
+    components : sequence of (float, float, float)
+        ``(mean, std, weight)`` of each component; std and weight positive.
+
+    Returns
+    -------
+    pdf : callable
+        ``pdf(x)`` for points ``x`` of shape (n, 1): the renormalized density, zero off [0, 1].
+    cdf : callable
+        ``cdf(t)`` for an array ``t`` of positions: the distribution function (0 left of 0, 1
+        right of 1).
+    """
     from scipy.special import ndtr
 
     comps = np.asarray(components, dtype=float)
@@ -73,6 +94,19 @@ def problem():
 
 
 def run(args) -> dict:
+    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``,
+        ``quiet``, ``seed``, ``quick`` (see :mod:`femot.demos`).
+
+    Returns
+    -------
+    dict
+        JSON-serializable summary of the results (``femot demo --json`` writes it).
+    """
     from skfem import MeshLine
 
     from femot.fem import coupled_schedule, quadrature, wasserstein_1d

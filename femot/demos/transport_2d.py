@@ -33,6 +33,13 @@ FLAGSHIP = True
 
 
 def add_arguments(p) -> None:
+    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The demo's parser; the module docstring explains the options.
+    """
     p.add_argument("--gamma", type=float, default=1e-3, help="quadratic regularization (default 1e-3)")
     p.add_argument("--delta", type=float, default=0.1, help="smoothing radius of T^delta (default 0.1)")
     p.add_argument("--eps", type=float, default=0.0, help="dual regularization of the core (default 0)")
@@ -56,6 +63,27 @@ def _bump(center, r):
 
 
 def problem(mesh1, mesh2, n_samples: int, seed: int):
+    """The demo's marginals: three bumps on Omega_1 and samples of an annulus on Omega_2.
+
+    Parameters
+    ----------
+    mesh1 : skfem.Mesh
+        Mesh on which the density ``mu1`` (three smooth bumps of total mass 1) is given.
+    mesh2 : skfem.Mesh
+        Mesh of Omega_2 (not used: ``mu2`` is an empirical measure).
+    n_samples : int
+        Number of samples of ``mu2``.
+    seed : int
+        Seed of the samples.
+
+    Returns
+    -------
+    mu1 : Density
+        Sum of three weighted bump densities, mass 1.
+    mu2 : Empirical
+        Empirical measure of mass 1 on the annulus ``0.35 <= |y| <= 0.7``, denser near
+        angle 0 (von Mises angles).
+    """
     from femot.fem import Density, Empirical
 
     parts = [((-0.5, -0.5), 0.30, 0.5), ((0.5, -0.55), 0.25, 0.3), ((-0.55, 0.5), 0.25, 0.2)]
@@ -72,7 +100,19 @@ def problem(mesh1, mesh2, n_samples: int, seed: int):
 
 
 def run_levels(args) -> dict:
-    """The --levels schedule (numerics in ``femot.fem.affine_study``)."""
+    """The --levels schedule (numerics in ``femot.fem.affine_study``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The demo's options; uses ``levels``, ``m_last``, ``quick`` and ``quiet``.
+
+    Returns
+    -------
+    dict
+        The summary of :func:`femot.fem.affine_study.affine_study` (rows ``levels``, the
+        exact ``W2_squared``, fitted rates) with ``success`` and, with ``--plot``, ``figures``.
+    """
     from femot.fem.affine_study import affine_study
 
     say = (lambda *a, **k: None) if args.quiet else print
@@ -126,6 +166,19 @@ def _plot_levels(folder, out):
 
 
 def run(args) -> dict:
+    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``,
+        ``quiet``, ``seed``, ``quick`` (see :mod:`femot.demos`).
+
+    Returns
+    -------
+    dict
+        JSON-serializable summary of the results (``femot demo --json`` writes it).
+    """
     if getattr(args, "levels", None):
         return run_levels(args)
     from femot.fem import load_mesh, quadrature, solve_lower_level

@@ -129,7 +129,19 @@ class SimplexProblem(Protocol):
         """The uniform point of the simplex (the default start)."""
 
     def full(self, x: np.ndarray) -> np.ndarray:
-        """The simplex variable ``x`` as the problem's natural unknown."""
+        """The simplex variable ``x`` as the problem's natural unknown.
+
+        Parameters
+        ----------
+        x : ndarray, shape (n,)
+            A point of the problem's simplex.
+
+        Returns
+        -------
+        ndarray
+            The unknown in the problem's own terms, e.g. the masses at all mesh vertices
+            (zero off the admissible ones) for a control problem, ``x`` itself otherwise.
+        """
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Value and one Clarke subgradient of the reduced objective at ``x`` (cached)."""
@@ -138,6 +150,16 @@ class SimplexProblem(Protocol):
         """Minimize over the simplex; a result with the keys :data:`RESULT_KEYS`.
 
         Implementations may take further (problem-specific) keyword arguments with defaults.
+
+        Parameters
+        ----------
+        x0 : ndarray, shape (n,), optional
+            Starting point on the simplex; default :meth:`uniform`.
+
+        Returns
+        -------
+        scipy.optimize.OptimizeResult
+            At least the keys of :data:`RESULT_KEYS` (success, status, message, ...).
         """
 
 
@@ -153,7 +175,20 @@ class SecondOrderProblem(SimplexProblem, Protocol):
     """
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """Hessian of the reduced objective at ``x`` times ``v``."""
+        """Hessian of the reduced objective at ``x`` times ``v``.
+
+        Parameters
+        ----------
+        x : ndarray, shape (n,)
+            Point of the simplex, the one of the preceding call ``problem(x)``.
+        v : ndarray, shape (n,)
+            Direction.
+
+        Returns
+        -------
+        ndarray, shape (n,)
+            The (generalized) Hessian at ``x`` applied to ``v``.
+        """
 
 
 # --------------------------------------------------------------------------
@@ -582,6 +617,21 @@ class VertexControl(UniformStart):
     _cache: tuple[np.ndarray, float, np.ndarray] | None
 
     def evaluate(self, x: np.ndarray, gradient: bool = True) -> dict:
+        """Value and (optionally) a (sub)gradient of the reduced objective at ``x``; set by the subclass.
+
+        Parameters
+        ----------
+        x : ndarray, shape (n,)
+            Masses on the admissible vertices.
+        gradient : bool, optional
+            Also compute the (sub)gradient.  Default True.
+
+        Returns
+        -------
+        dict
+            At least ``fun`` (float, nan when the lower level fails) and ``grad``
+            (ndarray of shape (n,), or None without ``gradient``).
+        """
         raise NotImplementedError
 
     @staticmethod

@@ -393,6 +393,23 @@ class ControlProblem(VertexControl):
         For the plan formulation this is the curvature that ``nu <c, pi>`` accumulates over
         its many small affine pieces (on each piece its own Hessian is zero); :meth:`solve`
         passes a multiple of it to the optimizer as the damping metric of its bundle step.
+
+        Parameters
+        ----------
+        x : array_like, shape (n,)
+            Masses on the admissible vertices (re-evaluated unless it is the last evaluated point).
+        v : array_like, shape (n,)
+            Direction.
+
+        Returns
+        -------
+        ndarray, shape (n,)
+            The product; all NaN if the lower level at ``x`` did not converge.
+
+        Raises
+        ------
+        ValueError
+            If ``x`` or ``v`` does not have length ``n``.
         """
         x = as_vector(x, "x", length=self.n)
         v = as_vector(v, "v", length=self.n)

@@ -42,6 +42,7 @@ import scipy.sparse as sp
 from scipy.optimize import OptimizeResult
 from scipy.spatial.distance import cdist
 
+from .._docstrings import cite
 from .._validation import (
     as_nonnegative_vector,
     as_vector,
@@ -122,6 +123,28 @@ def wasserstein1_1d(x1, m1, x2, m2) -> float:
 
     Exact formula ``W_1 = int |F_1 - F_2| dx`` with the cumulative distribution
     functions, which are piecewise constant between the merged points.
+
+    Parameters
+    ----------
+    x1 : array_like, shape (n1,) or (n1, 1)
+        Finite support points of the first measure (in any order).
+    m1 : array_like, shape (n1,)
+        Nonnegative masses at ``x1``.
+    x2 : array_like, shape (n2,) or (n2, 1)
+        Finite support points of the second measure.
+    m2 : array_like, shape (n2,)
+        Nonnegative masses at ``x2``; same total mass as ``m1`` (relative tolerance 1e-9).
+
+    Returns
+    -------
+    float
+        The 1-Wasserstein distance (in units of length times mass).
+
+    Raises
+    ------
+    ValueError
+        If the points are not finite 1D arrays, a mass vector is negative or of the wrong
+        length, or the total masses differ.
     """
     x1, m1, x2, m2 = _check_pair(x1, m1, x2, m2)
     z = np.concatenate([x1, x2])
@@ -132,12 +155,36 @@ def wasserstein1_1d(x1, m1, x2, m2) -> float:
     return float(np.sum(np.abs(diff) * np.diff(z)))
 
 
+@cite("II")
 def wasserstein_power_1d(x1, m1, x2, m2, beta: float = 2.0) -> float:
     """``W_beta(mu1, mu2)^beta`` for discrete measures on R, ``beta >= 1``.
 
     For convex costs ``|x1 - x2|^beta`` the monotone rearrangement is optimal:
     ``W_beta^beta = int_0^{|mu|} |Q_1(t) - Q_2(t)|^beta dt`` with the quantile
     functions ``Q_k`` (Part II, eq. (3.14), on the line).
+
+    Parameters
+    ----------
+    x1 : array_like, shape (n1,) or (n1, 1)
+        Finite support points of the first measure.
+    m1 : array_like, shape (n1,)
+        Nonnegative masses at ``x1``.
+    x2 : array_like, shape (n2,) or (n2, 1)
+        Finite support points of the second measure.
+    m2 : array_like, shape (n2,)
+        Nonnegative masses at ``x2``; same total mass as ``m1``.
+    beta : float, optional
+        Exponent of the cost ``|x1 - x2|^beta``, at least 1.  Default 2.
+
+    Returns
+    -------
+    float
+        The optimal transport cost ``W_beta^beta`` (not its ``beta``-th root).
+
+    Raises
+    ------
+    ValueError
+        If ``beta < 1`` or not positive, or the measures are invalid or of unequal mass.
     """
     beta = check_positive_scalar(beta, "beta")
     if beta < 1:
@@ -148,8 +195,32 @@ def wasserstein_power_1d(x1, m1, x2, m2, beta: float = 2.0) -> float:
 
 
 def monotone_plan_1d(x1, m1, x2, m2) -> sp.csr_matrix:
-    """The monotone (north-west corner on sorted points) plan between two discrete
-    measures on R; optimal for every convex cost ``h(x1 - x2)``.  Shape ``(n1, n2)``."""
+    """The monotone (north-west corner on sorted points) plan between two discrete measures on R.
+
+    The plan is optimal for every convex cost ``h(x1 - x2)``.
+
+    Parameters
+    ----------
+    x1 : array_like, shape (n1,) or (n1, 1)
+        Finite support points of the first measure.
+    m1 : array_like, shape (n1,)
+        Nonnegative masses at ``x1`` (row sums of the plan).
+    x2 : array_like, shape (n2,) or (n2, 1)
+        Finite support points of the second measure.
+    m2 : array_like, shape (n2,)
+        Nonnegative masses at ``x2`` (column sums of the plan); same total mass as ``m1``.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix, shape (n1, n2)
+        The plan, indexed in the input order of ``x1`` and ``x2``; at most ``n1 + n2 - 1``
+        nonzeros.
+
+    Raises
+    ------
+    ValueError
+        If the measures are invalid or of unequal mass.
+    """
     x1, m1, x2, m2 = _check_pair(x1, m1, x2, m2)
     i1, i2, dt = monotone_rearrangement(x1, m1, x2, m2)
     return sp.coo_matrix((dt, (i1, i2)), shape=(x1.size, x2.size)).tocsr()
@@ -159,8 +230,29 @@ def monotone_plan_1d(x1, m1, x2, m2) -> sp.csr_matrix:
 # problem data
 # --------------------------------------------------------------------------
 
+@cite("II")
 def transport_cost_matrix(x1, x2, beta: float = 2.0) -> np.ndarray:
-    """``c_d(x1_i, x2_j) = |x1_i - x2_j|^beta`` (Part II, eq. (3.14)); dense (n1, n2)."""
+    """``c_d(x1_i, x2_j) = |x1_i - x2_j|^beta`` (Part II, eq. (3.14)); dense (n1, n2).
+
+    Parameters
+    ----------
+    x1 : array_like, shape (n1,) or (n1, d)
+        First point set (1D arrays are read as points on the line).
+    x2 : array_like, shape (n2,) or (n2, d)
+        Second point set, of the same dimension ``d``.
+    beta : float, optional
+        Positive exponent of the Euclidean distance.  Default 2.
+
+    Returns
+    -------
+    ndarray, shape (n1, n2)
+        The cost matrix.
+
+    Raises
+    ------
+    ValueError
+        If ``beta`` is not positive or the point arrays have different dimensions.
+    """
     beta = check_positive_scalar(beta, "beta")
     a = np.asarray(x1, dtype=float)
     b = np.asarray(x2, dtype=float)
@@ -205,6 +297,7 @@ def _target(op, mu2, target_points):
     return x2, mu2
 
 
+@cite("II")
 def control_objective(poisson, masses, y_d, mu2, nu, *, target_points=None, beta=2.0):
     """Objective of (OCP) for a discrete control: ``(fun, tracking, transport)``.
 
@@ -212,6 +305,40 @@ def control_objective(poisson, masses, y_d, mu2, nu, *, target_points=None, beta
     computed exactly (monotone rearrangement in 1D, linear programming by HiGHS
     through SciPy otherwise).  ``masses`` are vertex masses of the same total mass
     as ``mu2``.
+
+    Parameters
+    ----------
+    poisson : PoissonOperator or skfem.Mesh
+        The state operator ``G`` (a P1 operator is built from a mesh).
+    masses : array_like, shape (nvertices,)
+        Nonnegative control masses at the mesh vertices.
+    y_d : ndarray (ndofs,) or callable
+        Desired state (nodal vector or function, see ``PoissonOperator.target``).
+    mu2 : array_like, shape (n2,)
+        Nonnegative masses of the prior ``mu2^d`` at ``target_points``.
+    nu : float
+        Nonnegative weight of the transport term.
+    target_points : array_like, shape (n2, dim), optional
+        Support of the prior; default the mesh vertices.
+    beta : float, optional
+        Exponent of the cost ``|x1 - x2|^beta`` (>= 1 in 1D).  Default 2.
+
+    Returns
+    -------
+    fun : float
+        ``tracking + nu * transport``.
+    tracking : float
+        ``1/2 |G m - y_d|^2_{L2}``.
+    transport : float
+        ``W_beta(m, mu2)^beta``.
+
+    Raises
+    ------
+    ValueError
+        If ``nu`` is negative, the masses or ``target_points`` have the wrong shape or
+        sign, or ``masses`` and ``mu2`` carry different total mass.
+    RuntimeError
+        If the exact transport LP (dimension >= 2) fails.
     """
     op = _as_operator(poisson)
     nu = check_nonnegative_scalar(nu, "nu")
@@ -300,7 +427,25 @@ def _solve_clarabel(P, q, A_eq, b_eq, sizes, tol, max_iter, verbose):
 
 
 def pick_qp_solver(solver: str = "auto") -> str:
-    """Name of the QP solver for ``solver`` (``"auto"`` or ``"clarabel"``); ImportError if it is missing."""
+    """Name of the QP solver for ``solver`` (``"auto"`` or ``"clarabel"``); ImportError if it is missing.
+
+    Parameters
+    ----------
+    solver : {'auto', 'clarabel'}, optional
+        Requested solver; both currently resolve to Clarabel.  Default ``'auto'``.
+
+    Returns
+    -------
+    str
+        ``'clarabel'``.
+
+    Raises
+    ------
+    ValueError
+        If ``solver`` is neither ``'auto'`` nor ``'clarabel'``.
+    ImportError
+        If the package clarabel (extra ``femot[qp]``) is not installed.
+    """
     if solver not in ("auto", "clarabel"):
         raise ValueError(f"solver must be 'auto' or 'clarabel', got {solver!r}")
     try:
@@ -330,12 +475,31 @@ def frank_wolfe_gap(grad_m, c, plan, mu2, nu) -> float:
     For the convex problem ``min f(pi)`` over ``{pi >= 0, pi^T 1 = mu2}`` this is
     ``max_{pi'} <grad f(pi), pi - pi'>``: nonnegative, zero exactly at minimizers,
     and an upper bound on ``f(pi) - min f``.
+
+    Parameters
+    ----------
+    grad_m : ndarray, shape (n1,)
+        Gradient of the tracking term with respect to the control masses (row sums of ``pi``).
+    c : ndarray, shape (n1, n2)
+        Transport cost matrix.
+    plan : ndarray or scipy.sparse matrix, shape (n1, n2)
+        Feasible plan ``pi`` whose optimality is measured.
+    mu2 : ndarray, shape (n2,)
+        Column sums of feasible plans.
+    nu : float
+        Weight of the transport term.
+
+    Returns
+    -------
+    float
+        The Frank-Wolfe gap (in units of the objective).
     """
     g = grad_m[:, None] + nu * c
     pi = plan.toarray() if sp.issparse(plan) else np.asarray(plan)
     return float(np.sum(g * pi) - mu2 @ g.min(axis=0))
 
 
+@cite("II")
 def solve_control_reference(poisson, y_d, mu2, nu, *, target_points=None, beta=2.0,
                             rho=0.0, solver="auto", tol=1e-10, max_iter=None,
                             gap_tol=None, verbose=False) -> ControlReferenceResult:
@@ -353,24 +517,40 @@ def solve_control_reference(poisson, y_d, mu2, nu, *, target_points=None, beta=2
         The control carries the same total mass.
     nu : float
         Weight of the transport term (>= 0).
-    beta : float
-        Exponent of the cost ``|x1 - x2|^beta`` (Part II, eq. (3.14)); >= 1.
-    rho : float
-        Controls live on vertices with distance >= rho to the boundary.
+    target_points : array_like, shape (n2, dim), optional
+        Support of the prior ``mu2^d``; default the mesh vertices.
+    beta : float, optional
+        Exponent of the cost ``|x1 - x2|^beta`` (Part II, eq. (3.14)); >= 1.  Default 2.
+    rho : float, optional
+        Controls live on vertices with distance >= rho to the boundary.  Default 0.
     solver : {'auto', 'clarabel'}
         QP solver from the optional extra ``femot[qp]``.  Only the interior-point
         solver Clarabel is used: the active-set QP of HiGHS (highspy 1.15) stalls
         on the highly degenerate transport polytope even for 10 nodes.
-    tol : float
-        Solver tolerance.
+    tol : float, optional
+        Solver tolerance (absolute and relative gap, feasibility).  Default 1e-10.
+    max_iter : int, optional
+        Iteration limit of the QP solver; default 200.
     gap_tol : float, optional
         Certification threshold for the Frank-Wolfe gap; default
         ``1e-8 * max(1, |fun|)``.
+    verbose : bool, optional
+        Print the solver's log.  Default False.
 
     Returns
     -------
     ControlReferenceResult
+        ``status`` 0 (certified optimal), 1 (solver did not converge) or 2 (solver
+        claimed optimality but the gap or marginal certificate fails).
+
+    Raises
+    ------
+    ValueError
+        If ``nu``, ``rho``, ``tol`` or ``beta`` is out of range, or the data have wrong shapes.
+    ImportError
+        If clarabel is not installed.
     """
+
     op = _as_operator(poisson)
     nu = check_nonnegative_scalar(nu, "nu")
     rho = check_nonnegative_scalar(rho, "rho")

@@ -50,6 +50,7 @@ import os
 import numpy as np
 import scipy.sparse as sp
 
+from femot._docstrings import cite
 from femot.problems.identification import TransportIdentification, band_mask
 
 __all__ = [
@@ -78,11 +79,27 @@ SETTING_VARIABLES = ("delta_0", "H_0")
 # --------------------------------------------------------------------------
 # generator (Part III §4.2)
 # --------------------------------------------------------------------------
+@cite("III")
 def experiment2_observed_rows(n: int) -> np.ndarray:
     """D1 of Part III §4.2, experiment 2: rows {9, ..., 15} (counted from 1) for n = 25.
 
     For other n the same fraction of Omega_1 is used: rows round(9n/25), ...,
-    round(15n/25) counted from 1.  Returns 0-based indices.
+    round(15n/25) counted from 1.
+
+    Parameters
+    ----------
+    n : int
+        Number of source points ``n1`` (at least 2).
+
+    Returns
+    -------
+    ndarray of int
+        The 0-based indices of the observed rows, consecutive and nonempty.
+
+    Raises
+    ------
+    ValueError
+        If ``n < 2``.
     """
     if n < 2:
         raise ValueError(f"n must be at least 2, got {n}")
@@ -91,6 +108,7 @@ def experiment2_observed_rows(n: int) -> np.ndarray:
     return np.arange(lo - 1, hi)
 
 
+@cite("III")
 def identification_instance(n: int = 25, seed: int = 0, experiment: int = 1, *, occupancy: float = 0.5,
                             bandwidth: int = 3) -> dict:
     """A random instance generated as in Part III §4.2.
@@ -101,6 +119,34 @@ def identification_instance(n: int = 25, seed: int = 0, experiment: int = 1, *, 
     ``mu1_d = mu1*``, ``pi_d = pi*``.  Experiment 2: ``D1`` from
     :func:`experiment2_observed_rows`, ``D`` the band ``|i - j| <= bandwidth`` and the
     observations are the restrictions of the truth to them.
+
+    Parameters
+    ----------
+    n : int, optional
+        Number of points ``n1 = n2`` (at least 2).  Default 25, as in the paper.
+    seed : int, optional
+        Seed of the random marginals.  Default 0.
+    experiment : {1, 2}, optional
+        1: everything observed; 2: partial observation.  Default 1.
+    occupancy : float, optional
+        Approximate fraction of nonzero entries of each marginal.  Default 0.5.
+    bandwidth : int, optional
+        Half width of the observed band ``D`` in experiment 2 (ignored in experiment 1).
+        Default 3.
+
+    Returns
+    -------
+    dict
+        Instance with ``c_d``, ``mu2_d``, ``mu1_d``, ``pi_d`` (sparse), ``D`` and ``D1``
+        (None in experiment 1, boolean arrays in experiment 2), the truth ``mu1_true``,
+        ``pi_true`` and the generator's ``seed``, ``n``, ``experiment``.
+
+    Raises
+    ------
+    ValueError
+        If ``experiment`` is not 1 or 2, or ``n < 2``.
+    RuntimeError
+        If the exact transport LP fails.
     """
     from femot.core.exact import exact_ot
     from femot.core.instances import hitchcock_instance
@@ -128,7 +174,33 @@ def identification_instance(n: int = 25, seed: int = 0, experiment: int = 1, *, 
 
 
 def problem_from_instance(data: dict, gamma=1e-4, eps=None, lam=1.0, **kwargs) -> TransportIdentification:
-    """Build a :class:`TransportIdentification` from an instance dict."""
+    """Build a :class:`TransportIdentification` from an instance dict.
+
+    Parameters
+    ----------
+    data : dict
+        Instance as returned by :func:`identification_instance` or :func:`load_instance`;
+        must hold every key of :data:`REQUIRED_VARIABLES` (not None); ``D`` and ``D1`` are
+        used when present.
+    gamma : float, optional
+        Quadratic regularization of the lower level (> 0).  Default 1e-4.
+    eps : float, optional
+        Dual regularization (> 0); default ``gamma``.
+    lam : float, optional
+        Weight (>= 0) of the marginal term of the upper-level objective.  Default 1.
+    **kwargs
+        Further keyword arguments of :class:`TransportIdentification`.
+
+    Returns
+    -------
+    TransportIdentification
+
+    Raises
+    ------
+    ValueError
+        If a required variable is missing (or the problem data are inconsistent, raised by
+        :class:`TransportIdentification`).
+    """
     missing = [k for k in REQUIRED_VARIABLES if data.get(k) is None]
     if missing:
         raise ValueError(f"instance is missing the variable(s) {missing} (required: {list(REQUIRED_VARIABLES)})")
@@ -274,6 +346,11 @@ def load_instance(path) -> dict:
     Reads femot's own variable names and those of the reference MATLAB code
     (``mu1_star``, ``pi_star``, ``mu1_0``, ``delta_0``, ``H_0``; module docstring).
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An existing file with suffix ``.mat`` (MATLAB versions 4-7.2) or ``.npz``.
+
     Returns
     -------
     dict with the fields of :data:`REQUIRED_VARIABLES` and :data:`OPTIONAL_VARIABLES`
@@ -366,6 +443,19 @@ def instance_options(data: dict, options=None) -> dict:
 
     ``data["tr_options"]`` (from :func:`load_instance`: ``Delta0`` from the file's
     ``delta_0``, ``H0`` from ``H_0``) is the base; every key of ``options`` wins.
+
+    Parameters
+    ----------
+    data : dict
+        Instance dict; its ``tr_options`` entry (absent or None: no file settings) is used.
+    options : dict, optional
+        Options of :func:`femot.optim.minimize_simplex` given by the user; they override
+        the file's settings.
+
+    Returns
+    -------
+    dict
+        The merged options (a new dict; neither input is modified).
     """
     out = dict(data.get("tr_options") or {})
     if options:
@@ -374,7 +464,24 @@ def instance_options(data: dict, options=None) -> dict:
 
 
 def save_instance(path, data: dict) -> None:
-    """Write an instance to ``.npz`` (sparse variables as COO groups) or ``.mat``."""
+    """Write an instance to ``.npz`` (sparse variables as COO groups) or ``.mat``.
+
+    Only the variables of :data:`REQUIRED_VARIABLES` and :data:`OPTIONAL_VARIABLES` that
+    are not None are written; :func:`load_instance` reads the file back.  Missing parent
+    directories are created.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Target file; the suffix (``.npz`` or ``.mat``) selects the format.
+    data : dict
+        Instance dict holding at least the required variables.
+
+    Raises
+    ------
+    ValueError
+        If the suffix is neither ``.npz`` nor ``.mat``, or a required variable is missing.
+    """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".npz", ".mat"):
@@ -441,8 +548,22 @@ def save_result(path, result) -> str:
 
     Any other suffix writes ``numpy.savez`` (``.npz`` appended unless present) with the
     same variables, except ``pi`` dense, the history as ``history_<column>`` arrays,
-    and ``eps``, ``lam`` instead of ``epsilon``, ``lambda``.  Returns the path written.
+    and ``eps``, ``lam`` instead of ``epsilon``, ``lambda``.  Missing parent directories
+    are created.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Target file; ``.mat`` selects the MATLAB format.
+    result : IdentificationResult
+        Result of :func:`femot.problems.identification.solve_identification`.
+
+    Returns
+    -------
+    str
+        The path written (with ``.npz`` appended where needed).
     """
+
     path = os.fspath(path)
     r = result
     hist = _history_columns(r.get("history") or [])

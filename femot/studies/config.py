@@ -97,12 +97,35 @@ _TOP_SECTIONS = {"study", "schedule", "mesh", "report", "seeds"}
 
 
 def canonical(obj) -> str:
-    """Canonical JSON (sorted keys, floats as repr) used for hashing run parameters."""
+    """Canonical JSON (sorted keys, floats as repr) used for hashing run parameters.
+
+    Parameters
+    ----------
+    obj : object
+        JSON-serializable data (numpy scalars and arrays and paths are converted); NaN and
+        infinity are rejected.
+
+    Returns
+    -------
+    str
+        Compact JSON with sorted keys: equal data give equal text.
+    """
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=json_default)
 
 
 def run_id(params: dict) -> str:
-    """Deterministic id of a run: a hash of its canonical parameters."""
+    """Deterministic id of a run: a hash of its canonical parameters.
+
+    Parameters
+    ----------
+    params : dict
+        The parameters that define the run (see :func:`canonical`).
+
+    Returns
+    -------
+    str
+        The first 16 hexadecimal digits of the SHA-256 hash of ``canonical(params)``.
+    """
     return hashlib.sha256(canonical(params).encode()).hexdigest()[:16]
 
 
@@ -206,7 +229,25 @@ class Study:
 
 
 def load_config(path) -> Study:
-    """Read and validate a study configuration file (TOML)."""
+    """Read and validate a study configuration file (TOML).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The TOML file; relative paths inside it (e.g. mesh files) are resolved against its
+        directory.
+
+    Returns
+    -------
+    Study
+        The validated study.
+
+    Raises
+    ------
+    ConfigError
+        (a ValueError) If the file is missing, is not valid TOML or fails validation; the
+        message names the offending field.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config: file not found: {path}")
@@ -221,7 +262,27 @@ def load_config(path) -> Study:
 
 
 def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study:
-    """Validate a configuration given as a dict (the parsed TOML); see the module doc."""
+    """Validate a configuration given as a dict (the parsed TOML); see the module doc.
+
+    Parameters
+    ----------
+    raw : dict
+        The configuration tables (``study``, ``mesh``, ``schedule``, the problem's table, ...).
+    base_dir : str or os.PathLike, optional
+        Directory against which relative paths are resolved.  Default the current directory.
+    source : str, optional
+        Where the configuration came from (a file name), recorded in the study.
+
+    Returns
+    -------
+    Study
+        The validated study.
+
+    Raises
+    ------
+    ConfigError
+        (a ValueError) If a field is missing, unknown or invalid; the message names it.
+    """
     from femot.studies.problems import get_problem
 
     if not isinstance(raw, dict):

@@ -58,6 +58,13 @@ def die_with_parent(parent_pid: int | None = None, period: float = 0.5) -> None:
     polls the parent pid every ``period`` seconds and exits when it changed (the worker
     was re-parented). Used as the initializer of the process pool and on every dask
     worker of a local cluster.
+
+    Parameters
+    ----------
+    parent_pid : int, optional
+        Process id of the parent to watch; default the current parent (``os.getppid()``).
+    period : float, optional
+        Polling interval of the watcher thread in seconds.  Default 0.5.
     """
     if parent_pid is None:
         parent_pid = os.getppid()
@@ -106,11 +113,26 @@ class _Threads:
 def execute_chain(task: dict, callback=None) -> dict:
     """Run the missing levels of one chain; write each result as it finishes.
 
-    ``task``: problem, params, chain (:class:`~femot.studies.config.Chain`), root (output
-    directory), skip (ids already complete), threads, study (name), d.
-    ``callback(record)`` is called after every written run (serial backend only).
-    Returns ``{"chain": index, "records": [...], "states": {id: state}, "errors": [...]}``
-    so that a client without access to the workers' file system can store the results.
+    Each level is warm-started from the previous level's state (in memory, or read from
+    the store when the previous level was already complete); a level whose solve raises
+    is recorded as an error file and the chain continues cold.
+
+    Parameters
+    ----------
+    task : dict
+        ``problem`` (registry name), ``params``, ``chain``
+        (:class:`~femot.studies.config.Chain`), ``root`` (output directory) and optionally
+        ``skip`` (ids already complete), ``threads`` (numba threads, default 1), ``study``
+        (name), ``d``, ``finest`` (the study's finest mesh), ``write`` (store the results,
+        default True).
+    callback : callable, optional
+        ``callback(record)`` after every finished run (used by the serial backend).
+
+    Returns
+    -------
+    dict
+        ``{"chain": index, "records": [...], "states": {id: state}, "errors": [...]}`` so
+        that a client without access to the workers' file system can store the results.
     """
     from femot.studies.problems import get_problem
     from femot.studies.store import RunStore
@@ -194,6 +216,15 @@ class Progress:
                 f"({el // 60}m{el % 60:02d}s)")
 
     def update(self, done: int | None = None, running: int | None = None) -> None:
+        """Set the counters and redraw the bar (unless ``quiet``).
+
+        Parameters
+        ----------
+        done : int, optional
+            Number of finished runs; None keeps the current value.
+        running : int, optional
+            Number of runs in progress; None keeps the current value.
+        """
         if done is not None:
             self.done = int(done)
         if running is not None:
@@ -219,7 +250,24 @@ class Progress:
 
 
 def run_serial(tasks, progress: Progress, on_run_done=None) -> tuple[list, list]:
-    """Chains one after the other in this process."""
+    """Chains one after the other in this process.
+
+    Parameters
+    ----------
+    tasks : iterable of dict
+        Chain tasks for :func:`execute_chain`.
+    progress : Progress
+        Updated after every finished run.
+    on_run_done : callable, optional
+        ``on_run_done(record)`` after every finished run.
+
+    Returns
+    -------
+    results : list of dict
+        The return values of :func:`execute_chain`, one per task.
+    errors : list of str
+        Always empty (errors inside a run are in the results).
+    """
     results = []
     done = progress.done
 
@@ -269,7 +317,18 @@ def _poll(futures, store, pending_ids, progress, n_workers, on_run_done, running
 
 
 def process_pool(workers: int):
-    """A ``ProcessPoolExecutor`` of ``workers`` spawned processes that die with this one."""
+    """A ``ProcessPoolExecutor`` of ``workers`` spawned processes that die with this one.
+
+    Parameters
+    ----------
+    workers : int
+        Number of worker processes.
+
+    Returns
+    -------
+    concurrent.futures.ProcessPoolExecutor
+        Its workers run :func:`die_with_parent` for this process at start.
+    """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -278,7 +337,30 @@ def process_pool(workers: int):
 
 
 def run_process_pool(tasks, store, pending_ids, progress, workers: int, on_run_done=None):
-    """A local pool of ``workers`` spawned processes (one chain per task)."""
+    """A local pool of ``workers`` spawned processes (one chain per task).
+
+    Parameters
+    ----------
+    tasks : iterable of dict
+        Chain tasks for :func:`execute_chain`.
+    store : RunStore
+        The output store, polled for finished runs.
+    pending_ids : iterable of str
+        Ids of the runs to be computed (counted for the progress bar).
+    progress : Progress
+        The progress bar.
+    workers : int
+        Number of worker processes.
+    on_run_done : callable, optional
+        ``on_run_done(record)`` for every run whose result file appears.
+
+    Returns
+    -------
+    results : list of dict
+        The return values of :func:`execute_chain` of the tasks that returned.
+    errors : list of str
+        One message per task that raised outside a run (e.g. a worker died).
+    """
     with process_pool(workers) as ex:
         futs = [ex.submit(execute_chain, t) for t in tasks]
         try:
@@ -310,9 +392,31 @@ def check_dask() -> None:
 
 def connect_dask(scheduler: str | None = None, n_workers: int | None = None,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT):
-    """``(client, cluster)``: a client of the scheduler at ``scheduler`` (``BackendError``
-    if it does not answer within ``connect_timeout`` seconds), or of a new LocalCluster of
-    ``n_workers`` single-threaded worker processes that die with this process."""
+    """``(client, cluster)``: a client of the scheduler at ``scheduler``, or of a new LocalCluster.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a running dask scheduler; None starts a LocalCluster.
+    n_workers : int, optional
+        Number of single-threaded worker processes of the LocalCluster (they die with this
+        process); default 1.  Ignored with ``scheduler``.
+    connect_timeout : float, optional
+        Seconds to wait for ``scheduler``.  Default :data:`DEFAULT_CONNECT_TIMEOUT`.
+
+    Returns
+    -------
+    client : distributed.Client
+    cluster : distributed.LocalCluster or None
+        None for a remote scheduler.
+
+    Raises
+    ------
+    BackendError
+        If the scheduler does not answer within ``connect_timeout``.
+    ImportError
+        If dask.distributed is not installed (extra ``femot[dask]``).
+    """
     import logging
 
     distributed = _dask()
@@ -356,11 +460,46 @@ def _die_with_parent_plugin(parent_pid: int):
 
 def run_dask(tasks, store, pending_ids, progress, *, scheduler: str | None = None, n_workers: int | None = None,
              on_run_done=None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, client=None):
-    """dask.distributed: ``scheduler`` (an address) or a LocalCluster of ``n_workers``
-    single-threaded worker processes. For a remote cluster the output directory should be on
-    a file system the workers share (each level is then stored as it finishes); otherwise the
-    results are stored here when their chain returns. ``client``: an open ``(client,
-    cluster)`` pair from :func:`connect_dask` (closed here)."""
+    """Run the chains on dask.distributed: a scheduler at an address or a LocalCluster.
+
+    For a remote cluster the output directory should be on a file system the workers share
+    (each level is then stored as it finishes); otherwise the results are stored here when
+    their chain returns.
+
+    Parameters
+    ----------
+    tasks : iterable of dict
+        Chain tasks for :func:`execute_chain`.
+    store : RunStore
+        The output store, polled for finished runs.
+    pending_ids : iterable of str
+        Ids of the runs to be computed (counted for the progress bar).
+    progress : Progress
+        The progress bar.
+    scheduler : str, optional
+        Address of a dask scheduler; None starts a LocalCluster.
+    n_workers : int, optional
+        Workers of the LocalCluster (default 1).
+    on_run_done : callable, optional
+        ``on_run_done(record)`` for every run whose result file appears.
+    connect_timeout : float, optional
+        Seconds to wait for ``scheduler``.  Default :data:`DEFAULT_CONNECT_TIMEOUT`.
+    client : tuple, optional
+        An open ``(client, cluster)`` pair from :func:`connect_dask`, used instead of
+        connecting; it is closed here.
+
+    Returns
+    -------
+    results : list of dict
+        The return values of :func:`execute_chain` of the tasks that returned.
+    errors : list of str
+        One message per task that raised outside a run.
+
+    Raises
+    ------
+    BackendError
+        If the scheduler does not answer within ``connect_timeout``.
+    """
     import uuid
 
     client, cluster = client if client is not None else connect_dask(scheduler, n_workers, connect_timeout)

@@ -51,6 +51,33 @@ def wasserstein_discrete(xa, a, xb, b, p: float = 1.0, *, normalize: bool = True
     1D: exact CDF (p = 1) or quantile (p > 1) formulas; otherwise exact OT between the
     supports (network simplex of POT if installed, else the LP of :func:`femot.exact_ot`).
     With ``normalize`` both measures are scaled to unit mass first.
+
+    Parameters
+    ----------
+    xa : array_like, shape (na,) or (na, d)
+        Support of the first measure.
+    a : array_like, shape (na,)
+        Nonnegative masses at ``xa``.
+    xb : array_like, shape (nb,) or (nb, d)
+        Support of the second measure, in the same dimension ``d``.
+    b : array_like, shape (nb,)
+        Nonnegative masses at ``xb``.
+    p : float, optional
+        Order of the distance, at least 1.  Default 1.
+    normalize : bool, optional
+        Scale both measures to unit mass first.  Default True.
+
+    Returns
+    -------
+    float
+        ``W_p`` (NaN in dimension >= 2 when POT is missing and the LP would exceed
+        :data:`PLAN_LP_LIMIT`).
+
+    Raises
+    ------
+    ValueError
+        If the points are not finite, the dimensions differ, or (with ``normalize``) a
+        mass vector is negative, not finite or without mass.
     """
     from femot.problems.control_reference import wasserstein1_1d, wasserstein_power_1d
 
@@ -70,7 +97,29 @@ def wasserstein_discrete(xa, a, xb, b, p: float = 1.0, *, normalize: bool = True
 
 def wasserstein_to_measure(x, m, mu, p: float = 1.0) -> float:
     """W_p between the discrete measure sum m_i delta_{x_i} and the femot measure ``mu`` on
-    the line, both normalized to unit mass (quantile formula, :func:`femot.fem.wasserstein_1d`)."""
+    the line, both normalized to unit mass (quantile formula, :func:`femot.fem.wasserstein_1d`).
+
+    Parameters
+    ----------
+    x : array_like, shape (n,) or (n, 1)
+        Points on the line.
+    m : array_like, shape (n,)
+        Nonnegative masses at ``x``.
+    mu : femot.fem measure
+        A measure on the line (``mu.dim == 1``) with positive mass.
+    p : float, optional
+        Order of the distance, at least 1.  Default 1.
+
+    Returns
+    -------
+    float
+        ``W_p`` between the normalized measures.
+
+    Raises
+    ------
+    ValueError
+        If the points are not on the line or the masses are invalid.
+    """
     from femot.fem import DiracSum, wasserstein_1d
 
     x = _points(x, "x")
@@ -85,7 +134,28 @@ def wasserstein_to_measure(x, m, mu, p: float = 1.0) -> float:
 
 def plan_points(plan, x1, x2, w1=None, w2=None):
     """A plan density pi_ij w.r.t. w1_i w2_j (or masses when the weights are None) as a
-    discrete measure on Omega_1 x Omega_2: points (nnz, d1 + d2) and masses (nnz,)."""
+    discrete measure on Omega_1 x Omega_2: points (nnz, d1 + d2) and masses (nnz,).
+
+    Parameters
+    ----------
+    plan : ndarray or scipy.sparse matrix, shape (n1, n2)
+        The plan (density or masses).
+    x1 : array_like, shape (n1,) or (n1, d1)
+        Points of Omega_1.
+    x2 : array_like, shape (n2,) or (n2, d2)
+        Points of Omega_2.
+    w1 : array_like, shape (n1,), optional
+        Quadrature weights of Omega_1; None: the plan holds masses.
+    w2 : array_like, shape (n2,), optional
+        Quadrature weights of Omega_2.
+
+    Returns
+    -------
+    points : ndarray, shape (k, d1 + d2)
+        The pairs ``(x1_i, x2_j)`` of positive mass.
+    masses : ndarray, shape (k,)
+        Their masses ``pi_ij w1_i w2_j``.
+    """
     P = sp.coo_matrix(plan)
     x1, x2 = _points(x1, "x1"), _points(x2, "x2")
     mass = P.data.astype(float)
@@ -101,7 +171,29 @@ def plan_points(plan, x1, x2, w1=None, w2=None):
 def plan_distance(pa, a, pb, b) -> float:
     """W1 on the product space (Euclidean ground metric) between two plans given as
     discrete measures (points, masses), normalized to unit mass. Exact OT; NaN when no
-    exact solver can handle the size (POT missing and the LP would be too large)."""
+    exact solver can handle the size (POT missing and the LP would be too large).
+
+    Parameters
+    ----------
+    pa : array_like, shape (na, d)
+        Points of the first plan (e.g. from :func:`plan_points`).
+    a : array_like, shape (na,)
+        Nonnegative masses of the first plan.
+    pb : array_like, shape (nb, d)
+        Points of the second plan.
+    b : array_like, shape (nb,)
+        Nonnegative masses of the second plan.
+
+    Returns
+    -------
+    float
+        The distance, or NaN (see above).
+
+    Raises
+    ------
+    ValueError
+        If points are not finite or a mass vector is invalid or has no mass.
+    """
     pa, pb = _points(pa, "pa"), _points(pb, "pb")
     a, b = _normalized(a, "a"), _normalized(b, "b")
     return _ot_cost(pa[a > 0], a[a > 0], pb[b > 0], b[b > 0], 1.0)
@@ -128,8 +220,20 @@ def _ot_cost(pa, a, pb, b, p) -> float:
 
 
 def fit_rate(x, err) -> float:
-    """Least-squares slope of log(err) against log(x) over the positive finite errors
-    (NaN with fewer than two such points)."""
+    """Least-squares slope of log(err) against log(x) over the positive finite errors.
+
+    Parameters
+    ----------
+    x : array_like, shape (k,)
+        Discretization parameters (e.g. ``gamma`` or ``h``); nonpositive entries are skipped.
+    err : array_like, shape (k,)
+        Errors at ``x``; nonpositive or non-finite entries are skipped.
+
+    Returns
+    -------
+    float
+        The observed rate, NaN with fewer than two usable points or a single ``x``.
+    """
     x = np.asarray(x, dtype=float)
     e = np.asarray(err, dtype=float)
     ok = np.isfinite(e) & (e > 0) & np.isfinite(x) & (x > 0)
@@ -143,9 +247,21 @@ def fit_rate_ci(x, err, level: float = 0.95) -> dict:
     ``level`` confidence interval for the rate r from the fit's standard error and the
     Student t quantile with (n - 2) degrees of freedom (``scipy.stats.linregress``).
 
-    Returns ``{"rate", "lo", "hi", "stderr", "n"}``; n is the number of levels used; the
-    interval is NaN with fewer than three levels (no degrees of freedom left) and the
-    rate NaN with fewer than two.
+    Parameters
+    ----------
+    x : array_like, shape (k,)
+        Discretization parameters; nonpositive or non-finite entries are skipped.
+    err : array_like, shape (k,)
+        Errors at ``x``; nonpositive or non-finite entries are skipped.
+    level : float, optional
+        Confidence level in (0, 1).  Default 0.95.
+
+    Returns
+    -------
+    dict
+        ``{"rate", "lo", "hi", "stderr", "n"}``; n is the number of levels used; the
+        interval is NaN with fewer than three levels (no degrees of freedom left) and the
+        rate NaN with fewer than two.
     """
     from scipy import stats
 
@@ -166,7 +282,21 @@ def fit_rate_ci(x, err, level: float = 0.95) -> dict:
 
 
 def observed_orders(x, err) -> list:
-    """Orders between consecutive levels, log(e_k / e_{k-1}) / log(x_k / x_{k-1}) (NaN first)."""
+    """Orders between consecutive levels, log(e_k / e_{k-1}) / log(x_k / x_{k-1}) (NaN first).
+
+    Parameters
+    ----------
+    x : array_like, shape (k,)
+        Discretization parameters of the levels.
+    err : array_like, shape (k,)
+        Errors of the levels.
+
+    Returns
+    -------
+    list of float
+        ``k`` orders; NaN for the first level and wherever an error is not positive and
+        finite or two consecutive ``x`` coincide.
+    """
     x = np.asarray(x, dtype=float)
     e = np.asarray(err, dtype=float)
     out = [math.nan]

@@ -26,6 +26,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from femot._docstrings import fill_doc
 from femot.studies.fields import ConfigError, MeshSpec, _check_keys, _num, _num_list
 
 __all__ = ["StudyProblem", "LowerLevelStudy", "ControlStudy", "get_problem", "problem_names", "transfer_values"]
@@ -36,7 +37,22 @@ __all__ = ["StudyProblem", "LowerLevelStudy", "ControlStudy", "get_problem", "pr
 
 def transfer_values(x_old, values, x_new) -> np.ndarray:
     """Nodal values at x_old -> x_new (a warm start): linear interpolation on the line
-    (constant beyond the ends), nearest node otherwise; identity on identical nodes."""
+    (constant beyond the ends), nearest node otherwise; identity on identical nodes.
+
+    Parameters
+    ----------
+    x_old : array_like, shape (n_old,) or (n_old, dim)
+        Nodes at which ``values`` are given.
+    values : array_like, shape (n_old,)
+        Nodal values (e.g. a dual potential of the previous level).
+    x_new : array_like, shape (n_new,) or (n_new, dim)
+        Nodes at which values are wanted.
+
+    Returns
+    -------
+    ndarray, shape (n_new,)
+        The transferred values (a copy when the nodes coincide).
+    """
     x_old = np.asarray(x_old, dtype=float).reshape(len(values), -1)
     x_new = np.asarray(x_new, dtype=float).reshape(-1, x_old.shape[1])
     values = np.asarray(values, dtype=float)
@@ -193,7 +209,25 @@ def _random_diracs(n, interval, mass, rng):
 
 
 def build_measure(parts, domain, seed: int, salt: int):
-    """The femot measure of a parsed spec; random parts draw from default_rng([seed, salt, i])."""
+    """The femot measure of a parsed spec; random parts draw from default_rng([seed, salt, i]).
+
+    Parameters
+    ----------
+    parts : list of dict
+        The parsed parts of the measure (types ``gaussian_mixture``, ``uniform``, ``diracs``,
+        ``random_diracs``); their sum is returned.
+    domain : tuple of float
+        The interval ``(a, b)`` on which densities are discretized.
+    seed : int
+        The chain's seed.
+    salt : int
+        Distinguishes the measures of one chain (e.g. 1 for mu1, 2 for mu2).
+
+    Returns
+    -------
+    Density, DiracSum or their sum
+        The measure on the line.
+    """
     from skfem import MeshLine
 
     from femot.fem import Density, DiracSum
@@ -228,6 +262,59 @@ def build_measure(parts, domain, seed: int, salt: int):
     return total
 
 
+#: Shared numpydoc entries of the :class:`StudyProblem` interface methods.
+_INTERFACE_DOCS = {
+    "validate_params": """\
+sec : dict
+    The problem's table of the configuration (e.g. ``[lower-level]``).
+where : str
+    Name of that table, the prefix of every error message.
+gammas : list of float
+    The schedule's regularization parameters, one per level.
+deltas : list of float
+    The schedule's smoothing parameters, one per level.
+d : int
+    The coupling dimension (:meth:`coupling_dimension`).
+dim : int
+    Spatial dimension of the study's mesh.
+meshes : list of MeshSpec
+    The meshes of all levels of all sweeps.
+base_dir : pathlib.Path
+    Directory against which relative paths of the table are resolved.""",
+    "validate_returns": """\
+dict
+    The checked parameters with their defaults filled in (JSON-serializable: they
+    define the run ids).""",
+    "validate_raises": """\
+ConfigError
+    (a ValueError) If a key is unknown, missing or invalid; the message names it.""",
+    "setup_params": """\
+params : dict
+    The parameters returned by :meth:`validate`.
+seed : int
+    The chain's seed (random problem data are drawn from it).""",
+    "setup_returns": """\
+dict
+    The context shared by the chain's levels: ``params``, the problem data and a mesh
+    cache ``meshes``.""",
+    "solve_params": """\
+ctx : dict
+    The context from :meth:`setup`.
+level : Level
+    The level to solve (``gamma``, ``delta``, ``mesh``, ...).
+warm : dict or None
+    The state returned by the previous level of the chain (warm start); None solves cold.""",
+    "solve_returns": """\
+metrics : dict
+    The level's error measures (``name -> float``, see ``all_metrics``).
+info : dict
+    Diagnostics of the solve (iterations, residuals, status, timings).
+state : dict
+    Arrays for warm-starting the next level (stored next to the result).""",
+}
+_interface_doc = fill_doc(**_INTERFACE_DOCS)
+
+
 # ----------------------------------------------------------------------------- base class
 
 
@@ -249,13 +336,50 @@ class StudyProblem:
     KEYS: set[str] = set()
 
     def coupling_dimension(self, dim: int) -> int:
-        """d = d1 + d2 of Part II (3.1): both marginals live on the study's mesh."""
+        """d = d1 + d2 of Part II (3.1): both marginals live on the study's mesh.
+
+        Parameters
+        ----------
+        dim : int
+            Spatial dimension of the study's mesh.
+
+        Returns
+        -------
+        int
+            ``2 * dim``.
+        """
         return 2 * int(dim)
 
+    @_interface_doc
     def validate(self, sec: dict, *, where, gammas, deltas, d, dim, meshes, base_dir) -> dict:
+        """Check the problem's configuration table and fill in the defaults.
+
+        Parameters
+        ----------
+        %(validate_params)s
+
+        Returns
+        -------
+        %(validate_returns)s
+
+        Raises
+        ------
+        %(validate_raises)s
+        """
         raise NotImplementedError  # pragma: no cover
 
+    @_interface_doc
     def setup(self, params: dict, seed: int) -> dict:
+        """Build the data shared by all levels of one chain.
+
+        Parameters
+        ----------
+        %(setup_params)s
+
+        Returns
+        -------
+        %(setup_returns)s
+        """
         raise NotImplementedError  # pragma: no cover
 
     def _interval(self, sec: dict, where: str, dim: int, meshes, detail: str):
@@ -266,8 +390,18 @@ class StudyProblem:
                               f"got dimension {dim}")
         return _domains(meshes, "mesh")
 
+    @_interface_doc
     def solve(self, ctx: dict, level, warm: dict | None):
-        """Returns (metrics, info, state) for one level."""
+        """Solve one level and measure its errors: ``(metrics, info, state)``.
+
+        Parameters
+        ----------
+        %(solve_params)s
+
+        Returns
+        -------
+        %(solve_returns)s
+        """
         raise NotImplementedError  # pragma: no cover
 
 
@@ -297,7 +431,22 @@ class LowerLevelStudy(StudyProblem):
 
     KEYS = {"mu1", "mu2", "beta", "eps", "enlarge", "rho", "tol", "max_iter"}
 
+    @_interface_doc
     def validate(self, sec, *, where, gammas, deltas, d, dim, meshes, base_dir):
+        """Check the ``[lower-level]`` table: the measures, beta, eps, rho, solver settings.
+
+        Parameters
+        ----------
+        %(validate_params)s
+
+        Returns
+        -------
+        %(validate_returns)s
+
+        Raises
+        ------
+        %(validate_raises)s
+        """
         domain = self._interval(sec, where, dim, meshes, "1D meshes")
         for k in ("mu1", "mu2"):
             if k not in sec:
@@ -330,7 +479,18 @@ class LowerLevelStudy(StudyProblem):
         return {"mu1": mu1, "mu2": mu2, "beta": beta, "eps": eps, "enlarge": enlarge, "rho": rho, "tol": tol,
                 "max_iter": max_iter, "domain": list(domain)}
 
+    @_interface_doc
     def setup(self, params, seed):
+        """Draw the chain's measures mu1, mu2 and compute the exact transport cost W_beta^beta.
+
+        Parameters
+        ----------
+        %(setup_params)s
+
+        Returns
+        -------
+        %(setup_returns)s
+        """
         from femot.fem import wasserstein_1d
 
         dom = tuple(params["domain"])
@@ -348,7 +508,18 @@ class LowerLevelStudy(StudyProblem):
             mc["q"] = q.enlarged(params["rho"]) if params["enlarge"] else q
         return mc["q"]
 
+    @_interface_doc
     def solve(self, ctx, level, warm):
+        """Solve the smoothed regularized lower level on the level's mesh and measure its errors.
+
+        Parameters
+        ----------
+        %(solve_params)s
+
+        Returns
+        -------
+        %(solve_returns)s
+        """
         from femot.fem import solve_lower_level
         from femot.problems.control_reference import monotone_plan_1d
         from femot.studies.metrics import plan_distance, plan_points, wasserstein_to_measure
@@ -437,7 +608,22 @@ class ControlStudy(StudyProblem):
     KEYS = {"nu", "beta", "eps", "rho", "y_d", "mu2", "tol", "max_iter", "tr", "order", "transport", "rtol",
             "fw_rtol"}
 
+    @_interface_doc
     def validate(self, sec, *, where, gammas, deltas, d, dim, meshes, base_dir):
+        """Check the ``[control]`` table: desired state, prior, weights, solver settings.
+
+        Parameters
+        ----------
+        %(validate_params)s
+
+        Returns
+        -------
+        %(validate_returns)s
+
+        Raises
+        ------
+        %(validate_raises)s
+        """
         from femot.fem.meshes import boundary_distance
         from femot.problems.control import FORMULATIONS
 
@@ -547,8 +733,23 @@ class ControlStudy(StudyProblem):
 
     @staticmethod
     def with_metrics(params, metrics):
-        """plan_w1 is exact OT on Omega x Omega between the regularized plan (in 2D up to
-        ~10^5 support points) and the QP's plan; computed only when report.metrics lists it."""
+        """Switch off the costly ``plan_w1`` metric unless the report asks for it.
+
+        plan_w1 is exact OT on Omega x Omega between the regularized plan (in 2D up to
+        ~10^5 support points) and the QP's plan; computed only when report.metrics lists it.
+
+        Parameters
+        ----------
+        params : dict
+            The parameters from :meth:`validate`.
+        metrics : list of str
+            The metrics the report lists.
+
+        Returns
+        -------
+        dict
+            ``params`` itself, or a copy with ``plan_metric=False``.
+        """
         if "plan_w1" in metrics:
             return params
         return dict(params, plan_metric=False)
@@ -587,7 +788,18 @@ class ControlStudy(StudyProblem):
                           f"or 'constant'")
 
     # -- per chain
+    @_interface_doc
     def setup(self, params, seed):
+        """Draw the chain's prior mu2^d (points and masses).
+
+        Parameters
+        ----------
+        %(setup_params)s
+
+        Returns
+        -------
+        %(setup_returns)s
+        """
         m = params["mu2"]
         if m["type"] == "diracs":
             pts, wts = np.array(m["points"]), np.array(m["weights"])
@@ -632,7 +844,18 @@ class ControlStudy(StudyProblem):
             mc.update(op=op, y_d=y_d, ref=ref, ref_time=time.perf_counter() - t0)
         return mc
 
+    @_interface_doc
     def solve(self, ctx, level, warm):
+        """Solve the regularized control problem on the level's mesh and compare with the exact QP.
+
+        Parameters
+        ----------
+        %(solve_params)s
+
+        Returns
+        -------
+        %(solve_returns)s
+        """
         from femot.fem import DiracSum, quadrature
         from femot.problems.control import ControlProblem
         from femot.problems.control_reference import control_objective
@@ -786,7 +1009,22 @@ class IdentificationStudy(StudyProblem):
              "W1 distances place the n points at i / (n - 1) in [0, 1].")
     KEYS = {"n", "occupancy", "power", "lam", "eps_factor", "bandwidth", "observe_marginal", "tol", "tr"}
 
+    @_interface_doc
     def validate(self, sec, *, where, gammas, deltas, d, dim, meshes, base_dir):
+        """Check the ``[identification]`` table: instance size, observation, solver settings.
+
+        Parameters
+        ----------
+        %(validate_params)s
+
+        Returns
+        -------
+        %(validate_returns)s
+
+        Raises
+        ------
+        %(validate_raises)s
+        """
         _check_keys(sec, self.KEYS, where)
         n = _num(sec, "n", where, default=25, integer=True, lo=2, hi=400)
         occ = _num(sec, "occupancy", where, default=0.5, positive=True, hi=1.0)
@@ -803,7 +1041,18 @@ class IdentificationStudy(StudyProblem):
         return {"n": n, "occupancy": occ, "power": power, "lam": lam, "eps_factor": epsf, "bandwidth": bw,
                 "observe_marginal": obs, "tol": tol, "tr": _tr_options(sec, where)}
 
+    @_interface_doc
     def setup(self, params, seed):
+        """Generate the chain's instance (cost, marginals, exact plan).
+
+        Parameters
+        ----------
+        %(setup_params)s
+
+        Returns
+        -------
+        %(setup_returns)s
+        """
         from femot.core import exact_ot
         from femot.core.instances import hitchcock_instance
 
@@ -814,7 +1063,18 @@ class IdentificationStudy(StudyProblem):
         return {"params": params, "c": c, "mu1": mu1, "mu2": mu2, "plan": sp.csr_matrix(ex.plan),
                 "x": np.linspace(0.0, 1.0, params["n"])}
 
+    @_interface_doc
     def solve(self, ctx, level, warm):
+        """Solve the identification problem at the level's gamma and compare with the truth.
+
+        Parameters
+        ----------
+        %(solve_params)s
+
+        Returns
+        -------
+        %(solve_returns)s
+        """
         from femot.problems.identification import TransportIdentification, band_mask, solve_identification
         from femot.studies.metrics import plan_distance, plan_points, wasserstein_discrete
 
@@ -874,7 +1134,22 @@ class TrackingStudy(StudyProblem):
              "vertices (barycentric), so the known solution is a discrete measure on the vertices.")
     KEYS = {"nu", "p_prime", "beta", "eps", "rho", "mu1", "mu2", "tol", "max_iter", "tr"}
 
+    @_interface_doc
     def validate(self, sec, *, where, gammas, deltas, d, dim, meshes, base_dir):
+        """Check the ``[tracking]`` table: weights nu, p_prime, beta, eps, rho, the measures, solver settings.
+
+        Parameters
+        ----------
+        %(validate_params)s
+
+        Returns
+        -------
+        %(validate_returns)s
+
+        Raises
+        ------
+        %(validate_raises)s
+        """
         domain = self._interval(sec, where, dim, meshes, "Omega_1 = Omega_2, d1 + d2 = 2")
         if "nu" not in sec:
             raise ConfigError(f"{where}.nu: missing (weight of the Radon-norm term)")
@@ -909,7 +1184,18 @@ class TrackingStudy(StudyProblem):
         return {"nu": nu, "p_prime": pp, "beta": beta, "eps": eps, "rho": rho, "mu1": out["mu1"],
                 "mu2": out["mu2"], "tol": tol, "max_iter": max_iter, "tr": _tr_options(sec, where)}
 
+    @_interface_doc
     def setup(self, params, seed):
+        """The chain's context (the tracking data are deterministic).
+
+        Parameters
+        ----------
+        %(setup_params)s
+
+        Returns
+        -------
+        %(setup_returns)s
+        """
         return {"params": params, "meshes": {}}
 
     def _data(self, ctx, spec):
@@ -930,7 +1216,18 @@ class TrackingStudy(StudyProblem):
                       pi_d=sp.csr_matrix(P.multiply(1.0 / w[:, None]).multiply(1.0 / w[None, :])))
         return mc
 
+    @_interface_doc
     def solve(self, ctx, level, warm):
+        """Solve the tracking problem on the level's mesh and measure its errors.
+
+        Parameters
+        ----------
+        %(solve_params)s
+
+        Returns
+        -------
+        %(solve_returns)s
+        """
         from femot.problems.tracking import TrackingProblem
         from femot.studies.metrics import plan_distance, plan_points, wasserstein_discrete
 
@@ -983,7 +1280,22 @@ def problem_names() -> tuple:
 
 
 def get_problem(name: str) -> StudyProblem:
-    """The study problem named ``name`` (a fresh instance)."""
+    """The study problem named ``name`` (a fresh instance).
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`problem_names` (the configuration's ``study.problem``).
+
+    Returns
+    -------
+    StudyProblem
+
+    Raises
+    ------
+    ConfigError
+        (a ValueError) If the name is unknown.
+    """
     if name in _REGISTRY:
         return _REGISTRY[name]()
     raise ConfigError(f"study.problem: unknown problem {name!r}; choose one of {', '.join(_REGISTRY)}")

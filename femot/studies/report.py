@@ -50,7 +50,22 @@ METRIC_DOC = {
 
 
 def table_rows(study, records: dict) -> list[dict]:
-    """Flat rows (one per run, in chain/level order) of the stored results; missing runs are skipped."""
+    """Flat rows (one per run, in chain/level order) of the stored results; missing runs are skipped.
+
+    Parameters
+    ----------
+    study : Study
+        The validated study (its chains, levels and metrics).
+    records : dict
+        Stored run records by run id (see :meth:`RunStore.read`).
+
+    Returns
+    -------
+    list of dict
+        One row per stored run: chain, seed, mesh, level, gamma, delta, h, the metrics, the
+        observed orders ``order_<metric>`` between consecutive levels, convergence status,
+        certificate, warm start and time.
+    """
     rows = []
     for ch in study.chains:
         crow = []
@@ -109,7 +124,23 @@ def _f(v):
 
 
 def fit_rates(study, rows: list[dict]) -> list[dict]:
-    """Per chain and metric: rates in gamma and delta, monotone decrease, reduction factor."""
+    """Per chain and metric: rates in gamma and delta, monotone decrease, reduction factor.
+
+    Parameters
+    ----------
+    study : Study
+        The validated study.
+    rows : list of dict
+        The rows of :func:`table_rows`.
+
+    Returns
+    -------
+    list of dict
+        One entry per (chain with at least two rows, metric): the fitted rates with their
+        95% intervals (:func:`femot.studies.metrics.fit_rate_ci`) in gamma and delta,
+        whether the error decreases at every level, the reduction factor first/last and
+        the first and last errors.
+    """
     out = []
     for ch in study.chains:
         cr = [r for r in rows if r["chain"] == ch.label]
@@ -198,7 +229,22 @@ def _head(col):
 
 
 def format_table(study, rows, rates) -> str:
-    """The study table and the fitted rates as plain text (printed by ``femot study``)."""
+    """The study table and the fitted rates as plain text (printed by ``femot study``).
+
+    Parameters
+    ----------
+    study : Study
+        The validated study.
+    rows : list of dict
+        The rows of :func:`table_rows`.
+    rates : list of dict
+        The rates of :func:`fit_rates`.
+
+    Returns
+    -------
+    str
+        The aligned table followed by one line per fitted rate.
+    """
     cols = _columns(study, rows)
     cells = [[_head(c) for c in cols]] + [[_cell(c, r.get(c), r) for c in cols] for r in rows]
     width = [max(len(x[i]) for x in cells) for i in range(len(cols))]
@@ -234,6 +280,20 @@ def _rate(r, key) -> str:
 
 
 def markdown_table(header, rows) -> str:
+    """A Markdown (pipe) table.
+
+    Parameters
+    ----------
+    header : sequence of str
+        Column titles.
+    rows : iterable of sequence
+        The rows; every cell is converted with ``str``.
+
+    Returns
+    -------
+    str
+        The table, one line per row, without a trailing newline.
+    """
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
@@ -254,7 +314,24 @@ def _csv(rows, cols) -> str:
 
 def make_plots(study, rows, rates, folder) -> list[str]:
     """One log-log figure per metric (error vs gamma and vs delta, one line per chain,
-    dashed least-squares fits) and an overview of all metrics against gamma."""
+    dashed least-squares fits) and an overview of all metrics against gamma.
+
+    Parameters
+    ----------
+    study : Study
+        The validated study.
+    rows : list of dict
+        The rows of :func:`table_rows`.
+    rates : list of dict
+        The rates of :func:`fit_rates`.
+    folder : str or os.PathLike
+        Output folder of the PNG files (created if missing).
+
+    Returns
+    -------
+    list of str
+        Paths of the figures written (the overview first, when there is one).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -333,6 +410,29 @@ def write_outputs(study, root, rows, rates, *, plots: bool = True, problem=None,
     Every file is a function of the rows (the stored runs), so a call on an unchanged
     study rewrites nothing; the figures are redrawn when the results changed or when
     one of them is missing.
+
+    Parameters
+    ----------
+    study : Study
+        The validated study.
+    root : str or os.PathLike
+        The study's output directory.
+    rows : list of dict
+        The rows of :func:`table_rows`.
+    rates : list of dict
+        The rates of :func:`fit_rates`.
+    plots : bool, optional
+        Draw the figures.  Default True.
+    problem : StudyProblem, optional
+        The study problem, whose ``notes`` go into report.md.
+    runs_info : dict, optional
+        Counts of the runs (e.g. ``failed``) for the report's header.
+
+    Returns
+    -------
+    dict
+        Paths of the files: ``csv``, ``markdown``, ``rates``, ``report`` and ``figures``
+        (a list).
     """
     root = Path(root)
     cols = ["chain", "seed", "mesh", "level", "gamma", "delta", "h", "delta_over_h", "ratio", "n_nodes"] + \

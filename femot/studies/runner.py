@@ -63,6 +63,22 @@ class StudyOutcome:
 
 
 def backend_of(workers: int = 1, dask_local: int | None = None, scheduler: str | None = None) -> str:
+    """The backend that :func:`run_study` uses for these arguments.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Size of the local process pool (> 1 selects it).  Default 1.
+    dask_local : int, optional
+        Number of workers of a dask LocalCluster.
+    scheduler : str, optional
+        Address of a dask scheduler; takes precedence over the others.
+
+    Returns
+    -------
+    str
+        ``'dask'``, ``'dask-local'``, ``'process'`` or ``'serial'``.
+    """
     if scheduler:
         return "dask"
     if dask_local:
@@ -71,7 +87,18 @@ def backend_of(workers: int = 1, dask_local: int | None = None, scheduler: str |
 
 
 def fingerprint(study: Study) -> str:
-    """Identity of a study in a directory: a hash of its sorted run ids."""
+    """Identity of a study in a directory: a hash of its sorted run ids.
+
+    Parameters
+    ----------
+    study : Study
+        The validated study.
+
+    Returns
+    -------
+    str
+        The first 16 hexadecimal digits of the SHA-256 hash of the sorted run ids.
+    """
     import hashlib
 
     return hashlib.sha256(",".join(sorted(lv.id for lv in study.runs)).encode()).hexdigest()[:16]
@@ -102,16 +129,36 @@ def run_study(config, out, *, workers: int = 1, dask_local: int | None = None, s
 
     Parameters
     ----------
-    config : path of a TOML file or a validated :class:`~femot.studies.config.Study`.
-    out : output directory (created); results already there are reused (resume).
-    workers : > 1 runs the chains on a local process pool of that size.
-    dask_local : start a dask LocalCluster with this many workers (optional extra femot[dask]).
-    scheduler : address of an existing dask scheduler.
-    quiet : no progress bar and no table on ``stream``.
-    on_run_done : ``callback(record)`` after each finished run (serial: right after it is
+    config : str, os.PathLike or Study
+        Path of a TOML file or a validated :class:`~femot.studies.config.Study`.
+    out : str or os.PathLike
+        Output directory (created); results already there are reused (resume).
+    workers : int, optional
+        > 1 runs the chains on a local process pool of that size.  Default 1 (serial).
+    dask_local : int, optional
+        Start a dask LocalCluster with this many workers (optional extra femot[dask]).
+    scheduler : str, optional
+        Address of an existing dask scheduler.
+    quiet : bool, optional
+        No progress bar and no messages or table on ``stream``.  Default False.
+    plots : bool, optional
+        Draw the figures of the report.  Default True.
+    on_run_done : callable, optional
+        ``callback(record)`` after each finished run (serial: right after it is
         written; other backends: when the main process sees its file).
-    force : write into ``out`` even if it holds another study (or other files).
-    connect_timeout : seconds to wait for the dask scheduler ``scheduler``.
+    stream : file-like, optional
+        Where messages and the table are printed; default ``sys.stdout``.
+    progress_stream : file-like, optional
+        Where the progress bar is drawn; default ``sys.stderr``.
+    force : bool, optional
+        Write into ``out`` even if it holds another study (or other files).  Default False.
+    connect_timeout : float, optional
+        Seconds to wait for the dask scheduler ``scheduler``.
+
+    Returns
+    -------
+    StudyOutcome
+        What was run, what was found, the table rows, rates and output files.
 
     Every stored run is validated first (its result and its state, see
     :meth:`~femot.studies.store.RunStore.inspect`); damaged runs are deleted, computed

@@ -56,7 +56,20 @@ class ForeignDirectoryError(StoreError):
 
 
 def write_if_changed(path, text: str) -> bool:
-    """Write ``text`` to ``path`` atomically unless the file already holds exactly it."""
+    """Write ``text`` to ``path`` atomically unless the file already holds exactly it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    text : str
+        Its new content.
+
+    Returns
+    -------
+    bool
+        True if the file was written, False if it already held ``text``.
+    """
     path = Path(path)
     try:
         if path.read_text() == text:
@@ -80,12 +93,48 @@ class RunStore:
 
     # -- paths
     def result_path(self, rid: str) -> Path:
+        """Path of the result file (JSON) of a run.
+
+        Parameters
+        ----------
+        rid : str
+            The run id.
+
+        Returns
+        -------
+        pathlib.Path
+            ``runs/<rid>.json`` in the study directory.
+        """
         return self.runs / f"{rid}.json"
 
     def state_path(self, rid: str) -> Path:
+        """Path of the warm-start state (npz) of a run.
+
+        Parameters
+        ----------
+        rid : str
+            The run id.
+
+        Returns
+        -------
+        pathlib.Path
+            ``runs/<rid>.npz`` in the study directory.
+        """
         return self.runs / f"{rid}.npz"
 
     def error_path(self, rid: str) -> Path:
+        """Path of the error file (JSON) of a run whose solve raised.
+
+        Parameters
+        ----------
+        rid : str
+            The run id.
+
+        Returns
+        -------
+        pathlib.Path
+            ``runs/<rid>.error.json`` in the study directory.
+        """
         return self.runs / f"{rid}.error.json"
 
     @property
@@ -93,7 +142,18 @@ class RunStore:
         return self.root / "manifest.json"
 
     def rel(self, path) -> str:
-        """``path`` relative to the study directory (for messages)."""
+        """``path`` relative to the study directory (for messages).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A path, normally inside the study directory.
+
+        Returns
+        -------
+        str
+            The relative path, or ``path`` unchanged if it lies outside.
+        """
         try:
             return str(Path(path).relative_to(self.root))
         except ValueError:
@@ -154,7 +214,23 @@ class RunStore:
         return None
 
     def inspect(self, rid: str) -> tuple[str, str | None]:
-        """``("complete", None)``, ``("absent", None)`` or ``("damaged", reason)`` for run ``rid``."""
+        """``("complete", None)``, ``("absent", None)`` or ``("damaged", reason)`` for run ``rid``.
+
+        A run is complete when its result file is a valid record marked complete and its
+        state file (if the record names one) matches the recorded size and checksum.
+
+        Parameters
+        ----------
+        rid : str
+            The run id.
+
+        Returns
+        -------
+        status : str
+            ``'complete'``, ``'absent'`` or ``'damaged'``.
+        reason : str or None
+            Why the run is damaged (None otherwise).
+        """
         rec, why = self._record(rid)
         if why is not None:
             return "damaged", why
@@ -166,7 +242,20 @@ class RunStore:
         return "complete", None
 
     def scan(self, ids) -> tuple[set, dict]:
-        """Complete run ids and damaged ones (id -> reason) among ``ids``."""
+        """Complete run ids and damaged ones (id -> reason) among ``ids``.
+
+        Parameters
+        ----------
+        ids : iterable of str
+            Run ids to check (see :meth:`inspect`).
+
+        Returns
+        -------
+        complete : set of str
+            The complete runs.
+        damaged : dict
+            Run id -> reason for the damaged runs.
+        """
         complete, damaged = set(), {}
         for rid in ids:
             st, why = self.inspect(rid)
@@ -177,7 +266,13 @@ class RunStore:
         return complete, damaged
 
     def discard(self, rid: str) -> None:
-        """Delete the files of run ``rid`` (a damaged run, to be computed again)."""
+        """Delete the files of run ``rid`` (a damaged run, to be computed again).
+
+        Parameters
+        ----------
+        rid : str
+            The run id; its result and state files are removed where present.
+        """
         for p in (self.result_path(rid), self.state_path(rid)):
             try:
                 p.unlink()
@@ -186,20 +281,61 @@ class RunStore:
 
     # -- results
     def exists(self, rid: str) -> bool:
-        """A result file is present (the run finished; see :meth:`inspect` for its validity)."""
+        """A result file is present (the run finished; see :meth:`inspect` for its validity).
+
+        Parameters
+        ----------
+        rid : str
+            The run id.
+
+        Returns
+        -------
+        bool
+        """
         return self.result_path(rid).exists()
 
     def read(self, rid: str) -> dict | None:
-        """The stored result of run ``rid`` if it is present and valid, else None."""
+        """The stored result of run ``rid`` if it is present and valid, else None.
+
+        Parameters
+        ----------
+        rid : str
+            The run id.
+
+        Returns
+        -------
+        dict or None
+            The run record (id, metrics, info, ...).
+        """
         return self._record(rid)[0]
 
     def complete_ids(self, ids) -> set:
-        """Ids of runs whose result and state are both valid."""
+        """Ids of runs whose result and state are both valid.
+
+        Parameters
+        ----------
+        ids : iterable of str
+            Run ids to check.
+
+        Returns
+        -------
+        set of str
+        """
         return self.scan(ids)[0]
 
     def write(self, record: dict, state: dict | None = None) -> None:
         """Store a finished run: its state (npz) first, then the result (json) with the
-        size and checksum of the state."""
+        size and checksum of the state.
+
+        Both files are written atomically; an error file of the run is removed.
+
+        Parameters
+        ----------
+        record : dict
+            The run record; ``record["id"]`` is the run id.
+        state : dict, optional
+            Arrays for warm-starting the next level (name -> array); None stores none.
+        """
         rid = record["id"]
         self.runs.mkdir(parents=True, exist_ok=True)
         meta = None
@@ -216,9 +352,30 @@ class RunStore:
             self.error_path(rid).unlink()
 
     def write_error(self, rid: str, error: dict) -> None:
+        """Record that the solve of run ``rid`` raised (the run is retried on resume).
+
+        Parameters
+        ----------
+        rid : str
+            The run id.
+        error : dict
+            Description of the error (message, traceback, chain, level); the id and the
+            time are added.
+        """
         atomic_write_text(self.error_path(rid), to_json(dict(error, id=rid, time=time.time())))
 
     def read_error(self, rid: str) -> dict | None:
+        """The error record of run ``rid`` (None if absent or unreadable).
+
+        Parameters
+        ----------
+        rid : str
+            The run id.
+
+        Returns
+        -------
+        dict or None
+        """
         try:
             with open(self.error_path(rid)) as fh:
                 err = json.load(fh)
@@ -227,7 +384,18 @@ class RunStore:
         return err if isinstance(err, dict) else None
 
     def load_state(self, rid: str) -> dict | None:
-        """The warm-start state stored by run ``rid`` (None if absent or damaged)."""
+        """The warm-start state stored by run ``rid`` (None if absent or damaged).
+
+        Parameters
+        ----------
+        rid : str
+            The run id.
+
+        Returns
+        -------
+        dict or None
+            Array name -> array.
+        """
         if self.inspect(rid)[0] != "complete":
             return None
         try:
@@ -238,7 +406,18 @@ class RunStore:
 
     # -- manifest
     def write_manifest(self, data: dict) -> bool:
-        """Write the manifest (only if its content changed)."""
+        """Write the manifest (only if its content changed).
+
+        Parameters
+        ----------
+        data : dict
+            The manifest (JSON-serializable).
+
+        Returns
+        -------
+        bool
+            True if the file was written.
+        """
         return write_if_changed(self.manifest_path, to_json(data) + "\n")
 
     def read_manifest(self) -> dict | None:
@@ -275,6 +454,18 @@ def foreign_content(root, study) -> str | None:
     The same study means the same set of run ids (names, descriptions and report options
     do not enter the ids). The evidence is the manifest, or, if the manifest is damaged,
     the run files; a directory with other files and no study in it is foreign too.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The output directory.
+    study : Study
+        The validated study.
+
+    Returns
+    -------
+    str or None
+        A description of the foreign content, or None.
     """
     root = Path(root)
     if not root.is_dir():
