@@ -52,10 +52,11 @@ import numpy as np
 
 from .._docstrings import cite
 from .._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
+from ..fem.meshes import admissible_vertices
 from ..fem.quadrature import product_cost, quadrature
 from ..fem.smoothing import Smoother
 from .base import SmoothedLowerLevel, UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
-from .control_reference import _admissible_vertices, _as_operator, _target, control_objective
+from .control_reference import _as_operator, _target, control_objective
 
 __all__ = ["SmoothedLowerLevel", "ControlProblem", "ControlResult", "solve_control", "FORMULATIONS"]
 
@@ -239,7 +240,7 @@ class ControlProblem(VertexControl):
         self.mass = float(self.mu2.sum())
         self.y_d = y_d
         self._bd, self._cd = self.op.target(y_d)
-        adm = _admissible_vertices(self.op, self.rho)
+        adm = admissible_vertices(self.op.mesh, self.rho)
         if control_vertices is None:
             self.control_vertices = adm
         else:

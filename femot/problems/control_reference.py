@@ -274,11 +274,6 @@ def _as_operator(poisson):
         raise ValueError(f"poisson must be a PoissonOperator or a scikit-fem mesh: {exc}") from None
 
 
-def _admissible_vertices(op, rho):
-    """Admissible vertices of the operator's mesh (see :func:`femot.fem.meshes.admissible_vertices`)."""
-    return admissible_vertices(op.mesh, rho)
-
-
 def _target(op, mu2, target_points):
     if target_points is None:
         x2 = op.vertices
@@ -560,7 +555,7 @@ def solve_control_reference(poisson, y_d, mu2, nu, *, target_points=None, beta=2
     tol = check_positive_scalar(tol, "tol")
     name = pick_qp_solver(solver)
     x2, mu2 = _target(op, mu2, target_points)
-    adm = _admissible_vertices(op, rho)
+    adm = admissible_vertices(op.mesh, rho)
     c = transport_cost_matrix(op.vertices[adm], x2, beta)
     op.target(y_d)  # validates y_d before any work
 
