@@ -3,20 +3,12 @@ import itertools
 
 import numpy as np
 import pytest
+from _instances import random_1d_problem
 
 from femot import solve_qrot
 from femot.core.sensitivity import outer_structure
 
-
-def problem(seed, n1=14, n2=12):
-    rng = np.random.default_rng(seed)
-    x, y = np.sort(rng.random(n1)), np.sort(rng.random(n2))
-    w1 = rng.uniform(0.5, 1.5, n1) / n1
-    w2 = rng.uniform(0.5, 1.5, n2) / n2
-    m1, m2 = rng.uniform(0.5, 1.5, n1), rng.uniform(0.5, 1.5, n2)
-    m1 /= w1 @ m1
-    m2 /= w2 @ m2
-    return (x[:, None] - y[None, :]) ** 2, m1, m2, w1, w2, rng
+problem = random_1d_problem
 
 
 def plan_at(c, m1, m2, gamma, eps, w1, w2, x0):

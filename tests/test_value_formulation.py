@@ -8,22 +8,14 @@
 import numpy as np
 import pytest
 import skfem
+from _instances import random_1d_problem
 
 from femot import solve_qrot
 from femot.fem import PoissonOperator
+from femot.fem.meshes import admissible_vertices
 from femot.problems.control import ControlProblem
-from femot.problems.control_reference import _admissible_vertices
 
-
-def problem(seed, n1=14, n2=12):
-    rng = np.random.default_rng(seed)
-    x, y = np.sort(rng.random(n1)), np.sort(rng.random(n2))
-    w1 = rng.uniform(0.5, 1.5, n1) / n1
-    w2 = rng.uniform(0.5, 1.5, n2) / n2
-    m1, m2 = rng.uniform(0.5, 1.5, n1), rng.uniform(0.5, 1.5, n2)
-    m1 /= w1 @ m1
-    m2 /= w2 @ m2
-    return (x[:, None] - y[None, :]) ** 2, m1, m2, w1, w2, rng
+problem = random_1d_problem
 
 
 def normalized(res, w1, w2):
@@ -212,7 +204,7 @@ def test_control_hessp_2d_value_formulation():
     mesh = skfem.MeshTri.init_sqsymmetric().refined(3)
     op = PoissonOperator(mesh)
     X = op.vertices
-    adm = _admissible_vertices(op, 0.2)
+    adm = admissible_vertices(op.mesh, 0.2)
     mt = np.zeros(op.nvertices)
     mt[adm] = np.exp(-((X[adm] - [0.4, 0.45]) ** 2).sum(1) / 0.02)
     mt /= mt.sum()
