@@ -55,7 +55,6 @@ References
 from __future__ import annotations
 
 import contextlib
-import inspect
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -67,7 +66,7 @@ from scipy.optimize import OptimizeResult
 from femot._docstrings import cite, fill_doc
 from femot._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
 from femot.core.qrot import QROTResult, solve_qrot
-from femot.optim import DEFAULT_OPTIONS, minimize_simplex, theta_R
+from femot.optim import minimize_simplex, theta_R
 
 __all__ = [
     "SimplexProblem", "SecondOrderProblem", "LowerLevel", "SmoothedLowerLevel", "UpperLevelResult",
@@ -776,11 +775,6 @@ def upper_level_result(cls: type[UpperLevelResult], tr: OptimizeResult, *, x, fu
 _CONVEX_NEWTON_MINOR = 200
 
 
-def _optimizer_features():
-    """(accepts hessp, has the convex Frank-Wolfe stop) of the installed minimize_simplex."""
-    return "hessp" in inspect.signature(minimize_simplex).parameters, "convex" in DEFAULT_OPTIONS
-
-
 def _blas_single_thread():
     """One BLAS thread for the optimizer's small dense algebra, if threadpoolctl is available.
 
@@ -844,17 +838,16 @@ def solve_on_simplex(problem: SimplexProblem, x0=None, options: dict | None = No
     theta0 = float(theta_R(x0, g0, mass=problem.mass))
     if "tol" not in opts and rtol is not None:
         opts["tol"] = check_positive_scalar(rtol, "rtol") * theta0
-    has_hessp, has_convex = _optimizer_features()
     kwargs = {}
     if weights is not None:
         kwargs["weights"] = weights
-    if hessp is not None and has_hessp:
+    if hessp is not None:
         kwargs["hessp"] = hessp
-    if convex and has_convex:
+    if convex:
         opts.setdefault("convex", True)
         if fw_rtol is not None:
             opts.setdefault("fw_rtol", check_positive_scalar(fw_rtol, "fw_rtol"))
-        if kwargs.get("hessp") is not None and "newton_minor" in DEFAULT_OPTIONS:
+        if hessp is not None:
             # convex f with the exact Hessian: let the projected Newton step change as many
             # faces as it needs (it stops when no new bound is hit); with the default cap the
             # model is exact (rho ~ 1) but the steps stop short and the iterations grow with

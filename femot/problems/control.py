@@ -490,9 +490,7 @@ class ControlProblem(VertexControl):
         ControlResult
             The result convention of :func:`femot.problems.base.upper_level_result`.
         """
-        from femot.optim import DEFAULT_OPTIONS
-
-        if self.formulation == "plan" and hessian and self.nu > 0 and "kinks" in DEFAULT_OPTIONS:
+        if self.formulation == "plan" and hessian and self.nu > 0:
             # f = tracking (constant Hessian) + piecewise linear plan term: bundle of quadratic cuts,
             # damped by a fraction of the value term's curvature (docs/trust_region.md)
             options = dict(options or {})
