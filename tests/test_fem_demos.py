@@ -2,18 +2,8 @@
 import json
 
 import numpy as np
-import pytest
 
 from femot.cli import main
-from femot.fem.lower_level import _core_solver
-
-
-@pytest.fixture(scope="module", autouse=True)
-def core():
-    try:
-        return _core_solver()
-    except ImportError:
-        pytest.skip("the core (femot.solve_qrot) is not available yet")
 
 
 def test_transport_1d_quick(tmp_path):

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from skfem import MeshLine, MeshTri
 
+from femot.core import solve_qrot
 from femot.fem import (
     Density,
     DiracSum,
@@ -14,15 +15,11 @@ from femot.fem import (
     smooth,
     solve_lower_level,
 )
-from femot.fem.lower_level import _core_solver
 
 
 @pytest.fixture(scope="module")
 def core():
-    try:
-        return _core_solver()
-    except ImportError:
-        pytest.skip("the core (femot.solve_qrot) is not available yet")
+    return solve_qrot
 
 
 def _bump(a, b):

@@ -32,11 +32,6 @@ __all__ = ["LowerLevelResult", "solve_lower_level", "transfer_potentials", "plan
            "barycentric_map"]
 
 
-def _core_solver():
-    """The core's solver (from ``femot.core``, not from the package facade)."""
-    return solve_qrot
-
-
 @dataclass(eq=False)
 @cite("II", "III", "LMM")
 class LowerLevelResult:
@@ -194,7 +189,7 @@ def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, de
         c = product_cost(q1, q2, cost, matrix_free=matrix_free)
     if isinstance(x0, LowerLevelResult):
         x0 = transfer_potentials(x0, q1, q2)
-    solve = solver or _core_solver()
+    solve = solver or solve_qrot
     res = solve(c, m1, m2, gamma, eps=eps, w1=q1.weights, w2=q2.weights, x0=x0, tol=tol,
                 max_iter=max_iter, verbose=verbose, **(solver_options or {}))
     plan = sp.csr_matrix(res.plan)
