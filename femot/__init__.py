@@ -14,7 +14,12 @@ References
 .. [4] D. A. Lorenz, P. Manns, C. Meyer, "Quadratically regularized optimal transport",
    Appl. Math. Optim. 83(3):1919-1949, 2021.
 """
+from importlib import metadata as _metadata
+
 from femot.core import DenseCost, GeometricCost, QROTResult, exact_ot, exact_ot_1d, solve_qrot
 
-__version__ = "0.1.0"
+try:  # one home for the version: pyproject.toml
+    __version__ = _metadata.version("femot")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 __all__ = ["solve_qrot", "exact_ot", "exact_ot_1d", "QROTResult", "DenseCost", "GeometricCost", "__version__"]

@@ -31,6 +31,18 @@ def test_no_command_prints_usage_and_exits_2(capsys):
     one_line_error(capsys, "unknown command 'frobnicate'")
 
 
+def test_version_names_the_package_and_its_numerical_dependencies(capsys):
+    from importlib import metadata
+
+    import femot
+    for flag in ("--version", "-V"):
+        assert main([flag]) == 0
+        out = capsys.readouterr().out.strip()
+        assert out.startswith(f"femot {femot.__version__} (") and len(out.splitlines()) == 1
+        assert f"numpy {metadata.version('numpy')}" in out and "scikit-fem" in out
+    assert femot.__version__ == metadata.version("femot")
+
+
 def test_unknown_demo(capsys):
     assert main(["demo", "nonexistent"]) == 2
     one_line_error(capsys, "unknown demo 'nonexistent'", "ocp-2d")

@@ -26,6 +26,22 @@ def _command(name: str):
     return getattr(importlib.import_module(mod_name), func)
 
 
+def _version_line() -> str:
+    """``femot X.Y.Z (python, numpy, scipy, numba, scikit-fem versions)`` for bug reports."""
+    import platform
+    from importlib import metadata
+
+    from femot import __version__
+
+    parts = [f"python {platform.python_version()}"]
+    for dist in ("numpy", "scipy", "numba", "scikit-fem"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{dist} missing")
+    return f"femot {__version__} ({', '.join(parts)})"
+
+
 def main(argv=None) -> int:
     """Run ``femot COMMAND ...``; returns the exit status.
 
@@ -42,12 +58,15 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = ("usage: femot {" + ",".join(COMMANDS) + "} ...\n\n"
              + "".join(f"  {name:9s} {help_}\n" for name, (_, _, help_) in COMMANDS.items())
-             + "\n`femot COMMAND --help` describes the options of a command.")
+             + "\n`femot COMMAND --help` describes the options of a command; `femot --version` prints the versions.")
     if not argv:
         print(usage, file=sys.stderr)
         return 2
     if argv[0] in ("-h", "--help"):
         print(usage)
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(_version_line())
         return 0
     cmd = argv[0]
     if cmd not in COMMANDS:
