@@ -43,6 +43,19 @@ def test_version_names_the_package_and_its_numerical_dependencies(capsys):
     assert femot.__version__ == metadata.version("femot")
 
 
+def test_demo_prints_json_only_when_asked(capsys, tmp_path):
+    assert main(["demo", "qrot-1d", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "{" not in out and "done in" in out and "--json -" in out
+    assert main(["demo", "qrot-1d", "--quick", "--json", "-"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("\n{") + 1:])  # the table, then the JSON document
+    assert summary["demo"] == "qrot-1d" and summary["success"] is True
+    assert main(["demo", "qrot-1d", "--quick", "--json", str(tmp_path / "s.json")]) == 0
+    assert f"summary in {tmp_path / 's.json'}" in capsys.readouterr().out
+    assert json.loads((tmp_path / "s.json").read_text())["demo"] == "qrot-1d"
+
+
 def test_unknown_demo(capsys):
     assert main(["demo", "nonexistent"]) == 2
     one_line_error(capsys, "unknown demo 'nonexistent'", "ocp-2d")

@@ -15,8 +15,8 @@ def _add_common_demo_options(p: argparse.ArgumentParser) -> None:
 
 
 def _check_demo_outputs(args) -> None:
-    """Refuse unwritable --json / --plot paths before the demo runs."""
-    if getattr(args, "json", None):
+    """Refuse unwritable --json / --plot paths before the demo runs (``--json -`` is stdout)."""
+    if getattr(args, "json", None) not in (None, "-"):
         check_writable(args.json, "--json")
     if getattr(args, "plot", None):
         check_writable(args.plot, "--plot", directory=True)
@@ -29,7 +29,9 @@ def _run_demo(mod, args) -> dict:
     summary.setdefault("demo", mod.NAME)
     summary.setdefault("seed", args.seed)
     summary["wall_time_s"] = round(time.perf_counter() - t0, 3)
-    if args.json:
+    if args.json == "-":
+        print(to_json(summary))
+    elif args.json:
         write_json(args.json, summary)
     return summary
 
@@ -101,9 +103,12 @@ def cmd_demo(argv) -> int:
         except ValueError as exc:  # a bad option value, caught by the library's checks
             print(f"femot demo {mod.NAME}: error: {exc}", file=sys.stderr)
             return 2
-        print(to_json(summary) if not args.quiet else
-              f"done in {summary['wall_time_s']} s")
-        return 0 if summary.get("success", True) else 1
+        ok = summary.get("success", True)
+        if args.json != "-":  # stdout ends with the JSON document then
+            where = f"summary in {args.json}" if args.json else "the summary as JSON: --json OUT.json, or --json -"
+            print(f"done in {summary['wall_time_s']} s: {'success' if ok else 'FAILED (see the table above)'}; "
+                  + where)
+        return 0 if ok else 1
     # All flagship demos into one results directory.
     if rest:
         print(f"femot demo: unrecognized arguments: {' '.join(rest)} (options of one demo need its NAME)",

@@ -29,7 +29,8 @@ def add_output_options(p, *, seed: bool = False, quick: bool = False) -> None:
     quick : bool, optional
         Also add the flag ``--quick`` (a smaller run).  Default False.
     """
-    p.add_argument("--json", metavar="OUT.json", default=None, help="write the summary as JSON")
+    p.add_argument("--json", metavar="OUT.json", default=None,
+                   help="write the summary as JSON to OUT.json ('-': to standard output)")
     p.add_argument("--plot", metavar="DIR", default=None, help="write figures into DIR")
     if seed:
         p.add_argument("--seed", type=int, default=0, help="seed of every random instance (default 0)")
