@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.femot-installed
 
-.PHONY: demo test test-slow bench lint typecheck clean
+.PHONY: demo test test-slow bench lint typecheck docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,5 +31,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/python -m mypy
 
+# The documentation site (Sphinx, warnings are errors) into docs/_build/html.
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
+
 clean:
-	rm -rf $(VENV) femot-results .pytest_cache
+	rm -rf $(VENV) femot-results .pytest_cache docs/_build docs/generated docs/auto_examples docs/api.rst

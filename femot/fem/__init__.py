@@ -8,7 +8,8 @@
 * smoothing   -- T^delta of Part II eq. (2.6): ``smooth``, ``Smoother``, its adjoint;
 * coupling    -- schedules with gamma_n / delta_n^d -> 0 (Part II (3.1));
 * lower_level -- ``solve_lower_level``: the smoothed, regularized plan through the core;
-* poisson     -- ``PoissonOperator`` (P1/P2, homogeneous Dirichlet), ``product_mesh``.
+* poisson     -- ``PoissonOperator`` (P1/P2, homogeneous Dirichlet), ``product_mesh``;
+* plotting    -- ``plot_field`` (nodal fields and vertex masses on 1D/2D meshes), ``nodal_density``.
 """
 from femot.fem.coupling import Schedule, check_coupling, coupled_schedule
 from femot.fem.lower_level import (
@@ -21,6 +22,7 @@ from femot.fem.lower_level import (
 )
 from femot.fem.measures import Density, DiracSum, Empirical, FEFunction, Measure, SumMeasure, quantile, wasserstein_1d
 from femot.fem.meshes import available_meshes, boundary_distance, enlarged_mesh, load_mesh, locate, save_mesh
+from femot.fem.plotting import nodal_density, plot_field
 from femot.fem.poisson import PoissonOperator, product_mesh
 from femot.fem.quadrature import ProductQuadrature, Quadrature, product_cost, product_quadrature, quadrature
 from femot.fem.smoothing import Smoother, SmoothingOperator, enlarge, mollifier, mollifier_constant, smooth
@@ -31,6 +33,6 @@ __all__ = [
     "Measure", "Density", "FEFunction", "DiracSum", "Empirical", "SumMeasure", "quantile", "wasserstein_1d",
     "mollifier", "mollifier_constant", "Smoother", "SmoothingOperator", "smooth", "enlarge",
     "Schedule", "coupled_schedule", "check_coupling",
-    "PoissonOperator", "product_mesh",
+    "PoissonOperator", "product_mesh", "plot_field", "nodal_density",
     "LowerLevelResult", "solve_lower_level", "transfer_potentials", "plan_image", "export_plan", "barycentric_map",
 ]
