@@ -106,8 +106,9 @@ def cmd_demo(argv) -> int:
         ok = summary.get("success", True)
         if args.json != "-":  # stdout ends with the JSON document then
             where = f"summary in {args.json}" if args.json else "the summary as JSON: --json OUT.json, or --json -"
+            figs = f"figures in {args.plot}" if args.plot else "figures: --plot DIR"
             print(f"done in {summary['wall_time_s']} s: {'success' if ok else 'FAILED (see the table above)'}; "
-                  + where)
+                  + where + "; " + figs)
         return 0 if ok else 1
     # All flagship demos into one results directory.
     if rest:

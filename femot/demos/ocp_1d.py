@@ -254,13 +254,23 @@ def _plots(folder, op, m_true, y_d, mu2, ref, last, rows) -> list[str]:
     fig, axs = plt.subplots(1, 2, figsize=(11, 4))
     ax = axs[0]
     ax.plot(xs, _density(op, r.masses)[order], "-", lw=1.8, label=f"regularized control (δ={r.delta:.3g})")
-    ax.plot(xs, _density(op, ref.masses)[order], "--", lw=1.5, label="exact optimal control (QP)")
     ax.plot(xs, _density(op, m_true)[order], ":", color="gray", label="control that generated y_d")
     ax.plot(xs, _density(op, mu2)[order], "-.", color="tab:green", alpha=0.7, label="prior μ2^d")
     ax.set_xlabel("x")
     ax.set_ylabel("density (mass / lumped weight)")
     ax.set_title("controls")
-    ax.legend(fontsize=8)
+    # The exact (OCP) control is a measure with atoms at a few vertices: drawn as the masses it
+    # puts there (a density through neighbouring vertices would zig-zag and look like noise).
+    axm = ax.twinx()
+    keep = ref.masses[order] > 1e-4 * ref.masses.max()  # atoms, not round-off
+    axm.vlines(xs[keep], 0.0, ref.masses[order][keep], color="tab:orange", lw=1.2)
+    axm.plot(xs[keep], ref.masses[order][keep], "o", color="tab:orange", ms=3,
+             label="exact optimal control (QP): vertex masses")
+    axm.set_ylim(bottom=0.0)
+    axm.set_ylabel("vertex mass (exact control)", color="tab:orange")
+    lines = ax.get_legend_handles_labels()
+    more = axm.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="upper left", framealpha=0.85)
     ax = axs[1]
     ax.plot(xs, y_d[order], "k:", label="desired state y_d")
     ax.plot(xs, r.y[order], "-", label="state of the regularized control")
@@ -287,7 +297,7 @@ def _plots(folder, op, m_true, y_d, mu2, ref, last, rows) -> list[str]:
     ax.set_ylabel("x2 (prior)")
     ax.set_title(f"regularized plan, γ={r.gamma:.2e}, δ={r.delta:.3g}")
     ax.legend(fontsize=8, loc="upper left")
-    fig.colorbar(im, ax=ax)
+    fig.colorbar(im, ax=ax, label="regularized plan density π (power scale 0.4)")
     ax = axs[1]
     ax.plot(qx[qo], r.mu1_density[qo], label="T^δ μ1 (regularized control)")
     ax.plot(qx[qo], r.mu2_density[qo], label="T^δ μ2^d (prior)")
@@ -301,6 +311,7 @@ def _plots(folder, op, m_true, y_d, mu2, ref, last, rows) -> list[str]:
     ax2.axhline(0, color="gray", lw=0.5)
     ax2.set_ylabel("displacement")
     ax.set_xlabel("x")
+    ax.set_ylabel("smoothed density")
     ax.set_title("transported mass")
     ax.legend(fontsize=8, loc="upper left")
     ax2.legend(fontsize=8, loc="upper right")

@@ -224,7 +224,7 @@ def _cell(col, v, row=None):
 
 def _head(col):
     if col.startswith("order_"):
-        return "order"
+        return "order(gamma)"
     return _HEAD.get(col, col)
 
 
@@ -260,6 +260,11 @@ def format_table(study, rows, rates) -> str:
                  "degrees of freedom; n = levels used)")
     for r in rates:
         tag = f"{r['chain']}: " if len(study.chains) > 1 else ""
+        used = r.get("levels_used", r["levels"])
+        if not used or used < 2:
+            lines.append(f"  {tag}{r['metric']:>17}   not fitted: {used or 0} of {r['levels']} levels have a "
+                         f"positive error (a rate needs two)")
+            continue
         mono = "decreasing at every level" if r["decreasing"] else "NOT decreasing at every level"
         lines.append(f"  {tag}{r['metric']:>17} ~ gamma^{_rate(r, 'gamma')}"
                      + (f" ~ delta^{_rate(r, 'delta')}" if ud else "")
@@ -311,6 +316,50 @@ def _csv(rows, cols) -> str:
 
 # ----------------------------------------------------------------------------- plots
 
+_AXIS_LABEL = {"gamma": "gamma (quadratic regularization)", "delta": "delta (smoothing radius)"}
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">")
+_LINES = ("-", "--", "-.", ":")
+
+
+def _style(k: int) -> str:
+    """Marker and line style of the k-th curve of a figure: curves that coincide stay visible."""
+    return _MARKERS[k % len(_MARKERS)] + _LINES[(k // len(_MARKERS) + k) % len(_LINES)]
+
+
+def _narrow_log_ticks(lo: float, hi: float) -> list:
+    """Major ticks m 10^k of a log range shorter than two decades: mantissas 1, 2, 5 (or, in a
+    range holding fewer than three of those, 1, 1.5, 2, 3, 4, 5, 6, 8), at most six of them."""
+    k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    for subs in ((1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)):
+        ticks = [m * 10.0 ** k for k in range(k0, k1 + 1) for m in subs if lo <= m * 10.0 ** k <= hi]
+        if len(ticks) >= 3:
+            break
+    stride = max(1, math.ceil(len(ticks) / 6))
+    return ticks[::stride]
+
+
+def _tidy_log_axes(ax) -> None:
+    """Readable log axes. matplotlib labels the minor ticks of a range shorter than a decade or
+    two (or falls back to linear ticks), and the labels ``3x10^-4 4x10^-4 ...`` overlap; here a
+    short range gets a few major ticks labelled compactly and no minor labels."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        lo, hi = min(lo, hi), max(lo, hi)
+        if axis.get_scale() != "log" or not lo > 0 or math.log10(hi / lo) >= 2:
+            continue
+        axis.set_major_locator(FixedLocator(_narrow_log_ticks(lo, hi)))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _same_as(e, drawn: dict) -> str:
+    """' (= m)' when the finite values ``e`` equal those of an already drawn metric ``m``."""
+    for m, prev in drawn.items():
+        if prev.shape == e.shape and np.allclose(prev, e, rtol=1e-12, atol=0, equal_nan=True):
+            return f" (= {m})"
+    return ""
+
 
 def make_plots(study, rows, rates, folder) -> list[str]:
     """One log-log figure per metric (error vs gamma and vs delta, one line per chain,
@@ -355,7 +404,7 @@ def make_plots(study, rows, rates, folder) -> list[str]:
             rate = next((r for r in rates if r["chain"] == lab and r["metric"] == m), None)
             for ax, (key, rk) in zip(axs, axes):
                 x = np.array([r[key] for r in cr], dtype=float)
-                ln, = ax.loglog(x[ok], e[ok], "o-", label=lab if len(chains) > 1 else m)
+                ln, = ax.loglog(x[ok], e[ok], _style(k), label=lab if len(chains) > 1 else m)
                 if rate is not None and np.isfinite(rate[rk]) and ok.sum() >= 2:
                     c = np.polyfit(np.log(x[ok]), np.log(e[ok]), 1)
                     ax.loglog(x[ok], np.exp(np.polyval(c, np.log(x[ok]))), "--", color=ln.get_color(), alpha=0.7,
@@ -365,9 +414,10 @@ def make_plots(study, rows, rates, folder) -> list[str]:
             plt.close(fig)
             continue
         for ax, (key, _) in zip(axs, axes):
-            ax.set_xlabel(key)
+            ax.set_xlabel(_AXIS_LABEL[key])
             ax.set_ylabel(m)
             ax.grid(True, which="both", alpha=0.3)
+            _tidy_log_axes(ax)
             ax.legend(fontsize=8)
         fig.suptitle(f"{study.name}: {m}")
         fig.tight_layout()
@@ -383,14 +433,17 @@ def make_plots(study, rows, rates, folder) -> list[str]:
     if len(cr) >= 2:
         fig, ax = plt.subplots(figsize=(6, 4.5))
         g = np.array([r["gamma"] for r in cr])
-        for m in study.metrics:
+        drawn: dict = {}
+        for k, m in enumerate(study.metrics):
             e = np.abs(np.array([r[m] for r in cr], dtype=float))
             ok = np.isfinite(e) & (e > 0)
             if ok.any():
-                ax.loglog(g[ok], e[ok], "o-", label=m)
-        ax.set_xlabel("gamma")
-        ax.set_ylabel("error")
+                ax.loglog(g[ok], e[ok], _style(k), label=m + _same_as(e, drawn), alpha=0.85)
+                drawn[m] = e
+        ax.set_xlabel(_AXIS_LABEL["gamma"])
+        ax.set_ylabel("error (each metric's own units)")
         ax.grid(True, which="both", alpha=0.3)
+        _tidy_log_axes(ax)
         ax.legend(fontsize=8)
         ax.set_title(f"{study.name} ({chains[0]})")
         fig.tight_layout()
@@ -493,15 +546,18 @@ def _error_kinds_plot(study, rows, folder, plt):
                  [(b, "s--", f"{b}: finest-mesh reference (total)") for _, b in pairs[:1]]
         if "discretization_w1" in study.metrics:
             series.append(("discretization_w1", "^:", "discretization_w1: reference on level mesh vs finest"))
+        drawn: dict = {}
         for m, style, text in series:
             e = np.abs(np.array([_f(r.get(m)) for r in cr]))
             ok = np.isfinite(e) & (e > 0)
             if ok.any():
-                ax.loglog(de[ok], e[ok], style, label=text + tag)
+                ax.loglog(de[ok], e[ok], style, label=text + _same_as(e, drawn) + tag, alpha=0.85)
+                drawn[m] = e
     ax.set_xlabel("delta (mesh refined with delta: h <= delta / %g)" % study.resolution_ratio
                   if getattr(study, "mesh_mode", "") == "coupled" else "delta")
-    ax.set_ylabel("error")
+    ax.set_ylabel(f"error: {pairs[0][0]}, {pairs[0][1]}")
     ax.grid(True, which="both", alpha=0.3)
+    _tidy_log_axes(ax)
     ax.legend(fontsize=7)
     ax.set_title(f"{study.name}: error kinds against delta")
     fig.tight_layout()
@@ -532,7 +588,8 @@ def _report(study, rows, rates, md_table, rate_table, figures, root, problem, ru
     if study.description:
         L += [study.description.strip(), ""]
     L += ["## Setup", "",
-          f"- problem: `{study.problem}`; parameters: `{_short(study.params)}`",
+          f"- problem: `{study.problem}`; parameters:",
+          *_param_lines(study.params),
           (f"- coupled schedule (Part II (3.1)): {len(study.gammas)} levels, d = d1 + d2 = {study.d}, "
            f"gamma from {study.gammas[0]:.3e} to {study.gammas[-1]:.3e}, delta from {study.deltas[0]:.4g} to "
            f"{study.deltas[-1]:.4g}, gamma/delta^d from {study.ratios[0]:.3e} to {study.ratios[-1]:.3e}"
@@ -542,7 +599,9 @@ def _report(study, rows, rates, md_table, rate_table, figures, root, problem, ru
           *_resolution_lines(study, rows),
           f"- runs: {len(rows)} of {len(study.runs)} complete"
           + (f"; {runs_info.get('failed', 0)} failed" if runs_info.get("failed") else ""),
-          "", "## Results", "", md_table, "", "## Fitted rates", "",
+          "", "## Results", "",
+          "`order(gamma)`: observed order of the primary metric between consecutive levels, "
+          "log(e_n / e_(n-1)) / log(gamma_n / gamma_(n-1)).", "", md_table, "", "## Fitted rates", "",
           "Least-squares slopes of log(error) against log(gamma)"
           + (" and log(delta)" if _uses_delta(study) else "") + " per chain.", "", rate_table, ""]
     L += _convergence_lines(rows)
@@ -645,6 +704,23 @@ def _error_kind_lines(study, rows, rates) -> list[str]:
     return L
 
 
-def _short(params: dict) -> str:
-    s = ", ".join(f"{k}={v}" for k, v in params.items())
-    return s if len(s) < 400 else s[:400] + "..."
+def _param_value(v) -> str:
+    """One parameter as TOML-like text: tables as ``{key = value, ...}``, floats short."""
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_param_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_param_value(x) for x in v) + "]"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _param_lines(params: dict) -> list[str]:
+    """The problem's parameters, one indented bullet each (long values cut at 300 characters)."""
+    out = []
+    for k, v in params.items():
+        text = _param_value(v)
+        out.append(f"  - `{k}` = `{text if len(text) <= 300 else text[:300] + ' ...'}`")
+    return out
