@@ -22,7 +22,7 @@ through the sparse equation ``K_II y_I = m`` instead of a dense ``G``, so the QP
 
 (``b_i = int y_d phi_i``, ``S`` places vertex masses on interior dofs) has a
 sparse positive semidefinite Hessian and a sparse constraint matrix.  It is
-solved by the interior-point solver Clarabel (optional extra ``femot[qp]``).
+solved by the interior-point solver Clarabel (a dependency of femot).
 
 Optimality is certified independently of the solver: with the reduced gradient
 ``g_ij = (dJ_track/dm)_i + nu c_ij`` the Frank-Wolfe gap
@@ -65,7 +65,7 @@ __all__ = [
     "pick_qp_solver",
 ]
 
-_QP_HINT = "install the optional QP solvers with `pip install femot[qp]`"
+_QP_HINT = "clarabel is a dependency of femot: reinstall femot (`pip install femot`)"
 
 
 class ControlReferenceResult(OptimizeResult):
@@ -519,7 +519,7 @@ def solve_control_reference(poisson, y_d, mu2, nu, *, target_points=None, beta=2
     rho : float, optional
         Controls live on vertices with distance >= rho to the boundary.  Default 0.
     solver : {'auto', 'clarabel'}
-        QP solver from the optional extra ``femot[qp]``.  Only the interior-point
+        QP solver (clarabel, a dependency of femot).  Only the interior-point
         solver Clarabel is used: the active-set QP of HiGHS (highspy 1.15) stalls
         on the highly degenerate transport polytope even for 10 nodes.
     tol : float, optional
