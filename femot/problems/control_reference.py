@@ -439,7 +439,7 @@ def pick_qp_solver(solver: str = "auto") -> str:
     ValueError
         If ``solver`` is neither ``'auto'`` nor ``'clarabel'``.
     ImportError
-        If the package clarabel (extra ``femot[qp]``) is not installed.
+        If the package clarabel (a dependency of femot) is missing from the environment.
     """
     if solver not in ("auto", "clarabel"):
         raise ValueError(f"solver must be 'auto' or 'clarabel', got {solver!r}")
