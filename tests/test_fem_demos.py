@@ -29,3 +29,11 @@ def test_transport_2d_quick(tmp_path):
     assert {"n1", "n2", "success", "marginal_error", "time_s", "peak_memory_mb"} <= set(data)
     assert data["success"] and data["marginal_error"] <= 1e-8
     assert (plots / "marginals.png").exists() and (plots / "mass_flow.png").exists()
+
+
+def test_transport_2d_default_delta_is_described_not_blamed_on_the_user(capsys):
+    assert main(["demo", "transport-2d", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "refine the mesh or use a larger delta" not in out and "a scale demo" in out
+    assert main(["demo", "transport-2d", "--quick", "--delta", "0.1"]) == 0
+    assert "note: --delta: delta = 0.1 is not resolved by the mesh" in capsys.readouterr().out
