@@ -56,6 +56,20 @@ def test_demo_prints_json_only_when_asked(capsys, tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["demo"] == "qrot-1d"
 
 
+def test_warmup_compiles_and_first_runs_are_announced(capsys, monkeypatch):
+    import femot.cli.warmup as wu
+
+    assert main(["warmup", "--quiet"]) == 0 and capsys.readouterr().out == ""
+    assert wu.kernels_compiled()  # numba's cache now holds the core kernels
+    monkeypatch.setattr(wu, "kernels_compiled", lambda: False)
+    assert main(["demo", "qrot-1d", "--quick", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "compiled on this first run" in err and "femot warmup" in err
+    monkeypatch.setattr(wu, "kernels_compiled", lambda: True)
+    assert main(["demo", "qrot-1d", "--quick", "--quiet"]) == 0
+    assert "first run" not in capsys.readouterr().err
+
+
 def test_unknown_demo(capsys):
     assert main(["demo", "nonexistent"]) == 2
     one_line_error(capsys, "unknown demo 'nonexistent'", "ocp-2d")

@@ -16,6 +16,7 @@ COMMANDS = {
     "demo": ("femot.cli.demo", "cmd_demo", "run demos (femot demo --list)"),
     "identify": ("femot.cli.identify", "cmd_identify", "solve a transportation identification problem"),
     "study": ("femot.cli.study", "cmd_study", "run a gamma, delta -> 0 convergence study"),
+    "warmup": ("femot.cli.warmup", "cmd_warmup", "compile the numerical kernels now (once per installation)"),
 }
 
 
@@ -72,6 +73,13 @@ def main(argv=None) -> int:
     if cmd not in COMMANDS:
         print(f"femot: unknown command {cmd!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    if cmd in ("demo", "identify", "study") and not {"-h", "--help", "--list"} & set(argv[1:]):
+        from femot.cli.warmup import kernels_compiled
+
+        if not kernels_compiled():
+            print("femot: the numerical kernels are compiled on this first run (once per installation, about one "
+                  "to two minutes, not counted in the reported solve times of later runs); `femot warmup` does "
+                  "it ahead of time", file=sys.stderr)
     try:
         return int(_command(cmd)(argv[1:]) or 0)
     except KeyboardInterrupt:
