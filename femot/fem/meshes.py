@@ -229,7 +229,8 @@ def _check_topology(points: np.ndarray, cells: np.ndarray, dim: int, source: str
     if np.any(counts > 1):
         k = int(first[np.flatnonzero(counts > 1)[0]])
         other = int(np.flatnonzero(np.all(srt == srt[k], axis=1))[1])
-        raise ValueError(f"{source}: cells {k} and {other} are duplicates (both have vertices {sorted(cells[k].tolist())})")
+        raise ValueError(f"{source}: cells {k} and {other} are duplicates "
+                         f"(both have vertices {sorted(cells[k].tolist())})")
     used = np.unique(cells)
     x = points[used, :dim]
     span = float(np.ptp(x, axis=0).max()) if used.size > 1 else 0.0
