@@ -206,3 +206,21 @@ def test_overlapping_intervals_and_folded_tetrahedra_are_refused(tmp_path):
         p[int(np.argmax(p.sum(1)))] = [0.05, 0.05, 0.05]
     with pytest.raises(ValueError, match=r"tet\.vtu: .*(folded|shared by)"):
         load_mesh(_write(tmp_path, "tet.vtu", p, t, kind="tetra"))
+
+
+def test_study_check_refuses_a_folded_mesh(tmp_path, capsys):
+    """``femot study --check`` loads the meshes of the config: a bad file is named there, before any run."""
+    x = np.linspace(0.0, 1.0, 41)
+    pts = np.r_[x, 0.31, 0.89][:, None]
+    cells = np.c_[np.arange(40), np.arange(1, 41)]
+    cells = np.vstack([cells, [[41, 42]]])  # an extra interval lying over [0.31, 0.89]
+    _write(tmp_path, "bad.vtu", pts, cells, kind="line")
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('[study]\nname = "m"\nproblem = "lower-level"\nseeds = [0]\n'
+                   '[schedule]\nn_levels = 2\ngamma0 = 1e-2\nfactor = 0.05\ns = 1.0\nC = 1.0\n'
+                   '[mesh]\nname = "bad.vtu"\n'
+                   '[lower-level]\nmu1 = { type = "random_diracs", n = 3, interval = [0.2, 0.8] }\n'
+                   'mu2 = { type = "diracs", points = [0.35, 0.65] }\n')
+    rc = main(["study", str(cfg), "--check"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "bad.vtu: cell 40 (interval [0.31, 0.89]) overlaps another cell" in err, err
