@@ -13,7 +13,8 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The femot checkout the workers import: this one, or ``FEMOT_ROOT`` (before/after comparisons).
+ROOT = os.environ.get("FEMOT_ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_worker(script, args, label, timeout, env_updates=None, time_on_failure=False):

@@ -35,7 +35,7 @@ import numpy as np
 from _worker import run_worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.environ.get("FEMOT_ROOT") or os.path.dirname(HERE)  # the checkout to measure (before/after)
 CASES = ("ocp-2d", "qrot1d-1e-3", "qrot1d-1e-5")
 
 

@@ -16,6 +16,11 @@ __all__ = [
     "check_nonnegative_scalar",
     "check_equal_mass",
     "mass_rtol",
+    "check_strict_vectors",
+    "check_qrot_data",
+    "check_gamma_resolves_cost",
+    "floor_acceptance_message",
+    "check_dense_memory",
 ]
 
 
@@ -39,8 +44,10 @@ def as_vector(x, name: str, *, length: int | None = None) -> np.ndarray:
     Raises
     ------
     ValueError
-        If ``x`` is not numeric, not a vector, empty, of the wrong length, or holds NaN/inf.
+        If ``x`` is complex or not numeric, not a vector, empty, of the wrong length, or holds NaN/inf.
     """
+    if np.iscomplexobj(x):  # a cast to float would drop the imaginary part with only a warning
+        raise ValueError(f"{name} must be real, got complex values")
     try:
         a = np.asarray(x, dtype=float)
     except (TypeError, ValueError) as exc:
@@ -141,6 +148,8 @@ def as_finite_matrix(c, name: str, shape: tuple[int, int] | None = None) -> np.n
     ValueError
         If ``c`` is not numeric, not 2D, of the wrong shape, or holds NaN/inf.
     """
+    if np.iscomplexobj(c):
+        raise ValueError(f"{name} must be real, got complex values")
     try:
         a = np.ascontiguousarray(c, dtype=float)
     except (TypeError, ValueError) as exc:
@@ -293,3 +302,160 @@ def check_equal_mass(m1, w1, m2, w2, *, names=("mu1", "mu2"), rtol: float = 1e-9
     if a > 0 and b > 0 and a != b:
         m2 = m2 * (a / b)
     return m2
+
+
+def check_strict_vectors(**vectors) -> None:
+    """Refuse arguments that are not one-dimensional (no silent flattening of ``(n, 1)`` arrays).
+
+    Parameters
+    ----------
+    **vectors : array_like
+        The arguments, by name; None values are skipped.
+
+    Raises
+    ------
+    ValueError
+        Naming the first argument that is complex or not one-dimensional.
+    """
+    for name, x in vectors.items():
+        if x is None:
+            continue
+        if np.iscomplexobj(x):
+            raise ValueError(f"{name} must be real, got complex values")
+        shape = np.shape(x)
+        if len(shape) != 1:
+            raise ValueError(f"{name} must be a 1D vector, got shape {shape}")
+
+
+def check_gamma_resolves_cost(gamma: float, cmax: float, m1, m2, w1, w2) -> None:
+    """Refuse a gamma so large that the cost vanishes in the rounding of the potentials.
+
+    The regularized plan ``pi = (alpha + beta - c)_+ / gamma`` carries densities up
+    to ``max(mu)``, so ``z = alpha + beta - c`` reaches ``gamma * max(mu) / W``
+    (``W`` the smaller total weight).  When ``u`` times that exceeds ``max|c|``
+    (``u`` the unit roundoff), ``c`` is lost when ``z`` is formed: the computed
+    plan would not depend on the cost, and the dual's quadratic terms approach
+    overflow.  The mirror image of the tiny-gamma precision limit (status 4 of
+    ``solve_qrot``).
+
+    Parameters
+    ----------
+    gamma : float
+        Regularization parameter (> 0).
+    cmax : float
+        ``max |c_ij|`` (no check when 0: a zero cost is resolved by any gamma).
+    m1, m2 : numpy.ndarray
+        The nonnegative densities.
+    w1, w2 : numpy.ndarray
+        Their positive weights.
+
+    Raises
+    ------
+    ValueError
+        Naming gamma, the scale it produces and the largest admissible gamma.
+    """
+    mmax = max(float(np.max(m1, initial=0.0)), float(np.max(m2, initial=0.0)))
+    W = min(float(np.sum(w1)), float(np.sum(w2)))
+    if not (cmax > 0 and mmax > 0 and W > 0):
+        return
+    u = float(np.finfo(float).eps)
+    zscale = gamma * mmax / W
+    if not (u * zscale <= cmax):
+        gmax = cmax * W / (u * mmax)
+        raise ValueError(
+            f"gamma = {gamma:.3g} is too large for double precision at this cost scale: plan entries need "
+            f"z = gamma * max(mu) / W ~ {zscale:.3g}, and the cost (max |c| = {cmax:.3g}) vanishes in its rounding "
+            f"(unit roundoff {u:.2g}); use gamma <= {gmax:.3g}")
+
+
+def check_qrot_data(mu1, mu2, gamma: float, cmax: float, m1, m2, w1, w2) -> None:
+    """The checks of ``solve_qrot`` beyond each argument's own: strict shapes and the range of gamma.
+
+    Parameters
+    ----------
+    mu1, mu2 : array_like
+        The marginals as given (must be one-dimensional and real).
+    gamma : float
+        Regularization parameter.
+    cmax : float
+        ``max |c_ij|``.
+    m1, m2, w1, w2 : numpy.ndarray
+        The validated densities and weights.
+
+    Raises
+    ------
+    ValueError
+        See :func:`check_strict_vectors` and :func:`check_gamma_resolves_cost`.
+    """
+    check_strict_vectors(mu1=mu1, mu2=mu2)
+    check_gamma_resolves_cost(gamma, cmax, m1, m2, w1, w2)
+
+
+def floor_acceptance_message(residual: float, tol: float, floor: float) -> str:
+    """Message of a solve accepted at the rounding floor rather than at ``tol``.
+
+    Parameters
+    ----------
+    residual, tol, floor : float
+        The final residual, the requested tolerance and the rounding floor.
+
+    Returns
+    -------
+    str
+        ``"accepted at the double-precision floor: residual R > tol T, floor F"``.
+    """
+    return (f"accepted at the double-precision floor: residual {residual:.3g} > tol {tol:.3g}, "
+            f"floor {floor:.3g}")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (MemAvailable), None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} PiB"  # (not reached)
+
+
+def check_dense_memory(n1: int, n2: int, arrays: int, what: str, avoid: str, available: int | None = None) -> None:
+    """Refuse, before allocating, a computation whose dense ``n1 x n2`` arrays cannot fit in memory.
+
+    Parameters
+    ----------
+    n1, n2 : int
+        Shape of the dense arrays.
+    arrays : int
+        How many float64 arrays of that shape the computation holds at once (at least).
+    what : str
+        The request, for the message (e.g. ``"--random 200000"``).
+    avoid : str
+        The option that avoids the allocation (e.g. a matrix-free cost, a smaller n).
+    available : int or None, optional
+        Available bytes; None (default) reads ``MemAvailable`` of ``/proc/meminfo``.
+
+    Raises
+    ------
+    ValueError
+        With the memory needed and available and the option that avoids it.
+    """
+    need = float(n1) * float(n2) * 8.0 * arrays
+    avail = _available_memory() if available is None else available
+    if avail is not None and need > avail:
+        raise ValueError(f"{what} needs at least {_bytes(need)} of memory ({arrays} dense {n1} x {n2} float64 "
+                         f"arrays) but {_bytes(avail)} are available; {avoid}")

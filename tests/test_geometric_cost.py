@@ -199,7 +199,11 @@ def test_lower_level_and_tracking_opt_in():
     fd, gd = Pd(xc)
     fg, gg = Pg(xc)
     assert fg == pytest.approx(fd, rel=1e-10)
-    assert np.allclose(gg, gd, rtol=1e-8, atol=1e-12 * np.abs(gd).max())
+    # The control lives on {x >= 0, sum x = mass}: only the gradient's action on mass-preserving
+    # directions (sum d = 0) is defined.  Two exact solvers may differ by a constant (the
+    # potentials' free constant, fixed differently by rounding), so compare projected gradients.
+    assert Pd.weights is None  # unit weights: the projection removes the mean
+    assert np.allclose(gg - gg.mean(), gd - gd.mean(), rtol=1e-8, atol=1e-12 * np.abs(gd).max())
 
 
 def test_multiscale_matches_dense_and_certificate_rejects_truncation():

@@ -19,9 +19,13 @@ import sys
 
 import numpy as np
 
+from femot._validation import check_dense_memory
 from femot.demos.common import add_output_options, figure_folder, save_figure
 
 __all__ = ["cmd_identify", "build_parser"]
+
+# the generator holds a dense n x n cost and plan and solves an n^2-variable LP
+_SMALLER_N = "use a smaller N (the random instance is dense: its cost, plan and exact LP grow like N^2)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +112,7 @@ def cmd_identify(argv) -> int:
     say = (lambda *a: None) if args.quiet else print
     try:
         _check_outputs(args)  # before the solve, so that no result is lost
+        check_dense_memory(args.random or 0, args.random or 0, 3, f"--random {args.random}", _SMALLER_N)
         data, label = _load(args)
         prob = problem_from_instance(data, gamma=args.gamma, eps=args.eps, lam=args.lam)
         if args.start == "observed":
@@ -137,8 +142,12 @@ def cmd_identify(argv) -> int:
         say("variables read: " + ", ".join(k if k == v else f"{k} <- {v}" for k, v in data["names_used"].items()))
         for note in data.get("notes", []):
             say(f"note: {note}")
-    res = solve_identification(prob, x0=x0, options=opts, verbose=not args.quiet, hessian=args.model == "newton",
-                               continuation=None if args.continuation == "none" else args.continuation)
+    try:  # data the lower level refuses (e.g. gamma beyond double precision) surface at its first solve
+        res = solve_identification(prob, x0=x0, options=opts, verbose=not args.quiet, hessian=args.model == "newton",
+                                   continuation=None if args.continuation == "none" else args.continuation)
+    except ValueError as exc:
+        print(f"femot identify: error: {exc}", file=sys.stderr)
+        return 2
     print(res.summary())
     out = {
         "instance": label, "n1": n1, "n2": n2, "gamma": prob.gamma, "eps": prob.eps, "lam": prob.lam,

@@ -272,10 +272,12 @@ class DenseCost(_StreamedCost):
     Raises
     ------
     ValueError
-        If ``c`` is not numeric, not a nonempty 2D array, or holds NaN/inf.
+        If ``c`` is complex or not numeric, not a nonempty 2D array, or holds NaN/inf.
     """
 
     def __init__(self, c, name: str = "c"):
+        if np.iscomplexobj(c):  # the cast would drop the imaginary part with only a warning
+            raise ValueError(f"{name} must be real, got complex values")
         try:
             m = np.ascontiguousarray(c, dtype=float)
         except (TypeError, ValueError) as exc:

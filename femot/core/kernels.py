@@ -6,6 +6,18 @@ carries mass.  Every routine here streams the cost matrix once, computing
 n1*n2 is ever allocated.  Rows are split into chunks processed in parallel;
 column sums are reduced from per-chunk buffers.
 
+Determinism
+-----------
+Results never depend on the thread count or on the machine's load.  A
+parallel pass splits its rows into ``num_chunks(n1)`` chunks, a number fixed
+by the problem size alone; every chunk accumulates its partial column sums
+and scalar sums in its own buffer, rows in increasing order, and the buffers
+are combined serially in chunk order.  Which thread runs which chunk, and how
+many threads there are, then changes the speed only, never a rounding.  Row
+quantities (row sums, counts, CSR rows) are computed by one thread each.
+Inside a solve (``threads_for``) BLAS is held to one thread as well: OpenBLAS
+splits long dot products by its thread count.
+
 Threads
 -------
 A parallel region ends when its slowest thread does.  When the machine has
@@ -25,12 +37,14 @@ parallel pass runs through ``_run``, which picks its thread count:
 Beside busy processes the passes therefore run serially, at the speed of
 single-threaded code, instead of collapsing; on an idle machine the large
 passes keep all cores.  ``NUMBA_NUM_THREADS`` / ``numba.set_num_threads``
-still cap everything.
+still cap everything.  None of this changes a result (see Determinism).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
 import time
 
 import numba
@@ -39,7 +53,7 @@ from numba import njit, prange
 from numba.core import types
 from numba.extending import overload
 
-__all__ = ["evaluate", "active_csr", "line_candidates", "csr_matvec", "num_chunks", "thread_budget",
+__all__ = ["evaluate", "active_csr", "line_candidates", "csr_matvec", "num_chunks", "dot", "thread_budget",
            "threads_for", "PAR_MIN_WORK"]
 
 #: Passes over fewer entries (pairs of a dense pass, stored entries plus rows of
@@ -49,6 +63,8 @@ __all__ = ["evaluate", "active_csr", "line_candidates", "csr_matvec", "num_chunk
 #: replace (at 50,000, about half of the ocp-2d demo's conjugate-gradient products
 #: still run in parallel on an idle machine, as they did before).
 PAR_MIN_WORK = 50_000
+#: Solves over fewer pairs run on one thread (``threads_for``).
+SERIAL_WORK = 200_000
 #: Seconds between two samples of the machine's load.
 LOAD_REFRESH_S = 0.25
 
@@ -159,24 +175,46 @@ def _region(work_of):
     return deco
 
 
+_blas: dict = {"controller": None}
+_nesting = threading.local()  # depth of threads_for blocks in this thread
+
+
+def _blas_one_thread():
+    """A context holding BLAS to one thread (threadpoolctl), or a null context without it."""
+    if _blas["controller"] is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _blas["controller"] = ThreadpoolController()
+        except Exception:  # threadpoolctl missing or unable to inspect the process
+            _blas["controller"] = False
+    ctl = _blas["controller"]
+    if not ctl:
+        return contextlib.nullcontext()
+    return ctl.limit(limits=1, user_api="blas")
+
+
 class threads_for:
     """Context manager around a solve: serial below ``min_work`` pairs, fresh load sample otherwise.
 
     Parallel regions cost tens of microseconds to start and suffer badly when
     the machine is oversubscribed; below ``min_work`` pairs one thread is faster.
     Above, the thread budget is re-sampled on entry (see the module notes).
+    In both cases BLAS runs on one thread inside the block: its reductions
+    (dot products, norms) would otherwise round differently for different
+    ``OPENBLAS_NUM_THREADS`` (module notes, Determinism).  Nested blocks are cheap.
 
     Parameters
     ----------
     work : int
         Number of pairs the solve will touch.
-    min_work : int, optional
-        Below this many pairs the block runs on one thread (default 200000).
+    min_work : int or None, optional
+        Below this many pairs the block runs on one thread (default None: ``SERIAL_WORK``).
     """
 
-    def __init__(self, work: int, min_work: int = 200_000):
-        self.serial = work < min_work
+    def __init__(self, work: int, min_work: int | None = None):
+        self.serial = work < (SERIAL_WORK if min_work is None else min_work)
         self.saved = None
+        self.blas = None
 
     def __enter__(self):
         if self.serial:
@@ -184,9 +222,18 @@ class threads_for:
             numba.set_num_threads(1)
         else:
             thread_budget(max_age=0.05)
+        depth = getattr(_nesting, "depth", 0)
+        if depth == 0:
+            self.blas = _blas_one_thread()
+            self.blas.__enter__()
+        _nesting.depth = depth + 1
         return self
 
     def __exit__(self, *exc):
+        _nesting.depth -= 1
+        if self.blas is not None:
+            self.blas.__exit__(*exc)
+            self.blas = None
         if self.saved is not None:
             numba.set_num_threads(self.saved)
         return False
@@ -251,8 +298,19 @@ def _npairs(c) -> int:
     return c.size
 
 
+#: Largest number of row chunks of a parallel pass (the passes use at most this many threads).
+MAX_CHUNKS = 16
+#: Smallest number of rows of a chunk.
+MIN_CHUNK_ROWS = 8
+
+
 def num_chunks(n1: int) -> int:
-    """Row chunks for the parallel passes (a few per thread, never more than rows).
+    """Row chunks for the parallel passes: a function of the number of rows only.
+
+    The chunks fix the order in which column sums are accumulated, so they must
+    not depend on the thread count or the load (module notes, Determinism).
+    ``MAX_CHUNKS`` chunks keep up to that many threads busy; each has at least
+    ``MIN_CHUNK_ROWS`` rows so that the per-chunk column buffers stay cheap.
 
     Parameters
     ----------
@@ -262,9 +320,34 @@ def num_chunks(n1: int) -> int:
     Returns
     -------
     int
-        ``max(1, min(n1, 4 * numba.get_num_threads()))``.
+        ``max(1, min(MAX_CHUNKS, n1 // MIN_CHUNK_ROWS))``.
     """
-    return max(1, min(n1, 4 * numba.get_num_threads()))
+    return max(1, min(MAX_CHUNKS, int(n1) // MIN_CHUNK_ROWS))
+
+
+@njit(cache=True)
+def dot(x, y):
+    """``sum_k x_k y_k`` in a fixed order (8 interleaved partial sums, combined pairwise).
+
+    A BLAS dot product may split a long vector by its thread count and so
+    round differently on another machine; this one never does, at BLAS speed
+    for the vector lengths of the solvers.
+    """
+    n = x.size
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    m = n - n % 8
+    for k in range(0, m, 8):
+        s0 += x[k] * y[k]
+        s1 += x[k + 1] * y[k + 1]
+        s2 += x[k + 2] * y[k + 2]
+        s3 += x[k + 3] * y[k + 3]
+        s4 += x[k + 4] * y[k + 4]
+        s5 += x[k + 5] * y[k + 5]
+        s6 += x[k + 6] * y[k + 6]
+        s7 += x[k + 7] * y[k + 7]
+    for k in range(m, n):
+        s0 += x[k] * y[k]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
 @_region(lambda c, *a: _npairs(c))

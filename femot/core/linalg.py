@@ -140,25 +140,30 @@ class NewtonMatrix:
 
 
 def _pcg(op, b, dinv, rtol, maxiter):
-    """Preconditioned conjugate gradients for an SPD operator ``op`` (diagonal preconditioner)."""
+    """Preconditioned conjugate gradients for an SPD operator ``op`` (diagonal preconditioner).
+
+    The inner products use ``kernels.dot`` (fixed summation order), so the
+    iterates do not depend on the BLAS thread count.
+    """
+    dot = kernels.dot
     x = np.zeros_like(b)
-    bnorm = np.linalg.norm(b)
+    bnorm = np.sqrt(dot(b, b))
     if bnorm == 0:
         return x, 0
     r = b.copy()
     z = dinv * r
     p = z.copy()
-    rz = r @ z
+    rz = dot(r, z)
     it = 0
     for it in range(1, maxiter + 1):
         Kp = op(p)
-        a = rz / (p @ Kp)
+        a = rz / dot(p, Kp)
         x += a * p
         r -= a * Kp
-        if np.linalg.norm(r) <= rtol * bnorm:
+        if np.sqrt(dot(r, r)) <= rtol * bnorm:
             break
         z = dinv * r
-        rz_new = r @ z
+        rz_new = dot(r, z)
         p = z + (rz_new / rz) * p
         rz = rz_new
     return x, it

@@ -48,6 +48,8 @@ from femot._validation import (
     check_equal_mass,
     check_nonnegative_scalar,
     check_positive_scalar,
+    check_qrot_data,
+    floor_acceptance_message,
     mass_rtol,
 )
 from femot.core import kernels
@@ -74,6 +76,7 @@ STATUS_MESSAGES = {
     2: "line search failed: no descent along the Newton direction",
     3: "non-finite values encountered",
     4: "gamma too small for double precision at this cost scale: the plan cannot be resolved",
+    5: "accepted at the double-precision floor",
 }
 # A residual may be accepted at the rounding floor (instead of ``tol``) only when
 # that floor is this small against the data: PRECISION_RTOL * max(mu1, mu2), a
@@ -1122,22 +1125,25 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
     QROTResult
         Alpha, beta, plan (CSR), residual, residual_floor, success,
         status, message, nit, history, and the derivative methods jvp/vjp.
-        ``success`` is ``status == 0``; the codes (``STATUS_MESSAGES``) are
+        ``success`` is ``status in (0, 5)``; the codes (``STATUS_MESSAGES``) are
 
-        * 0 converged: residual <= tol, or <= a rounding floor that is itself small
-          against the data;
+        * 0 converged: residual <= tol;
         * 1 maximum number of Newton iterations reached;
         * 2 line search failed (no descent along the Newton direction);
         * 3 non-finite values encountered;
         * 4 gamma too small for double precision at this cost scale: the rounding
           floor exceeds 1e-3 * max(mu1, mu2), so the plan cannot be resolved (the
-          message names a gamma that would work).  Replaces 0, 1 and 2 then.
+          message names a gamma that would work).  Replaces 0, 1 and 2 then;
+        * 5 accepted at the double-precision floor: tol < residual <= floor, and the
+          floor is at most 1e-3 * max(mu1, mu2) (``success`` is True; the message
+          gives residual, tol and floor).
 
     Raises
     ------
     ValueError
         If an argument is malformed: a cost that is not a finite matrix or cost object, marginals
-        or weights of the wrong length, negative or non-finite, ``gamma <= 0``, ``eps < 0``, or
+        or weights of the wrong length or shape, complex, negative or non-finite, ``gamma <= 0``,
+        gamma so large that the cost vanishes in the rounding of the potentials, ``eps < 0``, or
         unequal masses with eps = 0.
     """
     cost = as_cost(c)
@@ -1197,6 +1203,7 @@ class _QROTData:
         if self.eps == 0.0:
             # equal masses up to the input's precision; mu2 rebalanced to mu1's mass
             m2 = check_equal_mass(m1, w1, m2, w2, rtol=rtol_mass)
+        check_qrot_data(mu1, mu2, self.gamma, cost.max_abs, m1, m2, w1, w2)  # shapes, gamma's upper range
         self.tol = check_positive_scalar(tol, "tol")
         self.max_iter = int(max_iter)
         if self.max_iter < 0:
@@ -1448,9 +1455,12 @@ def _output(p: _QROTData, st: _QROTState) -> QROTResult:
         if thresh > 0 and floor_final > thresh and (status in (1, 2) or (status == 0 and res_final > p.tol)):
             status = 4
             message = _precision_message(gamma, floor_final, res_final, thresh)
+        elif status == 0 and res_final > p.tol:  # certified by the floor, not by tol: say so
+            status = 5
+            message = floor_acceptance_message(res_final, p.tol, floor_final)
     out = QROTResult(
         alpha=alpha, beta=beta, plan=plan, residual=res_final, residual_floor=floor_final,
-        success=status == 0, status=status, message=message, nit=st.nit, history=history,
+        success=status in (0, 5), status=status, message=message, nit=st.nit, history=history,
         gamma=gamma, eps=p.eps, w1=w1, w2=w2, init=st.init_used, linear_solver=p.linear_solver,
         time_s=time.perf_counter() - p.t_start, dense_passes=st.engine.dense_passes,
     )

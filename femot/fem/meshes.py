@@ -208,6 +208,123 @@ def _check_cells(points: np.ndarray, cells: np.ndarray, kind: str, dim: int, sou
                          f"(first: cell {k}, vertices {cells[k].tolist()})")
 
 
+def _check_topology(points: np.ndarray, cells: np.ndarray, dim: int, source: str) -> None:
+    """A mesh, not a soup: no duplicated cells or nodes, no folded or overlapping cells.
+
+    * duplicated cells: two cells with the same vertex set;
+    * duplicated nodes: two vertices used by cells at the same position (a crack:
+      the cells on either side are not connected);
+    * orientation and edge-manifold test (dim 2, 3): with every cell oriented
+      positively, each facet (edge of a triangle, face of a tetrahedron) belongs to
+      at most two cells, and to two only with opposite orientations, i.e. the two
+      cells lie on opposite sides of it.  A folded cell lies on the same side as its
+      neighbour.  With this, the total area equals the area enclosed by the
+      boundary loops (Green's formula over the cells' edges, interior edges
+      cancelling), so in 2D what can still overlap are whole pieces whose boundary
+      loops cross: the boundary edges must not intersect each other;
+    * dim 1: the intervals must not overlap.
+    """
+    srt = np.sort(cells, axis=1)
+    _, first, counts = np.unique(srt, axis=0, return_index=True, return_counts=True)
+    if np.any(counts > 1):
+        k = int(first[np.flatnonzero(counts > 1)[0]])
+        other = int(np.flatnonzero(np.all(srt == srt[k], axis=1))[1])
+        raise ValueError(f"{source}: cells {k} and {other} are duplicates "
+                         f"(both have vertices {sorted(cells[k].tolist())})")
+    used = np.unique(cells)
+    x = points[used, :dim]
+    span = float(np.ptp(x, axis=0).max()) if used.size > 1 else 0.0
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(x).query_pairs(r=1e-12 * max(span, 1e-300), output_type="ndarray")
+    if len(pairs):
+        i, j = (int(used[v]) for v in pairs[0])
+        k = int(np.flatnonzero(np.any(cells == i, axis=1))[0])
+        raise ValueError(f"{source}: duplicated nodes: points {i} and {j} are at the same position "
+                         f"{points[i, :dim].tolist()} (cell {k} uses {i}); the mesh has a crack there")
+    v = points[cells][:, :, :dim]
+    if dim == 1:
+        lo = np.minimum(v[:, 0, 0], v[:, 1, 0])
+        hi = np.maximum(v[:, 0, 0], v[:, 1, 0])
+        order = np.argsort(lo, kind="stable")
+        reach = np.maximum.accumulate(hi[order])
+        bad = np.flatnonzero(lo[order][1:] < reach[:-1] - 1e-12 * max(span, 1e-300))
+        if bad.size:
+            k = int(order[bad[0] + 1])
+            raise ValueError(f"{source}: cell {k} (interval [{lo[k]:.6g}, {hi[k]:.6g}]) overlaps another cell")
+        return
+    jac = v[:, 1:, :] - v[:, :1, :]
+    cells = cells.copy()
+    neg = np.linalg.det(jac) < 0
+    cells[neg, :2] = cells[neg, 1::-1]  # swap two vertices: positive orientation
+    if dim == 2:
+        facets = np.concatenate([cells[:, [0, 1]], cells[:, [1, 2]], cells[:, [2, 0]]])
+    else:  # outward faces of a positively oriented tetrahedron
+        facets = np.concatenate([cells[:, [1, 2, 3]], cells[:, [0, 3, 2]], cells[:, [0, 1, 3]], cells[:, [0, 2, 1]]])
+    owner = np.tile(np.arange(cells.shape[0]), dim + 1)
+    key = np.sort(facets, axis=1)
+    # orientation of a facet against its sorted vertex order: parity of the sorting permutation
+    perm = np.argsort(facets, axis=1)
+    parity = np.zeros(len(facets), bool)
+    m = perm.shape[1]
+    for a in range(m):
+        for b in range(a + 1, m):
+            parity ^= perm[:, a] > perm[:, b]
+    uniq, inv, cnt = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    inv = inv.reshape(-1)
+    what = "edge" if dim == 2 else "face"
+    if np.any(cnt > 2):
+        f = int(np.flatnonzero(cnt > 2)[0])
+        own = owner[inv == f].tolist()
+        raise ValueError(f"{source}: {what} {uniq[f].tolist()} is shared by {cnt[f]} cells {own} (cell {own[0]}): "
+                         f"at most two cells may meet at a {what} (overlapping cells)")
+    odd = np.zeros(len(uniq), np.int64)
+    np.add.at(odd, inv, np.where(parity, 1, -1))
+    same = np.flatnonzero((cnt == 2) & (odd != 0))
+    if same.size:
+        f = int(same[0])
+        a, b = owner[inv == f].tolist()
+        raise ValueError(f"{source}: cells {a} and {b} are folded over each other: both lie on the same side of "
+                         f"their common {what} {uniq[f].tolist()} (overlapping or inverted cell {b})")
+    if dim == 2:
+        bnd = facets[cnt[inv] == 1]
+        _check_boundary_crossings(points[:, :2], bnd, source)
+
+
+def _check_boundary_crossings(x: np.ndarray, edges: np.ndarray, source: str, chunk: int = 2_000_000) -> None:
+    """Boundary edges of a 2D mesh must meet only at shared end points."""
+    m = len(edges)
+    if m < 4:
+        return
+    a, b = x[edges[:, 0]], x[edges[:, 1]]
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    tol = 1e-12 * float(np.ptp(x[edges.reshape(-1)], axis=0).max())
+
+    def orient(p, q, r):
+        return (q[..., 0] - p[..., 0]) * (r[..., 1] - p[..., 1]) - (q[..., 1] - p[..., 1]) * (r[..., 0] - p[..., 0])
+
+    rows = max(1, chunk // m)
+    for i0 in range(0, m, rows):
+        i = np.arange(i0, min(m, i0 + rows))[:, None]
+        j = np.arange(m)[None, :]
+        cand = (j > i) & np.all(lo[i] <= hi[j] + tol, axis=-1) & np.all(lo[j] <= hi[i] + tol, axis=-1)
+        shared = ((edges[i, 0] == edges[j, 0]) | (edges[i, 0] == edges[j, 1]) | (edges[i, 1] == edges[j, 0])
+                  | (edges[i, 1] == edges[j, 1]))
+        ii, jj = np.nonzero(cand & ~shared)
+        if ii.size == 0:
+            continue
+        ii = ii + i0
+        d1 = orient(a[ii], b[ii], a[jj])
+        d2 = orient(a[ii], b[ii], b[jj])
+        d3 = orient(a[jj], b[jj], a[ii])
+        d4 = orient(a[jj], b[jj], b[ii])
+        hit = np.flatnonzero((d1 * d2 <= 0) & (d3 * d4 <= 0))
+        if hit.size:
+            e, f = int(ii[hit[0]]), int(jj[hit[0]])
+            raise ValueError(f"{source}: boundary edges {edges[e].tolist()} and {edges[f].tolist()} cross: "
+                             f"cells overlap (the total area exceeds the area enclosed by the boundary)")
+
+
 def _split_quads(points: np.ndarray, quads: np.ndarray) -> np.ndarray:
     """Two triangles per quadrilateral (a b c d in cyclic order), cut along the diagonal
     that keeps both triangles on the same side (the only valid cut of a non-convex quad)."""
@@ -285,7 +402,8 @@ def read_mesh_file(path):
     split into two triangles each; other cell types of the top dimension (hexahedra,
     second-order cells, polygons, ...) are refused rather than dropped. Raises
     ``ValueError`` naming the file for non-finite coordinates, vertex indices out of
-    range or repeated within a cell, and degenerate cells (zero length, area or volume).
+    range or repeated within a cell, degenerate cells (zero length, area or volume),
+    duplicated cells or nodes, and folded or overlapping cells (``_check_topology``).
 
     Parameters
     ----------
@@ -345,7 +463,9 @@ def read_mesh_file(path):
             data = _split_quads(points, data)
             _check_cells(points, data, "triangle", dim, src + " (quads split into triangles)")
         parts.append(data)
-    return _from_points_cells(points, np.concatenate(parts).astype(np.int64), dim, src)
+    cells = np.concatenate(parts).astype(np.int64)
+    _check_topology(points, cells, dim, src)
+    return _from_points_cells(points, cells, dim, src)
 
 
 def save_mesh(mesh, path, point_data=None, cell_data=None) -> Path:

@@ -170,10 +170,25 @@ def diameter(w, s):
 
 
 def keep_nearest(Y, F, G, x, size):
-    """The ``size`` evaluated points nearest to x (all if fewer)."""
+    """At most ``size`` cuts: those made from the current iterate x, then the points nearest to x.
+
+    Rows are in evaluation order, and x itself is a row (the start, or the trial of
+    the last serious step).  The rows after the last copy of x are the null-step
+    trials (and probes) made from it: their cuts are what makes the next QP differ,
+    so they are kept (with x's own cut; the newest ``size - 1`` of them).  Dropping one because older
+    points lie nearer to x lets the QP return to its trial point, and two such
+    trials can alternate for ever with the radius never shrinking (the loop then
+    only ends at ``max_iter``).  The remaining places go to the nearest points.
+    """
     if Y.shape[0] <= size:
         return Y, F, G
-    idx = np.argsort(np.linalg.norm(Y - x[None, :], axis=1))[:size]
+    own = np.flatnonzero(np.all(Y == x[None, :], axis=1))
+    since = int(own[-1]) if own.size else Y.shape[0] - 1
+    recent = np.arange(since + 1, Y.shape[0])[-(size - 1):] if size > 1 else np.arange(0)
+    recent = np.append(since, recent)  # x's own cut (exact at x) and the newest trials from x
+    rest = np.setdiff1d(np.arange(Y.shape[0]), recent)
+    order = rest[np.argsort(np.linalg.norm(Y[rest] - x[None, :], axis=1), kind="stable")]
+    idx = np.sort(np.concatenate([order[: size - recent.size], recent]))  # evaluation order kept
     return Y[idx], F[idx], G[idx]
 
 

@@ -124,7 +124,9 @@ def execute_chain(task: dict, callback=None) -> dict:
         (:class:`~femot.studies.config.Chain`), ``root`` (output directory) and optionally
         ``skip`` (ids already complete), ``threads`` (numba threads, default 1), ``study``
         (name), ``d``, ``finest`` (the study's finest mesh), ``write`` (store the results,
-        default True).
+        default True), ``lease`` (token of the study lock: before every level and every
+        write the chain checks that the lock is still held with it, and raises
+        :class:`~femot.studies.store.LeaseLostError` otherwise).
     callback : callable, optional
         ``callback(record)`` after every finished run (used by the serial backend).
 
@@ -135,9 +137,10 @@ def execute_chain(task: dict, callback=None) -> dict:
         that a client without access to the workers' file system can store the results.
     """
     from femot.studies.problems import get_problem
-    from femot.studies.store import RunStore
+    from femot.studies.store import RunStore, check_lease
 
     chain = task["chain"]
+    lease = task.get("lease")
     store = RunStore(task["root"])
     skip = set(task.get("skip", ()))
     problem = get_problem(task["problem"])
@@ -161,6 +164,8 @@ def execute_chain(task: dict, callback=None) -> dict:
             else:
                 warm = store.load_state(chain.levels[lv.index - 1].id)
                 kind = f"level {lv.index - 1} (stored state)" if warm is not None else "cold (no stored state)"
+            if task.get("write", True):
+                check_lease(task["root"], lease)  # the study's process is gone: stop computing
             t0 = time.perf_counter()
             try:
                 metrics, info, state = problem.solve(ctx, lv, warm)
@@ -180,6 +185,7 @@ def execute_chain(task: dict, callback=None) -> dict:
                 "pid": os.getpid(),
             }
             if task.get("write", True):
+                check_lease(task["root"], lease)  # ... and never write into a directory nobody locks
                 store.write(record, state)
             out["records"].append(record)
             out["states"][lv.id] = state

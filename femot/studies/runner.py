@@ -1,6 +1,7 @@
 """``run_study``: validate, skip what is done, run the rest on a backend, report."""
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -20,7 +21,15 @@ from femot.studies.execution import (
     run_serial,
 )
 from femot.studies.report import fit_rates, format_table, table_rows, write_outputs
-from femot.studies.store import LOCK_NAME, ForeignDirectoryError, RunStore, StudyLock, foreign_content, write_if_changed
+from femot.studies.store import (
+    LOCK_NAME,
+    ForeignDirectoryError,
+    RunStore,
+    StoreError,
+    StudyLock,
+    foreign_content,
+    write_if_changed,
+)
 
 __all__ = ["run_study", "StudyOutcome", "backend_of", "fingerprint"]
 
@@ -172,6 +181,8 @@ def run_study(config, out, *, workers: int = 1, dask_local: int | None = None, s
     StudyLockedError : another process is running a study in ``out``.
     ForeignDirectoryError : ``out`` holds another study or other files (and not ``force``).
     BackendError : the dask scheduler does not answer within ``connect_timeout``.
+    StoreError : the output cannot be written (disk full, read-only, permissions, the directory vanished);
+        the message is one line, the runs stored so far stay valid.
     ImportError : the dask backend is requested but dask.distributed is not installed.
     """
     t0 = time.perf_counter()
@@ -200,11 +211,17 @@ def run_study(config, out, *, workers: int = 1, dask_local: int | None = None, s
 
     refuse_foreign(False)  # before the lock file is created in a directory that is not ours
     try:
-        with StudyLock(root):
+        with StudyLock(root) as lock:
             refuse_foreign(True)  # again, now that no other process can change it
-            return _run_locked(study, root, backend, t0, workers=workers, dask_local=dask_local,
-                               scheduler=scheduler, quiet=quiet, plots=plots, on_run_done=on_run_done, say=say,
-                               progress_stream=progress_stream, connect_timeout=connect_timeout)
+            try:
+                return _run_locked(study, root, backend, t0, workers=workers, dask_local=dask_local,
+                                   scheduler=scheduler, quiet=quiet, plots=plots, on_run_done=on_run_done, say=say,
+                                   progress_stream=progress_stream, connect_timeout=connect_timeout,
+                                   lease=lock.token)
+            except OSError as exc:
+                if not _output_failure(exc, root):
+                    raise
+                raise StoreError(_output_message(exc, root)) from exc
     except BaseException:
         if created:  # leave no directory behind that holds nothing but the lock file
             try:
@@ -215,8 +232,30 @@ def run_study(config, out, *, workers: int = 1, dask_local: int | None = None, s
         raise
 
 
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _output_failure(exc: OSError, root: Path) -> bool:
+    """The error is about the output directory: disk full, read-only, or a path inside ``root``."""
+    if exc.errno in _DISK_ERRNOS:
+        return True
+    try:
+        base = root.resolve()
+        return any(f is not None and (Path(f).resolve() == base or base in Path(f).resolve().parents)
+                   for f in (exc.filename, exc.filename2))
+    except (OSError, RuntimeError):
+        return False
+
+
+def _output_message(exc: OSError, root: Path) -> str:
+    what = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename else ""
+    return (f"cannot write the study output in {root}: {what}{where}; the runs stored so far are complete and "
+            f"kept; fix the cause (free space, permissions, the directory) and rerun the same command to resume")
+
+
 def _run_locked(study, root, backend, t0, *, workers, dask_local, scheduler, quiet, plots, on_run_done, say,
-                progress_stream, connect_timeout):
+                progress_stream, connect_timeout, lease=None):
     store = RunStore(root)
     ids = [lv.id for lv in study.runs]
     done_before, damaged = store.scan(ids)
@@ -255,7 +294,8 @@ def _run_locked(study, root, backend, t0, *, workers, dask_local, scheduler, qui
 
         tasks = [{"problem": study.problem, "params": study.params, "chain": ch, "root": str(root.resolve()),
                   "skip": sorted(lv.id for lv in ch.levels if lv.id in done_before), "threads": study.threads,
-                  "study": study.name, "d": study.d, "finest": study.finest} for ch in pending_chains]
+                  "study": study.name, "d": study.d, "finest": study.finest, "lease": lease}
+                 for ch in pending_chains]
         progress = Progress(len(ids), len(done_before), quiet=quiet, stream=progress_stream)
         progress.update()
         try:
@@ -267,7 +307,10 @@ def _run_locked(study, root, backend, t0, *, workers, dask_local, scheduler, qui
                 results, errors = run_dask(tasks, store, pending_ids, progress, on_run_done=run_done, client=client)
         except BaseException:
             progress.close()
-            store.write_manifest(_manifest(study, store, "interrupted", store.complete_ids(ids)))
+            try:
+                store.write_manifest(_manifest(study, store, "interrupted", store.complete_ids(ids)))
+            except OSError:  # (disk full, directory gone): the original error is the one to report
+                pass
             raise
         progress.close()
         run_errors = [e for res in results for e in res["errors"]]

@@ -11,21 +11,26 @@ Layout::
 
 Every file is written to a temporary name and moved into place with ``os.replace``, so a
 reader (or a resumed study) sees either nothing or a complete file. The state is written
-before the result, and the result records the size and SHA-256 of its state, so a stored
-run is validated as a whole on load (:meth:`RunStore.inspect`): a result that does not
-parse or describes another run, or a state that is missing, truncated or altered, marks
-the run *damaged*; the study then deletes it and computes it again.
+before the result, and the result records the size and SHA-256 of its state and a SHA-256
+of its own content, so a stored run is validated as a whole on load
+(:meth:`RunStore.inspect`): a result that does not parse, describes another run or was
+edited, or a state that is missing, truncated or altered, marks the run *damaged*; the
+study then deletes it and computes it again. A result is written only into an existing
+directory (a vanished output directory is not recreated).
 
 Only one process may run a study in a directory at a time (:class:`StudyLock`, an
-exclusive ``flock`` on ``DIR/.femot.lock``); and a directory holding another study is
-not written into unless forced (:func:`foreign_content`).
+exclusive ``flock`` on ``DIR/.femot.lock``), and its workers write only while it holds
+that lock (:func:`check_lease`); a directory holding another study is not written into
+unless forced (:func:`foreign_content`).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
+import secrets
 import socket
 import time
 from pathlib import Path
@@ -34,7 +39,8 @@ import numpy as np
 
 from femot._io import atomic_write, atomic_write_text, to_json
 
-__all__ = ["RunStore", "StudyLock", "StoreError", "StudyLockedError", "ForeignDirectoryError", "foreign_content",
+__all__ = ["RunStore", "StudyLock", "StoreError", "StudyLockedError", "ForeignDirectoryError", "LeaseLostError",
+           "check_lease", "foreign_content",
            "atomic_write_text", "write_if_changed", "to_json", "LOCK_NAME", "OWN_ENTRIES"]
 
 LOCK_NAME = ".femot.lock"
@@ -82,6 +88,16 @@ def write_if_changed(path, text: str) -> bool:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _record_checksum(rec: dict) -> str:
+    """SHA-256 of a run record without its ``sha256`` entry, in a canonical JSON form.
+
+    Computed on the parsed record (sorted keys), so it does not depend on the
+    indentation of the file, and equal for the record written and the one read back.
+    """
+    body = {k: v for k, v in rec.items() if k != "sha256"}
+    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
 class RunStore:
@@ -179,6 +195,8 @@ class RunStore:
             return None, f"{self.rel(path)}: not a run record"
         if rec.get("id") != rid:
             return None, f"{self.rel(path)}: records run {rec.get('id')!r}, not {rid}"
+        if "sha256" in rec and rec["sha256"] != _record_checksum(rec):
+            return None, f"{self.rel(path)}: checksum does not match its content (edited or corrupted)"
         if rec.get("complete") is not True:
             return None, f"{self.rel(path)}: not marked complete"
         for key in ("metrics", "info"):
@@ -337,7 +355,8 @@ class RunStore:
             Arrays for warm-starting the next level (name -> array); None stores none.
         """
         rid = record["id"]
-        self.runs.mkdir(parents=True, exist_ok=True)
+        self._require_root()
+        self.runs.mkdir(exist_ok=True)
         meta = None
         if state is not None:
             buf = io.BytesIO()
@@ -347,7 +366,9 @@ class RunStore:
             atomic_write(self.state_path(rid), lambda fh: fh.write(data), binary=True)
             meta = {"file": self.state_path(rid).name, "bytes": len(data), "sha256": _sha256(data),
                     "arrays": sorted(state)}
-        atomic_write_text(self.result_path(rid), to_json(dict(record, complete=True, state=meta)))
+        rec = json.loads(to_json(dict(record, complete=True, state=meta)))  # as it will be read back
+        rec["sha256"] = _record_checksum(rec)
+        atomic_write_text(self.result_path(rid), to_json(rec))
         if self.error_path(rid).exists():
             self.error_path(rid).unlink()
 
@@ -417,8 +438,18 @@ class RunStore:
         -------
         bool
             True if the file was written.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the study directory has vanished (it is not recreated).
         """
+        self._require_root()
         return write_if_changed(self.manifest_path, to_json(data) + "\n")
+
+    def _require_root(self) -> None:
+        if not self.root.is_dir():  # vanished: do not recreate it (outside any lock)
+            raise FileNotFoundError(errno.ENOENT, "the output directory has vanished", str(self.root))
 
     def read_manifest(self) -> dict | None:
         """The manifest if it parses and has the expected shape, else None."""
@@ -495,19 +526,71 @@ def foreign_content(root, study) -> str | None:
     return None
 
 
+class LeaseLostError(StoreError):
+    """The process that runs the study no longer holds its lock: a worker must stop writing."""
+
+
+def check_lease(root, token: str | None) -> None:
+    """Raise :class:`LeaseLostError` unless the study lock of ``root`` is held with ``token``.
+
+    A worker of a study (process pool, dask) calls this before it computes or stores a
+    run: once the process that started the study is gone (killed, disconnected) its
+    lock is released, and a worker that kept writing would change a directory nobody
+    locks, or one that another study run has locked since (another token).
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The study directory.
+    token : str or None
+        The token of the lock (:attr:`StudyLock.token`); None checks nothing (a caller
+        that does not run under a lock, or a platform without ``fcntl``).
+
+    Raises
+    ------
+    LeaseLostError
+        If the lock file is gone, names another token, or nobody holds the lock.
+    """
+    if token is None:
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    path = Path(root) / LOCK_NAME
+    try:
+        with open(path) as fh:
+            held = fh.read().split()
+            if len(held) < 3 or held[2] != token:
+                raise LeaseLostError(f"{root}: the study lock is no longer ours (the process that started the "
+                                     f"study is gone); not writing")
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:  # held exclusively: the study is alive
+                return
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    except FileNotFoundError:
+        gone = "the output directory has vanished" if not Path(root).is_dir() else "the study lock file is gone"
+        raise LeaseLostError(f"cannot write the study output in {root}: {gone}; not writing") from None
+    raise LeaseLostError(f"{root}: nobody holds the study lock any more (the process that started the study is "
+                         f"gone); not writing")
+
+
 class StudyLock:
     """Exclusive lock of a study directory: ``fcntl.flock`` on ``DIR/.femot.lock``.
 
-    The lock file holds the pid and host of the holder; a second process fails at once
-    with :class:`StudyLockedError` naming that pid. The lock is released when the holder
-    exits, however it ends (the kernel drops it with the file descriptor). Where
-    ``fcntl`` does not exist (Windows) no lock is taken.
+    The lock file holds the pid and host of the holder and a random token; a second
+    process fails at once with :class:`StudyLockedError` naming that pid. The lock is
+    released when the holder exits, however it ends (the kernel drops it with the file
+    descriptor). Workers of the holder write only while it holds the lock with that
+    token (:func:`check_lease`). Where ``fcntl`` does not exist (Windows) no lock is taken.
     """
 
     def __init__(self, root):
         self.root = Path(root)
         self.path = self.root / LOCK_NAME
         self.fh = None
+        self.token: str | None = None
 
     def acquire(self) -> "StudyLock":
         try:
@@ -528,7 +611,8 @@ class StudyLock:
                                    f"it finishes or choose another --out") from None
         fh.seek(0)
         fh.truncate()
-        fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+        self.token = secrets.token_hex(8)
+        fh.write(f"{os.getpid()} {socket.gethostname()} {self.token}\n")
         fh.flush()
         self.fh = fh
         return self
