@@ -65,6 +65,8 @@ _FIRST_BAND = 2.0
 # one that stops near the straight step only re-solves one side at the same t,
 # which gains nothing structural and (at rounding-level gamma) perturbs the path.
 _CURVE_FACTOR = 2.0
+# ... and its candidate set may hold at most this many times (active entries + n1 + n2)
+_CURVE_BUDGET = 20
 # Adaptive Levenberg-Marquardt factor (``_adapt_shift``): raised after a step shorter
 # than _SHORT_STEP (by 1/t, at most _LM_JUMP), lowered by _LM_DROP after one of at least
 # _FULL_STEP, capped at _LM_MAX.
@@ -1037,20 +1039,28 @@ class _SemiDual:
         return best + (nev,)
 
 
-def _curved_step(engine, cost, alpha, beta, da, db, t_lin, move, m1, m2, w1, w2, gamma, kappa):
+def _curved_step(engine, cost, alpha, beta, da, db, t_lin, move, m1, m2, w1, w2, gamma, kappa, nnz):
     """Best of the straight exact line search and the two semi-dual searches.
 
     Every candidate's dual value is at least that of the straight point (the
     semi-dual dominates the dual along the same t), so global convergence of the
     damped Newton method is kept; the curved paths let many rows (or columns)
     switch partners in one step.  Returns (alpha, beta, t, path) or None.
+
+    Skipped when the candidate set would exceed ``_CURVE_BUDGET`` times the size of
+    the active set (``nnz``) plus ``n1 + n2``: a move that large (a sparse plan
+    far from the solution) makes each of the up to 60 semi-dual evaluations cost
+    as much as several Newton iterations, and the straight step is then cheaper.
     """
     if _CURVE_FACTOR * t_lin >= 1.0:
         return None
     n1, n2 = cost.shape
     # small problems: the candidate set may be everything (a copy of c at most)
     budget = max(engine.max_fraction * n1 * n2, min(n1 * n2, 250_000))
+    budget = min(budget, _CURVE_BUDGET * (nnz + n1 + n2))
     if engine.ws is not None and engine.slack >= 2.0 * move:
+        if engine.ws[1].size > budget:
+            return None
         (ip, ind, cv), delta = engine.ws, engine.slack
     elif hasattr(cost, "candidates") and np.isfinite(move) and move > 0:
         delta = 2.0 * move
@@ -1441,7 +1451,7 @@ def _newton_iteration(p: _QROTData, st: _QROTState, entry: dict) -> str:
     path = "line"
     curved = None
     if t < 1.0 and p.curve:
-        curved = _curved_step(engine, cost, alpha, beta, da, db, t, move, m1, m2, w1, w2, gamma, kappa)
+        curved = _curved_step(engine, cost, alpha, beta, da, db, t, move, m1, m2, w1, w2, gamma, kappa, K.nnz)
     if curved is not None:
         a_new, b_new, t, path = curved
         moved = float(np.abs(a_new - alpha).max() + np.abs(b_new - beta).max())
