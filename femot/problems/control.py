@@ -47,14 +47,16 @@ gradient ``nu (T^delta)^T (w alpha)`` and Hessian-vector products from
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 import numpy as np
+import scipy.sparse as sp
 
 from .._docstrings import cite
 from .._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
 from ..fem.meshes import admissible_vertices
 from ..fem.quadrature import product_cost, quadrature
-from ..fem.smoothing import Smoother
+from ..fem.smoothing import RESOLUTION_RATIO, Smoother, mesh_spacing, resolution_problem
 from .base import SmoothedLowerLevel, UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
 from .control_reference import _as_operator, _target, control_objective
 
@@ -62,6 +64,10 @@ __all__ = ["SmoothedLowerLevel", "ControlProblem", "ControlResult", "solve_contr
 
 #: Formulations of the transport term of :class:`ControlProblem`.
 FORMULATIONS = ("plan", "value")
+
+#: Above this many transport pairs ``n_q^2`` :class:`ControlProblem` uses a matrix-free
+#: :class:`femot.GeometricCost` instead of a dense cost matrix (``matrix_free=None``).
+MATRIX_FREE_PAIRS = 4.0e6
 
 
 # --------------------------------------------------------------------------
@@ -210,6 +216,20 @@ class ControlProblem(VertexControl):
         distance >= rho from the boundary); each must be admissible.
     target_points : ndarray, optional
         Points carrying the masses ``mu2`` (default: the vertices of the state mesh).
+    enlarge : bool
+        Smooth and transport on the enlarged domain of Part II, Lemma 2.4: the bounding box
+        of Omega enlarged by delta, meshed uniformly with the transport mesh's spacing (made
+        to divide delta; :meth:`femot.fem.Quadrature.enlarged`), the measures extended by zero.  Then
+        ``mu2`` and the controls may touch the boundary: ``rho`` defaults to 0 (controls on
+        all vertices) and need not be >= delta.  Default False.
+    matrix_free : bool or None
+        Use a :class:`femot.GeometricCost` (``c_ij`` computed inside the core's passes,
+        O(n_q) memory) instead of a dense ``n_q x n_q`` cost.  None (default): matrix-free
+        above :data:`MATRIX_FREE_PAIRS` transport pairs.  Both give the same plan.
+    check_resolution : bool
+        Refuse (ValueError naming h, delta and the fix) a delta that the transport mesh does
+        not resolve, ``h > delta / 4`` with h its node spacing
+        (:func:`femot.fem.smoothing.mesh_spacing`).  Default True.
     %(lower_parameters)s
 
     Notes
@@ -222,7 +242,8 @@ class ControlProblem(VertexControl):
     def __init__(self, poisson, y_d, mu2, nu: float, gamma: float, delta: float, *, beta: float = 2.0,
                  rho: float | None = None, eps: float = 0.0, target_points=None, transport_mesh=None,
                  control_vertices=None, tol: float = 1e-10, max_iter: int = 200, solver_options: dict | None = None,
-                 transport: str = "plan"):
+                 transport: str = "plan", enlarge: bool = False, matrix_free: bool | None = None,
+                 check_resolution: bool = True):
         if transport not in FORMULATIONS:
             raise ValueError(f"transport must be one of {FORMULATIONS}, got {transport!r}")
         self.formulation = transport
@@ -233,7 +254,12 @@ class ControlProblem(VertexControl):
         self.beta = check_positive_scalar(beta, "beta")
         if self.beta < 1:
             raise ValueError(f"beta must be >= 1, got {beta!r}")
-        self.rho = self.control_radius(rho, self.delta)
+        self.enlarge = bool(enlarge)
+        if self.enlarge:
+            # Part II Lemma 2.4: smoothing on Omega + B(0, delta) needs no distance to the boundary
+            self.rho = 0.0 if rho is None else check_nonnegative_scalar(rho, "rho")
+        else:
+            self.rho = self.control_radius(rho, self.delta)
         self.eps = check_nonnegative_scalar(eps, "eps")
         self.target_points, self.mu2 = _target(self.op, mu2, target_points)
         self._target_arg = target_points
@@ -256,15 +282,26 @@ class ControlProblem(VertexControl):
         self.x1 = self.op.vertices[self.control_vertices]
 
         tm = self.op.mesh if transport_mesh is None else transport_mesh
+        #: node spacing of the transport mesh (:func:`femot.fem.smoothing.mesh_spacing`)
+        self.h_transport = mesh_spacing(tm)
+        if check_resolution:
+            self._check_resolution(transport_mesh is None)
         self.q = quadrature(tm)
+        if self.enlarge:
+            # the box Omega + B(0, delta), with a spacing <= the transport mesh's that divides delta
+            # (so that a grid aligned with Omega stays aligned)
+            self.q = self.q.enlarged(self.delta, self.delta / np.ceil(self.delta / self.h_transport - 1e-9))
         smoother = Smoother(self.q, self.delta)
         # Both smoothed marginals carry the discrete mass |mu2| + delta (equal masses).
         self.T = smoother.operator(sources=self.x1, mass=self.mass)
         pos = self.mu2 > 0
         T2 = smoother.operator(sources=self.target_points[pos], mass=self.mass)
         self.mu2_density = T2.apply(self.mu2[pos])
-        self.c = product_cost(self.q, self.q, self.beta)
-        # <G, pi> = nu sum_ij w_i w_j c_ij pi_ij: the plan term as an entrywise pairing (lazy)
+        pairs = float(self.q.n) ** 2
+        self.matrix_free = pairs > MATRIX_FREE_PAIRS if matrix_free is None else bool(matrix_free)
+        # matrix-free: c_ij = |x_i - x_j|^beta computed inside the core's passes (O(n) memory)
+        self.c = product_cost(self.q, self.q, self.beta, matrix_free=self.matrix_free)
+        # <G, pi> = nu sum_ij w_i w_j c_ij pi_ij: the plan term as an entrywise pairing (lazy, dense cost only)
         self._G = None
         self.lower = SmoothedLowerLevel(self.q, self.q, self.T, self.mu2_density, self.c, self.gamma, self.eps,
                                         tol=tol, max_iter=max_iter, solver_options=solver_options)
@@ -273,8 +310,22 @@ class ControlProblem(VertexControl):
         self.last: dict | None = None
         self._last_x: np.ndarray | None = None
         self._cache = None
+        self._evaluations: OrderedDict[bytes, dict] = OrderedDict()
 
     # ----------------------------------------------------------- helpers
+    def _check_resolution(self, state_mesh: bool) -> None:
+        """ValueError naming h, delta and the fix when the transport mesh does not resolve delta."""
+        msg = resolution_problem(self.h_transport, self.delta,
+                                 what="delta on the " + ("state mesh (the transport mesh by default)"
+                                                         if state_mesh else "transport_mesh"))
+        if msg is not None:
+            fine = self.delta / RESOLUTION_RATIO
+            raise ValueError(f"{msg} (h = node spacing, femot.fem.smoothing.mesh_spacing). Fix: pass "
+                             f"transport_mesh= a mesh of Omega with spacing <= {fine:.4g} (the transport "
+                             f"need not live on the state mesh), or delta >= {RESOLUTION_RATIO * self.h_transport:.4g}"
+                             f"; check_resolution=False proceeds anyway (T^delta is then a mesh artefact and "
+                             f"the lower level may stall)")
+
     def state(self, x) -> np.ndarray:
         """The state ``y = G m`` (nodal vector).
 
@@ -343,18 +394,30 @@ class ControlProblem(VertexControl):
                 # envelope theorem: grad_mu1 V = w alpha (Euclidean gradient w.r.t. the density)
                 grad = g_tr + self.nu * self.T.transpose(self.q.weights * res.alpha)
             else:
-                grad = g_tr + self.lower.pullback(res, self._plan_pairing())
+                grad = g_tr + self.lower.pullback(res, self._plan_pairing(res))
         fun, grad = self._failed(res, fun, grad)
         out = {"fun": fun, "tracking": tr, "transport": term, "transport_cost": cost, "grad": grad, "y": y,
                "lower": res}
         self.last = out
         self._last_x = x.copy()
+        if grad is not None:  # the optimizer's points, so that the result reports what it saw
+            self._evaluations[x.tobytes()] = out
+            while len(self._evaluations) > 4:
+                self._evaluations.popitem(last=False)
         return out
 
-    def _plan_pairing(self):
-        """``G_ij = nu w_i w_j c_ij``: the plan term as an entrywise pairing (built on first use)."""
+    def _plan_pairing(self, res):
+        """``G_ij = nu w_i w_j c_ij``: the plan term as an entrywise pairing.
+
+        Dense cost: the full matrix (built on first use).  Matrix-free: only the entries on
+        the support of the plan of ``res``, the only ones the adjoint reads.
+        """
+        w = self.q.weights
+        if self.matrix_free:
+            P = res.plan.tocoo()
+            vals = self.nu * w[P.row] * w[P.col] * self.c.entries(P.row, P.col)
+            return sp.csr_matrix((vals, (P.row, P.col)), shape=P.shape)
         if self._G is None:
-            w = self.q.weights
             self._G = self.nu * (w[:, None] * self.c * w[None, :])
         return self._G
 
@@ -490,6 +553,7 @@ class ControlProblem(VertexControl):
         ControlResult
             The result convention of :func:`femot.problems.base.upper_level_result`.
         """
+        self._evaluations.clear()
         if self.formulation == "plan" and hessian and self.nu > 0:
             # f = tracking (constant Hessian) + piecewise linear plan term: bundle of quadratic cuts,
             # damped by a fraction of the value term's curvature (docs/trust_region.md)
@@ -502,7 +566,11 @@ class ControlProblem(VertexControl):
 
     def _result(self, tr, t0) -> ControlResult:
         value = self.formulation == "value"
-        e = self.evaluate(tr.x, gradient=value)
+        # the evaluation the optimizer used at tr.x (not a re-solve, whose lower level starts from
+        # other potentials): fw_gap and fun then agree with the optimizer's message
+        e = self._evaluations.get(np.asarray(tr.x, dtype=float).tobytes())
+        if e is None:
+            e = self.evaluate(tr.x, gradient=value)
         res = e["lower"]
         fw = self.frank_wolfe_gap(tr.x, e["grad"]) if value and res.success else None
         theta0 = tr.get("theta0")
