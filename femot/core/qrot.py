@@ -65,6 +65,22 @@ _FIRST_BAND = 2.0
 # one that stops near the straight step only re-solves one side at the same t,
 # which gains nothing structural and (at rounding-level gamma) perturbs the path.
 _CURVE_FACTOR = 2.0
+# ... and its candidate set may hold at most this many times (active entries + n1 + n2)
+_CURVE_BUDGET = 20
+# Adaptive Levenberg-Marquardt factor (``_adapt_shift``): raised after a step shorter
+# than _SHORT_STEP (by 1/t, at most _LM_JUMP), lowered by _LM_DROP after one of at least
+# _FULL_STEP, capped at _LM_MAX.
+_SHORT_STEP = 0.1
+_FULL_STEP = 0.9
+_LM_JUMP = 100.0
+_LM_DROP = 1000.0
+_LM_MAX = 1e8
+# Cold-start continuation in gamma (``_continuation_gammas``): below this dimensionless
+# gamma the 'mean' start is replaced by a chain of at most _CONT_MAX_STAGES solves at
+# gamma * 10^k, each to the residual _CONT_RTOL * max(mu).
+_CONT_GAMMA_HAT = 1e-4
+_CONT_MAX_STAGES = 12
+_CONT_RTOL = 1e-6
 # dual_jvp factorizes the Newton matrix up to this many pattern entries (CG beyond)
 _DUAL_LU_MAX_NNZ = 5_000_000
 
@@ -744,17 +760,22 @@ def _coarse_start(cost, m1, m2, w1, w2, gamma, eps):
     return out[0], out[1]
 
 
+def _auto_init(cost) -> str:
+    """The cold start ``init='auto'`` resolves to (before any fallback)."""
+    n1, n2 = cost.shape
+    if _is_monge(cost):
+        return "monge"
+    if n1 * n2 <= 40000 and hasattr(cost, "dense"):
+        return "exact"
+    if isinstance(cost, GeometricCost) and max(n1, n2) > COARSE_START_MIN:
+        return "coarse"  # point costs: potentials from coarsened point sets
+    return "mean"
+
+
 def _initial_point(cost, m1, m2, w1, w2, gamma, eps, init):
     n1, n2 = cost.shape
     if init == "auto":
-        if _is_monge(cost):
-            init = "monge"
-        elif n1 * n2 <= 40000 and hasattr(cost, "dense"):
-            init = "exact"
-        elif isinstance(cost, GeometricCost):
-            init = "coarse"  # point costs: potentials from coarsened point sets (None if too small)
-        else:
-            init = "mean"
+        init = _auto_init(cost)
     if init == "coarse":
         start = _coarse_start(cost, m1, m2, w1, w2, gamma, eps)
         if start is not None:
@@ -1018,20 +1039,28 @@ class _SemiDual:
         return best + (nev,)
 
 
-def _curved_step(engine, cost, alpha, beta, da, db, t_lin, move, m1, m2, w1, w2, gamma, kappa):
+def _curved_step(engine, cost, alpha, beta, da, db, t_lin, move, m1, m2, w1, w2, gamma, kappa, nnz):
     """Best of the straight exact line search and the two semi-dual searches.
 
     Every candidate's dual value is at least that of the straight point (the
     semi-dual dominates the dual along the same t), so global convergence of the
     damped Newton method is kept; the curved paths let many rows (or columns)
     switch partners in one step.  Returns (alpha, beta, t, path) or None.
+
+    Skipped when the candidate set would exceed ``_CURVE_BUDGET`` times the size of
+    the active set (``nnz``) plus ``n1 + n2``: a move that large (a sparse plan
+    far from the solution) makes each of the up to 60 semi-dual evaluations cost
+    as much as several Newton iterations, and the straight step is then cheaper.
     """
     if _CURVE_FACTOR * t_lin >= 1.0:
         return None
     n1, n2 = cost.shape
     # small problems: the candidate set may be everything (a copy of c at most)
     budget = max(engine.max_fraction * n1 * n2, min(n1 * n2, 250_000))
+    budget = min(budget, _CURVE_BUDGET * (nnz + n1 + n2))
     if engine.ws is not None and engine.slack >= 2.0 * move:
+        if engine.ws[1].size > budget:
+            return None
         (ip, ind, cv), delta = engine.ws, engine.slack
     elif hasattr(cost, "candidates") and np.isfinite(move) and move > 0:
         delta = 2.0 * move
@@ -1147,12 +1176,50 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
                            verbose=verbose, callback=callback)
 
 
+def _continuation_gammas(p: "_QROTData") -> list:
+    """The decreasing gammas of the cold-start continuation (empty when none is needed).
+
+    ``gamma_hat = gamma M / (C W1 W2)`` (M the mass, C = max|c|, W1, W2 the total
+    weights) is the problem's dimensionless regularization: for ``|x - y|^2`` on a domain
+    of diameter D in d dimensions the plan's support around a point has radius about
+    ``D gamma_hat^(1/(d+2))``.  Above ``_CONT_GAMMA_HAT`` the 'mean' start (every pair
+    active) is a good start; below it the plan has a few entries per row and Newton from
+    'mean' first spends expensive iterations on a dense active set, then discovers the
+    sparse one an entry at a time.  The continuation solves at
+    ``gamma * 10^k, ..., gamma * 10`` (the largest one at most a factor 10 below the
+    threshold), each from the previous potentials.
+    """
+    mass = float(p.w1 @ p.m1)
+    scale = float(p.cost.max_abs) * p.W1 * p.W2
+    if not (mass > 0 and scale > 0):
+        return []
+    g0 = _CONT_GAMMA_HAT * scale / mass
+    k = int(np.floor(np.log10(g0 / p.gamma))) if g0 > p.gamma else 0
+    return [p.gamma * 10.0 ** j for j in range(min(k, _CONT_MAX_STAGES), 0, -1)]
+
+
 def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, linear_solver, lm, screening,
                 curve, verbose, callback) -> QROTResult:
     """The semismooth Newton loop: initialization, one iteration at a time, output."""
     p = _QROTData(cost, mu1, mu2, gamma, eps, w1, w2, tol=tol, max_iter=max_iter, linear_solver=linear_solver,
                   screening=screening, curve=curve)
+    stages = []
+    if x0 is None and init == "auto" and _auto_init(cost) == "mean":
+        # cold start at small gamma: continuation from the gamma where the plan is wide
+        stage_tol = max(tol, _CONT_RTOL * max(float(p.m1.max()), float(p.m2.max())))
+        for g in _continuation_gammas(p):
+            r = _solve_qrot(cost, p.m1, p.m2, g, p.eps, p.w1, p.w2, x0=x0, tol=stage_tol, max_iter=max_iter,
+                            init="auto" if x0 is None else "x0", linear_solver=linear_solver, lm=lm,
+                            screening=screening, curve=curve, verbose=False, callback=None)
+            stages.append({"gamma": g, "nit": int(r.nit), "status": int(r.status), "residual": float(r.residual),
+                           "init": r.init})
+            if np.all(np.isfinite(r.alpha)) and np.all(np.isfinite(r.beta)):
+                x0 = (r.alpha, r.beta)
+        if x0 is not None:
+            init = "x0"
     st = _init_state(p, x0, init, lm)
+    if stages:
+        st.init_used = "continuation"
     if verbose:
         print(f"{'it':>4} {'residual':>11} {'floor':>9} {'step':>9} {'active':>9} {'lin':>5} {'shift':>9}")
     for nit in range(p.max_iter + 1):
@@ -1176,6 +1243,9 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
     if st.status is None:  # (not reached: the stopping test ends the loop at max_iter)
         st.status = 1
     out = _output(p, st)
+    if stages:
+        out.continuation = stages
+        out.nit_total = out.nit + sum(s["nit"] for s in stages)
     if verbose:
         print(f"{out.message} after {st.nit} iterations; residual {out.residual:.3e} "
               f"(floor {out.residual_floor:.2e})")
@@ -1234,6 +1304,7 @@ class _QROTState:
 
     def __init__(self, alpha, beta, init_used, engine, lm):
         self.alpha, self.beta, self.init_used, self.engine, self.lm = alpha, beta, init_used, engine, lm
+        self.lm0 = lm  # the adaptive factor never drops below the user's value
         self.rowsum = self.colsum = self.count = self.r1 = self.r2 = None
         self.act: tuple | None = None  # active set (ip, ind, z) at the current point, when computed
         self.history: list = []
@@ -1380,7 +1451,7 @@ def _newton_iteration(p: _QROTData, st: _QROTState, entry: dict) -> str:
     path = "line"
     curved = None
     if t < 1.0 and p.curve:
-        curved = _curved_step(engine, cost, alpha, beta, da, db, t, move, m1, m2, w1, w2, gamma, kappa)
+        curved = _curved_step(engine, cost, alpha, beta, da, db, t, move, m1, m2, w1, w2, gamma, kappa, K.nnz)
     if curved is not None:
         a_new, b_new, t, path = curved
         moved = float(np.abs(a_new - alpha).max() + np.abs(b_new - beta).max())
@@ -1409,10 +1480,34 @@ def _newton_iteration(p: _QROTData, st: _QROTState, entry: dict) -> str:
             alpha, beta = a_lev, b_lev
             engine.ws = None  # z equal only up to rounding of the shift: re-screen
             ev = engine.evaluate(alpha, beta)
+    _adapt_shift(st, t)
     st.alpha, st.beta = alpha, beta
     st.update_sums(p, ev)
     entry.update(step=t, path=path, linear_iters=int(lin_its), shift=shift, nnz=int(K.nnz))
     return "ok"
+
+
+def _adapt_shift(st: _QROTState, t: float) -> None:
+    """Adapt the Levenberg-Marquardt factor to the step length the line search accepted.
+
+    With eps = 0 the Newton matrix is singular along ``(1, -1)`` on every connected
+    component of the active pattern, not only globally.  When the plan is nearly that of
+    the linear program (a few entries per row: FE data at small gamma), the pattern falls
+    apart into many components, and a component whose rows and columns carry unequal
+    mass gets a step ``~ 1 / shift`` along its own ``(1, -1)``, far beyond the cost scale.
+    The exact line search then stops where the first outside entry turns active
+    (t ~ 1e-7) and every iteration adds one entry.  A short step therefore raises the
+    factor by ``1 / t`` (the shift that would have made the component's move end at the
+    accepted point), at most by ``_LM_JUMP`` per step; a full step lowers it by
+    ``_LM_DROP``, never below its initial value (the shift still vanishes with the
+    residual, so the local convergence is kept).  The bounded jump keeps one short step
+    of an otherwise regular run (a kink met early) from turning the next ones into
+    gradient steps.
+    """
+    if t < _SHORT_STEP:
+        st.lm = min(st.lm * min(1.0 / max(t, 1e-300), _LM_JUMP), _LM_MAX)
+    elif t >= _FULL_STEP:
+        st.lm = max(st.lm / _LM_DROP, st.lm0)
 
 
 def _output(p: _QROTData, st: _QROTState) -> QROTResult:
