@@ -61,7 +61,7 @@ def fd_check(P, x, d):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_reduced_gradient_finite_differences_1d(eps, seed):
     op, x, m_true, y_d, mu2 = line_problem()
-    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, eps=eps, tol=1e-13)
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, eps=eps, tol=1e-13, check_resolution=False)
     xc = random_control(P, seed)
     P(xc)
     # differentiable point: the biactive set of the lower level is empty
@@ -82,7 +82,7 @@ def test_reduced_gradient_finite_differences_2d():
     dist = np.minimum.reduce([X[:, 0], 1 - X[:, 0], X[:, 1], 1 - X[:, 1]])
     mu2 = np.where(dist >= rho - 1e-12, np.exp(-((X - 0.45) ** 2).sum(1) / 0.02), 0.0)
     mu2 /= mu2.sum()
-    P = ControlProblem(op, y_d, mu2, 0.1, 1e-2, 0.2, rho=rho, eps=1e-3, tol=1e-13)
+    P = ControlProblem(op, y_d, mu2, 0.1, 1e-2, 0.2, rho=rho, eps=1e-3, tol=1e-13, check_resolution=False)
     xc = random_control(P, 3)
     P(xc)
     assert P.last["lower"].biactive()[0].size == 0
@@ -93,7 +93,7 @@ def test_reduced_gradient_finite_differences_2d():
 def test_transport_gradient_is_adjoint_of_the_plan_derivative():
     """<pullback(G), h> = <G, S'(T m; T h, 0)>: the adjoint chain (T^delta)^T vjp against jvp."""
     op, x, m_true, y_d, mu2 = line_problem()
-    P = ControlProblem(op, y_d, mu2, 1.0, 1e-3, 0.12, rho=0.2, eps=1e-2, tol=1e-13)
+    P = ControlProblem(op, y_d, mu2, 1.0, 1e-3, 0.12, rho=0.2, eps=1e-2, tol=1e-13, check_resolution=False)
     xc = random_control(P, 5)
     res = P.lower.solve(xc)
     rng = np.random.default_rng(6)
@@ -108,8 +108,8 @@ def test_transport_gradient_is_adjoint_of_the_plan_derivative():
 def test_gradient_parts_and_value():
     """fun = tracking + nu * transport with transport = sum w_i w_j c_ij pi_ij; nu = 0 leaves the tracking."""
     op, x, m_true, y_d, mu2 = line_problem()
-    P = ControlProblem(op, y_d, mu2, 0.3, 1e-3, 0.12, rho=0.2)
-    P0 = ControlProblem(op, y_d, mu2, 0.0, 1e-3, 0.12, rho=0.2)
+    P = ControlProblem(op, y_d, mu2, 0.3, 1e-3, 0.12, rho=0.2, check_resolution=False)
+    P0 = ControlProblem(op, y_d, mu2, 0.0, 1e-3, 0.12, rho=0.2, check_resolution=False)
     xc = random_control(P, 7)
     e, e0 = P.evaluate(xc), P0.evaluate(xc)
     pi = e["lower"].plan.toarray()
@@ -129,7 +129,7 @@ def test_known_control_is_recovered_as_nu_tends_to_zero():
     op, x, m_true, y_d, mu2 = line_problem(cells=32)
     errs = []
     for nu in (1e-1, 1e-2, 1e-4):
-        P = ControlProblem(op, y_d, mu2, nu, 1e-3, 0.1, rho=0.2)
+        P = ControlProblem(op, y_d, mu2, nu, 1e-3, 0.1, rho=0.2, check_resolution=False)
         # loose relative stationarity: this test is about the limit nu -> 0, not the optimizer
         r = P.solve(options={"max_iter": 300}, rtol=1e-2)
         assert r.success, r.message
@@ -156,7 +156,7 @@ def test_regularized_control_approaches_exact_reference(transport):
     assert ref.success
     errs, gaps = [], []
     for delta in (0.16, 0.08):
-        P = ControlProblem(op, y_d, mu2, nu, delta**3, delta, rho=0.2, transport=transport)
+        P = ControlProblem(op, y_d, mu2, nu, delta**3, delta, rho=0.2, transport=transport, check_resolution=False)
         r = P.solve(options={"max_iter": 300}, rtol=1e-2 if transport == "plan" else 1e-5)
         assert r.success, r.message
         assert r.formulation == transport
@@ -175,7 +175,7 @@ def test_regularized_control_approaches_exact_reference(transport):
 def test_control_vertices_subset_and_warm_start_counters():
     op, x, m_true, y_d, mu2 = line_problem()
     adm = np.flatnonzero((x >= 0.2 - 1e-12) & (x <= 0.8 + 1e-12))
-    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, control_vertices=adm[::2])
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, control_vertices=adm[::2], check_resolution=False)
     assert P.n == adm[::2].size
     xc = P.uniform()
     P(xc)
@@ -188,7 +188,7 @@ def test_control_vertices_subset_and_warm_start_counters():
 def test_continuation_in_gamma_rescues_a_failing_cold_start():
     """A core that fails cold below gamma = 4e-3 is rescued by continuation; same plan as a direct solve."""
     op, x, m_true, y_d, mu2 = line_problem()
-    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, tol=1e-12)
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, tol=1e-12, check_resolution=False)
     real = P.lower.solver
     calls = []
 
@@ -210,7 +210,7 @@ def test_continuation_in_gamma_rescues_a_failing_cold_start():
 
 def test_lower_level_failure_is_not_silent():
     op, x, m_true, y_d, mu2 = line_problem()
-    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, max_iter=0)
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, max_iter=0, check_resolution=False)
     e = P.evaluate(P.uniform())
     assert np.isnan(e["fun"]) and np.all(np.isnan(e["grad"]))
     assert P.lower.failures == 1
@@ -221,31 +221,31 @@ def test_lower_level_failure_is_not_silent():
 def test_bad_input_raises_value_error_naming_argument():
     op, x, m_true, y_d, mu2 = line_problem()
     with pytest.raises(ValueError, match="rho"):
-        ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.1)
+        ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.1, check_resolution=False)
     with pytest.raises(ValueError, match="beta"):
-        ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, beta=0.5)
+        ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, beta=0.5, check_resolution=False)
     with pytest.raises(ValueError, match="gamma"):
-        ControlProblem(op, y_d, mu2, 0.05, -1.0, 0.12, rho=0.2)
+        ControlProblem(op, y_d, mu2, 0.05, -1.0, 0.12, rho=0.2, check_resolution=False)
     with pytest.raises(ValueError, match="nu"):
-        ControlProblem(op, y_d, mu2, -0.05, 1e-3, 0.12, rho=0.2)
+        ControlProblem(op, y_d, mu2, -0.05, 1e-3, 0.12, rho=0.2, check_resolution=False)
     with pytest.raises(ValueError, match="mu2"):
-        ControlProblem(op, y_d, mu2[:-1], 0.05, 1e-3, 0.12, rho=0.2)
+        ControlProblem(op, y_d, mu2[:-1], 0.05, 1e-3, 0.12, rho=0.2, check_resolution=False)
     with pytest.raises(ValueError, match="y_d"):
-        ControlProblem(op, y_d[:-1], mu2, 0.05, 1e-3, 0.12, rho=0.2)
+        ControlProblem(op, y_d[:-1], mu2, 0.05, 1e-3, 0.12, rho=0.2, check_resolution=False)
     with pytest.raises(ValueError, match="control_vertices"):
-        ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, control_vertices=[0, 10])
+        ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, control_vertices=[0, 10], check_resolution=False)
     bad_mu2 = mu2.copy()
     bad_mu2[1] = 0.1  # support closer than delta to the boundary
     with pytest.raises(ValueError, match="delta"):
-        ControlProblem(op, y_d, bad_mu2, 0.05, 1e-3, 0.12, rho=0.2)
-    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2)
+        ControlProblem(op, y_d, bad_mu2, 0.05, 1e-3, 0.12, rho=0.2, check_resolution=False)
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, check_resolution=False)
     with pytest.raises(ValueError, match="x"):
         P.evaluate(np.ones(P.n + 1))
 
 
 def test_smoothed_lower_level_rejects_inconsistent_shapes():
     op, x, m_true, y_d, mu2 = line_problem()
-    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2)
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, check_resolution=False)
     with pytest.raises(ValueError, match="c"):
         SmoothedLowerLevel(P.q, P.q, P.T, P.mu2_density, P.c[:-1], 1e-3)
     with pytest.raises(ValueError, match="m2"):

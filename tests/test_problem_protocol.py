@@ -40,7 +40,8 @@ def control(transport="plan"):
     inside = (x >= 0.2 - 1e-12) & (x <= 0.8 + 1e-12)
     m_true = _bump(x, inside, [(0.4, 0.08, 1.0)])
     mu2 = _bump(x, inside, [(0.6, 0.1, 1.0)])
-    return ControlProblem(op, op.state(m_true), mu2, 0.05, 1e-2, 0.15, rho=0.2, transport=transport)
+    return ControlProblem(op, op.state(m_true), mu2, 0.05, 1e-2, 0.15, rho=0.2, transport=transport,
+                          check_resolution=False)
 
 
 def tracking():

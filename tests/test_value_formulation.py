@@ -3,7 +3,8 @@
 * ``QROTResult.dual_jvp``: derivative of the dual potentials (one sparse solve with the
   Newton matrix), checked against finite differences of re-solved potentials;
 * ``QROTResult.dual_value``: the optimal value V, its envelope gradient ``w alpha``;
-* ``ControlProblem(transport="value")``: gradient, ``hessp`` (both formulations), convexity.
+* ``ControlProblem(transport="value",
+                       check_resolution=False)``: gradient, ``hessp`` (both formulations), convexity.
 """
 import numpy as np
 import pytest
@@ -188,7 +189,7 @@ def tangent(v):
 @pytest.mark.parametrize("eps", [0.0, 1e-2])
 def test_control_gradient_and_hessp_match_finite_differences_1d(transport, eps):
     op, y_d, mu2 = line_problem()
-    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.1, eps=eps, transport=transport)
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.1, eps=eps, transport=transport, check_resolution=False)
     x = random_control(P, 1)
     d = tangent(np.random.default_rng(3).standard_normal(P.n))
     g, dfd, gfd = central(P, x, d)
@@ -211,7 +212,8 @@ def test_control_hessp_2d_value_formulation():
     mu2 = np.zeros(op.nvertices)
     mu2[adm] = np.exp(-((X[adm] - [0.6, 0.55]) ** 2).sum(1) / 0.03)
     mu2 /= mu2.sum()
-    P = ControlProblem(op, op.state(mt), mu2, 0.05, 5e-3, 0.2, rho=0.2, eps=1e-3, transport="value")
+    P = ControlProblem(op, op.state(mt), mu2, 0.05, 5e-3, 0.2, rho=0.2, eps=1e-3, transport="value",
+                       check_resolution=False)
     x = random_control(P, 2)
     d = tangent(np.random.default_rng(5).standard_normal(P.n))
     g, dfd, gfd = central(P, x, d)
@@ -222,7 +224,8 @@ def test_control_hessp_2d_value_formulation():
 @pytest.mark.parametrize("eps", [0.0, 1e-2])
 def test_value_formulation_hessian_is_symmetric_positive_semidefinite(eps):
     op, y_d, mu2 = line_problem(cells=32)
-    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.1, eps=eps, transport="value")
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.1, eps=eps, transport="value",
+                       check_resolution=False)
     x = random_control(P, 4)
     rng = np.random.default_rng(8)
     u, v = tangent(rng.standard_normal(P.n)), tangent(rng.standard_normal(P.n))
@@ -240,7 +243,8 @@ def test_value_formulation_hessian_is_symmetric_positive_semidefinite(eps):
 def test_value_formulation_bounds_and_certificate():
     """V_gamma >= <c, pi_gamma> (eps = 0), fun = tracking + nu V, the FW gap is a valid bound."""
     op, y_d, mu2 = line_problem(cells=32)
-    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.1, transport="value")
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.1, transport="value",
+                       check_resolution=False)
     x = random_control(P, 6)
     e = P.evaluate(x)
     assert e["transport"] >= e["transport_cost"]
@@ -258,4 +262,4 @@ def test_value_formulation_bounds_and_certificate():
 def test_transport_formulation_is_validated():
     op, y_d, mu2 = line_problem(cells=16)
     with pytest.raises(ValueError, match="transport"):
-        ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.1, transport="values")
+        ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.1, transport="values", check_resolution=False)

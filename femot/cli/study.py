@@ -39,6 +39,23 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _bytes(b: float) -> str:
+    return f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
+
+
+def _duration(t: float) -> str:
+    return f"{t:.0f} s" if t < 120 else f"{t / 60:.0f} min" if t < 7200 else f"{t / 3600:.1f} h"
+
+
+def _size_line(e: dict) -> str:
+    """One ``--check`` line: nodes, pairs, the cost's storage, memory and time (estimates)."""
+    cost = ("matrix-free cost (GeometricCost)" if e["matrix_free"]
+            else f"dense cost {_bytes(e['cost_bytes'])}")
+    return (f"nodes {e['nodes']} (controls {e['controls']}), transport nodes {e['transport_nodes']}, pairs "
+            f"{e['pairs']:.3g}, {cost}, plan ~{e['plan_nnz']:.2g} nonzeros, memory ~{_bytes(e['memory_bytes'])}, "
+            f"time ~{_duration(e['time_s'])}")
+
+
 def cmd_study(argv) -> int:
     """``femot study CONFIG.toml``: run or resume a convergence study (:func:`femot.studies.run_study`).
 
@@ -56,6 +73,7 @@ def cmd_study(argv) -> int:
     from femot._io import OutputPathError, check_writable
     from femot.studies.config import ConfigError, load_config
     from femot.studies.execution import DEFAULT_CONNECT_TIMEOUT, BackendError, check_dask
+    from femot.studies.problems import get_problem
     from femot.studies.runner import run_study
     from femot.studies.store import RunStore, StoreError, foreign_content
 
@@ -81,6 +99,9 @@ def cmd_study(argv) -> int:
                   else f"; levels checked only at h <= delta / {study.resolution_ratio:g} (mesh.resolution_ratio "
                        f"below the default 4: delta is NOT resolved by the default criterion)")
                  if study.resolution_ratio and any(lv.delta > 0 for lv in study.runs) else ""))
+        estimate = getattr(get_problem(study.problem), "estimate", None)
+        sizes: dict = {}
+        total = 0.0
         for ch in study.chains:
             for lv in ch.levels:
                 st, why = store.inspect(lv.id)
@@ -89,6 +110,15 @@ def cmd_study(argv) -> int:
                 print(f"  {lv.id}  {ch.label:>24}  level {lv.index}  gamma {lv.gamma:.3e}  delta {lv.delta:.4g}  "
                       f"gamma/delta^d {lv.ratio:.3e}  mesh {lv.mesh.label():<18}{hh} {st}"
                       + (f" ({why}; it will be recomputed)" if why else ""))
+                if estimate is not None:
+                    key = (repr(lv.mesh.key()), lv.gamma, lv.delta)
+                    if key not in sizes:
+                        sizes[key] = estimate(study.params, lv)
+                    e = sizes[key]
+                    total += e["time_s"] if st != "done" else 0.0
+                    print("      " + _size_line(e))
+        if estimate is not None:
+            print(f"estimated time of the runs to do: {_duration(total)} (order of magnitude; serial)")
         try:
             check_writable(out, "--out", directory=True)
             if args.scheduler or args.dask_local:

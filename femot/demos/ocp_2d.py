@@ -71,7 +71,10 @@ def add_arguments(p) -> None:
     p : argparse.ArgumentParser
         The demo's parser; the module docstring explains the options.
     """
-    p.add_argument("--mesh", choices=sorted(_SETUPS), default="unit_square", help="domain (default unit_square)")
+    p.add_argument("--mesh", default="unit_square", metavar="NAME_OR_FILE",
+                   help=f"domain: one of the presets {', '.join(sorted(_SETUPS))} (default unit_square), or a file "
+                        "of a 2D triangle mesh that femot.fem.load_mesh reads (gmsh .msh, .vtu, ...; the data are "
+                        "placed relative to its bounding box)")
     p.add_argument("--transport", choices=("full", "coarse"), default=None,
                    help="quadrature of the transport: the state mesh (default on the square) or a coarser mesh "
                         "(default on the L-shape, whose state mesh has 3201 nodes); with --refinements: 'full' puts "
@@ -96,11 +99,45 @@ def _bumps(X, parts):
     return sum(a * np.exp(-((X - np.asarray(c)) ** 2).sum(axis=1) / s**2) for c, s, a in parts)
 
 
+def _setup(name: str) -> dict:
+    """The preset ``name``, or for a mesh file the unit-square data mapped to its bounding box.
+
+    For a user's mesh the bumps of the desired control and of the prior keep their relative
+    positions in the bounding box (widths scaled by its size L); nu, gamma scale with L^2 (the
+    cost |x - y|^2) and delta = max(L / 8, 4 h) with h the mesh's node spacing (resolved).
+    """
+    if name in _SETUPS:
+        return dict(_SETUPS[name], name=name)
+    from femot.fem import load_mesh
+    from femot.fem.meshes import mesh_dim
+    from femot.fem.smoothing import RESOLUTION_RATIO, mesh_spacing
+
+    try:
+        mesh = load_mesh(name)
+    except FileNotFoundError:
+        raise ValueError(f"--mesh: {name!r} is neither a preset ({', '.join(sorted(_SETUPS))}) nor an existing "
+                         f"mesh file") from None
+    if mesh_dim(mesh) != 2:
+        raise ValueError(f"--mesh: {name} is a {mesh_dim(mesh)}D mesh; ocp-2d needs a 2D triangle mesh")
+    lo, hi = mesh.p.min(axis=1), mesh.p.max(axis=1)
+    L = float((hi - lo).max())
+    base = _SETUPS["unit_square"]
+
+    def place(parts):
+        return [(tuple(lo + np.asarray(c) * (hi - lo)), w * L, a) for c, w, a in parts]
+
+    delta = max(L / 8, RESOLUTION_RATIO * mesh_spacing(mesh))
+    return dict(name=name, file=mesh, transport="full", rho=max(0.15 * L, delta), delta=delta, gamma=1e-3 * L**2,
+                nu=0.02 / L**2, bumps=place(base["bumps"]), prior=place(base["prior"]))
+
+
 def _meshes(setup, quick):
     import skfem
 
     from femot.fem import load_mesh
 
+    if "file" in setup:  # a user's mesh carries everything (--quick does not coarsen it)
+        return setup["file"], setup["file"]
     ctor, nref = setup["coarse"]
     coarse = getattr(skfem.MeshTri, ctor)().refined(nref)
     if quick:  # the coarse mesh carries the state as well
@@ -132,7 +169,7 @@ def run(args) -> dict:
 
     quick = bool(getattr(args, "quick", False))
     say = (lambda *a, **k: None) if args.quiet else print
-    setup = _SETUPS[args.mesh]
+    setup = _setup(args.mesh)
     if args.refinements is not None:
         return _refinement_study(args, setup, say)
     nu = setup["nu"] if args.nu is None else float(args.nu)
@@ -146,7 +183,7 @@ def run(args) -> dict:
     op = PoissonOperator(state_mesh)
     X = op.vertices
     adm = admissible_vertices(op.mesh, rho)
-    if args.mesh == "lshaped" and not quick:
+    if setup["name"] == "lshaped" and not quick:
         # control on the admissible vertices of the stored coarse mesh (kept by the refinement)
         from femot.fem import load_mesh
 
@@ -157,24 +194,27 @@ def run(args) -> dict:
         control = adm
     m_true = np.zeros(op.nvertices)
     m_true[control] = _bumps(X[control], setup["bumps"])
-    m_true /= m_true.sum()
-    y_d = op.state(m_true)
     mu2 = np.zeros(op.nvertices)
     mu2[adm] = _bumps(X[adm], setup["prior"])
-    mu2 /= mu2.sum()
     transport = setup["transport"] if args.transport is None else args.transport
     tmesh = coarse if transport == "coarse" else None
-    P = ControlProblem(op, y_d, mu2, nu, gamma, delta, rho=rho, transport_mesh=tmesh, control_vertices=control,
-                       solver_options={"linear_solver": "direct"} if transport == "coarse" else None,
-                       transport=args.formulation)
-    from femot.fem.smoothing import mesh_size, resolution_problem
+    if not m_true.sum() > 0 or not mu2.sum() > 0:
+        raise ValueError(f"--mesh: the demo's control bumps or prior put no mass on the admissible vertices of "
+                         f"{args.mesh} (rho = {rho:g}); try a smaller --delta")
+    m_true /= m_true.sum()
+    mu2 /= mu2.sum()
+    y_d = op.state(m_true)
+    from femot.fem.smoothing import mesh_spacing, resolution_problem
 
-    h_t = mesh_size(tmesh if tmesh is not None else state_mesh)
-    # The presets put delta at 2.8 (unit square) and 1.4 (L-shape, coarse transport mesh) longest
-    # edges; said here and recorded, not refused (femot study refuses such levels).
+    h_t = mesh_spacing(tmesh if tmesh is not None else state_mesh)
+    # The L-shape preset puts delta at 2 node spacings of its coarse transport mesh; said here and
+    # recorded, not refused (ControlProblem and femot study refuse such levels by default).
     unresolved = resolution_problem(h_t, delta, what="--delta on the transport mesh")
     if unresolved:
         say(f"note: {unresolved}")
+    P = ControlProblem(op, y_d, mu2, nu, gamma, delta, rho=rho, transport_mesh=tmesh, control_vertices=control,
+                       solver_options={"linear_solver": "direct"} if transport == "coarse" else None,
+                       transport=args.formulation, check_resolution=False)
     say(f"{args.mesh}: state mesh {op.nvertices} nodes (P1), control on {P.n} vertices (rho = {rho:g}), transport "
         f"on {P.q.n} nodes ({P.q.n ** 2} pairs); nu = {nu:g}, gamma = {gamma:g}, delta = {delta:g}; "
         f"formulation '{args.formulation}'")
@@ -197,6 +237,7 @@ def run(args) -> dict:
     summary = {
         "h_transport": h_t, "delta_over_h": delta / h_t, "delta_resolved": unresolved is None,
         "mesh": args.mesh, "transport_quadrature": transport, "nodes": int(op.nvertices),
+        "matrix_free": bool(P.matrix_free),
         "control_nodes": int(P.n), "transport_nodes": int(P.q.n),
         "transport_pairs": int(P.q.n ** 2), "plan_nnz": int(r.plan.nnz), "nu": nu, "gamma": gamma, "delta": delta,
         "rho": rho, "formulation": args.formulation, "success": bool(r.success), "message": r.message,
@@ -244,9 +285,17 @@ def _refinement_study(args, setup, say) -> dict:
     gamma = setup["gamma"] if args.gamma is None else float(args.gamma)
     delta = setup["delta"] if args.delta is None else float(args.delta)
     rho = max(setup["rho"], delta)
-    ctor, nref = setup["coarse"]
     full = args.transport == "full"
-    tmesh = None if full else getattr(skfem.MeshTri, ctor)().refined(nref + 1)
+    if "file" in setup:  # a user's mesh: its levels are its uniform refinements 0, ..., K - 1
+        def level_mesh(k):
+            return setup["file"].refined(k) if k else setup["file"]
+        tmesh = None if full else setup["file"].refined(1)
+    else:
+        ctor, nref = setup["coarse"]
+
+        def level_mesh(k):
+            return getattr(skfem.MeshTri, ctor)().refined(nref + k)
+        tmesh = None if full else level_mesh(1)
     say(f"{args.mesh}: mesh-independence study on {K} uniform refinements; nu = {nu:g}, gamma = {gamma:g}, "
         f"delta = {delta:g}, rho = {rho:g}; formulation '{args.formulation}'; state and control on each level's "
         f"mesh, transport on "
@@ -258,11 +307,12 @@ def _refinement_study(args, setup, say) -> dict:
     shown: list = []
     warm: tuple | None = None
     for k in range(K):
-        op = PoissonOperator(getattr(skfem.MeshTri, ctor)().refined(nref + k))
+        op = PoissonOperator(level_mesh(k))
         adm, m_true, y_d, mu2 = _level_data(setup, op, rho)
         t0, c0 = time.perf_counter(), time.process_time()
+        # the coarse levels of --transport full do not resolve delta: recorded (delta_over_h), not refused
         P = ControlProblem(op, y_d, mu2, nu, gamma, delta, rho=rho, control_vertices=adm,
-                           transport=args.formulation, transport_mesh=tmesh)
+                           transport=args.formulation, transport_mesh=tmesh, check_resolution=False)
         if warm is not None:  # same transport quadrature on every level: reuse the potentials
             P.lower.warm = warm  # type: ignore[assignment]  # (declared None in problems/control.py)
         x0 = None
@@ -275,7 +325,8 @@ def _refinement_study(args, setup, say) -> dict:
             warm = (r.lower.alpha, r.lower.beta)
         fw = None if r.fw_gap is None else float(r.fw_gap)
         row = {"level": k, "nodes": int(op.nvertices), "control_nodes": int(P.n), "transport_nodes": int(P.q.n),
-               "transport_pairs": int(P.q.n ** 2),
+               "transport_pairs": int(P.q.n ** 2), "matrix_free": bool(P.matrix_free),
+               "delta_over_h": float(delta / P.h_transport),
                "iterations": int(r.nit), "hessp_calls": int(r.nhev), "fw_gap": fw,
                "relative_fw_gap": None if fw is None else fw / abs(float(r.fun)), "fun": float(r.fun),
                "relative_stationarity": float(r.relative_stationarity), "time_s": round(total, 3),

@@ -48,6 +48,7 @@ __all__ = [
     "enlarge",
     "RESOLUTION_RATIO",
     "mesh_size",
+    "mesh_spacing",
     "check_resolution",
     "resolution_problem",
 ]
@@ -504,6 +505,42 @@ def mesh_size(mesh) -> float:
     if x.ndim != 1 or x.size < 2:
         raise ValueError("mesh must be a scikit-fem mesh, a Quadrature or the nodes of a line")
     return float(np.max(np.diff(np.sort(x))))
+
+
+def mesh_spacing(mesh) -> float:
+    """Node spacing of a mesh: ``max_T (d! |T|)^(1/d)`` over its cells T (d the dimension).
+
+    The leg of the right isosceles simplex with the volume of the largest cell: on a
+    structured grid of spacing a (squares or cubes cut into simplices, e.g.
+    ``MeshTri.init_tensor`` or ``MeshTri().refined(k)``) it is a, where :func:`mesh_size`
+    gives the diagonal ``a sqrt(d)``.  It measures how many quadrature nodes a ball of
+    radius delta holds (about ``|B_delta| / h^d``), which is what resolves the discrete
+    mollifier; in 1D it is the longest cell, as :func:`mesh_size`.
+
+    Parameters
+    ----------
+    mesh : skfem.Mesh or Quadrature
+        A simplicial scikit-fem mesh, or a quadrature with a ``mesh`` attribute.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If ``mesh`` is not a simplicial scikit-fem mesh (or a quadrature of one).
+    """
+    from math import factorial
+
+    from femot.fem.meshes import element_volumes, mesh_dim
+
+    m = getattr(mesh, "mesh", mesh)
+    if not (hasattr(m, "p") and hasattr(m, "t")):
+        raise ValueError("mesh must be a scikit-fem mesh or a Quadrature with a mesh")
+    d = mesh_dim(m)
+    return float((factorial(d) * float(np.max(element_volumes(m)))) ** (1.0 / d))
+
 
 
 def resolution_problem(h: float, delta: float, ratio: float = RESOLUTION_RATIO, *, what: str = "delta"):

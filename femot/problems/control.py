@@ -47,21 +47,28 @@ gradient ``nu (T^delta)^T (w alpha)`` and Hessian-vector products from
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 import numpy as np
+import scipy.sparse as sp
 
 from .._docstrings import cite
 from .._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
 from ..fem.meshes import admissible_vertices
 from ..fem.quadrature import product_cost, quadrature
-from ..fem.smoothing import Smoother
+from ..fem.smoothing import RESOLUTION_RATIO, Smoother, mesh_spacing, resolution_problem
 from .base import SmoothedLowerLevel, UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
 from .control_reference import _as_operator, _target, control_objective
 
-__all__ = ["SmoothedLowerLevel", "ControlProblem", "ControlResult", "solve_control", "FORMULATIONS"]
+__all__ = ["SmoothedLowerLevel", "ControlProblem", "ControlResult", "solve_control", "FORMULATIONS",
+           "MATRIX_FREE_PAIRS", "estimate_size"]
 
 #: Formulations of the transport term of :class:`ControlProblem`.
 FORMULATIONS = ("plan", "value")
+
+#: Above this many transport pairs ``n_q^2`` :class:`ControlProblem` uses a matrix-free
+#: :class:`femot.GeometricCost` instead of a dense cost matrix (``matrix_free=None``).
+MATRIX_FREE_PAIRS = 4.0e6
 
 
 # --------------------------------------------------------------------------
@@ -210,6 +217,20 @@ class ControlProblem(VertexControl):
         distance >= rho from the boundary); each must be admissible.
     target_points : ndarray, optional
         Points carrying the masses ``mu2`` (default: the vertices of the state mesh).
+    enlarge : bool
+        Smooth and transport on the enlarged domain of Part II, Lemma 2.4: the bounding box
+        of Omega enlarged by delta, meshed uniformly with the transport mesh's spacing (made
+        to divide delta; :meth:`femot.fem.Quadrature.enlarged`), the measures extended by zero.  Then
+        ``mu2`` and the controls may touch the boundary: ``rho`` defaults to 0 (controls on
+        all vertices) and need not be >= delta.  Default False.
+    matrix_free : bool or None
+        Use a :class:`femot.GeometricCost` (``c_ij`` computed inside the core's passes,
+        O(n_q) memory) instead of a dense ``n_q x n_q`` cost.  None (default): matrix-free
+        above :data:`MATRIX_FREE_PAIRS` transport pairs.  Both give the same plan.
+    check_resolution : bool
+        Refuse (ValueError naming h, delta and the fix) a delta that the transport mesh does
+        not resolve, ``h > delta / 4`` with h its node spacing
+        (:func:`femot.fem.smoothing.mesh_spacing`).  Default True.
     %(lower_parameters)s
 
     Notes
@@ -222,7 +243,8 @@ class ControlProblem(VertexControl):
     def __init__(self, poisson, y_d, mu2, nu: float, gamma: float, delta: float, *, beta: float = 2.0,
                  rho: float | None = None, eps: float = 0.0, target_points=None, transport_mesh=None,
                  control_vertices=None, tol: float = 1e-10, max_iter: int = 200, solver_options: dict | None = None,
-                 transport: str = "plan"):
+                 transport: str = "plan", enlarge: bool = False, matrix_free: bool | None = None,
+                 check_resolution: bool = True):
         if transport not in FORMULATIONS:
             raise ValueError(f"transport must be one of {FORMULATIONS}, got {transport!r}")
         self.formulation = transport
@@ -233,7 +255,12 @@ class ControlProblem(VertexControl):
         self.beta = check_positive_scalar(beta, "beta")
         if self.beta < 1:
             raise ValueError(f"beta must be >= 1, got {beta!r}")
-        self.rho = self.control_radius(rho, self.delta)
+        self.enlarge = bool(enlarge)
+        if self.enlarge:
+            # Part II Lemma 2.4: smoothing on Omega + B(0, delta) needs no distance to the boundary
+            self.rho = 0.0 if rho is None else check_nonnegative_scalar(rho, "rho")
+        else:
+            self.rho = self.control_radius(rho, self.delta)
         self.eps = check_nonnegative_scalar(eps, "eps")
         self.target_points, self.mu2 = _target(self.op, mu2, target_points)
         self._target_arg = target_points
@@ -256,15 +283,26 @@ class ControlProblem(VertexControl):
         self.x1 = self.op.vertices[self.control_vertices]
 
         tm = self.op.mesh if transport_mesh is None else transport_mesh
+        #: node spacing of the transport mesh (:func:`femot.fem.smoothing.mesh_spacing`)
+        self.h_transport = mesh_spacing(tm)
+        if check_resolution:
+            self._check_resolution(transport_mesh is None)
         self.q = quadrature(tm)
+        if self.enlarge:
+            # the box Omega + B(0, delta), with a spacing <= the transport mesh's that divides delta
+            # (so that a grid aligned with Omega stays aligned)
+            self.q = self.q.enlarged(self.delta, self.delta / np.ceil(self.delta / self.h_transport - 1e-9))
         smoother = Smoother(self.q, self.delta)
         # Both smoothed marginals carry the discrete mass |mu2| + delta (equal masses).
         self.T = smoother.operator(sources=self.x1, mass=self.mass)
         pos = self.mu2 > 0
         T2 = smoother.operator(sources=self.target_points[pos], mass=self.mass)
         self.mu2_density = T2.apply(self.mu2[pos])
-        self.c = product_cost(self.q, self.q, self.beta)
-        # <G, pi> = nu sum_ij w_i w_j c_ij pi_ij: the plan term as an entrywise pairing (lazy)
+        pairs = float(self.q.n) ** 2
+        self.matrix_free = pairs > MATRIX_FREE_PAIRS if matrix_free is None else bool(matrix_free)
+        # matrix-free: c_ij = |x_i - x_j|^beta computed inside the core's passes (O(n) memory)
+        self.c = product_cost(self.q, self.q, self.beta, matrix_free=self.matrix_free)
+        # <G, pi> = nu sum_ij w_i w_j c_ij pi_ij: the plan term as an entrywise pairing (lazy, dense cost only)
         self._G = None
         self.lower = SmoothedLowerLevel(self.q, self.q, self.T, self.mu2_density, self.c, self.gamma, self.eps,
                                         tol=tol, max_iter=max_iter, solver_options=solver_options)
@@ -273,8 +311,22 @@ class ControlProblem(VertexControl):
         self.last: dict | None = None
         self._last_x: np.ndarray | None = None
         self._cache = None
+        self._evaluations: OrderedDict[bytes, dict] = OrderedDict()
 
     # ----------------------------------------------------------- helpers
+    def _check_resolution(self, state_mesh: bool) -> None:
+        """ValueError naming h, delta and the fix when the transport mesh does not resolve delta."""
+        msg = resolution_problem(self.h_transport, self.delta,
+                                 what="delta on the " + ("state mesh (the transport mesh by default)"
+                                                         if state_mesh else "transport_mesh"))
+        if msg is not None:
+            fine = self.delta / RESOLUTION_RATIO
+            raise ValueError(f"{msg} (h = node spacing, femot.fem.smoothing.mesh_spacing). Fix: pass "
+                             f"transport_mesh= a mesh of Omega with spacing <= {fine:.4g} (the transport "
+                             f"need not live on the state mesh), or delta >= {RESOLUTION_RATIO * self.h_transport:.4g}"
+                             f"; check_resolution=False proceeds anyway (T^delta is then a mesh artefact and "
+                             f"the lower level may stall)")
+
     def state(self, x) -> np.ndarray:
         """The state ``y = G m`` (nodal vector).
 
@@ -343,18 +395,30 @@ class ControlProblem(VertexControl):
                 # envelope theorem: grad_mu1 V = w alpha (Euclidean gradient w.r.t. the density)
                 grad = g_tr + self.nu * self.T.transpose(self.q.weights * res.alpha)
             else:
-                grad = g_tr + self.lower.pullback(res, self._plan_pairing())
+                grad = g_tr + self.lower.pullback(res, self._plan_pairing(res))
         fun, grad = self._failed(res, fun, grad)
         out = {"fun": fun, "tracking": tr, "transport": term, "transport_cost": cost, "grad": grad, "y": y,
                "lower": res}
         self.last = out
         self._last_x = x.copy()
+        if grad is not None:  # the optimizer's points, so that the result reports what it saw
+            self._evaluations[x.tobytes()] = out
+            while len(self._evaluations) > 4:
+                self._evaluations.popitem(last=False)
         return out
 
-    def _plan_pairing(self):
-        """``G_ij = nu w_i w_j c_ij``: the plan term as an entrywise pairing (built on first use)."""
+    def _plan_pairing(self, res):
+        """``G_ij = nu w_i w_j c_ij``: the plan term as an entrywise pairing.
+
+        Dense cost: the full matrix (built on first use).  Matrix-free: only the entries on
+        the support of the plan of ``res``, the only ones the adjoint reads.
+        """
+        w = self.q.weights
+        if self.matrix_free:
+            P = res.plan.tocoo()
+            vals = self.nu * w[P.row] * w[P.col] * self.c.entries(P.row, P.col)
+            return sp.csr_matrix((vals, (P.row, P.col)), shape=P.shape)
         if self._G is None:
-            w = self.q.weights
             self._G = self.nu * (w[:, None] * self.c * w[None, :])
         return self._G
 
@@ -490,6 +554,7 @@ class ControlProblem(VertexControl):
         ControlResult
             The result convention of :func:`femot.problems.base.upper_level_result`.
         """
+        self._evaluations.clear()
         if self.formulation == "plan" and hessian and self.nu > 0:
             # f = tracking (constant Hessian) + piecewise linear plan term: bundle of quadratic cuts,
             # damped by a fraction of the value term's curvature (docs/trust_region.md)
@@ -502,7 +567,11 @@ class ControlProblem(VertexControl):
 
     def _result(self, tr, t0) -> ControlResult:
         value = self.formulation == "value"
-        e = self.evaluate(tr.x, gradient=value)
+        # the evaluation the optimizer used at tr.x (not a re-solve, whose lower level starts from
+        # other potentials): fw_gap and fun then agree with the optimizer's message
+        e = self._evaluations.get(np.asarray(tr.x, dtype=float).tobytes())
+        if e is None:
+            e = self.evaluate(tr.x, gradient=value)
         res = e["lower"]
         fw = self.frank_wolfe_gap(tr.x, e["grad"]) if value and res.success else None
         theta0 = tr.get("theta0")
@@ -528,6 +597,84 @@ def _solve_on_simplex(problem, x0, options, rtol, callback, make_result, *, hess
     t0 = time.perf_counter()
     tr = solve_on_simplex(problem, x0, options, rtol, callback, hessp=hessp, convex=convex, fw_rtol=fw_rtol)
     return make_result(tr, t0)
+
+
+#: Seconds per Newton step of the lower level and transport pair (dense cost: every pass streams the
+#: n_q^2 pairs) or plan nonzero (matrix-free: the k-d tree passes touch about the active pairs and
+#: their leaves); seconds per Hessian-vector product and state node (two Poisson solves) and plan
+#: nonzero (one dual solve).  Measured on a shared 2-core machine (ocp-2d, the issue-21 instance).
+_T_PAIR, _T_NNZ_MF, _T_HV_NODE, _T_HV_NNZ = 2e-8, 2e-7, 1.5e-6, 3e-8
+#: Newton steps of the lower level per upper-level solve assumed by :func:`estimate_size`.
+_NEWTON_STEPS = 200
+#: Bytes per plan nonzero (plan, Newton matrix, working sets).
+_BYTES_NNZ = 40
+
+
+def estimate_size(state_mesh, gamma: float, delta: float, *, mass: float = 1.0, transport_mesh=None,
+                  enlarge: bool = False, rho: float | None = None, matrix_free: bool | None = None,
+                  control_vertices=None) -> dict:
+    """Size, memory and a time estimate of a :class:`ControlProblem`, without building it.
+
+    The transport pairs are ``n_q^2`` (``n_q`` the vertices of the transport mesh, enlarged
+    by delta with ``enlarge``); the cost is dense (``8 n_q^2`` bytes) up to
+    :data:`MATRIX_FREE_PAIRS`, matrix-free above.  The plan's nonzeros are estimated from
+    the width of the regularized plan: for ``c = |x - y|^2`` near a smooth transport map
+    ``pi(x, .) ~ (r^2 - |y - T(x)|^2)_+ / gamma``, whose integral ``2 omega_d r^(d+2) / (d + 2)``
+    equals the density ``m = (mass + delta) / |Omega_q|``, so a row holds the nodes of a ball of
+    radius ``r = ((d + 2) gamma m / (2 omega_d))^(1/(d+2))`` (``omega_d r^d / h^d`` of them, h the
+    node spacing).  The time is an order of magnitude: ``_NEWTON_STEPS`` lower-level Newton steps
+    plus ``30 n^0.57`` Hessian-vector products (n controls), with per-pair/per-node constants
+    measured on a shared 2-core machine (the plan formulation makes fewer products, the
+    value formulation's certified stop these).
+
+    Parameters
+    ----------
+    state_mesh : skfem.Mesh
+        The mesh of the state (and, by default, of the transport).
+    gamma, delta : float
+        Regularization and smoothing radius.
+    mass : float, optional
+        The prior's mass ``|mu2^d|`` (default 1).
+    transport_mesh, enlarge, rho, matrix_free, control_vertices : optional
+        As for :class:`ControlProblem`.
+
+    Returns
+    -------
+    dict
+        ``nodes``, ``controls``, ``transport_nodes``, ``pairs``, ``matrix_free``, ``plan_nnz``
+        (estimate), ``cost_bytes`` (dense cost, 0 matrix-free), ``memory_bytes`` (cost + plan +
+        state factorization), ``time_s`` (estimate).
+    """
+    from math import gamma as gamma_fn
+    from math import pi
+
+    gamma = check_positive_scalar(gamma, "gamma")
+    delta = check_positive_scalar(delta, "delta")
+    tm = state_mesh if transport_mesh is None else transport_mesh
+    h = mesh_spacing(tm)
+    q = quadrature(tm)
+    if enlarge:
+        q = q.enlarged(delta, delta / np.ceil(delta / h - 1e-9))
+    if control_vertices is not None:
+        n_ctrl = int(np.unique(np.asarray(control_vertices)).size)
+    else:
+        r0 = (0.0 if enlarge else delta) if rho is None else float(rho)
+        n_ctrl = int(admissible_vertices(state_mesh, r0).size)
+    d = q.dim
+    nq = int(q.n)
+    pairs = float(nq) ** 2
+    mf = pairs > MATRIX_FREE_PAIRS if matrix_free is None else bool(matrix_free)
+    omega = pi ** (d / 2) / gamma_fn(d / 2 + 1)
+    dens = (mass + delta) / float(q.weights.sum())
+    r = ((d + 2) * gamma * dens / (2 * omega)) ** (1.0 / (d + 2))
+    nnz = float(min(pairs, nq * max(1.0, omega * r**d / h**d)))
+    n_state = int(state_mesh.p.shape[1])
+    cost_bytes = 0.0 if mf else 8.0 * pairs
+    memory = cost_bytes + _BYTES_NNZ * nnz + 800.0 * n_state
+    t_newton = _NEWTON_STEPS * (_T_NNZ_MF * nnz if mf else _T_PAIR * pairs)
+    t_hv = 30.0 * n_ctrl ** 0.57 * (_T_HV_NODE * n_state + _T_HV_NNZ * nnz)
+    return {"nodes": n_state, "controls": n_ctrl, "transport_nodes": nq, "pairs": pairs, "matrix_free": mf,
+            "plan_nnz": int(nnz), "cost_bytes": cost_bytes, "memory_bytes": memory, "time_s": t_newton + t_hv}
 
 
 @cite("II", "III")

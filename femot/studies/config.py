@@ -63,7 +63,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,12 +73,14 @@ from femot.studies.fields import (
     ConfigError,
     MeshSpec,
     _check_keys,
+    _mesh_entry,
     _num,
     _num_list,
     _table,
 )
 
-__all__ = ["ConfigError", "Study", "Chain", "Level", "load_config", "parse_config", "run_id", "canonical"]
+__all__ = ["ConfigError", "Study", "Chain", "Level", "load_config", "parse_config", "run_id", "canonical",
+           "hashed_params"]
 
 try:  # Python >= 3.11
     import tomllib as _toml
@@ -130,25 +131,6 @@ def run_id(params: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- meshes
-
-
-def _mesh_entry(value, where: str, base_dir: Path, refine: int) -> MeshSpec:
-    from femot.fem.meshes import available_meshes
-
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}: must be a mesh name or a file path, got {value!r}")
-    looks_like_file = bool(Path(value).suffix) or "/" in value or os.sep in value
-    if not looks_like_file:
-        if value not in available_meshes():
-            raise ConfigError(f"{where}: mesh {value!r} not found: not a stored mesh "
-                              f"({', '.join(available_meshes())}) and not a file path")
-        return MeshSpec(name=value, refine=refine)
-    p = Path(value)
-    if not p.is_absolute():
-        p = base_dir / p
-    if not p.is_file():
-        raise ConfigError(f"{where}: mesh file {value!r} not found (looked for {p})")
-    return MeshSpec(name=value, path=str(p), refine=refine)
 
 
 def _mesh_dim(spec: MeshSpec, where: str) -> int:
@@ -405,6 +387,29 @@ def _parse_report(rep: dict, adapter, problem: str, params: dict):
     return metrics, primary, params
 
 
+def hashed_params(params: dict) -> dict:
+    """The problem parameters as they enter the run ids: resolved file paths left out.
+
+    A mesh given by file in the parameters (e.g. ``control.transport_mesh``) is a table
+    ``{"name", "refine", "path"}``; as for the study's own meshes (:class:`MeshSpec`), the
+    name as written in the config enters the id, the resolved path does not, so moving the
+    study directory keeps its ids.
+
+    Parameters
+    ----------
+    params : dict
+        The validated parameters of the problem.
+
+    Returns
+    -------
+    dict
+        A shallow copy without the ``path`` entries of such tables.
+    """
+    return {k: ({kk: vv for kk, vv in v.items() if kk != "path"}
+                if isinstance(v, dict) and {"name", "refine", "path"} <= set(v) else v)
+            for k, v in params.items()}
+
+
 def _build_chains(problem, params, d, gammas, deltas, ratios, sweeps, seeds, hs, finest, meshes, ratio_res):
     """One chain of levels per (mesh sweep, seed), each level with its run id."""
     n = len(gammas)
@@ -417,7 +422,8 @@ def _build_chains(problem, params, d, gammas, deltas, ratios, sweeps, seeds, hs,
                 prefix.append({"gamma": gammas[k], "delta": deltas[k], "mesh": spec.key()})
                 # The id covers everything the result depends on, including the levels
                 # it was warm-started from.
-                key = {"problem": problem, "params": params, "seed": seed, "d": d, "level": k, "path": prefix}
+                key = {"problem": problem, "params": hashed_params(params), "seed": seed, "d": d, "level": k,
+                       "path": prefix}
                 if finest is not None:
                     key["finest_reference"] = finest.key()
                 rid = run_id(key)

@@ -9,6 +9,7 @@ do not import each other.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,3 +142,22 @@ _FAMILIES = {
 }
 _FAMILY_ALIASES = {"unit_interval": "unit_interval", "interval": "unit_interval", "unit_square": "unit_square",
                    "square": "unit_square"}
+
+
+def _mesh_entry(value, where: str, base_dir: Path, refine: int) -> MeshSpec:
+    from femot.fem.meshes import available_meshes
+
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: must be a mesh name or a file path, got {value!r}")
+    looks_like_file = bool(Path(value).suffix) or "/" in value or os.sep in value
+    if not looks_like_file:
+        if value not in available_meshes():
+            raise ConfigError(f"{where}: mesh {value!r} not found: not a stored mesh "
+                              f"({', '.join(available_meshes())}) and not a file path")
+        return MeshSpec(name=value, refine=refine)
+    p = Path(value)
+    if not p.is_absolute():
+        p = base_dir / p
+    if not p.is_file():
+        raise ConfigError(f"{where}: mesh file {value!r} not found (looked for {p})")
+    return MeshSpec(name=value, path=str(p), refine=refine)

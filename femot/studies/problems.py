@@ -606,7 +606,7 @@ class ControlStudy(StudyProblem):
              "shows which error dominates.")
 
     KEYS = {"nu", "beta", "eps", "rho", "y_d", "mu2", "tol", "max_iter", "tr", "order", "transport", "rtol",
-            "fw_rtol"}
+            "fw_rtol", "transport_mesh", "transport_refine", "enlarge"}
 
     @_interface_doc
     def validate(self, sec, *, where, gammas, deltas, d, dim, meshes, base_dir):
@@ -638,10 +638,19 @@ class ControlStudy(StudyProblem):
         eps = _num(sec, "eps", where, default=0.0, nonneg=True)
         order = _num(sec, "order", where, default=1, integer=True, lo=1, hi=2)
         dmax = max(deltas)
-        rho = _num(sec, "rho", where, default=dmax, positive=True)
-        if rho < dmax * (1 - 1e-12):
-            raise ConfigError(f"{where}.rho: {rho:g} must be >= max delta = {dmax:g}: the admissible set "
-                              f"dist(supp mu1, boundary) >= rho needs delta_n <= rho (Part II (3.1))")
+        enlarge = sec.get("enlarge", False)
+        if not isinstance(enlarge, bool):
+            raise ConfigError(f"{where}.enlarge: must be true or false (smooth on Omega + B(0, delta), Part II "
+                              f"Lemma 2.4), got {enlarge!r}")
+        if enlarge:  # Lemma 2.4: the controls and the prior may touch the boundary
+            rho = _num(sec, "rho", where, default=0.0, nonneg=True)
+        else:
+            rho = _num(sec, "rho", where, default=dmax, positive=True)
+            if rho < dmax * (1 - 1e-12):
+                raise ConfigError(f"{where}.rho: {rho:g} must be >= max delta = {dmax:g}: the admissible set "
+                                  f"dist(supp mu1, boundary) >= rho needs delta_n <= rho (Part II (3.1)); or set "
+                                  f"{where}.enlarge = true (Part II Lemma 2.4)")
+        transport_mesh = self._parse_transport_mesh(sec, where, dim, deltas, base_dir)
         tol = _num(sec, "tol", where, default=1e-10, positive=True)
         max_iter = _num(sec, "max_iter", where, default=200, integer=True, lo=1)
         transport = sec.get("transport", "plan")
@@ -677,17 +686,57 @@ class ControlStudy(StudyProblem):
                     if bad.size:
                         raise ConfigError(f"{where}.{name}.box: its corner {pts[bad[0]].tolist()} lies outside "
                                           f"mesh {spec.label()}")
-            if pts is not None:
+            if pts is not None and not enlarge:
                 dist = boundary_distance(mesh, pts, signed=False)
                 if np.any(dist < dmax * (1 - 1e-12)):
                     raise ConfigError(f"{where}.mu2: a point lies closer than max delta = {dmax:.4g} to the "
-                                      f"boundary of mesh {spec.label()} (T^delta needs distance >= delta)")
+                                      f"boundary of mesh {spec.label()} (T^delta needs distance >= delta; or set "
+                                      f"{where}.enlarge = true, Part II Lemma 2.4)")
             vdist = boundary_distance(mesh, mesh.p.T, signed=False)
             if not np.any(vdist >= rho * (1 - 1e-12)):
                 raise ConfigError(f"{where}.rho: no vertex of mesh {spec.label()} has distance >= rho = {rho:g} "
                                   f"from the boundary")
-        return {"nu": nu, "beta": beta, "eps": eps, "rho": rho, "order": order, "tol": tol, "max_iter": max_iter,
-                "tr": tr, "mu2": mu2, "y_d": y_d, "transport": transport, "rtol": rtol, "fw_rtol": fw_rtol}
+        out = {"nu": nu, "beta": beta, "eps": eps, "rho": rho, "order": order, "tol": tol, "max_iter": max_iter,
+               "tr": tr, "mu2": mu2, "y_d": y_d, "transport": transport, "rtol": rtol, "fw_rtol": fw_rtol}
+        if enlarge:  # only when set: the run ids of existing studies stay as they were
+            out["enlarge"] = True
+        if transport_mesh is not None:
+            out["transport_mesh"] = transport_mesh
+        return out
+
+    @staticmethod
+    def _parse_transport_mesh(sec, where, dim, deltas, base_dir):
+        """``transport_mesh`` (+ ``transport_refine``): ``{"name", "refine", "path"}`` or None.
+
+        The transport lives on this mesh's vertices (lumped weights) on every level instead of the
+        level's state mesh (:class:`femot.problems.ControlProblem`, ``transport_mesh``); it must be
+        a mesh of the same domain's dimension and resolve every delta of the schedule, h <= delta / 4
+        with h its node spacing (:func:`femot.fem.smoothing.mesh_spacing`).  ``path`` (the resolved
+        file) does not enter the run ids (:func:`femot.studies.config.hashed_params`).
+        """
+        from femot.fem.meshes import mesh_dim
+        from femot.fem.smoothing import RESOLUTION_RATIO, mesh_spacing
+        from femot.studies.fields import _mesh_entry
+
+        if "transport_mesh" not in sec:
+            if "transport_refine" in sec:
+                raise ConfigError(f"{where}.transport_refine: goes with {where}.transport_mesh")
+            return None
+        refine = _num(sec, "transport_refine", where, default=0, integer=True, lo=0)
+        spec = _mesh_entry(sec["transport_mesh"], f"{where}.transport_mesh", base_dir, refine)
+        try:
+            tm = spec.load()
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"{where}.transport_mesh: cannot load {spec.name!r}: {exc}") from None
+        if mesh_dim(tm) != dim:
+            raise ConfigError(f"{where}.transport_mesh: a {mesh_dim(tm)}D mesh, the study's meshes are {dim}D")
+        h = mesh_spacing(tm)
+        dmin = min(deltas)
+        if h > dmin / RESOLUTION_RATIO * (1 + 1e-12):
+            raise ConfigError(f"{where}.transport_mesh: its node spacing h = {h:.4g} does not resolve the smallest "
+                              f"delta = {dmin:.4g} (h <= delta / {RESOLUTION_RATIO:g} = {dmin / RESOLUTION_RATIO:.4g} "
+                              f"needed); raise {where}.transport_refine or use a finer mesh")
+        return {"name": spec.name, "refine": int(refine), "path": spec.path}
 
     @staticmethod
     def _points_list(value, where, dim):
@@ -829,6 +878,46 @@ class ControlStudy(StudyProblem):
 
         return y_d
 
+    def estimate(self, params, level) -> dict:
+        """Size, memory and time estimate of one level (``femot study --check``).
+
+        :func:`femot.problems.control.estimate_size` on the level's mesh with the study's
+        transport mesh, enlargement and admissible set (the exact reference QP is not included).
+
+        Parameters
+        ----------
+        params : dict
+            The validated parameters (:meth:`validate`).
+        level : femot.studies.config.Level
+            The level (its mesh, gamma and delta).
+
+        Returns
+        -------
+        dict
+            See :func:`~femot.problems.control.estimate_size`.
+        """
+        from femot.fem import load_mesh
+        from femot.problems.control import estimate_size
+
+        m = params["mu2"]
+        mass = float(sum(m["weights"])) if m["type"] == "diracs" else float(m["mass"])
+        t = params.get("transport_mesh")
+        tm = None if t is None else load_mesh(t["path"] or t["name"], refine=t["refine"])
+        return estimate_size(level.mesh.load(), level.gamma, level.delta, mass=mass, transport_mesh=tm,
+                             enlarge=params.get("enlarge", False), rho=params["rho"])
+
+    @staticmethod
+    def _transport_mesh(ctx):
+        """The ``transport_mesh`` of the parameters, loaded once per chain (None: the level's mesh)."""
+        t = ctx["params"].get("transport_mesh")
+        if t is None:
+            return None
+        if "transport_mesh" not in ctx:
+            from femot.fem import load_mesh
+
+            ctx["transport_mesh"] = load_mesh(t["path"] or t["name"], refine=t["refine"])
+        return ctx["transport_mesh"]
+
     def _reference(self, ctx, spec):
         from femot.fem import PoissonOperator
         from femot.problems.control_reference import solve_control_reference
@@ -866,7 +955,9 @@ class ControlStudy(StudyProblem):
         op, y_d, ref = mc["op"], mc["y_d"], mc["ref"]
         P = ControlProblem(op, y_d, ctx["mu2"], p["nu"], level.gamma, level.delta, beta=p["beta"], rho=p["rho"],
                            eps=p["eps"], target_points=ctx["mu2_points"], tol=p["tol"], max_iter=p["max_iter"],
-                           transport=p.get("transport", "plan"))
+                           transport=p.get("transport", "plan"), transport_mesh=self._transport_mesh(ctx),
+                           enlarge=p.get("enlarge", False),
+                           check_resolution=False)  # validated with the study's mesh.resolution_ratio
         x0 = None
         warm_kind = "cold"
         if warm is not None:
@@ -922,7 +1013,8 @@ class ControlStudy(StudyProblem):
             "iterations": int(r.nit), "formulation": P.formulation,
             "stationarity": float(r.stationarity), "relative_stationarity": float(r.relative_stationarity),
             "fw_gap": None if r.fw_gap is None else float(r.fw_gap),
-            "n_nodes": int(op.nvertices), "n_controls": int(P.n),
+            "n_nodes": int(op.nvertices), "n_controls": int(P.n), "transport_nodes": int(P.q.n),
+            "transport_pairs": int(P.q.n) ** 2, "matrix_free": bool(P.matrix_free), "plan_nnz": int(r.plan.nnz),
             "fun": float(r.fun), "exact_objective": float(J), "reference_fun": float(ref.fun),
             "reference_status": int(ref.status), "reference_gap": float(ref.residuals["gap"]),
             "lower_solves": int(r.lower_solves), "newton_iterations": int(r.newton_iterations),
