@@ -9,7 +9,7 @@ from femot.cli import main
 from femot.core.semidiscrete import semidiscrete_ot
 from femot.fem import PoissonOperator
 from femot.fem.semidiscrete import mesh_domain
-from femot.problems.control_exact import exact_control_objective, solve_control_exact
+from femot.problems.control_exact import exact_control_objective, solve_control_exact, vertex_density
 
 NU = 5e-4
 
@@ -109,3 +109,37 @@ def test_demo_levels_json(tmp_path):
     J = [row["J"] for row in levels]
     assert abs(J[2] - J[1]) < abs(J[1] - J[0])  # converging under refinement
     assert (tmp_path / "ocp_2d_exact.png").exists()
+
+
+def test_regularized_results_report_the_exact_objective():
+    """Item 3: a regularized control's result carries its exact (OCP) objective, which the exact minimum bounds."""
+    from femot.problems.control import ControlProblem
+
+    mesh = skfem.MeshTri.init_sqsymmetric().refined(3)
+    op = PoissonOperator(mesh)
+    X = op.vertices
+    y_d = np.sin(np.pi * X[:, 0]) * np.sin(np.pi * X[:, 1]) * 0.05
+    rho = 0.25
+    dist = np.minimum.reduce([X[:, 0], 1 - X[:, 0], X[:, 1], 1 - X[:, 1]])
+    mu2 = np.where(dist >= rho - 1e-12, np.exp(-((X - 0.45) ** 2).sum(1) / 0.02), 0.0)
+    mu2 /= mu2.sum()
+    nu = 0.1
+    P = ControlProblem(op, y_d, mu2, nu, 1e-2, 0.2, rho=rho, transport="value")
+    r = P.solve()
+    assert r.exact_method == "semi-discrete"
+    ref = solve_control_exact(op, y_d, nu, density=vertex_density(mesh, mu2), control_vertices=P.control_vertices,
+                              tol=1e-12)
+    assert ref.success
+    assert r.exact_fun >= ref.fun - 1e-12
+    # the exact objective is the tracking plus nu times W_2^2 to the P1 density of mu2
+    chk = exact_control_objective(op, r.masses, y_d, nu, density=vertex_density(mesh, mu2))
+    assert r.exact_fun == pytest.approx(chk.fun, rel=1e-9)
+    assert r.exact_fun == pytest.approx(r.tracking + nu * r.exact_transport, rel=1e-12)
+
+
+def test_vertex_density_reproduces_the_lumped_masses():
+    mesh = skfem.MeshTri().refined(2)
+    rng = np.random.default_rng(0)
+    m = rng.uniform(0, 1, mesh.nvertices)
+    dom = mesh_domain(mesh, vertex_density(mesh, m))
+    assert dom.mass == pytest.approx(m.sum(), rel=1e-13)  # P1 integrals are exact lumped sums

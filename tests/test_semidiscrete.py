@@ -198,3 +198,20 @@ def test_zero_masses_and_failures():
         SemiDiscreteDomain.polygon([[0, 0], [1, 0], [0.2, 0.2], [0, 1]])
     with pytest.raises(ValueError, match="density"):
         SemiDiscreteDomain.triangles([[0, 0], [1, 0], [0, 1]], [[0, 1, 2]], [1.0, -1.0, 1.0])
+
+
+def test_density_vanishing_on_part_of_the_domain():
+    """Sites where the density vanishes: the uniform start has empty cells; continuation through blends."""
+    mesh = skfem.MeshTri().refined(4)
+    f = np.maximum(mesh.p[0] - 0.5, 0.0)  # P1 density, zero on the left half
+    dom = mesh_domain(mesh, f)
+    rng = np.random.default_rng(4)
+    sites = rng.uniform(0, 1, (20, 2))
+    assert np.any(sites[:, 0] < 0.4)
+    u = rng.uniform(0.5, 1.5, 20)
+    u *= dom.mass / u.sum()
+    assert laguerre_cells(dom, sites, np.zeros(20), hessian=False).masses.min() == 0
+    res = semidiscrete_ot(dom, sites, u, tol=1e-12)
+    assert res.success, res.message
+    np.testing.assert_allclose(res.cell_masses, u, rtol=0, atol=1e-12 * dom.mass)
+    assert res.dual == pytest.approx(res.fun, rel=1e-9)

@@ -179,6 +179,15 @@ class SemiDiscreteDomain:
             raise ValueError(f"kind must be 'P0' or 'P1', got {kind!r}")
         return cls._from_pieces(P, coef)
 
+    def blended(self, t: float) -> SemiDiscreteDomain:
+        """The density ``(1 - t) rho + t rho(D) / |D|`` (same mass; ``t = 1``: uniform)."""
+        P = self.pieces
+        nxt = np.roll(P, -1, axis=1)
+        area = 0.5 * float(np.sum(P[..., 0] * nxt[..., 1] - nxt[..., 0] * P[..., 1]))
+        coef = (1 - t) * self.coef
+        coef[:, 0] += t * self.mass / area
+        return SemiDiscreteDomain(P, self.normals, self.offsets, coef, self.mass, self.lo, self.hi)
+
     def density(self, x) -> np.ndarray:
         """The density at points ``x`` (n, 2); 0 outside ``D`` (on shared edges: one of the pieces' values)."""
         x = _points2(x, "x")
@@ -473,6 +482,37 @@ def _grounded_solve(L, r):
     return d
 
 
+def _kmt(domain, a, u, psi, cells, tol, max_iter, hist):
+    """Damped Newton of Kitagawa-Merigot-Thibert from weights whose cells all have positive mass."""
+    total = domain.mass
+    m = cells.masses
+    floor = 0.5 * min(m.min(), u.min())
+    status, message = 1, "iteration limit reached"
+    nit = 0
+    for nit in range(max_iter + 1):
+        r = u - m
+        res = float(np.abs(r).max()) / total
+        hist.append(res)
+        if res <= tol:
+            status, message = 0, "cell masses match the targets to tol"
+            break
+        if nit == max_iter:
+            break
+        assert cells.laplacian is not None
+        d = _grounded_solve(cells.laplacian, r)
+        t, nr = 1.0, np.linalg.norm(r)
+        while t >= 1e-12:
+            trial = laguerre_cells(domain, a, psi + t * d)
+            if trial.masses.min() >= floor and np.linalg.norm(u - trial.masses) <= (1 - t / 2) * nr:
+                break
+            t *= 0.5
+        if t < 1e-12:
+            status, message = 3, "the damped Newton step became too small"
+            break
+        psi, cells, m = psi + t * d, trial, trial.masses
+    return psi, cells, status, message, nit
+
+
 def semidiscrete_ot(domain: SemiDiscreteDomain, sites, masses, *, psi0=None, tol: float = 1e-10,
                     max_iter: int = 100) -> OptimizeResult:
     """Exact ``W_2^2`` between the density of ``domain`` and ``sum_i masses_i delta_{sites_i}``.
@@ -523,37 +563,28 @@ def semidiscrete_ot(domain: SemiDiscreteDomain, sites, masses, *, psi0=None, tol
     a_s, u = a[sup], u_all[sup]
     psi = np.zeros(u.size) if psi0 is None else as_vector(psi0, "psi0", length=n)[sup].copy()
     total = domain.mass
+    hist: list[float] = []
     cells = laguerre_cells(domain, a_s, psi)
+    status, message, nit = 2, "a cell with positive target mass is empty at the start: give psi0", 0
+    if cells.masses.min() <= 0:
+        # a density vanishing on parts of D: continuation from the uniform density on D, whose cells
+        # of sites in D are nonempty, through blends (1 - t) rho + t |rho| / |D|
+        for t in (1.0, 0.1, 0.01, 1e-3, 1e-4):
+            blend = domain.blended(t)
+            cells = laguerre_cells(blend, a_s, psi)
+            if cells.masses.min() <= 0:
+                continue
+            psi, cells, st, _, k = _kmt(blend, a_s, u, psi, cells, max(tol, 1e-12), max_iter, [])
+            nit += k
+            if st != 0:
+                break
+            cells = laguerre_cells(domain, a_s, psi)
+            if cells.masses.min() > 0:
+                break
+    if cells.masses.min() > 0:
+        psi, cells, status, message, k = _kmt(domain, a_s, u, psi, cells, tol, max_iter, hist)
+        nit += k
     m = cells.masses
-    status, message, nit = 1, "iteration limit reached", 0
-    hist = []
-    if m.min() <= 0:
-        status, message = 2, "a cell with positive target mass is empty at the start: give psi0"
-    else:
-        floor = 0.5 * min(m.min(), u.min())
-        for nit in range(max_iter + 1):
-            r = u - m
-            res = float(np.abs(r).max()) / total
-            hist.append(res)
-            if res <= tol:
-                status, message = 0, "cell masses match the targets to tol"
-                break
-            if nit == max_iter:
-                break
-            assert cells.laplacian is not None
-            d = _grounded_solve(cells.laplacian, r)
-            t, nr = 1.0, np.linalg.norm(r)
-            while True:
-                trial = laguerre_cells(domain, a_s, psi + t * d)
-                if trial.masses.min() >= floor and np.linalg.norm(u - trial.masses) <= (1 - t / 2) * nr:
-                    break
-                t *= 0.5
-                if t < 1e-12:
-                    break
-            if t < 1e-12:
-                status, message = 3, "the damped Newton step became too small"
-                break
-            psi, cells, m = psi + t * d, trial, trial.masses
     psi_all = np.full(n, np.nan)
     psi_all[sup] = psi
     cm = np.zeros(n)

@@ -43,11 +43,15 @@ from scipy.sparse.linalg import splu
 
 from .._validation import as_vector, check_positive_scalar
 from ..core.semidiscrete import SemiDiscreteDomain, laguerre_cells, semidiscrete_ot
-from ..fem.meshes import admissible_vertices
+from ..fem.meshes import admissible_vertices, element_volumes
 from ..fem.semidiscrete import mesh_domain
 from .control_reference import _as_operator
 
-__all__ = ["ControlExactResult", "solve_control_exact", "exact_control_objective"]
+__all__ = ["ControlExactResult", "solve_control_exact", "exact_control_objective", "vertex_density",
+           "exact_fields"]
+
+#: largest plan (controls x targets) for which :func:`exact_fields` falls back to the LP
+LP_EXACT_MAX_PAIRS = 250_000
 
 
 class ControlExactResult(OptimizeResult):
@@ -190,6 +194,70 @@ def exact_control_objective(poisson, masses, y_d, nu, *, density=None) -> Optimi
     ot = semidiscrete_ot(dom, op.vertices, u * (dom.mass / u.sum()))
     return OptimizeResult(fun=trk + nu * ot.fun, tracking=trk, transport=ot.fun, residual=ot.residual,
                           success=ot.success, message=ot.message)
+
+
+def vertex_density(mesh, masses) -> np.ndarray:
+    """The P1 density whose lumped quadrature gives ``masses`` at the vertices: ``masses / lumped areas``.
+
+    Parameters
+    ----------
+    mesh : skfem.MeshTri
+    masses : array_like (nvertices,)
+
+    Returns
+    -------
+    ndarray (nvertices,)
+    """
+    vol = element_volumes(mesh)
+    lumped = np.bincount(np.asarray(mesh.t).ravel(), np.tile(vol / 3.0, 3), minlength=mesh.nvertices)
+    return as_vector(masses, "masses", length=mesh.nvertices) / lumped
+
+
+def exact_fields(problem, x) -> dict:
+    """The exact (OCP) objective of a regularized control, for the results of the control problems.
+
+    ``exact_fun = tracking + nu W_beta^beta(u, mu2^d)`` with the unregularized transport: in 2D with
+    ``beta = 2`` and the prior on the state mesh's vertices, ``mu2^d`` is read as the P1 density of its
+    lumped masses (:func:`vertex_density`) and ``W_2^2`` is semi-discrete
+    (:func:`femot.core.semidiscrete.semidiscrete_ot`); otherwise the discrete prior's exact transport
+    (monotone rearrangement in 1D, the LP up to :data:`LP_EXACT_MAX_PAIRS` pairs).
+
+    Parameters
+    ----------
+    problem : femot.problems.ControlProblem
+    x : array_like
+        Control masses on the problem's control vertices.
+
+    Returns
+    -------
+    dict
+        ``exact_fun``, ``exact_transport`` (NaN when not computed), ``exact_method`` (``"semi-discrete"``,
+        ``"exact"``, or why it was not computed).
+    """
+    nan = float("nan")
+    out = dict(exact_fun=nan, exact_transport=nan, exact_method="not computed")
+    op = problem.op
+    masses = problem.full(x)
+    try:
+        on_vertices = (problem.target_points.shape == op.vertices.shape
+                       and np.allclose(problem.target_points, op.vertices, rtol=0, atol=1e-12))
+        if op.dim == 2 and problem.beta == 2 and on_vertices:
+            dens = vertex_density(op.mesh, problem.mu2)
+            dom = mesh_domain(op.mesh, dens)
+            ot = semidiscrete_ot(dom, op.vertices, masses * (dom.mass / masses.sum()))
+            if not ot.success:
+                out["exact_method"] = f"semi-discrete transport failed: {ot.message}"
+                return out
+            trk = op.tracking_value_and_gradient(masses, problem.y_d)[0]
+            out.update(exact_fun=trk + problem.nu * ot.fun, exact_transport=ot.fun, exact_method="semi-discrete")
+        elif op.dim == 1 or np.count_nonzero(masses) * np.count_nonzero(problem.mu2) <= LP_EXACT_MAX_PAIRS:
+            fun, _, transport = problem.exact_objective(x)
+            out.update(exact_fun=float(fun), exact_transport=float(transport), exact_method="exact")
+        else:
+            out["exact_method"] = "not computed: the exact transport LP would be too large"
+    except ValueError as exc:
+        out["exact_method"] = f"failed: {exc}"
+    return out
 
 
 def solve_control_exact(poisson, y_d, nu, *, density=None, control_vertices=None, rho=None, psi0=None,
