@@ -43,7 +43,8 @@ from scipy.sparse.linalg import splu
 
 from .._validation import as_vector, check_positive_scalar
 from ..core.semidiscrete import SemiDiscreteDomain, laguerre_cells, semidiscrete_ot
-from ..fem.meshes import admissible_vertices, element_volumes
+from ..fem.meshes import admissible_vertices
+from ..fem.quadrature import quadrature
 from ..fem.semidiscrete import mesh_domain
 from .control_reference import _as_operator
 
@@ -208,9 +209,7 @@ def vertex_density(mesh, masses) -> np.ndarray:
     -------
     ndarray (nvertices,)
     """
-    vol = element_volumes(mesh)
-    lumped = np.bincount(np.asarray(mesh.t).ravel(), np.tile(vol / 3.0, 3), minlength=mesh.nvertices)
-    return as_vector(masses, "masses", length=mesh.nvertices) / lumped
+    return as_vector(masses, "masses", length=mesh.nvertices) / quadrature(mesh).weights
 
 
 def exact_fields(problem, x) -> dict:

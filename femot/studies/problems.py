@@ -1270,8 +1270,12 @@ class TrackingStudy(StudyProblem):
         return metrics, info, state
 
 
+# the 2D control study against the exact (OCP) lives in its own module (it subclasses ControlStudy)
+from femot.studies.control_exact import ExactControlStudy  # noqa: E402
+
 #: The study problems by name: the one registry (``femot.studies.config`` asks it for the names).
-_REGISTRY = {cls.name: cls for cls in (LowerLevelStudy, ControlStudy, IdentificationStudy, TrackingStudy)}
+_REGISTRY = {cls.name: cls for cls in (LowerLevelStudy, ControlStudy, IdentificationStudy, TrackingStudy,
+                                       ExactControlStudy)}
 
 
 def problem_names() -> tuple:
