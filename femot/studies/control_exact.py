@@ -21,11 +21,12 @@ import time
 import numpy as np
 
 from femot.studies.fields import ConfigError, _check_keys, _num
-from femot.studies.problems import ControlStudy, StudyProblem, _interval, _mesh_cache, _tr_options
+from femot.studies.problems import ControlStudy, StudyProblem, _interval, _mesh_cache, _tr_options, register_problem
 
 __all__ = ["ExactControlStudy"]
 
 
+@register_problem
 class ExactControlStudy(StudyProblem):
     """(OCP^delta_gamma) of Part II by the trust-region method vs the exact 2D (OCP) (semi-discrete W_2)."""
 

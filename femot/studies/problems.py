@@ -1270,12 +1270,20 @@ class TrackingStudy(StudyProblem):
         return metrics, info, state
 
 
-# the 2D control study against the exact (OCP) lives in its own module (it subclasses ControlStudy)
-from femot.studies.control_exact import ExactControlStudy  # noqa: E402
-
 #: The study problems by name: the one registry (``femot.studies.config`` asks it for the names).
-_REGISTRY = {cls.name: cls for cls in (LowerLevelStudy, ControlStudy, IdentificationStudy, TrackingStudy,
-                                       ExactControlStudy)}
+_REGISTRY = {cls.name: cls for cls in (LowerLevelStudy, ControlStudy, IdentificationStudy, TrackingStudy)}
+
+
+def register_problem(cls):
+    """Add a study problem defined in another module to the registry (keyed by ``cls.name``); returns ``cls``.
+
+    Parameters
+    ----------
+    cls : type
+        A :class:`StudyProblem` subclass.
+    """
+    _REGISTRY[cls.name] = cls
+    return cls
 
 
 def problem_names() -> tuple:
