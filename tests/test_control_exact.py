@@ -178,3 +178,9 @@ def test_exact_control_study_runs_and_reports_the_gap(tmp_path):
         assert row["objective_gap"] >= -1e-10  # the exact control minimizes the exact objective
         assert np.isfinite(row["fun_bias"]) and row["control_w2"] >= 0
     assert "fun_bias" in (tmp_path / "study" / "report.md").read_text()
+
+
+def test_exact_objective_rejects_a_control_of_the_wrong_mass():
+    op, y_d = peer_instance(2)
+    with pytest.raises(ValueError, match="masses"):
+        exact_control_objective(op, np.full(op.nvertices, 1.0), y_d, NU)  # mass 25, the reference has 4

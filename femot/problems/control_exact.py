@@ -190,8 +190,10 @@ def exact_control_objective(poisson, masses, y_d, nu, *, density=None) -> Optimi
     """
     op, nu, dom, _, b, c, _ = _setup(poisson, y_d, nu, density, None, None)
     u = as_vector(masses, "masses", length=op.nvertices)
+    if abs(u.sum() - dom.mass) > 1e-6 * dom.mass:
+        raise ValueError(f"masses must carry the reference's mass {dom.mass:.12g}, got {u.sum():.12g}")
     trk, _, _ = _tracking(op, op.vertex_load, b, c, u)
-    # the reference's mass: the control carries it up to rounding of the upper-level solver
+    # rescaled to the reference's mass exactly: the control carries it up to an optimizer's rounding
     ot = semidiscrete_ot(dom, op.vertices, u * (dom.mass / u.sum()))
     return OptimizeResult(fun=trk + nu * ot.fun, tracking=trk, transport=ot.fun, residual=ot.residual,
                           success=ot.success, message=ot.message)
