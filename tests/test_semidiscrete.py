@@ -194,6 +194,8 @@ def test_zero_masses_and_failures():
         semidiscrete_ot(dom, sites, [1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="sites"):
         semidiscrete_ot(dom, sites[:, :1], [4.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="sites"):
+        laguerre_cells(dom, np.zeros((0, 2)), [])
     with pytest.raises(ValueError, match="vertices"):
         SemiDiscreteDomain.polygon([[0, 0], [1, 0], [0.2, 0.2], [0, 1]])
     with pytest.raises(ValueError, match="density"):

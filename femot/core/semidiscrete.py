@@ -374,6 +374,8 @@ def laguerre_cells(domain: SemiDiscreteDomain, sites, psi, *, hessian: bool = Tr
         raise ValueError(f"domain must be a SemiDiscreteDomain, got {type(domain).__name__}")
     a = _points2(sites, "sites")
     n = a.shape[0]
+    if n == 0:
+        raise ValueError("sites must hold at least one point")
     psi = as_vector(psi, "psi", length=n)
     masses, moments = np.zeros(n), np.zeros(n)
     rows, cols, vals = [], [], []
