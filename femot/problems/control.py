@@ -58,6 +58,7 @@ from ..fem.meshes import admissible_vertices
 from ..fem.quadrature import product_cost, quadrature
 from ..fem.smoothing import RESOLUTION_RATIO, Smoother, mesh_spacing, resolution_problem
 from .base import SmoothedLowerLevel, UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
+from .control_exact import exact_fields
 from .control_reference import _as_operator, _target, control_objective
 
 __all__ = ["SmoothedLowerLevel", "ControlProblem", "ControlResult", "solve_control", "FORMULATIONS",
@@ -126,6 +127,9 @@ class ControlResult(UpperLevelResult):
         The optimizer's result; ``time_s`` the wall time.
     gamma, delta, nu : float
         The problem's parameters.
+    exact_fun, exact_transport, exact_method
+        The exact (OCP) objective of the control and its ``W_beta^beta``
+        (:func:`femot.problems.control_exact.exact_fields`).
     """
 
 
@@ -584,7 +588,8 @@ class ControlProblem(VertexControl):
             formulation=self.formulation, fw_gap=fw, plan=res.plan, mu1_density=self.lower.density(tr.x),
             mu2_density=self.mu2_density, lower=res, nfev=int(tr.nfev), nhev=int(tr.get("nhev", 0)),
             stationarity=float(tr.stationarity), relative_stationarity=rel, theta0=theta0,
-            tol=float(tr.options["tol"]), gamma=self.gamma, delta=self.delta, nu=self.nu)
+            tol=float(tr.options["tol"]), gamma=self.gamma, delta=self.delta, nu=self.nu,
+            **exact_fields(self, tr.x))  # the unregularized objective beside fun: its bias is visible
 
 
 #: fraction of the value term's Hessian used as the damping metric of the plan formulation's bundle step

@@ -14,8 +14,10 @@ exact reference (docs/studies.md). Modules:
 * report    -- CSV and Markdown tables, log-log plots, report.md;
 * fields    -- the error type, value checks and mesh specification shared by config and problems;
 * runner    -- :func:`run_study` (the command ``femot study`` is :mod:`femot.cli.study`);
-* paths     -- in-memory solves along a schedule (:func:`lower_level_path`, :func:`control_path`).
+* paths     -- in-memory solves along a schedule (:func:`lower_level_path`, :func:`control_path`);
+* control_exact -- the study problem ``control-exact`` (2D control against the exact (OCP)).
 """
+from femot.studies import control_exact as _control_exact  # noqa: F401  (registers the study "control-exact")
 from femot.studies.config import ConfigError, Study, load_config, parse_config
 from femot.studies.runner import StudyOutcome, run_study
 

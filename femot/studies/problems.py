@@ -1366,6 +1366,18 @@ class TrackingStudy(StudyProblem):
 _REGISTRY = {cls.name: cls for cls in (LowerLevelStudy, ControlStudy, IdentificationStudy, TrackingStudy)}
 
 
+def register_problem(cls):
+    """Add a study problem defined in another module to the registry (keyed by ``cls.name``); returns ``cls``.
+
+    Parameters
+    ----------
+    cls : type
+        A :class:`StudyProblem` subclass.
+    """
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
 def problem_names() -> tuple:
     """Names of the study problems, in registry order (the values of ``study.problem``)."""
     return tuple(_REGISTRY)
