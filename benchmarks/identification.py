@@ -120,6 +120,12 @@ def compare_one(n, seed, gamma, eps, start, tol, max_iter):
     return out
 
 
+def _write(path, obj):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(obj, fh, indent=2, default=float)
+
+
 def compare(args):
     """The before/after table of --compare."""
     head = (f"{'n':>4} {'seed':>4} {'gamma':>6} {'start':>8} | {'J before':>9} {'err':>8} {'stat':>7} {'cert':>4} "
@@ -134,6 +140,7 @@ def compare(args):
                     for start in ("uniform", "observed"):
                         r = compare_one(n, seed, g, e if e > 0 else g, start, args.tol, args.max_iter)
                         rows.append(r)
+                        _write(args.json, {"compare": rows, "tol": args.tol, "max_iter": args.max_iter})
                         b, a = r["before"], r["auto"]
                         print(f"{n:>4d} {seed:>4d} {g:>6.0e} {start:>8} | {b['J']:>9.3e} {b['mu1_err_max']:>8.1e} "
                               f"{b['stationarity']:>7.1e} {'yes' if b['success'] else 'no':>4} "
@@ -193,10 +200,7 @@ def main(argv=None):
           f"{os.environ.get('OPENBLAS_NUM_THREADS')}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cpus")
     if args.compare:
-        rows = compare(args)
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump({"compare": rows, "tol": args.tol, "max_iter": args.max_iter}, fh, indent=2, default=float)
+        compare(args)  # the JSON is rewritten after every run (long runs can be cut short)
         print(f"\nwritten {args.json}")
         return
     head = (f"{'n':>5} {'gamma':>7} {'eps':>7} {'time s':>8} {'iter':>5} {'stationarity':>13} {'status':>6} "

@@ -627,6 +627,12 @@ def test_default_returns_the_certified_phase_of_lowest_J():
     assert res.J == pytest.approx(P.objective(res.plan, res.mu1), rel=1e-12)
     assert res.nit == sum(p["nit"] for p in res.phases)
     assert res.levels == best["levels"] and res.tol == 1e-5
+    # every phase runs on a fresh copy of the problem: the x0 phases are today's single models, run alone
+    for model, kw in (("bfgs", {}), ("newton", {"continuation": "auto"})):
+        alone = solve_identification(problem_from_instance(d, gamma=1e-4, eps=1e-8), x0=np.full(12, 1 / 12),
+                                     model=model, **kw)
+        assert alone.fun == next(p["J"] for p in res.phases if p["phase"] == f"x0: {model}")
+        assert res.J <= alone.J * (1 + 1e-12) or not alone.success
     # starts=() keeps x0 only; a start equal to x0 is not repeated
     one = solve_identification(P, starts=())
     assert [p["phase"].split(":")[0] for p in one.phases] == ["uniform"] * len(one.phases)
