@@ -633,6 +633,10 @@ def test_default_returns_the_certified_phase_of_lowest_J():
                                      model=model, **kw)
         assert alone.fun == next(p["J"] for p in res.phases if p["phase"] == f"x0: {model}")
         assert res.J <= alone.J * (1 + 1e-12) or not alone.success
+    # the uniform start (x0 None) is the optimizer's own: the phase is bit for bit model="bfgs" alone
+    uni = solve_identification(problem_from_instance(d, gamma=1e-4, eps=1e-8), starts=())
+    alone = solve_identification(problem_from_instance(d, gamma=1e-4, eps=1e-8), model="bfgs")
+    assert uni.phases[0]["phase"] == "uniform: bfgs" and uni.phases[0]["J"] == alone.fun
     # starts=() keeps x0 only; a start equal to x0 is not repeated
     one = solve_identification(P, starts=())
     assert [p["phase"].split(":")[0] for p in one.phases] == ["uniform"] * len(one.phases)

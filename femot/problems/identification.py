@@ -872,16 +872,19 @@ def _auto(path: _Path, starts, continuation, continuation_tol):
 
 def _starts(problem, x0, starts):
     """The labelled starting points of ``model="auto"``: x0 (default uniform), then the observed start."""
-    first = ("x0", x0) if x0 is not None else ("uniform", problem.uniform())
+    # the uniform start stays None: the optimizer's own uniform point, bit for bit that of a
+    # single-model run (a start projected onto the simplex can differ in the last bit, and
+    # the path with it)
+    out = [("x0", x0) if x0 is not None else ("uniform", None)]
+    first = problem.uniform() if x0 is None else x0
     if starts is None:
         starts = ("observed",)
-    out = [first]
     for s in starts:
         if s != "observed":
             raise ValueError(f"starts must be a sequence of 'observed' (or empty), got {starts!r}")
         x = problem.observed_start()
         # a second start equal to the first would only repeat its phases
-        if np.max(np.abs(x - first[1])) > 1e-12 * problem.mass:
+        if np.max(np.abs(x - first)) > 1e-12 * problem.mass:
             out.append(("observed", x))
     return out
 
