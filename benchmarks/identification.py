@@ -24,6 +24,13 @@ eps = 1e-6.  The column "SQP min" is the smallest value SciPy's SLSQP reaches
 with the same oracle from the truth, the uniform marginal and the trust-region
 point: an independent estimate of the problem's minimum.
 
+--compare runs the acceptance of the default model (issue 22): experiment 1 at the sizes
+--n, seeds --compare-seeds, the uniform and the observed start, gamma in --gammas, eps in
+--eps.  "before" is the lower J of today's two models run separately (``model="bfgs"``
+and ``model="newton", continuation="auto"``); "after" is the default ``model="auto"``.
+Per run: J, J at the truth, max|mu1* - mu1|, stationarity (and whether certified), time,
+and whether the truth's basin was found (:func:`truth_basin`).
+
 Gamma barely matters at these sizes: the cost gaps (>= 1) dwarf gamma * pi, so the
 regularized plans are already the sparse exact ones at gamma = 1e-2.  Smaller
 gamma only raises the rounding floor n*u*max|c|/gamma of the lower level, which
@@ -35,6 +42,7 @@ profit from threads, and threaded BLAS on a busy machine was up to 1000x slower.
 
     python benchmarks/identification.py                  # n = 200, 500; gamma 1e-2; eps 1e-8; 10 seeds
     python benchmarks/identification.py --n 200 --gammas 1e-2 1e-4 --eps 1e-8 1e-10 --seeds 0
+    python benchmarks/identification.py --compare --n 200 --gammas 1e-2 1e-4 --compare-seeds 0 1 2 3 4
 Results: benchmarks/results/identification.json (or --json PATH).
 """
 from __future__ import annotations
@@ -52,8 +60,9 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def run_one(n, seed, gamma, eps, tol, max_iter, sqp=False):
-    """One experiment-1 run; with ``sqp`` also the SLSQP estimate of the minimum (``sqp_min``)."""
+def run_one(n, seed, gamma, eps, tol, max_iter, sqp=False, model=None):
+    """One experiment-1 run (``model`` of ``solve_identification``, None: its default); with ``sqp`` also
+    the SLSQP estimate of the minimum (``sqp_min``)."""
     from femot.problems.identification import identification_errors, solve_identification
     from femot.problems.instances import identification_instance, problem_from_instance
 
@@ -61,7 +70,7 @@ def run_one(n, seed, gamma, eps, tol, max_iter, sqp=False):
     data = identification_instance(n, seed, experiment=1)
     t_lp = time.perf_counter() - t
     prob = problem_from_instance(data, gamma=gamma, eps=eps)
-    res = solve_identification(prob, options={"tol": tol, "max_iter": max_iter})
+    res = solve_identification(prob, options={"tol": tol, "max_iter": max_iter}, model=model)
     errs = identification_errors(res.mu1, res.plan, data["mu1_true"], data["pi_true"])
     return {
         "n": n, "seed": seed, "gamma": gamma, "eps": eps, "tol": tol, "max_iter": max_iter,
@@ -73,6 +82,81 @@ def run_one(n, seed, gamma, eps, tol, max_iter, sqp=False):
         "lower_failures": prob.n_failed_solves, "eps_bias_relative": res.eps_bias_relative,
         **({"sqp_min": sqp_minimum(prob, [data["mu1_true"], np.full(n, prob.mass / n), res.mu1])} if sqp else {}),
     }
+
+
+def truth_basin(J, J_true, mu1_err, eps_bias, mu1_true):
+    """Whether a point lies in the truth's basin: J <= 1.01 J(mu1*), max|mu1 - mu1*| <= 1% max mu1* + eps bias.
+
+    The minimizer near the truth beats it (J <= J(mu1*)); the 1% slack in J allows for
+    stopping at tol.  Its distance to mu1* is of the order of the eps bias of (3.1)
+    plus what the mismatch of the regularized plans costs; the local minima away from
+    the truth are off by a sizeable fraction of max mu1* (about half at n = 200).
+    """
+    return bool(J <= 1.01 * J_true and mu1_err <= 0.01 * float(np.max(mu1_true)) + eps_bias)
+
+
+def compare_one(n, seed, gamma, eps, start, tol, max_iter):
+    """Today's two models (separately, fresh problems) and the default ``model="auto"`` on one instance."""
+    from femot.problems.identification import identification_errors, solve_identification
+    from femot.problems.instances import identification_instance, problem_from_instance
+
+    data = identification_instance(n, seed, experiment=1)
+    out = {"n": n, "seed": seed, "gamma": gamma, "eps": eps, "start": start}
+    for key, kw in (("bfgs", {"model": "bfgs"}), ("newton", {"model": "newton", "continuation": "auto"}),
+                    ("auto", {"model": "auto"})):
+        prob = problem_from_instance(data, gamma=gamma, eps=eps)
+        x0 = prob.observed_start() if start == "observed" else None
+        r = solve_identification(prob, x0, options={"tol": tol, "max_iter": max_iter}, **kw)
+        e = identification_errors(r.mu1, r.plan, data["mu1_true"], data["pi_true"])
+        J_true = prob.value(data["mu1_true"])
+        out[key] = {"J": r.J, "J_at_truth": J_true, "mu1_err_max": e["mu1_err_max"], "eps_bias": r.eps_bias,
+                    "stationarity": r.stationarity, "stationarity_measure": r.stationarity_measure,
+                    "success": bool(r.success), "nit": r.nit, "time_s": r.time_s, "phase": r.get("phase"),
+                    "phases": [{k: v for k, v in p.items() if k != "levels"} for p in r.phases],
+                    "truth_basin": truth_basin(r.J, J_true, e["mu1_err_max"], r.eps_bias, data["mu1_true"])}
+    before = min((out["bfgs"], out["newton"]), key=lambda r: r["J"])
+    out["before"] = before
+    out["before_time_s"] = out["bfgs"]["time_s"] + out["newton"]["time_s"]
+    return out
+
+
+def _write(path, obj):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(obj, fh, indent=2, default=float)
+
+
+def compare(args):
+    """The before/after table of --compare."""
+    head = (f"{'n':>4} {'seed':>4} {'gamma':>6} {'start':>8} | {'J before':>9} {'err':>8} {'stat':>7} {'cert':>4} "
+            f"{'time':>6} {'basin':>5} | {'J after':>9} {'err':>8} {'stat':>7} {'cert':>4} {'time':>6} {'basin':>5} "
+            f"| {'J(mu1*)':>8} {'after phase':<28}")
+    print(head)
+    rows = []
+    for n in args.n:
+        for seed in args.compare_seeds:
+            for g in args.gammas:
+                for e in args.eps:
+                    for start in ("uniform", "observed"):
+                        r = compare_one(n, seed, g, e if e > 0 else g, start, args.tol, args.max_iter)
+                        rows.append(r)
+                        _write(args.json, {"compare": rows, "tol": args.tol, "max_iter": args.max_iter})
+                        b, a = r["before"], r["auto"]
+                        print(f"{n:>4d} {seed:>4d} {g:>6.0e} {start:>8} | {b['J']:>9.3e} {b['mu1_err_max']:>8.1e} "
+                              f"{b['stationarity']:>7.1e} {'yes' if b['success'] else 'no':>4} "
+                              f"{r['before_time_s']:>6.1f} {'yes' if b['truth_basin'] else 'no':>5} | "
+                              f"{a['J']:>9.3e} {a['mu1_err_max']:>8.1e} {a['stationarity']:>7.1e} "
+                              f"{'yes' if a['success'] else 'no':>4} {a['time_s']:>6.1f} "
+                              f"{'yes' if a['truth_basin'] else 'no':>5} | {b['J_at_truth']:>8.1e} "
+                              f"{a['phase']:<28}", flush=True)
+    worse = [(r["n"], r["seed"], r["gamma"], r["start"]) for r in rows if r["auto"]["J"] > r["before"]["J"]]
+    print(f"\nafter certified on {sum(r['auto']['success'] for r in rows)}/{len(rows)} runs (before: "
+          f"{sum(r['before']['success'] for r in rows)}); truth's basin after "
+          f"{sum(r['auto']['truth_basin'] for r in rows)}"
+          f"/{len(rows)} (before {sum(r['before']['truth_basin'] for r in rows)}); after worse than before on "
+          f"{len(worse)} runs {worse}; time after / before (sums) "
+          f"{sum(r['auto']['time_s'] for r in rows) / max(sum(r['before_time_s'] for r in rows), 1e-300):.2f}")
+    return rows
 
 
 def sqp_minimum(prob, starts):
@@ -102,6 +186,9 @@ def main(argv=None):
     p.add_argument("--max-iter", type=int, default=1000)
     p.add_argument("--seeds", type=int, default=10, help="n = 25 acceptance seeds (0: skip)")
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "identification.json"))
+    p.add_argument("--compare", action="store_true",
+                   help="before/after table of the default model (issue 22) instead of the runs above")
+    p.add_argument("--compare-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     args = p.parse_args(argv)
 
     from femot.problems.instances import identification_instance, problem_from_instance
@@ -112,6 +199,10 @@ def main(argv=None):
     print(f"seed {args.seed}; tol {args.tol:g}; max_iter {args.max_iter}; BLAS threads "
           f"{os.environ.get('OPENBLAS_NUM_THREADS')}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cpus")
+    if args.compare:
+        compare(args)  # the JSON is rewritten after every run (long runs can be cut short)
+        print(f"\nwritten {args.json}")
+        return
     head = (f"{'n':>5} {'gamma':>7} {'eps':>7} {'time s':>8} {'iter':>5} {'stationarity':>13} {'status':>6} "
             f"{'J':>10} {'J(mu1*)':>9} {'mu1 err':>9} {'pi err':>9} {'solves':>6} {'solve s':>7} {'fail':>4} "
             f"{'bias':>6}")

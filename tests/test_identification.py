@@ -1,4 +1,6 @@
 """Transportation identification (Part III §4): objective, reduced subgradient, solver, instances."""
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -273,7 +275,7 @@ def test_experiment1_paper_setting_gamma_1e6_seed0():
     """Part III §4.2, Table 4.1 row gamma = eps = 1e-6 (n = 25) on one generated seed."""
     d = identification_instance(25, 0)
     P = problem_from_instance(d, gamma=1e-6)
-    res = solve_identification(P)
+    res = solve_identification(P, model="bfgs")  # the paper's Algorithm 4.1
     assert res.success and res.nit <= 100
     e = identification_errors(res.mu1, res.plan, d["mu1_true"], d["pi_true"])
     assert e["mu1_err_max"] <= 1e-3
@@ -296,7 +298,11 @@ def test_experiment1_ten_seeds(eps):
         P = problem_from_instance(d, gamma=1e-6, eps=eps)
         res = solve_identification(P)
         e = identification_errors(res.mu1, res.plan, d["mu1_true"], d["pi_true"])
-        assert res.success and res.nit <= 100, (seed, res.message)
+        # the default's first phase is the paper's Algorithm 4.1 from the uniform start (Table 4.1)
+        alg41 = res.phases[0]
+        assert alg41["phase"] == "uniform: bfgs" and alg41["success"] and alg41["nit"] <= 100, seed
+        assert res.success and res.stationarity <= res.tol, (seed, res.message)
+        assert res.J <= min(p["J"] for p in res.phases if p["success"]) * (1 + 1e-12), seed
         assert e["mu1_err_max"] <= 1e-3, seed
         if eps <= 1e-8:
             assert res.J <= 1e-7, seed
@@ -334,7 +340,7 @@ def test_experiment2_runs_and_fits_observations():
     d = identification_instance(12, 1, experiment=2)
     P = problem_from_instance(d, gamma=1e-3)
     res = solve_identification(P, options={"max_iter": 100})
-    assert res.nit <= 100 and np.isfinite(res.J)
+    assert all(lv["nit"] <= 100 for p in res.phases for lv in p["levels"]) and np.isfinite(res.J)
     # starting point is the uniform marginal (Part III §4.2); the method decreases f
     u = np.full(12, 1 / 12)
     assert res.J < P.value(u)
@@ -344,9 +350,12 @@ def test_solve_identification_x0_and_callback():
     d = identification_instance(8, 2)
     P = problem_from_instance(d, gamma=1e-2)
     seen = []
-    res = solve_identification(P, x0=d["mu1_true"], options={"max_iter": 5},
+    res = solve_identification(P, x0=d["mu1_true"], options={"max_iter": 5}, model="bfgs",
                                callback=lambda r: seen.append(r.nit))
     assert seen == list(range(1, len(seen) + 1)) and len(seen) <= 5
+    seen.clear()
+    auto = solve_identification(P, x0=d["mu1_true"], options={"max_iter": 5}, callback=lambda r: seen.append(r.nit))
+    assert len(seen) == auto.nit  # every iteration of every phase and level
     with pytest.raises(ValueError, match="x0"):
         solve_identification(P, x0=np.full(8, 1.0))
     with pytest.raises(ValueError, match="problem"):
@@ -530,8 +539,8 @@ def test_observed_start_on_the_simplex():
 
 def test_second_order_model_and_continuation():
     """The exact-Hessian model with continuation from gamma = 1e-2 reaches a point at least
-    as good as the truth; the defaults (hessian=False, continuation=None) are the BFGS method
-    of Part III §4.2; continuation counts the iterations of all levels."""
+    as good as the truth; model="bfgs" is the BFGS method of Part III §4.2 (one level);
+    continuation counts the iterations of all levels."""
     d = identification_instance(12, 1)
     P = problem_from_instance(d, gamma=1e-4)
     res = solve_identification(P, hessian=True, continuation="auto")
@@ -540,9 +549,156 @@ def test_second_order_model_and_continuation():
     assert res.nit == sum(lv["nit"] for lv in res.levels)
     assert res.gamma == 1e-4 and res.J <= P.value(d["mu1_true"]) * (1 + 1e-8)
     assert res.J == pytest.approx(P.objective(res.plan, res.mu1), rel=1e-12)
-    bfgs = solve_identification(problem_from_instance(d, gamma=1e-4))
-    assert bfgs.model == "bfgs" and bfgs.nhev == 0 and len(bfgs.levels) == 1
+    bfgs = solve_identification(problem_from_instance(d, gamma=1e-4), model="bfgs")
+    assert bfgs.model == "bfgs" and bfgs.nhev == 0 and len(bfgs.levels) == 1 and len(bfgs.phases) == 1
     with pytest.raises(ValueError, match="continuation"):
         solve_identification(P, continuation=[0.5])
     with pytest.raises(ValueError, match="continuation"):
         solve_identification(P, continuation="yes")
+
+
+# --------------------------------------------------------------------------
+# the default model (auto): several phases, the certified lowest J
+# --------------------------------------------------------------------------
+def _two_minima_instance():
+    """A 2 x 3 identification problem with an inconsistent observed plan (seed 56 of a random family).
+
+    With n1 = 2 the simplex is the segment mu1 = (t, 1 - t), so the local minima of the
+    reduced objective can be located by a grid in t and refined by a scalar solver,
+    independently of the trust-region method.
+    """
+    rng = np.random.default_rng(56)
+    n2 = int(rng.integers(2, 5))
+    c = rng.uniform(0, 1, (2, n2))
+    mu2 = rng.uniform(0.2, 1, n2)
+    pd = rng.uniform(0, 1, (2, n2)) * (rng.uniform(size=(2, n2)) < 0.7)
+    mu1d = rng.uniform(0, 1, 2)
+    lam = float(rng.choice([0.0, 0.1, 1.0]))
+    return dict(c_d=c, mu2_d=mu2 / mu2.sum(), pi_d=pd / pd.sum(), mu1_d=mu1d / mu1d.sum(), lam=lam, gamma=1e-2)
+
+
+def test_default_reaches_the_lower_of_two_local_minima_and_certifies_it():
+    from scipy.optimize import minimize_scalar
+
+    kw = _two_minima_instance()
+    P = TransportIdentification(**kw)
+
+    def f(t):
+        return P.value(np.array([t, 1.0 - t]))
+
+    # independent: every local minimum of f on a grid of the segment, refined by a bounded scalar solver
+    t = np.linspace(0.0, 1.0, 101)
+    v = np.array([f(a) for a in t])
+    idx = [i for i in range(t.size) if (i == 0 or v[i] < v[i - 1]) and (i == t.size - 1 or v[i] < v[i + 1])]
+    minima = []
+    for i in idx:
+        r = minimize_scalar(f, bounds=(t[max(i - 1, 0)], t[min(i + 1, t.size - 1)]), method="bounded",
+                            options={"xatol": 1e-10})
+        minima.append((float(r.fun), float(r.x)))
+    minima.sort()
+    assert len(minima) == 2, minima  # two local minima ...
+    (f_low, t_low), (f_high, t_high) = minima
+    assert f_high > 1.1 * f_low and abs(t_high - t_low) > 0.05  # ... that are distinct
+
+    res = solve_identification(P)
+    assert res.model == "auto" and res.success and res.stationarity <= res.tol == 1e-5
+    assert res.J <= f_low + 1e-9 and abs(res.mu1[0] - t_low) < 1e-4
+    # the report shows every phase's J; the paths from the uniform start end (certified) at the
+    # higher minimum, which today's single models would have returned
+    J = {p["phase"]: p["J"] for p in res.phases}
+    assert J["uniform: bfgs"] == pytest.approx(f_high, rel=1e-6)
+    assert J["uniform: newton"] == pytest.approx(f_high, rel=1e-6)
+    for model in ("bfgs", "newton"):
+        single = solve_identification(TransportIdentification(**kw), model=model)
+        assert single.success and single.J == pytest.approx(f_high, rel=1e-6)
+    assert res.phase.startswith("observed") and "<- returned" in res.summary()
+
+
+def test_default_returns_the_certified_phase_of_lowest_J():
+    d = identification_instance(12, 1)
+    P = problem_from_instance(d, gamma=1e-4, eps=1e-8)
+    res = solve_identification(P, x0=np.full(12, 1 / 12))
+    names = [p["phase"] for p in res.phases]
+    assert names[0] == "x0: bfgs" and "x0: newton" in names and "observed: bfgs" in names
+    certified = [p for p in res.phases if p["success"]]
+    assert res.success and certified
+    best = min(certified, key=lambda p: p["J"])
+    assert res.phase == best["phase"] and res.fun == best["J"]
+    assert res.J == pytest.approx(P.objective(res.plan, res.mu1), rel=1e-12)
+    assert res.nit == sum(p["nit"] for p in res.phases)
+    assert res.levels == best["levels"] and res.tol == 1e-5
+    # every phase runs on a fresh copy of the problem: the x0 phases are today's single models, run alone
+    for model, kw in (("bfgs", {}), ("newton", {"continuation": "auto"})):
+        alone = solve_identification(problem_from_instance(d, gamma=1e-4, eps=1e-8), x0=np.full(12, 1 / 12),
+                                     model=model, **kw)
+        assert alone.fun == next(p["J"] for p in res.phases if p["phase"] == f"x0: {model}")
+        assert res.J <= alone.J * (1 + 1e-12) or not alone.success
+    # the uniform start (x0 None) is the optimizer's own: the phase is bit for bit model="bfgs" alone
+    uni = solve_identification(problem_from_instance(d, gamma=1e-4, eps=1e-8), starts=())
+    alone = solve_identification(problem_from_instance(d, gamma=1e-4, eps=1e-8), model="bfgs")
+    assert uni.phases[0]["phase"] == "uniform: bfgs" and uni.phases[0]["J"] == alone.fun
+    # starts=() keeps x0 only; a start equal to x0 is not repeated
+    one = solve_identification(P, starts=())
+    assert [p["phase"].split(":")[0] for p in one.phases] == ["uniform"] * len(one.phases)
+    same = solve_identification(P, x0=P.observed_start())
+    assert all(p["phase"].startswith("x0") for p in same.phases)
+
+
+def test_uncertified_bfgs_phase_is_polished_without_raising_J():
+    d = identification_instance(12, 1)
+    P = problem_from_instance(d, gamma=1e-4)
+    res = solve_identification(P, options={"max_iter": 3}, starts=())
+    bfgs, polish = res.phases[0], res.phases[1]
+    assert not bfgs["success"] and bfgs["nit"] == 3
+    assert polish["phase"] == "uniform: bfgs + newton polish" and polish["model"] == "newton"
+    assert polish["J"] <= bfgs["J"]  # the trust region only accepts decreasing steps
+    assert res.phases[2]["phase"] == "uniform: newton" and len(res.phases[2]["levels"]) == 3
+    certified = [p for p in res.phases if p["success"]]
+    assert res.phase == min(certified or res.phases, key=lambda p: p["J"])["phase"]
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"model": "cg"}, "model"),
+    ({"model": "bfgs", "hessian": True}, "contradicts"),
+    ({"hessian": "yes"}, "hessian"),
+    ({"starts": ("truth",)}, "starts"),
+])
+def test_model_arguments_are_checked(kw, match):
+    P = problem_from_instance(identification_instance(6, 0), gamma=1e-2)
+    with pytest.raises(ValueError, match=match):
+        solve_identification(P, **kw)
+
+
+def test_hessian_flag_is_the_older_spelling_of_model():
+    d = identification_instance(8, 2)
+    a = solve_identification(problem_from_instance(d, gamma=1e-2), hessian=True)
+    b = solve_identification(problem_from_instance(d, gamma=1e-2), model="newton")
+    assert a.model == b.model == "newton" and len(a.phases) == 1 and np.array_equal(a.mu1, b.mu1)
+    c = solve_identification(problem_from_instance(d, gamma=1e-2), hessian=False)
+    assert c.model == "bfgs" and c.nhev == 0
+
+
+AUTHORS = os.environ.get("FEMOT_AUTHORS_FILES", "/tmp/cntr")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["test_25x25", "test_50x50"])
+@pytest.mark.parametrize("gamma", [1e-2, 1e-4, 1e-6])
+def test_default_on_the_authors_files_is_certified_and_no_higher_than_either_model(name, gamma):
+    """The authors' instance files (public repository sebastianhillbrecht/cntr_method; put them in
+    $FEMOT_AUTHORS_FILES, default /tmp/cntr): the default ends certified at a J no higher than
+    the BFGS model (Algorithm 4.1) and the Newton model with continuation, run separately."""
+    from femot.problems.instances import instance_options
+
+    path = os.path.join(AUTHORS, f"{name}.mat")
+    if not os.path.exists(path):
+        pytest.skip(f"{path} not present")
+    data = load_instance(path)
+    opts = instance_options(data, {"tol": 1e-5, "max_iter": 200})
+    runs = {}
+    for key, kw in (("auto", {}), ("bfgs", {"model": "bfgs"}), ("newton", {"model": "newton", "continuation": "auto"})):
+        P = problem_from_instance(data, gamma=gamma, eps=gamma)
+        runs[key] = solve_identification(P, x0=data["mu1_0"], options=opts, **kw)
+    auto = runs["auto"]
+    assert auto.success and auto.stationarity <= 1e-5
+    assert auto.J <= min(runs["bfgs"].J, runs["newton"].J) * (1 + 1e-9)

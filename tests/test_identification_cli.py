@@ -43,7 +43,10 @@ def test_identify_file_with_masks_start_and_plot(tmp_path, capsys):
                "--quiet", "--plot", str(tmp_path / "figs"), "--json", str(tmp_path / "o.json")])
     assert rc in (0, 1)
     s = json.loads((tmp_path / "o.json").read_text())
-    assert s["eps"] == 1e-3 and s["lam"] == 0.5 and s["nit"] <= 40
+    assert s["eps"] == 1e-3 and s["lam"] == 0.5 and s["model"] == "auto"
+    # the default runs several phases from the file's mu1_0 and the observed start, each within --max-iter
+    assert s["phases"][0]["phase"] == "x0: bfgs" and s["phases"][0]["nit"] <= 40
+    assert s["nit"] == sum(p["nit"] for p in s["phases"]) and s["phase"] in [p["phase"] for p in s["phases"]]
     assert "mu1_true_err_max" not in s
     assert all((tmp_path / "figs" / f).exists() for f in ("marginal.png", "plan.png"))
     assert rc == (0 if s["success"] else 1)
@@ -137,3 +140,21 @@ def test_identify_start_choices(tmp_path, capsys):
         main(["identify", str(path), "--gamma", "1e-2", "--start", start, "--max-iter", "3", "--quiet",
               "--json", str(js)])
         assert json.loads(js.read_text())["start"] == expect
+
+
+def test_identify_model_flag_for_experts(tmp_path, capsys):
+    """--model bfgs / newton run one phase (the models before the default); the default needs no flag
+    and prints every phase's J and what its stationarity certifies."""
+    js = tmp_path / "o.json"
+    for model, cont in (("bfgs", "none"), ("newton", "auto")):
+        rc = main(["identify", "--random", "10", "--seed", "2", "--gamma", "1e-2", "--model", model,
+                   "--continuation", cont, "--quiet", "--json", str(js)])
+        s = json.loads(js.read_text())
+        assert rc == (0 if s["success"] else 1) and s["model"] == model and len(s["phases"]) == 1
+    capsys.readouterr()
+    rc = main(["identify", "--random", "10", "--seed", "2", "--gamma", "1e-2", "--quiet", "--json", str(js)])
+    s = json.loads(js.read_text())
+    out = capsys.readouterr().out
+    assert s["model"] == "auto" and len(s["phases"]) >= 3 and rc == (0 if s["success"] else 1)
+    assert "certified: tol 1.0e-05" in out and "<- returned" in out
+    assert all(f"J = {p['J']:.6e}" in out for p in s["phases"])

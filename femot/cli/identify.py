@@ -1,11 +1,13 @@
 """``femot identify``: solve a transportation identification problem (Part III §4).
 
     femot identify INSTANCE.(mat|npz) [--gamma G] [--eps E] [--lam L] [--start S] [--delta0 R]
-                   [--max-iter N] [--tol T] [--json OUT.json] [--save OUT.(mat|npz)] [--plot DIR] [--quiet]
+                   [--model M] [--continuation C] [--max-iter N] [--tol T] [--json OUT.json]
+                   [--save OUT.(mat|npz)] [--plot DIR] [--quiet]
     femot identify --random N --seed S [--experiment 1|2] [...]
 
 Prints the trust-region iteration table and a summary (max|mu1_d - mu1| over D1,
-max|pi_d - pi| over D, J, iterations, stationarity, success).  Files of the authors'
+max|pi_d - pi| over D, J, iterations, stationarity and the tolerance it certifies, the J
+of every phase of the default ``--model auto``, success).  Files of the authors'
 MATLAB code are read as they are (``mu1_star``/``pi_star``, ``mu1_0``, ``delta_0``,
 ``H_0``; see :func:`femot.problems.instances.load_instance`), and the variables used
 are printed.  Exit status 0 on
@@ -48,14 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "spread evenly), 'auto' = the file's mu1_0 if present, else uniform")
     p.add_argument("--delta0", type=float, default=None,
                    help="initial trust-region radius (default: the file's delta_0 if present, else 1)")
-    p.add_argument("--model", choices=("bfgs", "newton"), default="bfgs",
-                   help="trust-region model: bfgs (Part III Remark 4.2, default; with '--continuation none' the "
-                        "paper's Algorithm 4.1, Table 4.1) or newton (exact Gauss-Newton Hessian-vector products "
-                        "of the reduced objective; with '--continuation auto' it converges on the authors' 25x25 "
-                        "instance at gamma = 1e-2 and 1e-4, where bfgs stops at the iteration limit)")
-    p.add_argument("--continuation", choices=("none", "auto"), default="none",
+    p.add_argument("--model", choices=("auto", "bfgs", "newton"), default="auto",
+                   help="trust-region model (default auto: Algorithm 4.1 with the BFGS model, a Newton polish "
+                        "of its point if it did not converge, and the Newton model with continuation, each "
+                        "from the start; the certified point of lowest J is returned and every phase's J "
+                        "printed).  For experts: bfgs (Part III Remark 4.2; with the default '--continuation "
+                        "none' the paper's Algorithm 4.1, Table 4.1) or newton (exact Gauss-Newton "
+                        "Hessian-vector products of the reduced objective)")
+    p.add_argument("--continuation", choices=("none", "auto"), default=None,
                    help="auto: solve first at 10^k (gamma, eps) down to the target, each level warm-starting the "
-                        "next (default none)")
+                        "next (default: none for bfgs/newton; auto for the Newton path of --model auto)")
     p.add_argument("--max-iter", type=int, default=200, help="trust-region iterations (default 200)")
     p.add_argument("--tol", type=float, default=1e-5, help="stationarity tolerance (default 1e-5)")
     p.add_argument("--save", metavar="OUT", default=None,
@@ -142,9 +146,10 @@ def cmd_identify(argv) -> int:
         say("variables read: " + ", ".join(k if k == v else f"{k} <- {v}" for k, v in data["names_used"].items()))
         for note in data.get("notes", []):
             say(f"note: {note}")
+    continuation = {None: None, "none": False, "auto": "auto"}[args.continuation]
     try:  # data the lower level refuses (e.g. gamma beyond double precision) surface at its first solve
-        res = solve_identification(prob, x0=x0, options=opts, verbose=not args.quiet, hessian=args.model == "newton",
-                                   continuation=None if args.continuation == "none" else args.continuation)
+        res = solve_identification(prob, x0=x0, options=opts, verbose=not args.quiet, model=args.model,
+                                   continuation=continuation)
     except ValueError as exc:
         print(f"femot identify: error: {exc}", file=sys.stderr)
         return 2
@@ -156,7 +161,8 @@ def cmd_identify(argv) -> int:
         "message": res.message, "mu1_err_max": res.mu1_err_max, "pi_err_max": res.pi_err_max,
         "time_s": res.time_s, "n_lower_solves": res.n_lower_solves, "lower_failures": prob.n_failed_solves,
         "tol": args.tol, "max_iter": args.max_iter, "start": start, "model": args.model,
-        "continuation": args.continuation, "eps_bias": res.eps_bias,
+        "continuation": args.continuation, "phase": res.phase,
+        "phases": [{k: v for k, v in p.items() if k != "levels"} for p in res.phases], "eps_bias": res.eps_bias,
         "eps_bias_relative": res.eps_bias_relative, "Delta0": delta0,
         "names_used": data.get("names_used"),
     }

@@ -648,19 +648,27 @@ class IdentificationResult(UpperLevelResult):
         The objective value J(plan, mu1) (Part III, eq. (4.1)) recomputed at the solution;
         equal to ``fun`` up to rounding.
     nit, nfev : int
-        Trust-region iterations and oracle calls (all continuation levels).
+        Trust-region iterations and oracle calls (all phases and continuation levels).
     nhev : int
-        Hessian-vector products (``hessian=True``).
+        Hessian-vector products (Newton model).
     model : str
-        ``"newton"`` or ``"bfgs"``.
+        ``"auto"``, ``"bfgs"`` or ``"newton"``.
+    phases : list of dict
+        One dict per phase run (phase, model, levels, nit, J, success, status,
+        stationarity, stationarity_measure, time_s): with ``model="auto"`` the J each
+        path reached, so that a lower J that was not kept can be seen.
+    phase : str
+        The name of the phase whose point is returned.
     levels : list of dict
-        One dict per level (gamma, eps, nit, nfev, fun, status, stationarity); a single
-        entry without continuation.
+        The levels of that phase, one dict per level (gamma, eps, nit, nfev, fun,
+        status, stationarity); a single entry without continuation.
     stationarity, stationarity_measure, theta
-        Final theta_R (or psi_R), which one, and theta_R.
+        Final theta_R (or psi_R), which one, and theta_R (of the returned phase).
+    tol : float
+        The stationarity tolerance: ``success`` certifies ``stationarity <= tol``.
     success, status, message
-        From the trust-region method; success also requires that the final lower-level
-        solve converged.
+        From the trust-region method of the returned phase; success also requires that
+        the final lower-level solve converged.
     mu1_err_max, pi_err_max : float
         max |mu1 - mu1_d| over D1 and max |pi - pi_d| over D.
     eps_bias, eps_bias_relative : float
@@ -669,7 +677,8 @@ class IdentificationResult(UpperLevelResult):
         When it is not small against the marginals, J cannot approach 0 even at the
         truth: lower eps.
     history : list
-        The optimizer's per-iteration records; ``tr`` the optimizer's result.
+        The optimizer's per-iteration records of the returned phase (its last level);
+        ``tr`` that optimizer result.
     lower : QROTResult
         The final lower-level solution.
     lower_solves, newton_iterations, lower_failures, lower_continuations
@@ -684,16 +693,25 @@ class IdentificationResult(UpperLevelResult):
     """
 
     def summary(self) -> str:
-        """A few lines: errors, objective, iterations, stationarity, success."""
-        return (f"max|mu1_d - mu1| (on D1) = {self.mu1_err_max:.4e}\n"
-                f"max|pi_d - pi|   (on D)  = {self.pi_err_max:.4e}\n"
-                f"J                        = {self.J:.4e}\n"
-                f"iterations               = {self.nit} ({self.nfev} evaluations, {self.n_lower_solves} "
-                f"lower-level solves, {self.time_s:.2f} s)\n"
-                f"stationarity ({self.stationarity_measure:5s})     = {self.stationarity:.3e}\n"
-                f"eps bias eps*max|alpha|  = {self.eps_bias:.3e} ({self.eps_bias_relative:.1%} of max mu2_d)"
-                f"{'  <- large: the eps term of (3.1) limits J; lower eps' if self.eps_bias_relative > 0.01 else ''}\n"
-                f"success                  = {self.success} ({self.message})")
+        """A few lines: errors, objective, iterations, stationarity and what it certifies, phases, success."""
+        lines = [f"max|mu1_d - mu1| (on D1) = {self.mu1_err_max:.4e}",
+                 f"max|pi_d - pi|   (on D)  = {self.pi_err_max:.4e}",
+                 f"J                        = {self.J:.4e}",
+                 f"iterations               = {self.nit} ({self.nfev} evaluations, {self.n_lower_solves} "
+                 f"lower-level solves, {self.time_s:.2f} s)",
+                 f"stationarity ({self.stationarity_measure:5s})     = {self.stationarity:.3e} "
+                 f"({'certified' if self.success else 'not certified'}: tol {self.tol:.1e})"]
+        phases = self.get("phases", [])
+        for p in phases if len(phases) > 1 else []:
+            lines.append(f"  phase {p['phase']:<30s} J = {p['J']:.6e}, {p['nit']:4d} iterations, "
+                         f"{p['stationarity_measure']} = {p['stationarity']:.1e}, {p['time_s']:.1f} s"
+                         f"{'' if p['success'] else ' (not certified)'}"
+                         f"{'  <- returned' if p['phase'] == self.phase else ''}")
+        large = "  <- large: the eps term of (3.1) limits J; lower eps" if self.eps_bias_relative > 0.01 else ""
+        lines.append(f"eps bias eps*max|alpha|  = {self.eps_bias:.3e} ({self.eps_bias_relative:.1%} of max mu2_d)"
+                     f"{large}")
+        lines.append(f"success                  = {self.success} ({self.message})")
+        return "\n".join(lines)
 
 
 #: Trust-region options used by :func:`solve_identification` unless overridden.
@@ -763,10 +781,119 @@ def _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuat
     return x0, levels, its, effort
 
 
+#: Models of :func:`solve_identification`.
+MODELS = ("auto", "bfgs", "newton")
+
+
+def _model(model, hessian) -> str:
+    """The model from ``model`` and the older spelling ``hessian`` (True: newton, False: bfgs)."""
+    if hessian is not None and not isinstance(hessian, (bool, np.bool_)):
+        raise ValueError(f"hessian must be True, False or None, got {hessian!r}")
+    if model is None:
+        return "auto" if hessian is None else ("newton" if hessian else "bfgs")
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    if hessian is not None and model != ("newton" if hessian else "bfgs"):
+        raise ValueError(f"hessian={hessian} contradicts model={model!r}; give only model")
+    return model
+
+
+class _Path:
+    """Runs of the trust-region method (phases, each with its continuation levels) on ``problem``.
+
+    With ``fresh`` every phase runs on its own copy of the problem (fresh lower-level cache
+    and warm start): which local minimum a path reaches can depend on differences of
+    1e-10 in the lower-level solutions, and so on the warm starts a previous phase left.
+    Each phase is then the same computation as a single-model run from a new problem.
+    """
+
+    def __init__(self, problem, opts, callback, bouligand, fresh=False) -> None:
+        self.problem, self.opts, self.callback, self.bouligand = problem, opts, callback, bouligand
+        self.fresh = fresh
+        self.its = {"nit": 0, "nfev": 0, "nhev": 0}
+        self.effort = dict.fromkeys((*_EFFORT, "time"), 0)
+        self.phases: list[dict] = []
+
+    def run(self, name, x0, hessian, continuation=None, continuation_tol=1e-3):
+        """Run one phase from x0; returns the optimizer's result of its last level."""
+        problem = self.problem
+        if self.fresh:
+            problem = problem.with_regularization(problem.gamma, problem.eps)
+        t0 = time.perf_counter()
+        x0, levels, its, effort = _run_continuation(problem, x0, self.opts, self.callback, self.bouligand,
+                                                    hessian, continuation, continuation_tol)
+        collect = None
+        if self.bouligand:
+            def collect(x, radius):
+                # Every Bouligand element at x (Thm 3.12); the optimizer adds the
+                # subgradients it meets while probing the ball along its model direction.
+                return problem.bouligand_subgradients(x, radius)
+        tr = minimize_simplex(problem, x0, hessp=problem.hessp if hessian else None, n=problem.n,
+                              mass=problem.mass, options=self.opts, callback=self.callback,
+                              collect_subgradients=collect)
+        levels.append(_level(problem, tr))
+        for k in self.its:
+            self.its[k] += its[k] + getattr(tr, k)
+        for k, v in effort.items():
+            self.effort[k] += v
+        if self.fresh:
+            for k, v in _effort(problem.lower).items():
+                self.effort[k] += v
+        self.phases.append({"phase": name, "model": "newton" if hessian else "bfgs", "levels": levels,
+                            "nit": sum(lv["nit"] for lv in levels), "J": float(tr.fun), "success": bool(tr.success),
+                            "status": int(tr.status), "stationarity": float(tr.stationarity),
+                            "stationarity_measure": tr.stationarity_measure,
+                            "time_s": time.perf_counter() - t0, "tr": tr})
+        return tr
+
+
+def _auto(path: _Path, starts, continuation, continuation_tol):
+    """The default model: two paths from every start, each ending certified if it can; the lower certified J.
+
+    ``starts`` is a list of (label, x0).  Path 1 is Algorithm 4.1 with the BFGS model
+    (Part III, Remark 4.2), which tends to follow the low path but may stop uncertified
+    (iteration limit, radius collapse at a kink); from its point a polish with the exact
+    (Gauss-Newton) Hessian certifies stationarity (the method is monotone: J does not
+    rise).  Path 2 is the Newton model with continuation in (gamma, eps).  Returns the
+    index of the phase kept: the certified one (``success``) of lowest J, else the
+    lowest J.
+    """
+    ends = []
+    for label, x0 in starts:
+        tr = path.run(f"{label}: bfgs", x0, hessian=False)
+        if not tr.success and tr.status != 3:
+            path.run(f"{label}: bfgs + newton polish", tr.x, hessian=True)
+        ends.append(len(path.phases) - 1)
+        path.run(f"{label}: newton", x0, hessian=True, continuation="auto" if continuation is None else continuation,
+                 continuation_tol=continuation_tol)
+        ends.append(len(path.phases) - 1)
+    return min(ends, key=lambda i: (not path.phases[i]["success"], path.phases[i]["J"]))
+
+
+def _starts(problem, x0, starts):
+    """The labelled starting points of ``model="auto"``: x0 (default uniform), then the observed start."""
+    # the uniform start stays None: the optimizer's own uniform point, bit for bit that of a
+    # single-model run (a start projected onto the simplex can differ in the last bit, and
+    # the path with it)
+    out = [("x0", x0) if x0 is not None else ("uniform", None)]
+    first = problem.uniform() if x0 is None else x0
+    if starts is None:
+        starts = ("observed",)
+    for s in starts:
+        if s != "observed":
+            raise ValueError(f"starts must be a sequence of 'observed' (or empty), got {starts!r}")
+        x = problem.observed_start()
+        # a second start equal to the first would only repeat its phases
+        if np.max(np.abs(x - first)) > 1e-12 * problem.mass:
+            out.append(("observed", x))
+    return out
+
+
 @cite("III", "LMM")
 def solve_identification(problem: TransportIdentification, x0=None, options: dict | None = None, callback=None,
-                         verbose: bool = False, bouligand: bool = True, hessian: bool = False,
-                         continuation=None, continuation_tol: float = 1e-3) -> IdentificationResult:
+                         verbose: bool = False, bouligand: bool = True, hessian: bool | None = None,
+                         continuation=None, continuation_tol: float = 1e-3,
+                         model: str | None = None, starts=None) -> IdentificationResult:
     """Solve (RTI_gamma^eps) by the constrained nonsmooth trust-region method (Part III Alg. 4.1).
 
     Parameters
@@ -777,7 +904,7 @@ def solve_identification(problem: TransportIdentification, x0=None, options: dic
         Starting marginal on the simplex (default: uniform, mass sum(mu2_d), as in §4.2).
     options : dict, optional
         Options of :func:`femot.optim.minimize_simplex` (defaults: Part III §4.2,
-        tol = 1e-5, max_iter = 200).
+        tol = 1e-5, max_iter = 200 per phase).
     callback : callable, optional
         Passed to the optimizer.
     verbose : bool
@@ -786,42 +913,66 @@ def solve_identification(problem: TransportIdentification, x0=None, options: dic
         Supply the Bouligand elements at the iterate (Thm 3.12) to the collective
         Bouligand model of Remark 4.2 below Delta_min (in addition to the optimizer's own
         exploration of the ball).
-    hessian : bool
-        Use the exact (Gauss-Newton) Hessian-vector products of
-        :meth:`TransportIdentification.hessp` in the trust-region model (projected
-        Newton-CG and bundle-Newton steps, ``femot.optim.minimize_simplex(hessp=...)``);
-        False (default) gives the BFGS model of Part III, Remark 4.2.
-    continuation : None, "auto" or sequence of float
-        None (default: solve at the problem's (gamma, eps) directly, as in Part III
-        §4.2), ``"auto"`` (first solve at (t gamma, t eps) for t = 10^k, ..., 10 with
-        10^k gamma <= 1e-2, each level warm-started from the previous one) or a sequence
-        of factors t > 1.  ``nit``/``nfev`` count all levels; ``levels`` lists them.
+    hessian : bool or None
+        Older spelling of ``model``: True is ``model="newton"``, False ``model="bfgs"``.
+    continuation : None, False, "auto" or sequence of float
+        For ``model="bfgs"``/``"newton"``: None or False (solve at the problem's
+        (gamma, eps) directly, as in Part III §4.2), ``"auto"`` (first solve at
+        (t gamma, t eps) for t = 10^k, ..., 10 with 10^k gamma <= 1e-2, each level
+        warm-started from the previous one) or a sequence of factors t > 1.  For
+        ``model="auto"`` it is the continuation of the Newton path (None: ``"auto"``).
+        ``nit``/``nfev`` count all levels and phases; ``phases`` lists them.
     continuation_tol : float
         Stationarity tolerance of the intermediate levels (only a warm start for the
         next level is needed there; at most 50 iterations each); the last level uses
         ``options``.
+    model : {"auto", "bfgs", "newton"} or None
+        The trust-region model.  ``"bfgs"``: Part III, Algorithm 4.1 with the BFGS model
+        of Remark 4.2 (Table 4.1).  ``"newton"``: exact (Gauss-Newton) Hessian-vector
+        products of :meth:`TransportIdentification.hessp` (projected Newton-CG and
+        bundle-Newton steps, ``femot.optim.minimize_simplex(hessp=...)``).  ``"auto"``
+        (default, also for None unless ``hessian`` is given): both, from two starts, see Notes.
+    starts : None or sequence of str
+        ``model="auto"``: further starts after x0; None means ``("observed",)``
+        (:meth:`TransportIdentification.observed_start`, skipped when it equals x0),
+        ``()`` only x0.
 
     Returns
     -------
     IdentificationResult
         The result convention of :func:`femot.problems.base.upper_level_result` with the
-        identification's extras (``J``, ``mu1``, ``alpha``, ``beta``, ``plan``, ...).
+        identification's extras (``J``, ``mu1``, ``alpha``, ``beta``, ``plan``,
+        ``phases``, ...).
 
     Notes
     -----
     The reduced objective is piecewise quadratic (very many pieces at small gamma) and
-    has local minima; which one a method reaches depends on its path.  On the 25 x 25
-    instance of the authors' code, ``hessian=True, continuation="auto"`` converges at
-    gamma = eps = 1e-2 / 1e-4 / 1e-6 in 15 / 39 / 42 iterations to J = 2.9333e-2 /
-    2.6161e-4 / 3.2822e-8, where the BFGS model stops at the 200-iteration limit for
-    the first two (J = 2.9306e-2 / 2.6821e-4) and needs 53 for the third.  But the
-    Newton model's long first steps also reach poor local minima: experiment 1 with
-    n = 100 at gamma = 1e-2, eps = 1e-8 ends at J = 1.4e-3 (BFGS: 8.6e-9), and from
-    the uniform start at gamma = 1e-6 without continuation three of ten n = 25 seeds end
-    at J ~ 2e-2.  The BFGS model is therefore the default.
+    has local minima; which one a method reaches depends on its path.  The BFGS model
+    (Algorithm 4.1) tends to follow the low path but often stops uncertified (iteration
+    limit or collapsed radius at a kink); the Newton model certifies stationarity fast,
+    but with its long steps and its continuation lands in a worse minimum on several of
+    the authors' instances, and from the uniform start both miss the truth's basin on
+    larger random instances where the observation of mu1 leads into it (docs/problems.md
+    has the tables).  ``model="auto"`` therefore runs, from x0 (default uniform) and then
+    from the observed start,
+
+    1. ``"bfgs"``: Algorithm 4.1;
+    2. ``"bfgs + newton polish"`` (only if 1. did not converge): the Newton model from
+       the point of 1., which certifies it (the method is monotone: J does not rise);
+    3. ``"newton"``: the Newton model with continuation;
+
+    and returns the certified phase (``success``) of lowest J (the lowest J if none is
+    certified).  Every phase runs on a fresh copy of the problem (the path can depend on
+    1e-10 differences of warm-started lower-level solutions), so the ``"bfgs"`` and
+    ``"newton"`` phases from x0 are exactly ``model="bfgs"`` and ``model="newton",
+    continuation="auto"``, and the result's J is no higher than theirs when they are
+    certified (nor than an uncertified BFGS point, which the polish does not raise).
+    ``phases`` records every phase (name, J, nit, stationarity, success,
+    time), ``phase`` names the one returned, ``nit``/``nfev``/``time_s`` are totals.
     """
     if not isinstance(problem, TransportIdentification):
         raise ValueError(f"problem must be a TransportIdentification, got {type(problem).__name__}")
+    model = _model(model, hessian)
     if x0 is not None:
         x0 = problem.check_point(x0, "x0")
     opts = dict(DEFAULT_TR_OPTIONS)
@@ -829,36 +980,33 @@ def solve_identification(problem: TransportIdentification, x0=None, options: dic
         opts.update(options)
     if verbose:
         opts["verbose"] = True
-    collect = None
-    if bouligand:
-        def collect(x, radius):
-            # Every Bouligand element at x (Thm 3.12); the optimizer adds the
-            # subgradients it meets while probing the ball along its model direction.
-            return problem.bouligand_subgradients(x, radius)
     t0 = time.perf_counter()
     start = _effort(problem.lower)
-    x0, levels, its, effort = _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuation,
-                                                continuation_tol)
-    tr = minimize_simplex(problem, x0, hessp=problem.hessp if hessian else None, n=problem.n,
-                          mass=problem.mass, options=opts, callback=callback,
-                          collect_subgradients=collect)
-    levels.append(_level(problem, tr))
+    path = _Path(problem, opts, callback, bouligand, fresh=model == "auto")
+    if model == "auto":
+        best = _auto(path, _starts(problem, x0, starts), continuation, continuation_tol)
+    else:
+        path.run(model, x0, hessian=model == "newton", continuation=continuation, continuation_tol=continuation_tol)
+        best = 0
+    tr = path.phases[best]["tr"]
     mu1 = tr.x
     low = problem.lower_level(mu1)
+    effort = path.effort
     for k, v in _effort(problem.lower).items():
         effort[k] += v - start[k]
     bias = problem.eps * max(float(np.abs(low.alpha).max()), float(np.abs(low.beta).max()))
     counters = {k: effort[k] for k in _EFFORT}
+    phases = [{k: v for k, v in ph.items() if k != "tr"} for ph in path.phases]
     return upper_level_result(
         IdentificationResult, tr, x=mu1, fun=tr.fun, lower_ok=bool(low.success), lower_message=low.message,
         counters=counters, time_s=time.perf_counter() - t0,
         mu1=mu1, plan=low.plan, alpha=low.alpha, beta=low.beta, J=problem.objective(low.plan, mu1),
-        nit=tr.nit + its["nit"], nfev=tr.nfev + its["nfev"], nhev=tr.nhev + its["nhev"],
-        model="newton" if hessian else "bfgs", levels=levels, stationarity=tr.stationarity,
-        stationarity_measure=tr.stationarity_measure, theta=tr.theta, history=tr.history, lower=low,
-        gamma=problem.gamma, eps=problem.eps, lam=problem.lam, n_lower_solves=effort["lower_requests"],
-        lower_time_s=effort["time"], eps_bias=bias, eps_bias_relative=bias / float(problem.mu2_d.max()),
-        **problem.errors(mu1, low.plan))
+        nit=path.its["nit"], nfev=path.its["nfev"], nhev=path.its["nhev"], model=model,
+        phase=phases[best]["phase"], phases=phases, levels=phases[best]["levels"], tol=float(tr.options["tol"]),
+        stationarity=tr.stationarity, stationarity_measure=tr.stationarity_measure, theta=tr.theta,
+        history=tr.history, lower=low, gamma=problem.gamma, eps=problem.eps, lam=problem.lam,
+        n_lower_solves=effort["lower_requests"], lower_time_s=effort["time"], eps_bias=bias,
+        eps_bias_relative=bias / float(problem.mu2_d.max()), **problem.errors(mu1, low.plan))
 
 
 @cite("III")
