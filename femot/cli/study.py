@@ -129,6 +129,12 @@ def cmd_study(argv) -> int:
         if why:
             print(f"note: {why}; running this study there needs --force")
         return 0
+    import signal
+
+    def _terminated(signum, frame):  # SIGTERM (kill, a batch system's time limit): stop like Ctrl-C
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         if args.scheduler or args.dask_local:
             check_dask()
@@ -139,10 +145,13 @@ def cmd_study(argv) -> int:
         return _fail(str(exc).replace("out:", "--out:", 1))
     except (StoreError, BackendError, ImportError) as exc:
         return _fail(str(exc).replace("force=True (--force)", "--force"))
-    except KeyboardInterrupt:
-        print(f"\nfemot study: interrupted; finished runs are stored in {out}; rerun the same command to resume.",
-              file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        how = " by SIGTERM" if str(exc) == "SIGTERM" else ""
+        print(f"\nfemot study: interrupted{how}; finished runs are stored in {out}; rerun the same command to "
+              f"resume.", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if outcome.failed or outcome.errors:
         return 1
     return 0

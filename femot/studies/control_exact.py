@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from femot.studies.fields import ConfigError, _check_keys, _num
+from femot.studies.heartbeat import iteration_tick
 from femot.studies.problems import ControlStudy, StudyProblem, _interval, _mesh_cache, _tr_options, register_problem
 
 __all__ = ["ExactControlStudy"]
@@ -195,7 +196,7 @@ class ExactControlStudy(StudyProblem):
         if warm is not None and warm["control_points"].shape == P.x1.shape:
             x0 = np.asarray(warm["x"], dtype=float)
         t0 = time.perf_counter()
-        r = P.solve(x0, options=dict(p["tr"]) or None, rtol=p["rtol"], fw_rtol=p["fw_rtol"])
+        r = P.solve(x0, options=dict(p["tr"]) or None, rtol=p["rtol"], fw_rtol=p["fw_rtol"], callback=iteration_tick)
         t_solve = time.perf_counter() - t0
         xr, ur = op.vertices[ref.control_vertices], ref.x[ref.control_vertices]
         e = r.y - ref.y

@@ -29,6 +29,8 @@ import threading
 import time
 import traceback
 
+from femot.studies import heartbeat
+
 __all__ = ["execute_chain", "Progress", "run_serial", "run_process_pool", "run_dask", "die_with_parent",
            "process_pool", "BackendError", "DEFAULT_CONNECT_TIMEOUT"]
 
@@ -167,6 +169,8 @@ def execute_chain(task: dict, callback=None) -> dict:
             if task.get("write", True):
                 check_lease(task["root"], lease)  # the study's process is gone: stop computing
             t0 = time.perf_counter()
+            heartbeat.start_level(heartbeat.heartbeat_path(task["root"], lv.id) if task.get("write", True) else None,
+                                  chain.label, lv.index)
             try:
                 metrics, info, state = problem.solve(ctx, lv, warm)
             except Exception as exc:  # keep the chain going; the run is retried on resume
@@ -176,6 +180,8 @@ def execute_chain(task: dict, callback=None) -> dict:
                 out["errors"].append(dict(err, id=lv.id))
                 warm = None
                 continue
+            finally:
+                heartbeat.end_level()
             record = {
                 "id": lv.id, "study": task.get("study", ""), "problem": task["problem"], "chain": chain.index,
                 "chain_label": chain.label, "level": lv.index, "seed": chain.seed, "gamma": lv.gamma,
@@ -199,30 +205,56 @@ def execute_chain(task: dict, callback=None) -> dict:
 
 
 class Progress:
-    """A text progress bar on stderr: ``[#####.....] 12/40 done, 2 running``.
+    """A text progress display on stderr that ticks while levels run.
 
-    On a terminal the line is redrawn in place; otherwise a line is printed whenever the
-    number of finished runs changes. ``quiet`` turns it off.
+    ``[#####.....] 12/40 done, 2 running (5m03s, ETA ~9m) | h=delta/4 level 3: 2m10s, it 37``:
+    the finished runs, the running ones with their elapsed time and optimizer iterations (from
+    the heartbeats of :mod:`femot.studies.heartbeat`, whatever process runs them) and an
+    estimate of the time left from the runs finished so far. On a terminal the line is redrawn
+    in place once a second (a ticker thread, :meth:`start`); otherwise a line is printed when
+    the counts change and, while a level runs, once a minute. ``quiet`` turns it off.
     """
 
-    def __init__(self, total: int, done: int = 0, *, quiet: bool = False, stream=None, width: int = 30):
+    def __init__(self, total: int, done: int = 0, *, quiet: bool = False, stream=None, width: int = 30,
+                 root=None, tick: float | None = None):
         self.total, self.done, self.running = int(total), int(done), 0
+        self.done0 = self.done
         self.quiet = quiet
         self.stream = stream if stream is not None else sys.stderr
         self.width = width
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.root = root
+        self.tick = (1.0 if self.tty else 60.0) if tick is None else float(tick)
         self.t0 = time.time()
         self._last: tuple | None = None
+        self._printed = self.t0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _clock(seconds: float) -> str:
+        s = int(seconds)
+        return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
     def line(self) -> str:
         frac = self.done / self.total if self.total else 1.0
         k = int(round(frac * self.width))
-        el = int(time.time() - self.t0)
-        return (f"[{'#' * k}{'.' * (self.width - k)}] {self.done}/{self.total} done, {self.running} running "
-                f"({el // 60}m{el % 60:02d}s)")
+        now = time.time()
+        text = (f"[{'#' * k}{'.' * (self.width - k)}] {self.done}/{self.total} done, {self.running} running "
+                f"({self._clock(now - self.t0)}")
+        finished = self.done - self.done0
+        if finished > 0 and self.done < self.total:  # the runs of this call so far set the pace
+            text += f", ETA ~{self._clock((now - self.t0) / finished * (self.total - self.done))}"
+        text += ")"
+        beats = heartbeat.running_levels(self.root) if self.root is not None and self.running else []
+        for h in beats[:2]:
+            it = f", it {h['nit']}" if h.get("nit") else ""
+            text += f" | {h.get('chain', '?')} level {h.get('level', '?')}: {self._clock(now - h['started'])}{it}"
+        return text
 
     def update(self, done: int | None = None, running: int | None = None) -> None:
-        """Set the counters and redraw the bar (unless ``quiet``).
+        """Set the counters and redraw the display (unless ``quiet``).
 
         Parameters
         ----------
@@ -231,22 +263,45 @@ class Progress:
         running : int, optional
             Number of runs in progress; None keeps the current value.
         """
-        if done is not None:
-            self.done = int(done)
-        if running is not None:
-            self.running = int(running)
+        with self._lock:
+            if done is not None:
+                self.done = int(done)
+            if running is not None:
+                self.running = int(running)
+            self._draw(force=False)
+
+    def _draw(self, force: bool) -> None:
         if self.quiet:
             return
         key = (self.done, self.running)
         if self.tty:
-            self.stream.write("\r" + self.line())
+            self.stream.write("\r" + self.line() + "\033[K")
             self.stream.flush()
-        elif key != self._last:
+        elif key != self._last or force:
             self.stream.write(self.line() + "\n")
             self.stream.flush()
+            self._printed = time.time()
         self._last = key
 
+    def _run_ticker(self) -> None:
+        while not self._stop.wait(self.tick):
+            with self._lock:
+                if self.running:
+                    self._draw(force=True)
+
+    def start(self) -> Progress:
+        """Start the ticker thread (redraws every ``tick`` seconds while a level runs); returns self."""
+        if not self.quiet and self._thread is None:
+            self._thread = threading.Thread(target=self._run_ticker, name="femot-progress", daemon=True)
+            self._thread.start()
+        return self
+
     def close(self) -> None:
+        """Stop the ticker and end the line."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
         if not self.quiet and self.tty:
             self.stream.write("\n")
             self.stream.flush()

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 
 from femot._docstrings import fill_doc
 from femot.studies.fields import ConfigError, MeshSpec, _check_keys, _num, _num_list
+from femot.studies.heartbeat import iteration_tick
 
 __all__ = ["StudyProblem", "LowerLevelStudy", "ControlStudy", "get_problem", "problem_names", "transfer_values"]
 
@@ -970,7 +971,8 @@ class ControlStudy(StudyProblem):
                             transfer_values(warm["q_nodes"], warm["beta"], P.q.nodes))
             warm_kind = "previous level"
         t0 = time.perf_counter()
-        r = P.solve(x0, options=dict(p["tr"]) or None, rtol=p.get("rtol", 1e-5), fw_rtol=p.get("fw_rtol", 1e-8))
+        r = P.solve(x0, options=dict(p["tr"]) or None, rtol=p.get("rtol", 1e-5), fw_rtol=p.get("fw_rtol", 1e-8),
+                    callback=iteration_tick)
         t_solve = time.perf_counter() - t0
         adm = ref.control_vertices
         xr = op.vertices[adm]
@@ -1184,7 +1186,7 @@ class IdentificationStudy(StudyProblem):
             x0 *= prob.mass / x0.sum()
             prob.lower.warm = (np.asarray(warm["alpha"]), np.asarray(warm["beta"]))
         t0 = time.perf_counter()
-        r = solve_identification(prob, x0, options=dict(p["tr"]) or None)
+        r = solve_identification(prob, x0, options=dict(p["tr"]) or None, callback=iteration_tick)
         t_solve = time.perf_counter() - t0
         x = ctx["x"]
         diff = (sp.csr_matrix(r.plan) - ctx["plan"]).tocsr()
@@ -1341,7 +1343,7 @@ class TrackingStudy(StudyProblem):
                             transfer_values(warm["q_nodes"], warm["beta"], q.nodes))
         t0 = time.perf_counter()
         # TrackingProblem.solve has no fw_rtol (no value formulation) and its own rtol default
-        r = P.solve(x0, options=dict(p["tr"]) or None)
+        r = P.solve(x0, options=dict(p["tr"]) or None, callback=iteration_tick)
         t_solve = time.perf_counter() - t0
         x = q.nodes
         w = q.weights

@@ -296,7 +296,7 @@ def _run_locked(study, root, backend, t0, *, workers, dask_local, scheduler, qui
                   "skip": sorted(lv.id for lv in ch.levels if lv.id in done_before), "threads": study.threads,
                   "study": study.name, "d": study.d, "finest": study.finest, "lease": lease}
                  for ch in pending_chains]
-        progress = Progress(len(ids), len(done_before), quiet=quiet, stream=progress_stream)
+        progress = Progress(len(ids), len(done_before), quiet=quiet, stream=progress_stream, root=root).start()
         progress.update()
         try:
             if backend == "serial":
