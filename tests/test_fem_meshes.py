@@ -173,3 +173,22 @@ def test_enlarged_mesh_keeps_distance(name, rho):
         assert np.all(np.isin(m.p[0], big.p[0]))
     with pytest.raises(ValueError, match="rho"):
         enlarged_mesh(m, -1.0)
+
+
+def test_plain_gmsh_file_loads_without_meshio_notes(tmp_path, capfd):
+    import meshio
+    import skfem
+
+    from femot.fem import load_mesh
+
+    m = skfem.MeshTri().refined(2)
+    path = tmp_path / "plain.msh"
+    meshio.write(path, meshio.Mesh(m.p.T, [("triangle", m.t.T)]), file_format="gmsh", binary=False)
+    capfd.readouterr()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing else may be turned into a warning either
+        mesh = load_mesh(path)
+    cap = capfd.readouterr()
+    assert cap.err == "" and cap.out == ""  # meshio writes its notes (here a blank line) to the terminal
+    assert mesh.p.shape == (2, 25)

@@ -394,6 +394,27 @@ def load_mesh(name_or_path, refine: int = 0):
     return mesh.refined(int(refine)) if refine else mesh
 
 
+
+#: meshio's notes on every plain gmsh file (tags femot does not use): not shown to users.
+_MESHIO_NOISE = ("missing physical tag data", "missing geometrical tag data")
+
+
+def _quiet_read(meshio, path):
+    """``meshio.read`` without its console notes on missing gmsh tags; other notes become warnings."""
+    import contextlib
+    import io
+    import re
+    import warnings
+
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf):
+        mesh = meshio.read(path)
+    for line in buf.getvalue().splitlines():
+        text = re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
+        if text and not any(n in text for n in _MESHIO_NOISE):
+            warnings.warn(f"{path}: meshio: {text}", stacklevel=3)
+    return mesh
+
 def read_mesh_file(path):
     """Read one simplicial mesh from ``path`` with meshio (see :func:`load_mesh`).
 
@@ -428,7 +449,7 @@ def read_mesh_file(path):
     if not path.exists():
         raise FileNotFoundError(f"mesh file not found: {path}")
     try:
-        m = meshio.read(path)
+        m = _quiet_read(meshio, path)
     except BaseException as exc:  # meshio raises SystemExit / ReadError / KeyError depending on format
         if isinstance(exc, KeyboardInterrupt):
             raise
