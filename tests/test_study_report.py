@@ -67,3 +67,16 @@ def test_report_defines_order_lists_parameters_and_reports_unfitted_metrics(tmp_
     table = report.format_table(study, rows, rates)
     assert "marginal_w1   not fitted: 0 of 4 levels have a positive error" in table
     assert "NOT decreasing" not in table.split("marginal_w1")[-1]
+
+
+def test_coupling_error_names_the_keys_that_were_given():
+    import pytest
+
+    from femot.studies.fields import ConfigError
+
+    bad = dict(CONFIG, schedule={"n_levels": 3, "gamma0": 8e-4, "factor": 0.25, "s": 0.5, "C": 2.0})
+    with pytest.raises(ConfigError, match=r"^schedule.n_levels/gamma0/factor \(with s, C\): the schedule violates"):
+        parse_config(bad)
+    gs = [8e-4 * 0.25 ** k for k in range(3)]
+    with pytest.raises(ConfigError, match=r"^schedule.gammas: the schedule violates"):
+        parse_config(dict(CONFIG, schedule={"gammas": gs, "s": 0.5, "C": 2.0}))

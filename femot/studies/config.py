@@ -691,7 +691,8 @@ def _parse_schedule(sec: dict, d: int, *, uses_delta: bool = True, problem: str 
         field_name = "schedule.deltas"
     else:
         de = [C * gk ** (1.0 / (d + s)) for gk in g]
-        field_name = "schedule.gammas"
+        # name the keys the user gave (n_levels/gamma0/factor generate the gammas)
+        field_name = "schedule.gammas" if "gammas" in sec else "schedule.n_levels/gamma0/factor (with s, C)"
     try:
         sch = check_coupling(g, de, d)
     except ValueError as exc:
