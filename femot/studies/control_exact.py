@@ -108,7 +108,8 @@ class ExactControlStudy(StudyProblem):
             if not inside.any():
                 raise ConfigError(f"{where}.mu2.box: holds no vertex of mesh {spec.label()}")
         return {"nu": nu, "rho": rho, "transport": transport, "mu2": {"box": box, "mass": mass},
-                "y_d": self._control._parse_yd(sec.get("y_d"), f"{where}.y_d", dim), "tr": _tr_options(sec, where),
+                "y_d": self._control._parse_yd(sec.get("y_d"), f"{where}.y_d", dim, base_dir),
+                "tr": _tr_options(sec, where),
                 "rtol": _num(sec, "rtol", where, default=1e-5, positive=True),
                 "fw_rtol": _num(sec, "fw_rtol", where, default=1e-8, positive=True),
                 "tol": _num(sec, "tol", where, default=1e-10, positive=True),

@@ -571,6 +571,28 @@ class LowerLevelStudy(StudyProblem):
 # ----------------------------------------------------------------------------- control
 
 
+def _sample_interpolant(points, values):
+    """y_d(x), x of shape (dim, ...), from scattered samples: piecewise linear (1D: between sorted
+    points, constant beyond; 2D: on the Delaunay triangulation, nearest sample outside its hull)."""
+    if points.shape[1] == 1:
+        order = np.argsort(points[:, 0])
+        xs, vs = points[order, 0], values[order]
+        return lambda x: np.interp(x[0], xs, vs)
+    from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
+
+    lin, near = LinearNDInterpolator(points, values), NearestNDInterpolator(points, values)
+
+    def y_d(x):
+        pts = np.moveaxis(np.asarray(x, dtype=float), 0, -1)
+        out = lin(pts)
+        miss = np.isnan(out)
+        if miss.any():
+            out[miss] = near(pts[miss])
+        return out
+
+    return y_d
+
+
 class ControlStudy(StudyProblem):
     """(OCP^delta_gamma) of Part II by the trust-region method vs the exact (OCP) QP.
 
@@ -662,8 +684,8 @@ class ControlStudy(StudyProblem):
         rtol = _num(sec, "rtol", where, default=1e-5, positive=True)
         fw_rtol = _num(sec, "fw_rtol", where, default=1e-8, positive=True)
         tr = _tr_options(sec, where)
-        mu2 = self._parse_mu2(sec.get("mu2"), f"{where}.mu2", dim)
-        y_d = self._parse_yd(sec.get("y_d"), f"{where}.y_d", dim)
+        mu2 = self._parse_mu2(sec.get("mu2"), f"{where}.mu2", dim, base_dir)
+        y_d = self._parse_yd(sec.get("y_d"), f"{where}.y_d", dim, base_dir)
         # Geometry: the prior must keep distance >= delta from the boundary (its smoothing),
         # and the admissible set must not be empty; checked on every mesh of the study.
         seen = set()
@@ -754,18 +776,54 @@ class ControlStudy(StudyProblem):
                 raise ConfigError(f"{where}[{j}]: must be a point in R^{dim}, got {x!r}")
         return out
 
-    def _weighted_points(self, value, where, dim):
-        """``(points, weights)`` of a table ``{type, points, weights}``; weights default to 1/len(points)."""
-        _check_keys(value, {"type", "points", "weights"}, where)
+    @staticmethod
+    def _table_file(value, where, dim, base_dir, what: str) -> np.ndarray:
+        """The rows of ``value["file"]``: a text table (commas or blanks, ``#`` comments) with
+        ``dim + 1`` columns, ``dim`` coordinates and ``what``; a relative path is relative to the config."""
+        from pathlib import Path
+
+        path = Path(str(value["file"])).expanduser()
+        if not path.is_absolute():
+            path = Path(base_dir or ".") / path
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{where}.file: cannot read {path} ({exc.strerror or exc})") from None
+        rows = []
+        for k, line in enumerate(text.splitlines(), 1):
+            line = line.split("#", 1)[0].replace(",", " ").strip()
+            if not line:
+                continue
+            try:
+                vals = [float(v) for v in line.split()]
+            except ValueError:
+                raise ConfigError(f"{where}.file: {path}, line {k}: not numbers: {line!r}") from None
+            if len(vals) != dim + 1 or not all(np.isfinite(vals)):
+                raise ConfigError(f"{where}.file: {path}, line {k}: needs {dim + 1} finite numbers ({dim} "
+                                  f"coordinate{'s' if dim > 1 else ''}, then {what}), got {len(vals)}")
+            rows.append(vals)
+        if not rows:
+            raise ConfigError(f"{where}.file: {path} holds no rows")
+        return np.array(rows)
+
+    def _weighted_points(self, value, where, dim, base_dir=None):
+        """``(points, weights)`` of a table ``{type, points, weights}`` or ``{type, file}``; weights default to
+        1/len(points)."""
+        _check_keys(value, {"type", "points", "weights", "file"}, where)
+        if "file" in value:
+            if "points" in value or "weights" in value:
+                raise ConfigError(f"{where}.file: give either a file or points/weights, not both")
+            tab = self._table_file(value, where, dim, base_dir, "the weight")
+            return tab[:, :dim].tolist(), tab[:, dim].tolist()
         pts = self._points_list(value.get("points"), f"{where}.points", dim)
         if "weights" not in value:
             return pts, [1.0 / len(pts)] * len(pts)
         return pts, _num_list(value, "weights", where, positive=False)
 
-    def _parse_mu2(self, value, where, dim):
+    def _parse_mu2(self, value, where, dim, base_dir=None):
         t = _table_type(value, where, '{type = "diracs", points = [0.4, 0.6]}')
         if t == "diracs":
-            pts, wts = self._weighted_points(value, where, dim)
+            pts, wts = self._weighted_points(value, where, dim, base_dir)
             if len(wts) != len(pts) or any(v < 0 for v in wts) or sum(wts) <= 0:
                 raise ConfigError(f"{where}.weights: needs {len(pts)} nonnegative entries with positive sum")
             return {"type": "diracs", "points": pts, "weights": wts}
@@ -811,13 +869,21 @@ class ControlStudy(StudyProblem):
         corners = np.array(np.meshgrid(*box)).reshape(len(box), -1).T
         return corners
 
-    def _parse_yd(self, value, where, dim):
+    def _parse_yd(self, value, where, dim, base_dir=None):
         t = _table_type(value, where, '{type = "state", points = [0.3, 0.7]}')
         if t == "state":
-            pts, wts = self._weighted_points(value, where, dim)
+            pts, wts = self._weighted_points(value, where, dim, base_dir)
             if len(wts) != len(pts):
                 raise ConfigError(f"{where}.weights: has {len(wts)} entries, {where}.points has {len(pts)}")
             return {"type": "state", "points": pts, "weights": wts}
+        if t == "samples":  # measured values: interpolated linearly onto every level's mesh
+            _check_keys(value, {"type", "file"}, where)
+            if "file" not in value:
+                raise ConfigError(f"{where}.file: missing (a table of points and values of y_d)")
+            tab = self._table_file(value, where, dim, base_dir, "the value of y_d")
+            if len(tab) < dim + 1:
+                raise ConfigError(f"{where}.file: needs at least {dim + 1} sample points")
+            return {"type": "samples", "points": tab[:, :dim].tolist(), "values": tab[:, dim].tolist()}
         if t == "gaussians":
             _check_keys(value, {"type", "components"}, where)
             comps = value.get("components")
@@ -834,8 +900,8 @@ class ControlStudy(StudyProblem):
         if t == "constant":
             _check_keys(value, {"type", "value"}, where)
             return {"type": "constant", "value": _num(value, "value", where)}
-        raise ConfigError(f"{where}.type: unknown desired state type {t!r}; choose 'state', 'gaussians' "
-                          f"or 'constant'")
+        raise ConfigError(f"{where}.type: unknown desired state type {t!r}; choose 'state', 'gaussians', "
+                          f"'constant' or 'samples'")
 
     # -- per chain
     @_interface_doc
@@ -867,6 +933,8 @@ class ControlStudy(StudyProblem):
         if spec["type"] == "constant":
             v = spec["value"]
             return lambda x: np.full(x.shape[1:], v)
+        if spec["type"] == "samples":
+            return _sample_interpolant(np.array(spec["points"]), np.array(spec["values"]))
         comps = np.array(spec["components"])
         dim = op.dim
 
