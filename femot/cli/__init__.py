@@ -32,15 +32,13 @@ def _version_line() -> str:
     import platform
     from importlib import metadata
 
-    from femot import __version__
-
     parts = [f"python {platform.python_version()}"]
     for dist in ("numpy", "scipy", "numba", "scikit-fem"):
         try:
             parts.append(f"{dist} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:
             parts.append(f"{dist} missing")
-    return f"femot {__version__} ({', '.join(parts)})"
+    return f"femot {metadata.version('femot')} ({', '.join(parts)})"
 
 
 def main(argv=None) -> int:

@@ -46,7 +46,7 @@ def warmup(say=print) -> float:
     """
     import numpy as np
 
-    from femot import GeometricCost, solve_qrot
+    from femot.core import GeometricCost, solve_qrot
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)
