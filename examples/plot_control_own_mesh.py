@@ -35,9 +35,10 @@ from femot.problems import ControlProblem
 # A mesh in gmsh format. Here we write one (an L-shaped domain) so that the example is
 # self-contained; with your own file, start at ``load_mesh``.
 folder = Path(tempfile.mkdtemp())
-lshape = skfem.MeshTri.init_lshaped().refined(3)
-meshio.write(folder / "lshape.msh", meshio.Mesh(lshape.p.T, [("triangle", lshape.t.T)]), file_format="gmsh22",
-             binary=False)
+lshape = skfem.MeshTri.init_lshaped().refined(4)  # node spacing 1/16 <= delta / 4: T^delta resolved
+tags = {"gmsh:physical": [np.ones(lshape.t.shape[1], int)], "gmsh:geometrical": [np.ones(lshape.t.shape[1], int)]}
+meshio.write(folder / "lshape.msh", meshio.Mesh(lshape.p.T, [("triangle", lshape.t.T)], cell_data=tags),
+             file_format="gmsh22", binary=False)
 mesh = load_mesh(folder / "lshape.msh")
 print(f"read {mesh.p.shape[1]} vertices and {mesh.t.shape[1]} triangles")
 
