@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -101,3 +102,28 @@ def _write_api_page() -> None:
 
 
 _write_api_page()
+
+
+# femot's docstrings write norms and absolute values as plain text (|x - y|, |mu1|), which reST
+# would read as substitution references; outside literals and literal blocks the bars are escaped.
+_LITERAL = re.compile(r"(``.+?``|:math:`[^`]*`)")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _escape_bars(app, what, name, obj, options, lines) -> None:
+    block = None  # indentation of the paragraph that opened a literal block (``::``)
+    for i, line in enumerate(lines):
+        if block is not None and line.strip() and _indent(line) <= block:
+            block = None
+        if block is None:
+            parts = _LITERAL.split(line)
+            lines[i] = "".join(p if k % 2 else p.replace("|", "\\|") for k, p in enumerate(parts))
+            if line.rstrip().endswith("::"):
+                block = _indent(line)
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _escape_bars)

@@ -167,7 +167,7 @@ class SmoothingOperator:
 
     @property
     def shape(self):
-        """``(n, k)``: quadrature nodes by atoms."""
+        """Shape ``(n, k)`` of the map: quadrature nodes by atoms."""
         return self.K.shape
 
     def apply(self, a) -> np.ndarray:
@@ -191,7 +191,7 @@ class SmoothingOperator:
         return self.K @ a + self.shift * a.sum()
 
     def adjoint(self, f) -> np.ndarray:
-        """The adjoint ``K^T (w f) + shift * (w . f)`` in the weighted pairing ``<., .>_w``.
+        """The adjoint ``K^T (w f) + shift * (w^T f)`` in the weighted pairing ``<., .>_w``.
 
         Parameters
         ----------
@@ -236,7 +236,10 @@ class SmoothingOperator:
         return (self.K.T @ sp.diags(self.weights)).tocsr()
 
     def as_linear_operator(self):
-        """The operator as a scipy ``LinearOperator`` (``matvec`` = :meth:`apply`, ``rmatvec`` = :meth:`transpose`)."""
+        """The map as a scipy ``LinearOperator``.
+
+        Its ``matvec`` is :meth:`apply` and its ``rmatvec`` is :meth:`transpose`.
+        """
         from scipy.sparse.linalg import LinearOperator
 
         return LinearOperator(self.K.shape, matvec=self.apply, rmatvec=self.transpose, dtype=float)

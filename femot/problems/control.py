@@ -142,12 +142,12 @@ class ControlResult(UpperLevelResult):
 class ControlProblem(VertexControl):
     """The discrete regularized control problem of Part II, plan or value formulation.
 
-    ``transport="plan"`` (default, Part II (OCP^delta_gamma)):
+    ``transport="plan"`` (default, Part II (OCP^delta_gamma))::
 
         f(m) = 1/2 |G m - y_d|^2_{L2} + nu sum_ij w_i w_j c_ij pi_ij,
         pi = S_{gamma,eps}(T^delta m, T^delta mu2^d);
 
-    ``transport="value"`` (the convex value formulation, docs/problems.md):
+    ``transport="value"`` (the convex value formulation, docs/problems.md)::
 
         f(m) = 1/2 |G m - y_d|^2_{L2} + nu V(T^delta m, T^delta mu2^d),
         V(mu1, mu2) = min_pi sum_ij w_i w_j (c_ij pi_ij + gamma/2 pi_ij^2)  (eps = 0)
