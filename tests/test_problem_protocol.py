@@ -309,7 +309,7 @@ def test_one_registry_of_study_problems():
     from femot.studies.config import ConfigError, parse_config
     from femot.studies.problems import _REGISTRY, get_problem, problem_names
 
-    assert problem_names() == tuple(_REGISTRY) and len(problem_names()) == 4
+    assert problem_names() == tuple(_REGISTRY) and len(problem_names()) == 5  # with control-exact
     for name in problem_names():
         assert get_problem(name).name == name
     with pytest.raises(ConfigError, match="choose one of " + ", ".join(problem_names())):

@@ -40,6 +40,7 @@ METRIC_DOC = {
     "control_w2": "W2(regularized control, exact control) (exact quantile formula in 1D)",
     "objective_gap": "J(regularized control) - min J, J the unregularized (OCP) objective",
     "value_error": "|optimal value of (OCP^delta_gamma) - optimal value of (OCP)|",
+    "fun_bias": "|fun - exact_fun|: the regularized objective against the exact (OCP) objective of the same control",
     "state_error": "|y_gamma^delta - y_exact|_{L2}",
     "control_w1_total": "W1(regularized control, exact discrete control on the finest mesh of the study): the "
                         "total error (regularization + discretization)",
