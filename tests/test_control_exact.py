@@ -124,7 +124,8 @@ def test_regularized_results_report_the_exact_objective():
     mu2 = np.where(dist >= rho - 1e-12, np.exp(-((X - 0.45) ** 2).sum(1) / 0.02), 0.0)
     mu2 /= mu2.sum()
     nu = 0.1
-    P = ControlProblem(op, y_d, mu2, nu, 1e-2, 0.2, rho=rho, transport="value")
+    # delta = 3.2 h: below the resolution check's 4 h, which is about smoothing accuracy, not this test's point
+    P = ControlProblem(op, y_d, mu2, nu, 1e-2, 0.2, rho=rho, transport="value", check_resolution=False)
     r = P.solve()
     assert r.exact_method == "semi-discrete"
     ref = solve_control_exact(op, y_d, nu, density=vertex_density(mesh, mu2), control_vertices=P.control_vertices,
