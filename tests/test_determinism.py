@@ -52,7 +52,8 @@ def _probe(tmp: str) -> dict:
     from femot.cli import main
 
     kernels.trace = []  # (work, threads) of every pass through the thread choice
-    out: dict = {"chunks_1d": kernels.num_chunks(240), "chunks_2d": kernels.num_chunks(400)}
+    cap = getattr(kernels, "chunks_for", lambda work, n: n)  # (chunks of a pass over `work` entries)
+    out: dict = {"chunks_1d": cap(240 * 260, kernels.num_chunks(240)), "chunks_2d": kernels.num_chunks(400)}
     rng = np.random.default_rng(7)
     # 1D, stored matrix
     x, y = np.sort(rng.random(240)), np.sort(rng.random(260))
