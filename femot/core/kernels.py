@@ -9,10 +9,11 @@ column sums are reduced from per-chunk buffers.
 Determinism
 -----------
 Results never depend on the thread count or on the machine's load.  A
-parallel pass splits its rows into ``num_chunks(n1)`` chunks, a number fixed
-by the problem size alone; every chunk accumulates its partial column sums
-and scalar sums in its own buffer, rows in increasing order, and the buffers
-are combined serially in chunk order.  Which thread runs which chunk, and how
+parallel pass splits its rows into ``num_chunks(n1)`` chunks (fewer on a
+small sparse pass, ``chunks_for``), a number fixed by the sizes alone; every
+chunk accumulates its partial column sums and scalar sums in its own buffer,
+rows in increasing order, and the buffers are combined serially in chunk
+order.  Which thread runs which chunk, and how
 many threads there are, then changes the speed only, never a rounding.  Row
 quantities (row sums, counts, CSR rows) are computed by one thread each.
 Inside a solve (``threads_for``) BLAS is held to one thread as well: OpenBLAS
@@ -164,12 +165,41 @@ def _run(kernel, work, args):
         numba.set_num_threads(n)
 
 
-def _region(work_of):
-    """Decorator: run a parallel kernel with the thread count ``_run`` picks for its size."""
+def chunks_for(work: int, nchunk: int) -> int:
+    """Chunks of one pass: at most ``nchunk``, about one per ``CHUNK_WORK`` entries of work.
+
+    Every chunk costs a column buffer (zeroed, then added in): on a sparse pass
+    over a working set these n2-sized buffers would otherwise rival the pass
+    itself.  A function of the sizes only, so results stay thread-independent.
+
+    Parameters
+    ----------
+    work : int
+        Entries the pass visits.
+    nchunk : int
+        The caller's chunk count (``num_chunks`` of the rows).
+
+    Returns
+    -------
+    int
+        ``max(1, min(nchunk, work // CHUNK_WORK))``.
+    """
+    return max(1, min(int(nchunk), int(work) // CHUNK_WORK))
+
+
+def _region(work_of, chunked: bool = False):
+    """Decorator: run a parallel kernel with the thread count ``_run`` picks for its size.
+
+    With ``chunked`` the kernel's last argument is its chunk count, capped by
+    :func:`chunks_for` of the pass's work.
+    """
     def deco(kernel):
         @functools.wraps(kernel.py_func)
         def wrapper(*args):
-            return _run(kernel, work_of(*args), args)
+            work = work_of(*args)
+            if chunked:
+                args = args[:-1] + (chunks_for(work, args[-1]),)
+            return _run(kernel, work, args)
         wrapper.kernel = kernel
         return wrapper
     return deco
@@ -302,6 +332,8 @@ def _npairs(c) -> int:
 MAX_CHUNKS = 16
 #: Smallest number of rows of a chunk.
 MIN_CHUNK_ROWS = 8
+#: Entries of work per chunk (``chunks_for``): below, fewer chunks.
+CHUNK_WORK = 16_384
 
 
 def num_chunks(n1: int) -> int:
@@ -350,7 +382,7 @@ def dot(x, y):
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
-@_region(lambda c, *a: _npairs(c))
+@_region(lambda c, *a: _npairs(c), chunked=True)
 @njit(parallel=True, cache=True)
 def evaluate(c, alpha, beta, dalpha, dbeta, t, w1, w2, nchunk):
     """Sums over the active set at the point (alpha + t*dalpha, beta + t*dbeta).
@@ -545,7 +577,7 @@ def candidates(c, alpha, beta, threshold, count):
     return indptr, indices, cvals
 
 
-@_region(lambda indptr, indices, *a: indices.size + indptr.size)
+@_region(lambda indptr, indices, *a: indices.size + indptr.size, chunked=True)
 @njit(parallel=True, cache=True)
 def ws_evaluate(indptr, indices, cvals, n2, alpha, beta, dalpha, dbeta, t, w1, w2, nchunk):
     """Same as ``evaluate`` restricted to a working set."""
@@ -728,7 +760,7 @@ def finite_absmax(c):
     return True, m
 
 
-@_region(lambda indptr, indices, *a: indices.size + indptr.size)
+@_region(lambda indptr, indices, *a: indices.size + indptr.size, chunked=True)
 @njit(parallel=True, cache=True)
 def semidual_rows(indptr, indices, cvals, n2, beta, dbeta, t, a0, w1, w2, kappa, rhs, nchunk):
     """Exact row equations for fixed columns: the semi-dual along ``beta + t*dbeta``.
@@ -873,7 +905,7 @@ def cost_entries(c, rows, cols):
     return out
 
 
-@_region(lambda c, *a: _npairs(c))
+@_region(lambda c, *a: _npairs(c), chunked=True)
 @njit(parallel=True, cache=True)
 def weighted_sums(c, w1, w2, nchunk):
     """``(c @ w2, w1 @ c)`` in one streaming pass."""
