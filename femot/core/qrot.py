@@ -16,6 +16,9 @@ with ``pi = (alpha (+) beta - c)_+ / gamma`` (Part III Thm 2.7, Def. 3.1).
 Method: semismooth Newton on the concave dual objective Phi, with
 * a Levenberg-Marquardt shift proportional to the residual (keeps the Newton
   matrix nonsingular for eps = 0 and for rows or columns without active entries),
+  whose factor adapts to the accepted step (``_adapt_shift``: raised after a
+  line search that stopped early, lowered after full steps), against the crawl of
+  sparse, LP-like plans whose active pattern falls apart into components,
 * an exact line search on the piecewise quadratic dual along the Newton
   direction (the derivative is piecewise linear; its root is found from the
   breakpoints of the few entries that change sign on the segment),
@@ -28,7 +31,10 @@ Method: semismooth Newton on the concave dual objective Phi, with
   iterations to grow its active set one entry at a time; for Monge costs, from
   staircase potentials of the eps-corrected marginals mu - eps*(alpha, beta)
   (``_monge_start``: with |alpha| ~ max|c| the correction is not small and moves
-  the whole support), which also compete with a warm start ``x0``.
+  the whole support), which also compete with a warm start ``x0``,
+* otherwise, at small dimensionless gamma, a continuation in gamma from a gamma
+  where the plan is wide (``_continuation_gammas``) instead of the closed-form start
+  with every pair active.
 Everything that touches all n1*n2 pairs is a fused streaming pass (``kernels``);
 the linear algebra only sees the sparse active set.
 """
@@ -1128,13 +1134,20 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
         ``_monge_start``), 'exact' (LP duals) for n1*n2 <= 40000, 'coarse' for a
         cost with ``coarse_start`` (a GeometricCost with more than 4000 points on a
         side: potentials solved on coarsened point sets, ``femot.core.multiscale``),
-        else 'mean' (closed form with every pair active); or 'zero'.  With ``x0`` and a Monge
+        else 'mean' (closed form with every pair active); or 'zero'.  When 'auto' resolves to
+        'mean' and ``gamma M / (max|c| W1 W2) < 1e-4`` (M the mass, W1, W2 the total weights:
+        the plan then has few entries per row), the cold start is a continuation instead:
+        solves at ``gamma * 10^k, ..., gamma * 10`` from 'mean' at the largest, each from the
+        previous potentials (the result's ``init`` is 'continuation', its ``continuation``
+        lists the stages and ``nit_total`` counts their iterations too).  With ``x0`` and a Monge
         cost, 'auto'/'monge' also run the sweeps seeded by x0 and start from
         whichever has the smaller residual; 'x0' (or any other value) uses x0 as is.
     linear_solver : {'auto', 'direct', 'cg'}, optional
         Solver of the Newton systems: sparse LU, Jacobi-PCG, or chosen by size (default).
     lm : float, optional
-        Levenberg-Marquardt factor (shift = lm * gamma * residual; default 1e-4).
+        Initial and smallest Levenberg-Marquardt factor (shift = lm * gamma * residual;
+        default 1e-4); the factor is raised after steps the line search cut short and
+        lowered back after full steps.
     screening : bool, optional
         Restrict passes to a provably sufficient working set (exact; default True).
     curve : bool, optional
@@ -1150,7 +1163,9 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
     -------
     QROTResult
         Alpha, beta, plan (CSR), residual, residual_floor, success,
-        status, message, nit, history, and the derivative methods jvp/vjp.
+        status, message, nit, history, and the derivative methods jvp/vjp; after a
+        continuation also ``continuation`` (per stage: gamma, nit, status, residual,
+        init) and ``nit_total``.  ``time_s`` includes the stages.
         ``success`` is ``status == 0``; the codes (``STATUS_MESSAGES``) are
 
         * 0 converged: residual <= tol, or <= a rounding floor that is itself small
