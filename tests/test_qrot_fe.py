@@ -50,7 +50,9 @@ def test_fe_small_gamma_cold(fe_small, gamma):
     assert r.success, r.message
     assert r.init == "continuation"
     assert [s["gamma"] for s in r.continuation] == sorted((s["gamma"] for s in r.continuation), reverse=True)
-    assert r.nit_total == r.nit + sum(s["nit"] for s in r.continuation)
+    # the plain cold start was tried first and abandoned after its steps were cut short
+    assert r.crawled >= 3
+    assert r.nit_total == r.nit + sum(s["nit"] for s in r.continuation) + r.crawled
     check_kkt(r, c, m1, m2, w, gamma, 1e-9)
 
 
@@ -117,6 +119,8 @@ def test_fe_refined_grid_geometric():
     gamma = 1e-6
     r = solve_qrot(GeometricCost(x, x), m1, m2, gamma, 0.0, w, w)
     assert r.success, r.message
+    # more than 4000 points: the continuation's first stage starts from coarsened point sets
+    assert r.init == "continuation" and r.continuation[0]["init"] == "coarse"
     P = r.plan
     assert np.abs(P @ w - m1).max() <= 1e-9 and np.abs(P.T @ w - m2).max() <= 1e-9
     # the plan is the positive part of the potentials' z on its support, and no pair off it is active

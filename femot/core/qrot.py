@@ -16,6 +16,9 @@ with ``pi = (alpha (+) beta - c)_+ / gamma`` (Part III Thm 2.7, Def. 3.1).
 Method: semismooth Newton on the concave dual objective Phi, with
 * a Levenberg-Marquardt shift proportional to the residual (keeps the Newton
   matrix nonsingular for eps = 0 and for rows or columns without active entries),
+  whose factor adapts to the accepted step (``_adapt_shift``: raised after a
+  line search that stopped early, lowered after full steps), against the crawl of
+  sparse, LP-like plans whose active pattern falls apart into components,
 * an exact line search on the piecewise quadratic dual along the Newton
   direction (the derivative is piecewise linear; its root is found from the
   breakpoints of the few entries that change sign on the segment),
@@ -28,7 +31,10 @@ Method: semismooth Newton on the concave dual objective Phi, with
   iterations to grow its active set one entry at a time; for Monge costs, from
   staircase potentials of the eps-corrected marginals mu - eps*(alpha, beta)
   (``_monge_start``: with |alpha| ~ max|c| the correction is not small and moves
-  the whole support), which also compete with a warm start ``x0``.
+  the whole support), which also compete with a warm start ``x0``,
+* otherwise, at small dimensionless gamma, a continuation in gamma from a gamma
+  where the plan is wide (``_continuation_gammas``), started there by the closed
+  form with every pair active or, for large point sets, by coarsened point sets.
 Everything that touches all n1*n2 pairs is a fused streaming pass (``kernels``);
 the linear algebra only sees the sparse active set.
 """
@@ -83,6 +89,8 @@ _LM_MAX = 1e8
 _CONT_GAMMA_HAT = 1e-4
 _CONT_MAX_STAGES = 12
 _CONT_RTOL = 1e-6
+# ... tried only after the plain cold start has had this many steps cut short
+_CRAWL_STEPS = 3
 # dual_jvp factorizes the Newton matrix up to this many pattern entries (CG beyond)
 _DUAL_LU_MAX_NNZ = 5_000_000
 
@@ -1131,13 +1139,20 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
         ``_monge_start``), 'exact' (LP duals) for n1*n2 <= 40000, 'coarse' for a
         cost with ``coarse_start`` (a GeometricCost with more than 4000 points on a
         side: potentials solved on coarsened point sets, ``femot.core.multiscale``),
-        else 'mean' (closed form with every pair active); or 'zero'.  With ``x0`` and a Monge
+        else 'mean' (closed form with every pair active); or 'zero'.  When 'auto' resolves to
+        'mean' or 'coarse' and ``gamma M / (max|c| W1 W2) < 1e-4`` (M the mass, W1, W2 the total
+        weights: the plan then has few entries per row), the cold start is a continuation
+        instead: solves at ``gamma * 10^k, ..., gamma * 10``, the largest from that start, each
+        further one from the previous potentials (the result's ``init`` is 'continuation', its ``continuation``
+        lists the stages and ``nit_total`` counts their iterations too).  With ``x0`` and a Monge
         cost, 'auto'/'monge' also run the sweeps seeded by x0 and start from
         whichever has the smaller residual; 'x0' (or any other value) uses x0 as is.
     linear_solver : {'auto', 'direct', 'cg'}, optional
         Solver of the Newton systems: sparse LU, Jacobi-PCG, or chosen by size (default).
     lm : float, optional
-        Levenberg-Marquardt factor (shift = lm * gamma * residual; default 1e-4).
+        Initial and smallest Levenberg-Marquardt factor (shift = lm * gamma * residual;
+        default 1e-4); the factor is raised after steps the line search cut short and
+        lowered back after full steps.
     screening : bool, optional
         Restrict passes to a provably sufficient working set (exact; default True).
     curve : bool, optional
@@ -1153,7 +1168,9 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
     -------
     QROTResult
         Alpha, beta, plan (CSR), residual, residual_floor, success,
-        status, message, nit, history, and the derivative methods jvp/vjp.
+        status, message, nit, history, and the derivative methods jvp/vjp; after a
+        continuation also ``continuation`` (per stage: gamma, nit, status, residual,
+        init) and ``nit_total``.  ``time_s`` includes the stages.
         ``success`` is ``status in (0, 5)``; the codes (``STATUS_MESSAGES``) are
 
         * 0 converged: residual <= tol;
@@ -1191,7 +1208,9 @@ def _continuation_gammas(p: "_QROTData") -> list:
     ``D gamma_hat^(1/(d+2))``.  Above ``_CONT_GAMMA_HAT`` the 'mean' start (every pair
     active) is a good start; below it the plan has a few entries per row and Newton from
     'mean' first spends expensive iterations on a dense active set, then discovers the
-    sparse one an entry at a time.  The continuation solves at
+    sparse one an entry at a time (and coarsened point sets, ``init='coarse'``, give
+    potentials of a coarser plan that Newton then refines equally slowly).  The
+    continuation solves at
     ``gamma * 10^k, ..., gamma * 10`` (the largest one at most a factor 10 below the
     threshold), each from the previous potentials.
     """
@@ -1204,16 +1223,35 @@ def _continuation_gammas(p: "_QROTData") -> list:
     return [p.gamma * 10.0 ** j for j in range(min(k, _CONT_MAX_STAGES), 0, -1)]
 
 
+class _Crawl(Exception):
+    """Raised by a solve with ``crawl_limit`` once that many steps were cut short."""
+
+    def __init__(self, nit):
+        super().__init__(nit)
+        self.nit = nit
+
+
 def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, linear_solver, lm, screening,
-                curve, verbose, callback) -> QROTResult:
+                curve, verbose, callback, crawl_limit=None) -> QROTResult:
     """The semismooth Newton loop: initialization, one iteration at a time, output."""
     p = _QROTData(cost, mu1, mu2, gamma, eps, w1, w2, tol=tol, max_iter=max_iter, linear_solver=linear_solver,
                   screening=screening, curve=curve)
-    stages = []
-    if x0 is None and init == "auto" and _auto_init(cost) == "mean":
-        # cold start at small gamma: continuation from the gamma where the plan is wide
+    stages: list = []
+    crawled = None
+    gammas = _continuation_gammas(p) if x0 is None and init == "auto" else []
+    if gammas and _auto_init(cost) in ("mean", "coarse"):
+        # Cold start at small gamma.  The plain start first: on data in general position
+        # it converges in a few full steps; when its steps are cut short (_CRAWL_STEPS
+        # times), continuation from the gamma where the plan is wide (its first stage from
+        # the plain start too: 'mean', or coarsened point sets for large ones).
+        try:
+            return _solve_qrot(cost, p.m1, p.m2, gamma, p.eps, p.w1, p.w2, x0=None, tol=tol, max_iter=max_iter,
+                               init=_auto_init(cost), linear_solver=linear_solver, lm=lm, screening=screening,
+                               curve=curve, verbose=verbose, callback=callback, crawl_limit=_CRAWL_STEPS)
+        except _Crawl as crawl:
+            crawled = crawl.nit
         stage_tol = max(tol, _CONT_RTOL * max(float(p.m1.max()), float(p.m2.max())))
-        for g in _continuation_gammas(p):
+        for g in gammas:
             r = _solve_qrot(cost, p.m1, p.m2, g, p.eps, p.w1, p.w2, x0=x0, tol=stage_tol, max_iter=max_iter,
                             init="auto" if x0 is None else "x0", linear_solver=linear_solver, lm=lm,
                             screening=screening, curve=curve, verbose=False, callback=None)
@@ -1241,6 +1279,10 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
             st.history.append(entry)
             break
         st.history.append(entry)
+        if crawl_limit is not None and entry["step"] < _SHORT_STEP:
+            crawl_limit -= 1
+            if crawl_limit <= 0:
+                raise _Crawl(nit + 1)
         if verbose:
             print(f"{nit:4d} {entry['residual']:11.3e} {entry['floor']:9.2e} {entry['step']:9.2e} "
                   f"{entry['nnz']:9d} {entry['linear_iters']:5d} {entry['shift']:9.2e}")
@@ -1251,7 +1293,8 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
     out = _output(p, st)
     if stages:
         out.continuation = stages
-        out.nit_total = out.nit + sum(s["nit"] for s in stages)
+        out.crawled = crawled  # iterations of the plain cold start before it was abandoned
+        out.nit_total = out.nit + sum(s["nit"] for s in stages) + (crawled or 0)
     if verbose:
         print(f"{out.message} after {st.nit} iterations; residual {out.residual:.3e} "
               f"(floor {out.residual_floor:.2e})")
