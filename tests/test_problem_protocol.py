@@ -10,6 +10,7 @@ from femot.fem import PoissonOperator
 from femot.optim import minimize_simplex, theta_R
 from femot.problems.base import (
     RESULT_KEYS,
+    WARM_FLOOR,
     LowerLevel,
     SecondOrderProblem,
     SimplexProblem,
@@ -219,9 +220,26 @@ def test_warm_start_is_used_when_available(schedule):
     assert np.array_equal(L.warm[0], r1.alpha)
     n1 = L.newton_iterations
     r2 = L.solve(mu1)  # no cache: solved again, from its own solution -> no Newton step
-    assert calls[-1] == (1e-3, True, 200) and L.newton_iterations == n1
+    # after a converged cold start the warm start's budget is capped relative to it
+    assert calls[-1] == (1e-3, True, max(WARM_FLOOR, r1.nit // 2)) and L.newton_iterations == n1
     assert np.allclose(r2.plan.toarray(), r1.plan.toarray(), atol=1e-12)
     assert (L.solves, L.requests, L.failures, L.continuations) == (2, 2, 0, 0)
+
+
+def test_a_stalling_warm_start_is_cut_relative_to_the_cold_start():
+    """A warm start gets at most max(WARM_FLOOR, cold iterations // 2) Newton steps, then the cold start runs."""
+    c, mu1, mu2, rng = _qrot_data()
+    calls = []
+    L = LowerLevel(c, mu2, 1e-3, solver=_spy(calls))
+    assert L._warm_cap() == 200  # no cold start seen yet: warm_max_iter
+    r1 = L.solve(mu1)
+    L.warm = (r1.alpha + rng.standard_normal(r1.alpha.size), r1.beta)  # a poor start
+    res = L.solve(mu1)
+    cap = max(WARM_FLOOR, r1.nit // 2)
+    assert calls[1][1:] == (True, cap)
+    assert res.success
+    marg, comp = _kkt(res, c, mu1, mu2)
+    assert marg <= 1e-9 and comp <= 1e-9
 
 
 def test_cold_start_after_a_failed_warm_start():

@@ -300,6 +300,15 @@ def _refinement_study(args, setup, say) -> dict:
         f"delta = {delta:g}, rho = {rho:g}; formulation '{args.formulation}'; state and control on each level's "
         f"mesh, transport on "
         + ("each level's mesh" if tmesh is None else f"a fixed mesh of {tmesh.p.shape[1]} nodes"))
+    from femot.problems.control import estimate_size
+
+    estimates = []
+    for k in range(K):  # what the levels will need (femot.problems.control.estimate_size), before any solve
+        e = estimate_size(level_mesh(k), gamma, delta, transport_mesh=tmesh, rho=rho)
+        estimates.append(e)
+        say(f"  level {k}: {e['nodes']} nodes, {e['transport_nodes']} transport nodes ({e['pairs']:.3g} pairs, "
+            f"{'matrix-free' if e['matrix_free'] else 'dense'} cost), plan ~{e['plan_nnz']:.2g} nonzeros, "
+            f"memory ~{e['memory_bytes'] / 2**20:.0f} MiB, time ~{e['time_s']:.0f} s (estimates)")
     crit = "fw_gap/|f|" if args.formulation == "value" else "theta/th0"
     say(f"{'level':>5} {'nodes':>6} {'controls':>8} {'pairs':>10} {'iters':>5} {'Hv':>5} {'fun':>12} {crit:>10} "
         f"{'lower':>6} {'time s':>7} {'cpu s':>7}  status")
@@ -325,6 +334,7 @@ def _refinement_study(args, setup, say) -> dict:
             warm = (r.lower.alpha, r.lower.beta)
         fw = None if r.fw_gap is None else float(r.fw_gap)
         row = {"level": k, "nodes": int(op.nvertices), "control_nodes": int(P.n), "transport_nodes": int(P.q.n),
+               "estimate": {key: estimates[k][key] for key in ("plan_nnz", "memory_bytes", "time_s")},
                "transport_pairs": int(P.q.n ** 2), "matrix_free": bool(P.matrix_free),
                "delta_over_h": float(delta / P.h_transport),
                "iterations": int(r.nit), "hessp_calls": int(r.nhev), "fw_gap": fw,

@@ -71,11 +71,14 @@ from femot.optim import minimize_simplex, theta_R
 __all__ = [
     "SimplexProblem", "SecondOrderProblem", "LowerLevel", "SmoothedLowerLevel", "UpperLevelResult",
     "RESULT_KEYS", "upper_level_result", "solve_on_simplex", "CONTINUATION_SCHEDULES", "VertexControl",
-    "UniformStart", "SHARED_DOCS", "shared_doc",
+    "UniformStart", "SHARED_DOCS", "shared_doc", "WARM_FLOOR",
 ]
 
 #: Keys every upper-level result carries (:func:`upper_level_result`).
 RESULT_KEYS = ("x", "fun", "nit", "success", "status", "message", "lower_solves", "newton_iterations", "time_s")
+
+#: Smallest Newton budget of a warm start once a cold start has converged (:meth:`LowerLevel._warm_cap`).
+WARM_FLOOR = 15
 
 #: Continuation schedules of :class:`LowerLevel` (see :meth:`LowerLevel.solve`).
 CONTINUATION_SCHEDULES = ("adaptive", "decades")
@@ -232,7 +235,8 @@ class LowerLevel:
         Newton iterations of a cold start and of every continuation level (default 200).
     warm_max_iter : int or None, optional
         Newton iterations of the warm start (default: ``max_iter``).  A small cap lets a
-        stalled warm start fall back to the cold start quickly.
+        stalled warm start fall back to the cold start quickly.  Once a cold start has
+        converged, a warm start also gets at most ``max(WARM_FLOOR, its iterations // 2)``.
     solver_options : dict or None, optional
         Further keyword arguments of the core (e.g. ``{"linear_solver": "cg"}``).
     continuation : {"adaptive", "decades"}, optional
@@ -294,6 +298,7 @@ class LowerLevel:
     def reset(self) -> None:
         """Forget the warm start and the cache and set every counter to zero."""
         self.warm: tuple | None = None
+        self._cold_nit: int | None = None
         self._cache: OrderedDict = OrderedDict()
         self.solves = 0
         self.requests = 0
@@ -341,9 +346,11 @@ class LowerLevel:
         t0 = time.perf_counter()
         res = None
         if self.warm is not None:
-            res = self._call(mu1, self.gamma, self.eps, self.warm, self.warm_max_iter)
+            res = self._call(mu1, self.gamma, self.eps, self.warm, self._warm_cap())
         if res is None or not res.success:
             cold = self._call(mu1, self.gamma, self.eps, None, self.max_iter)
+            if cold.success:
+                self._cold_nit = int(cold.nit)
             if res is None or cold.success or cold.residual < res.residual:
                 res = cold
         if not res.success:
@@ -362,6 +369,20 @@ class LowerLevel:
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return res
+
+    def _warm_cap(self) -> int:
+        """Newton iterations allowed to a warm start: ``warm_max_iter``, and once a cold start
+        has converged, at most ``max(WARM_FLOOR, its iterations // 2)``.
+
+        The potentials of a distant marginal (after a long trust-region step) can be a worse
+        start than the core's own: on FE data at small gamma such warm starts were seen to end
+        unconverged at the iteration limit (200 steps, 7-19 s) where the cold start needed
+        60-70.  Capped, a request costs at most about 1.5 cold solves; warm starts that
+        succeed took a few to 30 steps there.
+        """
+        if self._cold_nit is None:
+            return self.warm_max_iter
+        return min(self.warm_max_iter, max(WARM_FLOOR, self._cold_nit // 2))
 
     def _call(self, mu1, gamma, eps, x0, max_iter) -> QROTResult:
         res = self.solver(self.cost, mu1, self.mu2, gamma, eps, self.w1, self.w2, x0=x0, tol=self.tol,
