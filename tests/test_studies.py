@@ -89,7 +89,8 @@ def metrics_of(outcome) -> dict:
     # delta falls faster than gamma^(1/d): gamma/delta^2 grows (Part II (3.1) violated)
     ({"schedule": {"gammas": [1e-2, 1e-3, 1e-4], "deltas": [0.2, 0.05, 0.01]}}, "schedule.deltas"),
     # gamma/delta^d decreases too little (s tiny)
-    ({"schedule": {"n_levels": 3, "gamma0": 1e-2, "factor": 0.5, "s": 0.01}}, "schedule.n_levels/gamma0/factor (with s, C)"),
+    ({"schedule": {"n_levels": 3, "gamma0": 1e-2, "factor": 0.5, "s": 0.01}},
+     "schedule.n_levels/gamma0/factor (with s, C)"),
     ({"schedule": {"gammas": [1e-2, 2e-2], "deltas": [0.2, 0.1]}}, "schedule.deltas"),
     ({"schedule__factor": 1.5}, "schedule.factor"),
     ({"schedule__d": 3}, "schedule.d"),
