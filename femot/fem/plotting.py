@@ -48,7 +48,7 @@ def nodal_density(mesh, masses) -> np.ndarray:
 
 
 def plot_field(mesh, values, ax=None, *, masses: bool = False, title: str | None = None, label: str = "",
-               cmap: str = "viridis", contours: int = 0, colorbar: bool = True):
+               cmap: str = "viridis", contours: int = 0, colorbar: bool = True, vmin=None, vmax=None):
     """Draw a nodal field of a 1D or 2D mesh; returns the matplotlib axis.
 
     2D: Gouraud-shaded triangles with an equal aspect ratio and a colour bar labelled
@@ -73,6 +73,8 @@ def plot_field(mesh, values, ax=None, *, masses: bool = False, title: str | None
         Number of contour lines drawn over the colours (2D).  Default 0.
     colorbar : bool, optional
         Add a colour bar (2D).  Default True.
+    vmin, vmax : float, optional
+        Colour range (2D; e.g. shared by several panels).  Default: the values' range.
 
     Returns
     -------
@@ -100,7 +102,7 @@ def plot_field(mesh, values, ax=None, *, masses: bool = False, title: str | None
         import matplotlib.tri as mtri
 
         tri = mtri.Triangulation(p[0], p[1], np.asarray(mesh.t).T)
-        im = ax.tripcolor(tri, vals, shading="gouraud", cmap=cmap)
+        im = ax.tripcolor(tri, vals, shading="gouraud", cmap=cmap, vmin=vmin, vmax=vmax)
         if contours:
             ax.tricontour(tri, vals, levels=contours, colors="w", linewidths=0.5)
         ax.set_aspect("equal")
