@@ -383,7 +383,7 @@ class TransportIdentification(UniformStart):
         x0 : array_like, optional
             Starting marginal (default: uniform).
         **kwargs
-            Keyword arguments of :func:`solve_identification` (options, hessian,
+            Keyword arguments of :func:`solve_identification` (options, model,
             continuation, ...).
         """
         return solve_identification(self, x0, **kwargs)
