@@ -79,7 +79,7 @@ def run_one(n, seed, gamma, eps, tol, max_iter, sqp=False, model=None):
         "status": res.status, "success": bool(res.success), "message": res.message,
         "reached_tol": bool(res.stationarity <= tol), "J": res.J, "J_at_truth": prob.value(data["mu1_true"]),
         **errs, "lower_solves": res.n_lower_solves, "lower_time_s": res.lower_time_s,
-        "lower_failures": prob.n_failed_solves, "eps_bias_relative": res.eps_bias_relative,
+        "lower_failures": res.lower_failures, "eps_bias_relative": res.eps_bias_relative,
         **({"sqp_min": sqp_minimum(prob, [data["mu1_true"], np.full(n, prob.mass / n), res.mu1])} if sqp else {}),
     }
 

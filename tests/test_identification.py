@@ -625,6 +625,7 @@ def test_default_returns_the_certified_phase_of_lowest_J():
     best = min(certified, key=lambda p: p["J"])
     assert res.phase == best["phase"] and res.fun == best["J"]
     assert res.J == pytest.approx(P.objective(res.plan, res.mu1), rel=1e-12)
+    assert res.J == pytest.approx(res.fun, rel=1e-12)
     assert res.nit == sum(p["nit"] for p in res.phases)
     assert res.levels == best["levels"] and res.tol == 1e-5
     # every phase runs on a fresh copy of the problem: the x0 phases are today's single models, run alone

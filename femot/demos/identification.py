@@ -106,7 +106,7 @@ def solve_levels(data, gammas, *, lam=1.0, path=False, options=None, verbose=Fal
             "J": res.J, "J_at_truth": prob.value(data["mu1_true"]), "nit": res.nit, "nfev": res.nfev,
             "stationarity": res.stationarity, "stationarity_measure": res.stationarity_measure,
             "status": res.status, "success": bool(res.success), "time_s": round(res.time_s, 3),
-            "lower_failures": prob.n_failed_solves,
+            "lower_failures": res.lower_failures,
         })
         results.append(res)
         if path:

@@ -383,7 +383,7 @@ class TransportIdentification(UniformStart):
         x0 : array_like, optional
             Starting marginal (default: uniform).
         **kwargs
-            Keyword arguments of :func:`solve_identification` (options, hessian,
+            Keyword arguments of :func:`solve_identification` (options, model,
             continuation, ...).
         """
         return solve_identification(self, x0, **kwargs)
@@ -843,7 +843,7 @@ class _Path:
                             "nit": sum(lv["nit"] for lv in levels), "J": float(tr.fun), "success": bool(tr.success),
                             "status": int(tr.status), "stationarity": float(tr.stationarity),
                             "stationarity_measure": tr.stationarity_measure,
-                            "time_s": time.perf_counter() - t0, "tr": tr})
+                            "time_s": time.perf_counter() - t0, "tr": tr, "problem": problem})
         return tr
 
 
@@ -990,13 +990,14 @@ def solve_identification(problem: TransportIdentification, x0=None, options: dic
         best = 0
     tr = path.phases[best]["tr"]
     mu1 = tr.x
-    low = problem.lower_level(mu1)
+    # the phase's own lower level (its cached solution at mu1): the plan and J the phase reported
+    low = path.phases[best]["problem"].lower_level(mu1)
     effort = path.effort
     for k, v in _effort(problem.lower).items():
         effort[k] += v - start[k]
     bias = problem.eps * max(float(np.abs(low.alpha).max()), float(np.abs(low.beta).max()))
     counters = {k: effort[k] for k in _EFFORT}
-    phases = [{k: v for k, v in ph.items() if k != "tr"} for ph in path.phases]
+    phases = [{k: v for k, v in ph.items() if k not in ("tr", "problem")} for ph in path.phases]
     return upper_level_result(
         IdentificationResult, tr, x=mu1, fun=tr.fun, lower_ok=bool(low.success), lower_message=low.message,
         counters=counters, time_s=time.perf_counter() - t0,
