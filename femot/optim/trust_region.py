@@ -916,6 +916,33 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
         raise ValueError("collect_subgradients must be callable or None")
     if hessp is not None and not callable(hessp):
         raise ValueError(f"hessp must be callable or None, got {type(hessp).__name__}")
+    with _blas_one_thread():  # same rounding for any OPENBLAS_NUM_THREADS (see _blas_one_thread)
+        return _run(fun, x0, hessp, weights, mass, n, options, callback, collect_subgradients)
+
+
+_BLAS: dict = {}
+
+
+def _blas_one_thread():
+    """Hold BLAS to one thread while the method runs (threadpoolctl).
+
+    A threaded BLAS splits its reductions (dot products, matrix-vector products) by its thread
+    count, so the iterates, and with them the path of the method, would depend on the machine.
+    The vectors here have the length of the simplex's dimension, where one thread costs nothing.
+    """
+    import contextlib
+
+    if "controller" not in _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS["controller"] = ThreadpoolController()
+        except Exception:  # threadpoolctl unable to inspect the process: results may then vary
+            _BLAS["controller"] = None
+    ctl = _BLAS["controller"]
+    return contextlib.nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
+
+
+def _run(fun, x0, hessp, weights, mass, n, options, callback, collect_subgradients):
     st = _State(fun, x0, hessp, weights, mass, n, options, callback, collect_subgradients)
     if st.hess is not None and st.o["kinks"] == "bundle" and st.n <= st.o["cut_max_n"]:
         return _cut_result(st)
