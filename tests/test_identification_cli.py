@@ -158,3 +158,20 @@ def test_identify_model_flag_for_experts(tmp_path, capsys):
     assert s["model"] == "auto" and len(s["phases"]) >= 3 and rc == (0 if s["success"] else 1)
     assert "certified: tol 1.0e-05" in out and "<- returned" in out
     assert all(f"J = {p['J']:.6e}" in out for p in s["phases"])
+
+
+def test_identify_output_explains_itself(capsys, monkeypatch):
+    import femot.optim.trust_region as tr
+
+    monkeypatch.setattr(tr, "_LEGEND_SHOWN", [])
+    assert main(["identify", "--random", "10", "--seed", "2", "--gamma", "1e-3", "--max-iter", "20"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("columns: f objective; theta stationarity measure") == 1  # once, above the first table
+    assert "psi the measure psi_R" in out and "face = dogleg on the current face" in out
+    assert "phase uniform: bfgs:" in out  # the default runs several phases: each table is named
+    for line in out.splitlines():  # model and step columns never run together
+        assert "newtonbundle" not in line and "bfgsdogleg" not in line
+    assert "lower eps" not in out and "<- large" not in out  # the default eps = gamma is described, not blamed
+    assert "eps bias eps*max|alpha|" in out
+    # experiment 1 observes the truth: one statement instead of the same numbers twice
+    assert "the observations are the truth here" in out and "(against the truth)" not in out

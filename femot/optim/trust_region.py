@@ -189,6 +189,7 @@ _HESSP_NAN_MESSAGE = "hessp returned a non-finite Hessian-vector product."
 # results
 # --------------------------------------------------------------------------
 _COLUMNS = ("k", "f", "theta", "psi", "Delta", "rho", "|d|", "model", "step", "acc")
+_LEGEND_SHOWN: list = []
 
 
 def _fmt(v, width=11, prec=3):
@@ -203,15 +204,26 @@ def _fmt(v, width=11, prec=3):
     return str(v).rjust(width)
 
 
+_WIDTHS = (5, 14, 11, 11, 11, 11, 11, 10, 15, 5)
+
+#: What the columns of the iteration table mean (printed once above a verbose run's table).
+LEGEND = ("columns: f objective; theta stationarity measure theta_R(x, g); psi the measure psi_R over the "
+          "subgradients gathered near x ('-': not computed);\n"
+          "         Delta trust-region radius; rho actual / predicted decrease; |d| step length; model bfgs, newton "
+          "(Hessian-vector products), bundle or bouligand;\n"
+          "         step the trial step (dogleg, cauchy, face = dogleg on the current face, newton, bundle-newton, "
+          "qp, probe, psi); acc accepted")
+
+
 def _header():
-    widths = (5, 14, 11, 11, 11, 11, 11, 10, 8, 5)
-    return "".join(c.rjust(wd) for c, wd in zip(_COLUMNS, widths))
+    return "".join(c.rjust(wd) for c, wd in zip(_COLUMNS, _WIDTHS))
 
 
 def _row(h):
-    return (_fmt(h["k"], 5) + _fmt(h["f"], 14, 6) + _fmt(h["theta"]) + _fmt(h["psi"])
+    w = _WIDTHS
+    return (_fmt(h["k"], w[0]) + _fmt(h["f"], w[1], 6) + _fmt(h["theta"]) + _fmt(h["psi"])
             + _fmt(h["Delta"]) + _fmt(h["rho"]) + _fmt(h["step_norm"])
-            + _fmt(h["model"], 10) + _fmt(h["step"], 8) + _fmt(h["accepted"], 5))
+            + _fmt(h["model"], w[7]) + " " + _fmt(h["step"], w[8] - 1) + _fmt(h["accepted"], w[9]))
 
 
 class SimplexTRResult(OptimizeResult):
@@ -1004,6 +1016,9 @@ class _State:
         self.message_override = None
         self.rec = None
         if self.o["verbose"]:
+            if not _LEGEND_SHOWN:  # once per process: several runs (phases, levels) share it
+                print(LEGEND)
+                _LEGEND_SHOWN.append(True)
             print(_header())
 
     def remember(self, y, fy, gy):

@@ -707,9 +707,8 @@ class IdentificationResult(UpperLevelResult):
                          f"{p['stationarity_measure']} = {p['stationarity']:.1e}, {p['time_s']:.1f} s"
                          f"{'' if p['success'] else ' (not certified)'}"
                          f"{'  <- returned' if p['phase'] == self.phase else ''}")
-        large = "  <- large: the eps term of (3.1) limits J; lower eps" if self.eps_bias_relative > 0.01 else ""
-        lines.append(f"eps bias eps*max|alpha|  = {self.eps_bias:.3e} ({self.eps_bias_relative:.1%} of max mu2_d)"
-                     f"{large}")
+        lines.append(f"eps bias eps*max|alpha|  = {self.eps_bias:.3e} ({self.eps_bias_relative:.1%} of max mu2_d: "
+                     f"how far the eps term of (3.1) moves the marginals; a smaller eps reduces it)")
         lines.append(f"success                  = {self.success} ({self.message})")
         return "\n".join(lines)
 
@@ -819,6 +818,8 @@ class _Path:
         problem = self.problem
         if self.fresh:
             problem = problem.with_regularization(problem.gamma, problem.eps)
+            if self.opts.get("verbose"):  # several phases print tables: say which one follows
+                print(f"phase {name}:")
         t0 = time.perf_counter()
         x0, levels, its, effort = _run_continuation(problem, x0, self.opts, self.callback, self.bouligand,
                                                     hessian, continuation, continuation_tol)
