@@ -160,10 +160,7 @@ def test_identify_model_flag_for_experts(tmp_path, capsys):
     assert all(f"J = {p['J']:.6e}" in out for p in s["phases"])
 
 
-def test_identify_output_explains_itself(capsys, monkeypatch):
-    import femot.optim.trust_region as tr
-
-    monkeypatch.setattr(tr, "_LEGEND_SHOWN", [])
+def test_identify_output_explains_itself(capsys):
     assert main(["identify", "--random", "10", "--seed", "2", "--gamma", "1e-3", "--max-iter", "20"]) == 0
     out = capsys.readouterr().out
     assert out.count("columns: f objective; theta stationarity measure") == 1  # once, above the first table

@@ -108,7 +108,7 @@ def cmd_identify(argv) -> int:
         Exit status: 0 if the optimizer succeeded, 1 if it did not, 2 for invalid input
         or an unwritable output path.
     """
-    from femot.optim.trust_region import DEFAULT_OPTIONS
+    from femot.optim.trust_region import DEFAULT_OPTIONS, LEGEND
     from femot.problems.identification import identification_errors, solve_identification
     from femot.problems.instances import instance_options, problem_from_instance
 
@@ -146,6 +146,7 @@ def cmd_identify(argv) -> int:
         say("variables read: " + ", ".join(k if k == v else f"{k} <- {v}" for k, v in data["names_used"].items()))
         for note in data.get("notes", []):
             say(f"note: {note}")
+    say(LEGEND)  # the iteration tables below (one per phase and level) share these columns
     continuation = {None: None, "none": False, "auto": "auto"}[args.continuation]
     try:  # data the lower level refuses (e.g. gamma beyond double precision) surface at its first solve
         res = solve_identification(prob, x0=x0, options=opts, verbose=not args.quiet, model=args.model,

@@ -189,7 +189,6 @@ _HESSP_NAN_MESSAGE = "hessp returned a non-finite Hessian-vector product."
 # results
 # --------------------------------------------------------------------------
 _COLUMNS = ("k", "f", "theta", "psi", "Delta", "rho", "|d|", "model", "step", "acc")
-_LEGEND_SHOWN: list = []
 
 
 def _fmt(v, width=11, prec=3):
@@ -206,7 +205,7 @@ def _fmt(v, width=11, prec=3):
 
 _WIDTHS = (5, 14, 11, 11, 11, 11, 11, 10, 15, 5)
 
-#: What the columns of the iteration table mean (printed once above a verbose run's table).
+#: What the columns of the iteration table mean (``femot identify`` prints it above its tables).
 LEGEND = ("columns: f objective; theta stationarity measure theta_R(x, g); psi the measure psi_R over the "
           "subgradients gathered near x ('-': not computed);\n"
           "         Delta trust-region radius; rho actual / predicted decrease; |d| step length; model bfgs, newton "
@@ -1016,9 +1015,6 @@ class _State:
         self.message_override = None
         self.rec = None
         if self.o["verbose"]:
-            if not _LEGEND_SHOWN:  # once per process: several runs (phases, levels) share it
-                print(LEGEND)
-                _LEGEND_SHOWN.append(True)
             print(_header())
 
     def remember(self, y, fy, gy):
