@@ -42,7 +42,6 @@ still cap everything.  None of this changes a result (see Determinism).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import threading
@@ -53,6 +52,8 @@ import numpy as np
 from numba import njit, prange
 from numba.core import types
 from numba.extending import overload
+
+from femot._threads import blas_one_thread
 
 __all__ = ["evaluate", "active_csr", "line_candidates", "csr_matvec", "num_chunks", "dot", "thread_budget",
            "threads_for", "PAR_MIN_WORK"]
@@ -205,22 +206,7 @@ def _region(work_of, chunked: bool = False):
     return deco
 
 
-_blas: dict = {"controller": None}
 _nesting = threading.local()  # depth of threads_for blocks in this thread
-
-
-def _blas_one_thread():
-    """A context holding BLAS to one thread (threadpoolctl), or a null context without it."""
-    if _blas["controller"] is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _blas["controller"] = ThreadpoolController()
-        except Exception:  # threadpoolctl missing or unable to inspect the process
-            _blas["controller"] = False
-    ctl = _blas["controller"]
-    if not ctl:
-        return contextlib.nullcontext()
-    return ctl.limit(limits=1, user_api="blas")
 
 
 class threads_for:
@@ -254,7 +240,7 @@ class threads_for:
             thread_budget(max_age=0.05)
         depth = getattr(_nesting, "depth", 0)
         if depth == 0:
-            self.blas = _blas_one_thread()
+            self.blas = blas_one_thread()
             self.blas.__enter__()
         _nesting.depth = depth + 1
         return self

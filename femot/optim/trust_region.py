@@ -111,6 +111,7 @@ from scipy.linalg import LinAlgError, cho_factor, cho_solve
 from scipy.optimize import OptimizeResult
 
 from femot._docstrings import cite
+from femot._threads import blas_one_thread
 from femot._validation import as_positive_weights, as_vector, check_positive_scalar
 from femot.optim import _bundle as _cuts
 from femot.optim._newton import (
@@ -927,30 +928,8 @@ def minimize_simplex(fun=None, x0=None, *, hessp=None, weights=None, mass=1.0, n
         raise ValueError("collect_subgradients must be callable or None")
     if hessp is not None and not callable(hessp):
         raise ValueError(f"hessp must be callable or None, got {type(hessp).__name__}")
-    with _blas_one_thread():  # same rounding for any OPENBLAS_NUM_THREADS (see _blas_one_thread)
+    with blas_one_thread():  # same rounding for any OPENBLAS_NUM_THREADS (femot._threads)
         return _run(fun, x0, hessp, weights, mass, n, options, callback, collect_subgradients)
-
-
-_BLAS: dict = {}
-
-
-def _blas_one_thread():
-    """Hold BLAS to one thread while the method runs (threadpoolctl).
-
-    A threaded BLAS splits its reductions (dot products, matrix-vector products) by its thread
-    count, so the iterates, and with them the path of the method, would depend on the machine.
-    The vectors here have the length of the simplex's dimension, where one thread costs nothing.
-    """
-    import contextlib
-
-    if "controller" not in _BLAS:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _BLAS["controller"] = ThreadpoolController()
-        except Exception:  # threadpoolctl unable to inspect the process: results may then vary
-            _BLAS["controller"] = None
-    ctl = _BLAS["controller"]
-    return contextlib.nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
 
 
 def _run(fun, x0, hessp, weights, mass, n, options, callback, collect_subgradients):
