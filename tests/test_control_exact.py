@@ -7,9 +7,9 @@ import skfem
 
 from femot.cli import main
 from femot.core.semidiscrete import semidiscrete_ot
-from femot.fem import PoissonOperator
+from femot.fem import PoissonOperator, nodal_density
 from femot.fem.semidiscrete import mesh_domain
-from femot.problems.control_exact import exact_control_objective, solve_control_exact, vertex_density
+from femot.problems.control_exact import exact_control_objective, solve_control_exact
 
 NU = 5e-4
 
@@ -128,21 +128,21 @@ def test_regularized_results_report_the_exact_objective():
     P = ControlProblem(op, y_d, mu2, nu, 1e-2, 0.2, rho=rho, transport="value", check_resolution=False)
     r = P.solve()
     assert r.exact_method == "semi-discrete"
-    ref = solve_control_exact(op, y_d, nu, density=vertex_density(mesh, mu2), control_vertices=P.control_vertices,
+    ref = solve_control_exact(op, y_d, nu, density=nodal_density(mesh, mu2), control_vertices=P.control_vertices,
                               tol=1e-12)
     assert ref.success
     assert r.exact_fun >= ref.fun - 1e-12
     # the exact objective is the tracking plus nu times W_2^2 to the P1 density of mu2
-    chk = exact_control_objective(op, r.masses, y_d, nu, density=vertex_density(mesh, mu2))
+    chk = exact_control_objective(op, r.masses, y_d, nu, density=nodal_density(mesh, mu2))
     assert r.exact_fun == pytest.approx(chk.fun, rel=1e-9)
     assert r.exact_fun == pytest.approx(r.tracking + nu * r.exact_transport, rel=1e-12)
 
 
-def test_vertex_density_reproduces_the_lumped_masses():
+def test_nodal_density_reproduces_the_lumped_masses():
     mesh = skfem.MeshTri().refined(2)
     rng = np.random.default_rng(0)
     m = rng.uniform(0, 1, mesh.nvertices)
-    dom = mesh_domain(mesh, vertex_density(mesh, m))
+    dom = mesh_domain(mesh, nodal_density(mesh, m))
     assert dom.mass == pytest.approx(m.sum(), rel=1e-13)  # P1 integrals are exact lumped sums
 
 

@@ -50,3 +50,11 @@ def test_fields_written_for_paraview_read_back(tmp_path):
     path = save_mesh(mesh, tmp_path / "f.vtu", point_data={"density": dens})
     back = meshio.read(path)
     assert np.allclose(back.point_data["density"], dens) and np.allclose(back.points[:, :2], mesh.p.T)
+
+
+def test_nodal_density_refuses_non_finite_masses():
+    mesh = skfem.MeshTri().refined(1)
+    m = np.full(mesh.nvertices, 0.1)
+    m[3] = np.nan
+    with pytest.raises(ValueError, match="masses: contains NaN or infinite entries"):
+        nodal_density(mesh, m)

@@ -234,15 +234,10 @@ def _schedule(form, sch, op, x, y_d, mu2, m_true, m_star, ref, nu, beta, rho, ar
     return out, last
 
 
-def _density(op, masses):
-    """Masses on vertices -> density w.r.t. the lumped weights (for plotting)."""
-    from femot.fem import quadrature
-
-    return masses / quadrature(op.mesh).weights
-
-
 def _plots(folder, op, m_true, y_d, mu2, ref, last, rows) -> list[str]:
     from matplotlib.colors import PowerNorm
+
+    from femot.fem import nodal_density
 
     plt = figure_folder(folder)
     out: list[str] = []
@@ -253,9 +248,9 @@ def _plots(folder, op, m_true, y_d, mu2, ref, last, rows) -> list[str]:
 
     fig, axs = plt.subplots(1, 2, figsize=(11, 4))
     ax = axs[0]
-    ax.plot(xs, _density(op, r.masses)[order], "-", lw=1.8, label=f"regularized control (δ={r.delta:.3g})")
-    ax.plot(xs, _density(op, m_true)[order], ":", color="gray", label="control that generated y_d")
-    ax.plot(xs, _density(op, mu2)[order], "-.", color="tab:green", alpha=0.7, label="prior μ2^d")
+    ax.plot(xs, nodal_density(op.mesh, r.masses)[order], "-", lw=1.8, label=f"regularized control (δ={r.delta:.3g})")
+    ax.plot(xs, nodal_density(op.mesh, m_true)[order], ":", color="gray", label="control that generated y_d")
+    ax.plot(xs, nodal_density(op.mesh, mu2)[order], "-.", color="tab:green", alpha=0.7, label="prior μ2^d")
     ax.set_xlabel("x")
     ax.set_ylabel("density (mass / lumped weight)")
     ax.set_title("controls")

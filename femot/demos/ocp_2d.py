@@ -370,9 +370,9 @@ def _refinement_study(args, setup, say) -> dict:
 def _prolong(op_c, masses_c, op_f, adm_f, mass):
     """Control masses of a coarse level as a start on a finer mesh: the P1 interpolant of the
     coarse density at the fine vertices, times the fine lumped weights, on the admissible set."""
-    from femot.fem import quadrature
+    from femot.fem import nodal_density, quadrature
 
-    dens = masses_c / quadrature(op_c.mesh).weights
+    dens = nodal_density(op_c.mesh, masses_c)
     fine = op_c.probe_matrix(op_f.vertices[adm_f]) @ dens[: op_c.nvertices]
     x0 = np.maximum(fine, 0.0) * quadrature(op_f.mesh).weights[adm_f]
     if not x0.sum() > 0:

@@ -44,6 +44,8 @@ def nodal_density(mesh, masses) -> np.ndarray:
     m = np.asarray(masses, dtype=float)
     if m.shape != w.shape:
         raise ValueError(f"masses: shape {m.shape} does not match the {w.size} vertices of the mesh")
+    if not np.all(np.isfinite(m)):
+        raise ValueError("masses: contains NaN or infinite entries")
     return m / w
 
 

@@ -44,12 +44,11 @@ from scipy.sparse.linalg import splu
 from .._validation import as_vector, check_positive_scalar
 from ..core.semidiscrete import SemiDiscreteDomain, laguerre_cells, semidiscrete_ot
 from ..fem.meshes import admissible_vertices
-from ..fem.quadrature import quadrature
+from ..fem.plotting import nodal_density
 from ..fem.semidiscrete import mesh_domain
 from .control_reference import _as_operator
 
-__all__ = ["ControlExactResult", "solve_control_exact", "exact_control_objective", "vertex_density",
-           "exact_fields"]
+__all__ = ["ControlExactResult", "solve_control_exact", "exact_control_objective", "exact_fields"]
 
 #: largest plan (controls x targets) for which :func:`exact_fields` falls back to the LP
 LP_EXACT_MAX_PAIRS = 250_000
@@ -199,27 +198,12 @@ def exact_control_objective(poisson, masses, y_d, nu, *, density=None) -> Optimi
                           success=ot.success, message=ot.message)
 
 
-def vertex_density(mesh, masses) -> np.ndarray:
-    """The P1 density whose lumped quadrature gives ``masses`` at the vertices: ``masses / lumped areas``.
-
-    Parameters
-    ----------
-    mesh : skfem.MeshTri
-    masses : array_like (nvertices,)
-
-    Returns
-    -------
-    ndarray (nvertices,)
-    """
-    return as_vector(masses, "masses", length=mesh.nvertices) / quadrature(mesh).weights
-
-
 def exact_fields(problem, x) -> dict:
     """The exact (OCP) objective of a regularized control, for the results of the control problems.
 
     ``exact_fun = tracking + nu W_beta^beta(u, mu2^d)`` with the unregularized transport: in 2D with
     ``beta = 2`` and the prior on the state mesh's vertices, ``mu2^d`` is read as the P1 density of its
-    lumped masses (:func:`vertex_density`) and ``W_2^2`` is semi-discrete
+    lumped masses (:func:`femot.fem.nodal_density`) and ``W_2^2`` is semi-discrete
     (:func:`femot.core.semidiscrete.semidiscrete_ot`); otherwise the discrete prior's exact transport
     (monotone rearrangement in 1D, the LP up to :data:`LP_EXACT_MAX_PAIRS` pairs).
 
@@ -243,7 +227,7 @@ def exact_fields(problem, x) -> dict:
         on_vertices = (problem.target_points.shape == op.vertices.shape
                        and np.allclose(problem.target_points, op.vertices, rtol=0, atol=1e-12))
         if op.dim == 2 and problem.beta == 2 and on_vertices:
-            dens = vertex_density(op.mesh, problem.mu2)
+            dens = nodal_density(op.mesh, problem.mu2)
             dom = mesh_domain(op.mesh, dens)
             ot = semidiscrete_ot(dom, op.vertices, masses * (dom.mass / masses.sum()))
             if not ot.success:

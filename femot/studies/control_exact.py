@@ -148,9 +148,9 @@ class ExactControlStudy(StudyProblem):
         return params
 
     def _exact_reference(self, ctx, spec):
-        from femot.fem import PoissonOperator, quadrature
+        from femot.fem import PoissonOperator, nodal_density, quadrature
         from femot.fem.meshes import admissible_vertices
-        from femot.problems.control_exact import solve_control_exact, vertex_density
+        from femot.problems.control_exact import solve_control_exact
 
         p = ctx["params"]
         mc = _mesh_cache(ctx, spec)
@@ -162,7 +162,7 @@ class ExactControlStudy(StudyProblem):
             mu2 *= p["mu2"]["mass"] / mu2.sum()
             adm = admissible_vertices(mesh, p["rho"])
             t0 = time.perf_counter()
-            ref = solve_control_exact(op, y_d, p["nu"], density=vertex_density(mesh, mu2), control_vertices=adm,
+            ref = solve_control_exact(op, y_d, p["nu"], density=nodal_density(mesh, mu2), control_vertices=adm,
                                       tol=1e-12)
             mc.update(op=op, y_d=y_d, mu2=mu2, exact=ref, ref_time=time.perf_counter() - t0)
         return mc
