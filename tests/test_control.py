@@ -1,5 +1,4 @@
 """The regularized control problem (OCP^delta_gamma) of Part II, Section 3.2.2."""
-import importlib.util
 
 import numpy as np
 import pytest
@@ -8,9 +7,6 @@ import skfem
 from femot.fem import PoissonOperator
 from femot.problems.control import ControlProblem, SmoothedLowerLevel
 from femot.problems.control_reference import wasserstein1_1d
-
-needs_qp = pytest.mark.skipif(importlib.util.find_spec("clarabel") is None,
-                              reason="optional QP solver clarabel (femot[qp]) not installed")
 
 
 def line_problem(cells=32, rho=0.2, seed=0):
@@ -141,7 +137,6 @@ def test_known_control_is_recovered_as_nu_tends_to_zero():
     assert errs[0] > 0.2 * wasserstein1_1d(x, mu2, x, m_true)
 
 
-@needs_qp
 @pytest.mark.parametrize("transport", ["plan", "value"])
 def test_regularized_control_approaches_exact_reference(transport):
     """Two coupled levels (gamma = delta^3): the W1 error to the exact QP control and the gap decrease.

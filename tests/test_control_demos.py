@@ -1,14 +1,10 @@
 """The control and tracking demos (quick mode; the full 2D run is marked slow)."""
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
 from femot.cli import main
-
-needs_qp = pytest.mark.skipif(importlib.util.find_spec("clarabel") is None,
-                              reason="optional QP solver clarabel (femot[qp]) not installed")
 
 
 def run_demo(name, tmp_path, *extra):
@@ -19,7 +15,6 @@ def run_demo(name, tmp_path, *extra):
     return code, data, plots
 
 
-@needs_qp
 def test_ocp_1d_quick_schedule_study(tmp_path):
     """Value formulation: every level certified (fw_gap <= 1e-8 |f|) within 25 iterations."""
     code, data, plots = run_demo("ocp-1d", tmp_path, "--quick", "--formulation", "value")
@@ -47,7 +42,6 @@ def test_ocp_1d_quick_schedule_study(tmp_path):
         assert (plots / f).exists()
 
 
-@needs_qp
 @pytest.mark.slow
 def test_ocp_1d_both_formulations(tmp_path):
     """Both formulations on the default schedule; the plan levels carry relative_stationarity."""

@@ -1,5 +1,4 @@
 """Tests of the exact (OCP) reference and the 1D Wasserstein distances (Part II, Section 3.2.2)."""
-import importlib.util
 import sys
 import time
 
@@ -19,9 +18,6 @@ from femot.problems.control_reference import (
     wasserstein1_1d,
     wasserstein_power_1d,
 )
-
-needs_qp = pytest.mark.skipif(importlib.util.find_spec("clarabel") is None,
-                              reason="optional QP solver clarabel (femot[qp]) not installed")
 
 
 def lp_transport(x1, m1, x2, m2, beta):
@@ -129,7 +125,6 @@ def objective(op, y_d, c, nu, pi, rows):
     return op.tracking_value_and_gradient(m, y_d)[0] + nu * np.sum(c * pi)
 
 
-@needs_qp
 @pytest.mark.parametrize("nu", [1e-4, 1e-2])
 def test_reference_optimality_certificate(nu):
     op, x, m_target, mu2 = setup_1d()
@@ -157,7 +152,6 @@ def test_reference_optimality_certificate(nu):
     assert abs(r.fun - fun) <= 1e-10 * max(fun, 1e-12)
 
 
-@needs_qp
 def test_reference_not_worse_than_feasible_perturbations():
     op, x, m_target, mu2 = setup_1d(n=31, seed=2)
     y_d = 0.5 * op.state(m_target)
@@ -189,7 +183,6 @@ def test_reference_not_worse_than_feasible_perturbations():
         assert objective(op, y_d, c, nu, (1 - s) * pi + s * rand, rows) >= f0 - slack
 
 
-@needs_qp
 def test_large_nu_control_approaches_prior():
     """nu W_2^2(m, mu2) <= T(mu2) - T(m) gives W_1 <= W_2 <= sqrt(T(mu2) / nu)."""
     op, x, m_target, mu2 = setup_1d(seed=3)
@@ -208,7 +201,6 @@ def test_large_nu_control_approaches_prior():
     assert dists[-1] <= 1e-3 * dists[0]
 
 
-@needs_qp
 def test_small_nu_recovers_the_control_behind_y_d():
     """y_d = G m_true: T(m) <= nu W_2^2(m_true, mu2) and m -> m_true as nu -> 0."""
     op, x, m_true, mu2 = setup_1d(seed=4)
@@ -224,7 +216,6 @@ def test_small_nu_recovers_the_control_behind_y_d():
     assert errs[-1] < errs[0]
 
 
-@needs_qp
 def test_agreement_with_scipy_on_tiny_instance():
     rng = np.random.default_rng(6)
     op = PoissonOperator(skfem.MeshLine(np.linspace(0, 1, 6)))
@@ -259,7 +250,6 @@ def test_agreement_with_scipy_on_tiny_instance():
     assert np.max(np.abs(m_scipy - r.masses[rows])) <= 1e-4
 
 
-@needs_qp
 def test_reference_80_nodes_is_fast():
     op, x, m_target, mu2 = setup_1d(n=80, seed=7)
     t0 = time.perf_counter()
@@ -270,7 +260,6 @@ def test_reference_80_nodes_is_fast():
     assert r.residuals["gap"] <= 1e-8 * max(1, r.fun)
 
 
-@needs_qp
 def test_reference_2d():
     op = PoissonOperator(skfem.MeshTri.init_sqsymmetric().refined(2))
     rng = np.random.default_rng(8)
@@ -285,7 +274,6 @@ def test_reference_2d():
     assert abs(fun - r.fun) <= 1e-9 * r.fun
 
 
-@needs_qp
 def test_reference_accepts_a_mesh():
     mesh = skfem.MeshLine(np.linspace(0, 1, 9))
     r = solve_control_reference(mesh, np.zeros(9), np.full(9, 1 / 9), 1.0)
@@ -295,7 +283,6 @@ def test_reference_accepts_a_mesh():
     assert r.fun > 0 and r.tracking >= 0
 
 
-@needs_qp
 def test_reference_bad_input():
     op = PoissonOperator(skfem.MeshLine(np.linspace(0, 1, 9)))
     mu2 = np.full(9, 1 / 9)
