@@ -26,7 +26,7 @@ max(|pi w2 - mu1|, |pi^T w1 - mu2|) (densities), and the relative plan differenc
 to the dense plan (max |P - P_dense| / max |P_dense|) and whether the supports are
 identical (column "supp": "=").
 
-Part ``regot``.  The 2D x 2D problem of issue 14: 3,000 random points in the unit
+Part ``regot``.  A 2D x 2D problem: 3,000 random points in the unit
 square against 3,000 in the disk, |x - y|^2, weights 1/n, densities 1, gamma = 1e-6
 in density scaling (regot: masses T = pi / n^2, reg = gamma n^2), tol 1e-9, dense
 cost; femot ``solve_qrot`` against regot ``qrot_grssn``, idle and beside

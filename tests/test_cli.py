@@ -1,4 +1,4 @@
-"""Command-line hygiene (issue 12): user errors are one line on stderr with exit status 2,
+"""Command-line hygiene: user errors are one line on stderr with exit status 2,
 output paths are checked before any work, demos list their own options."""
 from __future__ import annotations
 

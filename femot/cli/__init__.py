@@ -53,6 +53,13 @@ def main(argv=None) -> int:
     -------
     int
         The command's exit status; 2 for a missing or unknown command, 130 on interrupt.
+
+    Examples
+    --------
+    >>> from femot.cli import main
+    >>> main(["--version"])  # doctest: +ELLIPSIS
+    femot ... (python ..., numpy ..., scipy ..., numba ..., scikit-fem ...)
+    0
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = ("usage: femot {" + ",".join(COMMANDS) + "} ...\n\n"

@@ -20,7 +20,14 @@ __all__ = ["available_demos", "load_demo"]
 
 
 def available_demos() -> dict:
-    """Map demo name -> module, for every module here that defines ``NAME`` and ``run``."""
+    """Map demo name -> module, for every module here that defines ``NAME`` and ``run``.
+
+    Examples
+    --------
+    >>> from femot.demos import available_demos
+    >>> "ocp-1d" in available_demos()
+    True
+    """
     found = {}
     for info in pkgutil.iter_modules(__path__):
         if info.name.startswith("_"):
@@ -48,6 +55,12 @@ def load_demo(name: str):
     ------
     ValueError
         If no demo has that name.
+
+    Examples
+    --------
+    >>> from femot.demos import load_demo
+    >>> load_demo("qrot-1d").NAME
+    'qrot-1d'
     """
     demos = available_demos()
     if name not in demos:
