@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from femot.fem.quadrature import quadrature
+
 __all__ = ["plot_field", "nodal_density"]
 
 
@@ -38,8 +40,6 @@ def nodal_density(mesh, masses) -> np.ndarray:
     >>> nodal_density(mesh, np.full(5, 0.2)).round(3)
     array([1.6, 0.8, 0.8, 0.8, 1.6])
     """
-    from femot.fem.quadrature import quadrature
-
     w = quadrature(mesh, "lumped").weights
     m = np.asarray(masses, dtype=float)
     if m.shape != w.shape:

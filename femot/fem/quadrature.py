@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from femot.core import GeometricCost
 from femot.fem.meshes import boundary_distance, element_volumes, enlarged_mesh, mesh_dim
 
 __all__ = ["Quadrature", "quadrature", "product_cost", "ProductQuadrature", "product_quadrature"]
@@ -227,8 +228,6 @@ def product_cost(q1, q2, beta=2.0, *, max_bytes: float = 4e9, chunk_rows: int | 
 
     x, y = _nodes(q1, "q1"), _nodes(q2, "q2")
     if matrix_free:
-        from femot.core.cost import GeometricCost
-
         if callable(beta) or not float(beta) >= 1.0:
             raise ValueError(f"beta: matrix_free=True needs a number beta >= 1 (|x - y|^beta), got {beta!r}")
         return GeometricCost(x, y, p=float(beta))

@@ -38,6 +38,9 @@ from scipy.spatial import cKDTree
 
 from femot._docstrings import cite
 from femot._validation import as_vector, check_positive_scalar
+from femot.fem.measures import DiracSum
+from femot.fem.meshes import element_volumes, mesh_dim
+from femot.fem.quadrature import Quadrature
 
 __all__ = [
     "mollifier_constant",
@@ -269,8 +272,6 @@ class Smoother:
     """
 
     def __init__(self, q, delta: float, *, check_support: bool = True):
-        from femot.fem.quadrature import Quadrature
-
         if not isinstance(q, Quadrature):
             raise ValueError("q must be a femot.fem.Quadrature")
         self.q = q
@@ -420,8 +421,6 @@ class Smoother:
         else:
             z = np.asarray(sources, dtype=float).reshape(-1, self.dim)
             if self.check_support and z.size:
-                from femot.fem.measures import DiracSum
-
                 self.check(DiracSum(z))
         return SmoothingOperator(self.kernel(z), self.q.weights, self.delta / (mass * self.q.measure), z, index)
 
@@ -535,8 +534,6 @@ def mesh_spacing(mesh) -> float:
         If ``mesh`` is not a simplicial scikit-fem mesh (or a quadrature of one).
     """
     from math import factorial
-
-    from femot.fem.meshes import element_volumes, mesh_dim
 
     m = getattr(mesh, "mesh", mesh)
     if not (hasattr(m, "p") and hasattr(m, "t")):
