@@ -15,6 +15,7 @@ of Part III eq. (3.1); eps = 0 needs equal masses, which T^delta preserves:
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import scipy.sparse as sp
 
 from femot._docstrings import cite
 from femot._validation import check_equal_mass, check_nonnegative_scalar, check_positive_scalar
-from femot.core.qrot import solve_qrot
+from femot.core import solve_qrot
 from femot.fem.interpolation import interpolate_nodal
 from femot.fem.quadrature import Quadrature, product_cost
 from femot.fem.smoothing import Smoother
@@ -113,7 +114,7 @@ class LowerLevelResult:
 @cite("II", "III", "LMM")
 def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, delta: float, eps: float = 0.0, *,
                       cost=2.0, enlarge: bool = False, rho: float | None = None, tol: float = 1e-10,
-                      max_iter: int = 200, x0=None, solver=None, solver_options: dict | None = None,
+                      max_iter: int = 200, x0=None, solver=None, qrot_options: Mapping[str, Any] | None = None,
                       check_support: bool = True, verbose: bool = False,
                       matrix_free: bool = False) -> LowerLevelResult:
     """Solve the smoothed, regularized lower level S_gamma(T^delta mu1, T^delta mu2).
@@ -148,9 +149,9 @@ def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, de
         enlargement), or a previous :class:`LowerLevelResult` (possibly on other meshes),
         whose potentials are transferred with :func:`transfer_potentials`.
     solver : callable or None
-        The core solver (default :func:`femot.core.qrot.solve_qrot`).
-    solver_options : dict or None
-        Passed on to the solver (e.g. ``{"linear_solver": "cg"}``).
+        The core solver (default :func:`femot.solve_qrot`).
+    qrot_options : Mapping or None
+        Further keyword options of the core solver (e.g. ``{"linear_solver": "cg"}``).
     check_support : bool
         Check that the measures keep distance delta from the boundary (Smoother).
     verbose : bool
@@ -192,7 +193,7 @@ def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, de
         x0 = transfer_potentials(x0, q1, q2)
     solve = solver or solve_qrot
     res = solve(c, m1, m2, gamma, eps=eps, w1=q1.weights, w2=q2.weights, x0=x0, tol=tol,
-                max_iter=max_iter, verbose=verbose, **(solver_options or {}))
+                max_iter=max_iter, verbose=verbose, **dict(qrot_options or {}))
     plan = sp.csr_matrix(res.plan)
     r1 = plan @ q2.weights - m1
     r2 = plan.T @ q1.weights - m2
