@@ -70,6 +70,8 @@ def wasserstein_1d(mu1: Measure, mu2: Measure, beta: float = 2.0, *, grid: int =
     Quantiles are exact up to bisection (~1e-15). With the defaults the result is
     accurate to about 1e-10 for Gaussian-type mixtures with atoms (compare
     ``grid`` and ``2 * grid`` to estimate).
+    For atoms given as arrays (positions and masses) the same cost is
+    :func:`femot.core.wasserstein_pp_1d`; this function is the one for measures with densities.
 
     Parameters
     ----------
