@@ -40,6 +40,15 @@ class Schedule:
         Dimension of the product space, ``d1 + d2``.
     ratios : numpy.ndarray
         ``gamma_n / delta_n^d``, strictly decreasing (Part II (3.1)).
+
+    Examples
+    --------
+    >>> from femot.fem import coupled_schedule
+    >>> sch = coupled_schedule(d=2, n_levels=3)
+    >>> len(sch), [f"{r:.4f}" for r in sch.ratios]  # gamma_n / delta_n^d decreasing
+    (3, ['0.2154', '0.1357', '0.0855'])
+    >>> [(f"{g:.2e}", f"{de:.4f}") for g, de in sch][0]
+    ('1.00e-02', '0.2154')
     """
 
     gammas: np.ndarray
@@ -95,6 +104,12 @@ def check_coupling(gammas, deltas, d: int, *, rho: float | None = None, force: b
     -------
     Schedule
         The validated gammas, deltas, d and ratios ``gamma_n / delta_n^d``.
+
+    Examples
+    --------
+    >>> from femot.fem import check_coupling
+    >>> [round(r, 6) for r in check_coupling([1e-2, 1e-3], [0.2, 0.1], d=2).ratios.tolist()]
+    [0.25, 0.1]
     """
     d = _check_d(d)
     g = as_vector(gammas, "gammas")
@@ -172,6 +187,13 @@ def coupled_schedule(gammas=None, *, d: int, n_levels: int | None = None, s: flo
     ValueError
         If not exactly one of ``gammas`` and ``n_levels`` is given, a parameter is out of
         range, or :func:`check_coupling` rejects the schedule.
+
+    Examples
+    --------
+    >>> from femot.fem import coupled_schedule
+    >>> sch = coupled_schedule(d=2, n_levels=3)
+    >>> [f"{g:.2e}" for g in sch.gammas], [f"{de:.4f}" for de in sch.deltas]
+    (['1.00e-02', '2.50e-03', '6.25e-04'], ['0.2154', '0.1357', '0.0855'])
     """
     d = _check_d(d)
     s = check_positive_scalar(s, "s")

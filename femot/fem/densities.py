@@ -155,6 +155,16 @@ class Density(_FunctionMeasure):
     ValueError
         If ``f`` or ``cdf`` is not callable, ``order`` is not a positive integer, ``mass`` is
         negative, ``cdf`` is given in more than one dimension, or the mesh is not simplicial.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import Density
+    >>> mu = Density(lambda x: 2.0 * x[:, 0], skfem.MeshLine(np.linspace(0.0, 1.0, 5)))
+    >>> round(mu.mass(), 12)
+    1.0
+    >>> mu([[0.25], [2.0]]).tolist()  # zero outside the mesh
+    [0.5, 0.0]
     """
 
     def __init__(self, f, mesh, *, mass: float | None = None, cdf=None, order: int = 6):
@@ -242,6 +252,15 @@ class FEFunction(_FunctionMeasure):
     ValueError
         If ``u`` has the wrong length, holds NaN/inf or negative values, or the function is
         negative at a quadrature point.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import FEFunction
+    >>> mesh = skfem.MeshLine(np.linspace(0.0, 1.0, 5))
+    >>> mu = FEFunction(skfem.Basis(mesh, skfem.ElementLineP1()), 2.0 * mesh.p[0])
+    >>> round(mu.mass(), 12), mu([[0.25]]).tolist()
+    (1.0, [0.5])
     """
 
     def __init__(self, basis, u):

@@ -75,6 +75,15 @@ class LowerLevelResult:
         The core result (potentials, ``jvp``, ``vjp``, ...).
     cost : numpy.ndarray or None
         The dense cost matrix, when one was formed.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
+    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    >>> res.success, res.plan.shape, res.alpha.shape
+    (True, (11, 11), (11,))
     """
 
     plan: sp.csr_matrix
@@ -164,6 +173,15 @@ def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, de
     -------
     LowerLevelResult
         The plan and its diagnostics; ``success`` False if the core did not converge.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
+    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    >>> res.success, f"{res.transport_cost:.6f}", res.marginal_error < 1e-10
+    (True, '0.091457', True)
     """
     gamma = check_positive_scalar(gamma, "gamma")
     delta = check_positive_scalar(delta, "delta")
@@ -229,6 +247,18 @@ def transfer_potentials(result: LowerLevelResult, q1: Quadrature, q2: Quadrature
         The solution whose potentials are transferred.
     q1, q2 : Quadrature
         The new quadratures.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
+    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    >>> from femot.fem import transfer_potentials
+    >>> fine = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 21)))
+    >>> alpha, beta = transfer_potentials(res, fine, fine)  # a warm start on the finer mesh
+    >>> alpha.shape, bool(np.allclose(alpha[::2], res.alpha))
+    ((21,), True)
     """
     return (_transfer(result.q1, np.asarray(result.alpha, dtype=float), q1),
             _transfer(result.q2, np.asarray(result.beta, dtype=float), q2))
@@ -251,6 +281,17 @@ def plan_image(result: LowerLevelResult):
     ----------
     result : LowerLevelResult
         A 1D x 1D solution.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
+    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    >>> from femot.fem import plan_image
+    >>> img, x, y = plan_image(res)
+    >>> img.shape, float(x[1]), float(y[-1])
+    ((11, 11), 0.1, 1.0)
     """
     if result.q1.dim != 1 or result.q2.dim != 1:
         raise ValueError("result: plan_image needs a 1D x 1D problem; use export_plan for meshes")
@@ -266,6 +307,16 @@ def barycentric_map(result: LowerLevelResult) -> np.ndarray:
     ----------
     result : LowerLevelResult
         The solution.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
+    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    >>> from femot.fem import barycentric_map
+    >>> [round(float(t), 4) for t in barycentric_map(res)[[2, 5, 8], 0]]  # mass moves to the right
+    [0.5182, 0.6265, 0.6689]
     """
     row = result.plan @ result.q2.weights
     tgt = result.plan @ (result.q2.weights[:, None] * result.q2.nodes)
@@ -317,6 +368,19 @@ def export_plan(result: LowerLevelResult, path) -> list[Path]:
         The solution.
     path : str or pathlib.Path
         Output file; its suffix names the format.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
+    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from femot.fem import export_plan
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     print([p.name for p in export_plan(res, Path(tmp) / "plan.vtu")])
+    ['plan.vtu']
     """
     import meshio
 

@@ -19,7 +19,17 @@ __all__ = ["Measure", "DiracSum", "Empirical", "SumMeasure"]
 
 
 class Measure:
-    """Base class of nonnegative finite measures on a domain in R^dim."""
+    """Base class of nonnegative finite measures on a domain in R^dim.
+
+    Examples
+    --------
+    >>> from femot.fem import DiracSum, Measure
+    >>> mu = DiracSum([0.25, 0.75], [1.0, 2.0])
+    >>> isinstance(mu, Measure), mu.mass()
+    (True, 3.0)
+    >>> (0.5 * mu).mass()
+    1.5
+    """
 
     dim: int
 
@@ -195,6 +205,15 @@ class DiracSum(Measure):
     ------
     ValueError
         If ``points`` is empty or malformed or a weight is negative.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, quadrature
+    >>> mu = DiracSum([0.25, 0.75], [1.0, 2.0])
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 5)))
+    >>> mu.discretize(q).tolist()  # density w.r.t. q.weights, same mass
+    [0.0, 4.0, 0.0, 8.0, 0.0]
     """
 
     def __init__(self, points, weights=None):
@@ -329,6 +348,13 @@ class Empirical(DiracSum):
     ------
     ValueError
         If ``mass <= 0`` or ``samples`` is malformed.
+
+    Examples
+    --------
+    >>> from femot.fem import Empirical
+    >>> mu = Empirical([0.1, 0.2, 0.9], mass=3.0)
+    >>> mu.mass(), mu.weights.tolist()
+    (3.0, [1.0, 1.0, 1.0])
     """
 
     def __init__(self, samples, mass: float = 1.0):
@@ -388,6 +414,15 @@ class SumMeasure(Measure):
     ------
     ValueError
         If ``parts`` is empty, holds a non-measure, or mixes dimensions.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import Density, DiracSum
+    >>> mesh = skfem.MeshLine(np.linspace(0.0, 1.0, 5))
+    >>> mu = DiracSum([0.5]) + Density(lambda x: np.ones(len(x)), mesh)
+    >>> type(mu).__name__, mu.mass(), len(mu.parts())
+    ('SumMeasure', 2.0, 2)
     """
 
     def __init__(self, parts):

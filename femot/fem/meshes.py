@@ -83,7 +83,14 @@ _ALIASES = {"unit_interval": "unit_interval_64", "interval": "unit_interval_64",
 
 
 def available_meshes() -> list[str]:
-    """Names accepted by :func:`load_mesh` (stored meshes plus aliases)."""
+    """Names accepted by :func:`load_mesh` (stored meshes plus aliases).
+
+    Examples
+    --------
+    >>> from femot.fem import available_meshes
+    >>> "unit_square" in available_meshes()
+    True
+    """
     return sorted(set(BUILTIN_MESHES) | set(_ALIASES))
 
 
@@ -127,6 +134,13 @@ def mesh_dim(mesh) -> int:
     ------
     ValueError
         If the mesh is not simplicial of dimension 1, 2 or 3.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import mesh_dim
+    >>> mesh_dim(skfem.MeshLine(np.linspace(0.0, 1.0, 5))), mesh_dim(skfem.MeshTri())
+    (1, 2)
     """
     p, t = np.asarray(mesh.p), np.asarray(mesh.t)
     d = p.shape[0]
@@ -163,6 +177,15 @@ def load_mesh(name_or_path, refine: int = 0):
     ValueError
         If ``refine`` is not a nonnegative integer, the name is unknown, or the file is
         unreadable or unsupported.
+
+    Examples
+    --------
+    >>> from femot.fem import load_mesh
+    >>> mesh = load_mesh("unit_interval_16")
+    >>> mesh.p.shape
+    (1, 17)
+    >>> load_mesh("unit_interval_16", refine=1).t.shape[1]
+    32
     """
     if not isinstance(refine, (int, np.integer)) or refine < 0:
         raise ValueError(f"refine must be a nonnegative integer, got {refine!r}")
@@ -205,6 +228,17 @@ def save_mesh(mesh, path, point_data=None, cell_data=None) -> Path:
     ------
     ValueError
         If the mesh is not simplicial of dimension 1, 2 or 3.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import skfem
+    >>> from femot.fem import load_mesh, save_mesh
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = save_mesh(skfem.MeshTri(), Path(tmp) / "square.vtu", point_data={"u": [0.0, 1.0, 1.0, 2.0]})
+    ...     print(path.name, load_mesh(path).p.shape)
+    square.vtu (2, 4)
     """
     import meshio
 
@@ -252,6 +286,13 @@ def element_volumes(mesh) -> np.ndarray:
     -------
     numpy.ndarray, shape (nel,)
         ``|det J| / d!`` per cell.
+
+    Examples
+    --------
+    >>> import skfem
+    >>> from femot.fem import element_volumes
+    >>> element_volumes(skfem.MeshTri()).tolist()  # the unit square cut into two triangles
+    [0.5, 0.5]
     """
     d = mesh.p.shape[0]
     v = mesh.p[:, mesh.t]  # (d, d+1, nel)
@@ -279,6 +320,13 @@ def boundary_facets(mesh) -> np.ndarray:
     ------
     ValueError
         If the mesh is not simplicial of dimension 1, 2 or 3.
+
+    Examples
+    --------
+    >>> import skfem
+    >>> from femot.fem import boundary_facets
+    >>> boundary_facets(skfem.MeshTri()).shape  # the four sides of the unit square
+    (4, 2, 2)
     """
     d = mesh_dim(mesh)
     cache = getattr(mesh, "_femot_bfacets", None)
@@ -369,6 +417,14 @@ def locate(mesh, points, tol: float = 1e-12):
     ------
     ValueError
         If the mesh is not simplicial or ``points`` has the wrong shape or NaN/inf entries.
+
+    Examples
+    --------
+    >>> import skfem
+    >>> from femot.fem import locate
+    >>> cells, bary = locate(skfem.MeshTri(), [[0.25, 0.5], [2.0, 2.0]])
+    >>> cells.tolist(), bary[0].tolist()
+    ([0, -1], [0.25, 0.25, 0.5])
     """
     d = mesh_dim(mesh)
     x = _as_points(points, d, "points")
@@ -453,6 +509,13 @@ def boundary_distance(mesh, points, signed: bool = True) -> np.ndarray:
     ------
     ValueError
         If the mesh is not simplicial or ``points`` has the wrong shape or NaN/inf entries.
+
+    Examples
+    --------
+    >>> import skfem
+    >>> from femot.fem import boundary_distance
+    >>> boundary_distance(skfem.MeshTri(), [[0.5, 0.5], [0.1, 0.5], [1.5, 0.5]]).tolist()
+    [0.5, 0.1, -0.5]
     """
     d = mesh_dim(mesh)
     x = _as_points(points, d, "points")
@@ -487,6 +550,13 @@ def admissible_vertices(mesh, rho: float) -> np.ndarray:
     ------
     ValueError
         If ``rho`` is negative, the mesh is not 1D or 2D, or no vertex is admissible.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import admissible_vertices
+    >>> admissible_vertices(skfem.MeshLine(np.linspace(0.0, 1.0, 5)), 0.3).tolist()  # only x = 0.5
+    [2]
     """
     rho = check_nonnegative_scalar(rho, "rho")
     d = mesh_dim(mesh)
@@ -615,6 +685,14 @@ def enlarged_mesh(mesh, rho: float, h: float | None = None):
     ------
     ValueError
         If ``rho < 0``, ``h <= 0`` or the mesh is not simplicial.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import enlarged_mesh
+    >>> big = enlarged_mesh(skfem.MeshLine(np.linspace(0.0, 1.0, 5)), 0.5)
+    >>> float(big.p.min()), float(big.p.max())
+    (-0.5, 1.5)
     """
     from skfem import MeshLine, MeshTet, MeshTri
 

@@ -214,6 +214,15 @@ class PoissonOperator:
         Dof indices (Dirichlet values on ``boundary``).
     vertex_load : scipy.sparse matrix, shape (ndofs, nvertices)
         Maps vertex masses to a load.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import PoissonOperator
+    >>> op = PoissonOperator(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
+    >>> y = op.state(np.eye(11)[5])  # -y'' = delta_{1/2}, y(0) = y(1) = 0
+    >>> round(float(y.max()), 6)
+    0.25
     """
 
     def __init__(self, mesh, order: int = 1, *, element=None, intorder: int | None = None):
@@ -713,6 +722,15 @@ def product_mesh(mesh1, mesh2, kind: str | None = None):
     ValueError
         If a factor is not a scikit-fem mesh, ``d1 + d2 > 3``, the 2D factor is neither
         ``MeshTri`` nor ``MeshQuad``, or ``kind`` does not fit the dimension.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import product_mesh
+    >>> line = skfem.MeshLine(np.linspace(0.0, 1.0, 5))
+    >>> square = product_mesh(line, line)
+    >>> square.p.shape, square.t.shape[1]
+    ((2, 25), 32)
     """
     for name, m in (("mesh1", mesh1), ("mesh2", mesh2)):
         if not isinstance(m, skfem.Mesh):

@@ -40,6 +40,13 @@ def quantile(mu: Measure, t, iters: int = 80) -> np.ndarray:
     ------
     ValueError
         If ``mu`` is not one-dimensional.
+
+    Examples
+    --------
+    >>> from femot.fem import DiracSum, quantile
+    >>> mu = DiracSum([0.2, 0.7], [0.25, 0.75])
+    >>> [round(float(v), 6) for v in quantile(mu, [0.1, 0.5])]
+    [0.2, 0.7]
     """
     if mu.dim != 1:
         raise ValueError("mu: quantiles need a measure on an interval (dim 1)")
@@ -96,6 +103,16 @@ def wasserstein_1d(mu1: Measure, mu2: Measure, beta: float = 2.0, *, grid: int =
     ValueError
         If ``beta <= 0``, a measure is not one-dimensional, ``grid`` is invalid, or the
         masses differ.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import Density, DiracSum, wasserstein_1d
+    >>> wasserstein_1d(DiracSum([0.1]), DiracSum([0.6]), 2.0)
+    0.25
+    >>> uniform = Density(lambda x: np.ones(len(x)), skfem.MeshLine(np.linspace(0.0, 1.0, 5)))
+    >>> round(wasserstein_1d(uniform, DiracSum([0.5]), 2.0), 10)  # the variance 1/12
+    0.0833333333
     """
     beta = check_positive_scalar(beta, "beta")
     if mu1.dim != 1 or mu2.dim != 1:

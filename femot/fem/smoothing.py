@@ -79,6 +79,12 @@ def mollifier_constant(dim: int) -> float:
     ------
     ValueError
         If ``dim`` is not 1, 2 or 3.
+
+    Examples
+    --------
+    >>> from femot.fem import mollifier_constant
+    >>> round(float(mollifier_constant(1)), 6)
+    2.252284
     """
     from scipy.integrate import quad
     from scipy.special import gamma as Gamma
@@ -123,6 +129,12 @@ def mollifier(x, delta: float = 1.0, dim: int | None = None) -> np.ndarray:
     ------
     ValueError
         If ``delta <= 0`` or ``x`` does not have shape ``(n, dim)``.
+
+    Examples
+    --------
+    >>> from femot.fem import mollifier
+    >>> [round(float(v), 4) for v in mollifier([0.0, 0.5, 1.0], delta=1.0, dim=1)]  # zero from |x| = delta on
+    [0.8286, 0.5937, 0.0]
     """
     delta = check_positive_scalar(delta, "delta")
     x = np.asarray(x, dtype=float)
@@ -159,6 +171,17 @@ class SmoothingOperator:
         Positions of the atoms.
     source_index : numpy.ndarray or None, optional
         Node indices of the atoms when they are quadrature nodes.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import Smoother, quadrature
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 41)))
+    >>> op = Smoother(q, 0.1).operator([[0.3], [0.6]])
+    >>> op.shape
+    (41, 2)
+    >>> round(float(q.weights @ op.apply([0.5, 0.5])), 12)  # mass 1 + delta
+    1.1
     """
 
     def __init__(self, K, weights, shift, source_points, source_index=None):
@@ -269,6 +292,15 @@ class Smoother:
     ------
     ValueError
         If ``q`` is not a :class:`~femot.fem.quadrature.Quadrature` or ``delta <= 0``.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, Smoother, quadrature
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 41)))
+    >>> m = Smoother(q, 0.1)(DiracSum([0.5]))  # density of T^delta mu w.r.t. q.weights
+    >>> round(float(q.weights @ m), 12)  # |mu| + delta
+    1.1
     """
 
     def __init__(self, q, delta: float, *, check_support: bool = True):
@@ -450,6 +482,14 @@ def smooth(mu, q, delta: float, *, check_support: bool = True) -> np.ndarray:
     ------
     ValueError
         As :class:`Smoother` and :meth:`Smoother.convolve`.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, quadrature, smooth
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 41)))
+    >>> round(float(q.weights @ smooth(DiracSum([0.5]), q, 0.1)), 12)
+    1.1
     """
     return Smoother(q, delta, check_support=check_support)(mu)
 
@@ -470,6 +510,14 @@ def enlarge(q, rho: float, h: float | None = None):
     Returns
     -------
     Quadrature
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import enlarge, quadrature
+    >>> q = enlarge(quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 5))), 0.5)
+    >>> float(q.nodes.min()), float(q.nodes.max())
+    (-0.5, 1.5)
     """
     return q.enlarged(rho, h)
 
