@@ -1,17 +1,7 @@
-"""Coupled parameter schedules (gamma_n, delta_n) of Part II, condition (3.1).
+"""Coupled parameter schedules (gamma_n, delta_n) of Part II, condition (3.1): gamma_n / delta_n^d -> 0.
 
-Part II proves convergence of the regularized bilevel problems for null sequences
-gamma_n, delta_n with
-
-    0 < delta_n <= rho   and   gamma_n / delta_n^d -> 0,   d = d1 + d2.
-
-The second condition controls the L2 norm of the mollified plan (||phi_delta||_{L2}^2
-~ delta^{-d}, proof of Prop. 3.3). A convenient family is delta = C gamma^{1/(d+s)}
-with s > 0: then gamma / delta^d = C^{-d} gamma^{s/(d+s)} -> 0.
-
-A finite schedule cannot prove a limit; :func:`check_coupling` rejects the schedules
-that visibly fail: nonpositive or increasing parameters, ratios gamma/delta^d that do
-not strictly decrease, or a last ratio that is not small relative to the first.
+The family delta = C gamma^{1/(d+s)} and the schedules :func:`check_coupling` rejects are
+described in docs/smoothing.md.
 """
 from __future__ import annotations
 

@@ -191,40 +191,12 @@ class Density(_FunctionMeasure):
         return self._scale * (self._mass if self._mass is not None else self._integral())
 
     def cdf(self, x):
-        """Cumulative distribution function ``F(x) = mu((-inf, x])`` of a measure on an interval.
-
-        Parameters
-        ----------
-        x : array_like
-            Evaluation points (any shape).
-
-        Returns
-        -------
-        numpy.ndarray
-            ``F`` at ``x``, same shape (it increases from 0 to the mass).
-
-        Raises
-        ------
-        ValueError
-            If the measure is not one-dimensional.
-        """
+        """The ``cdf`` given to the constructor if any, else the cell-wise integral of the base class."""
         if self._cdf is not None:
             return self._scale * np.asarray(self._cdf(np.asarray(x, dtype=float)), dtype=float)
         return super().cdf(x)
 
     def scaled(self, c: float) -> "Density":
-        """The measure multiplied by ``c`` (also written ``c * mu``).
-
-        Parameters
-        ----------
-        c : float
-            Nonnegative factor.
-
-        Returns
-        -------
-        Measure
-            A new measure of the same type with mass ``c * mass()``.
-        """
         new = Density(self.f, self.mesh, mass=self._mass, cdf=self._cdf, order=self.order)
         new._scale = self._scale * c
         return new
@@ -292,18 +264,6 @@ class FEFunction(_FunctionMeasure):
         return np.flatnonzero((self.u[dofs] != 0).any(axis=0))
 
     def scaled(self, c: float) -> "FEFunction":
-        """The measure multiplied by ``c`` (also written ``c * mu``).
-
-        Parameters
-        ----------
-        c : float
-            Nonnegative factor.
-
-        Returns
-        -------
-        Measure
-            A new measure of the same type with mass ``c * mass()``.
-        """
         new = FEFunction(self.basis, self.u)
         new._scale = self._scale * c
         return new

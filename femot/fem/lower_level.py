@@ -1,16 +1,7 @@
 """The continuous lower level on meshes: (mu1, mu2, q1, q2, gamma, delta, eps) -> plan.
 
-Part II, (BK^delta_gamma): the lower-level problem is the quadratically regularized
-Kantorovich problem (KP_gamma) between the smoothed marginals T^delta mu1 and
-T^delta mu2 (eq. (2.6)). Discretized on the product quadrature (x_i, y_j) with weights
-w_i v_j (docs/smoothing.md), it is exactly the weighted finite-dimensional core of docs/core.md:
-
-    min sum_ij w_i v_j (c_ij pi_ij + gamma/2 pi_ij^2),  pi >= 0,
-    sum_j v_j pi_ij = (T^delta mu1)_i,  sum_i w_i pi_ij = (T^delta mu2)_j,
-
-solved through its dual by ``femot.solve_qrot`` (eps >= 0 is the dual regularization
-of Part III eq. (3.1); eps = 0 needs equal masses, which T^delta preserves:
-|mu1| = |mu2| gives discrete masses |mu_i| + delta on both sides).
+Part II (BK^delta_gamma): the regularized Kantorovich problem between T^delta mu1 and
+T^delta mu2 on the product quadrature, solved by the core (docs/fem.md).
 """
 from __future__ import annotations
 

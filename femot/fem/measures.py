@@ -238,42 +238,11 @@ class DiracSum(Measure):
         return self.points[self.weights > 0][:, None, :]
 
     def sources(self, q):
-        """Points and masses of a discrete measure approximating mu on ``q`` (for convolution).
-
-        Parameters
-        ----------
-        q : Quadrature
-            Nodal quadrature rule (:func:`femot.fem.quadrature.quadrature`) of the same dimension.
-
-        Returns
-        -------
-        points : numpy.ndarray, shape (k, dim)
-        masses : numpy.ndarray, shape (k,)
-            Nonnegative masses summing to the measure's mass.
-        """
         self._check_q(q)
         return self.points, self.weights
 
     def masses(self, q) -> np.ndarray:
-        """Masses at the nodes: barycentric splitting on vertex rules (keeps mass and
-        first moments), nearest node on Gauss rules.
-
-        Parameters
-        ----------
-        q : Quadrature
-            Nodal quadrature rule (:func:`femot.fem.quadrature.quadrature`) of the same dimension.
-
-        Returns
-        -------
-        numpy.ndarray, shape (q.n,)
-            Nodal masses summing to :meth:`mass`.
-
-        Raises
-        ------
-        ValueError
-            If ``q`` has another dimension than the measure, or part of the measure lies outside
-            its mesh.
-        """
+        """Nodal masses: barycentric splitting on vertex rules (keeps first moments), nearest node on Gauss rules."""
         self._check_q(q)
         out = np.zeros(q.n)
         if q.rule == "lumped":
@@ -290,23 +259,6 @@ class DiracSum(Measure):
         return out
 
     def cdf(self, x):
-        """Cumulative distribution function ``F(x) = mu((-inf, x])`` of a measure on an interval.
-
-        Parameters
-        ----------
-        x : array_like
-            Evaluation points (any shape).
-
-        Returns
-        -------
-        numpy.ndarray
-            ``F`` at ``x``, same shape (it increases from 0 to the mass).
-
-        Raises
-        ------
-        ValueError
-            If the measure is not one-dimensional.
-        """
         if self.dim != 1:
             raise ValueError("cdf is only defined for measures on intervals (dim 1)")
         x = np.asarray(x, dtype=float)
@@ -316,18 +268,6 @@ class DiracSum(Measure):
         return np.where(i > 0, cw[np.maximum(i - 1, 0)], 0.0).reshape(x.shape)
 
     def scaled(self, c: float) -> "DiracSum":
-        """The measure multiplied by ``c`` (also written ``c * mu``).
-
-        Parameters
-        ----------
-        c : float
-            Nonnegative factor.
-
-        Returns
-        -------
-        Measure
-            A new measure of the same type with mass ``c * mass()``.
-        """
         return DiracSum(self.points, self.weights * c)
 
     def __repr__(self):
@@ -453,23 +393,6 @@ class SumMeasure(Measure):
         raise NotImplementedError("SumMeasure has parts with different simplex types")
 
     def support_distance_to_boundary(self, mesh) -> float:
-        """dist(supp mu, boundary of ``mesh``); negative if the support leaves the domain.
-
-        Parameters
-        ----------
-        mesh : skfem.Mesh
-            The domain's mesh (same dimension as the measure).
-
-        Returns
-        -------
-        float
-            Distance of the support to the boundary of the mesh (negative outside).
-
-        Raises
-        ------
-        ValueError
-            If the mesh has another dimension than the measure.
-        """
         return float(min(p.support_distance_to_boundary(mesh) for p in self._parts))
 
     def support_extent(self):
@@ -478,70 +401,16 @@ class SumMeasure(Measure):
         return np.nanmin([e[0] for e in ext], axis=0), np.nanmax([e[1] for e in ext], axis=0)
 
     def masses(self, q):
-        """Masses of the measure lumped to the nodes of ``q``.
-
-        Parameters
-        ----------
-        q : Quadrature
-            Nodal quadrature rule (:func:`femot.fem.quadrature.quadrature`) of the same dimension.
-
-        Returns
-        -------
-        numpy.ndarray, shape (q.n,)
-            Nonnegative nodal masses summing to :meth:`mass`.
-        """
         return sum(p.masses(q) for p in self._parts)
 
     def sources(self, q):
-        """Points and masses of a discrete measure approximating mu on ``q`` (for convolution).
-
-        Parameters
-        ----------
-        q : Quadrature
-            Nodal quadrature rule (:func:`femot.fem.quadrature.quadrature`) of the same dimension.
-
-        Returns
-        -------
-        points : numpy.ndarray, shape (k, dim)
-        masses : numpy.ndarray, shape (k,)
-            Nonnegative masses summing to the measure's mass.
-        """
         pts, a = zip(*(p.sources(q) for p in self._parts))
         return np.concatenate(pts), np.concatenate(a)
 
     def cdf(self, x):
-        """Cumulative distribution function ``F(x) = mu((-inf, x])`` of a measure on an interval.
-
-        Parameters
-        ----------
-        x : array_like
-            Evaluation points (any shape).
-
-        Returns
-        -------
-        numpy.ndarray
-            ``F`` at ``x``, same shape (it increases from 0 to the mass).
-
-        Raises
-        ------
-        ValueError
-            If the measure is not one-dimensional.
-        """
         return sum(p.cdf(x) for p in self._parts)
 
     def scaled(self, c: float) -> "SumMeasure":
-        """The measure multiplied by ``c`` (also written ``c * mu``).
-
-        Parameters
-        ----------
-        c : float
-            Nonnegative factor.
-
-        Returns
-        -------
-        Measure
-            A new measure of the same type with mass ``c * mass()``.
-        """
         return SumMeasure([p.scaled(c) for p in self._parts])
 
     def __repr__(self):

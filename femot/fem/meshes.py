@@ -1,12 +1,8 @@
-"""Meshes of the domains Omega_1, Omega_2: loading, geometry queries, enlargement.
+"""Meshes of the domains Omega_1, Omega_2: stored meshes, geometry queries, enlargement.
 
-femot works with simplicial scikit-fem meshes (intervals, triangles, tetrahedra).
-Meshes are stored as VTU files (read and written with meshio) in the repository's
-``meshes/`` folder; ``meshes/generate.py`` regenerates them with :func:`write_builtin_meshes`.
-
-Geometry needed by the smoothing of Part II (eq. (2.6), Assumption 2.3): the exact
-Euclidean distance from points (and from unions of elements) to the boundary of a
-polygonal domain, point location, and the enlarged domain of Part II Lemma 2.4.
+Simplicial scikit-fem meshes; the named ones are stored as VTU files in ``meshes/``
+(docs/fem.md). Geometry for the smoothing of Part II (eq. (2.6), Assumption 2.3): exact
+boundary distances, point location and the enlarged domain of Lemma 2.4.
 """
 from __future__ import annotations
 

@@ -1,32 +1,8 @@
-"""The smoothing T^delta mu = phi_delta * mu + delta / |Omega| of Part II, eq. (2.6).
+"""The smoothing T^delta mu = phi_delta * mu + delta / |Omega| of Part II, eq. (2.6), on a quadrature.
 
-phi_delta is the standard mollifier on R^d (d = 1, 2, 3),
-
-    phi(x) = C_d exp(-1 / (1 - |x|^2)) for |x| < 1, 0 otherwise,
-    phi_delta(x) = delta^{-d} phi(x / delta),
-
-with C_d chosen so that int phi = 1; supp phi_delta = closed ball B(0, delta).
-
-Discretization on a quadrature ``q`` (nodes x_i, weights w_i, |Omega|_h = sum w_i):
-a measure is first replaced by a discrete measure sum_k a_k delta_{z_k} (its atoms, or
-the quadrature masses w_j f(x_j) of a density), then
-
-    (T^delta mu)_i = sum_k K_ik a_k * corr + delta / |Omega|_h,
-    K_ik = phi_delta(x_i - z_k) / s_k,   s_k = sum_i w_i phi_delta(x_i - z_k).
-
-Normalizing every column (s_k ~ 1 is the quadrature of int phi_delta) makes the
-discrete convolution of a Dirac carry exactly its mass; ``corr`` rescales a density's
-part so that its discrete mass is the exact |mu| (the quadrature error of sum w_j f_j
-is corrected explicitly). Hence sum_i w_i (T^delta mu)_i = |mu| + delta up to rounding.
-The result is the density of the smoothed marginal w.r.t. the weights ``q.weights``,
-which is how the core takes marginals (docs/core.md).
-
-Only pairs at distance < delta are ever formed (a sparse neighbour matrix from
-``scipy.spatial.cKDTree``), so the cost is O(n * nodes per ball).
-
-Part II (BK) and Assumption 2.3 require dist(supp mu, boundary) >= rho >= delta (3.1);
-supports closer than delta are rejected. Lemma 2.4 removes the condition by working on
-an enlarged domain (``Quadrature.enlarged`` / :func:`enlarge`), with mu extended by zero.
+The discretization (columns of the kernel normalized so that the discrete mass is exactly
+|mu| + delta), the adjoint and the boundary condition of Part II (3.1) are described in
+docs/smoothing.md; the resolution check (``check_resolution``) refuses radii the mesh does not resolve.
 """
 from __future__ import annotations
 
@@ -197,63 +173,18 @@ class SmoothingOperator:
         return self.K.shape
 
     def apply(self, a) -> np.ndarray:
-        """The image ``K a + shift * sum(a)`` of atom masses ``a`` (a density at the quadrature nodes).
-
-        Parameters
-        ----------
-        a : array_like, shape (k,)
-            Masses of the atoms at ``source_points``.
-
-        Returns
-        -------
-        numpy.ndarray, shape (n,)
-
-        Raises
-        ------
-        ValueError
-            If ``a`` has the wrong length or NaN/inf entries.
-        """
+        """Density ``K a + shift * sum(a)`` at the nodes, shape (n,), of the atom masses ``a``, shape (k,)."""
         a = as_vector(a, "a", length=self.K.shape[1])
         return self.K @ a + self.shift * a.sum()
 
     def adjoint(self, f) -> np.ndarray:
-        """The adjoint ``K^T (w f) + shift * (w^T f)`` in the weighted pairing ``<., .>_w``.
-
-        Parameters
-        ----------
-        f : array_like, shape (n,)
-            A function at the quadrature nodes.
-
-        Returns
-        -------
-        numpy.ndarray, shape (k,)
-
-        Raises
-        ------
-        ValueError
-            If ``f`` has the wrong length or NaN/inf entries.
-        """
+        """The adjoint ``K^T (w f) + shift * (w^T f)``, shape (k,), in the pairing ``<., .>_w``."""
         f = as_vector(f, "f", length=self.K.shape[0])
         wf = self.weights * f
         return self.K.T @ wf + self.shift * wf.sum()
 
     def transpose(self, g) -> np.ndarray:
-        """The Euclidean transpose ``K^T g + shift * sum(g)`` (chain rule for gradients).
-
-        Parameters
-        ----------
-        g : array_like, shape (n,)
-            A gradient with respect to the nodal density.
-
-        Returns
-        -------
-        numpy.ndarray, shape (k,)
-
-        Raises
-        ------
-        ValueError
-            If ``g`` has the wrong length or NaN/inf entries.
-        """
+        """The Euclidean transpose ``K^T g + shift * sum(g)``, shape (k,) (chain rule for gradients)."""
         g = as_vector(g, "g", length=self.K.shape[0])
         return self.K.T @ g + self.shift * g.sum()
 
@@ -262,10 +193,7 @@ class SmoothingOperator:
         return (self.K.T @ sp.diags(self.weights)).tocsr()
 
     def as_linear_operator(self):
-        """The map as a scipy ``LinearOperator``.
-
-        Its ``matvec`` is :meth:`apply` and its ``rmatvec`` is :meth:`transpose`.
-        """
+        """The map as a scipy ``LinearOperator`` (matvec :meth:`apply`, rmatvec :meth:`transpose`)."""
         from scipy.sparse.linalg import LinearOperator
 
         return LinearOperator(self.K.shape, matvec=self.apply, rmatvec=self.transpose, dtype=float)
@@ -592,28 +520,7 @@ def mesh_spacing(mesh) -> float:
 
 
 def resolution_problem(h: float, delta: float, ratio: float = RESOLUTION_RATIO, *, what: str = "delta"):
-    """The message of :func:`check_resolution` when h > delta / ratio, else None.
-
-    Parameters
-    ----------
-    h : float
-        Mesh size (longest cell edge, :func:`mesh_size`), > 0.
-    delta : float
-        Smoothing radius, > 0.
-    ratio : float, optional
-        Required cells per radius, ``delta / h`` (default ``RESOLUTION_RATIO`` = 4).
-    what : str, optional
-        Name of the offending quantity at the start of the message (default ``"delta"``).
-
-    Returns
-    -------
-    str or None
-
-    Raises
-    ------
-    ValueError
-        If ``h``, ``delta`` or ``ratio`` is not a positive number.
-    """
+    """The message of :func:`check_resolution` (same arguments) when h > delta / ratio, else None."""
     h = check_positive_scalar(h, "h")
     delta = check_positive_scalar(delta, "delta")
     ratio = check_positive_scalar(ratio, "ratio")
