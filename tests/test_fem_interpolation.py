@@ -73,8 +73,10 @@ def test_identical_nodes_give_an_exact_copy(with_mesh):
 
 def test_invalid_input_is_refused():
     m = MeshTri()
-    with pytest.raises(ValueError, match="dimension"):
+    with pytest.raises(ValueError, match=r"x_new must have shape \(n, 2\)"):
         interpolate_nodal(m.p.T, np.zeros(4), [0.5])
+    with pytest.raises(ValueError, match="at least one node"):
+        interpolate_nodal(np.zeros((0, 2)), np.zeros(0), [[0.5, 0.5]])
     with pytest.raises(ValueError, match="values"):
         interpolate_nodal([0.0, 1.0], [1.0, 2.0, 3.0], [0.5])
     with pytest.raises(ValueError, match="NaN"):

@@ -40,14 +40,14 @@ from femot.fem.plotting import nodal_density, plot_field
 from femot.fem.poisson import PoissonOperator, product_mesh
 from femot.fem.quadrature import ProductQuadrature, Quadrature, product_cost, product_quadrature, quadrature
 from femot.fem.quantiles import quantile, wasserstein_1d
-from femot.fem.smoothing import Smoother, SmoothingOperator, enlarge, mollifier, mollifier_constant, smooth
+from femot.fem.smoothing import Smoother, SmoothingOperator, mollifier, mollifier_constant, smooth
 
 __all__ = [
     "load_mesh", "save_mesh", "available_meshes", "mesh_dim", "element_volumes", "boundary_facets", "boundary_distance",
     "admissible_vertices", "locate", "enlarged_mesh", "interpolate_nodal",
     "Quadrature", "quadrature", "product_cost", "ProductQuadrature", "product_quadrature",
     "Measure", "Density", "FEFunction", "DiracSum", "Empirical", "SumMeasure", "quantile", "wasserstein_1d",
-    "mollifier", "mollifier_constant", "Smoother", "SmoothingOperator", "smooth", "enlarge",
+    "mollifier", "mollifier_constant", "Smoother", "SmoothingOperator", "smooth",
     "Schedule", "coupled_schedule", "check_coupling",
     "PoissonOperator", "product_mesh", "plot_field", "nodal_density",
     "LowerLevelResult", "solve_lower_level", "transfer_potentials", "plan_image", "export_plan", "barycentric_map",

@@ -9,20 +9,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from femot.fem.meshes import locate
+from femot.fem.meshes import _as_points, locate
 
 __all__ = ["interpolate_nodal"]
-
-
-def _as_nodes(x, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=float)
-    if a.ndim == 1:
-        a = a[:, None]
-    if a.ndim != 2 or a.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (n,) or (n, d) with n >= 1, got {np.shape(x)}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or infinite entries")
-    return a
 
 
 def interpolate_nodal(x_old, values, x_new, mesh=None) -> np.ndarray:
@@ -63,13 +52,14 @@ def interpolate_nodal(x_old, values, x_new, mesh=None) -> np.ndarray:
     >>> interpolate_nodal(x_old, 2 * x_old + 1, [0.25, 0.75, 2.0]).tolist()
     [1.5, 2.5, 3.0]
     """
-    xo = _as_nodes(x_old, "x_old")
-    xn = _as_nodes(x_new, "x_new")
+    d = 1 if np.ndim(x_old) == 1 else int(np.shape(x_old)[-1])
+    xo = _as_points(x_old, d, "x_old")
+    xn = _as_points(x_new, d, "x_new")
+    if xo.shape[0] == 0:
+        raise ValueError("x_old must hold at least one node")
     v = np.asarray(values, dtype=float)
     if v.ndim not in (1, 2) or v.shape[0] != xo.shape[0]:
         raise ValueError(f"values must have shape ({xo.shape[0]},) or ({xo.shape[0]}, k), got {v.shape}")
-    if xo.shape[1] != xn.shape[1]:
-        raise ValueError(f"x_old has dimension {xo.shape[1]} but x_new has dimension {xn.shape[1]}")
     if xo.shape == xn.shape and np.array_equal(xo, xn):
         return v.copy()
     if mesh is not None:

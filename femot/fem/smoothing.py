@@ -24,7 +24,6 @@ __all__ = [
     "Smoother",
     "SmoothingOperator",
     "smooth",
-    "enlarge",
     "RESOLUTION_RATIO",
     "mesh_size",
     "mesh_spacing",
@@ -420,34 +419,6 @@ def smooth(mu, q, delta: float, *, check_support: bool = True) -> np.ndarray:
     1.1
     """
     return Smoother(q, delta, check_support=check_support)(mu)
-
-
-@cite("II")
-def enlarge(q, rho: float, h: float | None = None):
-    """Quadrature (same rule) on the enlarged domain of Part II, Lemma 2.4.
-
-    Parameters
-    ----------
-    q : Quadrature
-        The quadrature of the original domain.
-    rho : float
-        Enlargement, >= 0.
-    h : float or None, optional
-        Cell size of the enlarged mesh; None (default) derives it from the mesh.
-
-    Returns
-    -------
-    Quadrature
-
-    Examples
-    --------
-    >>> import numpy as np, skfem
-    >>> from femot.fem import enlarge, quadrature
-    >>> q = enlarge(quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 5))), 0.5)
-    >>> float(q.nodes.min()), float(q.nodes.max())
-    (-0.5, 1.5)
-    """
-    return q.enlarged(rho, h)
 
 
 def mesh_size(mesh) -> float:
