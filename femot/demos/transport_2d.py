@@ -211,7 +211,7 @@ def run(args) -> dict:
     tracemalloc.start()
     t0 = time.perf_counter()
     r = solve_lower_level(mu1, mu2, q1, q2, args.gamma, args.delta, args.eps, cost=2.0,
-                          solver_options={"linear_solver": args.linear_solver})
+                          qrot_options={"linear_solver": args.linear_solver})
     elapsed = time.perf_counter() - t0
     traced_peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()

@@ -1,17 +1,7 @@
-"""Coupled parameter schedules (gamma_n, delta_n) of Part II, condition (3.1).
+"""Coupled parameter schedules (gamma_n, delta_n) of Part II, condition (3.1): gamma_n / delta_n^d -> 0.
 
-Part II proves convergence of the regularized bilevel problems for null sequences
-gamma_n, delta_n with
-
-    0 < delta_n <= rho   and   gamma_n / delta_n^d -> 0,   d = d1 + d2.
-
-The second condition controls the L2 norm of the mollified plan (||phi_delta||_{L2}^2
-~ delta^{-d}, proof of Prop. 3.3). A convenient family is delta = C gamma^{1/(d+s)}
-with s > 0: then gamma / delta^d = C^{-d} gamma^{s/(d+s)} -> 0.
-
-A finite schedule cannot prove a limit; :func:`check_coupling` rejects the schedules
-that visibly fail: nonpositive or increasing parameters, ratios gamma/delta^d that do
-not strictly decrease, or a last ratio that is not small relative to the first.
+The family delta = C gamma^{1/(d+s)} and the schedules :func:`check_coupling` rejects are
+described in docs/smoothing.md.
 """
 from __future__ import annotations
 
@@ -40,6 +30,15 @@ class Schedule:
         Dimension of the product space, ``d1 + d2``.
     ratios : numpy.ndarray
         ``gamma_n / delta_n^d``, strictly decreasing (Part II (3.1)).
+
+    Examples
+    --------
+    >>> from femot.fem import coupled_schedule
+    >>> sch = coupled_schedule(d=2, n_levels=3)
+    >>> len(sch), [f"{r:.4f}" for r in sch.ratios]  # gamma_n / delta_n^d decreasing
+    (3, ['0.2154', '0.1357', '0.0855'])
+    >>> [(f"{g:.2e}", f"{de:.4f}") for g, de in sch][0]
+    ('1.00e-02', '0.2154')
     """
 
     gammas: np.ndarray
@@ -95,6 +94,12 @@ def check_coupling(gammas, deltas, d: int, *, rho: float | None = None, force: b
     -------
     Schedule
         The validated gammas, deltas, d and ratios ``gamma_n / delta_n^d``.
+
+    Examples
+    --------
+    >>> from femot.fem import check_coupling
+    >>> [round(r, 6) for r in check_coupling([1e-2, 1e-3], [0.2, 0.1], d=2).ratios.tolist()]
+    [0.25, 0.1]
     """
     d = _check_d(d)
     g = as_vector(gammas, "gammas")
@@ -172,6 +177,13 @@ def coupled_schedule(gammas=None, *, d: int, n_levels: int | None = None, s: flo
     ValueError
         If not exactly one of ``gammas`` and ``n_levels`` is given, a parameter is out of
         range, or :func:`check_coupling` rejects the schedule.
+
+    Examples
+    --------
+    >>> from femot.fem import coupled_schedule
+    >>> sch = coupled_schedule(d=2, n_levels=3)
+    >>> [f"{g:.2e}" for g in sch.gammas], [f"{de:.4f}" for de in sch.deltas]
+    (['1.00e-02', '2.50e-03', '6.25e-04'], ['0.2154', '0.1357', '0.0855'])
     """
     d = _check_d(d)
     s = check_positive_scalar(s, "s")

@@ -1,20 +1,12 @@
 """The continuous lower level on meshes: (mu1, mu2, q1, q2, gamma, delta, eps) -> plan.
 
-Part II, (BK^delta_gamma): the lower-level problem is the quadratically regularized
-Kantorovich problem (KP_gamma) between the smoothed marginals T^delta mu1 and
-T^delta mu2 (eq. (2.6)). Discretized on the product quadrature (x_i, y_j) with weights
-w_i v_j (docs/smoothing.md), it is exactly the weighted finite-dimensional core of docs/core.md:
-
-    min sum_ij w_i v_j (c_ij pi_ij + gamma/2 pi_ij^2),  pi >= 0,
-    sum_j v_j pi_ij = (T^delta mu1)_i,  sum_i w_i pi_ij = (T^delta mu2)_j,
-
-solved through its dual by ``femot.solve_qrot`` (eps >= 0 is the dual regularization
-of Part III eq. (3.1); eps = 0 needs equal masses, which T^delta preserves:
-|mu1| = |mu2| gives discrete masses |mu_i| + delta on both sides).
+Part II (BK^delta_gamma): the regularized Kantorovich problem between T^delta mu1 and
+T^delta mu2 on the product quadrature, solved by the core (docs/fem.md).
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +16,8 @@ import scipy.sparse as sp
 
 from femot._docstrings import cite
 from femot._validation import check_equal_mass, check_nonnegative_scalar, check_positive_scalar
-from femot.core.qrot import solve_qrot
+from femot.core import solve_qrot
+from femot.fem.interpolation import interpolate_nodal
 from femot.fem.quadrature import Quadrature, product_cost
 from femot.fem.smoothing import Smoother
 
@@ -73,6 +66,15 @@ class LowerLevelResult:
         The core result (potentials, ``jvp``, ``vjp``, ...).
     cost : numpy.ndarray or None
         The dense cost matrix, when one was formed.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
+    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    >>> res.success, res.plan.shape, res.alpha.shape
+    (True, (11, 11), (11,))
     """
 
     plan: sp.csr_matrix
@@ -112,7 +114,7 @@ class LowerLevelResult:
 @cite("II", "III", "LMM")
 def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, delta: float, eps: float = 0.0, *,
                       cost=2.0, enlarge: bool = False, rho: float | None = None, tol: float = 1e-10,
-                      max_iter: int = 200, x0=None, solver=None, solver_options: dict | None = None,
+                      max_iter: int = 200, x0=None, solver=None, qrot_options: Mapping[str, Any] | None = None,
                       check_support: bool = True, verbose: bool = False,
                       matrix_free: bool = False) -> LowerLevelResult:
     """Solve the smoothed, regularized lower level S_gamma(T^delta mu1, T^delta mu2).
@@ -147,9 +149,9 @@ def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, de
         enlargement), or a previous :class:`LowerLevelResult` (possibly on other meshes),
         whose potentials are transferred with :func:`transfer_potentials`.
     solver : callable or None
-        The core solver (default :func:`femot.core.qrot.solve_qrot`).
-    solver_options : dict or None
-        Passed on to the solver (e.g. ``{"linear_solver": "cg"}``).
+        The core solver (default :func:`femot.solve_qrot`).
+    qrot_options : Mapping or None
+        Further keyword options of the core solver (e.g. ``{"linear_solver": "cg"}``).
     check_support : bool
         Check that the measures keep distance delta from the boundary (Smoother).
     verbose : bool
@@ -162,6 +164,15 @@ def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, de
     -------
     LowerLevelResult
         The plan and its diagnostics; ``success`` False if the core did not converge.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
+    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    >>> res.success, f"{res.transport_cost:.6f}", res.marginal_error < 1e-10
+    (True, '0.091457', True)
     """
     gamma = check_positive_scalar(gamma, "gamma")
     delta = check_positive_scalar(delta, "delta")
@@ -191,7 +202,7 @@ def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, de
         x0 = transfer_potentials(x0, q1, q2)
     solve = solver or solve_qrot
     res = solve(c, m1, m2, gamma, eps=eps, w1=q1.weights, w2=q2.weights, x0=x0, tol=tol,
-                max_iter=max_iter, verbose=verbose, **(solver_options or {}))
+                max_iter=max_iter, verbose=verbose, **dict(qrot_options or {}))
     plan = sp.csr_matrix(res.plan)
     r1 = plan @ q2.weights - m1
     r2 = plan.T @ q1.weights - m2
@@ -205,18 +216,10 @@ def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, de
         nit=int(getattr(res, "nit", -1)), time_s=time.perf_counter() - t0, core=res, cost=c)
 
 
-def _transfer(q_old, values, q_new) -> np.ndarray:
-    """Values at q_old.nodes -> q_new.nodes: P1 interpolation on a vertex rule, else nearest node."""
-    from scipy.spatial import cKDTree
-
-    from femot.fem.meshes import locate
-
-    out = values[cKDTree(q_old.nodes).query(q_new.nodes)[1]]
-    if q_old.rule == "lumped" and q_old.dim == q_new.dim:
-        cells, lam = locate(q_old.mesh, q_new.nodes)
-        inside = cells >= 0
-        out[inside] = np.einsum("nk,nk->n", lam[inside], values[q_old.mesh.t[:, cells[inside]].T])
-    return out
+def _transfer(q_old: Quadrature, values, q_new: Quadrature) -> np.ndarray:
+    """Values at q_old.nodes -> q_new.nodes by :func:`interpolate_nodal` (P1 on a vertex rule's mesh)."""
+    mesh = q_old.mesh if q_old.rule == "lumped" else None
+    return interpolate_nodal(q_old.nodes, values, q_new.nodes, mesh=mesh)
 
 
 @cite("II", "III", "LMM")
@@ -225,8 +228,9 @@ def transfer_potentials(result: LowerLevelResult, q1: Quadrature, q2: Quadrature
 
     The potentials of (KP_gamma) depend continuously on x, y, gamma and delta (alpha +
     beta ~ c on the support of the plan), so they are a good warm start for the next level
-    of a schedule (finer mesh, smaller gamma and delta). Outside the old meshes the nearest
-    node's value is used.
+    of a schedule (finer mesh, smaller gamma and delta). They are carried by
+    :func:`femot.fem.interpolate_nodal` (P1 on the old mesh of a lumped rule, nearest old
+    node outside it).
 
     Parameters
     ----------
@@ -234,6 +238,18 @@ def transfer_potentials(result: LowerLevelResult, q1: Quadrature, q2: Quadrature
         The solution whose potentials are transferred.
     q1, q2 : Quadrature
         The new quadratures.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
+    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    >>> from femot.fem import transfer_potentials
+    >>> fine = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 21)))
+    >>> alpha, beta = transfer_potentials(res, fine, fine)  # a warm start on the finer mesh
+    >>> alpha.shape, bool(np.allclose(alpha[::2], res.alpha))
+    ((21,), True)
     """
     return (_transfer(result.q1, np.asarray(result.alpha, dtype=float), q1),
             _transfer(result.q2, np.asarray(result.beta, dtype=float), q2))
@@ -256,6 +272,17 @@ def plan_image(result: LowerLevelResult):
     ----------
     result : LowerLevelResult
         A 1D x 1D solution.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
+    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    >>> from femot.fem import plan_image
+    >>> img, x, y = plan_image(res)
+    >>> img.shape, float(x[1]), float(y[-1])
+    ((11, 11), 0.1, 1.0)
     """
     if result.q1.dim != 1 or result.q2.dim != 1:
         raise ValueError("result: plan_image needs a 1D x 1D problem; use export_plan for meshes")
@@ -271,6 +298,16 @@ def barycentric_map(result: LowerLevelResult) -> np.ndarray:
     ----------
     result : LowerLevelResult
         The solution.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
+    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    >>> from femot.fem import barycentric_map
+    >>> [round(float(t), 4) for t in barycentric_map(res)[[2, 5, 8], 0]]  # mass moves to the right
+    [0.5182, 0.6265, 0.6689]
     """
     row = result.plan @ result.q2.weights
     tgt = result.plan @ (result.q2.weights[:, None] * result.q2.nodes)
@@ -322,6 +359,19 @@ def export_plan(result: LowerLevelResult, path) -> list[Path]:
         The solution.
     path : str or pathlib.Path
         Output file; its suffix names the format.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
+    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from femot.fem import export_plan
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     print([p.name for p in export_plan(res, Path(tmp) / "plan.vtu")])
+    ['plan.vtu']
     """
     import meshio
 

@@ -1,36 +1,7 @@
-"""The Poisson solution operator ``G`` of Part II and its adjoint.
+"""The Poisson solution operator ``G`` of Part II (eq. (3.10)) and its adjoint, and ``product_mesh``.
 
-Part II uses one linear operator in both of its tracking examples: ``G`` maps a
-measure ``eta`` on a bounded domain ``D`` to the solution ``phi`` of
-
-    phi in W^{1,p'}_0(D),   -Lap phi = eta            (Part II, eq. (3.10), Lemma 3.7)
-
-and the state equation of the control problem (OCP) is the same equation with
-``eta = mu1`` on ``Omega_*``.  This module discretizes ``G`` by continuous
-Lagrange finite elements (P1, optionally P2) with homogeneous Dirichlet values on
-the whole boundary of a scikit-fem mesh.  A measure enters only through its load
-vector, the discrete functional ``b_i = <eta, phi_i>``:
-
-* a Dirac ``delta_x`` gives ``b_i = phi_i(x)``                 (:meth:`load_dirac`),
-* a density ``f`` gives ``b_i = int f phi_i``                  (:meth:`load_density`),
-* a discrete measure on the mesh vertices gives ``b = masses`` (:meth:`load_nodal_masses`),
-  because a Lagrange basis function is 1 at its own vertex and 0 at the others.
-
-With the stiffness matrix ``K`` restricted to the interior dofs ``I`` the discrete
-operator is ``G b = E K_II^{-1} E^T b`` (``E`` injects interior dofs), which is
-symmetric; its adjoint is therefore the same solve.  :class:`PoissonOperator`
-assembles ``K`` and the mass matrix ``M`` once and factorizes ``K_II`` once.
-
-Objectives provided with their gradients (one adjoint solve each):
-
-* the L2 tracking of (OCP), ``1/2 |G mu1 - y_d|^2_{L2}``
-  (:meth:`PoissonOperator.tracking_value_and_gradient`);
-* the ``W^{-1,p'}`` tracking of Part II eq. (3.11), ``|grad G eta|^{p'}_{L^{p'}(D)}``
-  (:meth:`PoissonOperator.gradient_norm_value_and_gradient`).
-
-:func:`product_mesh` builds a mesh of ``Omega_1 x Omega_2`` (total dimension at most
-3) whose vertex ``i*n2 + j`` is the pair ``(x_i, y_j)`` of the two factor vertices,
-so that a plan sampled on the product grid is directly a nodal vector there.
+``-Lap y = eta`` in D, ``y = 0`` on dD, by P1/P2 Lagrange elements; measures enter through
+their load vectors, the tracking objectives come with their gradients (docs/fem.md).
 """
 from __future__ import annotations
 
@@ -214,6 +185,15 @@ class PoissonOperator:
         Dof indices (Dirichlet values on ``boundary``).
     vertex_load : scipy.sparse matrix, shape (ndofs, nvertices)
         Maps vertex masses to a load.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import PoissonOperator
+    >>> op = PoissonOperator(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
+    >>> y = op.state(np.eye(11)[5])  # -y'' = delta_{1/2}, y(0) = y(1) = 0
+    >>> round(float(y.max()), 6)
+    0.25
     """
 
     def __init__(self, mesh, order: int = 1, *, element=None, intorder: int | None = None):
@@ -713,6 +693,15 @@ def product_mesh(mesh1, mesh2, kind: str | None = None):
     ValueError
         If a factor is not a scikit-fem mesh, ``d1 + d2 > 3``, the 2D factor is neither
         ``MeshTri`` nor ``MeshQuad``, or ``kind`` does not fit the dimension.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import product_mesh
+    >>> line = skfem.MeshLine(np.linspace(0.0, 1.0, 5))
+    >>> square = product_mesh(line, line)
+    >>> square.p.shape, square.t.shape[1]
+    ((2, 25), 32)
     """
     for name, m in (("mesh1", mesh1), ("mesh2", mesh2)):
         if not isinstance(m, skfem.Mesh):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from femot.core import GeometricCost
 from femot.fem.meshes import boundary_distance, element_volumes, enlarged_mesh, mesh_dim
 
 __all__ = ["Quadrature", "quadrature", "product_cost", "ProductQuadrature", "product_quadrature"]
@@ -41,6 +42,16 @@ class Quadrature:
     Notes
     -----
     Build instances with :func:`quadrature` rather than by hand.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import quadrature
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 5)))
+    >>> q.n, q.dim, q.measure
+    (5, 1, 1.0)
+    >>> q.integrate(q.nodes[:, 0])  # exact for affine functions
+    0.5
     """
 
     nodes: np.ndarray
@@ -155,6 +166,16 @@ def quadrature(mesh, rule: str = "lumped", order: int = 2) -> Quadrature:
     ValueError
         If the mesh is not simplicial or has unused vertices (lumped), ``order`` is not a
         positive integer (gauss), or ``rule`` is unknown.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import quadrature
+    >>> mesh = skfem.MeshLine(np.linspace(0.0, 1.0, 5))
+    >>> quadrature(mesh).weights.tolist()
+    [0.125, 0.25, 0.25, 0.25, 0.125]
+    >>> quadrature(mesh, "gauss", order=1).nodes[:, 0].tolist()  # the cell midpoints
+    [0.125, 0.375, 0.625, 0.875]
     """
     d = mesh_dim(mesh)
     if rule == "lumped":
@@ -222,13 +243,19 @@ def product_cost(q1, q2, beta=2.0, *, max_bytes: float = 4e9, chunk_rows: int | 
         If ``beta`` is not a positive number or a callable (or, matrix-free, not a number
         >= 1), the callable returns blocks of the wrong shape or non-finite values, the
         domains differ in dimension for a numeric ``beta``, or the matrix exceeds ``max_bytes``.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import product_cost, quadrature
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 5)))
+    >>> product_cost(q, q, 2.0)[0].tolist()  # |x_0 - y_j|^2
+    [0.0, 0.0625, 0.25, 0.5625, 1.0]
     """
     from scipy.spatial.distance import cdist
 
     x, y = _nodes(q1, "q1"), _nodes(q2, "q2")
     if matrix_free:
-        from femot.core.cost import GeometricCost
-
         if callable(beta) or not float(beta) >= 1.0:
             raise ValueError(f"beta: matrix_free=True needs a number beta >= 1 (|x - y|^beta), got {beta!r}")
         return GeometricCost(x, y, p=float(beta))
@@ -292,6 +319,17 @@ class ProductQuadrature:
         Quadrature of Omega_1 (nodes ``x_i``, weights ``w_i``).
     q2 : Quadrature
         Quadrature of Omega_2 (nodes ``y_j``, weights ``v_j``).
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import ProductQuadrature, quadrature
+    >>> q1 = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 5)))
+    >>> pq = ProductQuadrature(q1, quadrature(skfem.MeshTri()))
+    >>> pq.shape, pq.dim
+    ((5, 4), 3)
+    >>> round(pq.integrate(np.ones(pq.shape)), 12)  # |Omega_1| |Omega_2|
+    1.0
     """
 
     q1: Quadrature
@@ -366,6 +404,14 @@ def product_quadrature(q1: Quadrature, q2: Quadrature) -> ProductQuadrature:
     ------
     ValueError
         If an argument is not a :class:`Quadrature`.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import product_quadrature, quadrature
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 3)))
+    >>> product_quadrature(q, q).shape
+    (3, 3)
     """
     if not isinstance(q1, Quadrature) or not isinstance(q2, Quadrature):
         raise ValueError("q1 and q2 must be Quadrature objects (see femot.fem.quadrature)")

@@ -1,32 +1,8 @@
-"""The smoothing T^delta mu = phi_delta * mu + delta / |Omega| of Part II, eq. (2.6).
+"""The smoothing T^delta mu = phi_delta * mu + delta / |Omega| of Part II, eq. (2.6), on a quadrature.
 
-phi_delta is the standard mollifier on R^d (d = 1, 2, 3),
-
-    phi(x) = C_d exp(-1 / (1 - |x|^2)) for |x| < 1, 0 otherwise,
-    phi_delta(x) = delta^{-d} phi(x / delta),
-
-with C_d chosen so that int phi = 1; supp phi_delta = closed ball B(0, delta).
-
-Discretization on a quadrature ``q`` (nodes x_i, weights w_i, |Omega|_h = sum w_i):
-a measure is first replaced by a discrete measure sum_k a_k delta_{z_k} (its atoms, or
-the quadrature masses w_j f(x_j) of a density), then
-
-    (T^delta mu)_i = sum_k K_ik a_k * corr + delta / |Omega|_h,
-    K_ik = phi_delta(x_i - z_k) / s_k,   s_k = sum_i w_i phi_delta(x_i - z_k).
-
-Normalizing every column (s_k ~ 1 is the quadrature of int phi_delta) makes the
-discrete convolution of a Dirac carry exactly its mass; ``corr`` rescales a density's
-part so that its discrete mass is the exact |mu| (the quadrature error of sum w_j f_j
-is corrected explicitly). Hence sum_i w_i (T^delta mu)_i = |mu| + delta up to rounding.
-The result is the density of the smoothed marginal w.r.t. the weights ``q.weights``,
-which is how the core takes marginals (docs/core.md).
-
-Only pairs at distance < delta are ever formed (a sparse neighbour matrix from
-``scipy.spatial.cKDTree``), so the cost is O(n * nodes per ball).
-
-Part II (BK) and Assumption 2.3 require dist(supp mu, boundary) >= rho >= delta (3.1);
-supports closer than delta are rejected. Lemma 2.4 removes the condition by working on
-an enlarged domain (``Quadrature.enlarged`` / :func:`enlarge`), with mu extended by zero.
+The discretization (columns of the kernel normalized so that the discrete mass is exactly
+|mu| + delta), the adjoint and the boundary condition of Part II (3.1) are described in
+docs/smoothing.md; the resolution check (``check_resolution``) refuses radii the mesh does not resolve.
 """
 from __future__ import annotations
 
@@ -38,6 +14,9 @@ from scipy.spatial import cKDTree
 
 from femot._docstrings import cite
 from femot._validation import as_vector, check_positive_scalar
+from femot.fem.measures import DiracSum
+from femot.fem.meshes import element_volumes, mesh_dim
+from femot.fem.quadrature import Quadrature
 
 __all__ = [
     "mollifier_constant",
@@ -45,7 +24,6 @@ __all__ = [
     "Smoother",
     "SmoothingOperator",
     "smooth",
-    "enlarge",
     "RESOLUTION_RATIO",
     "mesh_size",
     "mesh_spacing",
@@ -76,6 +54,12 @@ def mollifier_constant(dim: int) -> float:
     ------
     ValueError
         If ``dim`` is not 1, 2 or 3.
+
+    Examples
+    --------
+    >>> from femot.fem import mollifier_constant
+    >>> round(float(mollifier_constant(1)), 6)
+    2.252284
     """
     from scipy.integrate import quad
     from scipy.special import gamma as Gamma
@@ -120,6 +104,12 @@ def mollifier(x, delta: float = 1.0, dim: int | None = None) -> np.ndarray:
     ------
     ValueError
         If ``delta <= 0`` or ``x`` does not have shape ``(n, dim)``.
+
+    Examples
+    --------
+    >>> from femot.fem import mollifier
+    >>> [round(float(v), 4) for v in mollifier([0.0, 0.5, 1.0], delta=1.0, dim=1)]  # zero from |x| = delta on
+    [0.8286, 0.5937, 0.0]
     """
     delta = check_positive_scalar(delta, "delta")
     x = np.asarray(x, dtype=float)
@@ -156,6 +146,17 @@ class SmoothingOperator:
         Positions of the atoms.
     source_index : numpy.ndarray or None, optional
         Node indices of the atoms when they are quadrature nodes.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import Smoother, quadrature
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 41)))
+    >>> op = Smoother(q, 0.1).operator([[0.3], [0.6]])
+    >>> op.shape
+    (41, 2)
+    >>> round(float(q.weights @ op.apply([0.5, 0.5])), 12)  # mass 1 + delta
+    1.1
     """
 
     def __init__(self, K, weights, shift, source_points, source_index=None):
@@ -171,63 +172,18 @@ class SmoothingOperator:
         return self.K.shape
 
     def apply(self, a) -> np.ndarray:
-        """The image ``K a + shift * sum(a)`` of atom masses ``a`` (a density at the quadrature nodes).
-
-        Parameters
-        ----------
-        a : array_like, shape (k,)
-            Masses of the atoms at ``source_points``.
-
-        Returns
-        -------
-        numpy.ndarray, shape (n,)
-
-        Raises
-        ------
-        ValueError
-            If ``a`` has the wrong length or NaN/inf entries.
-        """
+        """Density ``K a + shift * sum(a)`` at the nodes, shape (n,), of the atom masses ``a``, shape (k,)."""
         a = as_vector(a, "a", length=self.K.shape[1])
         return self.K @ a + self.shift * a.sum()
 
     def adjoint(self, f) -> np.ndarray:
-        """The adjoint ``K^T (w f) + shift * (w^T f)`` in the weighted pairing ``<., .>_w``.
-
-        Parameters
-        ----------
-        f : array_like, shape (n,)
-            A function at the quadrature nodes.
-
-        Returns
-        -------
-        numpy.ndarray, shape (k,)
-
-        Raises
-        ------
-        ValueError
-            If ``f`` has the wrong length or NaN/inf entries.
-        """
+        """The adjoint ``K^T (w f) + shift * (w^T f)``, shape (k,), in the pairing ``<., .>_w``."""
         f = as_vector(f, "f", length=self.K.shape[0])
         wf = self.weights * f
         return self.K.T @ wf + self.shift * wf.sum()
 
     def transpose(self, g) -> np.ndarray:
-        """The Euclidean transpose ``K^T g + shift * sum(g)`` (chain rule for gradients).
-
-        Parameters
-        ----------
-        g : array_like, shape (n,)
-            A gradient with respect to the nodal density.
-
-        Returns
-        -------
-        numpy.ndarray, shape (k,)
-
-        Raises
-        ------
-        ValueError
-            If ``g`` has the wrong length or NaN/inf entries.
-        """
+        """The Euclidean transpose ``K^T g + shift * sum(g)``, shape (k,) (chain rule for gradients)."""
         g = as_vector(g, "g", length=self.K.shape[0])
         return self.K.T @ g + self.shift * g.sum()
 
@@ -236,10 +192,7 @@ class SmoothingOperator:
         return (self.K.T @ sp.diags(self.weights)).tocsr()
 
     def as_linear_operator(self):
-        """The map as a scipy ``LinearOperator``.
-
-        Its ``matvec`` is :meth:`apply` and its ``rmatvec`` is :meth:`transpose`.
-        """
+        """The map as a scipy ``LinearOperator`` (matvec :meth:`apply`, rmatvec :meth:`transpose`)."""
         from scipy.sparse.linalg import LinearOperator
 
         return LinearOperator(self.K.shape, matvec=self.apply, rmatvec=self.transpose, dtype=float)
@@ -266,11 +219,18 @@ class Smoother:
     ------
     ValueError
         If ``q`` is not a :class:`~femot.fem.quadrature.Quadrature` or ``delta <= 0``.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, Smoother, quadrature
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 41)))
+    >>> m = Smoother(q, 0.1)(DiracSum([0.5]))  # density of T^delta mu w.r.t. q.weights
+    >>> round(float(q.weights @ m), 12)  # |mu| + delta
+    1.1
     """
 
     def __init__(self, q, delta: float, *, check_support: bool = True):
-        from femot.fem.quadrature import Quadrature
-
         if not isinstance(q, Quadrature):
             raise ValueError("q must be a femot.fem.Quadrature")
         self.q = q
@@ -420,8 +380,6 @@ class Smoother:
         else:
             z = np.asarray(sources, dtype=float).reshape(-1, self.dim)
             if self.check_support and z.size:
-                from femot.fem.measures import DiracSum
-
                 self.check(DiracSum(z))
         return SmoothingOperator(self.kernel(z), self.q.weights, self.delta / (mass * self.q.measure), z, index)
 
@@ -451,28 +409,16 @@ def smooth(mu, q, delta: float, *, check_support: bool = True) -> np.ndarray:
     ------
     ValueError
         As :class:`Smoother` and :meth:`Smoother.convolve`.
+
+    Examples
+    --------
+    >>> import numpy as np, skfem
+    >>> from femot.fem import DiracSum, quadrature, smooth
+    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 41)))
+    >>> round(float(q.weights @ smooth(DiracSum([0.5]), q, 0.1)), 12)
+    1.1
     """
     return Smoother(q, delta, check_support=check_support)(mu)
-
-
-@cite("II")
-def enlarge(q, rho: float, h: float | None = None):
-    """Quadrature (same rule) on the enlarged domain of Part II, Lemma 2.4.
-
-    Parameters
-    ----------
-    q : Quadrature
-        The quadrature of the original domain.
-    rho : float
-        Enlargement, >= 0.
-    h : float or None, optional
-        Cell size of the enlarged mesh; None (default) derives it from the mesh.
-
-    Returns
-    -------
-    Quadrature
-    """
-    return q.enlarged(rho, h)
 
 
 def mesh_size(mesh) -> float:
@@ -536,8 +482,6 @@ def mesh_spacing(mesh) -> float:
     """
     from math import factorial
 
-    from femot.fem.meshes import element_volumes, mesh_dim
-
     m = getattr(mesh, "mesh", mesh)
     if not (hasattr(m, "p") and hasattr(m, "t")):
         raise ValueError("mesh must be a scikit-fem mesh or a Quadrature with a mesh")
@@ -547,28 +491,7 @@ def mesh_spacing(mesh) -> float:
 
 
 def resolution_problem(h: float, delta: float, ratio: float = RESOLUTION_RATIO, *, what: str = "delta"):
-    """The message of :func:`check_resolution` when h > delta / ratio, else None.
-
-    Parameters
-    ----------
-    h : float
-        Mesh size (longest cell edge, :func:`mesh_size`), > 0.
-    delta : float
-        Smoothing radius, > 0.
-    ratio : float, optional
-        Required cells per radius, ``delta / h`` (default ``RESOLUTION_RATIO`` = 4).
-    what : str, optional
-        Name of the offending quantity at the start of the message (default ``"delta"``).
-
-    Returns
-    -------
-    str or None
-
-    Raises
-    ------
-    ValueError
-        If ``h``, ``delta`` or ``ratio`` is not a positive number.
-    """
+    """The message of :func:`check_resolution` (same arguments) when h > delta / ratio, else None."""
     h = check_positive_scalar(h, "h")
     delta = check_positive_scalar(delta, "delta")
     ratio = check_positive_scalar(ratio, "ratio")
