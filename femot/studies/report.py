@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from femot.studies.metrics import fit_rate_ci, observed_orders
+from femot.studies.registry import get_problem
 from femot.studies.store import write_if_changed
 
 __all__ = ["table_rows", "fit_rates", "format_table", "write_outputs", "METRIC_DOC"]
@@ -185,9 +186,7 @@ def _num(v, kind="e"):
 
 
 def _uses_delta(study) -> bool:
-    from femot.studies.problems import get_problem
-
-    return bool(getattr(get_problem(study.problem), "uses_delta", True))
+    return bool(get_problem(study.problem).uses_delta)
 
 
 def _columns(study, rows):
@@ -524,9 +523,7 @@ def write_outputs(study, root, rows, rates, *, plots: bool = True, problem=None,
 def _error_kinds(study, rows) -> list:
     """(regularization error, total error) metric pairs of the problem present in the rows,
     plus the discretization error when recorded."""
-    from femot.studies.problems import get_problem
-
-    kinds = getattr(get_problem(study.problem), "error_kinds", ())
+    kinds = get_problem(study.problem).error_kinds
     have = lambda m: m in study.metrics and any(np.isfinite(_f(r.get(m))) for r in rows)
     return [(a, b) for a, b in kinds if have(a) and have(b)]
 
