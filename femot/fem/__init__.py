@@ -2,6 +2,7 @@
 
 * meshes      -- ``load_mesh`` (stored meshes in ``meshes/`` or any meshio file), boundary
                  distances, the enlarged domain of Part II Lemma 2.4;
+* interpolation -- ``interpolate_nodal``: the one rule carrying nodal values between meshes;
 * quadrature  -- ``quadrature(mesh, rule)`` nodes and weights, ``product_cost``;
 * measures    -- ``Density``, ``FEFunction``, ``DiracSum``, ``Empirical`` (and sums);
                  ``wasserstein_1d``, the exact 1D reference;
@@ -12,6 +13,7 @@
 * plotting    -- ``plot_field`` (nodal fields and vertex masses on 1D/2D meshes), ``nodal_density``.
 """
 from femot.fem.coupling import Schedule, check_coupling, coupled_schedule
+from femot.fem.interpolation import interpolate_nodal
 from femot.fem.lower_level import (
                                    LowerLevelResult,
                                    barycentric_map,
@@ -28,7 +30,7 @@ from femot.fem.quadrature import ProductQuadrature, Quadrature, product_cost, pr
 from femot.fem.smoothing import Smoother, SmoothingOperator, enlarge, mollifier, mollifier_constant, smooth
 
 __all__ = [
-    "load_mesh", "save_mesh", "available_meshes", "boundary_distance", "locate", "enlarged_mesh",
+    "load_mesh", "save_mesh", "available_meshes", "boundary_distance", "locate", "enlarged_mesh", "interpolate_nodal",
     "Quadrature", "quadrature", "product_cost", "ProductQuadrature", "product_quadrature",
     "Measure", "Density", "FEFunction", "DiracSum", "Empirical", "SumMeasure", "quantile", "wasserstein_1d",
     "mollifier", "mollifier_constant", "Smoother", "SmoothingOperator", "smooth", "enlarge",

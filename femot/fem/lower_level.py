@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from femot._docstrings import cite
 from femot._validation import check_equal_mass, check_nonnegative_scalar, check_positive_scalar
 from femot.core.qrot import solve_qrot
+from femot.fem.interpolation import interpolate_nodal
 from femot.fem.quadrature import Quadrature, product_cost
 from femot.fem.smoothing import Smoother
 
@@ -205,18 +206,10 @@ def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, de
         nit=int(getattr(res, "nit", -1)), time_s=time.perf_counter() - t0, core=res, cost=c)
 
 
-def _transfer(q_old, values, q_new) -> np.ndarray:
-    """Values at q_old.nodes -> q_new.nodes: P1 interpolation on a vertex rule, else nearest node."""
-    from scipy.spatial import cKDTree
-
-    from femot.fem.meshes import locate
-
-    out = values[cKDTree(q_old.nodes).query(q_new.nodes)[1]]
-    if q_old.rule == "lumped" and q_old.dim == q_new.dim:
-        cells, lam = locate(q_old.mesh, q_new.nodes)
-        inside = cells >= 0
-        out[inside] = np.einsum("nk,nk->n", lam[inside], values[q_old.mesh.t[:, cells[inside]].T])
-    return out
+def _transfer(q_old: Quadrature, values, q_new: Quadrature) -> np.ndarray:
+    """Values at q_old.nodes -> q_new.nodes by :func:`interpolate_nodal` (P1 on a vertex rule's mesh)."""
+    mesh = q_old.mesh if q_old.rule == "lumped" else None
+    return interpolate_nodal(q_old.nodes, values, q_new.nodes, mesh=mesh)
 
 
 @cite("II", "III", "LMM")
@@ -225,8 +218,9 @@ def transfer_potentials(result: LowerLevelResult, q1: Quadrature, q2: Quadrature
 
     The potentials of (KP_gamma) depend continuously on x, y, gamma and delta (alpha +
     beta ~ c on the support of the plan), so they are a good warm start for the next level
-    of a schedule (finer mesh, smaller gamma and delta). Outside the old meshes the nearest
-    node's value is used.
+    of a schedule (finer mesh, smaller gamma and delta). They are carried by
+    :func:`femot.fem.interpolate_nodal` (P1 on the old mesh of a lumped rule, nearest old
+    node outside it).
 
     Parameters
     ----------
