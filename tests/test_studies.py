@@ -22,7 +22,7 @@ from femot.studies.metrics import (
     wasserstein_discrete,
     wasserstein_to_measure,
 )
-from femot.studies.study_problem import transfer_values
+from femot.studies.study_problem import carry_nodal, nodal_state
 
 # A small transport study: two seeds (random atoms of mu1), three coupled levels.
 BASE = {
@@ -219,10 +219,19 @@ def test_fitted_rates_recover_power_laws():
     assert fit_rate(g, np.array([1e-3, 0.0, np.nan, 1e-5])) == pytest.approx(1.0 / 1.5)
 
 
-def test_transfer_values_is_exact_for_affine_functions():
-    xo, xn = np.linspace(0, 1, 9), np.linspace(0, 1, 23)
-    assert np.allclose(transfer_values(xo, 2 * xo - 1, xn), 2 * xn - 1)
-    assert np.array_equal(transfer_values(xo, np.sin(xo), xo), np.sin(xo))
+def test_warm_start_potentials_are_p1_interpolants_of_the_previous_mesh():
+    from skfem import MeshTri
+
+    from femot.fem import quadrature
+
+    q_old, q_new = quadrature(MeshTri.init_sqsymmetric().refined(1)), quadrature(MeshTri.init_sqsymmetric().refined(3))
+    f = lambda x: 2 * x[:, 0] - 3 * x[:, 1] + 1  # noqa: E731
+    warm = dict(nodal_state(q_old), alpha=f(q_old.nodes))
+    assert np.allclose(carry_nodal(warm, "alpha", q_new.nodes), f(q_new.nodes))  # exact for affine functions
+    assert np.array_equal(carry_nodal(warm, "alpha", q_old.nodes), warm["alpha"])
+    xo, xn = np.linspace(0, 1, 9), np.linspace(0, 1, 23)  # on the line: the mesh of the sorted nodes
+    line = {"q_nodes": xo[:, None], "alpha": 2 * xo - 1}
+    assert np.allclose(carry_nodal(line, "alpha", xn[:, None]), 2 * xn - 1)
 
 
 def test_progress_bar_text():

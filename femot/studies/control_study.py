@@ -21,7 +21,7 @@ from femot.problems.control_reference import pick_qp_solver
 from femot.studies.heartbeat import iteration_tick
 from femot.studies.mesh_spec import _mesh_entry
 from femot.studies.metrics import plan_distance, plan_points, wasserstein_discrete
-from femot.studies.study_problem import ChainContext, StudyProblem, transfer_values
+from femot.studies.study_problem import ChainContext, StudyProblem, carry_nodal, nodal_state
 from femot.studies.toml_checks import (
     ConfigError,
     _check_keys,
@@ -460,8 +460,7 @@ class ControlStudy(StudyProblem):
             else:  # another mesh: split the old point masses onto the new vertices
                 m = DiracSum(warm["control_points"], warm["x"]).masses(quadrature(op.mesh))[P.control_vertices]
                 x0 = m * (P.mass / m.sum()) if m.sum() > 0 else None
-            P.lower.warm = (transfer_values(warm["q_nodes"], warm["alpha"], P.q.nodes),
-                            transfer_values(warm["q_nodes"], warm["beta"], P.q.nodes))
+            P.lower.warm = (carry_nodal(warm, "alpha", P.q.nodes), carry_nodal(warm, "beta", P.q.nodes))
             warm_kind = "previous level"
         t0 = time.perf_counter()
         r = P.solve(x0, options=dict(p["tr"]) or None, rtol=p.get("rtol", 1e-5), fw_rtol=p.get("fw_rtol", 1e-8),
@@ -520,7 +519,7 @@ class ControlStudy(StudyProblem):
             **finest_info,
         }
         state = {"x": np.asarray(r.x), "control_points": P.x1, "alpha": np.asarray(r.lower.alpha),
-                 "beta": np.asarray(r.lower.beta), "q_nodes": P.q.nodes}
+                 "beta": np.asarray(r.lower.beta), **nodal_state(P.q)}
         return metrics, info, state
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial import cKDTree
+from skfem import MeshTet, MeshTri
 
+from femot.fem import interpolate_nodal
 from femot.studies.mesh_spec import MeshSpec
 from femot.studies.toml_checks import ConfigError, _check_keys
 
-__all__ = ["StudyProblem", "ChainContext"]
+__all__ = ["StudyProblem", "ChainContext", "nodal_state", "carry_nodal"]
 
 
 @dataclass(kw_only=True)
@@ -35,18 +36,38 @@ class ChainContext:
         return self.meshes[key]
 
 
-def transfer_values(x_old, values, x_new) -> np.ndarray:
-    """Nodal values at x_old -> x_new (a warm start): linear interpolation on the line
-    (constant beyond the ends), nearest node otherwise; identity on identical nodes."""
-    x_old = np.asarray(x_old, dtype=float).reshape(len(values), -1)
-    x_new = np.asarray(x_new, dtype=float).reshape(-1, x_old.shape[1])
-    values = np.asarray(values, dtype=float)
-    if x_old.shape == x_new.shape and np.array_equal(x_old, x_new):
-        return values.copy()
-    if x_old.shape[1] == 1:
-        o = np.argsort(x_old[:, 0], kind="stable")
-        return np.interp(x_new[:, 0], x_old[o, 0], values[o])
-    return values[cKDTree(x_old).query(x_new)[1]]
+def nodal_state(q) -> dict:
+    """The nodes of a quadrature, with the cells of its mesh when the nodes are its vertices
+    (lumped rules), for :func:`carry_nodal`."""
+    vertices = q.mesh.p.T
+    if vertices.shape == q.nodes.shape and np.array_equal(vertices, q.nodes):
+        return {"q_nodes": q.nodes, "q_cells": q.mesh.t}
+    return {"q_nodes": q.nodes}
+
+
+def carry_nodal(warm: dict, key: str, x_new) -> np.ndarray:
+    """``warm[key]``, nodal values at ``warm["q_nodes"]``, at the nodes ``x_new``
+    (:func:`femot.fem.interpolate_nodal`).
+
+    In 2D and 3D the old mesh is rebuilt from ``warm["q_cells"]`` (P1 interpolation on its
+    cells); on the line the sorted nodes imply that mesh, so none is passed.
+
+    >>> import numpy as np
+    >>> from femot.fem import quadrature
+    >>> from skfem import MeshTri
+    >>> q = quadrature(MeshTri())
+    >>> warm = dict(nodal_state(q), alpha=q.nodes.sum(axis=1))
+    >>> print(f"{carry_nodal(warm, 'alpha', [[0.25, 0.5]])[0]:.2f}")
+    0.75
+    """
+    x_old = np.asarray(warm["q_nodes"], dtype=float)
+    mesh = None
+    if x_old.ndim == 2 and x_old.shape[1] >= 2 and "q_cells" in warm:
+        mesh = _SIMPLEX_MESHES[x_old.shape[1]](x_old.T.copy(), np.asarray(warm["q_cells"]))
+    return interpolate_nodal(x_old, warm[key], x_new, mesh=mesh)
+
+
+_SIMPLEX_MESHES = {2: MeshTri, 3: MeshTet}
 
 
 def _domains(meshes, where):

@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from femot.fem import DiracSum, Quadrature, quadrature
+from femot.fem import DiracSum, Quadrature, interpolate_nodal, quadrature
 from femot.problems import TrackingProblem, monotone_plan_1d
 from femot.studies.heartbeat import iteration_tick
 from femot.studies.line_measures import _parse_parts
 from femot.studies.metrics import plan_distance, plan_points, wasserstein_discrete
-from femot.studies.study_problem import ChainContext, StudyProblem, transfer_values
+from femot.studies.study_problem import ChainContext, StudyProblem, carry_nodal, nodal_state
 from femot.studies.toml_checks import ConfigError, _num, _tr_options
 
 __all__ = ["TrackingStudy"]
@@ -121,13 +121,9 @@ class TrackingStudy(StudyProblem):
         x0 = None
         xc = q.nodes[P.control_vertices]
         if warm is not None:
-            x0 = transfer_values(warm["control_points"], warm["x"], xc) if not (
-                warm["control_points"].shape == xc.shape and np.array_equal(warm["control_points"], xc)) \
-                else np.asarray(warm["x"], dtype=float)
-            x0 = np.maximum(x0, 0.0)
+            x0 = np.maximum(interpolate_nodal(warm["control_points"], warm["x"], xc), 0.0)
             x0 = x0 * (P.mass / x0.sum()) if x0.sum() > 0 else None
-            P.lower.warm = (transfer_values(warm["q_nodes"], warm["alpha"], q.nodes),
-                            transfer_values(warm["q_nodes"], warm["beta"], q.nodes))
+            P.lower.warm = (carry_nodal(warm, "alpha", q.nodes), carry_nodal(warm, "beta", q.nodes))
         t0 = time.perf_counter()
         # TrackingProblem.solve has no fw_rtol (no value formulation) and its own rtol default
         r = P.solve(x0, options=dict(p["tr"]) or None, callback=iteration_tick)
@@ -147,6 +143,6 @@ class TrackingStudy(StudyProblem):
                 "newton_iterations": int(r.newton_iterations), "lower_failures": int(r.lower_failures),
                 "solve_time_s": round(t_solve, 4)}
         state = {"x": np.asarray(r.x), "control_points": xc, "alpha": np.asarray(r.lower.alpha),
-                 "beta": np.asarray(r.lower.beta), "q_nodes": q.nodes}
+                 "beta": np.asarray(r.lower.beta), **nodal_state(q)}
         return metrics, info, state
 

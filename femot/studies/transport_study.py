@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from femot.fem import quadrature, solve_lower_level, wasserstein_1d
+from femot.fem import interpolate_nodal, quadrature, solve_lower_level, wasserstein_1d
 from femot.problems import monotone_plan_1d
 from femot.studies.line_measures import _mass_of, _parse_parts, _support_of, build_measure
 from femot.studies.metrics import plan_distance, plan_points, wasserstein_to_measure
-from femot.studies.study_problem import ChainContext, StudyProblem, transfer_values
+from femot.studies.study_problem import ChainContext, StudyProblem
 from femot.studies.toml_checks import ConfigError, _num
 
 __all__ = ["TransportStudy"]
@@ -108,8 +108,8 @@ class TransportStudy(StudyProblem):
         q = self._quadrature(ctx, level.mesh)
         x0 = None
         if warm is not None:
-            x0 = (transfer_values(warm["x1"], warm["alpha"], q.nodes),
-                  transfer_values(warm["x2"], warm["beta"], q.nodes))
+            x0 = (interpolate_nodal(warm["x1"], warm["alpha"], q.nodes),
+                  interpolate_nodal(warm["x2"], warm["beta"], q.nodes))
         t0 = time.perf_counter()
         res = solve_lower_level(ctx.mu1, ctx.mu2, q, q, level.gamma, level.delta, p["eps"], cost=p["beta"],
                                 x0=x0, tol=p["tol"], max_iter=p["max_iter"])
