@@ -1,23 +1,9 @@
-"""Running the chains of a study: the worker function, backends and the progress bar.
+"""Running the chains of a study: :func:`execute_chain` (the one chain runner of every study
+kind), the serial / process-pool / dask backends and the progress bar (docs/studies.md).
 
-The unit of parallel work is a *chain*: all levels of the schedule for one (mesh, seed),
-run in order because level n warm-starts from level n-1. Each level's result is written
-as soon as it finishes (:class:`femot.studies.store.RunStore`), so an interrupted study
-loses at most the runs in progress. A resumed chain skips its complete levels and
-warm-starts its first missing level from the stored state (npz) of the level before; if
-that state is missing too it starts cold (recorded in the result as ``warm_start``).
-The state is stored exactly (float64), so a resumed chain computes the same numbers as an
-uninterrupted one.
-
-Backends: ``serial`` (in this process), ``process`` (a local process pool, spawned
-workers) and ``dask`` (dask.distributed: an existing scheduler or a LocalCluster). The
-numbers never depend on the backend: every run is a deterministic function of its
-parameters (seeded from the config) and runs with a fixed number of numba threads.
-
-Workers die with the process that started them (:func:`die_with_parent`): a study killed
-with SIGKILL leaves no orphaned worker computing on. On Linux the kernel delivers SIGKILL
-to a worker when its parent ends (``prctl(PR_SET_PDEATHSIG)``); elsewhere, and as a
-second line, a watchdog thread ends the worker once its parent process id changes.
+The numbers never depend on the backend: every run is a deterministic function of its
+parameters and runs with a fixed number of numba threads. Workers die with the process that
+started them (:func:`die_with_parent`).
 """
 from __future__ import annotations
 
@@ -130,7 +116,6 @@ class ChainTask:
     study: str = ""                  # the study's name (for the records)
     d: int | None = None
     finest: MeshSpec | None = None   # the study's finest mesh (total errors)
-    write: bool = True               # store the results
     #: token of the study lock: before every level and every write the chain checks that the
     #: lock is still held with it (LeaseLostError otherwise)
     lease: str | None = None
@@ -186,11 +171,9 @@ def execute_chain(task: ChainTask, callback=None) -> ChainResult:
             else:
                 warm = store.load_state(chain.levels[lv.index - 1].id)
                 kind = f"level {lv.index - 1} (stored state)" if warm is not None else "cold (no stored state)"
-            if task.write:
-                check_lease(task.root, task.lease)  # the study's process is gone: stop computing
+            check_lease(task.root, task.lease)  # the study's process is gone: stop computing
             t0 = time.perf_counter()
-            heartbeat.start_level(heartbeat.heartbeat_path(task.root, lv.id) if task.write else None,
-                                  chain.label, lv.index)
+            heartbeat.start_level(heartbeat.heartbeat_path(task.root, lv.id), chain.label, lv.index)
             try:
                 metrics, info, state = problem.solve(ctx, lv, warm)
             except Exception as exc:  # keep the chain going; the run is retried on resume
@@ -210,9 +193,8 @@ def execute_chain(task: ChainTask, callback=None) -> ChainResult:
                 "time_s": round(time.perf_counter() - t0, 4), "finished": time.time(), "host": socket.gethostname(),
                 "pid": os.getpid(),
             }
-            if task.write:
-                check_lease(task.root, task.lease)  # ... and never write into a directory nobody locks
-                store.write(record, state)
+            check_lease(task.root, task.lease)  # ... and never write into a directory nobody locks
+            store.write(record, state)
             out.records.append(record)
             out.states[lv.id] = state
             warm = state
