@@ -532,9 +532,9 @@ def test_tracking_study_converges_to_the_measured_plan(tmp_path):
         parse_config(bad)
 
 
-# ----------------------------------------------------------------------------- store integrity (issue 12)
+# ----------------------------------------------------------------------------- store integrity
 #
-# Each test below failed on the code before issue 12 (see the commit messages).
+# Damaged runs and outputs are recomputed or regenerated; a busy or foreign directory is refused.
 
 
 @pytest.fixture(scope="module")
@@ -738,7 +738,7 @@ def test_output_files_get_ordinary_permissions(tmp_path):
         {p.name: oct(p.stat().st_mode & 0o777) for p in files}
 
 
-# ----------------------------------------------------------------------------- early validation (issue 12)
+# ----------------------------------------------------------------------------- early validation
 
 
 CONTROL = {"study": {"name": "control-tiny", "problem": "control"},
@@ -771,7 +771,7 @@ def test_a_missing_qp_solver_is_reported_at_validation(monkeypatch):
     parse_config(config())  # the other problems do not need it
 
 
-# ----------------------------------------------------------------------------- workers die with the study (issue 12)
+# ----------------------------------------------------------------------------- workers die with the study
 
 
 def _alive(pid: int) -> bool:

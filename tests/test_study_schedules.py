@@ -1,4 +1,4 @@
-"""Study schedules that resolve delta (issue 15): coupled mesh refinement, the shared
+"""Study schedules that resolve delta: coupled mesh refinement, the shared
 resolution check, errors kept apart and fitted rates with confidence intervals."""
 from __future__ import annotations
 

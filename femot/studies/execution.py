@@ -514,9 +514,7 @@ def _die_with_parent_plugin(parent_pid: int):
             self.parent_pid = pid
 
         def setup(self, worker=None):
-            from femot.studies.execution import die_with_parent as arm
-
-            arm(self.parent_pid)
+            die_with_parent(self.parent_pid)
 
     return DieWithParent(parent_pid)
 

@@ -1,20 +1,11 @@
-"""Solving along a coupled (gamma, delta) schedule in memory, without a stored study.
-
-A convergence study (:func:`femot.studies.run_study`) stores every run and resumes; the
-functions here are its in-memory counterparts for scripts and demos that want the solutions
-themselves: they walk a schedule ``(gamma_n, delta_n)`` with ``gamma_n / delta_n^d -> 0``
-(Hillbrecht, Manns, Meyer, Part II, coupling (3.1)), solve every level and hand each result
-to a callback as soon as it is known (for a progress table).
-
-* :func:`lower_level_path` -- the smoothed regularized transport ``S_gamma(T^delta mu1,
-  T^delta mu2)`` at every level, each level warm-started from the previous level's
-  potentials (interpolated to the level's nodes by the lower-level solver);
-* :func:`control_path` -- the regularized control problem at every level, each level
-  solved by the trust-region method from the uniform control.
-"""
+"""Solving along a coupled (gamma, delta) schedule (Part II (3.1)) in memory, for scripts and
+demos that want the solutions themselves; a stored, resumable study is :func:`femot.studies.run_study`."""
 from __future__ import annotations
 
 import time
+
+from femot.fem import solve_lower_level
+from femot.problems import ControlProblem
 
 __all__ = ["lower_level_path", "control_path"]
 
@@ -47,8 +38,6 @@ def lower_level_path(mu1, mu2, schedule, quadrature_of_level, *, cost=2.0, rho=N
     list
         The :class:`femot.fem.LowerLevelResult` of every level.
     """
-    from femot.fem.lower_level import solve_lower_level
-
     results: list = []
     previous = None
     for k, (gamma, delta) in enumerate(schedule):
@@ -98,8 +87,6 @@ def control_path(op, y_d, mu2, nu, schedule, *, beta=2.0, rho=0.0, transport="va
     -------
     list of (ControlProblem, ControlResult)
     """
-    from femot.problems.control import ControlProblem
-
     out: list = []
     for k, (gamma, delta) in enumerate(schedule):
         problem = ControlProblem(op, y_d, mu2, nu, gamma, delta, beta=beta, rho=rho, transport=transport)

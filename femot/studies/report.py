@@ -1,17 +1,5 @@
-"""Tables, fitted rates, log-log plots and report.md of a study.
-
-Rates are least-squares slopes of log(error) against log(gamma) and against log(delta)
-over the levels of one chain (only positive errors enter the fit), with a 95% confidence
-interval from the fit's standard error (Student t, n - 2 degrees of freedom) and the
-number n of levels used; "orders" are the slopes between consecutive levels. Along a
-coupled schedule delta = C gamma^(1/(d+s)), so a rate r in delta is a rate r/(d+s) in gamma.
-
-Per level the report lists the mesh size h next to delta (and delta / h), the upper-level
-status and its certificate (Frank-Wolfe gap of the value formulation, relative
-stationarity of the plan formulation); for problems with two error kinds (the control
-study) it keeps the error against the exact discrete reference on the level's mesh apart
-from the error against the reference on the finest mesh, with a figure of both against delta.
-"""
+"""Tables, fitted rates (with 95% confidence intervals), log-log plots and report.md of a
+study (docs/studies.md)."""
 from __future__ import annotations
 
 import csv
