@@ -240,9 +240,12 @@ def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study
 
     Examples
     --------
-    A TOML text parsed with :mod:`tomllib`, then validated:
+    A TOML text parsed (``tomllib``, or its backport ``tomli`` before Python 3.11), then validated:
 
-    >>> import tomllib
+    >>> try:
+    ...     import tomllib
+    ... except ModuleNotFoundError:
+    ...     import tomli as tomllib
     >>> raw = tomllib.loads('''
     ... [study]
     ... problem = "transport"
