@@ -20,11 +20,11 @@ from femot.studies import run_study
 from femot.studies.config import parse_config
 
 config = {
-    "study": {"name": "gallery-lower-level-1d", "problem": "lower-level", "seeds": [0]},
+    "study": {"name": "gallery-transport-1d", "problem": "transport", "seeds": [0]},
     # delta = C gamma^(1/(d+s)) with d = d1 + d2 = 2: gamma / delta^d -> 0
     "schedule": {"n_levels": 4, "gamma0": 8e-4, "factor": 0.25, "s": 0.5, "C": 2.0},
     "mesh": {"nodes_per_delta": 6.0, "domain": [0.0, 1.0]},   # h = delta / 6 at every level
-    "lower-level": {
+    "transport": {
         "beta": 2.0, "enlarge": True,                          # cost |x - y|^2, smoothing on [-rho, 1 + rho]
         "mu1": [{"type": "gaussian_mixture", "components": [[0.30, 0.08, 0.5], [0.62, 0.05, 0.5]], "mass": 0.6},
                 {"type": "diracs", "points": [0.12, 0.85], "weights": [0.2, 0.2]}],

@@ -147,8 +147,8 @@ def test_identify_writes_json_atomically_with_ordinary_permissions(tmp_path, cap
 
 def _study_config(tmp_path):
     cfg = tmp_path / "s.toml"
-    cfg.write_text('[study]\nname = "t"\nproblem = "lower-level"\n\n[schedule]\nn_levels = 2\ngamma0 = 1e-2\n'
-                   'factor = 0.05\n\n[mesh]\nnodes_per_delta = 4.0\n\n[lower-level]\n'
+    cfg.write_text('[study]\nname = "t"\nproblem = "transport"\n\n[schedule]\nn_levels = 2\ngamma0 = 1e-2\n'
+                   'factor = 0.05\n\n[mesh]\nnodes_per_delta = 4.0\n\n[transport]\n'
                    'mu1 = { type = "diracs", points = [0.4, 0.6] }\nmu2 = { type = "diracs", points = [0.3, 0.7] }\n')
     return cfg
 

@@ -337,7 +337,7 @@ def test_cost_protocol():
 
 def test_affine_reference_closed_form():
     """W_2^2 of the affine study against the closed form from the moments of mu1."""
-    from femot.fem.affine_study import DEFAULT_A, DEFAULT_B, affine_w2_squared
+    from femot.studies.affine_study import DEFAULT_A, DEFAULT_B, affine_w2_squared
 
     # moments of f = 1 + sin(2 pi x1) cos(pi x2) / 2 on the unit square
     mean = np.array([0.5, 0.5])
@@ -353,7 +353,7 @@ def test_transport_2d_levels_demo(tmp_path):
     import json
 
     from femot.cli import main
-    from femot.fem.affine_study import affine_w2_squared
+    from femot.studies.affine_study import affine_w2_squared
 
     out, plots = tmp_path / "lv.json", tmp_path / "plots"
     assert main(["demo", "transport-2d", "--levels", "2", "--m-last", "21", "--quiet", "--json", str(out),

@@ -216,10 +216,10 @@ def test_study_check_refuses_a_folded_mesh(tmp_path, capsys):
     cells = np.vstack([cells, [[41, 42]]])  # an extra interval lying over [0.31, 0.89]
     _write(tmp_path, "bad.vtu", pts, cells, kind="line")
     cfg = tmp_path / "s.toml"
-    cfg.write_text('[study]\nname = "m"\nproblem = "lower-level"\nseeds = [0]\n'
+    cfg.write_text('[study]\nname = "m"\nproblem = "transport"\nseeds = [0]\n'
                    '[schedule]\nn_levels = 2\ngamma0 = 1e-2\nfactor = 0.05\ns = 1.0\nC = 1.0\n'
                    '[mesh]\nname = "bad.vtu"\n'
-                   '[lower-level]\nmu1 = { type = "random_diracs", n = 3, interval = [0.2, 0.8] }\n'
+                   '[transport]\nmu1 = { type = "random_diracs", n = 3, interval = [0.2, 0.8] }\n'
                    'mu2 = { type = "diracs", points = [0.35, 0.65] }\n')
     rc = main(["study", str(cfg), "--check"])
     err = capsys.readouterr().err

@@ -325,7 +325,7 @@ def test_studies_set_the_public_warm_start():
 
 def test_one_registry_of_study_problems():
     from femot.studies.config import ConfigError, parse_config
-    from femot.studies.problems import _REGISTRY, get_problem, problem_names
+    from femot.studies.registry import _REGISTRY, get_problem, problem_names
 
     assert problem_names() == tuple(_REGISTRY) and len(problem_names()) == 5  # with control-exact
     for name in problem_names():

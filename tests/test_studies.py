@@ -22,14 +22,14 @@ from femot.studies.metrics import (
     wasserstein_discrete,
     wasserstein_to_measure,
 )
-from femot.studies.problems import transfer_values
+from femot.studies.study_problem import carry_nodal, nodal_state
 
-# A small lower-level study: two seeds (random atoms of mu1), three coupled levels.
+# A small transport study: two seeds (random atoms of mu1), three coupled levels.
 BASE = {
-    "study": {"name": "tiny", "problem": "lower-level", "seeds": [0, 1]},
+    "study": {"name": "tiny", "problem": "transport", "seeds": [0, 1]},
     "schedule": {"n_levels": 3, "gamma0": 1e-2, "factor": 0.1, "s": 1.0, "C": 1.0},
     "mesh": {"nodes_per_delta": 4.0},
-    "lower-level": {"mu1": {"type": "random_diracs", "n": 3, "interval": [0.2, 0.8]},
+    "transport": {"mu1": {"type": "random_diracs", "n": 3, "interval": [0.2, 0.8]},
                     "mu2": {"type": "diracs", "points": [0.35, 0.65]}},
 }
 
@@ -95,11 +95,11 @@ def metrics_of(outcome) -> dict:
     ({"schedule__factor": 1.5}, "schedule.factor"),
     ({"schedule__d": 3}, "schedule.d"),
     ({"schedule__bogus": 1}, "schedule.bogus"),
-    ({"lower-level__mu2": {"type": "diracs", "points": [0.35, 1.5]}}, "lower-level.mu2.points[1]"),
-    ({"lower-level__mu2": {"type": "gauss"}}, "lower-level.mu2.type"),
-    ({"lower-level__mu2": {"type": "diracs", "points": [0.5], "weights": [2.0]}}, "lower-level.mu2"),
-    ({"lower-level__enlarge": False, "lower-level__mu1": {"type": "diracs", "points": [0.4, 0.6]},
-      "lower-level__mu2": {"type": "diracs", "points": [0.1, 0.65]}}, "lower-level.mu2"),
+    ({"transport__mu2": {"type": "diracs", "points": [0.35, 1.5]}}, "transport.mu2.points[1]"),
+    ({"transport__mu2": {"type": "gauss"}}, "transport.mu2.type"),
+    ({"transport__mu2": {"type": "diracs", "points": [0.5], "weights": [2.0]}}, "transport.mu2"),
+    ({"transport__enlarge": False, "transport__mu1": {"type": "diracs", "points": [0.4, 0.6]},
+      "transport__mu2": {"type": "diracs", "points": [0.1, 0.65]}}, "transport.mu2"),
     ({"control": {"nu": 1.0}}, "control"),
     ({"report": {"metrics": ["cost_error", "speed"]}}, "report.metrics[1]"),
     ({"study__seeds": [1, 1]}, "study.seeds"),
@@ -141,7 +141,7 @@ def test_schedule_follows_the_coupling_and_ids_are_deterministic():
     longer = parse_config(config(schedule__n_levels=4))
     assert [lv.id for lv in longer.chains[0].levels[:3]] == [lv.id for lv in st.chains[0].levels]
     # ... while a changed parameter changes every id.
-    other = parse_config(config(**{"lower-level__beta": 1.5}))
+    other = parse_config(config(**{"transport__beta": 1.5}))
     assert not set(ids) & {lv.id for lv in other.runs}
 
 
@@ -219,10 +219,19 @@ def test_fitted_rates_recover_power_laws():
     assert fit_rate(g, np.array([1e-3, 0.0, np.nan, 1e-5])) == pytest.approx(1.0 / 1.5)
 
 
-def test_transfer_values_is_exact_for_affine_functions():
-    xo, xn = np.linspace(0, 1, 9), np.linspace(0, 1, 23)
-    assert np.allclose(transfer_values(xo, 2 * xo - 1, xn), 2 * xn - 1)
-    assert np.array_equal(transfer_values(xo, np.sin(xo), xo), np.sin(xo))
+def test_warm_start_potentials_are_p1_interpolants_of_the_previous_mesh():
+    from skfem import MeshTri
+
+    from femot.fem import quadrature
+
+    q_old, q_new = quadrature(MeshTri.init_sqsymmetric().refined(1)), quadrature(MeshTri.init_sqsymmetric().refined(3))
+    f = lambda x: 2 * x[:, 0] - 3 * x[:, 1] + 1  # noqa: E731
+    warm = dict(nodal_state(q_old), alpha=f(q_old.nodes))
+    assert np.allclose(carry_nodal(warm, "alpha", q_new.nodes), f(q_new.nodes))  # exact for affine functions
+    assert np.array_equal(carry_nodal(warm, "alpha", q_old.nodes), warm["alpha"])
+    xo, xn = np.linspace(0, 1, 9), np.linspace(0, 1, 23)  # on the line: the mesh of the sorted nodes
+    line = {"q_nodes": xo[:, None], "alpha": 2 * xo - 1}
+    assert np.allclose(carry_nodal(line, "alpha", xn[:, None]), 2 * xn - 1)
 
 
 def test_progress_bar_text():
@@ -247,9 +256,9 @@ def reference_run(tmp_path_factory):
     return run_study(parse_config(config()), out, quiet=True, plots=False)
 
 
-def test_lower_level_study_converges_against_the_exact_transport(reference_run):
+def test_transport_study_converges_against_the_exact_transport(reference_run):
     from femot.problems.control_reference import wasserstein_power_1d
-    from femot.studies.problems import build_measure
+    from femot.studies.line_measures import build_measure
 
     o = reference_run
     assert o.complete and not o.failed and len(o.executed) == 6
@@ -347,18 +356,18 @@ def test_a_lost_middle_run_is_recomputed_alone(tmp_path, reference_run):
 
 
 def test_a_failing_run_is_reported_and_retried(tmp_path, monkeypatch, reference_run):
-    from femot.studies.problems import LowerLevelStudy
+    from femot.studies.transport_study import TransportStudy
 
     st = parse_config(config())
     bad = st.chains[0].levels[1].id
-    original = LowerLevelStudy.solve
+    original = TransportStudy.solve
 
     def flaky(self, ctx, level, warm):
         if level.id == bad:
             raise FloatingPointError("injected failure")
         return original(self, ctx, level, warm)
 
-    monkeypatch.setattr(LowerLevelStudy, "solve", flaky)
+    monkeypatch.setattr(TransportStudy, "solve", flaky)
     o = run_study(st, tmp_path, quiet=True, plots=False)
     assert o.failed == [bad] and not o.complete and len(o.executed) == 5
     err = json.loads((tmp_path / "runs" / f"{bad}.error.json").read_text())
@@ -368,7 +377,7 @@ def test_a_failing_run_is_reported_and_retried(tmp_path, monkeypatch, reference_
     man = json.loads((tmp_path / "manifest.json").read_text())
     assert man["status"] == "incomplete" and [r["status"] for r in man["runs"]].count("error") == 1
 
-    monkeypatch.setattr(LowerLevelStudy, "solve", original)
+    monkeypatch.setattr(TransportStudy, "solve", original)
     o2 = run_study(st, tmp_path, quiet=True, plots=False)
     assert o2.executed == [bad] and o2.complete and not (tmp_path / "runs" / f"{bad}.error.json").exists()
     assert metrics_of(o2)[bad] == metrics_of(reference_run)[bad]  # warm start from the stored level 0
@@ -428,7 +437,7 @@ def test_backend_arguments_are_exclusive(tmp_path):
 # ----------------------------------------------------------------------------- shipped configs
 
 
-@pytest.mark.parametrize("name", ["control_1d.toml", "lower_level_1d.toml"])
+@pytest.mark.parametrize("name", ["control_1d.toml", "transport_1d.toml"])
 def test_shipped_configs_validate(name):
     path = os.path.join(os.path.dirname(__file__), "..", "demos", "studies", name)
     st = load_config(path)
@@ -523,9 +532,9 @@ def test_tracking_study_converges_to_the_measured_plan(tmp_path):
         parse_config(bad)
 
 
-# ----------------------------------------------------------------------------- store integrity (issue 12)
+# ----------------------------------------------------------------------------- store integrity
 #
-# Each test below failed on the code before issue 12 (see the commit messages).
+# Damaged runs and outputs are recomputed or regenerated; a busy or foreign directory is refused.
 
 
 @pytest.fixture(scope="module")
@@ -729,7 +738,7 @@ def test_output_files_get_ordinary_permissions(tmp_path):
         {p.name: oct(p.stat().st_mode & 0o777) for p in files}
 
 
-# ----------------------------------------------------------------------------- early validation (issue 12)
+# ----------------------------------------------------------------------------- early validation
 
 
 CONTROL = {"study": {"name": "control-tiny", "problem": "control"},
@@ -762,7 +771,7 @@ def test_a_missing_qp_solver_is_reported_at_validation(monkeypatch):
     parse_config(config())  # the other problems do not need it
 
 
-# ----------------------------------------------------------------------------- workers die with the study (issue 12)
+# ----------------------------------------------------------------------------- workers die with the study
 
 
 def _alive(pid: int) -> bool:
@@ -841,10 +850,10 @@ def test_pool_workers_die_with_a_killed_parent(tmp_path):
 # Six chains of three levels: after its first run the study has work for much longer than
 # the 10 s the test waits for the manifest.
 KILL_STUDY = {
-    "study": {"name": "kill", "problem": "lower-level", "seeds": [0, 1, 2, 3, 4, 5]},
+    "study": {"name": "kill", "problem": "transport", "seeds": [0, 1, 2, 3, 4, 5]},
     "schedule": {"n_levels": 3, "gamma0": 1e-2, "factor": 0.1},
     "mesh": {"nodes_per_delta": 30.0},
-    "lower-level": {"mu1": {"type": "random_diracs", "n": 5, "interval": [0.2, 0.8]},
+    "transport": {"mu1": {"type": "random_diracs", "n": 5, "interval": [0.2, 0.8]},
                     "mu2": {"type": "diracs", "points": [0.35, 0.65]}},
 }
 

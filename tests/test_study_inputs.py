@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from femot.studies import ConfigError
 from femot.studies.config import parse_config
-from femot.studies.fields import ConfigError
-from femot.studies.problems import _sample_interpolant
+from femot.studies.control_study import _sample_interpolant
 
 if sys.version_info >= (3, 11):
     import tomllib

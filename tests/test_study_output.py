@@ -15,16 +15,16 @@ from femot.studies import parse_config, run_study
 from femot.studies.store import RunStore, StudyLock
 
 RAW = {
-    "study": {"name": "tiny", "problem": "lower-level", "seeds": [0]},
+    "study": {"name": "tiny", "problem": "transport", "seeds": [0]},
     "schedule": {"n_levels": 2, "gamma0": 1e-2, "factor": 0.05, "s": 1.0, "C": 1.0},
     "mesh": {"nodes_per_delta": 4.0},
-    "lower-level": {"mu1": {"type": "random_diracs", "n": 3, "interval": [0.2, 0.8]},
+    "transport": {"mu1": {"type": "random_diracs", "n": 3, "interval": [0.2, 0.8]},
                     "mu2": {"type": "diracs", "points": [0.35, 0.65]}},
 }
 TOML = textwrap.dedent("""\
     [study]
     name = "tiny"
-    problem = "lower-level"
+    problem = "transport"
     seeds = [0]
     [schedule]
     n_levels = 2
@@ -34,7 +34,7 @@ TOML = textwrap.dedent("""\
     C = 1.0
     [mesh]
     nodes_per_delta = 4.0
-    [lower-level]
+    [transport]
     mu1 = { type = "random_diracs", n = 3, interval = [0.2, 0.8] }
     mu2 = { type = "diracs", points = [0.35, 0.65] }
     """)
@@ -123,7 +123,7 @@ def test_a_vanished_output_directory_is_not_recreated(tmp_path, monkeypatch, cap
 
 def test_workers_stop_writing_once_the_study_lock_is_gone(tmp_path):
     """A 'client' process takes the lock and is killed; a worker holding its lease must not write."""
-    from femot.studies.execution import execute_chain
+    from femot.studies.execution import ChainTask, execute_chain
     from femot.studies.store import LeaseLostError, check_lease
 
     root = tmp_path / "out"
@@ -143,8 +143,8 @@ def test_workers_stop_writing_once_the_study_lock_is_gone(tmp_path):
     with pytest.raises(LeaseLostError, match="nobody holds the study lock"):
         check_lease(root, token)
     st = parse_config(RAW)
-    task = {"problem": st.problem, "params": st.params, "chain": st.chains[0], "root": str(root), "skip": [],
-            "threads": 1, "study": st.name, "d": st.d, "finest": st.finest, "lease": token}
+    task = ChainTask(problem=st.problem, params=st.params, chain=st.chains[0], root=str(root), study=st.name,
+                     d=st.d, finest=st.finest, lease=token)
     with pytest.raises(LeaseLostError):
         execute_chain(task)
     assert not (root / "runs").exists() or not any((root / "runs").iterdir())

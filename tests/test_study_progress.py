@@ -60,7 +60,7 @@ def test_quiet_progress_prints_nothing(tmp_path):
 def test_sigterm_interrupts_a_study_with_one_line_and_it_resumes(tmp_path):
     out = tmp_path / "st"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "femot.cli", "study", str(ROOT / "demos" / "studies" / "lower_level_1d.toml"),
+    cmd = [sys.executable, "-m", "femot.cli", "study", str(ROOT / "demos" / "studies" / "transport_1d.toml"),
            "--out", str(out), "--no-plots"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs = out / "runs"

@@ -13,10 +13,10 @@ from femot.studies.config import parse_config  # noqa: E402
 from femot.studies.runner import run_study  # noqa: E402
 
 CONFIG = {
-    "study": {"name": "report-check", "problem": "lower-level", "seeds": [0]},
+    "study": {"name": "report-check", "problem": "transport", "seeds": [0]},
     "schedule": {"n_levels": 4, "gamma0": 8e-4, "factor": 0.25, "s": 0.5, "C": 2.0},
     "mesh": {"nodes_per_delta": 6.0, "domain": [0.0, 1.0]},
-    "lower-level": {"beta": 2.0, "enlarge": True,
+    "transport": {"beta": 2.0, "enlarge": True,
                     "mu1": {"type": "gaussian_mixture", "components": [[0.35, 0.08, 1.0]]},
                     "mu2": {"type": "gaussian_mixture", "components": [[0.6, 0.1, 1.0]]}},
     "report": {"metrics": ["cost_error", "marginal_w1"], "primary": "cost_error"},
@@ -72,7 +72,7 @@ def test_report_defines_order_lists_parameters_and_reports_unfitted_metrics(tmp_
 def test_coupling_error_names_the_keys_that_were_given():
     import pytest
 
-    from femot.studies.fields import ConfigError
+    from femot.studies import ConfigError
 
     bad = dict(CONFIG, schedule={"n_levels": 3, "gamma0": 8e-4, "factor": 0.25, "s": 0.5, "C": 2.0})
     with pytest.raises(ConfigError, match=r"^schedule.n_levels/gamma0/factor \(with s, C\): the schedule violates"):

@@ -1,4 +1,4 @@
-"""Study schedules that resolve delta (issue 15): coupled mesh refinement, the shared
+"""Study schedules that resolve delta: coupled mesh refinement, the shared
 resolution check, errors kept apart and fitted rates with confidence intervals."""
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from femot.studies.metrics import fit_rate_ci
 ROOT = Path(__file__).resolve().parents[1]
 
 LOWER = {
-    "study": {"name": "ll", "problem": "lower-level"},
+    "study": {"name": "ll", "problem": "transport"},
     "schedule": {"n_levels": 4, "gamma0": 1e-2, "factor": 0.1, "s": 1.0, "C": 1.0},
     "mesh": {"name": "unit_interval", "refine_with_delta": 4},
-    "lower-level": {"mu1": {"type": "diracs", "points": [0.4, 0.6]}, "mu2": {"type": "diracs", "points": [0.45, 0.7]}},
+    "transport": {"mu1": {"type": "diracs", "points": [0.4, 0.6]}, "mu2": {"type": "diracs", "points": [0.45, 0.7]}},
 }
 
 
@@ -73,7 +73,7 @@ def test_refine_with_delta_picks_the_coarsest_resolving_mesh(R):
         assert 2 * h > lv.delta / R  # the next coarser uniform mesh would not resolve delta
         hs.append(h)
     assert all(b <= a for a, b in zip(hs, hs[1:])) and hs[-1] < hs[0]  # refined along the chain
-    assert st.finest is None  # lower level: no discrete reference across meshes
+    assert st.finest is None  # transport: no discrete reference across meshes
 
 
 def test_refine_with_delta_on_a_stored_mesh_and_the_square():
@@ -134,10 +134,10 @@ def test_resolution_ratio_is_a_field_and_stated_in_the_report(tmp_path):
 
 def test_cli_check_rejects_an_unresolved_level(tmp_path):
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('[study]\nname = "bad"\nproblem = "lower-level"\n'
+    cfg.write_text('[study]\nname = "bad"\nproblem = "transport"\n'
                    '[schedule]\ngammas = [1e-2, 1e-3, 1e-5]\ndeltas = [0.3, 0.2, 0.05]\n'
                    '[mesh]\nname = "unit_interval_64"\n'
-                   '[lower-level]\nmu1 = { type = "diracs", points = [0.4, 0.6] }\n'
+                   '[transport]\nmu1 = { type = "diracs", points = [0.4, 0.6] }\n'
                    'mu2 = { type = "diracs", points = [0.45, 0.7] }\n')
     out = tmp_path / "out"
     for extra in (["--check"], []):  # validation, and before any run
@@ -148,7 +148,7 @@ def test_cli_check_rejects_an_unresolved_level(tmp_path):
         assert not out.exists()
 
 
-@pytest.mark.parametrize("name", ["control_1d", "control_2d", "lower_level_1d"])
+@pytest.mark.parametrize("name", ["control_1d", "control_2d", "transport_1d"])
 def test_shipped_studies_resolve_every_level(name):
     from femot.studies import load_config
 

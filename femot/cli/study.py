@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+
+from femot._io import OutputPathError, check_writable
+from femot.studies import ConfigError, load_config, run_study
+from femot.studies.execution import DEFAULT_CONNECT_TIMEOUT, BackendError, check_dask
+from femot.studies.registry import get_problem
+from femot.studies.store import RunStore, StoreError, foreign_content
 
 __all__ = ["cmd_study", "build_parser"]
 
@@ -70,13 +77,6 @@ def cmd_study(argv) -> int:
         Exit status: 0 if every run is complete, 1 if a run failed or raised, 2 for
         invalid arguments, configuration or output directory, 130 on interrupt.
     """
-    from femot._io import OutputPathError, check_writable
-    from femot.studies.config import ConfigError, load_config
-    from femot.studies.execution import DEFAULT_CONNECT_TIMEOUT, BackendError, check_dask
-    from femot.studies.problems import get_problem
-    from femot.studies.runner import run_study
-    from femot.studies.store import RunStore, StoreError, foreign_content
-
     args = build_parser().parse_args(argv)
     if args.workers < 1:
         return _fail("--workers must be >= 1")
@@ -129,7 +129,6 @@ def cmd_study(argv) -> int:
         if why:
             print(f"note: {why}; running this study there needs --force")
         return 0
-    import signal
 
     def _terminated(signum, frame):  # SIGTERM (kill, a batch system's time limit): stop like Ctrl-C
         raise KeyboardInterrupt("SIGTERM")

@@ -8,7 +8,7 @@ c = |x - y|^2 by the core: over 3 million pairs. Reports time and peak memory an
 draws the marginals and where the mass of each node of Omega_1 goes (barycentric map).
 
 With ``--levels K`` it runs instead a coupled gamma, delta -> 0 schedule with a
-closed-form reference (``femot.fem.affine_study``): mu1 smooth on the unit square,
+closed-form reference (``femot.studies.affine_study``): mu1 smooth on the unit square,
 mu2 its push-forward by the affine map T(x) = A x + b (A symmetric positive
 definite, so T is the optimal map for |x - y|^2 and W_2^2 is an integral of mu1),
 K levels halving the mesh width h up to ``--m-last`` vertices per side (default
@@ -104,7 +104,7 @@ def problem(mesh1, mesh2, n_samples: int, seed: int):
 
 
 def run_levels(args) -> dict:
-    """The --levels schedule (numerics in ``femot.fem.affine_study``).
+    """The --levels schedule (numerics in ``femot.studies.affine_study``).
 
     Parameters
     ----------
@@ -114,10 +114,10 @@ def run_levels(args) -> dict:
     Returns
     -------
     dict
-        The summary of :func:`femot.fem.affine_study.affine_study` (rows ``levels``, the
+        The summary of :func:`femot.studies.affine_study.affine_study` (rows ``levels``, the
         exact ``W2_squared``, fitted rates) with ``success`` and, with ``--plot``, ``figures``.
     """
-    from femot.fem.affine_study import affine_study
+    from femot.studies.affine_study import affine_study
 
     say = (lambda *a, **k: None) if args.quiet else print
     m_last = args.m_last or (41 if getattr(args, "quick", False) else 201)

@@ -1,62 +1,11 @@
 """Study configuration: TOML in, a validated :class:`Study` (chains of runs) out.
 
-A study sweeps a coupled schedule (gamma_n, delta_n) of Part II (3.1) --
-gamma_n, delta_n -> 0 with gamma_n / delta_n^d -> 0, d = d1 + d2 -- optionally over
-several meshes and seeds, for one problem. Everything is validated before any run
-starts; every error is a :class:`ConfigError` (a ``ValueError``) whose message starts
-with the dotted name of the offending field, e.g. ``schedule.deltas: ...``.
-
-Schema (see ``demos/studies/*.toml`` for complete examples)::
-
-    [study]
-    name = "control-1d"            # used in the report
-    problem = "control"            # "lower-level" | "control" | "identification" | "tracking"
-    seeds = [0]                    # one chain per (mesh, seed); default [0]
-    threads = 1                    # numba threads inside a run, the same on every backend
-
-    [schedule]                     # either explicit levels ...
-    gammas = [1e-2, 2.5e-3, ...]
-    deltas = [0.1, 0.07, ...]      # optional: default delta = C gamma^(1/(d+s))
-    # ... or a geometric schedule
-    n_levels = 6
-    gamma0 = 1e-2
-    factor = 0.25                  # gamma_{n+1} = factor gamma_n
-    s = 1.0                        # delta = C gamma^(1/(d+s)), so gamma/delta^d = C^-d gamma^(s/(d+s))
-    C = 0.5
-
-    [mesh]                         # exactly one of
-    name = "unit_interval_64"      # one mesh for every level
-    names = ["...", "..."]         # a sweep: one chain per mesh
-    levels = ["...", "..."]        # one mesh per schedule level (refined along the chain)
-    nodes_per_delta = 6.0          # generated intervals with h = delta / nodes_per_delta
-    domain = [0.0, 1.0]            #   (with nodes_per_delta; 1D only)
-    refine = 0                     # uniform refinements (an int, or one per level with `levels`)
-    rule = "lumped"                # quadrature rule
-    # ... or a mesh refined with delta: at every level the coarsest uniform refinement of
-    # mesh.name with h <= delta / R ("unit_interval": 2^k cells, "unit_square": 2^k x 2^k
-    # squares cut into triangles, any other stored mesh or file: load_mesh(name, refine))
-    name = "unit_interval"
-    refine_with_delta = 4          # R; also the resolution ratio below
-    max_refine = 16                # finest level / refinement allowed
-    resolution_ratio = 4.0         # every level needs h <= delta / resolution_ratio (h = longest
-                                   # cell edge); a study with an unresolved level is rejected at
-                                   # validation naming the level and the field (default 4)
-
-    [<problem>]                    # problem-specific section, e.g. [control] or [lower-level];
-                                   # its keys are documented by the classes of femot.studies.problems
-
-    [report]
-    metrics = ["control_w1", ...]  # columns of the table (default: the problem's)
-    primary = "control_w1"         # the error whose decrease is checked and printed
-
-Mesh names are the stored meshes of :func:`femot.fem.load_mesh` or file paths
-(relative to the directory of the config file). The identification problem (a
-Hitchcock problem on n points, Part III Section 4) takes no [mesh] and no deltas.
-
-Run ids hash the problem parameters, the seed and the (gamma, delta, mesh) of the run's
-level and of all levels before it in its chain (it is warm-started from them); names,
-descriptions, report options and the backend do not enter, so they can change without
-invalidating stored results.
+The schema is documented in docs/studies.md (and ``demos/studies/*.toml``). Everything is
+validated before any run starts; every error is a :class:`ConfigError` (a ``ValueError``)
+whose message starts with the dotted name of the offending field, e.g. ``schedule.deltas: ...``.
+Run ids hash the kind's parameters, the seed and the (gamma, delta, mesh) of the run's level
+and of all levels before it in its chain (it is warm-started from them); names, report
+options and the backend do not enter, so they can change without invalidating stored results.
 """
 from __future__ import annotations
 
@@ -67,17 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from femot._io import json_default
-from femot.studies.fields import (
-    _FAMILIES,
-    _FAMILY_ALIASES,
-    ConfigError,
-    MeshSpec,
-    _check_keys,
-    _mesh_entry,
-    _num,
-    _num_list,
-    _table,
-)
+from femot.fem import check_coupling
+from femot.fem.meshes import mesh_dim
+from femot.fem.smoothing import RESOLUTION_RATIO, check_resolution, mesh_size
+from femot.studies.mesh_spec import _FAMILIES, _FAMILY_ALIASES, MeshSpec, _mesh_entry
+from femot.studies.registry import get_problem, problem_names
+from femot.studies.toml_checks import ConfigError, _check_keys, _num, _num_list, _table
 
 __all__ = ["ConfigError", "Study", "Chain", "Level", "load_config", "parse_config", "run_id", "canonical",
            "hashed_params"]
@@ -134,8 +78,6 @@ def run_id(params: dict) -> str:
 
 
 def _mesh_dim(spec: MeshSpec, where: str) -> int:
-    from femot.fem.meshes import mesh_dim
-
     try:
         return mesh_dim(spec.load())
     except (ValueError, OSError) as exc:
@@ -174,7 +116,19 @@ class Chain:
 
 @dataclass
 class Study:
-    """A validated study: the problem, its parameters, the schedule and the chains."""
+    """A validated study: the kind (``problem``), its parameters, the schedule and the chains.
+
+    >>> study = parse_config({
+    ...     "study": {"problem": "transport", "seeds": [0, 1]},
+    ...     "schedule": {"gammas": [1e-2, 1e-3], "deltas": [0.2, 0.15]},
+    ...     "mesh": {"nodes_per_delta": 4.0},
+    ...     "transport": {"mu1": {"type": "random_diracs", "n": 3, "interval": [0.3, 0.7]},
+    ...                   "mu2": {"type": "diracs", "points": [0.45, 0.65]}}})
+    >>> study.problem, study.d, len(study.chains), len(study.runs)
+    ('transport', 2, 2, 4)
+    >>> [f"{r:.3f}" for r in study.ratios]  # gamma_n / delta_n^d
+    ['0.250', '0.044']
+    """
 
     name: str
     problem: str
@@ -229,6 +183,25 @@ def load_config(path) -> Study:
     ConfigError
         (a ValueError) If the file is missing, is not valid TOML or fails validation; the
         message names the offending field.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> text = '''
+    ... [study]
+    ... problem = "identification"
+    ... [schedule]
+    ... gammas = [1e-2, 1e-3]
+    ... [identification]
+    ... n = 6
+    ... '''
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = Path(d) / "study.toml"
+    ...     _ = path.write_text(text)
+    ...     study = load_config(path)
+    >>> study.name, study.params["n"], study.gammas
+    ('identification', 6, [0.01, 0.001])
     """
     path = Path(path)
     if not path.is_file():
@@ -264,25 +237,53 @@ def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study
     ------
     ConfigError
         (a ValueError) If a field is missing, unknown or invalid; the message names it.
-    """
-    from femot.studies.problems import get_problem
 
+    Examples
+    --------
+    A TOML text parsed (``tomllib``, or its backport ``tomli`` before Python 3.11), then validated:
+
+    >>> try:
+    ...     import tomllib
+    ... except ModuleNotFoundError:
+    ...     import tomli as tomllib
+    >>> raw = tomllib.loads('''
+    ... [study]
+    ... problem = "transport"
+    ... [schedule]
+    ... n_levels = 3
+    ... gamma0 = 1e-2
+    ... factor = 0.1
+    ... [mesh]
+    ... nodes_per_delta = 4.0
+    ... [transport]
+    ... mu1 = { type = "diracs", points = [0.4, 0.6] }
+    ... mu2 = { type = "diracs", points = [0.45, 0.65] }
+    ... ''')
+    >>> study = parse_config(raw)
+    >>> [f"{g:.0e}" for g in study.gammas], [f"{d:.3f}" for d in study.deltas]
+    (['1e-02', '1e-03', '1e-04'], ['0.215', '0.100', '0.046'])
+    >>> try:
+    ...     parse_config(dict(raw, mesh={"nodes_per_delta": -1.0}))
+    ... except ConfigError as exc:
+    ...     print(exc)
+    mesh.nodes_per_delta: must be positive, got -1.0
+    """
     if not isinstance(raw, dict):
         raise ConfigError("config: must be a table")
     base_dir = Path(base_dir)
     problem, name, desc, seeds, threads = _parse_study_section(raw)
 
     adapter = get_problem(problem)
-    if getattr(adapter, "uses_mesh", True):
+    if adapter.uses_mesh:
         meshes, d_space = _parse_mesh(_table(raw, "mesh"), base_dir, n_levels_hint=_n_levels_hint(raw))
     else:
         if "mesh" in raw:
-            raise ConfigError(f"mesh: the {problem} problem has no mesh ({getattr(adapter, 'mesh_note', '')}); "
+            raise ConfigError(f"mesh: the {problem} problem has no mesh ({adapter.mesh_note}); "
                               "remove [mesh]")
-        meshes, d_space = ("fixed", [MeshSpec(name="none")]), getattr(adapter, "space_dim")
+        meshes, d_space = ("fixed", [MeshSpec(name="none")]), adapter.space_dim
     d = adapter.coupling_dimension(d_space)
     gammas, deltas, ratios = _parse_schedule(_table(raw, "schedule"), d,
-                                             uses_delta=getattr(adapter, "uses_delta", True), problem=problem)
+                                             uses_delta=adapter.uses_delta, problem=problem)
     n = len(gammas)
     # Per-level meshes (generated intervals and mesh.refine_with_delta follow delta); every
     # level must resolve its delta: h <= delta / mesh.resolution_ratio (Part II's T^delta).
@@ -293,13 +294,13 @@ def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study
     sizes: dict = {}
     hs = None
     ratio_res = 0.0
-    if getattr(adapter, "uses_mesh", True):
+    if adapter.uses_mesh:
         ratio_res = _resolution_ratio(_table(raw, "mesh"))
         if meshes[0] == "coupled":
             sweeps = [_coupled_levels(meshes[1], deltas, ratio_res, sizes, delta_field)]
         else:
             sweeps = _expand_meshes(meshes, deltas, n)
-        if getattr(adapter, "uses_delta", True):
+        if adapter.uses_delta:
             hs = _check_levels_resolved(meshes, sweeps, gammas, deltas, ratio_res, sizes, delta_field)
     else:
         sweeps = _expand_meshes(meshes, deltas, n)
@@ -317,7 +318,7 @@ def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study
     # The finest mesh of the study (smallest h): the total errors of problems with an exact
     # discrete reference are measured against the reference on it.
     finest = None
-    if getattr(adapter, "total_reference", False) and hs is not None:
+    if adapter.total_reference and hs is not None:
         _, i_fine, k_fine = min(((h, i, k) for i, row in enumerate(hs) for k, h in enumerate(row)))
         finest = sweeps[i_fine][k_fine]
     chains = _build_chains(problem, params, d, gammas, deltas, ratios, sweeps, seeds, hs, finest, meshes,
@@ -327,7 +328,7 @@ def parse_config(raw: dict, *, base_dir=".", source: str | None = None) -> Study
         raise ConfigError("mesh.names: the sweep contains the same mesh twice")
     return Study(name=name.strip(), problem=problem, params=params, gammas=gammas, deltas=deltas, d=d,
                  ratios=ratios, seeds=list(seeds), chains=chains, threads=threads, resolution_ratio=ratio_res,
-                 mesh_mode=meshes[0] if getattr(adapter, "uses_mesh", True) else "", finest=finest,
+                 mesh_mode=meshes[0] if adapter.uses_mesh else "", finest=finest,
                  metrics=list(metrics),
                  primary=primary, description=desc, source=source, raw=raw)
 
@@ -336,9 +337,7 @@ def _parse_study_section(raw: dict):
     """``[study]`` and ``seeds``: ``(problem, name, description, seeds, threads)``."""
     st = _table(raw, "study")
     _check_keys(st, {"name", "problem", "seeds", "threads", "description"}, "study")
-    from femot.studies.problems import problem_names
-
-    PROBLEMS = problem_names()  # the registry in femot.studies.problems is the source of truth
+    PROBLEMS = problem_names()
     problem = st.get("problem")
     if problem is None:
         raise ConfigError(f"study.problem: missing; choose one of {', '.join(PROBLEMS)}")
@@ -382,8 +381,7 @@ def _parse_report(rep: dict, adapter, problem: str, params: dict):
     primary = rep.get("primary", adapter.primary if adapter.primary in metrics else metrics[0])
     if primary not in metrics:
         raise ConfigError(f"report.primary: {primary!r} is not one of report.metrics")
-    if hasattr(adapter, "with_metrics"):  # e.g. skip an expensive error measure nobody asked for
-        params = adapter.with_metrics(params, metrics)
+    params = adapter.with_metrics(params, metrics)  # e.g. skip a costly metric nobody asked for
     return metrics, primary, params
 
 
@@ -525,8 +523,6 @@ def _parse_mesh(sec: dict, base_dir: Path, n_levels_hint):
 
 def _resolution_ratio(sec: dict) -> float:
     """mesh.resolution_ratio R (default 4): every level needs h <= delta / R."""
-    from femot.fem.smoothing import RESOLUTION_RATIO
-
     if "refine_with_delta" in sec:
         R = _num(sec, "refine_with_delta", "mesh", positive=True)
         if "resolution_ratio" in sec and _num(sec, "resolution_ratio", "mesh", positive=True) != R:
@@ -563,8 +559,6 @@ def _parse_coupled_mesh(sec: dict, base_dir: Path):
 
 def _spec_size(spec: MeshSpec, cache: dict) -> float:
     """Mesh size h (longest cell edge) of a level's mesh, cached by key."""
-    from femot.fem.smoothing import mesh_size
-
     k = repr(spec.key())
     if k not in cache:
         if spec.cells is not None:
@@ -608,8 +602,6 @@ def _coupled_levels(data, deltas, ratio, sizes, delta_field) -> list[MeshSpec]:
 def _check_levels_resolved(meshes, sweeps, gammas, deltas, ratio, sizes, delta_field) -> list[list[float]]:
     """h <= delta_n / ratio on every level of every chain (femot.fem.smoothing.check_resolution);
     ConfigError naming the mesh field and the level. Returns h per chain and level."""
-    from femot.fem.smoothing import check_resolution
-
     kind = meshes[0]
     out = []
     for i, sweep in enumerate(sweeps):
@@ -643,8 +635,6 @@ def _expand_meshes(meshes, deltas, n) -> list[list[MeshSpec]]:
 
 
 def _parse_schedule(sec: dict, d: int, *, uses_delta: bool = True, problem: str = ""):
-    from femot.fem.coupling import check_coupling
-
     _check_keys(sec, {"gammas", "deltas", "n_levels", "gamma0", "factor", "s", "C", "d"}, "schedule")
     if not uses_delta:
         for k in ("deltas", "s", "C", "d"):

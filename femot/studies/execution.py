@@ -1,23 +1,9 @@
-"""Running the chains of a study: the worker function, backends and the progress bar.
+"""Running the chains of a study: :func:`execute_chain` (the one chain runner of every study
+kind), the serial / process-pool / dask backends and the progress bar (docs/studies.md).
 
-The unit of parallel work is a *chain*: all levels of the schedule for one (mesh, seed),
-run in order because level n warm-starts from level n-1. Each level's result is written
-as soon as it finishes (:class:`femot.studies.store.RunStore`), so an interrupted study
-loses at most the runs in progress. A resumed chain skips its complete levels and
-warm-starts its first missing level from the stored state (npz) of the level before; if
-that state is missing too it starts cold (recorded in the result as ``warm_start``).
-The state is stored exactly (float64), so a resumed chain computes the same numbers as an
-uninterrupted one.
-
-Backends: ``serial`` (in this process), ``process`` (a local process pool, spawned
-workers) and ``dask`` (dask.distributed: an existing scheduler or a LocalCluster). The
-numbers never depend on the backend: every run is a deterministic function of its
-parameters (seeded from the config) and runs with a fixed number of numba threads.
-
-Workers die with the process that started them (:func:`die_with_parent`): a study killed
-with SIGKILL leaves no orphaned worker computing on. On Linux the kernel delivers SIGKILL
-to a worker when its parent ends (``prctl(PR_SET_PDEATHSIG)``); elsewhere, and as a
-second line, a watchdog thread ends the worker once its parent process id changes.
+The numbers never depend on the backend: every run is a deterministic function of its
+parameters and runs with a fixed number of numba threads. Workers die with the process that
+started them (:func:`die_with_parent`).
 """
 from __future__ import annotations
 
@@ -28,11 +14,16 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass, field
 
 from femot.studies import heartbeat
+from femot.studies.config import Chain
+from femot.studies.mesh_spec import MeshSpec
+from femot.studies.registry import get_problem
+from femot.studies.store import RunStore, check_lease
 
-__all__ = ["execute_chain", "Progress", "run_serial", "run_process_pool", "run_dask", "die_with_parent",
-           "process_pool", "BackendError", "DEFAULT_CONNECT_TIMEOUT"]
+__all__ = ["ChainTask", "ChainResult", "execute_chain", "Progress", "run_serial", "run_process_pool", "run_dask",
+           "die_with_parent", "process_pool", "BackendError", "DEFAULT_CONNECT_TIMEOUT"]
 
 #: Seconds to wait for a dask scheduler given by address before giving up.
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -112,48 +103,62 @@ class _Threads:
         return False
 
 
-def execute_chain(task: dict, callback=None) -> dict:
+@dataclass(frozen=True)
+class ChainTask:
+    """One chain to run: what :func:`execute_chain` needs, picklable for process pools and dask."""
+
+    problem: str                     # the study kind (registry name)
+    params: dict
+    chain: Chain
+    root: str                        # output directory
+    skip: tuple = ()                 # ids already complete
+    threads: int = 1                 # numba threads inside a run
+    study: str = ""                  # the study's name (for the records)
+    d: int | None = None
+    finest: MeshSpec | None = None   # the study's finest mesh (total errors)
+    #: token of the study lock: before every level and every write the chain checks that the
+    #: lock is still held with it (LeaseLostError otherwise)
+    lease: str | None = None
+
+
+@dataclass
+class ChainResult:
+    """What a chain returns, so that a client without the workers' file system can store it."""
+
+    chain: int
+    records: list = field(default_factory=list)
+    states: dict = field(default_factory=dict)      # run id -> state
+    errors: list = field(default_factory=list)
+
+
+def execute_chain(task: ChainTask, callback=None) -> ChainResult:
     """Run the missing levels of one chain; write each result as it finishes.
 
-    Each level is warm-started from the previous level's state (in memory, or read from
-    the store when the previous level was already complete); a level whose solve raises
+    Level n is warm-started from the state of level n - 1 (in memory, or read from the store
+    when that level was already complete; cold if it is missing). A level whose solve raises
     is recorded as an error file and the chain continues cold.
 
     Parameters
     ----------
-    task : dict
-        ``problem`` (registry name), ``params``, ``chain``
-        (:class:`~femot.studies.config.Chain`), ``root`` (output directory) and optionally
-        ``skip`` (ids already complete), ``threads`` (numba threads, default 1), ``study``
-        (name), ``d``, ``finest`` (the study's finest mesh), ``write`` (store the results,
-        default True), ``lease`` (token of the study lock: before every level and every
-        write the chain checks that the lock is still held with it, and raises
-        :class:`~femot.studies.store.LeaseLostError` otherwise).
+    task : ChainTask
+        The chain and where to store it.
     callback : callable, optional
         ``callback(record)`` after every finished run (used by the serial backend).
 
     Returns
     -------
-    dict
-        ``{"chain": index, "records": [...], "states": {id: state}, "errors": [...]}`` so
-        that a client without access to the workers' file system can store the results.
+    ChainResult
     """
-    from femot.studies.problems import get_problem
-    from femot.studies.store import RunStore, check_lease
-
-    chain = task["chain"]
-    lease = task.get("lease")
-    store = RunStore(task["root"])
-    skip = set(task.get("skip", ()))
-    problem = get_problem(task["problem"])
-    out = {"chain": chain.index, "records": [], "states": {}, "errors": []}
-    pending = [lv for lv in chain.levels if lv.id not in skip]
-    if not pending:
+    chain = task.chain
+    store = RunStore(task.root)
+    skip = set(task.skip)
+    problem = get_problem(task.problem)
+    out = ChainResult(chain=chain.index)
+    if all(lv.id in skip for lv in chain.levels):
         return out
-    with _Threads(task.get("threads", 1)):
-        ctx = problem.setup(task["params"], chain.seed)
-        if task.get("finest") is not None:  # the study's finest mesh (total errors)
-            ctx["finest"] = task["finest"]
+    with _Threads(task.threads):
+        ctx = problem.setup(task.params, chain.seed)
+        ctx.finest = task.finest
         warm = None
         for lv in chain.levels:
             if lv.id in skip:
@@ -166,35 +171,32 @@ def execute_chain(task: dict, callback=None) -> dict:
             else:
                 warm = store.load_state(chain.levels[lv.index - 1].id)
                 kind = f"level {lv.index - 1} (stored state)" if warm is not None else "cold (no stored state)"
-            if task.get("write", True):
-                check_lease(task["root"], lease)  # the study's process is gone: stop computing
+            check_lease(task.root, task.lease)  # the study's process is gone: stop computing
             t0 = time.perf_counter()
-            heartbeat.start_level(heartbeat.heartbeat_path(task["root"], lv.id) if task.get("write", True) else None,
-                                  chain.label, lv.index)
+            heartbeat.start_level(heartbeat.heartbeat_path(task.root, lv.id), chain.label, lv.index)
             try:
                 metrics, info, state = problem.solve(ctx, lv, warm)
             except Exception as exc:  # keep the chain going; the run is retried on resume
                 err = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
                        "chain": chain.index, "level": lv.index}
                 store.write_error(lv.id, err)
-                out["errors"].append(dict(err, id=lv.id))
+                out.errors.append(dict(err, id=lv.id))
                 warm = None
                 continue
             finally:
                 heartbeat.end_level()
             record = {
-                "id": lv.id, "study": task.get("study", ""), "problem": task["problem"], "chain": chain.index,
+                "id": lv.id, "study": task.study, "problem": task.problem, "chain": chain.index,
                 "chain_label": chain.label, "level": lv.index, "seed": chain.seed, "gamma": lv.gamma,
-                "delta": lv.delta, "ratio": lv.ratio, "d": task.get("d"), "mesh": lv.mesh.key(),
+                "delta": lv.delta, "ratio": lv.ratio, "d": task.d, "mesh": lv.mesh.key(),
                 "mesh_label": lv.mesh.label(), "metrics": metrics, "info": info, "warm_start": kind,
                 "time_s": round(time.perf_counter() - t0, 4), "finished": time.time(), "host": socket.gethostname(),
                 "pid": os.getpid(),
             }
-            if task.get("write", True):
-                check_lease(task["root"], lease)  # ... and never write into a directory nobody locks
-                store.write(record, state)
-            out["records"].append(record)
-            out["states"][lv.id] = state
+            check_lease(task.root, task.lease)  # ... and never write into a directory nobody locks
+            store.write(record, state)
+            out.records.append(record)
+            out.states[lv.id] = state
             warm = state
             if callback is not None:
                 callback(record)
@@ -315,8 +317,8 @@ def run_serial(tasks, progress: Progress, on_run_done=None) -> tuple[list, list]
 
     Parameters
     ----------
-    tasks : iterable of dict
-        Chain tasks for :func:`execute_chain`.
+    tasks : iterable of ChainTask
+        The chains to run.
     progress : Progress
         Updated after every finished run.
     on_run_done : callable, optional
@@ -324,7 +326,7 @@ def run_serial(tasks, progress: Progress, on_run_done=None) -> tuple[list, list]
 
     Returns
     -------
-    results : list of dict
+    results : list of ChainResult
         The return values of :func:`execute_chain`, one per task.
     errors : list of str
         Always empty (errors inside a run are in the results).
@@ -402,8 +404,8 @@ def run_process_pool(tasks, store, pending_ids, progress, workers: int, on_run_d
 
     Parameters
     ----------
-    tasks : iterable of dict
-        Chain tasks for :func:`execute_chain`.
+    tasks : iterable of ChainTask
+        The chains to run.
     store : RunStore
         The output store, polled for finished runs.
     pending_ids : iterable of str
@@ -417,7 +419,7 @@ def run_process_pool(tasks, store, pending_ids, progress, workers: int, on_run_d
 
     Returns
     -------
-    results : list of dict
+    results : list of ChainResult
         The return values of :func:`execute_chain` of the tasks that returned.
     errors : list of str
         One message per task that raised outside a run (e.g. a worker died).
@@ -512,9 +514,7 @@ def _die_with_parent_plugin(parent_pid: int):
             self.parent_pid = pid
 
         def setup(self, worker=None):
-            from femot.studies.execution import die_with_parent as arm
-
-            arm(self.parent_pid)
+            die_with_parent(self.parent_pid)
 
     return DieWithParent(parent_pid)
 
@@ -529,8 +529,8 @@ def run_dask(tasks, store, pending_ids, progress, *, scheduler: str | None = Non
 
     Parameters
     ----------
-    tasks : iterable of dict
-        Chain tasks for :func:`execute_chain`.
+    tasks : iterable of ChainTask
+        The chains to run.
     store : RunStore
         The output store, polled for finished runs.
     pending_ids : iterable of str
@@ -551,7 +551,7 @@ def run_dask(tasks, store, pending_ids, progress, *, scheduler: str | None = Non
 
     Returns
     -------
-    results : list of dict
+    results : list of ChainResult
         The return values of :func:`execute_chain` of the tasks that returned.
     errors : list of str
         One message per task that raised outside a run.
@@ -567,7 +567,7 @@ def run_dask(tasks, store, pending_ids, progress, *, scheduler: str | None = Non
     try:
         nw = max(1, len(client.scheduler_info().get("workers", {})))
         tag = uuid.uuid4().hex[:8]
-        futs = [client.submit(execute_chain, t, key=f"femot-chain-{t['chain'].index}-{tag}", pure=False)
+        futs = [client.submit(execute_chain, t, key=f"femot-chain-{t.chain.index}-{tag}", pure=False)
                 for t in tasks]
         try:
             results, errors = _poll(futs, store, pending_ids, progress, nw, on_run_done,
@@ -578,9 +578,9 @@ def run_dask(tasks, store, pending_ids, progress, *, scheduler: str | None = Non
             raise
         # Results of workers that could not write here (no shared file system).
         for res in results:
-            for rec in res["records"]:
+            for rec in res.records:
                 if not store.exists(rec["id"]):
-                    store.write(rec, res["states"].get(rec["id"]))
+                    store.write(rec, res.states.get(rec["id"]))
         return results, errors
     finally:
         client.close()

@@ -17,6 +17,11 @@ import math
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.spatial.distance import cdist
+
+from femot.core import exact_ot
+from femot.fem import DiracSum, wasserstein_1d
+from femot.problems import wasserstein1_1d, wasserstein_power_1d
 
 __all__ = ["wasserstein_discrete", "wasserstein_to_measure", "plan_distance", "plan_points", "fit_rate",
            "fit_rate_ci", "observed_orders", "PLAN_LP_LIMIT"]
@@ -79,8 +84,6 @@ def wasserstein_discrete(xa, a, xb, b, p: float = 1.0, *, normalize: bool = True
         If the points are not finite, the dimensions differ, or (with ``normalize``) a
         mass vector is negative, not finite or without mass.
     """
-    from femot.problems.control_reference import wasserstein1_1d, wasserstein_power_1d
-
     xa, xb = _points(xa, "xa"), _points(xb, "xb")
     if normalize:
         a, b = _normalized(a, "a"), _normalized(b, "b")
@@ -120,8 +123,6 @@ def wasserstein_to_measure(x, m, mu, p: float = 1.0) -> float:
     ValueError
         If the points are not on the line or the masses are invalid.
     """
-    from femot.fem import DiracSum, wasserstein_1d
-
     x = _points(x, "x")
     if x.shape[1] != 1 or mu.dim != 1:
         raise ValueError("wasserstein_to_measure is implemented on the line (dim 1)")
@@ -200,8 +201,6 @@ def plan_distance(pa, a, pb, b) -> float:
 
 
 def _ot_cost(pa, a, pb, b, p) -> float:
-    from scipy.spatial.distance import cdist
-
     try:
         import ot  # POT: exact network simplex, fast for the supports met here
     except ImportError:
@@ -213,8 +212,6 @@ def _ot_cost(pa, a, pb, b, p) -> float:
         return val
     if pa.shape[0] * pb.shape[0] > PLAN_LP_LIMIT:
         return math.nan
-    from femot.core import exact_ot
-
     res = exact_ot(cdist(pa, pb) ** p, a, b)
     return float(res.cost) if res.success else math.nan
 

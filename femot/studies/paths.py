@@ -1,20 +1,11 @@
-"""Solving along a coupled (gamma, delta) schedule in memory, without a stored study.
-
-A convergence study (:func:`femot.studies.run_study`) stores every run and resumes; the
-functions here are its in-memory counterparts for scripts and demos that want the solutions
-themselves: they walk a schedule ``(gamma_n, delta_n)`` with ``gamma_n / delta_n^d -> 0``
-(Hillbrecht, Manns, Meyer, Part II, coupling (3.1)), solve every level and hand each result
-to a callback as soon as it is known (for a progress table).
-
-* :func:`lower_level_path` -- the smoothed regularized transport ``S_gamma(T^delta mu1,
-  T^delta mu2)`` at every level, each level warm-started from the previous level's
-  potentials (interpolated to the level's nodes by the lower-level solver);
-* :func:`control_path` -- the regularized control problem at every level, each level
-  solved by the trust-region method from the uniform control.
-"""
+"""Solving along a coupled (gamma, delta) schedule (Part II (3.1)) in memory, for scripts and
+demos that want the solutions themselves; a stored, resumable study is :func:`femot.studies.run_study`."""
 from __future__ import annotations
 
 import time
+
+from femot.fem import solve_lower_level
+from femot.problems import ControlProblem
 
 __all__ = ["lower_level_path", "control_path"]
 
@@ -46,9 +37,20 @@ def lower_level_path(mu1, mu2, schedule, quadrature_of_level, *, cost=2.0, rho=N
     -------
     list
         The :class:`femot.fem.LowerLevelResult` of every level.
-    """
-    from femot.fem.lower_level import solve_lower_level
 
+    Examples
+    --------
+    Two pairs of atoms (W_2^2 = 0.0025), the mesh refined with delta:
+
+    >>> import numpy as np
+    >>> from skfem import MeshLine
+    >>> from femot.fem import DiracSum, quadrature
+    >>> mu1, mu2 = DiracSum([0.4, 0.6], [0.5, 0.5]), DiracSum([0.45, 0.65], [0.5, 0.5])
+    >>> level_q = lambda k, gamma, delta: quadrature(MeshLine(np.linspace(0.0, 1.0, int(4 / delta) + 1)))
+    >>> results = lower_level_path(mu1, mu2, [(1e-2, 0.2), (1e-3, 0.15)], level_q)
+    >>> [f"{r.transport_cost:.4f}" for r in results], all(r.success for r in results)
+    (['0.0161', '0.0055'], True)
+    """
     results: list = []
     previous = None
     for k, (gamma, delta) in enumerate(schedule):
@@ -97,9 +99,19 @@ def control_path(op, y_d, mu2, nu, schedule, *, beta=2.0, rho=0.0, transport="va
     Returns
     -------
     list of (ControlProblem, ControlResult)
-    """
-    from femot.problems.control import ControlProblem
 
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfem import MeshLine
+    >>> from femot.fem import PoissonOperator
+    >>> op = PoissonOperator(MeshLine(np.linspace(0.0, 1.0, 33)))
+    >>> x = op.vertices[:, 0]
+    >>> mu2 = np.where(np.abs(x - 0.5) < 0.1, 1.0, 0.0)
+    >>> out = control_path(op, np.sin(np.pi * x), mu2 / mu2.sum(), 0.05, [(1e-2, 0.2), (3e-3, 0.15)], rho=0.2)
+    >>> [f"{r.fun:.4f}" for _, r in out], [bool(r.success) for _, r in out]
+    (['0.1620', '0.1604'], [True, True])
+    """
     out: list = []
     for k, (gamma, delta) in enumerate(schedule):
         problem = ControlProblem(op, y_d, mu2, nu, gamma, delta, beta=beta, rho=rho, transport=transport)

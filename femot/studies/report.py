@@ -1,17 +1,5 @@
-"""Tables, fitted rates, log-log plots and report.md of a study.
-
-Rates are least-squares slopes of log(error) against log(gamma) and against log(delta)
-over the levels of one chain (only positive errors enter the fit), with a 95% confidence
-interval from the fit's standard error (Student t, n - 2 degrees of freedom) and the
-number n of levels used; "orders" are the slopes between consecutive levels. Along a
-coupled schedule delta = C gamma^(1/(d+s)), so a rate r in delta is a rate r/(d+s) in gamma.
-
-Per level the report lists the mesh size h next to delta (and delta / h), the upper-level
-status and its certificate (Frank-Wolfe gap of the value formulation, relative
-stationarity of the plan formulation); for problems with two error kinds (the control
-study) it keeps the error against the exact discrete reference on the level's mesh apart
-from the error against the reference on the finest mesh, with a figure of both against delta.
-"""
+"""Tables, fitted rates (with 95% confidence intervals), log-log plots and report.md of a
+study (docs/studies.md)."""
 from __future__ import annotations
 
 import csv
@@ -23,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from femot.studies.metrics import fit_rate_ci, observed_orders
+from femot.studies.registry import get_problem
 from femot.studies.store import write_if_changed
 
 __all__ = ["table_rows", "fit_rates", "format_table", "write_outputs", "METRIC_DOC"]
@@ -185,9 +174,7 @@ def _num(v, kind="e"):
 
 
 def _uses_delta(study) -> bool:
-    from femot.studies.problems import get_problem
-
-    return bool(getattr(get_problem(study.problem), "uses_delta", True))
+    return bool(get_problem(study.problem).uses_delta)
 
 
 def _columns(study, rows):
@@ -524,9 +511,7 @@ def write_outputs(study, root, rows, rates, *, plots: bool = True, problem=None,
 def _error_kinds(study, rows) -> list:
     """(regularization error, total error) metric pairs of the problem present in the rows,
     plus the discretization error when recorded."""
-    from femot.studies.problems import get_problem
-
-    kinds = getattr(get_problem(study.problem), "error_kinds", ())
+    kinds = get_problem(study.problem).error_kinds
     have = lambda m: m in study.metrics and any(np.isfinite(_f(r.get(m))) for r in rows)
     return [(a, b) for a, b in kinds if have(a) and have(b)]
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import socket
 import sys
@@ -13,6 +14,7 @@ from femot._io import check_writable
 from femot.studies.config import Study, load_config
 from femot.studies.execution import (
     DEFAULT_CONNECT_TIMEOUT,
+    ChainTask,
     Progress,
     check_dask,
     connect_dask,
@@ -20,6 +22,7 @@ from femot.studies.execution import (
     run_process_pool,
     run_serial,
 )
+from femot.studies.registry import get_problem
 from femot.studies.report import fit_rates, format_table, table_rows, write_outputs
 from femot.studies.store import (
     LOCK_NAME,
@@ -42,6 +45,22 @@ class StudyOutcome:
     before it; ``damaged``: runs found damaged (``{"id", "reason"}``), deleted and computed
     again; ``failed``: ids whose run raised (retried on the next call); ``rows``, ``rates``:
     the table and fitted rates over all complete runs; ``files``: written outputs.
+
+    A second call on the same directory computes nothing (the runs are stored):
+
+    >>> import tempfile
+    >>> from femot.studies import parse_config, run_study
+    >>> study = parse_config({
+    ...     "study": {"problem": "transport"},
+    ...     "schedule": {"gammas": [1e-2, 1e-3], "deltas": [0.2, 0.15]},
+    ...     "mesh": {"nodes_per_delta": 4.0},
+    ...     "transport": {"mu1": {"type": "diracs", "points": [0.4, 0.6]},
+    ...                   "mu2": {"type": "diracs", "points": [0.45, 0.65]}}})
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     first = run_study(study, out, quiet=True, plots=False)
+    ...     again = run_study(study, out, quiet=True, plots=False)
+    >>> len(first.executed), again.nothing_to_do, len(again.previously_complete), again.success
+    (2, True, 2, True)
     """
 
     study: Study
@@ -108,8 +127,6 @@ def fingerprint(study: Study) -> str:
     str
         The first 16 hexadecimal digits of the SHA-256 hash of the sorted run ids.
     """
-    import hashlib
-
     return hashlib.sha256(",".join(sorted(lv.id for lv in study.runs)).encode()).hexdigest()[:16]
 
 
@@ -184,6 +201,26 @@ def run_study(config, out, *, workers: int = 1, dask_local: int | None = None, s
     StoreError : the output cannot be written (disk full, read-only, permissions, the directory vanished);
         the message is one line, the runs stored so far stay valid.
     ImportError : the dask backend is requested but dask.distributed is not installed.
+
+    Examples
+    --------
+    Two levels of the smoothed, regularized transport between two pairs of atoms on [0, 1]:
+
+    >>> import tempfile
+    >>> from femot.studies import parse_config
+    >>> study = parse_config({
+    ...     "study": {"problem": "transport"},
+    ...     "schedule": {"gammas": [1e-2, 1e-3], "deltas": [0.2, 0.15]},
+    ...     "mesh": {"nodes_per_delta": 4.0},
+    ...     "transport": {"mu1": {"type": "diracs", "points": [0.4, 0.6]},
+    ...                   "mu2": {"type": "diracs", "points": [0.45, 0.65]}}})
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     outcome = run_study(study, out, quiet=True, plots=False)
+    ...     written = sorted(outcome.files)
+    >>> outcome.success, [f"{row['cost_error']:.2e}" for row in outcome.rows]
+    (True, ['1.30e-02', '2.95e-03'])
+    >>> written
+    ['csv', 'figures', 'markdown', 'rates', 'report']
     """
     t0 = time.perf_counter()
     study = config if isinstance(config, Study) else load_config(config)
@@ -292,9 +329,9 @@ def _run_locked(study, root, backend, t0, *, workers, dask_local, scheduler, qui
             if on_run_done is not None:
                 on_run_done(record)
 
-        tasks = [{"problem": study.problem, "params": study.params, "chain": ch, "root": str(root.resolve()),
-                  "skip": sorted(lv.id for lv in ch.levels if lv.id in done_before), "threads": study.threads,
-                  "study": study.name, "d": study.d, "finest": study.finest, "lease": lease}
+        tasks = [ChainTask(problem=study.problem, params=study.params, chain=ch, root=str(root.resolve()),
+                           skip=tuple(sorted(lv.id for lv in ch.levels if lv.id in done_before)),
+                           threads=study.threads, study=study.name, d=study.d, finest=study.finest, lease=lease)
                  for ch in pending_chains]
         progress = Progress(len(ids), len(done_before), quiet=quiet, stream=progress_stream, root=root).start()
         progress.update()
@@ -313,7 +350,7 @@ def _run_locked(study, root, backend, t0, *, workers, dask_local, scheduler, qui
                 pass
             raise
         progress.close()
-        run_errors = [e for res in results for e in res["errors"]]
+        run_errors = [e for res in results for e in res.errors]
         outcome.failed = [e["id"] for e in run_errors]
         outcome.errors = run_errors + [{"error": e} for e in errors]
         for e in outcome.errors:
@@ -326,8 +363,6 @@ def _run_locked(study, root, backend, t0, *, workers, dask_local, scheduler, qui
     outcome.rows = table_rows(study, records)
     outcome.rates = fit_rates(study, outcome.rows)
     status = "complete" if len(records) == len(ids) else "incomplete"
-    from femot.studies.problems import get_problem
-
     # Regenerated from the run files on every call; unchanged files are not rewritten.
     store.write_manifest(_manifest(study, store, status, complete))
     n_err = sum(store.read_error(rid) is not None for rid in ids if rid not in complete)

@@ -1,27 +1,9 @@
-"""The output directory of a study: one file per run plus a manifest, written atomically.
+"""The output directory of a study (layout and guarantees: docs/studies.md).
 
-Layout::
-
-    DIR/.femot.lock          held (flock) by the process running the study; holds its pid
-    DIR/manifest.json        the study, its runs (id, chain, level, parameters) and their status
-    DIR/config.toml          a copy of the configuration
-    DIR/runs/<id>.json       the result of one run (metrics, solver info), written when it finishes
-    DIR/runs/<id>.npz        the state it leaves for the next level (warm start)
-    DIR/runs/<id>.error.json the traceback of a run that raised (it is retried on resume)
-
-Every file is written to a temporary name and moved into place with ``os.replace``, so a
-reader (or a resumed study) sees either nothing or a complete file. The state is written
-before the result, and the result records the size and SHA-256 of its state and a SHA-256
-of its own content, so a stored run is validated as a whole on load
-(:meth:`RunStore.inspect`): a result that does not parse, describes another run or was
-edited, or a state that is missing, truncated or altered, marks the run *damaged*; the
-study then deletes it and computes it again. A result is written only into an existing
-directory (a vanished output directory is not recreated).
-
-Only one process may run a study in a directory at a time (:class:`StudyLock`, an
-exclusive ``flock`` on ``DIR/.femot.lock``), and its workers write only while it holds
-that lock (:func:`check_lease`); a directory holding another study is not written into
-unless forced (:func:`foreign_content`).
+One atomically written file per run (result JSON and state npz, the result recording the
+state's size and SHA-256, so a damaged run is detected as a whole by :meth:`RunStore.inspect`),
+a manifest, the directory's lock (:class:`StudyLock`) and the lease its workers check
+before writing (:func:`check_lease`).
 """
 from __future__ import annotations
 

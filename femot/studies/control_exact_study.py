@@ -17,17 +17,36 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from femot.studies.fields import ConfigError, _check_keys, _num
+from femot.fem import PoissonOperator, boundary_distance, nodal_density, quadrature
+from femot.fem.meshes import admissible_vertices
+from femot.problems import ControlProblem
+from femot.problems.control import FORMULATIONS
+from femot.problems.control_exact import solve_control_exact
+from femot.studies.control_study import ControlStudy
 from femot.studies.heartbeat import iteration_tick
-from femot.studies.problems import ControlStudy, StudyProblem, _interval, _mesh_cache, _tr_options, register_problem
+from femot.studies.metrics import wasserstein_discrete
+from femot.studies.study_problem import ChainContext, StudyProblem
+from femot.studies.toml_checks import ConfigError, _check_keys, _interval, _num, _tr_options
 
 __all__ = ["ExactControlStudy"]
 
 
-@register_problem
+@dataclass
+class ExactReference:
+    """Per mesh: the state equation, desired state, prior vertex masses and the exact 2D (OCP)."""
+
+    op: PoissonOperator
+    y_d: Any
+    mu2: np.ndarray
+    exact: Any
+    ref_time: float
+
+
 class ExactControlStudy(StudyProblem):
     """(OCP^delta_gamma) of Part II by the trust-region method vs the exact 2D (OCP) (semi-discrete W_2)."""
 
@@ -46,36 +65,7 @@ class ExactControlStudy(StudyProblem):
     _control = ControlStudy()
 
     def validate(self, sec, *, where, gammas, deltas, d, dim, meshes, base_dir):
-        """Check the ``[control]`` table (2D; ``mu2 = {type = "uniform", box = [[a, b], [c, d]]}``).
-
-        Parameters
-        ----------
-        sec : dict
-            The ``[control]`` table.
-        where : str
-            Its name in error messages.
-        gammas, deltas : sequence of float
-            The schedule.
-        d, dim : int
-            Coupling dimension and spatial dimension.
-        meshes : list
-            The study's mesh specifications.
-        base_dir : pathlib.Path
-            Folder of the configuration file.
-
-        Returns
-        -------
-        dict
-            The parameters.
-
-        Raises
-        ------
-        ConfigError
-            Naming the offending field.
-        """
-        from femot.fem.meshes import boundary_distance
-        from femot.problems.control import FORMULATIONS
-
+        """Check the ``[control-exact]`` table (2D; ``mu2 = {type = "uniform", box = [[a, b], [c, d]]}``)."""
         _check_keys(sec, self.KEYS, where)
         if dim != 2:
             raise ConfigError(f"mesh: the control-exact study needs a 2D mesh, got dimension {dim}")
@@ -122,40 +112,13 @@ class ExactControlStudy(StudyProblem):
         return np.all((X >= b[:, 0] - 1e-12) & (X <= b[:, 1] + 1e-12), axis=1)
 
     def setup(self, params, seed):
-        """The chain's data: the parameters (the prior is built per mesh).
+        """The chain's context (the instance is deterministic; the prior is built per mesh)."""
+        return ChainContext(params=params)
 
-        Parameters
-        ----------
-        params : dict
-            From :meth:`validate`.
-        seed : int
-            The chain's seed (unused: the instance is deterministic).
+    def _exact_reference(self, ctx: ChainContext, spec) -> ExactReference:
+        p = ctx.params
 
-        Returns
-        -------
-        dict
-        """
-        return {"params": params, "meshes": {}}
-
-    def with_metrics(self, params, metrics):
-        """No costly optional metric here: ``params`` unchanged.
-
-        Parameters
-        ----------
-        params : dict
-        metrics : list of str
-        """
-        return params
-
-    def _exact_reference(self, ctx, spec):
-        from femot.fem import PoissonOperator, nodal_density, quadrature
-        from femot.fem.meshes import admissible_vertices
-        from femot.problems.control_exact import solve_control_exact
-
-        p = ctx["params"]
-        mc = _mesh_cache(ctx, spec)
-        if "exact" not in mc:
-            mesh = mc["mesh"]
+        def build(mesh):
             op = PoissonOperator(mesh)
             y_d = self._control._y_d(op, p["y_d"])
             mu2 = np.where(self._box_vertices(mesh, p["mu2"]["box"]), quadrature(mesh).weights, 0.0)
@@ -164,33 +127,16 @@ class ExactControlStudy(StudyProblem):
             t0 = time.perf_counter()
             ref = solve_control_exact(op, y_d, p["nu"], density=nodal_density(mesh, mu2), control_vertices=adm,
                                       tol=1e-12)
-            mc.update(op=op, y_d=y_d, mu2=mu2, exact=ref, ref_time=time.perf_counter() - t0)
-        return mc
+            return ExactReference(op=op, y_d=y_d, mu2=mu2, exact=ref, ref_time=time.perf_counter() - t0)
 
-    def solve(self, ctx, level, warm):
-        """Solve the regularized problem on the level's mesh and compare with the exact (OCP).
+        return ctx.per_mesh(spec, build)
 
-        Parameters
-        ----------
-        ctx : dict
-            From :meth:`setup`.
-        level : object
-            The level (``gamma``, ``delta``, ``h``, ``mesh``).
-        warm : dict or None
-            The previous level's state.
-
-        Returns
-        -------
-        tuple
-            ``(metrics, info, state)``.
-        """
-        from femot.problems.control import ControlProblem
-        from femot.studies.metrics import wasserstein_discrete
-
-        p = ctx["params"]
+    def solve(self, ctx: ChainContext, level, warm):
+        """Solve the regularized problem on the level's mesh and compare with the exact (OCP)."""
+        p = ctx.params
         mc = self._exact_reference(ctx, level.mesh)
-        op, y_d, ref = mc["op"], mc["y_d"], mc["exact"]
-        P = ControlProblem(op, y_d, mc["mu2"], p["nu"], level.gamma, level.delta, rho=p["rho"],
+        op, y_d, ref = mc.op, mc.y_d, mc.exact
+        P = ControlProblem(op, y_d, mc.mu2, p["nu"], level.gamma, level.delta, rho=p["rho"],
                            control_vertices=ref.control_vertices, tol=p["tol"], max_iter=p["max_iter"],
                            transport=p["transport"])
         x0 = None
@@ -220,7 +166,7 @@ class ExactControlStudy(StudyProblem):
             "signed_fun_bias": float(r.fun - r.exact_fun),
             "reference_fun": float(ref.fun), "reference_gap": float(ref.gap),
             "reference_newton_steps": int(ref.nit), "reference_status": int(ref.status),
-            "solve_time_s": round(t_solve, 4), "reference_time_s": round(mc["ref_time"], 4),
+            "solve_time_s": round(t_solve, 4), "reference_time_s": round(mc.ref_time, 4),
             "h": float(level.h), "certificate": "fw_gap" if P.formulation == "value" else "relative_stationarity",
         }
         state = {"x": np.asarray(r.x), "control_points": P.x1}
