@@ -226,7 +226,7 @@ def test_bad_scalars_and_weights():
 
 def test_line_search_root_finders_agree():
     """Sorted-breakpoint and bracketed roots of the piecewise linear phi' coincide."""
-    from femot.core.qrot import _bracketed_root, _exact_line_search
+    from femot.core.line_search import _bracketed_root, _exact_line_search
 
     rng = np.random.default_rng(4)
     for _ in range(20):
@@ -268,7 +268,7 @@ def test_monge_initialization_gives_exact_duals():
 def test_semidual_rows_exact_and_derivatives(kappa):
     """Row solves of the curved search: rows of (3.1) hold exactly; psi', psi'' match finite differences."""
     from femot.core import kernels
-    from femot.core.qrot import _SemiDual
+    from femot.core.line_search import _SemiDual
 
     rng = np.random.default_rng(5)
     n1, n2, gamma = 9, 7, 0.3
@@ -348,7 +348,7 @@ def test_staircase_potentials_solve_small_gamma_problem():
 
 def test_level_balances_corrected_masses():
     """The (1, -1) level maximizing the dual makes <w1, mu1 - eps alpha> = <w2, mu2 - eps beta>."""
-    from femot.core.qrot import _level
+    from femot.core.starting_points import _level
 
     rng = np.random.default_rng(3)
     w1, w2 = rng.uniform(0.5, 1.5, 7), rng.uniform(0.5, 1.5, 5)
