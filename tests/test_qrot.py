@@ -1,4 +1,7 @@
 """The regularized transport core: KKT conditions, robustness, exact limits, input checks."""
+import dataclasses
+import inspect
+
 import numpy as np
 import pytest
 
@@ -583,3 +586,47 @@ def test_exact_ot_feasible_with_tiny_row_mass():
         assert np.allclose(T.sum(axis=1), w1 * m1, rtol=0, atol=1e-15)
         assert np.allclose(T.sum(axis=0), m2, rtol=0, atol=1e-15)
         assert abs(ex.cost - cc[0, 0] * m2.sum()) <= 1e-15
+
+
+# -- options ----------------------------------------------------------------------
+
+def test_qrot_options_defaults_are_those_of_solve_qrot():
+
+    from femot.core import QROTOptions
+
+    sig = inspect.signature(solve_qrot).parameters
+    for f in dataclasses.fields(QROTOptions):
+        assert sig[f.name].default == f.default, f.name
+    assert QROTOptions.from_mapping(None) == QROTOptions()
+    opts = QROTOptions(tol=1e-8)
+    assert QROTOptions.from_mapping(opts) is opts
+    assert QROTOptions.from_mapping({"tol": 1e-8}) == opts
+    assert QROTOptions.from_mapping(opts.as_kwargs()) == opts
+
+
+def test_qrot_options_refuse_unknown_keys_and_bad_values():
+    from femot.core import QROTOptions
+
+    with pytest.raises(ValueError, match="valid: tol, max_iter, init, linear_solver, lm, screening, curve, verbose"):
+        QROTOptions.from_mapping({"tol": 1e-8, "solver": "cg"})
+    with pytest.raises(TypeError):
+        QROTOptions.from_mapping([("tol", 1e-8)])
+    for bad in ({"tol": 0.0}, {"tol": np.nan}, {"max_iter": -1}, {"max_iter": 2.5}, {"init": "nope"},
+                {"linear_solver": "lu"}, {"lm": -1.0}, {"screening": "yes"}, {"verbose": 2}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            QROTOptions.from_mapping(bad)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        QROTOptions().tol = 1.0
+    c, m1, m2 = _ok()
+    with pytest.raises(ValueError, match="linear_solver"):
+        solve_qrot(c, m1, m2, 0.1, linear_solver="lu")
+
+
+def test_solve_qrot_with_options_object_is_the_same_solve():
+    from femot.core import QROTOptions
+
+    c, m1, m2 = _ok()
+    opts = QROTOptions.from_mapping({"tol": 1e-12, "linear_solver": "direct"})
+    a = solve_qrot(c, m1, m2, 0.1, **opts.as_kwargs())
+    b = solve_qrot(c, m1, m2, 0.1, tol=1e-12, linear_solver="direct")
+    assert np.array_equal(a.alpha, b.alpha) and np.array_equal(a.beta, b.beta) and a.nit == b.nit

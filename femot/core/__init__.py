@@ -2,8 +2,9 @@
 from femot.core.cost import Cost, DenseCost, GeometricCost, as_cost
 from femot.core.exact import exact_ot, exact_ot_1d, monotone_coupling_1d, wasserstein_pp_1d
 from femot.core.qrot import residual_floor, solve_qrot
+from femot.core.qrot_options import QROTOptions
 from femot.core.qrot_result import QROTResult
 
 __all__ = ["Cost", "DenseCost", "GeometricCost", "as_cost", "exact_ot", "exact_ot_1d", "wasserstein_pp_1d",
-           "monotone_coupling_1d", "QROTResult", "residual_floor",
+           "monotone_coupling_1d", "QROTResult", "QROTOptions", "residual_floor",
            "solve_qrot"]

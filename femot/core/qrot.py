@@ -61,6 +61,7 @@ from femot.core import kernels
 from femot.core.cost import as_cost
 from femot.core.linalg import NewtonMatrix
 from femot.core.line_search import _curved_step, _exact_line_search, _streamed_root
+from femot.core.qrot_options import QROTOptions
 from femot.core.qrot_result import QROTResult
 from femot.core.starting_points import (
     _CONT_RTOL,
@@ -293,7 +294,7 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
         further one from the previous potentials (the result's ``init`` is 'continuation', its ``continuation``
         lists the stages and ``nit_total`` counts their iterations too).  With ``x0`` and a Monge
         cost, 'auto'/'monge' also run the sweeps seeded by x0 and start from
-        whichever has the smaller residual; 'x0' (or any other value) uses x0 as is.
+        whichever has the smaller residual; 'x0' (or any other name) uses x0 as is.
     linear_solver : {'auto', 'direct', 'cg'}, optional
         Solver of the Newton systems: sparse LU, Jacobi-PCG, or chosen by size (default).
     lm : float, optional
@@ -337,13 +338,14 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
         If an argument is malformed: a cost that is not a finite matrix or cost object, marginals
         or weights of the wrong length or shape, complex, negative or non-finite, ``gamma <= 0``,
         gamma so large that the cost vanishes in the rounding of the potentials, ``eps < 0``, or
-        unequal masses with eps = 0.
+        unequal masses with eps = 0; or an invalid option (checked by
+        :class:`~femot.core.QROTOptions`, which holds these keywords and their defaults).
     """
     cost = as_cost(c)
+    opts = QROTOptions(tol=tol, max_iter=max_iter, init=init, linear_solver=linear_solver, lm=lm,
+                       screening=screening, curve=curve, verbose=verbose)
     with kernels.threads_for(cost.shape[0] * cost.shape[1]):
-        return _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, x0=x0, tol=tol, max_iter=max_iter, init=init,
-                           linear_solver=linear_solver, lm=lm, screening=screening, curve=curve,
-                           verbose=verbose, callback=callback)
+        return _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, x0=x0, callback=callback, **opts.as_kwargs())
 
 
 class _Crawl(Exception):
@@ -440,10 +442,7 @@ class _QROTData:
             # equal masses up to the input's precision; mu2 rebalanced to mu1's mass
             m2 = check_equal_mass(m1, w1, m2, w2, rtol=rtol_mass)
         check_qrot_data(mu1, mu2, self.gamma, cost.max_abs, m1, m2, w1, w2)  # shapes, gamma's upper range
-        self.tol = check_positive_scalar(tol, "tol")
-        self.max_iter = int(max_iter)
-        if self.max_iter < 0:
-            raise ValueError(f"max_iter must be >= 0, got {self.max_iter}")
+        self.tol, self.max_iter = tol, max_iter  # validated by QROTOptions
         self.cost, self.n1, self.n2 = cost, n1, n2
         self.m1, self.m2, self.w1, self.w2 = m1, m2, w1, w2
         self.kappa = self.gamma * self.eps
@@ -509,8 +508,6 @@ def _init_state(p: _QROTData, x0, init, lm) -> _QROTState:
             a1, b1, swept = _monge_start(cost, m1, m2, w1, w2, p.gamma, p.eps, start=(alpha, beta))
             if swept:
                 alpha, beta, init_used = a1.copy(), b1.copy(), "warm+monge"
-        elif init not in ("auto", "monge", "x0", "exact", "mean", "zero", "coarse"):
-            raise ValueError(f"init must be 'auto', 'monge', 'exact', 'mean', 'zero', 'coarse' or 'x0', got {init!r}")
     else:
         alpha, beta, init_used = _initial_point(cost, m1, m2, w1, w2, p.gamma, p.eps, init, solve_qrot)
     p.recenter(alpha, beta)

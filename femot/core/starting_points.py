@@ -202,7 +202,8 @@ def _initial_point(cost, m1, m2, w1, w2, gamma, eps, init, solver):
         sb = w1 @ alpha
         beta = (gamma * m2 + cw1 - sb) / (W1 + kappa)
         return alpha, beta, "mean"
-    raise ValueError(f"init must be 'auto', 'monge', 'exact', 'mean', 'coarse' or 'zero', got {init!r}")
+    raise ValueError(f"init={init!r} needs a warm start x0; cold starts: 'auto', 'monge', 'exact', 'mean', "
+                     f"'coarse' or 'zero'")
 
 
 def _continuation_gammas(p) -> list:
