@@ -10,6 +10,7 @@ import pytest
 from _fe_instances import fe_lower_level, sqdist
 
 from femot import GeometricCost, solve_qrot
+from femot.core import certify_working_set
 from femot.core import qrot as qrot_module
 
 
@@ -127,6 +128,4 @@ def test_fe_refined_grid_geometric():
     rows = np.repeat(np.arange(P.shape[0]), np.diff(P.indptr))
     z = r.alpha[rows] + r.beta[P.indices] - ((x[rows] - x[P.indices]) ** 2).sum(1)
     assert np.allclose(P.data * gamma, z, rtol=1e-9, atol=1e-12 * np.abs(z).max())
-    from femot.core.multiscale import certify_working_set
-
     assert certify_working_set(GeometricCost(x, x), r.alpha, r.beta, P.indptr, P.indices).size == 0

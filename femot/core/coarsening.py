@@ -1,13 +1,8 @@
-"""Coarsened point sets and the coarse-to-fine cold start of the QROT solver.
+"""Coarse-to-fine cold start of :func:`femot.solve_qrot` for point costs (``init='coarse'``).
 
-Each level aggregates the points of the next finer one on a uniform grid (cell
-masses and weights summed, centres at the weighted mean); potentials are carried
-from a coarse level to a finer one by inverse-distance interpolation between the
-nearest coarse points.  :func:`coarse_start` solves the coarse levels (the solver
-is passed in) and returns potentials for the fine points: the cold start
-``init='coarse'`` of :func:`femot.solve_qrot` for a
-:class:`~femot.core.cost.GeometricCost` and the first phase of
-:func:`femot.core.multiscale.solve_qrot_multiscale`.
+Coarsened point sets (:func:`coarsen`), the transfer of potentials from a coarse level to
+a finer one (:func:`interpolate_potential`) and the levels' solves (:func:`coarse_start`);
+docs/core.md, section 6.
 """
 from __future__ import annotations
 
@@ -118,15 +113,17 @@ def coarse_start(x1, x2, mu1, mu2, gamma, w1, w2, *, p: float = 2.0, eps: float 
                  factor: float = 4.0, coupled: bool = True, coarse_tol: float = 1e-7, solver, **options):
     """Warm start ``(alpha0, beta0, levels)`` for the fine problem from its coarse levels only.
 
-    The coarse part of :func:`solve_qrot_multiscale` (same parameters): the
-    coarsest level from the cold start, every finer coarse level from the
-    interpolated potentials of the one below, and finally the potentials
-    interpolated to the fine points.  None when the fine problem has no coarser
-    level (both sides at most ``coarsest`` points).  :func:`femot.solve_qrot`
-    uses this as its cold start for a :class:`~femot.core.cost.GeometricCost`
-    with more than ``2 * coarsest`` points on a side (``init='coarse'``).  ``solver``
-    is the QROT solver used on the levels (:func:`femot.solve_qrot`; passed in so that
-    this module stays below the solver in the import layers).
+    Levels are coarsened by ``factor`` (points per level) until both sides have at most
+    ``coarsest`` points; the coarsest level is solved from the solver's cold start, every
+    finer coarse level from the interpolated potentials of the one below, and finally the
+    potentials are interpolated to the fine points.  None when the fine problem has no
+    coarser level.  With ``coupled`` a level with n points per side (``n = sqrt(n1 n2)``)
+    uses ``gamma_l = gamma (n_fine / n)^((d + 2) / d)`` (d the dimension of the points):
+    the plan's support width, ``~ gamma^(1/(d+2))``, then spans as many coarse cells as
+    the fine plan spans fine ones (with the fine gamma a coarse level resolves the plan by
+    less than one cell per row, and Newton crawls there).  This is the cold start
+    ``init='coarse'`` of :func:`femot.solve_qrot` for a :class:`~femot.core.GeometricCost`;
+    ``solver`` is passed in so that this module stays below the solver in the imports.
 
     Parameters
     ----------

@@ -71,6 +71,7 @@ from femot.core.starting_points import (
     _is_monge,
     _level,
     _monge_start,
+    has_coarser_level,
 )
 
 __all__ = ["solve_qrot", "residual_floor"]
@@ -281,20 +282,21 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
         (1e-3 of the largest density); otherwise the result has status 4.
     max_iter : int, optional
         Largest number of Newton iterations (default 200).
-    init : str, optional
-        Cold start: 'auto' (default) picks 'monge' for Monge costs (north-west corner
-        staircase potentials of the eps-corrected marginals, O(n) per sweep, see
-        ``_monge_start``), 'exact' (LP duals) for n1*n2 <= 40000, 'coarse' for a
-        cost with ``coarse_start`` (a GeometricCost with more than 4000 points on a
-        side: potentials solved on coarsened point sets, ``femot.core.multiscale``),
-        else 'mean' (closed form with every pair active); or 'zero'.  When 'auto' resolves to
-        'mean' or 'coarse' and ``gamma M / (max|c| W1 W2) < 1e-4`` (M the mass, W1, W2 the total
-        weights: the plan then has few entries per row), the cold start is a continuation
-        instead: solves at ``gamma * 10^k, ..., gamma * 10``, the largest from that start, each
-        further one from the previous potentials (the result's ``init`` is 'continuation', its ``continuation``
-        lists the stages and ``nit_total`` counts their iterations too).  With ``x0`` and a Monge
-        cost, 'auto'/'monge' also run the sweeps seeded by x0 and start from
-        whichever has the smaller residual; 'x0' (or any other name) uses x0 as is.
+    init : {'auto', 'monge', 'exact', 'mean', 'coarse', 'zero', 'x0'}, optional
+        Cold start: 'monge' (staircase potentials of the eps-corrected marginals, for Monge
+        costs), 'exact' (LP duals), 'mean' (closed form with every pair active), 'zero', or
+        'coarse' (for a GeometricCost with more than 2000 points on a side: potentials
+        solved on coarsened point sets, coarse to fine; the result's ``levels`` lists them
+        and this solve; otherwise the same as 'auto').  'auto' (default) picks 'monge' for
+        Monge costs, 'exact' for n1*n2 <= 40000, 'coarse' for a GeometricCost with more than
+        4000 points on a side, else 'mean'.  When 'auto' resolves to 'mean' or 'coarse' and
+        ``gamma M / (max|c| W1 W2) < 1e-4`` (M the mass, W1, W2 the total weights: the plan
+        then has few entries per row) and the plain start crawls, the cold start is a
+        continuation instead: solves at ``gamma * 10^k, ..., gamma * 10``, each from the
+        previous potentials (the result's ``init`` is 'continuation', its ``continuation``
+        lists the stages and ``nit_total`` counts their iterations too).  With ``x0`` and a
+        Monge cost, 'auto'/'monge' also run the sweeps seeded by x0 and start from whichever
+        has the smaller residual; 'x0' (or any other name) uses x0 as is.
     linear_solver : {'auto', 'direct', 'cg'}, optional
         Solver of the Newton systems: sparse LU, Jacobi-PCG, or chosen by size (default).
     lm : float, optional
@@ -318,7 +320,9 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
         Alpha, beta, plan (CSR), residual, residual_floor, success,
         status, message, nit, history, and the derivative methods jvp/vjp; after a
         continuation also ``continuation`` (per stage: gamma, nit, status, residual,
-        init) and ``nit_total``.  ``time_s`` includes the stages.
+        init) and ``nit_total``; after coarse levels also ``levels`` (per level, coarsest
+        first and this solve last: n1, n2, gamma, nit, success, time_s, init, dense_passes).
+        ``time_s`` includes the stages and levels.
         ``success`` is ``status in (0, 5)``; the codes (``STATUS_MESSAGES``) are
 
         * 0 converged: residual <= tol;
@@ -363,6 +367,13 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
                   screening=screening, curve=curve)
     stages: list = []
     crawled = None
+    if x0 is None and init == "coarse" and not has_coarser_level(cost):
+        # no coarsened point sets to solve: the automatic cold start, listed as the one level
+        out = _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, x0=None, tol=tol, max_iter=max_iter, init="auto",
+                          linear_solver=linear_solver, lm=lm, screening=screening, curve=curve, verbose=verbose,
+                          callback=callback, crawl_limit=crawl_limit)
+        out.levels = [_level_entry(out, p.t_start)]
+        return out
     gammas = _continuation_gammas(p) if x0 is None and init == "auto" else []
     if gammas and _auto_init(cost) in ("mean", "coarse"):
         # Cold start at small gamma.  The plain start first: on data in general position
@@ -416,6 +427,8 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
     if st.status is None:  # (not reached: the stopping test ends the loop at max_iter)
         st.status = 1
     out = _output(p, st)
+    if st.levels is not None:  # coarse levels, coarsest first, then this solve
+        out.levels = st.levels + [_level_entry(out, st.t_levels)]
     if stages:
         out.continuation = stages
         out.crawled = crawled  # iterations of the plain cold start before it was abandoned
@@ -424,6 +437,13 @@ def _solve_qrot(cost, mu1, mu2, gamma, eps, w1, w2, *, x0, tol, max_iter, init, 
         print(f"{out.message} after {st.nit} iterations; residual {out.residual:.3e} "
               f"(floor {out.residual_floor:.2e})")
     return out
+
+
+def _level_entry(res, t0) -> dict:
+    """The entry of a solve in the ``levels`` of a coarse start (its time counted from ``t0``)."""
+    n1, n2 = res.plan.shape
+    return {"n1": n1, "n2": n2, "gamma": float(res.gamma), "nit": int(res.nit), "success": bool(res.success),
+            "time_s": time.perf_counter() - t0, "init": res.init, "dense_passes": int(res.dense_passes)}
 
 
 class _QROTData:
@@ -486,6 +506,8 @@ class _QROTState:
         self.ls_fail = 0
         self.stall, self.last_move, self.prev_res = 0, np.inf, np.inf
         self.res0 = None  # residual at the start: the inexact-Newton tolerance is relative to it
+        self.levels: list | None = None  # the coarse levels of init='coarse' (and when they ended)
+        self.t_levels = 0.0
 
     def update_sums(self, p: _QROTData, ev) -> None:
         self.rowsum, self.colsum, self.count, _ = ev
@@ -495,6 +517,7 @@ class _QROTState:
 def _init_state(p: _QROTData, x0, init, lm) -> _QROTState:
     """Starting potentials (warm start ``x0`` or a cold start ``init``), their sums and residuals."""
     cost, m1, m2, w1, w2 = p.cost, p.m1, p.m2, p.w1, p.w2
+    levels = None
     if x0 is not None:
         try:
             a0, b0 = x0
@@ -509,9 +532,11 @@ def _init_state(p: _QROTData, x0, init, lm) -> _QROTState:
             if swept:
                 alpha, beta, init_used = a1.copy(), b1.copy(), "warm+monge"
     else:
-        alpha, beta, init_used = _initial_point(cost, m1, m2, w1, w2, p.gamma, p.eps, init, solve_qrot)
+        alpha, beta, init_used, levels = _initial_point(cost, m1, m2, w1, w2, p.gamma, p.eps, init, solve_qrot)
     p.recenter(alpha, beta)
     st = _QROTState(alpha, beta, init_used, _Engine(cost, w1, w2, screening=p.screening), lm)
+    if levels is not None:
+        st.levels, st.t_levels = levels, time.perf_counter()
     st.update_sums(p, st.engine.evaluate(alpha, beta))
     return st
 

@@ -14,6 +14,8 @@ from femot.core.exact import exact_ot
 _CONT_GAMMA_HAT = 1e-4
 _CONT_MAX_STAGES = 12
 _CONT_RTOL = 1e-6
+# Coarse levels are coarsened down to this many points on a side.
+_COARSEST = max(2, COARSE_START_MIN // 2)
 
 
 def _is_monge(cost):
@@ -127,21 +129,21 @@ def _monge_start(cost, m1, m2, w1, w2, gamma, eps, sweeps=30, start=None):
 
 
 def _coarse_start(cost, m1, m2, w1, w2, gamma, eps, solver):
-    """Potentials solved on coarsened point sets (``init='coarse'``), or None.
+    """Potentials solved on coarsened point sets and the levels solved, ``(alpha, beta, levels)``, or None.
 
-    Only for a :class:`~femot.core.cost.GeometricCost` with more than ``COARSE_START_MIN``
-    points on a side (levels of about 4 times fewer points down to ``COARSE_START_MIN / 2``,
-    gamma coupled to each level, :func:`femot.core.coarsening.coarse_start`); the levels
-    solved are kept in ``cost.last_coarse_levels``.
+    For a :class:`~femot.core.cost.GeometricCost` with a coarser level (more than
+    ``COARSE_START_MIN / 2`` points on a side): levels of about 4 times fewer points down to
+    ``COARSE_START_MIN / 2``, gamma coupled to each level (:func:`femot.core.coarsening.coarse_start`).
     """
-    if not isinstance(cost, GeometricCost) or max(cost.shape) <= COARSE_START_MIN:
+    if not has_coarser_level(cost):
         return None
-    out = coarse_start(cost.x1, cost.x2, m1, m2, gamma, w1, w2, p=cost.p, eps=eps,
-                       coarsest=max(2, COARSE_START_MIN // 2), solver=solver)
-    if out is None:
-        return None
-    cost.last_coarse_levels = out[2]
-    return out[0], out[1]
+    return coarse_start(cost.x1, cost.x2, m1, m2, gamma, w1, w2, p=cost.p, eps=eps, coarsest=_COARSEST,
+                        solver=solver)
+
+
+def has_coarser_level(cost) -> bool:
+    """Whether ``init='coarse'`` has coarsened point sets to solve (else it is 'auto')."""
+    return isinstance(cost, GeometricCost) and max(cost.shape) > _COARSEST
 
 
 def _auto_init(cost) -> str:
@@ -157,14 +159,18 @@ def _auto_init(cost) -> str:
 
 
 def _initial_point(cost, m1, m2, w1, w2, gamma, eps, init, solver):
-    """Cold-start potentials ``(alpha, beta, init_used)`` for ``init``; ``solver`` solves the coarse levels."""
+    """Cold-start potentials ``(alpha, beta, init_used, levels)``.
+
+    ``solver`` solves the coarse levels of ``init='coarse'``, which ``levels`` lists (None
+    for the other starts).
+    """
     n1, n2 = cost.shape
     if init == "auto":
         init = _auto_init(cost)
     if init == "coarse":
         start = _coarse_start(cost, m1, m2, w1, w2, gamma, eps, solver)
         if start is not None:
-            return start[0], start[1], "coarse"
+            return start[0], start[1], "coarse", start[2]
         init = "mean"
     if init == "monge":
         # Monge costs (e.g. h(x - y), h convex, on sorted 1D points): the
@@ -173,7 +179,7 @@ def _initial_point(cost, m1, m2, w1, w2, gamma, eps, init, solver):
         mass1, mass2 = float(w1 @ m1), float(w2 @ m2)
         if mass1 > 0 and mass2 > 0:
             al, be, swept = _monge_start(cost, m1, m2, w1, w2, gamma, eps)
-            return al, be, "monge" if swept else "monge-duals"
+            return al, be, "monge" if swept else "monge-duals", None
         init = "mean"
     if init == "exact":
         mass1, mass2 = float(w1 @ m1), float(w2 @ m2)
@@ -181,10 +187,10 @@ def _initial_point(cost, m1, m2, w1, w2, gamma, eps, init, solver):
             # Exact OT needs equal masses; balance a copy (only a starting point).
             r = exact_ot(cost.dense(), m1 / mass1, m2 / mass2, w1, w2)
             if r.success:
-                return r.alpha.copy(), r.beta.copy(), "exact"
+                return r.alpha.copy(), r.beta.copy(), "exact", None
         init = "mean"
     if init == "zero":
-        return np.zeros(n1), np.zeros(n2), "zero"
+        return np.zeros(n1), np.zeros(n2), "zero", None
     if init == "mean":
         # Closed-form solution when every pair is active: it puts every row and
         # column in contact with its cheaper partners.
@@ -201,7 +207,7 @@ def _initial_point(cost, m1, m2, w1, w2, gamma, eps, init, solver):
         alpha = (gamma * m1 + cw2 - sa) / (W2 + kappa)
         sb = w1 @ alpha
         beta = (gamma * m2 + cw1 - sb) / (W1 + kappa)
-        return alpha, beta, "mean"
+        return alpha, beta, "mean", None
     raise ValueError(f"init={init!r} needs a warm start x0; cold starts: 'auto', 'monge', 'exact', 'mean', "
                      f"'coarse' or 'zero'")
 
