@@ -42,6 +42,13 @@ def coarsen(X, w, m, target: int):
         Cell densities ``sum w m / sum w`` (so the masses ``wc * mc`` are conserved).
     label : numpy.ndarray, shape (n,)
         The cell of every point.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Xc, wc, mc, label = coarsen(np.linspace(0.0, 1.0, 8), np.ones(8), np.ones(8), 4)
+    >>> [float(v) for v in wc], [int(v) for v in label]
+    ([3.0, 2.0, 2.0, 1.0], [0, 0, 0, 1, 1, 2, 2, 3])
     """
     X = np.asarray(X, dtype=float).reshape(len(X), -1)
     n, d = X.shape
@@ -83,6 +90,13 @@ def interpolate_potential(Xc, fc, X, k: int = 4):
     -------
     numpy.ndarray, shape (n,)
         The interpolated values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> f = interpolate_potential(np.array([[0.0], [1.0]]), np.array([0.0, 1.0]), np.array([[0.25]]))
+    >>> print(f"{f[0]:.4f}")  # weights 1/0.25^2 and 1/0.75^2
+    0.1000
     """
     from scipy.spatial import cKDTree
 
@@ -166,6 +180,17 @@ def coarse_start(x1, x2, mu1, mu2, gamma, w1, w2, *, p: float = 2.0, eps: float 
     ------
     ValueError
         If ``factor <= 1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from femot import solve_qrot
+    >>> rng = np.random.default_rng(0)
+    >>> X, Y = rng.uniform(size=(60, 2)), rng.uniform(size=(50, 2))
+    >>> alpha0, beta0, levels = coarse_start(X, Y, np.ones(60), np.full(50, 1.2), 1e-2, np.ones(60), np.ones(50),
+    ...                                      coarsest=20, solver=solve_qrot)
+    >>> alpha0.shape, [(lv["n1"], lv["n2"], lv["success"]) for lv in levels]
+    ((60,), [(15, 13, True)])
     """
 
     X1 = np.asarray(x1, dtype=float).reshape(len(x1), -1)

@@ -34,6 +34,13 @@ class Cost(Protocol):
         ``(n1, n2)``.
     max_abs : float
         ``max_ij |c_ij|`` (or an upper bound close to it: it sets the rounding floor).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from femot.core import DenseCost, GeometricCost
+    >>> isinstance(DenseCost(np.zeros((2, 3))), Cost), isinstance(GeometricCost([0.0], [1.0]), Cost)
+    (True, True)
     """
 
     shape: tuple
@@ -273,6 +280,12 @@ class DenseCost(_StreamedCost):
     ------
     ValueError
         If ``c`` is complex or not numeric, not a nonempty 2D array, or holds NaN/inf.
+
+    Examples
+    --------
+    >>> C = DenseCost([[0.0, 1.0], [4.0, 0.5]])
+    >>> C.shape, float(C.max_abs)
+    ((2, 2), 4.0)
     """
 
     def __init__(self, c, name: str = "c"):
@@ -379,6 +392,16 @@ class GeometricCost(_StreamedCost):
     For ``d = 1`` and both point sets sorted the cost is Monge (p >= 1), so the
     solver's north-west-corner cold start applies.  ``max_abs`` is the largest
     distance to the p, found among pairs of convex-hull vertices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from femot import solve_qrot
+    >>> x = np.linspace(0.0, 1.0, 5)
+    >>> G = GeometricCost(x, x + 0.5)  # c_ij = |x_i - (x_j + 0.5)|^2, never stored
+    >>> res = solve_qrot(G, np.full(5, 0.2), np.full(5, 0.2), 1e-3)
+    >>> G.shape, res.success, f"{res.transport_cost():.4f}"
+    ((5, 5), True, '0.2500')
     """
 
     def __init__(self, x1, x2, p: float = 2.0, search: str = "tree"):
@@ -664,6 +687,11 @@ def as_cost(c, shape=None):
     ------
     ValueError
         If a matrix is not finite/2D (see :class:`DenseCost`) or the shape differs from ``shape``.
+
+    Examples
+    --------
+    >>> type(as_cost([[0.0, 1.0], [1.0, 0.0]])).__name__
+    'DenseCost'
     """
     if isinstance(c, (DenseCost, GeometricCost)):
         cost = c

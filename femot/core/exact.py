@@ -73,6 +73,12 @@ def exact_ot(c, mu1, mu2, w1=None, w2=None):
     ValueError
         If ``c`` is not a finite matrix, a marginal is negative or of the wrong length, a
         weight is not positive, or the masses differ.
+
+    Examples
+    --------
+    >>> res = exact_ot([[0.0, 1.0], [1.0, 0.0]], [0.5, 0.5], [0.3, 0.7])
+    >>> res.success, f"{res.cost:.4f}"
+    (True, '0.2000')
     """
     c = as_finite_matrix(c, "c")
     n1, n2 = c.shape

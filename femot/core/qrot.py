@@ -126,6 +126,12 @@ def residual_floor(w1, w2, scale: float, gamma: float) -> float:
     float
         The floor ``max(sum w1, sum w2) * u * scale / gamma`` (``u`` the unit roundoff), in the
         units of the marginal residual.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> print(f"{residual_floor(np.ones(5), np.ones(5), 1.0, 1e-3):.3e}")
+    1.110e-12
     """
     n_eff = max(float(np.sum(w1)), float(np.sum(w2)))
     return n_eff * _U * scale / gamma
@@ -344,6 +350,15 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
         gamma so large that the cost vanishes in the rounding of the potentials, ``eps < 0``, or
         unequal masses with eps = 0; or an invalid option (checked by
         :class:`~femot.core.QROTOptions`, which holds these keywords and their defaults).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.linspace(0.0, 1.0, 5)
+    >>> c = (x[:, None] - (x[None, :] + 0.5)) ** 2  # every point moves by 0.5
+    >>> res = solve_qrot(c, np.full(5, 0.2), np.full(5, 0.2), 1e-3)
+    >>> res.success, f"{res.transport_cost():.4f}"
+    (True, '0.2500')
     """
     cost = as_cost(c)
     opts = QROTOptions(tol=tol, max_iter=max_iter, init=init, linear_solver=linear_solver, lm=lm,

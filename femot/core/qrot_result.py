@@ -38,6 +38,16 @@ class QROTResult(OptimizeResult):
     is kept in attributes whose names start with ``_``; they are ordinary instance
     attributes, not entries of the result, so they appear in neither ``keys()`` nor
     the repr.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from femot import solve_qrot
+    >>> res = solve_qrot([[0.0, 1.0], [1.0, 0.0]], [0.5, 0.5], [0.3, 0.7], 0.1)
+    >>> res.status, [[round(float(v), 6) for v in row] for row in res.plan.toarray()]
+    (0, [[0.3, 0.2], [0.0, 0.5]])
+    >>> print(f"{res.transport_cost():.4f}")
+    0.2000
     """
 
     def __setattr__(self, name, value):

@@ -50,6 +50,13 @@ def outer_structure(A, B):
         If ``A`` is not a subset of ``B``.
     RuntimeError
         If the LP solver fails.
+
+    Examples
+    --------
+    >>> outer_structure(([0], [0]), ([0, 1], [0, 1]))[0]  # two separate pairs: yes
+    True
+    >>> outer_structure(([0, 1], [0, 1]), ([0, 0, 1, 1], [0, 1, 0, 1]))[0]  # a diagonal of a full block: no
+    False
     """
     ra, ca = (np.asarray(x, dtype=np.int64) for x in A)
     rb, cb = (np.asarray(x, dtype=np.int64) for x in B)
@@ -101,6 +108,12 @@ def pattern_components(indptr, indices, n2):
         CSR column indices.
     n2 : int
         Number of columns.
+
+    Examples
+    --------
+    >>> ncomp, label = pattern_components([0, 1, 2], [0, 1], 2)  # the diagonal of a 2 x 2 pattern
+    >>> ncomp, [int(v) for v in label]
+    (2, [0, 1, 0, 1])
     """
     from scipy.sparse.csgraph import connected_components
 
