@@ -88,7 +88,7 @@ def test_nonconvergence_is_reported():
     assert res.residual > res.residual_floor
 
 
-# -- robustness on the instances of Part III §4.2 (issue item 3) ----------------
+# -- robustness on the instances of Part III §4.2 --------------------------------
 
 SEEDS = range(50)
 
@@ -436,7 +436,7 @@ def test_monge_sweeps_reach_fixed_point_at_n500():
     assert res.residual_floor < 1e-2 * mu2.max()
 
 
-# -- precision limits and mass checks (issue 12) --------------------------------
+# -- precision limits and mass checks --------------------------------------------
 
 def _dense_residual(res, c, m1, m2, w1, w2):
     """Marginal residual of (3.1) recomputed here from the returned potentials."""
@@ -456,10 +456,10 @@ def _suggested_gamma(message):
 
 @pytest.mark.parametrize("n, gamma", [(200, 1e-7), (400, 1e-6)])
 def test_no_success_with_an_empty_plan(n, gamma):
-    """Issue 12 item 1: c = (i - j)^2 up to n^2 made the floor n u max|c| / gamma exceed the
-    marginals themselves, and the cold start (plan empty, residual = max mu) was accepted
-    at iteration 0.  A success must now carry a plan with the right marginals (checked
-    here from the potentials), or the result must say the problem is out of reach."""
+    """With c = (i - j)^2 up to n^2 the floor n u max|c| / gamma exceeds the marginals
+    themselves, so the cold start (plan empty, residual = max mu) must not be accepted at
+    iteration 0: a success carries a plan with the right marginals (checked here from the
+    potentials), or the result says the problem is out of reach."""
     i = np.arange(float(n))
     c = (i[:, None] - i) ** 2
     mu = np.ones(n) / n
@@ -495,10 +495,10 @@ def test_precision_failure_names_a_gamma_that_works():
 
 @pytest.mark.parametrize("seed", range(5))
 def test_tiny_gamma_never_beats_exact_transport(seed):
-    """Issue 12 item 1: a random 5x5 cost at gamma = 1e-14 'converged' to a plan cheaper
-    than the exact optimum.  Now status 4; at the gamma it names the plan is a success
-    whose cost obeys the weak-duality bound cost >= OT + <f, a' - a> + <g, b' - b>
-    (f, g the LP duals, a', b' the plan's marginal masses)."""
+    """A random 5x5 cost at gamma = 1e-14 cannot be resolved in double precision: status 4,
+    never a 'converged' plan cheaper than the exact optimum.  At the gamma the message names
+    the plan is a success whose cost obeys the weak-duality bound
+    cost >= OT + <f, a' - a> + <g, b' - b> (f, g the LP duals, a', b' the plan's marginal masses)."""
     rng = np.random.default_rng(seed)
     c = rng.random((5, 5))
     m1, m2 = rng.random(5), rng.random(5)
@@ -535,9 +535,9 @@ def test_precision_threshold_is_relative_to_the_densities():
 
 
 def test_float32_marginals_pass_the_mass_check():
-    """Issue 12 item 8: marginals normalized in float32 differ in mass by ~1e-7, which the
-    1e-9 check rejected; the tolerance now follows the input dtype, and mu2 is rebalanced
-    so the solve reaches the requested tolerance."""
+    """Marginals normalized in float32 differ in mass by ~1e-7: the mass tolerance follows
+    the input dtype (a 1e-9 check would reject them), and mu2 is rebalanced so the solve
+    reaches the requested tolerance."""
     rng = np.random.default_rng(1)
     n = 300
     c = rng.random((n, n))

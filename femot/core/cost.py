@@ -307,37 +307,11 @@ class DenseCost(_StreamedCost):
         self._nchunk = kernels.num_chunks(self.shape[0])
 
     def entries(self, rows, cols):
-        """``c`` at the index pairs ``(rows[k], cols[k])``.
-
-        Parameters
-        ----------
-        rows : array_like of int
-            Row indices.
-        cols : array_like of int
-            Column indices, same length as ``rows``.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``c[rows[k], cols[k]]`` for every ``k``.
-        """
+        """See :meth:`Cost.entries`."""
         return self.matrix[rows, cols]
 
     def weighted_sums(self, w1, w2):
-        """``(c @ w2, w1 @ c)``: the weighted row and column sums of the cost.
-
-        Parameters
-        ----------
-        w1 : numpy.ndarray, shape (n1,)
-            Quadrature weights of the first marginal.
-        w2 : numpy.ndarray, shape (n2,)
-            Quadrature weights of the second marginal.
-
-        Returns
-        -------
-        numpy.ndarray, numpy.ndarray
-            Shapes ``(n1,)`` and ``(n2,)``.
-        """
+        """See :meth:`Cost.weighted_sums`."""
         return self.matrix @ w2, w1 @ self.matrix
 
     def dense(self) -> np.ndarray:
@@ -453,36 +427,7 @@ class GeometricCost(_StreamedCost):
         return self._tree
 
     def evaluate(self, alpha, beta, w1, w2, dalpha=None, dbeta=None, t=0.0):
-        """``(rowsum, colsum, count, dsum)`` of ``z_+`` at ``(alpha + t dalpha, beta + t dbeta)``.
-
-        The four results are ``sum_j w2_j z_ij^+``, ``sum_i w1_i z_ij^+``, ``#{j : z_ij > 0}`` per
-        row and ``sum_ij w1_i w2_j z_ij^+ (dalpha_i + dbeta_j)``, with
-        ``z_ij = alpha_i + beta_j - c_ij`` at the shifted potentials.
-
-        Parameters
-        ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the first marginal.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the second marginal.
-        w1 : numpy.ndarray, shape (n1,)
-            Quadrature weights of the first marginal.
-        w2 : numpy.ndarray, shape (n2,)
-            Quadrature weights of the second marginal.
-        dalpha, dbeta : numpy.ndarray or None, optional
-            Search direction of the potentials; None (default) means zero.
-        t : float, optional
-            Step along the direction (default 0).
-
-        Returns
-        -------
-        rowsum : numpy.ndarray, shape (n1,)
-        colsum : numpy.ndarray, shape (n2,)
-        count : numpy.ndarray, shape (n1,)
-            Number of positive entries per row.
-        dsum : float
-            Directional term (0 without a direction).
-        """
+        """See :meth:`Cost.evaluate` (pairs found by the k-d tree search unless ``search="full"``)."""
         if self.search == "full":
             return super().evaluate(alpha, beta, w1, w2, dalpha, dbeta, t)
         if dalpha is None:
@@ -491,47 +436,13 @@ class GeometricCost(_StreamedCost):
         return self.tree.evaluate(alpha, beta, dalpha, dbeta, float(t), w1, w2)
 
     def count_above(self, alpha, beta, threshold: float = 0.0):
-        """Per-row counts of the pairs with ``z_ij > threshold``.
-
-        Parameters
-        ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the first marginal.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the second marginal.
-        threshold : float, optional
-            The pairs with ``z_ij > threshold`` are selected (default 0: the active set).
-
-        Returns
-        -------
-        numpy.ndarray, shape (n1,)
-            The counts.
-        """
+        """See :meth:`Cost.count_above` (by the k-d tree search unless ``search="full"``)."""
         if self.search == "full":
             return super().count_above(alpha, beta, threshold)
         return self.tree.count_above(alpha, beta, float(threshold))
 
     def active(self, alpha, beta, count=None, threshold: float = 0.0):
-        """CSR ``(indptr, indices, z)`` of the pairs with ``z_ij > threshold`` (columns sorted per row).
-
-        Parameters
-        ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the first marginal.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the second marginal.
-        count : numpy.ndarray or None, optional
-            Per-row counts from :meth:`count_above` at the same threshold, if known (saves a pass).
-        threshold : float, optional
-            The pairs with ``z_ij > threshold`` are selected (default 0: the active set).
-
-        Returns
-        -------
-        indptr, indices : numpy.ndarray
-            CSR structure of the selected pairs.
-        z : numpy.ndarray
-            ``alpha_i + beta_j - c_ij`` on them.
-        """
+        """See :meth:`Cost.active` (by the k-d tree search unless ``search="full"``)."""
         if self.search == "full":
             return super().active(alpha, beta, count, threshold)
         if threshold != 0.0:
@@ -540,25 +451,7 @@ class GeometricCost(_StreamedCost):
         return ip, ind, z
 
     def candidates(self, alpha, beta, threshold: float, max_count=None):
-        """CSR ``(indptr, indices, c values)`` of the pairs with ``z_ij > threshold``; None above ``max_count``.
-
-        Parameters
-        ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the first marginal.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the second marginal.
-        threshold : float
-            The pairs with ``z_ij > threshold`` are selected.
-        max_count : int or None, optional
-            Give up (return None) when more pairs than this qualify; None (default) means no limit.
-
-        Returns
-        -------
-        tuple or None
-            ``(indptr, indices, c)``: CSR structure and the cost values of the selected pairs,
-            or None if there are more than ``max_count`` of them.
-        """
+        """See :meth:`Cost.candidates` (by the k-d tree search unless ``search="full"``)."""
         if self.search == "full":
             return super().candidates(alpha, beta, threshold, max_count)
         max_count = min(self.max_candidates, np.inf if max_count is None else max_count)
@@ -571,34 +464,7 @@ class GeometricCost(_StreamedCost):
         return ip, ind, cv
 
     def line_candidates(self, alpha, beta, dalpha, dbeta, tmax, w1, w2, max_count=None):
-        """``(z, dz, w1_i w2_j)`` of the pairs positive somewhere on ``t in [0, tmax]``; None above ``max_count``.
-
-        Parameters
-        ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the first marginal.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the second marginal.
-        dalpha : numpy.ndarray, shape (n1,)
-            Search direction of ``alpha``.
-        dbeta : numpy.ndarray, shape (n2,)
-            Search direction of ``beta``.
-        tmax : float
-            Largest step of the line search.
-        w1 : numpy.ndarray, shape (n1,)
-            Quadrature weights of the first marginal.
-        w2 : numpy.ndarray, shape (n2,)
-            Quadrature weights of the second marginal.
-        max_count : int or None, optional
-            Give up (return None) when more pairs than this qualify; None (default) means no limit.
-
-        Returns
-        -------
-        tuple or None
-            Flat arrays ``(z, dz, w)`` over the pairs with ``z_ij + t dz_ij > 0`` for some
-            ``t`` in ``[0, tmax]`` (``dz_ij = dalpha_i + dbeta_j``, ``w = w1_i w2_j``), or None
-            if there are more than ``max_count``.
-        """
+        """See :meth:`Cost.line_candidates` (by the k-d tree search unless ``search="full"``)."""
         if self.search == "full":
             return super().line_candidates(alpha, beta, dalpha, dbeta, tmax, w1, w2, max_count)
         max_count = min(self.max_candidates * 4, np.inf if max_count is None else max_count)
@@ -619,20 +485,7 @@ class GeometricCost(_StreamedCost):
                                           np.ascontiguousarray(self.x2[h2]), self.p)))
 
     def entries(self, rows, cols):
-        """``c`` at the index pairs ``(rows[k], cols[k])``.
-
-        Parameters
-        ----------
-        rows : array_like of int
-            Row indices.
-        cols : array_like of int
-            Column indices, same length as ``rows``.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``c[rows[k], cols[k]]`` for every ``k``.
-        """
+        """See :meth:`Cost.entries`."""
         rows = np.asarray(rows, dtype=np.int64).ravel()
         cols = np.asarray(cols, dtype=np.int64).ravel()
         return kernels.cost_entries(self._op, rows, cols)

@@ -1,42 +1,10 @@
-"""Quadratically regularized optimal transport through its (doubly) regularized dual.
+"""Quadratically regularized optimal transport: semismooth Newton on the (doubly) regularized dual.
 
-Solves the weighted problem of docs/core.md (Part III (H_gamma) with quadrature
-weights; (3.1) when eps > 0):
-
-    min  sum_ij w1_i w2_j (c_ij pi_ij + gamma/2 pi_ij^2)
-    s.t. pi >= 0,  sum_j w2_j pi_ij = mu1_i,  sum_i w1_i pi_ij = mu2_j,
-
-through the dual equations
-
-    sum_j w2_j (alpha_i + beta_j - c_ij)_+ + gamma*eps*alpha_i = gamma*mu1_i
-    sum_i w1_i (alpha_i + beta_j - c_ij)_+ + gamma*eps*beta_j  = gamma*mu2_j
-
-with ``pi = (alpha (+) beta - c)_+ / gamma`` (Part III Thm 2.7, Def. 3.1).
-
-Method: semismooth Newton on the concave dual objective Phi, with
-* a Levenberg-Marquardt shift proportional to the residual (keeps the Newton
-  matrix nonsingular for eps = 0 and for rows or columns without active entries),
-  whose factor adapts to the accepted step (``_adapt_shift``: raised after a
-  line search that stopped early, lowered after full steps), against the crawl of
-  sparse, LP-like plans whose active pattern falls apart into components,
-* an exact line search on the piecewise quadratic dual along the Newton
-  direction (the derivative is piecewise linear; its root is found from the
-  breakpoints of the few entries that change sign on the segment),
-* when that search stops early at a kink, a search on the two semi-duals
-  (alpha re-solved exactly for beta + t dbeta, or the twin): many rows can then
-  switch columns in one step; the dual value never drops below the straight
-  step's, so global convergence is kept (``_curved_step``),
-* a cold start from the dual potentials of the exact (LP) transport problem for
-  small instances, where the plan is sparse and plain Newton needs many
-  iterations to grow its active set one entry at a time; for Monge costs, from
-  staircase potentials of the eps-corrected marginals mu - eps*(alpha, beta)
-  (``_monge_start``: with |alpha| ~ max|c| the correction is not small and moves
-  the whole support), which also compete with a warm start ``x0``,
-* otherwise, at small dimensionless gamma, a continuation in gamma from a gamma
-  where the plan is wide (``_continuation_gammas``), started there by the closed
-  form with every pair active or, for large point sets, by coarsened point sets.
-Everything that touches all n1*n2 pairs is a fused streaming pass (``kernels``);
-the linear algebra only sees the sparse active set.
+Solves Part III (H_gamma) with quadrature weights ((3.1) when eps > 0) through its dual
+equations, ``pi = (alpha (+) beta - c)_+ / gamma`` (Part III Thm 2.7, Def. 3.1).  The method
+(Levenberg-Marquardt shift, exact line search, curved steps, cold starts, continuation in gamma)
+is described in docs/core.md, sections 2-4; cold starts live in ``starting_points``, step
+lengths in ``line_search``, the passes over all pairs in the cost objects and ``kernels``.
 """
 from __future__ import annotations
 
