@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import OptimizeResult, linprog
 
-from femot._docstrings import cite
+from femot._docstrings import cite, fill_doc
 from femot._validation import (
     as_finite_matrix,
     as_nonnegative_vector,
@@ -117,6 +117,19 @@ def exact_ot(c, mu1, mu2, w1=None, w2=None):
     return out
 
 
+# the two measures of the 1D functions (positions, densities, weights)
+_measures_doc = fill_doc(measures_1d='''
+x1 : array_like, shape (n1,) or (n1, 1)
+    Finite support points of the first measure, in any order.
+x2 : array_like, shape (n2,) or (n2, 1)
+    Finite support points of the second measure, in any order.
+mu1, mu2 : array_like, shapes (n1,) and (n2,)
+    Nonnegative densities w.r.t. ``w1``, ``w2`` (zeros allowed) of equal mass.
+w1, w2 : array_like or None, optional
+    Positive weights; None (default) means ones, so ``mu1``, ``mu2`` are masses.
+''')
+
+
 def exact_ot_1d(x1, x2, mu1, mu2, w1=None, w2=None, *, cost=None):
     """Exact 1D transport for a cost ``h(x1 - x2)`` with ``h`` convex (monotone rearrangement).
 
@@ -178,6 +191,7 @@ def _masses_1d(x1, x2, mu1, mu2, w1, w2):
 
 
 @cite("II")
+@_measures_doc
 def wasserstein_pp_1d(x1, x2, mu1, mu2, w1=None, w2=None, *, p: float = 2.0) -> float:
     """``W_p(mu1, mu2)^p`` between discrete measures on the line, ``p >= 1``.
 
@@ -189,14 +203,7 @@ def wasserstein_pp_1d(x1, x2, mu1, mu2, w1=None, w2=None, *, p: float = 2.0) -> 
 
     Parameters
     ----------
-    x1 : array_like, shape (n1,) or (n1, 1)
-        Finite support points of the first measure, in any order.
-    x2 : array_like, shape (n2,) or (n2, 1)
-        Finite support points of the second measure, in any order.
-    mu1, mu2 : array_like, shapes (n1,) and (n2,)
-        Nonnegative densities w.r.t. ``w1``, ``w2`` (zeros allowed) of equal mass.
-    w1, w2 : array_like or None, optional
-        Positive weights; None (default) means ones, so ``mu1``, ``mu2`` are masses.
+    %(measures_1d)s
     p : float, optional
         Exponent of the cost ``|x1 - x2|^p``, at least 1 (default 2).
 
@@ -232,6 +239,7 @@ def wasserstein_pp_1d(x1, x2, mu1, mu2, w1=None, w2=None, *, p: float = 2.0) -> 
     return float(np.sum(dt * np.abs(x1[i1] - x2[i2]) ** p))
 
 
+@_measures_doc
 def monotone_coupling_1d(x1, x2, mu1, mu2, w1=None, w2=None) -> sp.csr_matrix:
     """The monotone coupling of two discrete measures on the line, as a matrix of masses.
 
@@ -241,14 +249,7 @@ def monotone_coupling_1d(x1, x2, mu1, mu2, w1=None, w2=None) -> sp.csr_matrix:
 
     Parameters
     ----------
-    x1 : array_like, shape (n1,) or (n1, 1)
-        Finite support points of the first measure, in any order.
-    x2 : array_like, shape (n2,) or (n2, 1)
-        Finite support points of the second measure, in any order.
-    mu1, mu2 : array_like, shapes (n1,) and (n2,)
-        Nonnegative densities w.r.t. ``w1``, ``w2`` (zeros allowed) of equal mass.
-    w1, w2 : array_like or None, optional
-        Positive weights; None (default) means ones, so ``mu1``, ``mu2`` are masses.
+    %(measures_1d)s
 
     Returns
     -------

@@ -12,13 +12,20 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.optimize import linprog
 
-from femot._docstrings import cite
+from femot._docstrings import cite, fill_doc
 from femot._validation import as_vector, mass_rtol
 from femot.core import kernels
 from femot.core.linalg import NewtonMatrix
 
 __all__ = ["jvp", "dual_jvp", "vjp", "biactive", "outer_structure", "pattern_components"]
 
+# the solve the examples differentiate
+_example = fill_doc(solved='''
+>>> import numpy as np
+>>> from femot import solve_qrot
+>>> x = np.array([0.0, 1.0, 2.0])
+>>> res = solve_qrot((x[:, None] - x[None, :]) ** 2, [0.2, 0.5, 0.3], [0.3, 0.3, 0.4], 0.5)
+''')
 # dual_jvp factorizes the Newton matrix up to this many pattern entries (CG beyond)
 _DUAL_LU_MAX_NNZ = 5_000_000
 
@@ -129,6 +136,7 @@ def _z_on(result, rows, cols):
     return result.alpha[rows] + result.beta[cols] - result._cost.entries(rows, cols)
 
 
+@_example
 def biactive(result, tol: float | None = None):
     """Index arrays (rows, cols) of the biactive set Omega_0 = {alpha_i + beta_j = c_ij}.
 
@@ -150,10 +158,7 @@ def biactive(result, tol: float | None = None):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from femot import solve_qrot
-    >>> x = np.array([0.0, 1.0, 2.0])
-    >>> res = solve_qrot((x[:, None] - x[None, :]) ** 2, [0.2, 0.5, 0.3], [0.3, 0.3, 0.4], 0.5)
+    %(solved)s
     >>> rows, cols = biactive(res, tol=0.1)  # pairs with |alpha_i + beta_j - c_ij| <= 0.1
     >>> [(int(i), int(j)) for i, j in zip(rows, cols)]
     [(0, 0), (1, 0), (1, 2)]
@@ -196,6 +201,7 @@ def _system(result, A):
 
 
 @cite("III")
+@_example
 def jvp(result, h1, h2, A=None):
     """Directional derivative ``S'(mu; h)`` of the plan (Part III Thm 3.11).
 
@@ -236,10 +242,7 @@ def jvp(result, h1, h2, A=None):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from femot import solve_qrot
-    >>> x = np.array([0.0, 1.0, 2.0])
-    >>> res = solve_qrot((x[:, None] - x[None, :]) ** 2, [0.2, 0.5, 0.3], [0.3, 0.3, 0.4], 0.5)
+    %(solved)s
     >>> d = jvp(res, [0.1, -0.1, 0.0], [0.0, 0.1, -0.1])  # also res.jvp(...)
     >>> print(f"{d[1, 1]:.4f} {d[0, 0]:.4f}")
     0.1000 0.1000
@@ -301,6 +304,7 @@ def _dual_solver(result, A):
 
 
 @cite("III")
+@_example
 def dual_jvp(result, h1, h2, A=None):
     """Derivative ``(dalpha, dbeta)`` of the dual potentials along marginal directions (h1, h2).
 
@@ -356,10 +360,7 @@ def dual_jvp(result, h1, h2, A=None):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from femot import solve_qrot
-    >>> x = np.array([0.0, 1.0, 2.0])
-    >>> res = solve_qrot((x[:, None] - x[None, :]) ** 2, [0.2, 0.5, 0.3], [0.3, 0.3, 0.4], 0.5)
+    %(solved)s
     >>> da, db = dual_jvp(res, [0.1, -0.1, 0.0], [0.0, 0.1, -0.1])  # also res.dual_jvp(...)
     >>> print(f"{da[0]:.4f} {db[1]:.4f}")
     0.0667 0.0833
@@ -401,6 +402,7 @@ def dual_jvp(result, h1, h2, A=None):
 
 
 @cite("III")
+@_example
 def vjp(result, G, A=None):
     """Adjoint of the plan derivative: gradients of ``<G, pi>`` w.r.t. (mu1, mu2).
 
@@ -435,10 +437,7 @@ def vjp(result, G, A=None):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from femot import solve_qrot
-    >>> x = np.array([0.0, 1.0, 2.0])
-    >>> res = solve_qrot((x[:, None] - x[None, :]) ** 2, [0.2, 0.5, 0.3], [0.3, 0.3, 0.4], 0.5)
+    %(solved)s
     >>> p1, p2 = vjp(res, np.ones((3, 3)))  # <1, pi> is the mass: gradients 1/2 (shared)
     >>> print([round(float(v), 6) for v in p1])
     [0.5, 0.5, 0.5]
