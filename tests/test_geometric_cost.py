@@ -206,17 +206,20 @@ def test_lower_level_and_tracking_opt_in():
     assert np.allclose(gg - gg.mean(), gd - gd.mean(), rtol=1e-8, atol=1e-12 * np.abs(gd).max())
 
 
-def test_multiscale_matches_dense_and_certificate_rejects_truncation():
-    from femot.core.multiscale import certify_working_set, solve_qrot_multiscale
+def test_coarse_start_matches_dense_and_certificate_rejects_truncation():
+    from femot.core import certify_working_set
+    from femot.core.coarsening import coarse_start
 
     X, Y, w1, w2, m1, m2 = _case("2d", 400, 360, seed=11)
     C = _cdist_p(X, Y, 2)
     rd = solve_qrot(C, m1, m2, 1e-3, 0.0, w1, w2, tol=1e-12)
-    rm = solve_qrot_multiscale(X, Y, m1, m2, 1e-3, w1, w2, coarsest=100, factor=3.0, tol=1e-12)
-    assert rd.success and rm.success and rm["certified"]
-    assert len(rm["levels"]) >= 2 and rm["levels"][0]["n1"] < 400
-    assert _rel(rm.plan, rd.plan) <= 1e-10
+    # the coarse-to-fine start of init='coarse', here with small coarse levels
+    start = coarse_start(X, Y, m1, m2, 1e-3, w1, w2, coarsest=100, factor=3.0, solver=solve_qrot)
+    assert start is not None and len(start[2]) >= 1 and start[2][0]["n1"] < 400
     G = GeometricCost(X, Y)
+    rm = solve_qrot(G, m1, m2, 1e-3, 0.0, w1, w2, x0=start[:2], tol=1e-12)
+    assert rd.success and rm.success
+    assert _rel(rm.plan, rd.plan) <= 1e-10
     P = rm.plan
     assert certify_working_set(G, rm.alpha, rm.beta, P.indptr, P.indices).size == 0
     # drop one active pair from the working set of row 7: the certificate must name that row
@@ -232,6 +235,15 @@ def test_multiscale_matches_dense_and_certificate_rejects_truncation():
     assert certify_working_set(G, rm.alpha, rm.beta, P.indptr, P.indices, full=True).size == 0
     # a looser threshold asks for more than the support holds
     assert certify_working_set(G, rm.alpha, rm.beta, P.indptr, P.indices, threshold=-1e-2).size > 0
+
+
+def test_coarse_init_without_coarser_level_is_the_automatic_start():
+    X, Y, w1, w2, m1, m2 = _case("2d", 300, 280, seed=3)
+    G = GeometricCost(X, Y)
+    ra = solve_qrot(G, m1, m2, 1e-3, 0.0, w1, w2)
+    rc = solve_qrot(G, m1, m2, 1e-3, 0.0, w1, w2, init="coarse")
+    assert rc.init == ra.init and rc.nit == ra.nit and np.array_equal(rc.alpha, ra.alpha)
+    assert [(lv["n1"], lv["n2"], lv["nit"], lv["init"]) for lv in rc.levels] == [(300, 280, ra.nit, ra.init)]
 
 
 def _potentials(rng, n1, n2, spread):

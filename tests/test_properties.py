@@ -1,4 +1,4 @@
-"""Property-based tests of the transport core (issue 12, Deliver 6).
+"""Property-based tests of the transport core.
 
 Random small problems (1-8 nodes a side, random positive weights, nonnegative
 costs, eps = 0 and eps > 0, gamma from 1e-1 down to 1e-12) are solved by
@@ -164,9 +164,9 @@ def test_random_problems_many(p):
     check_solution(p)
 
 
-def test_property_reference_catches_the_old_defect():
-    """The reference above rejects the wrong answers of issue 12 item 1 (a 'success' whose
-    cost is below the exact optimum): fed the old verdict, check_solution fails."""
+def test_property_reference_rejects_a_success_below_the_optimum():
+    """The reference above rejects a wrong answer (a 'success' whose cost is below the exact
+    optimum): fed such a verdict, check_solution fails."""
     rng = np.random.default_rng(0)
     c = rng.random((5, 5))
     m1, m2 = rng.random(5), rng.random(5)
@@ -250,7 +250,7 @@ def test_malformed_input_names_the_argument(kind, n1, n2, pos, factor, seed):
 
 
 def test_identification_rejects_negative_observed_plan():
-    """Issue 12 item 8: an observed plan pi_d with negative entries is not a transport plan."""
+    """An observed plan pi_d with negative entries is not a transport plan: refused."""
     import scipy.sparse as sp
 
     from femot.core.instances import hitchcock_instance

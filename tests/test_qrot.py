@@ -1,4 +1,7 @@
 """The regularized transport core: KKT conditions, robustness, exact limits, input checks."""
+import dataclasses
+import inspect
+
 import numpy as np
 import pytest
 
@@ -85,7 +88,7 @@ def test_nonconvergence_is_reported():
     assert res.residual > res.residual_floor
 
 
-# -- robustness on the instances of Part III §4.2 (issue item 3) ----------------
+# -- robustness on the instances of Part III §4.2 --------------------------------
 
 SEEDS = range(50)
 
@@ -226,7 +229,7 @@ def test_bad_scalars_and_weights():
 
 def test_line_search_root_finders_agree():
     """Sorted-breakpoint and bracketed roots of the piecewise linear phi' coincide."""
-    from femot.core.qrot import _bracketed_root, _exact_line_search
+    from femot.core.line_search import _bracketed_root, _exact_line_search
 
     rng = np.random.default_rng(4)
     for _ in range(20):
@@ -268,7 +271,7 @@ def test_monge_initialization_gives_exact_duals():
 def test_semidual_rows_exact_and_derivatives(kappa):
     """Row solves of the curved search: rows of (3.1) hold exactly; psi', psi'' match finite differences."""
     from femot.core import kernels
-    from femot.core.qrot import _SemiDual
+    from femot.core.line_search import _SemiDual
 
     rng = np.random.default_rng(5)
     n1, n2, gamma = 9, 7, 0.3
@@ -348,7 +351,7 @@ def test_staircase_potentials_solve_small_gamma_problem():
 
 def test_level_balances_corrected_masses():
     """The (1, -1) level maximizing the dual makes <w1, mu1 - eps alpha> = <w2, mu2 - eps beta>."""
-    from femot.core.qrot import _level
+    from femot.core.starting_points import _level
 
     rng = np.random.default_rng(3)
     w1, w2 = rng.uniform(0.5, 1.5, 7), rng.uniform(0.5, 1.5, 5)
@@ -433,7 +436,7 @@ def test_monge_sweeps_reach_fixed_point_at_n500():
     assert res.residual_floor < 1e-2 * mu2.max()
 
 
-# -- precision limits and mass checks (issue 12) --------------------------------
+# -- precision limits and mass checks --------------------------------------------
 
 def _dense_residual(res, c, m1, m2, w1, w2):
     """Marginal residual of (3.1) recomputed here from the returned potentials."""
@@ -453,10 +456,10 @@ def _suggested_gamma(message):
 
 @pytest.mark.parametrize("n, gamma", [(200, 1e-7), (400, 1e-6)])
 def test_no_success_with_an_empty_plan(n, gamma):
-    """Issue 12 item 1: c = (i - j)^2 up to n^2 made the floor n u max|c| / gamma exceed the
-    marginals themselves, and the cold start (plan empty, residual = max mu) was accepted
-    at iteration 0.  A success must now carry a plan with the right marginals (checked
-    here from the potentials), or the result must say the problem is out of reach."""
+    """With c = (i - j)^2 up to n^2 the floor n u max|c| / gamma exceeds the marginals
+    themselves, so the cold start (plan empty, residual = max mu) must not be accepted at
+    iteration 0: a success carries a plan with the right marginals (checked here from the
+    potentials), or the result says the problem is out of reach."""
     i = np.arange(float(n))
     c = (i[:, None] - i) ** 2
     mu = np.ones(n) / n
@@ -492,10 +495,10 @@ def test_precision_failure_names_a_gamma_that_works():
 
 @pytest.mark.parametrize("seed", range(5))
 def test_tiny_gamma_never_beats_exact_transport(seed):
-    """Issue 12 item 1: a random 5x5 cost at gamma = 1e-14 'converged' to a plan cheaper
-    than the exact optimum.  Now status 4; at the gamma it names the plan is a success
-    whose cost obeys the weak-duality bound cost >= OT + <f, a' - a> + <g, b' - b>
-    (f, g the LP duals, a', b' the plan's marginal masses)."""
+    """A random 5x5 cost at gamma = 1e-14 cannot be resolved in double precision: status 4,
+    never a 'converged' plan cheaper than the exact optimum.  At the gamma the message names
+    the plan is a success whose cost obeys the weak-duality bound
+    cost >= OT + <f, a' - a> + <g, b' - b> (f, g the LP duals, a', b' the plan's marginal masses)."""
     rng = np.random.default_rng(seed)
     c = rng.random((5, 5))
     m1, m2 = rng.random(5), rng.random(5)
@@ -532,9 +535,9 @@ def test_precision_threshold_is_relative_to_the_densities():
 
 
 def test_float32_marginals_pass_the_mass_check():
-    """Issue 12 item 8: marginals normalized in float32 differ in mass by ~1e-7, which the
-    1e-9 check rejected; the tolerance now follows the input dtype, and mu2 is rebalanced
-    so the solve reaches the requested tolerance."""
+    """Marginals normalized in float32 differ in mass by ~1e-7: the mass tolerance follows
+    the input dtype (a 1e-9 check would reject them), and mu2 is rebalanced so the solve
+    reaches the requested tolerance."""
     rng = np.random.default_rng(1)
     n = 300
     c = rng.random((n, n))
@@ -583,3 +586,47 @@ def test_exact_ot_feasible_with_tiny_row_mass():
         assert np.allclose(T.sum(axis=1), w1 * m1, rtol=0, atol=1e-15)
         assert np.allclose(T.sum(axis=0), m2, rtol=0, atol=1e-15)
         assert abs(ex.cost - cc[0, 0] * m2.sum()) <= 1e-15
+
+
+# -- options ----------------------------------------------------------------------
+
+def test_qrot_options_defaults_are_those_of_solve_qrot():
+
+    from femot.core import QROTOptions
+
+    sig = inspect.signature(solve_qrot).parameters
+    for f in dataclasses.fields(QROTOptions):
+        assert sig[f.name].default == f.default, f.name
+    assert QROTOptions.from_mapping(None) == QROTOptions()
+    opts = QROTOptions(tol=1e-8)
+    assert QROTOptions.from_mapping(opts) is opts
+    assert QROTOptions.from_mapping({"tol": 1e-8}) == opts
+    assert QROTOptions.from_mapping(opts.as_kwargs()) == opts
+
+
+def test_qrot_options_refuse_unknown_keys_and_bad_values():
+    from femot.core import QROTOptions
+
+    with pytest.raises(ValueError, match="valid: tol, max_iter, init, linear_solver, lm, screening, curve, verbose"):
+        QROTOptions.from_mapping({"tol": 1e-8, "solver": "cg"})
+    with pytest.raises(TypeError):
+        QROTOptions.from_mapping([("tol", 1e-8)])
+    for bad in ({"tol": 0.0}, {"tol": np.nan}, {"max_iter": -1}, {"max_iter": 2.5}, {"init": "nope"},
+                {"linear_solver": "lu"}, {"lm": -1.0}, {"screening": "yes"}, {"verbose": 2}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            QROTOptions.from_mapping(bad)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        QROTOptions().tol = 1.0
+    c, m1, m2 = _ok()
+    with pytest.raises(ValueError, match="linear_solver"):
+        solve_qrot(c, m1, m2, 0.1, linear_solver="lu")
+
+
+def test_solve_qrot_with_options_object_is_the_same_solve():
+    from femot.core import QROTOptions
+
+    c, m1, m2 = _ok()
+    opts = QROTOptions.from_mapping({"tol": 1e-12, "linear_solver": "direct"})
+    a = solve_qrot(c, m1, m2, 0.1, **opts.as_kwargs())
+    b = solve_qrot(c, m1, m2, 0.1, tol=1e-12, linear_solver="direct")
+    assert np.array_equal(a.alpha, b.alpha) and np.array_equal(a.beta, b.beta) and a.nit == b.nit

@@ -1,4 +1,4 @@
-"""Tests of the second-order model of minimize_simplex (``hessp``, issue 11, Deliver 3).
+"""Tests of the second-order model of minimize_simplex (``hessp``).
 
 The minimizers are known independently: quadratics are built from their KKT
 conditions on the (weighted) simplex, the max-of-affine-plus-quadratic problem

@@ -145,11 +145,11 @@ def test_jvp_rejects_sets_outside_omega0():
 
 
 def test_jvp_rejects_mass_changing_directions_at_eps_zero():
-    """Issue 12 item 8: with eps = 0 the map S lives on marginals of equal (weighted) mass;
-    a direction with sum w1 h1 != sum w2 h2 leaves that set and has no derivative, so it is
-    refused (it used to return a plan derivative whose marginals violate the linearized
-    constraints).  Admissible directions and any direction at eps > 0 are accepted, and the
-    derivative then satisfies the linearized marginal equations sum_j w2_j dpi_ij = h1_i."""
+    """With eps = 0 the map S lives on marginals of equal (weighted) mass; a direction with
+    sum w1 h1 != sum w2 h2 leaves that set and has no derivative, so it is refused (a plan
+    derivative would violate the linearized constraints).  Admissible directions and any
+    direction at eps > 0 are accepted, and the derivative then satisfies the linearized
+    marginal equations sum_j w2_j dpi_ij = h1_i."""
     c, m1, m2, w1, w2, rng = problem(3)
     res = solve_qrot(c, m1, m2, 0.02, 0.0, w1, w2, tol=1e-14)
     h1, h2 = rng.standard_normal(m1.size), rng.standard_normal(m2.size)

@@ -1,13 +1,8 @@
-"""Coarsened point sets and the coarse-to-fine cold start of the QROT solver.
+"""Coarse-to-fine cold start of :func:`femot.solve_qrot` for point costs (``init='coarse'``).
 
-Each level aggregates the points of the next finer one on a uniform grid (cell
-masses and weights summed, centres at the weighted mean); potentials are carried
-from a coarse level to a finer one by inverse-distance interpolation between the
-nearest coarse points.  :func:`coarse_start` solves the coarse levels (the solver
-is passed in) and returns potentials for the fine points: the cold start
-``init='coarse'`` of :func:`femot.solve_qrot` for a
-:class:`~femot.core.cost.GeometricCost` and the first phase of
-:func:`femot.core.multiscale.solve_qrot_multiscale`.
+Coarsened point sets (:func:`coarsen`), the transfer of potentials from a coarse level to
+a finer one (:func:`interpolate_potential`) and the levels' solves (:func:`coarse_start`);
+docs/core.md, section 6.
 """
 from __future__ import annotations
 
@@ -47,6 +42,13 @@ def coarsen(X, w, m, target: int):
         Cell densities ``sum w m / sum w`` (so the masses ``wc * mc`` are conserved).
     label : numpy.ndarray, shape (n,)
         The cell of every point.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Xc, wc, mc, label = coarsen(np.linspace(0.0, 1.0, 8), np.ones(8), np.ones(8), 4)
+    >>> [float(v) for v in wc], [int(v) for v in label]
+    ([3.0, 2.0, 2.0, 1.0], [0, 0, 0, 1, 1, 2, 2, 3])
     """
     X = np.asarray(X, dtype=float).reshape(len(X), -1)
     n, d = X.shape
@@ -88,6 +90,13 @@ def interpolate_potential(Xc, fc, X, k: int = 4):
     -------
     numpy.ndarray, shape (n,)
         The interpolated values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> f = interpolate_potential(np.array([[0.0], [1.0]]), np.array([0.0, 1.0]), np.array([[0.25]]))
+    >>> print(f"{f[0]:.4f}")  # weights 1/0.25^2 and 1/0.75^2
+    0.1000
     """
     from scipy.spatial import cKDTree
 
@@ -118,15 +127,17 @@ def coarse_start(x1, x2, mu1, mu2, gamma, w1, w2, *, p: float = 2.0, eps: float 
                  factor: float = 4.0, coupled: bool = True, coarse_tol: float = 1e-7, solver, **options):
     """Warm start ``(alpha0, beta0, levels)`` for the fine problem from its coarse levels only.
 
-    The coarse part of :func:`solve_qrot_multiscale` (same parameters): the
-    coarsest level from the cold start, every finer coarse level from the
-    interpolated potentials of the one below, and finally the potentials
-    interpolated to the fine points.  None when the fine problem has no coarser
-    level (both sides at most ``coarsest`` points).  :func:`femot.solve_qrot`
-    uses this as its cold start for a :class:`~femot.core.cost.GeometricCost`
-    with more than ``2 * coarsest`` points on a side (``init='coarse'``).  ``solver``
-    is the QROT solver used on the levels (:func:`femot.solve_qrot`; passed in so that
-    this module stays below the solver in the import layers).
+    Levels are coarsened by ``factor`` (points per level) until both sides have at most
+    ``coarsest`` points; the coarsest level is solved from the solver's cold start, every
+    finer coarse level from the interpolated potentials of the one below, and finally the
+    potentials are interpolated to the fine points.  None when the fine problem has no
+    coarser level.  With ``coupled`` a level with n points per side (``n = sqrt(n1 n2)``)
+    uses ``gamma_l = gamma (n_fine / n)^((d + 2) / d)`` (d the dimension of the points):
+    the plan's support width, ``~ gamma^(1/(d+2))``, then spans as many coarse cells as
+    the fine plan spans fine ones (with the fine gamma a coarse level resolves the plan by
+    less than one cell per row, and Newton crawls there).  This is the cold start
+    ``init='coarse'`` of :func:`femot.solve_qrot` for a :class:`~femot.core.GeometricCost`;
+    ``solver`` is passed in so that this module stays below the solver in the imports.
 
     Parameters
     ----------
@@ -169,6 +180,17 @@ def coarse_start(x1, x2, mu1, mu2, gamma, w1, w2, *, p: float = 2.0, eps: float 
     ------
     ValueError
         If ``factor <= 1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from femot import solve_qrot
+    >>> rng = np.random.default_rng(0)
+    >>> X, Y = rng.uniform(size=(60, 2)), rng.uniform(size=(50, 2))
+    >>> alpha0, beta0, levels = coarse_start(X, Y, np.ones(60), np.full(50, 1.2), 1e-2, np.ones(60), np.ones(50),
+    ...                                      coarsest=20, solver=solve_qrot)
+    >>> alpha0.shape, [(lv["n1"], lv["n2"], lv["success"]) for lv in levels]
+    ((60,), [(15, 13, True)])
     """
 
     X1 = np.asarray(x1, dtype=float).reshape(len(x1), -1)

@@ -14,7 +14,7 @@ import numpy as np
 
 from femot.core import kernels
 
-__all__ = ["Cost", "DenseCost", "GeometricCost", "as_cost"]
+__all__ = ["Cost", "DenseCost", "GeometricCost", "as_cost", "certify_working_set"]
 
 
 @runtime_checkable
@@ -34,6 +34,13 @@ class Cost(Protocol):
         ``(n1, n2)``.
     max_abs : float
         ``max_ij |c_ij|`` (or an upper bound close to it: it sets the rounding floor).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from femot.core import DenseCost, GeometricCost
+    >>> isinstance(DenseCost(np.zeros((2, 3))), Cost), isinstance(GeometricCost([0.0], [1.0]), Cost)
+    (True, True)
     """
 
     shape: tuple
@@ -273,6 +280,12 @@ class DenseCost(_StreamedCost):
     ------
     ValueError
         If ``c`` is complex or not numeric, not a nonempty 2D array, or holds NaN/inf.
+
+    Examples
+    --------
+    >>> C = DenseCost([[0.0, 1.0], [4.0, 0.5]])
+    >>> C.shape, float(C.max_abs)
+    ((2, 2), 4.0)
     """
 
     def __init__(self, c, name: str = "c"):
@@ -294,37 +307,11 @@ class DenseCost(_StreamedCost):
         self._nchunk = kernels.num_chunks(self.shape[0])
 
     def entries(self, rows, cols):
-        """``c`` at the index pairs ``(rows[k], cols[k])``.
-
-        Parameters
-        ----------
-        rows : array_like of int
-            Row indices.
-        cols : array_like of int
-            Column indices, same length as ``rows``.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``c[rows[k], cols[k]]`` for every ``k``.
-        """
+        """See :meth:`Cost.entries`."""
         return self.matrix[rows, cols]
 
     def weighted_sums(self, w1, w2):
-        """``(c @ w2, w1 @ c)``: the weighted row and column sums of the cost.
-
-        Parameters
-        ----------
-        w1 : numpy.ndarray, shape (n1,)
-            Quadrature weights of the first marginal.
-        w2 : numpy.ndarray, shape (n2,)
-            Quadrature weights of the second marginal.
-
-        Returns
-        -------
-        numpy.ndarray, numpy.ndarray
-            Shapes ``(n1,)`` and ``(n2,)``.
-        """
+        """See :meth:`Cost.weighted_sums`."""
         return self.matrix @ w2, w1 @ self.matrix
 
     def dense(self) -> np.ndarray:
@@ -379,6 +366,16 @@ class GeometricCost(_StreamedCost):
     For ``d = 1`` and both point sets sorted the cost is Monge (p >= 1), so the
     solver's north-west-corner cold start applies.  ``max_abs`` is the largest
     distance to the p, found among pairs of convex-hull vertices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from femot import solve_qrot
+    >>> x = np.linspace(0.0, 1.0, 5)
+    >>> G = GeometricCost(x, x + 0.5)  # c_ij = |x_i - (x_j + 0.5)|^2, never stored
+    >>> res = solve_qrot(G, np.full(5, 0.2), np.full(5, 0.2), 1e-3)
+    >>> G.shape, res.success, f"{res.transport_cost():.4f}"
+    ((5, 5), True, '0.2500')
     """
 
     def __init__(self, x1, x2, p: float = 2.0, search: str = "tree"):
@@ -430,36 +427,7 @@ class GeometricCost(_StreamedCost):
         return self._tree
 
     def evaluate(self, alpha, beta, w1, w2, dalpha=None, dbeta=None, t=0.0):
-        """``(rowsum, colsum, count, dsum)`` of ``z_+`` at ``(alpha + t dalpha, beta + t dbeta)``.
-
-        The four results are ``sum_j w2_j z_ij^+``, ``sum_i w1_i z_ij^+``, ``#{j : z_ij > 0}`` per
-        row and ``sum_ij w1_i w2_j z_ij^+ (dalpha_i + dbeta_j)``, with
-        ``z_ij = alpha_i + beta_j - c_ij`` at the shifted potentials.
-
-        Parameters
-        ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the first marginal.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the second marginal.
-        w1 : numpy.ndarray, shape (n1,)
-            Quadrature weights of the first marginal.
-        w2 : numpy.ndarray, shape (n2,)
-            Quadrature weights of the second marginal.
-        dalpha, dbeta : numpy.ndarray or None, optional
-            Search direction of the potentials; None (default) means zero.
-        t : float, optional
-            Step along the direction (default 0).
-
-        Returns
-        -------
-        rowsum : numpy.ndarray, shape (n1,)
-        colsum : numpy.ndarray, shape (n2,)
-        count : numpy.ndarray, shape (n1,)
-            Number of positive entries per row.
-        dsum : float
-            Directional term (0 without a direction).
-        """
+        """See :meth:`Cost.evaluate` (pairs found by the k-d tree search unless ``search="full"``)."""
         if self.search == "full":
             return super().evaluate(alpha, beta, w1, w2, dalpha, dbeta, t)
         if dalpha is None:
@@ -468,47 +436,13 @@ class GeometricCost(_StreamedCost):
         return self.tree.evaluate(alpha, beta, dalpha, dbeta, float(t), w1, w2)
 
     def count_above(self, alpha, beta, threshold: float = 0.0):
-        """Per-row counts of the pairs with ``z_ij > threshold``.
-
-        Parameters
-        ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the first marginal.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the second marginal.
-        threshold : float, optional
-            The pairs with ``z_ij > threshold`` are selected (default 0: the active set).
-
-        Returns
-        -------
-        numpy.ndarray, shape (n1,)
-            The counts.
-        """
+        """See :meth:`Cost.count_above` (by the k-d tree search unless ``search="full"``)."""
         if self.search == "full":
             return super().count_above(alpha, beta, threshold)
         return self.tree.count_above(alpha, beta, float(threshold))
 
     def active(self, alpha, beta, count=None, threshold: float = 0.0):
-        """CSR ``(indptr, indices, z)`` of the pairs with ``z_ij > threshold`` (columns sorted per row).
-
-        Parameters
-        ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the first marginal.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the second marginal.
-        count : numpy.ndarray or None, optional
-            Per-row counts from :meth:`count_above` at the same threshold, if known (saves a pass).
-        threshold : float, optional
-            The pairs with ``z_ij > threshold`` are selected (default 0: the active set).
-
-        Returns
-        -------
-        indptr, indices : numpy.ndarray
-            CSR structure of the selected pairs.
-        z : numpy.ndarray
-            ``alpha_i + beta_j - c_ij`` on them.
-        """
+        """See :meth:`Cost.active` (by the k-d tree search unless ``search="full"``)."""
         if self.search == "full":
             return super().active(alpha, beta, count, threshold)
         if threshold != 0.0:
@@ -517,25 +451,7 @@ class GeometricCost(_StreamedCost):
         return ip, ind, z
 
     def candidates(self, alpha, beta, threshold: float, max_count=None):
-        """CSR ``(indptr, indices, c values)`` of the pairs with ``z_ij > threshold``; None above ``max_count``.
-
-        Parameters
-        ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the first marginal.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the second marginal.
-        threshold : float
-            The pairs with ``z_ij > threshold`` are selected.
-        max_count : int or None, optional
-            Give up (return None) when more pairs than this qualify; None (default) means no limit.
-
-        Returns
-        -------
-        tuple or None
-            ``(indptr, indices, c)``: CSR structure and the cost values of the selected pairs,
-            or None if there are more than ``max_count`` of them.
-        """
+        """See :meth:`Cost.candidates` (by the k-d tree search unless ``search="full"``)."""
         if self.search == "full":
             return super().candidates(alpha, beta, threshold, max_count)
         max_count = min(self.max_candidates, np.inf if max_count is None else max_count)
@@ -548,34 +464,7 @@ class GeometricCost(_StreamedCost):
         return ip, ind, cv
 
     def line_candidates(self, alpha, beta, dalpha, dbeta, tmax, w1, w2, max_count=None):
-        """``(z, dz, w1_i w2_j)`` of the pairs positive somewhere on ``t in [0, tmax]``; None above ``max_count``.
-
-        Parameters
-        ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the first marginal.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the second marginal.
-        dalpha : numpy.ndarray, shape (n1,)
-            Search direction of ``alpha``.
-        dbeta : numpy.ndarray, shape (n2,)
-            Search direction of ``beta``.
-        tmax : float
-            Largest step of the line search.
-        w1 : numpy.ndarray, shape (n1,)
-            Quadrature weights of the first marginal.
-        w2 : numpy.ndarray, shape (n2,)
-            Quadrature weights of the second marginal.
-        max_count : int or None, optional
-            Give up (return None) when more pairs than this qualify; None (default) means no limit.
-
-        Returns
-        -------
-        tuple or None
-            Flat arrays ``(z, dz, w)`` over the pairs with ``z_ij + t dz_ij > 0`` for some
-            ``t`` in ``[0, tmax]`` (``dz_ij = dalpha_i + dbeta_j``, ``w = w1_i w2_j``), or None
-            if there are more than ``max_count``.
-        """
+        """See :meth:`Cost.line_candidates` (by the k-d tree search unless ``search="full"``)."""
         if self.search == "full":
             return super().line_candidates(alpha, beta, dalpha, dbeta, tmax, w1, w2, max_count)
         max_count = min(self.max_candidates * 4, np.inf if max_count is None else max_count)
@@ -596,20 +485,7 @@ class GeometricCost(_StreamedCost):
                                           np.ascontiguousarray(self.x2[h2]), self.p)))
 
     def entries(self, rows, cols):
-        """``c`` at the index pairs ``(rows[k], cols[k])``.
-
-        Parameters
-        ----------
-        rows : array_like of int
-            Row indices.
-        cols : array_like of int
-            Column indices, same length as ``rows``.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``c[rows[k], cols[k]]`` for every ``k``.
-        """
+        """See :meth:`Cost.entries`."""
         rows = np.asarray(rows, dtype=np.int64).ravel()
         cols = np.asarray(cols, dtype=np.int64).ravel()
         return kernels.cost_entries(self._op, rows, cols)
@@ -664,6 +540,11 @@ def as_cost(c, shape=None):
     ------
     ValueError
         If a matrix is not finite/2D (see :class:`DenseCost`) or the shape differs from ``shape``.
+
+    Examples
+    --------
+    >>> type(as_cost([[0.0, 1.0], [1.0, 0.0]])).__name__
+    'DenseCost'
     """
     if isinstance(c, (DenseCost, GeometricCost)):
         cost = c
@@ -674,3 +555,64 @@ def as_cost(c, shape=None):
     if shape is not None and tuple(cost.shape) != tuple(shape):
         raise ValueError(f"c has shape {tuple(cost.shape)}, expected {tuple(shape)}")
     return cost
+
+
+def certify_working_set(cost, alpha, beta, indptr, indices, threshold: float = 0.0, full: bool = False):
+    """Rows where some pair outside the working set has ``z_ij > threshold``.
+
+    ``z_ij = alpha_i + beta_j - c_ij``; the working set is given in CSR form
+    (``indptr``, ``indices``).  The pairs above the threshold are counted per
+    row over *all* n1*n2 pairs; the working set's own pairs above it are a
+    subset, so equal counts prove that no pair outside the set is above the
+    threshold (with ``threshold = 0``: no active pair was left out, so the
+    potentials solve the dual equations of the full problem, not only of the
+    problem restricted to the set).  Returns the indices of the rows that fail
+    (empty: certified).
+
+    The count is ``cost.count_above``: for a :class:`~femot.core.cost.GeometricCost`
+    a k-d tree search whose node bound ``alpha_i + max_node beta - dist(x_i, box)^p``
+    proves, node by node, that the skipped pairs are not above the threshold
+    (``femot.core.geometric``), so the certificate costs about as much as the
+    pairs it counts.  ``full=True`` counts with one streaming pass over every
+    pair instead (an independent check; n1*n2 cost evaluations).
+
+    Parameters
+    ----------
+    cost : Cost
+        The full cost (a :class:`~femot.core.cost.Cost`).
+    alpha : numpy.ndarray, shape (n1,)
+        Dual potential of the first marginal.
+    beta : numpy.ndarray, shape (n2,)
+        Dual potential of the second marginal.
+    indptr, indices : numpy.ndarray
+        CSR structure of the working set.
+    threshold : float, optional
+        Pairs with ``z_ij > threshold`` count (default 0).
+    full : bool, optional
+        Count over all pairs with a streaming pass instead of ``cost.count_above`` (default False).
+
+    Returns
+    -------
+    numpy.ndarray
+        Indices of the rows with a pair above the threshold outside the working set.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from femot import GeometricCost, solve_qrot
+    >>> x = np.linspace(0.0, 1.0, 30)
+    >>> cost = GeometricCost(x, x)
+    >>> res = solve_qrot(cost, np.ones(30), np.ones(30), 1e-3)
+    >>> P = res.plan
+    >>> certify_working_set(cost, res.alpha, res.beta, P.indptr, P.indices).size == 0
+    True
+    """
+    n1 = len(indptr) - 1
+    if full or not hasattr(cost, "count_above"):
+        full_count = kernels.count_above(cost.kernel_operand, alpha, beta, float(threshold))
+    else:
+        full_count = cost.count_above(alpha, beta, float(threshold))
+    rows = np.repeat(np.arange(n1), np.diff(indptr))
+    z = alpha[rows] + beta[indices] - cost.entries(rows, indices)
+    inside = np.bincount(rows[z > threshold], minlength=n1)
+    return np.nonzero(full_count != inside)[0]

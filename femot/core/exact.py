@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import OptimizeResult, linprog
 
-from femot._docstrings import cite
+from femot._docstrings import cite, fill_doc
 from femot._validation import (
     as_finite_matrix,
     as_nonnegative_vector,
@@ -73,6 +73,12 @@ def exact_ot(c, mu1, mu2, w1=None, w2=None):
     ValueError
         If ``c`` is not a finite matrix, a marginal is negative or of the wrong length, a
         weight is not positive, or the masses differ.
+
+    Examples
+    --------
+    >>> res = exact_ot([[0.0, 1.0], [1.0, 0.0]], [0.5, 0.5], [0.3, 0.7])
+    >>> res.success, f"{res.cost:.4f}"
+    (True, '0.2000')
     """
     c = as_finite_matrix(c, "c")
     n1, n2 = c.shape
@@ -109,6 +115,19 @@ def exact_ot(c, mu1, mu2, w1=None, w2=None):
     out.alpha = np.asarray(y[:n1], dtype=float)
     out.beta = np.asarray(y[n1:], dtype=float)
     return out
+
+
+# the two measures of the 1D functions (positions, densities, weights)
+_measures_doc = fill_doc(measures_1d='''
+x1 : array_like, shape (n1,) or (n1, 1)
+    Finite support points of the first measure, in any order.
+x2 : array_like, shape (n2,) or (n2, 1)
+    Finite support points of the second measure, in any order.
+mu1, mu2 : array_like, shapes (n1,) and (n2,)
+    Nonnegative densities w.r.t. ``w1``, ``w2`` (zeros allowed) of equal mass.
+w1, w2 : array_like or None, optional
+    Positive weights; None (default) means ones, so ``mu1``, ``mu2`` are masses.
+''')
 
 
 def exact_ot_1d(x1, x2, mu1, mu2, w1=None, w2=None, *, cost=None):
@@ -172,6 +191,7 @@ def _masses_1d(x1, x2, mu1, mu2, w1, w2):
 
 
 @cite("II")
+@_measures_doc
 def wasserstein_pp_1d(x1, x2, mu1, mu2, w1=None, w2=None, *, p: float = 2.0) -> float:
     """``W_p(mu1, mu2)^p`` between discrete measures on the line, ``p >= 1``.
 
@@ -183,14 +203,7 @@ def wasserstein_pp_1d(x1, x2, mu1, mu2, w1=None, w2=None, *, p: float = 2.0) -> 
 
     Parameters
     ----------
-    x1 : array_like, shape (n1,) or (n1, 1)
-        Finite support points of the first measure, in any order.
-    x2 : array_like, shape (n2,) or (n2, 1)
-        Finite support points of the second measure, in any order.
-    mu1, mu2 : array_like, shapes (n1,) and (n2,)
-        Nonnegative densities w.r.t. ``w1``, ``w2`` (zeros allowed) of equal mass.
-    w1, w2 : array_like or None, optional
-        Positive weights; None (default) means ones, so ``mu1``, ``mu2`` are masses.
+    %(measures_1d)s
     p : float, optional
         Exponent of the cost ``|x1 - x2|^p``, at least 1 (default 2).
 
@@ -226,6 +239,7 @@ def wasserstein_pp_1d(x1, x2, mu1, mu2, w1=None, w2=None, *, p: float = 2.0) -> 
     return float(np.sum(dt * np.abs(x1[i1] - x2[i2]) ** p))
 
 
+@_measures_doc
 def monotone_coupling_1d(x1, x2, mu1, mu2, w1=None, w2=None) -> sp.csr_matrix:
     """The monotone coupling of two discrete measures on the line, as a matrix of masses.
 
@@ -235,14 +249,7 @@ def monotone_coupling_1d(x1, x2, mu1, mu2, w1=None, w2=None) -> sp.csr_matrix:
 
     Parameters
     ----------
-    x1 : array_like, shape (n1,) or (n1, 1)
-        Finite support points of the first measure, in any order.
-    x2 : array_like, shape (n2,) or (n2, 1)
-        Finite support points of the second measure, in any order.
-    mu1, mu2 : array_like, shapes (n1,) and (n2,)
-        Nonnegative densities w.r.t. ``w1``, ``w2`` (zeros allowed) of equal mass.
-    w1, w2 : array_like or None, optional
-        Positive weights; None (default) means ones, so ``mu1``, ``mu2`` are masses.
+    %(measures_1d)s
 
     Returns
     -------

@@ -1,43 +1,8 @@
 """Pair searches for the cost ``c_ij = |x_i - y_j|^p`` without touching all n1*n2 pairs.
 
-Every pass of the semismooth Newton solver only needs the pairs above a
-threshold, ``z_ij = alpha_i + beta_j - c_ij > tau`` (``tau = 0``: the active
-set; ``tau < 0``: a screening band; along a segment, the pairs positive at
-either end).  For a point cost these are found by a bounded search in a
-balanced k-d tree over the points ``y_j``:
-
-* every tree node stores the bounding box B of its points;
-* before a pass, every node gets ``bmax = max_{j in node} beta_j`` (O(n2 log n2));
-* for row i the node is skipped when ``alpha_i + bmax - dist(x_i, B)^p <= tau``:
-  since ``c_ij >= dist(x_i, B)^p`` for every point of the node, none of them can
-  pass the test.  Otherwise its children are searched, and in a leaf every
-  pair is tested with exactly the floating-point expression of the full
-  streaming pass (``femot.core.kernels``).
-* for p = 2 in one or two dimensions a second, sharper bound is used as well: a
-  least-squares linear model of beta over the node, ``beta_j <= off + g.y_j`` (its
-  largest deviation folded into ``off``), gives ``beta_j - |x_i - y_j|^2 <=
-  off + g.x_i + |g|^2/4 - dist(x_i + g/2, B)^2`` (the maximum of a concave
-  quadratic over the box).  beta varies by about twice the displacement across a
-  node, which the first bound charges in full; the second only charges the fit's
-  deviation (second order in the node size).  It more than halves the leaves a row
-  visits near a solution.
-
-The bound is exact in real arithmetic; it is applied with a margin of
-``1e-12 * (max|alpha| + max|beta| + max c)``, about ten thousand times the
-rounding error of ``z``, so a pair is skipped only when its computed ``z`` is
-provably ``<= tau``.  Each search therefore returns *the same set* as a full
-pass over all pairs, and the solver's results (plan, residuals, stopping test)
-are those of the full passes, up to the summation order inside a row.  In
-particular the final active set is certified complete by the search itself:
-the search is the proof that no pair outside it is active.
-
-The work per row is the number of pairs returned plus the leaves near the
-boundary of the returned set, not n2: near a solution the active set of row i
-is a small neighbourhood of the image of x_i (its width shrinks like
-gamma^(1/(d+2))), and far from it the bound ``alpha_i + bmax - dist^p`` is
-strongly negative.  With potentials that make every pair active (the
-closed-form cold start) a search visits every leaf, about as fast as the full
-pass.
+A bounded search in a balanced k-d tree over the points ``y_j`` returns exactly the pairs a full
+streaming pass would (``z_ij > tau``), in time proportional to the pairs returned; the bounds and
+why they are safe are in docs/core.md, section 6.
 """
 from __future__ import annotations
 

@@ -1,44 +1,11 @@
 """Fused dense passes over the product index set (numba).
 
-The regularized plan lives on all n1*n2 pairs, but only a sparse active set
-carries mass.  Every routine here streams the cost matrix once, computing
-``z_ij = alpha_i + beta_j - c_ij`` on the fly, so no dense temporary of size
-n1*n2 is ever allocated.  Rows are split into chunks processed in parallel;
-column sums are reduced from per-chunk buffers.
-
-Determinism
------------
-Results never depend on the thread count or on the machine's load.  A
-parallel pass splits its rows into ``num_chunks(n1)`` chunks (fewer on a
-small sparse pass, ``chunks_for``), a number fixed by the sizes alone; every
-chunk accumulates its partial column sums and scalar sums in its own buffer,
-rows in increasing order, and the buffers are combined serially in chunk
-order.  Which thread runs which chunk, and how
-many threads there are, then changes the speed only, never a rounding.  Row
-quantities (row sums, counts, CSR rows) are computed by one thread each.
-Inside a solve (``threads_for``) BLAS is held to one thread as well: OpenBLAS
-splits long dot products by its thread count.
-
-Threads
--------
-A parallel region ends when its slowest thread does.  When the machine has
-more runnable threads than cores, one of ours is descheduled for a whole
-scheduler slice (milliseconds) in almost every region, and a solve runs
-thousands of regions (one or two per conjugate-gradient step).  So each
-parallel pass runs through ``_run``, which picks its thread count:
-
-* one thread when the pass is small (``PAR_MIN_WORK`` entries): its start-up
-  and its exposure to a lost slice are not paid back by splitting it;
-* otherwise ``thread_budget()``: the numba thread count, capped by the cores of
-  this process's CPU affinity that no other process is using right now
-  (runnable tasks from ``/proc/loadavg`` minus this process's own running
-  threads), re-sampled every ``LOAD_REFRESH_S`` seconds and at the start of
-  every solve (``threads_for``).
-
-Beside busy processes the passes therefore run serially, at the speed of
-single-threaded code, instead of collapsing; on an idle machine the large
-passes keep all cores.  ``NUMBA_NUM_THREADS`` / ``numba.set_num_threads``
-still cap everything.  None of this changes a result (see Determinism).
+Every routine streams the cost once, computing ``z_ij = alpha_i + beta_j - c_ij`` on the fly (no
+dense temporary of size n1*n2), rows split into chunks processed in parallel.  Results never
+depend on the thread count or the machine's load (docs/core.md, "Same numbers on every
+machine"): the number of chunks is fixed by the sizes and the per-chunk buffers are combined in
+chunk order.  Each parallel pass picks its thread count (``_run``): one thread below
+``PAR_MIN_WORK`` entries, else ``thread_budget()``, the cores not used by other processes.
 """
 from __future__ import annotations
 

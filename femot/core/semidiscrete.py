@@ -1,28 +1,8 @@
 """Exact semi-discrete optimal transport in 2D: a density on a polygon or triangle mesh against Diracs.
 
-For a measure ``rho`` with a piecewise linear density on a domain ``D`` (a convex polygon or a union of
-triangles; Lebesgue measure is the constant density 1) and ``u = sum_i u_i delta_{a_i}`` of the same
-mass, the squared Wasserstein distance is the maximum of the concave dual (Kantorovich duality with
-the c-transform taken on the discrete side)
-
-    g(psi) = sum_i u_i psi_i + int_D min_i (|x - a_i|^2 - psi_i) rho(x) dx.
-
-The inner minimum splits ``D`` into the Laguerre (power) cells
-``L_i(psi) = {x : |x - a_i|^2 - psi_i <= |x - a_j|^2 - psi_j for all j}`` clipped to ``D``;
-``dg/dpsi_i = u_i - rho(L_i)`` and the Hessian is minus the weighted graph Laplacian with weights
-``rho-length(L_i cap L_j) / (2 |a_i - a_j|)``.  At the maximizer ``W_2^2 = sum_i int_{L_i} |x - a_i|^2 rho``.
-
-Geometry: the power diagram is the dual of the regular triangulation, the lower convex hull of the
-lifted points ``(a_i, |a_i|^2 - psi_i)`` (SciPy's Qhull).  Four far sites whose cells cannot reach
-the domain make every real cell bounded; each cell is then clipped by Sutherland-Hodgman against
-the convex pieces of the domain (the polygon itself, or the triangles overlapping the cell), which
-handles non-convex domains and piecewise densities.  Integrals over the clipped cells are exact
-(a degree-4 triangle rule on a fan; the integrands are cubic).
-
-The weights are found by the damped Newton method of Kitagawa, Merigot and Thibert (J. Eur. Math.
-Soc. 21 (2019)), which keeps every cell mass above a positive floor and converges globally and
-locally quadratically; it stops when every cell mass matches its target to ``tol`` times the total
-mass.
+``W_2^2`` from the concave dual over Laguerre (power) cells clipped to the domain, maximized by the
+damped Newton method of Kitagawa, Merigot and Thibert (J. Eur. Math. Soc. 21 (2019)); the method
+is described in docs/core.md, section 5.
 """
 from __future__ import annotations
 

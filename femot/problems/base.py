@@ -65,7 +65,7 @@ from scipy.optimize import OptimizeResult
 
 from femot._docstrings import cite, fill_doc
 from femot._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
-from femot.core.qrot import QROTResult, solve_qrot
+from femot.core import QROTResult, solve_qrot
 from femot.optim import minimize_simplex, theta_R
 
 __all__ = [

@@ -44,7 +44,7 @@ from femot._validation import (
 )
 from femot.core import kernels
 from femot.core.cost import DenseCost
-from femot.core.qrot import QROTResult
+from femot.core.qrot_result import QROTResult
 from femot.core.sensitivity import outer_structure
 from femot.optim import minimize_simplex
 from femot.problems.base import LowerLevel, UniformStart, UpperLevelResult, _cite, shared_doc, upper_level_result

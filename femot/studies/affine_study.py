@@ -21,7 +21,7 @@ point sets do not match node for node), both with lumped P1 quadrature, and
 couples the parameters to the mesh width h = 1 / (m - 1): the support width of the
 regularized plan, delta = 4 h, and gamma = delta^4 (in 2D the width scales like
 gamma^(1/4)), so gamma, delta -> 0 together as the meshes are refined.  Each level
-is solved matrix-free and coarse-to-fine (``femot.core.multiscale``); the error of
+is solved matrix-free and coarse-to-fine (``init='coarse'`` of ``femot.solve_qrot``); the error of
 the transport cost sum_ij w1_i w2_j c_ij pi_ij against W_2^2 and of the barycentric
 map against T are reported, with least-squares rates in h.
 """
@@ -138,7 +138,7 @@ def affine_level(m: int, A=DEFAULT_A, b=DEFAULT_B, *, support_factor: float = 4.
     ValueError
         If ``A`` is not a symmetric positive definite 2 x 2 matrix or ``b`` not of length 2, or ``m < 3``.
     """
-    from femot.core.multiscale import solve_qrot_multiscale
+    from femot.core import GeometricCost, certify_working_set, solve_qrot
     from femot.fem import quadrature
 
     A, b = _check_affine(A, b)
@@ -155,7 +155,9 @@ def affine_level(m: int, A=DEFAULT_A, b=DEFAULT_B, *, support_factor: float = 4.
     delta = support_factor * h
     gamma = delta ** 4
     t0 = time.perf_counter()
-    r = solve_qrot_multiscale(x, y, mu1, mu2, gamma, q1.weights, q2.weights, tol=tol)
+    G = GeometricCost(x, y)
+    r = solve_qrot(G, mu1, mu2, gamma, 0.0, q1.weights, q2.weights, tol=tol, init="coarse")
+    certified = certify_working_set(G, r.alpha, r.beta, r.plan.indptr, r.plan.indices).size == 0
     elapsed = time.perf_counter() - t0
     P = r.plan
     W2 = affine_w2_squared(A, b) if reference is None else reference
@@ -167,7 +169,7 @@ def affine_level(m: int, A=DEFAULT_A, b=DEFAULT_B, *, support_factor: float = 4.
     marg = float(max(np.abs(P @ q2.weights - mu1).max(), np.abs(P.T @ q1.weights - mu2).max()))
     return {
         "m": m, "n1": int(x.shape[0]), "n2": int(y.shape[0]), "pairs": int(x.shape[0]) * int(y.shape[0]),
-        "h": h, "delta": delta, "gamma": gamma, "success": bool(r.success), "certified": bool(r.get("certified")),
+        "h": h, "delta": delta, "gamma": gamma, "success": bool(r.success), "certified": certified,
         "nit": int(r.nit), "time_s": elapsed, "plan_nnz": int(P.nnz), "marginal_error": marg,
         "transport_cost": cost, "W2_squared": W2, "cost_error": abs(cost - W2),
         "map_error_l2": float(np.sqrt(q1.weights @ (mu1 * dev ** 2))), "map_error_max": float(dev.max()),
