@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from femot.optim._bundle import keep_nearest
+from femot.optim.bundle import keep_nearest
 
 _ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Tests of femot.optim.trust_region (Part III, Algorithm 4.1 / Remark 4.2)."""
+"""Tests of Algorithm 4.1 of Part III (femot.optim.trust_region, method="trust-region") and path following."""
 import numpy as np
 import pytest
 from scipy.optimize import OptimizeResult, linprog, minimize
@@ -404,7 +404,7 @@ def test_path_following_warm_starts():
         return fun
 
     path = [1.0, 0.5, 0.25, 0.1]
-    res = minimize_simplex(None, n=n, path=path, fun_factory=factory, options={"tol": 1e-10})
+    res = minimize_simplex_path(factory, path, n=n, options={"tol": 1e-10})
     assert res.success and len(res.results) == len(path)
     for gamma, r in zip(path, res.results):
         assert np.abs(r.x - targets[gamma]).max() < 1e-6
@@ -414,8 +414,6 @@ def test_path_following_warm_starts():
     assert len(res.table().splitlines()) == len(path) + 1
     with pytest.raises(ValueError, match="path"):
         minimize_simplex_path(factory, [], n=n)
-    with pytest.raises(ValueError, match="fun"):
-        minimize_simplex(quad, n=n, path=path, fun_factory=factory)
 
 
 # ----------------------------------------------------------------------------
