@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from femot.optim import minimize_simplex, theta_R
+from femot.optim import BundleOptions, TrustRegionOptions, minimize_simplex, theta_R
 from femot.optim.bundle import cut_arrays, cut_certificate, cut_qp
 
 N, K = 8, 5
@@ -134,8 +134,20 @@ def test_bundle_option_validation():
         minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, method="cuts")
     with pytest.raises(ValueError, match="hessp"):
         minimize_simplex(fun, n=N, method="bundle")
-    with pytest.raises(ValueError, match="bundle_metric"):
-        minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, method="bundle", options={"bundle_metric": 3})
+    with pytest.raises(ValueError, match="metric"):
+        minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, method="bundle", options={"metric": 3})
+    with pytest.raises(ValueError, match="valid: .*'max_cuts'"):
+        minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, method="bundle", options={"newton_minor": 3})
+
+
+def test_bundle_falls_back_to_algorithm_4_1_above_max_n():
+    """With more than max_n variables the bundle method runs Algorithm 4.1 with the shared options."""
+    A, a, C = _data()
+    fun = _fun(A, a, C)
+    r = minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, method="bundle",
+                         options=BundleOptions(tol=1e-9, max_iter=300, max_n=N - 1))
+    ref = minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, options={"tol": 1e-9, "max_iter": 300})
+    assert isinstance(r.options, TrustRegionOptions) and np.array_equal(r.x, ref.x) and r.nfev == ref.nfev
 
 
 @pytest.mark.slow
@@ -153,7 +165,7 @@ def test_plan_formulation_certified_by_cuts():
     P = ControlProblem(op, y_d, mu2, 0.02, 0.16 ** 3, 0.16, rho=0.2, transport="plan", check_resolution=False)
     r = P.solve(rtol=1e-5)
     assert r.success, r.message
-    assert r.tr.history[0]["model"] == "bundle" and r.tr.stationarity_measure == "psi"
+    assert isinstance(r.tr.options, BundleOptions) and r.tr.stationarity_measure == "psi"
     assert r.relative_stationarity <= 1e-5
     assert r.nit <= 200
     # the certified point is not worse than the uniform start and a single gradient there is not
@@ -179,5 +191,5 @@ def test_bundle_nonfinite_and_callback_stops():
     r = minimize_simplex(fun, n=N, hessp=lambda x, v: np.full(N, np.nan), method="bundle")
     assert r.status == 3 and "hessp" in r.message
     r = minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, method="bundle", options={"tol": 1e-12,
-                                                                     "bundle_metric": lambda x, v: np.nan * v})
-    assert r.status == 3 and "bundle_metric" in r.message
+                                                                     "metric": lambda x, v: np.nan * v})
+    assert r.status == 3 and "metric" in r.message

@@ -10,7 +10,7 @@
 * :mod:`femot.optim.options` and :mod:`femot.optim.result` -- their options and result.
 """
 from femot.optim.minimize import minimize_simplex
-from femot.optim.options import DEFAULT_OPTIONS, check_options
+from femot.optim.options import BundleOptions, TrustRegionOptions
 from femot.optim.path import SimplexPathResult, minimize_simplex_path
 from femot.optim.result import LEGEND, SimplexTRResult
 from femot.optim.simplex import (
@@ -29,11 +29,11 @@ __all__ = [
     "simplex_diameter",
     "simplex_vertices",
     "theta_R",
-    "DEFAULT_OPTIONS",
+    "BundleOptions",
     "LEGEND",
     "SimplexPathResult",
     "SimplexTRResult",
-    "check_options",
     "minimize_simplex",
     "minimize_simplex_path",
+    "TrustRegionOptions",
 ]

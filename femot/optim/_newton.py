@@ -172,13 +172,13 @@ def projected_newton(x, g, Hv, Delta, w, s, o, rtol):
     y = np.zeros(n)
     Hy = np.zeros(n)
     info = {"cg": 0, "minor": 0, "reason": "face"}
-    maxiter = o["cg_maxiter"]
+    maxiter = o.cg_maxiter
 
     def q(d, Hd):
         return g @ d + 0.5 * (d @ Hd)
 
     tiny = 1e-15 * max(1.0, float(np.abs(x).max()))
-    for _ in range(o["newton_minor"]):
+    for _ in range(o.newton_minor):
         if F.sum() < 2:
             break
         info["minor"] += 1

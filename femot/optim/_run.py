@@ -99,17 +99,17 @@ class RunState:
             raise ValueError("fun(x0) returned a non-finite value or subgradient")
         self.nfev = 1
         self.n_resets = self.k = 0
-        self.Delta = self.o["Delta0"]
+        self.Delta = self.o.Delta0
         self.history = []
         self.status, self.stat_value, self.stat_kind, self.psi = None, None, "theta", None
         self.message_override = None
         self.rec = None
-        if self.o["verbose"]:
+        if self.o.verbose:
             print(_header())
 
     def log(self, rec):
         self.history.append(rec)
-        if self.o["verbose"]:
+        if self.o.verbose:
             print(_row(rec), flush=True)
 
 
@@ -119,7 +119,7 @@ def finish(st, message):
     ``message(theta_final, fw_final)`` gives the message unless ``st.message_override`` is set.
     """
     o, x, f, g = st.o, st.x, st.f, st.g
-    theta_final = _theta(x, g, o["R"], st.w, st.s)[0]
+    theta_final = _theta(x, g, o.R, st.w, st.s)[0]
     fw_final = fw_gap(x, g, st.w, st.s)
     nhev = 0 if st.hess is None else st.hess.calls
     st.log({"k": st.k, "f": f, "theta": theta_final, "psi": st.psi if st.stat_kind == "psi" else None,

@@ -18,7 +18,7 @@ from scipy.optimize import OptimizeResult, linprog
 
 from femot.optim._newton import HessianNonFinite, fw_gap
 from femot.optim._run import EPS, HESSP_NAN_MESSAGE, NonFinite, RunState, call, finish, finite, setup
-from femot.optim.options import _parse_options
+from femot.optim.options import BundleOptions
 from femot.optim.result import STATUS_MESSAGES
 from femot.optim.simplex import _project, _theta
 from femot.optim.trust_region import minimize_trust_region
@@ -160,12 +160,12 @@ def project_step(x, d, w, s):
 
 
 def _cut_metric(o, H, x, n):
-    """The QP metric M = H (+ the user's ``bundle_metric`` at x, as a dense matrix)."""
-    if o["bundle_metric"] is None:
+    """The QP metric M = H (+ the user's ``metric`` at x, as a dense matrix)."""
+    if o.metric is None:
         return H
-    extra = dense_hessian(lambda v: np.asarray(o["bundle_metric"](x.copy(), v), dtype=float), n)
+    extra = dense_hessian(lambda v: np.asarray(o.metric(x.copy(), v), dtype=float), n)
     if not np.all(np.isfinite(extra)):
-        raise NonFinite("options['bundle_metric'] returned a non-finite product.")
+        raise NonFinite("options['metric'] returned a non-finite product.")
     return H + extra
 
 
@@ -177,21 +177,21 @@ def _minimize_cuts(st, H):
     """
     o, n, w, s = st.o, st.n, st.w, st.s
     wv = np.ones(n) if w is None else w
-    st.r_cut = o["cut_radius"] if o["cut_radius"] is not None else 1e-3 * diameter(wv, s)
+    st.r_cut = o.cut_radius if o.cut_radius is not None else 1e-3 * diameter(wv, s)
     cuts = [st.x[None, :].copy(), np.array([st.f]), st.g[None, :].copy()]
-    st.Delta = min(o["Delta0"], o["Delta_max"])
+    st.Delta = min(o.Delta0, o.Delta_max)
     M = _cut_metric(o, H, st.x, n)
     while st.status is None:
         x, f = st.x, st.f
         B, e, dist = cut_arrays(x, f, *cuts, H)
         near = dist <= st.r_cut
         st.stat_value, _ = cut_certificate(x, B[near], np.abs(e[near]), wv, s)
-        st.rec = rec = {"k": st.k, "f": f, "theta": _theta(x, st.g, o["R"], w, s)[0], "psi": st.stat_value,
+        st.rec = rec = {"k": st.k, "f": f, "theta": _theta(x, st.g, o.R, w, s)[0], "psi": st.stat_value,
                         "Delta": st.Delta, "rho": None, "step_norm": 0.0, "model": "bundle", "step": "qp",
                         "accepted": False, "pred": None, "cauchy": None, "nfev": st.nfev,
                         "fw_gap": fw_gap(x, st.g, w, s), "nhev": n, "cg": None}
-        for status, stop in ((0, st.stat_value <= o["tol"]), (1, st.k >= o["max_iter"]),
-                             (2, st.Delta < o["radius_floor"])):
+        for status, stop in ((0, st.stat_value <= o.tol), (1, st.k >= o.max_iter),
+                             (2, st.Delta < o.radius_floor)):
             if stop:
                 st.status = status
                 return
@@ -206,7 +206,7 @@ def _minimize_cuts(st, H):
             rec.update(step="probe", rho=0.0, pred=float(pred), nfev=st.nfev)
         else:
             moved = _cut_step(st, cuts, H, d, pred, noise)
-            if moved and o["bundle_metric"] is not None:
+            if moved and o.metric is not None:
                 M = _cut_metric(o, H, st.x, n)
         st.log(rec)
         st.k += 1
@@ -236,7 +236,7 @@ def _cut_step(st, cuts, H, d, pred, noise):
     rho, accepted = 0.0, False
     if not pred > noise:
         # the QP found no decrease the bundle can trust at this radius: shrink it
-        st.Delta *= o["beta1"]
+        st.Delta *= o.beta1
     else:
         x, f = st.x, st.f
         y = x + d
@@ -245,19 +245,19 @@ def _cut_step(st, cuts, H, d, pred, noise):
         if not finite(fy, gy):
             raise NonFinite
         rho = (f - fy + noise) / (pred + noise)
-        accepted = rho > o["eta1"]
+        accepted = rho > o.eta1
         nd = float(np.abs(d).max())
         cuts[:] = [np.vstack([cuts[0], y]), np.append(cuts[1], fy), np.vstack([cuts[2], gy])]
         if accepted:
-            if rho > o["eta2"] and nd > 0.5 * st.Delta:
-                st.Delta = min(o["beta2"] * st.Delta, o["Delta_max"])
+            if rho > o.eta2 and nd > 0.5 * st.Delta:
+                st.Delta = min(o.beta2 * st.Delta, o.Delta_max)
             st.x, st.f, st.g = y, fy, gy
         else:
             dy = x - y
             if f - (fy + gy @ dy + 0.5 * dy @ H @ dy) < -noise:
                 # the new cut lies above f at x: a nonconvex kink, the model cannot be trusted that far
-                st.Delta = o["beta1"] * min(st.Delta, nd)
-        cuts[:] = keep_nearest(*cuts, st.x, o["cut_bundle_size"])
+                st.Delta = o.beta1 * min(st.Delta, nd)
+        cuts[:] = keep_nearest(*cuts, st.x, o.max_cuts)
     rec.update(rho=float(rho), step_norm=0.0 if d is None else float(np.linalg.norm(d)),
                accepted=bool(accepted), pred=float(pred), nfev=st.nfev)
     return accepted
@@ -279,14 +279,16 @@ def _cut_callback(st):
 def minimize_bundle(fun, x0, hessp, weights, mass, n, options, callback, collect_subgradients):
     """Run the bundle method (arguments checked by :func:`femot.optim.minimize_simplex`).
 
-    With more than ``cut_max_n`` variables (the dense H would be too large) Algorithm 4.1 runs
-    instead, with the same options and ``collect_subgradients`` (which the bundle method does
+    With more than ``max_n`` variables (the dense H would be too large) Algorithm 4.1 runs
+    instead, with the shared options and ``collect_subgradients`` (which the bundle method does
     not use).
     """
     _, w, s, n_ = setup(x0, weights, mass, n)
-    o = _parse_options(options, n_, w, s)
-    if n_ > o["cut_max_n"]:
-        return minimize_trust_region(fun, x0, hessp, weights, mass, n, options, callback, collect_subgradients)
+    given = BundleOptions.coerce(options)
+    o = given.resolved(n_, w, s)
+    if n_ > o.max_n:
+        return minimize_trust_region(fun, x0, hessp, weights, mass, n, given.trust_region(), callback,
+                                     collect_subgradients)
     st = RunState(fun, x0, hessp, weights, mass, n, lambda n_, w, s: o, callback)
     st.hess.at(st.x)
     st.stat_kind, st.r_cut, st.stat_value = "psi", None, float("nan")
@@ -307,10 +309,10 @@ def minimize_bundle(fun, x0, hessp, weights, mass, n, options, callback, collect
         st.message_override = (
             "Converged: psi (theta_R of the best convex combination of the gradients at x of the quadratic "
             f"cuts of the points within {st.r_cut:.3g} of x, plus their linearization errors) = {psi:.3e} "
-            f"<= tol = {o['tol']:.3e} (Clarke stationarity up to tol).")
+            f"<= tol = {o.tol:.3e} (Clarke stationarity up to tol).")
     elif st.status == 1:
-        st.message_override = (STATUS_MESSAGES[1] + f" (max_iter = {o['max_iter']}, psi = {psi:.3e} > tol = "
-                               f"{o['tol']:.1e}; cuts within {st.r_cut:.3g})")
+        st.message_override = (STATUS_MESSAGES[1] + f" (max_iter = {o.max_iter}, psi = {psi:.3e} > tol = "
+                               f"{o.tol:.1e}; cuts within {st.r_cut:.3g})")
     st.psi = psi
 
     def message(theta_final, fw_final):

@@ -51,21 +51,10 @@ def minimize_simplex(fun, x0=None, *, method="trust-region", hessp=None, weights
         The mass s > 0 of the simplex (default 1).
     n : int or None, optional
         Dimension, needed only if neither x0 nor weights is given.
-    options : dict or None, optional
-        Overrides of :data:`DEFAULT_OPTIONS`; unknown keys raise.
-        Algorithm 4.1 constants: R, Delta0, Delta_min, eta1, eta2, beta1,
-        beta2, nu, tol, max_iter.  Safeguards: Delta_max, radius_floor,
-        psi_stop_radius.  Model: H0, bfgs_reset, reset_scaling, max_cond,
-        subspace_step, bundle_size, bouligand_H.  Second-order model (with
-        ``hessp``): cg_maxiter (CG iterations per face, None: min(2|F| + 10,
-        500)), cg_rtol (largest CG forcing term; the term used is
-        min(cg_rtol, theta_k / theta_0)), newton_minor (face changes per
-        step).  Bundle method: bundle_metric (optional callable (x, v) added
-        to H in the QP), cut_radius, cut_bundle_size, cut_max_n.
-        Convex stop: convex (bool), fw_rtol (default 1e-8),
-        fw_floor (default 0; set it to the scale of f when min f may be 0).
-        Bouligand sampling: n_probe, n_coord, n_random, seed.  Output:
-        verbose (print the iteration table while running).
+    options : TrustRegionOptions, BundleOptions, Mapping or None, optional
+        The options of the method (:class:`TrustRegionOptions` for "trust-region",
+        :class:`BundleOptions` for "bundle"); a Mapping of their fields is converted (unknown
+        keys raise), None means the defaults.
     callback : callable or None, optional
         ``callback(intermediate_result)`` after every iteration (an
         OptimizeResult with x, fun, jac, nit, stationarity, Delta); returning

@@ -1,163 +1,264 @@
-"""Options of :func:`femot.optim.minimize_simplex` (Part III, Section 4.2 defaults)."""
+"""Options of :func:`femot.optim.minimize_simplex`: one frozen, validated dataclass per method.
+
+The defaults of Algorithm 4.1 are those of Part III, Section 4.2.  A few defaults depend on the
+simplex (its dimension n, weights w and mass s); they are ``None`` in the dataclass and filled in
+by :meth:`TrustRegionOptions.resolved` / :meth:`BundleOptions.resolved` when a run starts (the
+result's ``options`` holds the resolved values).
+"""
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from femot._validation import check_positive_scalar
 from femot.optim.simplex import _diameter
 
-__all__ = ["DEFAULT_OPTIONS", "check_options"]
-
-#: Options of :func:`minimize_simplex` and their defaults (Part III, Sec. 4.2).
-DEFAULT_OPTIONS = {
-    "R": None,              # radius in theta_R / psi_R; None -> max(sqrt(n), diameter)
-    "Delta0": 1.0,          # initial trust-region radius
-    "Delta_min": 1e-6,      # below it the Bouligand model is used (Step 7)
-    "Delta_max": None,      # cap of the radius; None -> max(Delta0, diameter)
-    "eta1": 0.1,
-    "eta2": 0.9,
-    "beta1": 0.5,
-    "beta2": 1.5,
-    "nu": 1.0,              # Cauchy decrease fraction, 0 < nu <= 1
-    "tol": 1e-5,            # stop when theta_R (or psi_R) <= tol
-    "max_iter": 200,
-    "bfgs_reset": 100,      # reset H to a scaled identity every so many iterations (0: never)
-    "H0": 1.0,              # initial H = H0 * I
-    "reset_scaling": True,  # reset to (y'y/s'y) I (last undamped pair) instead of H0 I
-    "max_cond": 1e12,       # reset H when its condition number exceeds this (BFGS failure)
-    "psi_stop_radius": None,  # stop on psi_R <= tol only if Delta <= this; None -> Delta_min
-    "bundle_size": 50,      # cutting-plane candidate from the last evaluations (0: off)
-    "bouligand_H": "identity",  # H_k of the Bouligand model: 'identity' (H0 I) or 'bfgs'
-    "forecast_switch": True,  # BFGS path: Bouligand model when the planes forecast every Step 8 candidate to fail
-    "radius_floor": 1e-14,  # radius collapse -> status 2
-    "n_coord": 0,           # Bouligand sampling: coordinate directions
-    "n_random": 2,          # Bouligand sampling: random directions
-    "n_probe": None,        # Bouligand exploration along the model direction; None -> n + 5
-    "seed": 0,              # rng of the random sampling directions
-    "subspace_step": True,  # add the face-restricted dogleg as a candidate
-    "convex": False,        # f is convex: stop on the Frank-Wolfe gap (a certificate) instead of tol
-    "fw_rtol": 1e-8,        # convex stop: fw_gap <= fw_rtol * max(|f|, fw_floor)
-    "fw_floor": 0.0,        # floor of |f| in the convex stop (set it when min f may be 0)
-    "cg_maxiter": None,     # hessp model: CG iterations per face; None -> min(2 |F| + 10, 500)
-    "cg_rtol": 1e-2,        # hessp model: largest CG forcing term (relative residual)
-    "newton_minor": 50,     # hessp model: face changes (projected searches) per step
-    "bundle_metric": None,  # method='bundle': optional callable (x, v) added to H in the QP (damping)
-    "cut_radius": None,     # method='bundle': certificate uses cuts of points within it; None -> 1e-3 diameter
-    "cut_bundle_size": 100,  # method='bundle': cuts kept (nearest to x)
-    "cut_max_n": 3000,      # method='bundle': larger n falls back to 'trust-region' (dense H)
-    "verbose": False,
-}
+__all__ = ["BundleOptions", "TrustRegionOptions"]
 
 
-def check_options(options: dict | None, n: int = 2, weights=None, mass: float = 1.0) -> dict:
-    """Validate options of :func:`minimize_simplex` without running it.
+def _weights(n, weights):
+    return None if weights is None else np.asarray(weights, dtype=float)
 
-    Parameters
-    ----------
-    options : dict or None
-        Options as passed to :func:`minimize_simplex` (keys of :data:`DEFAULT_OPTIONS`).
-    n : int
-        Dimension of the simplex the options are checked for (R and Delta_min depend on it).
-    weights : array_like, optional
-        Weights of the weighted simplex (default: all ones).
-    mass : float
-        Its mass.
 
-    Returns
-    -------
-    dict
-        The completed, checked options.
+class _Options:
+    """Validation helpers and the conversion shared by the option classes."""
 
-    Raises
-    ------
-    ValueError
-        Naming the first option with an invalid value.
+    def _set(self, name, value):
+        object.__setattr__(self, name, value)  # frozen: coercion happens once, here
+
+    def _positive(self, *names):
+        for key in names:
+            self._set(key, check_positive_scalar(getattr(self, key), f"options['{key}']"))
+
+    def _positive_or_none(self, *names):
+        for key in names:
+            if getattr(self, key) is not None:
+                self._positive(key)
+
+    def _integer(self, key, low, what):
+        v = getattr(self, key)
+        if not isinstance(v, numbers.Integral) or v < low:
+            raise ValueError(f"options['{key}'] must be {what}, got {v!r}")
+        self._set(key, int(v))
+
+    def _flags(self, *names):
+        for key in names:
+            self._set(key, bool(getattr(self, key)))
+
+    def _common(self):
+        """The checks of the constants both methods share (tol, eta, beta, radii, max_iter)."""
+        self._positive_or_none("R", "Delta_max")
+        self._positive("Delta0", "beta2", "radius_floor")
+        self._set("tol", float(self.tol))
+        if not (self.tol >= 0.0 and math.isfinite(self.tol)):
+            raise ValueError(f"options['tol'] must be a nonnegative number, got {self.tol!r}")
+        self._positive("eta1", "eta2", "beta1")
+        if not self.eta1 < self.eta2 < 1.0:
+            raise ValueError(f"options: need 0 < eta1 < eta2 < 1, got eta1={self.eta1}, eta2={self.eta2}")
+        if not self.beta1 < 1.0 < self.beta2:
+            raise ValueError(f"options: need 0 < beta1 < 1 < beta2, got beta1={self.beta1}, beta2={self.beta2}")
+        self._integer("max_iter", 0, "a nonnegative integer")
+        self._flags("verbose")
+
+    def _derived(self, n, weights, mass):
+        """R = max(sqrt(n), diameter) and Delta_max = max(Delta0, diameter) where they are None."""
+        s = check_positive_scalar(mass, "mass")
+        d = _diameter(n, _weights(n, weights), s)
+        # Part III, Sec. 4.2: R = sqrt(n) (>= sqrt(2), the diameter of the standard simplex, so
+        # theta_R is the closed-form LP value, Remark 4.2); a weighted or rescaled simplex can be
+        # wider: keep the ball inactive there as well
+        return {"R": max(math.sqrt(n), d) if self.R is None else self.R,
+                "Delta_max": max(self.Delta0, d) if self.Delta_max is None else self.Delta_max}
+
+    @classmethod
+    def coerce(cls, options: Any) -> Any:
+        """``options`` as this class: an instance, a Mapping of its fields (validated) or None (defaults).
+
+        Raises
+        ------
+        ValueError
+            For an unknown key (the message lists the valid ones), an invalid value or another type.
+        """
+        if options is None:
+            return cls()
+        if isinstance(options, cls):
+            return options
+        if isinstance(options, Mapping):
+            valid = sorted(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+            unknown = sorted(set(options) - set(valid))
+            if unknown:
+                raise ValueError(f"options: unknown option(s) {unknown} for {cls.__name__}; valid: {valid}")
+            return cls(**options)
+        raise ValueError(f"options must be a {cls.__name__}, a Mapping or None, got {type(options).__name__}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrustRegionOptions(_Options):
+    """Options of Algorithm 4.1, ``minimize_simplex(method="trust-region")`` (Part III, Sec. 4.2).
+
+    Algorithm 4.1 constants: ``R`` (radius of theta_R / psi_R; None: max(sqrt(n), diameter of
+    the simplex)), ``Delta0``, ``Delta_min`` (below it the Bouligand model of Step 11 is used),
+    ``eta1``, ``eta2``, ``beta1``, ``beta2``, ``nu`` (Cauchy decrease fraction), ``tol``,
+    ``max_iter``.  Safeguards: ``Delta_max`` (None: max(Delta0, diameter)), ``radius_floor``
+    (status 2 below it), ``psi_stop_radius`` (psi_R <= tol stops only for Delta <= it; None:
+    Delta_min).  BFGS model: ``H0`` (H = H0 I at the start and at resets), ``bfgs_reset`` (reset
+    every so many iterations; 0 or None: never), ``reset_scaling`` (reset to (y'y / s'y) I),
+    ``max_cond``, ``subspace_step`` (the dogleg on the current face), ``bundle_size`` (cutting
+    planes kept for the forecast; 0: off), ``bouligand_H`` ('identity': H0 I, or 'bfgs'),
+    ``forecast_switch``.  Bouligand sampling: ``n_probe`` (None: n + 5), ``n_coord``,
+    ``n_random``, ``seed``.  Second-order model (``hessp``): ``cg_maxiter`` (CG iterations per
+    face; None: min(2 |F| + 10, 500)), ``cg_rtol`` (largest forcing term), ``newton_minor``
+    (face changes per step).  Convex stop: ``convex``, ``fw_rtol``, ``fw_floor``.  Output:
+    ``verbose``.  docs/trust_region.md describes each.
+
+    >>> o = TrustRegionOptions(tol=1e-8)
+    >>> print(o.tol, o.Delta0, o.eta1)
+    1e-08 1.0 0.1
+    >>> r = o.resolved(4)  # R = sqrt(4), Delta_max = diameter of the standard simplex
+    >>> print(r.R, round(r.Delta_max, 6), r.n_probe)
+    2.0 1.414214 9
+    >>> TrustRegionOptions.coerce({"max_iter": 5}).max_iter
+    5
     """
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
-    return _parse_options(options, n, w, float(mass))
+
+    R: float | None = None
+    Delta0: float = 1.0
+    Delta_min: float = 1e-6
+    Delta_max: float | None = None
+    eta1: float = 0.1
+    eta2: float = 0.9
+    beta1: float = 0.5
+    beta2: float = 1.5
+    nu: float = 1.0
+    tol: float = 1e-5
+    max_iter: int = 200
+    bfgs_reset: int | None = 100
+    H0: float = 1.0
+    reset_scaling: bool = True
+    max_cond: float = 1e12
+    psi_stop_radius: float | None = None
+    bundle_size: int = 50
+    bouligand_H: str = "identity"
+    forecast_switch: bool = True
+    radius_floor: float = 1e-14
+    n_coord: int = 0
+    n_random: int = 2
+    n_probe: int | None = None
+    seed: int = 0
+    subspace_step: bool = True
+    convex: bool = False
+    fw_rtol: float = 1e-8
+    fw_floor: float = 0.0
+    cg_maxiter: int | None = None
+    cg_rtol: float = 1e-2
+    newton_minor: int = 50
+    verbose: bool = False
+
+    def __post_init__(self):
+        self._common()
+        self._positive("Delta_min", "H0", "max_cond", "nu", "fw_rtol", "cg_rtol")
+        self._positive_or_none("psi_stop_radius")
+        if self.nu > 1.0:
+            raise ValueError(f"options['nu'] must satisfy 0 < nu <= 1, got {self.nu}")
+        if self.Delta0 <= self.Delta_min:
+            raise ValueError(f"options: need Delta0 > Delta_min, got Delta0={self.Delta0}, Delta_min={self.Delta_min}")
+        if self.bfgs_reset is None:
+            self._set("bfgs_reset", 0)
+        for key in ("max_iter", "bfgs_reset", "n_coord", "n_random", "seed", "bundle_size"):
+            self._integer(key, 0, "a nonnegative integer")
+        if self.n_probe is not None:
+            self._integer("n_probe", 0, "a nonnegative integer")
+        self._flags("subspace_step", "reset_scaling", "forecast_switch", "convex")
+        if self.bouligand_H not in ("identity", "bfgs"):
+            raise ValueError(f"options['bouligand_H'] must be 'identity' or 'bfgs', got {self.bouligand_H!r}")
+        self._set("fw_floor", float(self.fw_floor))
+        if not (self.fw_floor >= 0.0 and math.isfinite(self.fw_floor)):
+            raise ValueError(f"options['fw_floor'] must be a nonnegative number, got {self.fw_floor!r}")
+        if self.cg_rtol >= 1.0:
+            raise ValueError(f"options['cg_rtol'] must be < 1, got {self.cg_rtol}")
+        if self.cg_maxiter is not None:
+            self._integer("cg_maxiter", 1, "a positive integer")
+        self._integer("newton_minor", 1, "a positive integer")
+
+    def resolved(self, n: int, weights=None, mass: float = 1.0) -> TrustRegionOptions:
+        """The options with the defaults that depend on the simplex filled in.
+
+        R = max(sqrt(n), diameter), Delta_max = max(Delta0, diameter), psi_stop_radius =
+        Delta_min and n_probe = n + 5 where they are None (the diameter of {x >= 0,
+        <w, x> = mass}: :func:`femot.optim.simplex_diameter`).  ``cg_maxiter`` stays None (it
+        depends on the face, min(2 |F| + 10, 500)).
+
+        >>> print(TrustRegionOptions().resolved(9, mass=2.0).R)
+        3.0
+        """
+        return dataclasses.replace(
+            self, **self._derived(n, weights, mass),
+            psi_stop_radius=self.Delta_min if self.psi_stop_radius is None else self.psi_stop_radius,
+            n_probe=n + 5 if self.n_probe is None else self.n_probe)
 
 
-def _parse_options(options, n, w, s):
-    opts = dict(DEFAULT_OPTIONS)
-    if options is not None:
-        if not isinstance(options, dict):
-            raise ValueError(f"options must be a dict, got {type(options).__name__}")
-        unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-        if unknown:
-            raise ValueError(f"options: unknown option(s) {unknown}; valid: {sorted(DEFAULT_OPTIONS)}")
-        opts.update(options)
-    o = {}
-    if opts["R"] is None:
-        # Part III, Sec. 4.2: R = sqrt(n) (>= sqrt(2), the diameter of the standard
-        # simplex, so theta_R is the closed-form LP value, Remark 4.2).  A weighted
-        # or rescaled simplex can be wider; keep the ball inactive there as well.
-        o["R"] = max(math.sqrt(n), _diameter(n, w, s))
-    else:
-        o["R"] = check_positive_scalar(opts["R"], "options['R']")
-    for key in ("Delta0", "Delta_min", "beta2", "radius_floor", "H0", "max_cond"):
-        o[key] = check_positive_scalar(opts[key], f"options['{key}']")
-    o["tol"] = float(opts["tol"])
-    if not (o["tol"] >= 0.0 and math.isfinite(o["tol"])):
-        raise ValueError(f"options['tol'] must be a nonnegative number, got {opts['tol']!r}")
-    for key in ("eta1", "eta2", "beta1", "nu"):
-        o[key] = check_positive_scalar(opts[key], f"options['{key}']")
-    if not o["eta1"] < o["eta2"] < 1.0:
-        raise ValueError(f"options: need 0 < eta1 < eta2 < 1, got eta1={o['eta1']}, eta2={o['eta2']}")
-    if not o["beta1"] < 1.0 < o["beta2"]:
-        raise ValueError(f"options: need 0 < beta1 < 1 < beta2, got beta1={o['beta1']}, beta2={o['beta2']}")
-    if o["nu"] > 1.0:
-        raise ValueError(f"options['nu'] must satisfy 0 < nu <= 1, got {o['nu']}")
-    if o["Delta0"] <= o["Delta_min"]:
-        raise ValueError(f"options: need Delta0 > Delta_min, got Delta0={o['Delta0']}, Delta_min={o['Delta_min']}")
-    psr = opts["psi_stop_radius"]
-    o["psi_stop_radius"] = o["Delta_min"] if psr is None else check_positive_scalar(psr, "options['psi_stop_radius']")
-    dmax = opts["Delta_max"]
-    o["Delta_max"] = (max(o["Delta0"], _diameter(n, w, s)) if dmax is None
-                      else check_positive_scalar(dmax, "options['Delta_max']"))
-    if opts["n_probe"] is None:
-        opts["n_probe"] = n + 5
-    for key in ("max_iter", "bfgs_reset", "n_coord", "n_random", "seed", "bundle_size", "n_probe"):
-        v = opts[key]
-        if v is None and key == "bfgs_reset":
-            v = 0
-        if not isinstance(v, numbers.Integral) or v < 0:
-            raise ValueError(f"options['{key}'] must be a nonnegative integer, got {v!r}")
-        o[key] = int(v)
-    o["subspace_step"] = bool(opts["subspace_step"])
-    o["reset_scaling"] = bool(opts["reset_scaling"])
-    o["forecast_switch"] = bool(opts["forecast_switch"])
-    if opts["bouligand_H"] not in ("identity", "bfgs"):
-        raise ValueError(f"options['bouligand_H'] must be 'identity' or 'bfgs', got {opts['bouligand_H']!r}")
-    o["bouligand_H"] = opts["bouligand_H"]
-    o["verbose"] = bool(opts["verbose"])
-    o["convex"] = bool(opts["convex"])
-    o["fw_rtol"] = check_positive_scalar(opts["fw_rtol"], "options['fw_rtol']")
-    o["fw_floor"] = float(opts["fw_floor"])
-    if not (o["fw_floor"] >= 0.0 and math.isfinite(o["fw_floor"])):
-        raise ValueError(f"options['fw_floor'] must be a nonnegative number, got {opts['fw_floor']!r}")
-    if opts["bundle_metric"] is not None and not callable(opts["bundle_metric"]):
-        raise ValueError("options['bundle_metric'] must be callable or None")
-    o["bundle_metric"] = opts["bundle_metric"]
-    o["cut_radius"] = (None if opts["cut_radius"] is None
-                       else check_positive_scalar(opts["cut_radius"], "options['cut_radius']"))
-    for key in ("cut_bundle_size", "cut_max_n"):
-        v = opts[key]
-        if not isinstance(v, numbers.Integral) or v < 2:
-            raise ValueError(f"options['{key}'] must be an integer >= 2, got {v!r}")
-        o[key] = int(v)
-    o["cg_rtol"] = check_positive_scalar(opts["cg_rtol"], "options['cg_rtol']")
-    if o["cg_rtol"] >= 1.0:
-        raise ValueError(f"options['cg_rtol'] must be < 1, got {o['cg_rtol']}")
-    for key in ("cg_maxiter", "newton_minor"):
-        v = opts[key]
-        if v is None and key == "cg_maxiter":
-            o[key] = None
-            continue
-        if not isinstance(v, numbers.Integral) or v < 1:
-            raise ValueError(f"options['{key}'] must be a positive integer, got {v!r}")
-        o[key] = int(v)
-    return o
+@dataclasses.dataclass(frozen=True)
+class BundleOptions(_Options):
+    """Options of the bundle method, ``minimize_simplex(method="bundle")``.
 
+    Shared with Algorithm 4.1 (same meaning and defaults): ``R`` (only for the reported
+    theta_R), ``Delta0``, ``Delta_max``, ``eta1`` (serious step), ``eta2``, ``beta1``, ``beta2``,
+    ``tol`` (on the certificate psi), ``max_iter``, ``radius_floor``, ``verbose``.  Own:
+    ``metric`` (optional callable (x, v) -> product added to H in the QP: a damping, recomputed
+    at serious steps), ``cut_radius`` (the certificate uses the cuts of the points within it;
+    None: 1e-3 times the diameter of the simplex), ``max_cuts`` (cuts kept), ``max_n`` (with
+    more variables Algorithm 4.1 runs instead, with these shared options: H is dense).
+
+    >>> o = BundleOptions(tol=1e-9, max_cuts=20)
+    >>> print(o.tol, o.max_cuts, o.max_n)
+    1e-09 20 3000
+    """
+
+    R: float | None = None
+    Delta0: float = 1.0
+    Delta_max: float | None = None
+    eta1: float = 0.1
+    eta2: float = 0.9
+    beta1: float = 0.5
+    beta2: float = 1.5
+    tol: float = 1e-5
+    max_iter: int = 200
+    radius_floor: float = 1e-14
+    metric: Callable | None = None
+    cut_radius: float | None = None
+    max_cuts: int = 100
+    max_n: int = 3000
+    verbose: bool = False
+
+    def __post_init__(self):
+        self._common()
+        if self.metric is not None and not callable(self.metric):
+            raise ValueError("options['metric'] must be callable or None")
+        self._positive_or_none("cut_radius")
+        for key in ("max_cuts", "max_n"):
+            self._integer(key, 2, "an integer >= 2")
+
+    def resolved(self, n: int, weights=None, mass: float = 1.0) -> BundleOptions:
+        """The options with R and Delta_max filled in as in :meth:`TrustRegionOptions.resolved`.
+
+        ``cut_radius`` stays None (the method takes 1e-3 times the diameter).
+
+        >>> print(round(BundleOptions().resolved(2).Delta_max, 6))
+        1.414214
+        """
+        return dataclasses.replace(self, **self._derived(n, weights, mass))
+
+    def trust_region(self) -> TrustRegionOptions:
+        """The shared options as :class:`TrustRegionOptions` (for the fallback above ``max_n``).
+
+        >>> BundleOptions(tol=1e-7).trust_region().tol
+        1e-07
+        """
+        shared = {f.name for f in dataclasses.fields(TrustRegionOptions)}
+        return TrustRegionOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                                     if f.name in shared})

@@ -15,7 +15,7 @@ from scipy.optimize import OptimizeResult
 
 from femot.optim._newton import HessianNonFinite, bundle_newton, fw_gap, newton_candidate
 from femot.optim._run import EPS, HESSP_NAN_MESSAGE, NonFinite, RunState, call, finish, finite
-from femot.optim.options import _parse_options
+from femot.optim.options import TrustRegionOptions
 from femot.optim.result import STATUS_MESSAGES
 from femot.optim.simplex import _minmax_lp, _project, _psi, _theta
 
@@ -220,7 +220,7 @@ def _bfgs_step(x, f, g, H, Hnorm, Delta, theta, d_theta, w, s, o, planes=None, i
         return d * (Delta / nd) if nd > Delta else d
 
     cands = [(project_into_ball(_dogleg(g, H, Delta)), "dogleg")]
-    if o["subspace_step"]:
+    if o.subspace_step:
         wv = np.ones_like(x) if w is None else w
         gap = np.linalg.norm(_project(x - g, w, s) - x, np.inf)
         F = x > min(1e-3 * s / wv.sum(), gap)
@@ -231,7 +231,7 @@ def _bfgs_step(x, f, g, H, Hnorm, Delta, theta, d_theta, w, s, o, planes=None, i
             p = np.zeros_like(x)
             p[F] = Z @ pr
             cands.append((project_into_ball(p), "face"))
-    R, nu = o["R"], o["nu"]
+    R, nu = o.R, o.nu
     bound = nu / (2 * R) * theta * min(R, Delta, theta / (R * Hnorm))
     # (d, pred = f - q_k(d), Cauchy right-hand side, label) for the BFGS model
     options = [(b, -model(b), bound, "cauchy")]
@@ -253,7 +253,7 @@ def _plane_choice(x, f, g, valid, theta, Delta, w, s, o, planes, info=None):
     best = max(valid, key=lambda c: c[1])
     if planes is None:
         return best
-    R, nu = o["R"], o["nu"]
+    R, nu = o.R, o.nu
     Y, fY, GY = planes
     # cutting planes at x: f + <g_j, d> - alpha_j, alpha_j = |linearization error|
     alpha = np.abs(f - fY - np.einsum("ij,ij->i", GY, x[None, :] - Y))
@@ -262,18 +262,18 @@ def _plane_choice(x, f, g, valid, theta, Delta, w, s, o, planes, info=None):
         # f - max(q(d), cutting-plane model(d)): a sharper forecast of the actual decrease
         return min(c[1], -float(np.max(GY @ c[0] - alpha)))
 
-    if forecast(best) >= o["eta2"] * best[1]:
+    if forecast(best) >= o.eta2 * best[1]:
         return best  # the planes agree with the quadratic model (smooth regime)
     db = _planes_lp(x, GY, alpha, Delta, w, s)
     if db is not None:
-        mu = o["H0"]  # H_k = H0 I for this candidate (Step 3 leaves H_k free)
+        mu = o.H0  # H_k = H0 I for this candidate (Step 3 leaves H_k free)
         bound_b = nu / (2 * R) * theta * min(R, Delta, theta / (R * mu))
         cb = (db, -(g @ db + 0.5 * mu * (db @ db)), bound_b, "bundle")
         if cb[1] >= bound_b and cb[1] > 0:
             valid.append(cb)
     # prefer steps forecast to pass the rho-test of Step 9, then the largest forecast
     scored = [(forecast(c), c) for c in valid]
-    for level in (o["eta2"], o["eta1"]):
+    for level in (o.eta2, o.eta1):
         good = [(e, c) for e, c in scored if e >= level * c[1]]
         if good:
             return max(good, key=lambda ec: ec[0])[1]
@@ -304,7 +304,7 @@ def _newton_step(x, f, g, hess, Delta, theta, d_theta, w, s, o, rtol, planes=Non
     Returns (d, pred, Cauchy right-hand side, label, info).
     """
     options, info = newton_candidate(x, g, hess, Delta, theta, d_theta, w, s, o, rtol)
-    bound = o["nu"] * options[0][1]
+    bound = o.nu * options[0][1]
     cands = [(d, p, bound, label) for d, p, label in options]
     valid = [c for c in cands if c[1] >= c[2] and c[1] > 0]
     if not valid:  # rounding only
@@ -320,13 +320,13 @@ def _newton_step(x, f, g, hess, Delta, theta, d_theta, w, s, o, rtol, planes=Non
     def forecast(c):
         return min(c[1], -float(np.max(GY @ c[0] - alpha)))
 
-    if forecast(best) >= o["eta2"] * best[1]:
+    if forecast(best) >= o.eta2 * best[1]:
         return best + (info,)
     bn = bundle_newton(x, f, g, hess, GY, alpha, Delta, w, s, [c[0] for c in cands])
     d_lp = _planes_lp(x, GY, alpha, Delta, w, s)
     if bn is not None and d_lp is not None:
         d, _, pred_max, Mnorm = bn
-        R, nu = o["R"], o["nu"]
+        R, nu = o.R, o.nu
         # Cauchy decrease of the planes model (as Step 11 for phi): its stationarity
         # measure psi_B = -min max_j(<g_j, d> - alpha_j) over the ball (the LP step)
         psi_b = max(-float(np.max(GY @ d_lp - alpha)), 0.0)
@@ -335,7 +335,7 @@ def _newton_step(x, f, g, hess, Delta, theta, d_theta, w, s, o, rtol, planes=Non
         if pred_max >= bound_bn and pred_max > 0:
             valid.append((d, pred_max, bound_bn, "bundle-newton"))
     scored = [(forecast(c), c) for c in valid]
-    for level in (o["eta2"], o["eta1"]):
+    for level in (o.eta2, o.eta1):
         good = [(e, c) for e, c in scored if e >= level * c[1]]
         if good:
             return max(good, key=lambda ec: ec[0])[1] + (info,)
@@ -368,13 +368,13 @@ def _sample_subgradients(fun, x, g, Delta, w, s, rng, o, n):
     r = g / wv
     j = int(np.argmin(r))
     dirs = []
-    supp = [i for i in np.argsort(-r) if x[i] > 0 and i != j][: o["n_coord"]]
+    supp = [i for i in np.argsort(-r) if x[i] > 0 and i != j][: o.n_coord]
     for i in supp:
         u = np.zeros(n)
         u[j] += 1.0 / wv[j]
         u[i] -= 1.0 / wv[i]
         dirs.append(u / np.linalg.norm(u))
-    for _ in range(o["n_random"]):
+    for _ in range(o.n_random):
         u = rng.standard_normal(n)
         u -= (wv @ u) / (wv @ wv) * wv
         nu_ = np.linalg.norm(u)
@@ -415,15 +415,15 @@ class _State(RunState):
     """State of one run of Algorithm 4.1: adds the model, the cutting planes and the sampling rng."""
 
     def __init__(self, fun, x0, hessp, weights, mass, n, options, callback, collect_subgradients):
-        super().__init__(fun, x0, hessp, weights, mass, n, lambda n_, w, s: _parse_options(options, n_, w, s),
-                         callback)
-        self.rng = np.random.default_rng(self.o["seed"])
+        super().__init__(fun, x0, hessp, weights, mass, n,
+                         lambda n_, w, s: TrustRegionOptions.coerce(options).resolved(n_, w, s), callback)
+        self.rng = np.random.default_rng(self.o.seed)
         self.collect = collect_subgradients
-        self.planes = _CuttingPlanes(self.o["bundle_size"])
+        self.planes = _CuttingPlanes(self.o.bundle_size)
         self.remember(self.x.copy(), self.f, self.g)
         # BFGS matrix; with hessp the model uses exact Hessian-vector products instead
-        self.H = self.o["H0"] * np.eye(self.n) if self.hess is None else None
-        self.scale = self.o["H0"]  # identity scaling used at resets
+        self.H = self.o.H0 * np.eye(self.n) if self.hess is None else None
+        self.scale = self.o.H0  # identity scaling used at resets
         self.since_reset = 0
         self.theta_start = None
         self.q_failed_here = False  # the last iteration was a BFGS step from x rejected with rho < 0
@@ -445,15 +445,15 @@ class _State(RunState):
 def _stop_test(st, theta, fw):
     """Steps 4-5 and the safeguards; sets st.status (and what certified it) when the run ends."""
     o = st.o
-    if o["convex"]:
+    if o.convex:
         # certified stop: for convex f, fw_gap >= f(x) - min f
-        if fw <= o["fw_rtol"] * max(abs(st.f), o["fw_floor"]):
+        if fw <= o.fw_rtol * max(abs(st.f), o.fw_floor):
             st.status, st.stat_value, st.stat_kind, st.fw_stop = 0, fw, "fw_gap", True
-    elif theta <= o["tol"]:
+    elif theta <= o.tol:
         st.status, st.stat_value = 0, theta
-    if st.status is None and st.k >= o["max_iter"]:
+    if st.status is None and st.k >= o.max_iter:
         st.status, st.stat_value = 1, theta
-    if st.status is None and st.Delta < o["radius_floor"]:
+    if st.status is None and st.Delta < o.radius_floor:
         st.status, st.stat_value = 2, theta
     return st.status is not None
 
@@ -461,9 +461,9 @@ def _stop_test(st, theta, fw):
 def _bfgs_norm(st):
     """|H_k| of the BFGS matrix, resetting it first if it lost definiteness or exceeds max_cond."""
     ev = np.linalg.eigvalsh(st.H)
-    if not (ev[0] > 0 and ev[-1] <= st.o["max_cond"] * ev[0]):
+    if not (ev[0] > 0 and ev[-1] <= st.o.max_cond * ev[0]):
         # BFGS failure: lost definiteness or ill-conditioned beyond max_cond
-        st.H = st.o["H0"] * np.eye(st.n)
+        st.H = st.o.H0 * np.eye(st.n)
         st.since_reset = 0
         st.n_resets += 1
         ev = np.linalg.eigvalsh(st.H)
@@ -473,7 +473,7 @@ def _bfgs_norm(st):
 def _iteration(st):
     """One iteration k of Algorithm 4.1 (Steps 3-14) on the state ``st``."""
     o, x, g, w, s = st.o, st.x, st.g, st.w, st.s
-    theta, d_theta, _ = _theta(x, g, o["R"], w, s)
+    theta, d_theta, _ = _theta(x, g, o.R, w, s)
     fw = fw_gap(x, g, w, s)
     if st.theta_start is None:
         st.theta_start = theta
@@ -486,7 +486,7 @@ def _iteration(st):
                     "cauchy": None, "nfev": st.nfev, "fw_gap": fw, "nhev": 0 if hess is None else hess.calls,
                     "cg": None}
     bfgs_choice, forecast_fail = None, False
-    if st.Delta >= o["Delta_min"] and hess is None:
+    if st.Delta >= o.Delta_min and hess is None:
         # Step 8 with the BFGS model.  At a point on a kink the oracle's single
         # gradient g can make theta_R(g) large while f decreases only slowly in
         # every direction: then no step with the Cauchy decrease of Step 8 can pass
@@ -501,8 +501,8 @@ def _iteration(st):
         bfgs_choice = _bfgs_step(x, st.f, g, st.H, Hnorm, st.Delta, theta, d_theta, w, s, o, planes, finfo)
         # switch only once a q_k step from this x has actually increased f across a
         # kink through x (the forecast is confirmed), not on the planes' word alone
-        forecast_fail = o["forecast_switch"] and st.q_failed_here and finfo.get("forecast_fail", False)
-    if st.Delta >= o["Delta_min"] and (hess is not None or not forecast_fail):
+        forecast_fail = o.forecast_switch and st.q_failed_here and finfo.get("forecast_fail", False)
+    if st.Delta >= o.Delta_min and (hess is not None or not forecast_fail):
         trial = _model_trial(st, rec, theta, d_theta, bfgs_choice)
     else:
         trial = _bouligand_trial(st, rec, theta, forecast_fail)
@@ -524,7 +524,7 @@ def _model_trial(st, rec, theta, d_theta, bfgs_choice):
         hess.at(x)
         planes = st.planes.arrays() if len(st.planes) >= 2 else None
         # forcing term of CG: eta_k = min(cg_rtol, theta_k / theta_0) -> 0 (superlinear)
-        rtol_cg = min(o["cg_rtol"], theta / st.theta_start) if st.theta_start > 0 else o["cg_rtol"]
+        rtol_cg = min(o.cg_rtol, theta / st.theta_start) if st.theta_start > 0 else o.cg_rtol
         try:
             d, pred, bound, rec["step"], info = _newton_step(x, st.f, st.g, hess, st.Delta, theta, d_theta,
                                                              st.w, st.s, o, rtol_cg, planes)
@@ -567,7 +567,7 @@ def _bouligand_subgradients(st, Delta):
 def _bouligand_trial(st, rec, theta, forecast_fail):
     """Steps 11-13 with phi(d) = max_j <g_j, d>; None after a psi_R-certified stop."""
     o, x, w, s, Delta = st.o, st.x, st.w, st.s, st.Delta
-    R, tol = o["R"], o["tol"]
+    R, tol = o.R, o.tol
     rec["model"], rec["step"] = "bouligand", "psi"
     G = _bouligand_subgradients(st, Delta)
     psi, d_psi, _ = _psi(x, G, R, w, s)
@@ -576,7 +576,7 @@ def _bouligand_trial(st, rec, theta, forecast_fail):
     # exploring the ball"): a subgradient at x + t d_psi that does not confirm
     # the predicted slope is a missing Bouligand element; add it and re-solve.
     probe = None
-    for _ in range(o["n_probe"]):
+    for _ in range(o.n_probe):
         if psi <= tol:
             break
         tp = min(1.0, Delta / np.linalg.norm(d_psi))
@@ -589,20 +589,20 @@ def _bouligand_trial(st, rec, theta, forecast_fail):
         psi, d_psi, _ = _psi(x, G, R, w, s)
         st.psi = psi
     rec["psi"] = psi
-    if psi <= tol and Delta <= o["psi_stop_radius"] and not o["convex"]:
+    if psi <= tol and Delta <= o.psi_stop_radius and not o.convex:
         st.status, st.stat_value, st.stat_kind = 0, psi, "psi"
         st.log(rec)
         return None
-    if o["bouligand_H"] == "bfgs" and st.hess is None:
+    if o.bouligand_H == "bfgs" and st.hess is None:
         Hk, Hkn = st.H, float(np.linalg.eigvalsh(st.H)[-1])
     else:
         # Step 3 leaves H_k free; the kink is now modeled by phi itself, so
         # the BFGS curvature learned across it would only shrink the step.
         # (With hessp the Bouligand model uses H0 I as well.)
-        Hk, Hkn = o["H0"], o["H0"]
+        Hk, Hkn = o.H0, o.H0
     d = _scaled_step(d_psi, -psi, Hk, Delta)
     pred = -(np.max(G @ d) + 0.5 * _quad(Hk, d))
-    bound = o["nu"] / (2 * R) * psi * min(R, Delta, psi / (R * Hkn))
+    bound = o.nu / (2 * R) * psi * min(R, Delta, psi / (R * Hkn))
     # Step 13: rho = 0 unless psi_R > theta_R(g) Delta.  The rule belongs to the
     # small radii of Step 10; a forecast switch at Delta >= Delta_min (above) is
     # judged by the rho-test alone.
@@ -619,7 +619,7 @@ def _bouligand_trial(st, rec, theta, forecast_fail):
 def _step14(st, rec, d, pred, bound, rho, trial, failed_model):
     """Step 14 (acceptance, radius), the BFGS update, resets and the callback."""
     o = st.o
-    accepted = rho > o["eta1"]
+    accepted = rho > o.eta1
     rec.update(rho=float(rho), step_norm=float(np.linalg.norm(d)), accepted=bool(accepted),
                pred=float(pred), cauchy=float(bound), nfev=st.nfev)
     if st.hess is not None:
@@ -628,8 +628,8 @@ def _step14(st, rec, d, pred, bound, rho, trial, failed_model):
     # a q_k step increased f, and the subgradient of its trial point is exact
     # (to eta1 * pred) at x as well: a kink through x itself, not curvature
     st.q_failed_here = (rec["model"] == "bfgs" and trial is not None and rho < 0
-                        and abs(st.f - trial[1] - trial[2] @ (st.x - trial[0])) <= o["eta1"] * pred)
-    if rho <= o["eta1"]:
+                        and abs(st.f - trial[1] - trial[2] @ (st.x - trial[0])) <= o.eta1 * pred)
+    if rho <= o.eta1:
         if rec["model"] == "newton":
             # The Newton step is often much shorter than Delta; shrinking Delta alone
             # would recompute the same rejected step.  beta1 * min(Delta, |d|) is the
@@ -637,14 +637,14 @@ def _step14(st, rec, d, pred, bound, rho, trial, failed_model):
             # Step 14 of Algorithm 4.1 (beta1 * Delta) is kept for the BFGS model.
             # (not below beta1 * Delta_min from a tiny step: the Bouligand model
             # of Step 11 then gets its turn instead of a collapse of the radius)
-            st.Delta = o["beta1"] * min(st.Delta, max(float(np.linalg.norm(d)), o["Delta_min"]))
+            st.Delta = o.beta1 * min(st.Delta, max(float(np.linalg.norm(d)), o.Delta_min))
         else:
-            st.Delta = o["beta1"] * st.Delta
-    elif rho <= o["eta2"]:
-        st.Delta = max(o["Delta_min"], st.Delta)
+            st.Delta = o.beta1 * st.Delta
+    elif rho <= o.eta2:
+        st.Delta = max(o.Delta_min, st.Delta)
     else:
-        st.Delta = max(o["Delta_min"], o["beta2"] * st.Delta)
-    st.Delta = min(st.Delta, o["Delta_max"])
+        st.Delta = max(o.Delta_min, o.beta2 * st.Delta)
+    st.Delta = min(st.Delta, o.Delta_max)
     # -------- BFGS update (Step 3 of the next iteration), on every evaluated step
     if trial is not None and st.hess is None:
         sv, yv = d, trial[2] - st.g
@@ -657,11 +657,11 @@ def _step14(st, rec, d, pred, bound, rho, trial, failed_model):
     st.k += 1
     st.since_reset += 1
     if st.hess is None and (failed_model or not np.all(np.isfinite(st.H))):
-        st.H = o["H0"] * np.eye(st.n)
+        st.H = o.H0 * np.eye(st.n)
         st.since_reset = 0
         st.n_resets += 1
-    elif st.hess is None and o["bfgs_reset"] and st.since_reset >= o["bfgs_reset"]:
-        st.H = (st.scale if o["reset_scaling"] else o["H0"]) * np.eye(st.n)
+    elif st.hess is None and o.bfgs_reset and st.since_reset >= o.bfgs_reset:
+        st.H = (st.scale if o.reset_scaling else o.H0) * np.eye(st.n)
         st.since_reset = 0
         st.n_resets += 1
     if st.callback is not None:
@@ -673,7 +673,7 @@ def _step14(st, rec, d, pred, bound, rho, trial, failed_model):
         except StopIteration:
             stop = True
         if stop is True:
-            st.status, st.stat_value = 4, _theta(x, g, o["R"], st.w, st.s)[0]
+            st.status, st.stat_value = 4, _theta(x, g, o.R, st.w, st.s)[0]
 
 
 def _finish(st):
@@ -687,11 +687,11 @@ def _finish(st):
         if st.status == 0 and st.stat_kind == "psi":
             return ("Converged: psi_R over the subgradients collected in the ball of radius "
                     f"{st.Delta:.3g} is below tol (Clarke stationarity up to tol).")
-        if st.status == 1 and o["convex"]:
-            return msg + (f" (max_iter = {o['max_iter']}, fw_gap = {fw_final:.3e} > fw_rtol * max(|f|, fw_floor)"
-                          f" = {o['fw_rtol'] * max(abs(st.f), o['fw_floor']):.1e})")
+        if st.status == 1 and o.convex:
+            return msg + (f" (max_iter = {o.max_iter}, fw_gap = {fw_final:.3e} > fw_rtol * max(|f|, fw_floor)"
+                          f" = {o.fw_rtol * max(abs(st.f), o.fw_floor):.1e})")
         if st.status == 1:
-            return msg + f" (max_iter = {o['max_iter']}, theta = {theta_final:.3e} > tol = {o['tol']:.1e})"
+            return msg + f" (max_iter = {o.max_iter}, theta = {theta_final:.3e} > tol = {o.tol:.1e})"
         if st.status == 2:
             return msg + f" (Delta = {st.Delta:.3e}, theta = {theta_final:.3e})"
         return msg
