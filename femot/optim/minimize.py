@@ -82,6 +82,18 @@ def minimize_simplex(fun, x0=None, *, method="trust-region", hessp=None, weights
     combination of the subgradients collected in B(x, Delta_k) is stationary up to tol
     (Goldstein-type stationarity; this is how kinks that are minimizers are
     certified, where a single subgradient never has small theta).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> c = np.array([0.2, 0.3, 0.5])
+    >>> fun = lambda x: (float((x - c) @ (x - c)), 2 * (x - c))
+    >>> res = minimize_simplex(fun, n=3)
+    >>> print([round(float(v), 4) for v in res.x], res.success)
+    [0.2, 0.3, 0.5] True
+    >>> res = minimize_simplex(fun, n=3, method="bundle", hessp=lambda x, v: 2 * v)
+    >>> print([round(float(v), 4) for v in res.x], res.stationarity_measure)
+    [0.2, 0.3, 0.5] psi
     """
     if not callable(fun):
         raise ValueError(f"fun must be callable, got {type(fun).__name__}")

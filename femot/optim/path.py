@@ -15,6 +15,10 @@ class SimplexPathResult(OptimizeResult):
 
     Attributes: params, results, x (final level), fun, success (all levels),
     status (first nonzero status, else 0), message, nit and nfev (totals).
+
+    >>> res = minimize_simplex_path(lambda p: lambda x: (float(p * x @ x), 2 * p * x), [1.0, 2.0], n=2)
+    >>> print(res.table().splitlines()[0].split())
+    ['level', 'param', 'f', 'stationarity', 'nit', 'nfev', 'status']
     """
 
     def table(self) -> str:
@@ -83,6 +87,15 @@ def minimize_simplex_path(fun_factory, path, x0=None, *, weights=None, mass=1.0,
     ValueError
         If ``fun_factory`` is not callable, ``path`` is not iterable or empty, or a factory
         returns a tuple of the wrong length.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> def factory(p):  # f_p(x) = p |x|^2 - x_1
+    ...     return lambda x: (float(p * x @ x - x[0]), 2 * p * x - np.array([1.0, 0.0]))
+    >>> path = minimize_simplex_path(factory, [1.0, 2.0], n=2)
+    >>> print([round(float(v), 4) for v in path.x], path.success, len(path.results))
+    [0.625, 0.375] True 2
     """
     if not callable(fun_factory):
         raise ValueError("fun_factory must be callable")

@@ -54,20 +54,19 @@ def _row(h):
 
 
 class SimplexTRResult(OptimizeResult):
-    """Result of :func:`minimize_simplex` (a ``scipy.optimize.OptimizeResult``).
+    """Result of :func:`femot.optim.minimize_simplex` (a ``scipy.optimize.OptimizeResult``).
 
     Attributes
     ----------
     x : final iterate (on the simplex)
     fun : f(x)
     jac : the subgradient returned by ``fun`` at x
-    nit : number of trust-region iterations (steps computed)
-    nfev : number of calls of ``fun`` (including Bouligand sampling)
+    nit : number of iterations (steps computed)
+    nfev : number of calls of ``fun`` (including Bouligand sampling and probes)
     success, status, message : 0 converged, 1 max_iter, 2 radius collapse,
         3 non-finite output of fun or hessp, 4 stopped by the callback
-    stationarity : final stationarity measure (theta_R, psi_R if the stop
-        was certified by the collected subgradients, or fw_gap for the
-        convex stop)
+    stationarity : final stationarity measure (theta_R; psi_R or the cut certificate psi
+        if the stop was certified by several subgradients; fw_gap for the convex stop)
     stationarity_measure : ``"theta"``, ``"psi"`` or ``"fw_gap"``
     theta : theta_R at x with ``jac``
     Delta : final trust-region radius
@@ -76,15 +75,25 @@ class SimplexTRResult(OptimizeResult):
         f(x) - min f when f is convex; just a number otherwise)
     nhev : number of calls of ``hessp`` (0 without it)
     history : one dict per iteration with keys k, f, theta, psi, Delta, rho,
-        step_norm, model ('bfgs' / 'newton' / 'bouligand'), step (the
+        step_norm, model ('bfgs', 'newton', 'bouligand' or 'bundle'), step (the
         candidate taken: 'cauchy', 'dogleg', 'face', 'newton', 'bundle',
-        'bundle-newton' or 'psi'), accepted, pred (model decrease f - q_k(d)), cauchy
+        'bundle-newton', 'psi', 'qp' or 'probe'), accepted, pred (model decrease), cauchy
         (right-hand side of the Cauchy condition of Step 8/11), nfev,
         fw_gap, nhev (cumulative hessp calls), cg (CG iterations of the
         Newton step, None otherwise).  The last row (model None) records
         the stationarity at the returned point; a row with model
         'bouligand' and rho None is the psi_R-certified stop.
-    options : the options used (defaults filled in)
+    options : the options used, with the defaults that depend on the simplex filled in
+        (:class:`femot.optim.TrustRegionOptions` or :class:`femot.optim.BundleOptions`)
+
+    Examples
+    --------
+    >>> from femot.optim import minimize_simplex
+    >>> res = minimize_simplex(lambda x: (float(x @ x), 2 * x), n=2)
+    >>> print(res.success, res.stationarity_measure, res.history[-1]["model"])
+    True theta None
+    >>> print(res.table().splitlines()[0].split()[:4])
+    ['k', 'f', 'theta', 'psi']
     """
 
     def table(self) -> str:
