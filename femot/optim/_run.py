@@ -5,6 +5,7 @@ import math
 import numbers
 
 import numpy as np
+from scipy.optimize import OptimizeResult
 
 from femot._validation import as_positive_weights, as_vector, check_positive_scalar
 from femot.optim._newton import HessianOperator, fw_gap
@@ -111,6 +112,18 @@ class RunState:
         self.history.append(rec)
         if self.o.verbose:
             print(_row(rec), flush=True)
+
+    def callback_stops(self, stationarity):
+        """Call the user's callback (if any) on the current iterate; True if it asks to stop."""
+        if self.callback is None:
+            return False
+        inter = OptimizeResult(x=self.x.copy(), fun=self.f, jac=self.g.copy(), nit=self.k, stationarity=stationarity,
+                               Delta=self.Delta, fw_gap=fw_gap(self.x, self.g, self.w, self.s))
+        try:
+            stop = self.callback(inter)
+        except StopIteration:
+            stop = True
+        return stop is True
 
 
 def finish(st, message):

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import OptimizeResult, linprog
+from scipy.optimize import linprog
 
 from femot.optim._newton import HessianNonFinite, fw_gap
 from femot.optim._run import EPS, HESSP_NAN_MESSAGE, NonFinite, RunState, call, finish, finite, setup
@@ -210,7 +210,8 @@ def _minimize_cuts(st, H):
                 M = _cut_metric(o, H, st.x, n)
         st.log(rec)
         st.k += 1
-        _cut_callback(st)
+        if st.callback_stops(st.stat_value):
+            st.status = 4
 
 
 def _cut_probes(st, cuts, idx, dist):
@@ -261,19 +262,6 @@ def _cut_step(st, cuts, H, d, pred, noise):
     rec.update(rho=float(rho), step_norm=0.0 if d is None else float(np.linalg.norm(d)),
                accepted=bool(accepted), pred=float(pred), nfev=st.nfev)
     return accepted
-
-
-def _cut_callback(st):
-    if st.callback is None:
-        return
-    inter = OptimizeResult(x=st.x.copy(), fun=st.f, jac=st.g.copy(), nit=st.k, stationarity=st.stat_value,
-                           Delta=st.Delta, fw_gap=fw_gap(st.x, st.g, st.w, st.s))
-    try:
-        stop = st.callback(inter)
-    except StopIteration:
-        stop = True
-    if stop is True:
-        st.status = 4
 
 
 def minimize_bundle(fun, x0, hessp, weights, mass, n, options, callback, collect_subgradients):

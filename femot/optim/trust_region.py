@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
-from scipy.optimize import OptimizeResult
 
 from femot.optim._newton import HessianNonFinite, bundle_newton, fw_gap, newton_candidate
 from femot.optim._run import EPS, HESSP_NAN_MESSAGE, NonFinite, RunState, call, finish, finite
@@ -139,8 +138,7 @@ class _CuttingPlanes:
         return len(self.Y)
 
     def _alpha(self, x, f):
-        Y, F, G = self.arrays()
-        return np.abs(f - F - np.einsum("ij,ij->i", G, x[None, :] - Y))
+        return _errors(x, f, *self.arrays())
 
     def add(self, y, fy, gy, x, f):
         if not self.size or not finite(fy, gy):
@@ -244,6 +242,22 @@ def _bfgs_step(x, f, g, H, Hnorm, Delta, theta, d_theta, w, s, o, planes=None, i
     return _plane_choice(x, f, g, valid, theta, Delta, w, s, o, planes, info)
 
 
+def _errors(x, f, Y, fY, G):
+    """alpha_j = |f - f(y_j) - <g_j, x - y_j>|: the cutting planes at x are f + <g_j, d> - alpha_j."""
+    return np.abs(f - fY - np.einsum("ij,ij->i", G, x[None, :] - Y))
+
+
+def _forecast_choice(valid, forecast, o):
+    """The candidate forecast to pass the rho-test of Step 9 (eta2, else eta1) with the largest
+    forecast decrease; None if none is."""
+    scored = [(forecast(c), c) for c in valid]
+    for level in (o.eta2, o.eta1):
+        good = [(e, c) for e, c in scored if e >= level * c[1]]
+        if good:
+            return max(good, key=lambda ec: ec[0])[1]
+    return None
+
+
 def _plane_choice(x, f, g, valid, theta, Delta, w, s, o, planes, info=None):
     """Pick among the Step 8 candidates ``valid``, with the forecast of the cutting planes.
 
@@ -255,8 +269,7 @@ def _plane_choice(x, f, g, valid, theta, Delta, w, s, o, planes, info=None):
         return best
     R, nu = o.R, o.nu
     Y, fY, GY = planes
-    # cutting planes at x: f + <g_j, d> - alpha_j, alpha_j = |linearization error|
-    alpha = np.abs(f - fY - np.einsum("ij,ij->i", GY, x[None, :] - Y))
+    alpha = _errors(x, f, Y, fY, GY)
 
     def forecast(c):
         # f - max(q(d), cutting-plane model(d)): a sharper forecast of the actual decrease
@@ -271,12 +284,9 @@ def _plane_choice(x, f, g, valid, theta, Delta, w, s, o, planes, info=None):
         cb = (db, -(g @ db + 0.5 * mu * (db @ db)), bound_b, "bundle")
         if cb[1] >= bound_b and cb[1] > 0:
             valid.append(cb)
-    # prefer steps forecast to pass the rho-test of Step 9, then the largest forecast
-    scored = [(forecast(c), c) for c in valid]
-    for level in (o.eta2, o.eta1):
-        good = [(e, c) for e, c in scored if e >= level * c[1]]
-        if good:
-            return max(good, key=lambda ec: ec[0])[1]
+    chosen = _forecast_choice(valid, forecast, o)
+    if chosen is not None:
+        return chosen
     if info is not None:
         info["forecast_fail"] = True  # every Step 8 candidate is forecast to fail Step 9
     return best
@@ -313,7 +323,7 @@ def _newton_step(x, f, g, hess, Delta, theta, d_theta, w, s, o, rtol, planes=Non
     if planes is None:
         return best + (info,)
     Y, fY, GY = planes
-    alpha = np.abs(f - fY - np.einsum("ij,ij->i", GY, x[None, :] - Y))
+    alpha = _errors(x, f, Y, fY, GY)
     GY = np.vstack([g[None, :], GY])
     alpha = np.append(0.0, alpha)
 
@@ -334,12 +344,8 @@ def _newton_step(x, f, g, hess, Delta, theta, d_theta, w, s, o, rtol, planes=Non
         bound_bn = nu / (2 * R) * psi_b * min(R, Delta, lim)
         if pred_max >= bound_bn and pred_max > 0:
             valid.append((d, pred_max, bound_bn, "bundle-newton"))
-    scored = [(forecast(c), c) for c in valid]
-    for level in (o.eta2, o.eta1):
-        good = [(e, c) for e, c in scored if e >= level * c[1]]
-        if good:
-            return max(good, key=lambda ec: ec[0])[1] + (info,)
-    return best + (info,)
+    chosen = _forecast_choice(valid, forecast, o)
+    return (best if chosen is None else chosen) + (info,)
 
 
 def _planes_lp(x, GY, alpha, Delta, w, s):
@@ -664,16 +670,8 @@ def _step14(st, rec, d, pred, bound, rho, trial, failed_model):
         st.H = (st.scale if o.reset_scaling else o.H0) * np.eye(st.n)
         st.since_reset = 0
         st.n_resets += 1
-    if st.callback is not None:
-        x, g = st.x, st.g
-        inter = OptimizeResult(x=x.copy(), fun=st.f, jac=g.copy(), nit=st.k, stationarity=rec["theta"],
-                               Delta=st.Delta, fw_gap=fw_gap(x, g, st.w, st.s))
-        try:
-            stop = st.callback(inter)
-        except StopIteration:
-            stop = True
-        if stop is True:
-            st.status, st.stat_value = 4, _theta(x, g, o.R, st.w, st.s)[0]
+    if st.callback_stops(rec["theta"]):
+        st.status, st.stat_value = 4, _theta(st.x, st.g, o.R, st.w, st.s)[0]
 
 
 def _finish(st):
