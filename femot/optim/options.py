@@ -25,8 +25,22 @@ def _weights(n, weights):
     return None if weights is None else np.asarray(weights, dtype=float)
 
 
-class _Options:
-    """Validation helpers and the conversion shared by the option classes."""
+@dataclasses.dataclass(frozen=True)
+class _SharedOptions:
+    """The fields both methods have, with the same meaning and defaults (Part III, Sec. 4.2),
+    the validation helpers and the conversion from a Mapping."""
+
+    R: float | None = None
+    Delta0: float = 1.0
+    Delta_max: float | None = None
+    eta1: float = 0.1
+    eta2: float = 0.9
+    beta1: float = 0.5
+    beta2: float = 1.5
+    tol: float = 1e-5
+    max_iter: int = 200
+    radius_floor: float = 1e-14
+    verbose: bool = False
 
     def _set(self, name, value):
         object.__setattr__(self, name, value)  # frozen: coercion happens once, here
@@ -50,8 +64,7 @@ class _Options:
         for key in names:
             self._set(key, bool(getattr(self, key)))
 
-    def _common(self):
-        """The checks of the constants both methods share (tol, eta, beta, radii, max_iter)."""
+    def __post_init__(self):
         self._positive_or_none("R", "Delta_max")
         self._positive("Delta0", "beta2", "radius_floor")
         self._set("tol", float(self.tol))
@@ -98,7 +111,7 @@ class _Options:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrustRegionOptions(_Options):
+class TrustRegionOptions(_SharedOptions):
     """Options of Algorithm 4.1, ``minimize_simplex(method="trust-region")`` (Part III, Sec. 4.2).
 
     Algorithm 4.1 constants: ``R`` (radius of theta_R / psi_R; None: max(sqrt(n), diameter of
@@ -126,17 +139,8 @@ class TrustRegionOptions(_Options):
     5
     """
 
-    R: float | None = None
-    Delta0: float = 1.0
     Delta_min: float = 1e-6
-    Delta_max: float | None = None
-    eta1: float = 0.1
-    eta2: float = 0.9
-    beta1: float = 0.5
-    beta2: float = 1.5
     nu: float = 1.0
-    tol: float = 1e-5
-    max_iter: int = 200
     bfgs_reset: int | None = 100
     H0: float = 1.0
     reset_scaling: bool = True
@@ -145,7 +149,6 @@ class TrustRegionOptions(_Options):
     bundle_size: int = 50
     bouligand_H: str = "identity"
     forecast_switch: bool = True
-    radius_floor: float = 1e-14
     n_coord: int = 0
     n_random: int = 2
     n_probe: int | None = None
@@ -157,10 +160,9 @@ class TrustRegionOptions(_Options):
     cg_maxiter: int | None = None
     cg_rtol: float = 1e-2
     newton_minor: int = 50
-    verbose: bool = False
 
     def __post_init__(self):
-        self._common()
+        super().__post_init__()
         self._positive("Delta_min", "H0", "max_cond", "nu", "fw_rtol", "cg_rtol")
         self._positive_or_none("psi_stop_radius")
         if self.nu > 1.0:
@@ -203,7 +205,7 @@ class TrustRegionOptions(_Options):
 
 
 @dataclasses.dataclass(frozen=True)
-class BundleOptions(_Options):
+class BundleOptions(_SharedOptions):
     """Options of the bundle method, ``minimize_simplex(method="bundle")``.
 
     Shared with Algorithm 4.1 (same meaning and defaults): ``R`` (only for the reported
@@ -219,24 +221,13 @@ class BundleOptions(_Options):
     1e-09 20 3000
     """
 
-    R: float | None = None
-    Delta0: float = 1.0
-    Delta_max: float | None = None
-    eta1: float = 0.1
-    eta2: float = 0.9
-    beta1: float = 0.5
-    beta2: float = 1.5
-    tol: float = 1e-5
-    max_iter: int = 200
-    radius_floor: float = 1e-14
     metric: Callable | None = None
     cut_radius: float | None = None
     max_cuts: int = 100
     max_n: int = 3000
-    verbose: bool = False
 
     def __post_init__(self):
-        self._common()
+        super().__post_init__()
         if self.metric is not None and not callable(self.metric):
             raise ValueError("options['metric'] must be callable or None")
         self._positive_or_none("cut_radius")
@@ -259,6 +250,4 @@ class BundleOptions(_Options):
         >>> BundleOptions(tol=1e-7).trust_region().tol
         1e-07
         """
-        shared = {f.name for f in dataclasses.fields(TrustRegionOptions)}
-        return TrustRegionOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                                     if f.name in shared})
+        return TrustRegionOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(_SharedOptions)})
