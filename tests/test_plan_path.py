@@ -1,10 +1,9 @@
 """The plan formulation of ocp-1d converges on every level, whatever the rounding of the passes.
 
-The bundle trust region (kinks="bundle") keeps at most ``cut_bundle_size`` cuts.  On main
-(40dda1a) it kept the points nearest to the iterate: after two null steps from the same
-iterate the older trial's cut could be dropped, the QP returned to that trial, and the two
-trials alternated until the iteration limit (level 4 of ``femot demo ocp-1d --formulation
-plan`` with two threads; with one thread the same happened for another rounding).
+The bundle method (method="bundle") keeps at most ``max_cuts`` cuts.  Keeping only the points
+nearest to the iterate can drop the older of two null-step trials from the same iterate; the QP
+then returns to that trial and the two trials alternate until the iteration limit (seen on
+level 4 of ``femot demo ocp-1d --formulation plan``, for one rounding or another).
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from femot.optim._bundle import keep_nearest
+from femot.optim.bundle import keep_nearest
 
 _ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,10 +1,14 @@
-"""Tests of femot.optim.trust_region (Part III, Algorithm 4.1 / Remark 4.2)."""
+"""Tests of Algorithm 4.1 of Part III (femot.optim.trust_region, method="trust-region") and path following."""
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.optimize import OptimizeResult, linprog, minimize
 
 from femot.optim import (
+    BundleOptions,
     SimplexTRResult,
+    TrustRegionOptions,
     minimize_simplex,
     minimize_simplex_path,
     project_weighted_simplex,
@@ -144,8 +148,8 @@ def test_quadratic_defaults_follow_part3_section_4_2():
     fun, xs, *_ = kkt_quadratic(8, 11)
     res = minimize_simplex(fun, n=8)
     o = res.options
-    assert (o["R"], o["Delta_min"], o["eta1"], o["eta2"], o["beta1"], o["beta2"], o["nu"],
-            o["Delta0"], o["tol"], o["max_iter"]) == (np.sqrt(8), 1e-6, 0.1, 0.9, 0.5, 1.5, 1.0,
+    assert (o.R, o.Delta_min, o.eta1, o.eta2, o.beta1, o.beta2, o.nu,
+            o.Delta0, o.tol, o.max_iter) == (np.sqrt(8), 1e-6, 0.1, 0.9, 0.5, 1.5, 1.0,
                                                      1.0, 1e-5, 200)
     assert res.history[0]["f"] == fun(np.full(8, 1 / 8))[0]  # x0 = uniform
     assert res.success and res.stationarity <= 1e-5
@@ -228,7 +232,7 @@ def test_weighted_simplex_with_active_ball(R):
     w = np.random.default_rng(3).uniform(0.3, 2.0, 8)
     fun, xs, *_ = kkt_quadratic(8, 9, 3, w=w, s=1.5)
     res = minimize_simplex(fun, weights=w, mass=1.5, options={"tol": 1e-10, "R": R})
-    assert res.options["R"] == R
+    assert res.options.R == R
     assert res.success and np.abs(res.x - xs).max() < 1e-6
     assert res.theta == pytest.approx(theta_R(res.x, res.jac, R, weights=w, mass=1.5), abs=1e-16)
 
@@ -308,6 +312,50 @@ def quad(x):
 def test_bad_input_raises_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         minimize_simplex(quad, **kwargs)
+
+
+# What Algorithm 4.1 sees with the default options on the standard simplex of dimension 5: the
+# values of Part III, Sec. 4.2 and the derived R, Delta_max, psi_stop_radius and n_probe (recorded
+# from the dict-based option parser that TrustRegionOptions replaced: the same values and types).
+RESOLVED_DEFAULTS_N5 = {
+    "R": 2.23606797749979, "Delta0": 1.0, "Delta_min": 1e-06, "Delta_max": 1.4142135623730951, "eta1": 0.1,
+    "eta2": 0.9, "beta1": 0.5, "beta2": 1.5, "nu": 1.0, "tol": 1e-05, "max_iter": 200, "bfgs_reset": 100,
+    "H0": 1.0, "reset_scaling": True, "max_cond": 1e12, "psi_stop_radius": 1e-06, "bundle_size": 50,
+    "bouligand_H": "identity", "forecast_switch": True, "radius_floor": 1e-14, "n_coord": 0, "n_random": 2,
+    "n_probe": 10, "seed": 0, "subspace_step": True, "convex": False, "fw_rtol": 1e-08, "fw_floor": 0.0,
+    "cg_maxiter": None, "cg_rtol": 0.01, "newton_minor": 50, "verbose": False,
+}
+
+
+@pytest.mark.parametrize("options, n, weights, changed", [
+    ({}, 5, None, {}),
+    ({"tol": 1e-9, "max_iter": 300, "Delta_min": 1e-8, "R": 3, "bfgs_reset": None}, 10, None,
+     {"R": 3.0, "tol": 1e-9, "max_iter": 300, "Delta_min": 1e-8, "psi_stop_radius": 1e-8, "bfgs_reset": 0,
+      "n_probe": 15}),
+    ({"convex": True, "fw_rtol": 1e-10, "fw_floor": 1, "seed": 3, "H0": 2, "bouligand_H": "bfgs",
+      "subspace_step": 0}, 6, np.arange(1.0, 7.0),
+     {"R": 2.449489742783178, "Delta_max": 1.118033988749895, "n_probe": 11, "convex": True, "fw_rtol": 1e-10,
+      "fw_floor": 1.0, "seed": 3, "H0": 2.0, "bouligand_H": "bfgs", "subspace_step": False}),
+])
+def test_resolved_options_values_and_types(options, n, weights, changed):
+    expected = {**RESOLVED_DEFAULTS_N5, **changed}
+    got = dataclasses.asdict(TrustRegionOptions.coerce(options).resolved(n, weights))
+    assert got == expected
+    assert all(type(got[k]) is type(v) for k, v in expected.items())
+
+
+def test_options_dataclass_mapping_or_none():
+    fun, *_ = kkt_quadratic(6, 2)
+    a = minimize_simplex(fun, n=6, options={"tol": 1e-9, "max_iter": 50})
+    b = minimize_simplex(fun, n=6, options=TrustRegionOptions(tol=1e-9, max_iter=50))
+    assert np.array_equal(a.x, b.x) and a.nfev == b.nfev and a.options == b.options
+    assert minimize_simplex(fun, n=6).options == TrustRegionOptions().resolved(6)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['kinks'\].*valid: \['Delta0'"):
+        minimize_simplex(fun, n=6, options={"kinks": "bundle"})
+    with pytest.raises(ValueError, match="TrustRegionOptions"):
+        minimize_simplex(fun, n=6, options=BundleOptions())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TrustRegionOptions().tol = 1.0  # type: ignore[misc]
 
 
 def test_x0_within_tolerance_is_accepted():
@@ -404,7 +452,7 @@ def test_path_following_warm_starts():
         return fun
 
     path = [1.0, 0.5, 0.25, 0.1]
-    res = minimize_simplex(None, n=n, path=path, fun_factory=factory, options={"tol": 1e-10})
+    res = minimize_simplex_path(factory, path, n=n, options={"tol": 1e-10})
     assert res.success and len(res.results) == len(path)
     for gamma, r in zip(path, res.results):
         assert np.abs(r.x - targets[gamma]).max() < 1e-6
@@ -414,8 +462,6 @@ def test_path_following_warm_starts():
     assert len(res.table().splitlines()) == len(path) + 1
     with pytest.raises(ValueError, match="path"):
         minimize_simplex_path(factory, [], n=n)
-    with pytest.raises(ValueError, match="fun"):
-        minimize_simplex(quad, n=n, path=path, fun_factory=factory)
 
 
 # ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""kinks="bundle": quadratic cuts with a constant Hessian and the convex-combination certificate.
+"""The bundle method (method="bundle"): quadratic cuts with a constant Hessian and the convex-combination certificate.
 
 Test function on the simplex: f(x) = 1/2 (x - a)' A (x - a) + max_k <c_k, x>, a quadratic with
 constant Hessian A plus a piecewise-linear convex term.  Its minimizer sits on a kink (several
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from femot.optim import minimize_simplex, theta_R
-from femot.optim._bundle import cut_arrays, cut_certificate, cut_qp
+from femot.optim import BundleOptions, TrustRegionOptions, minimize_simplex, theta_R
+from femot.optim.bundle import cut_arrays, cut_certificate, cut_qp
 
 N, K = 8, 5
 
@@ -118,7 +118,7 @@ def test_bundle_solver_reaches_kink_minimizer(seed):
     A, a, C = _data(seed)
     xs = _exact_minimizer(A, a, C)
     fun = _fun(A, a, C)
-    res = minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, options={"kinks": "bundle", "tol": 1e-10})
+    res = minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, method="bundle", options={"tol": 1e-10})
     assert res.success, res.message
     assert res.stationarity_measure == "psi"
     assert res.stationarity <= 1e-10
@@ -130,10 +130,24 @@ def test_bundle_solver_reaches_kink_minimizer(seed):
 def test_bundle_option_validation():
     A, a, C = _data()
     fun = _fun(A, a, C)
-    with pytest.raises(ValueError, match="kinks"):
-        minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, options={"kinks": "cuts"})
-    with pytest.raises(ValueError, match="bundle_metric"):
-        minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, options={"kinks": "bundle", "bundle_metric": 3})
+    with pytest.raises(ValueError, match="method"):
+        minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, method="cuts")
+    with pytest.raises(ValueError, match="hessp"):
+        minimize_simplex(fun, n=N, method="bundle")
+    with pytest.raises(ValueError, match="metric"):
+        minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, method="bundle", options={"metric": 3})
+    with pytest.raises(ValueError, match="valid: .*'max_cuts'"):
+        minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, method="bundle", options={"newton_minor": 3})
+
+
+def test_bundle_falls_back_to_algorithm_4_1_above_max_n():
+    """With more than max_n variables the bundle method runs Algorithm 4.1 with the shared options."""
+    A, a, C = _data()
+    fun = _fun(A, a, C)
+    r = minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, method="bundle",
+                         options=BundleOptions(tol=1e-9, max_iter=300, max_n=N - 1))
+    ref = minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, options={"tol": 1e-9, "max_iter": 300})
+    assert isinstance(r.options, TrustRegionOptions) and np.array_equal(r.x, ref.x) and r.nfev == ref.nfev
 
 
 @pytest.mark.slow
@@ -151,7 +165,7 @@ def test_plan_formulation_certified_by_cuts():
     P = ControlProblem(op, y_d, mu2, 0.02, 0.16 ** 3, 0.16, rho=0.2, transport="plan", check_resolution=False)
     r = P.solve(rtol=1e-5)
     assert r.success, r.message
-    assert r.tr.options["kinks"] == "bundle" and r.tr.stationarity_measure == "psi"
+    assert isinstance(r.tr.options, BundleOptions) and r.tr.stationarity_measure == "psi"
     assert r.relative_stationarity <= 1e-5
     assert r.nit <= 200
     # the certified point is not worse than the uniform start and a single gradient there is not
@@ -169,13 +183,13 @@ def test_bundle_nonfinite_and_callback_stops():
         calls[0] += 1
         return (np.nan, np.zeros(N)) if calls[0] > 3 else fun(x)
 
-    r = minimize_simplex(bad, n=N, hessp=lambda x, v: A @ v, options={"kinks": "bundle", "tol": 1e-12})
+    r = minimize_simplex(bad, n=N, hessp=lambda x, v: A @ v, method="bundle", options={"tol": 1e-12})
     assert r.status == 3 and not r.success and np.isfinite(r.fun)
-    r = minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, options={"kinks": "bundle", "tol": 1e-12},
+    r = minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, method="bundle", options={"tol": 1e-12},
                          callback=lambda ir: ir.nit >= 2)
     assert r.status == 4 and r.nit == 2
-    r = minimize_simplex(fun, n=N, hessp=lambda x, v: np.full(N, np.nan), options={"kinks": "bundle"})
+    r = minimize_simplex(fun, n=N, hessp=lambda x, v: np.full(N, np.nan), method="bundle")
     assert r.status == 3 and "hessp" in r.message
-    r = minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, options={"kinks": "bundle", "tol": 1e-12,
-                                                                     "bundle_metric": lambda x, v: np.nan * v})
-    assert r.status == 3 and "bundle_metric" in r.message
+    r = minimize_simplex(fun, n=N, hessp=lambda x, v: A @ v, method="bundle", options={"tol": 1e-12,
+                                                                     "metric": lambda x, v: np.nan * v})
+    assert r.status == 3 and "metric" in r.message

@@ -1,14 +1,18 @@
-"""Optimization over the (weighted) simplex: Part III, Algorithm 4.1.
+"""Optimization over the (weighted) simplex: Part III, Algorithm 4.1, and a bundle method.
 
 * :mod:`femot.optim.simplex` -- projections onto {x >= 0, <w, x> = s}, the
   stationarity measure theta_R and the modified measure psi_R;
-* :mod:`femot.optim.trust_region` -- the constrained nonsmooth trust-region
-  method (:func:`minimize_simplex`) and warm-started path following
-  (:func:`minimize_simplex_path`);
-* :mod:`femot.optim._newton` -- the projected Newton-CG model (``hessp``);
-* :mod:`femot.optim._bundle` -- quadratic cuts, their QP and the convex-combination
-  certificate of ``kinks="bundle"`` (quadratic plus piecewise-linear objectives).
+* :mod:`femot.optim.minimize` -- :func:`minimize_simplex`, the one entry point, with
+  ``method="trust-region"`` (:mod:`femot.optim.trust_region`, Algorithm 4.1; its
+  projected Newton-CG model in :mod:`femot.optim._newton`) or ``method="bundle"``
+  (:mod:`femot.optim.bundle`, quadratic cuts for quadratic plus piecewise-linear objectives);
+* :mod:`femot.optim.path` -- warm-started path following (:func:`minimize_simplex_path`);
+* :mod:`femot.optim.options` and :mod:`femot.optim.result` -- their options and result.
 """
+from femot.optim.minimize import minimize_simplex
+from femot.optim.options import BundleOptions, TrustRegionOptions
+from femot.optim.path import SimplexPathResult, minimize_simplex_path
+from femot.optim.result import LEGEND, SimplexTRResult
 from femot.optim.simplex import (
     project_simplex,
     project_weighted_simplex,
@@ -16,14 +20,6 @@ from femot.optim.simplex import (
     simplex_diameter,
     simplex_vertices,
     theta_R,
-)
-from femot.optim.trust_region import (
-    DEFAULT_OPTIONS,
-    SimplexPathResult,
-    SimplexTRResult,
-    check_options,
-    minimize_simplex,
-    minimize_simplex_path,
 )
 
 __all__ = [
@@ -33,10 +29,11 @@ __all__ = [
     "simplex_diameter",
     "simplex_vertices",
     "theta_R",
-    "DEFAULT_OPTIONS",
+    "BundleOptions",
+    "LEGEND",
     "SimplexPathResult",
     "SimplexTRResult",
-    "check_options",
     "minimize_simplex",
     "minimize_simplex_path",
+    "TrustRegionOptions",
 ]

@@ -1,42 +1,9 @@
-"""Second-order model of the simplex trust-region method: exact Hessian-vector products.
+"""Second-order model of Algorithm 4.1 (``hessp``): projected Newton-CG and bundle-Newton steps.
 
-With a user-supplied ``hessp(x, v)`` (the Hessian of the smooth part of f at the
-iterate x times v) the quadratic model of Part III, Algorithm 4.1, Step 3 is
-
-    q_k(d) = f(x_k) + <g_k, d> + 1/2 <d, H_k d>,   H_k = exact Hessian,
-
-which Step 3 allows (any symmetric H_k).  The model is never formed as a
-matrix; every product is one call of ``hessp``.  The trial step solves the
-trust-region subproblem (Q_k)
-
-    min q_k(d)  s.t.  x_k + d in S_w(s),  |d| <= Delta_k
-
-inexactly by a projected (active-set) Newton-CG method:
-
-1. binding set: coordinates at (or within ``eps_act`` of) zero whose
-   multiplier estimate g_i - tau w_i is positive are fixed (Bertsekas'
-   projected Newton method, "Projected Newton methods for optimization
-   problems with simple constraints", SIAM J. Control Optim. 1982);
-2. Steihaug-Toint conjugate gradients on the free coordinates F in the
-   tangent space {d_F : <w_F, d_F> = 0} (CG preconditioned by the orthogonal
-   projection onto that space), stopped at negative curvature and at the
-   trust-region boundary (Steihaug, SIAM J. Numer. Anal. 1983; Toint 1981),
-   or when the projected residual drops below the forcing term;
-3. if the CG point leaves the simplex, a projected search: the better (in
-   q_k) of the step truncated at the first bound and the projection
-   P(x + d) - x (nonexpansive, so inside the ball); the coordinates that hit
-   zero are fixed and 2. is repeated on the smaller face (at most
-   ``newton_minor`` times).
-
-The result is combined with the generalized Cauchy point along the direction
-realizing theta_R (the q_k-best convex combination, Remark 4.2), so that the
-predicted decrease is at least that of the Cauchy point; this is how the
-Cauchy decrease condition of Step 8 is enforced (the Cauchy point satisfies it
-for the exact Hessian exactly as for a BFGS matrix, since
-|<v, H v>| <= |H| |v|^2).  Near a nondegenerate minimizer of a smooth f the
-binding set is the optimal active set, CG solves the reduced Newton system to
-the forcing tolerance eta_k -> 0, and the steps are (inexact) Newton steps:
-superlinear local convergence.
+Step 3 of Part III, Algorithm 4.1 with the exact Hessian (any symmetric H_k is allowed), used
+matrix-free; the trust-region subproblem of Step 8 is solved by a projected (active-set)
+Newton-CG method, combined with the generalized Cauchy point so that the Cauchy decrease holds.
+The method is described in docs/trust_region.md, Section 7.
 """
 from __future__ import annotations
 
@@ -205,13 +172,13 @@ def projected_newton(x, g, Hv, Delta, w, s, o, rtol):
     y = np.zeros(n)
     Hy = np.zeros(n)
     info = {"cg": 0, "minor": 0, "reason": "face"}
-    maxiter = o["cg_maxiter"]
+    maxiter = o.cg_maxiter
 
     def q(d, Hd):
         return g @ d + 0.5 * (d @ Hd)
 
     tiny = 1e-15 * max(1.0, float(np.abs(x).max()))
-    for _ in range(o["newton_minor"]):
+    for _ in range(o.newton_minor):
         if F.sum() < 2:
             break
         info["minor"] += 1

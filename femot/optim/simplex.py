@@ -90,6 +90,11 @@ def project_simplex(y, mass: float = 1.0) -> np.ndarray:
     ------
     ValueError
         If ``y`` is not a finite vector or ``mass <= 0``.
+
+    Examples
+    --------
+    >>> print([round(float(v), 6) for v in project_simplex([0.5, 0.2, -1.0])])
+    [0.65, 0.35, 0.0]
     """
     y = as_vector(y, "y")
     s = check_positive_scalar(mass, "mass")
@@ -120,6 +125,12 @@ def project_weighted_simplex(y, weights, mass: float = 1.0) -> np.ndarray:
     ------
     ValueError
         If ``y`` is not a finite vector, a weight is ``<= 0`` or ``mass <= 0``.
+
+    Examples
+    --------
+    >>> x = project_weighted_simplex([1.0, 1.0], [1.0, 2.0], mass=2.0)
+    >>> print([round(float(v), 6) for v in x])
+    [0.8, 0.6]
     """
     y = as_vector(y, "y")
     w = as_positive_weights(weights, "weights", y.size)
@@ -146,6 +157,11 @@ def simplex_vertices(weights, mass: float = 1.0) -> np.ndarray:
     ------
     ValueError
         If ``weights`` is not a finite vector or ``mass <= 0``.
+
+    Examples
+    --------
+    >>> print(simplex_vertices([1.0, 2.0], mass=2.0).tolist())
+    [[2.0, 0.0], [0.0, 1.0]]
     """
     w = as_vector(weights, "weights")
     return np.diag(check_positive_scalar(mass, "mass") / w)
@@ -191,6 +207,11 @@ def simplex_diameter(n: int, weights=None, mass: float = 1.0) -> float:
     ------
     ValueError
         If ``n < 1``, a weight is ``<= 0`` or ``mass <= 0``.
+
+    Examples
+    --------
+    >>> print(round(simplex_diameter(3), 6), round(simplex_diameter(2, [1.0, 2.0]), 6))
+    1.414214 1.118034
     """
     n = int(n)
     if n < 1:
@@ -336,6 +357,13 @@ def theta_R(x, g, R=np.inf, *, weights=None, mass: float = 1.0, return_direction
     ValueError
         If ``x`` or ``g`` is malformed, ``x`` is not on the simplex, a weight or ``mass`` is
         not positive, or ``R`` is not a positive radius.
+
+    Examples
+    --------
+    The vertex e_2 is the best linear decrease from (1/2, 1/2, 0) for g = (1, 0, 2):
+
+    >>> print(round(theta_R([0.5, 0.5, 0.0], [1.0, 0.0, 2.0]), 6))
+    0.5
     """
     x = as_vector(x, "x")
     g = as_vector(g, "g", length=x.size)
@@ -439,6 +467,15 @@ def psi_R(x, G, R=np.inf, *, weights=None, mass: float = 1.0, return_direction=F
     ValueError
         If ``x`` or ``G`` is malformed, ``x`` is not on the simplex, a weight or ``mass`` is
         not positive, or ``R`` is not a positive radius.
+
+    Examples
+    --------
+    At the kink of f(x) = |x_1 - x_2| no single subgradient is stationary, a convex
+    combination of the two is:
+
+    >>> G = [[1.0, -1.0], [-1.0, 1.0]]
+    >>> print(round(theta_R([0.5, 0.5], G[0]), 6), psi_R([0.5, 0.5], G) <= 1e-12)
+    1.0 True
     """
     x = as_vector(x, "x")
     G = np.atleast_2d(np.asarray(G, dtype=float))
