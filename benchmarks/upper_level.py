@@ -12,8 +12,8 @@ Problems (the data of ``femot demo ocp-1d``, 128 cells, and a Part III instance)
 
 * ``ocp-1d value``  the convex value formulation at delta = 0.08, gamma = delta^3;
 * ``ocp-1d plan``   (OCP^delta_gamma) of Part II on the same data, three ways: BFGS, Algorithm 4.1
-  with the Newton-CG model (``kinks="bouligand"``), and the bundle of quadratic cuts with the
-  exact tracking Hessian (``kinks="bundle"``, the default of ``ControlProblem.solve`` for "plan");
+  with the Newton-CG model (``method="trust-region"``), and the bundle of quadratic cuts with the
+  exact tracking Hessian (``method="bundle"``, the default of ``ControlProblem.solve`` for "plan");
 * ``identification`` experiment 1 of Part III Section 4.2, n = 25, seed 0, gamma = eps = 1e-4
   (BFGS: direct, as in the paper; Newton: with continuation from gamma = 1e-2).
 
@@ -48,9 +48,9 @@ def run_control(transport, model, max_iter):
     P = control_problem(transport)
     t0 = time.perf_counter()
     opts = {"max_iter": max_iter}
-    if model == "newton" and transport == "plan":
-        opts["kinks"] = "bouligand"  # Algorithm 4.1 with the Newton-CG model (the default is the bundle)
-    r = P.solve(options=opts, hessian=model != "bfgs")
+    # Algorithm 4.1 with the Newton-CG model for "newton" (the default of the plan formulation is the bundle)
+    method = "trust-region" if model == "newton" and transport == "plan" else None
+    r = P.solve(options=opts, hessian=model != "bfgs", method=method)
     value = transport == "value"
     gap = r.fw_gap / abs(r.fun) if value else r.relative_stationarity
     kind = "fw_gap/|f|" if value else ("psi/theta0" if r.tr.stationarity_measure == "psi" else "theta/theta0")

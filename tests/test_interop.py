@@ -213,7 +213,7 @@ def test_settings_from_the_file(tmp_path):
     assert instance_options(e, {"Delta0": 0.5, "tol": 1e-6}) == {"Delta0": 0.5, "H0": 2.5, "tol": 1e-6}
     res = solve_identification(problem_from_instance(e, gamma=GAMMA), x0=e["mu1_0"],
                                options=instance_options(e, {"max_iter": 1}))
-    assert res.tr.options["H0"] == 2.5 and res.history[0]["Delta"] == 0.25
+    assert res.tr.options.H0 == 2.5 and res.history[0]["Delta"] == 0.25
     H = np.eye(N)
     H[0, 1] = H[1, 0] = 0.5
     write_reference_file(p, "25x25", H_0=H)

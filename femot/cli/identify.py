@@ -108,7 +108,7 @@ def cmd_identify(argv) -> int:
         Exit status: 0 if the optimizer succeeded, 1 if it did not, 2 for invalid input
         or an unwritable output path.
     """
-    from femot.optim.trust_region import DEFAULT_OPTIONS, LEGEND
+    from femot.optim import LEGEND, TrustRegionOptions
     from femot.problems.identification import identification_errors, solve_identification
     from femot.problems.instances import instance_options, problem_from_instance
 
@@ -135,7 +135,7 @@ def cmd_identify(argv) -> int:
                 raise ValueError(f"--delta0 must be a positive number, got {args.delta0}")
             opts["Delta0"] = args.delta0
         opts = instance_options(data, opts)
-        delta0 = opts.get("Delta0", DEFAULT_OPTIONS["Delta0"])
+        delta0 = opts.get("Delta0", TrustRegionOptions().Delta0)
     except ValueError as exc:
         print(f"femot identify: error: {exc}", file=sys.stderr)
         return 2

@@ -27,7 +27,7 @@ controls).
 ``fw_gap <= --fw-rtol * |f|``; the default), ``both`` runs both on the same schedule and reports
 both errors against the exact (OCP).  Both use the exact Hessian-vector products of
 :meth:`femot.problems.ControlProblem.hessp`; the plan formulation is solved by the trust region's
-bundle of quadratic cuts (``kinks="bundle"``) and certified by the convex-combination measure psi
+bundle of quadratic cuts (``method="bundle"``) and certified by the convex-combination measure psi
 (its column ``theta/th0`` then shows psi over theta_R at the uniform start).
 The mesh must resolve the smallest delta: the demo refuses schedules with
 ``delta_n < 4 h`` (a mollifier of radius delta then sees too few nodes, and the plan band

@@ -812,7 +812,7 @@ def _blas_single_thread():
 
 def solve_on_simplex(problem: SimplexProblem, x0=None, options: dict | None = None, rtol: float | None = None,
                      callback: Callable | None = None, *, hessp: Callable | None = None, convex: bool = False,
-                     fw_rtol: float | None = None) -> OptimizeResult:
+                     fw_rtol: float | None = None, method: str = "trust-region") -> OptimizeResult:
     """Run the trust-region method of Part III, Algorithm 4.1 on a :class:`SimplexProblem`.
 
     Minimizes ``problem(x)`` over ``{x >= 0, sum_i w_i x_i = problem.mass}`` with
@@ -875,6 +875,7 @@ def solve_on_simplex(problem: SimplexProblem, x0=None, options: dict | None = No
             # the number of control vertices on the boundary of the optimal support
             opts.setdefault("newton_minor", _CONVEX_NEWTON_MINOR)
     with _blas_single_thread():
-        tr = minimize_simplex(problem, x0, mass=problem.mass, options=opts, callback=callback, **kwargs)
+        tr = minimize_simplex(problem, x0, method=method, mass=problem.mass, options=opts, callback=callback,
+                              **kwargs)
     tr["theta0"] = theta0
     return tr

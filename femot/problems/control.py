@@ -528,7 +528,7 @@ class ControlProblem(VertexControl):
     # ----------------------------------------------------------- solve
     @shared_doc
     def solve(self, x0=None, *, options: dict | None = None, rtol: float | None = 1e-5, fw_rtol: float = 1e-8,
-              hessian: bool = True, callback=None) -> ControlResult:
+              hessian: bool = True, callback=None, method: str | None = None) -> ControlResult:
         """Minimize over the simplex by the trust-region method (Part III Algorithm 4.1).
 
         Starts from the uniform control unless ``x0`` is given.  ``options`` go to
@@ -559,15 +559,16 @@ class ControlProblem(VertexControl):
             The result convention of :func:`femot.problems.base.upper_level_result`.
         """
         self._evaluations.clear()
-        if self.formulation == "plan" and hessian and self.nu > 0:
-            # f = tracking (constant Hessian) + piecewise linear plan term: bundle of quadratic cuts,
+        if method is None:
+            # f = tracking (constant Hessian) + piecewise linear plan term: bundle of quadratic cuts
+            method = "bundle" if self.formulation == "plan" and hessian and self.nu > 0 else "trust-region"
+        if method == "bundle":
             # damped by a fraction of the value term's curvature (docs/trust_region.md)
             options = dict(options or {})
-            options.setdefault("kinks", "bundle")
-            options.setdefault("bundle_metric", lambda x, v: PLAN_METRIC_SCALE * self.value_term_hessp(x, v))
+            options.setdefault("metric", lambda x, v: PLAN_METRIC_SCALE * self.value_term_hessp(x, v))
         return _solve_on_simplex(self, x0, options, rtol, callback, self._result,
                                  hessp=self.hessp if hessian else None,
-                                 convex=self.formulation == "value", fw_rtol=fw_rtol)
+                                 convex=self.formulation == "value", fw_rtol=fw_rtol, method=method)
 
     def _result(self, tr, t0) -> ControlResult:
         value = self.formulation == "value"
@@ -588,7 +589,7 @@ class ControlProblem(VertexControl):
             formulation=self.formulation, fw_gap=fw, plan=res.plan, mu1_density=self.lower.density(tr.x),
             mu2_density=self.mu2_density, lower=res, nfev=int(tr.nfev), nhev=int(tr.get("nhev", 0)),
             stationarity=float(tr.stationarity), relative_stationarity=rel, theta0=theta0,
-            tol=float(tr.options["tol"]), gamma=self.gamma, delta=self.delta, nu=self.nu,
+            tol=float(tr.options.tol), gamma=self.gamma, delta=self.delta, nu=self.nu,
             **exact_fields(self, tr.x))  # the unregularized objective beside fun: its bias is visible
 
 
@@ -597,10 +598,11 @@ PLAN_METRIC_SCALE = 0.3
 
 
 def _solve_on_simplex(problem, x0, options, rtol, callback, make_result, *, hessp=None, convex=False,
-                      fw_rtol=None):
+                      fw_rtol=None, method="trust-region"):
     """:func:`femot.problems.base.solve_on_simplex`, then ``make_result(tr, t0)`` (kept for old callers)."""
     t0 = time.perf_counter()
-    tr = solve_on_simplex(problem, x0, options, rtol, callback, hessp=hessp, convex=convex, fw_rtol=fw_rtol)
+    tr = solve_on_simplex(problem, x0, options, rtol, callback, hessp=hessp, convex=convex, fw_rtol=fw_rtol,
+                          method=method)
     return make_result(tr, t0)
 
 

@@ -1004,7 +1004,7 @@ def solve_identification(problem: TransportIdentification, x0=None, options: dic
         counters=counters, time_s=time.perf_counter() - t0,
         mu1=mu1, plan=low.plan, alpha=low.alpha, beta=low.beta, J=problem.objective(low.plan, mu1),
         nit=path.its["nit"], nfev=path.its["nfev"], nhev=path.its["nhev"], model=model,
-        phase=phases[best]["phase"], phases=phases, levels=phases[best]["levels"], tol=float(tr.options["tol"]),
+        phase=phases[best]["phase"], phases=phases, levels=phases[best]["levels"], tol=float(tr.options.tol),
         stationarity=tr.stationarity, stationarity_measure=tr.stationarity_measure, theta=tr.theta,
         history=tr.history, lower=low, gamma=problem.gamma, eps=problem.eps, lam=problem.lam,
         n_lower_solves=effort["lower_requests"], lower_time_s=effort["time"], eps_bias=bias,

@@ -355,7 +355,7 @@ class TrackingProblem(VertexControl):
             masses=self.full(tr.x), control_vertices=self.control_vertices,
             misfit=e["misfit"], radon=e["radon"], phi=e["phi"], plan=res.plan, lower=res,
             mu1_density=self.lower.density(tr.x), mu2_density=self.mu2_density,
-            nfev=int(tr.nfev), stationarity=float(tr.stationarity), tol=float(tr.options["tol"]),
+            nfev=int(tr.nfev), stationarity=float(tr.stationarity), tol=float(tr.options.tol),
             gamma=self.gamma, delta=self.delta, nu=self.nu, p_prime=self.p_prime)
 
 

@@ -5,9 +5,10 @@ validate their own tables.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
-from femot.optim import DEFAULT_OPTIONS, check_options
+from femot.optim import BundleOptions, TrustRegionOptions
 
 __all__ = ["ConfigError"]
 
@@ -97,18 +98,20 @@ def _interval(value, where, domain=None):
 
 def _tr_options(sec, where, extra_forbidden=()):
     """The table ``tr`` of trust-region options, checked by the optimizer's own parser."""
+    names = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (TrustRegionOptions, BundleOptions)}
+    valid = set().union(*names.values()) - {"verbose"}
     tr = sec.get("tr", {})
     if not isinstance(tr, dict):
         raise ConfigError(f"{where}.tr: must be a table of trust-region options")
     for k, v in tr.items():
-        if k not in DEFAULT_OPTIONS or k == "verbose" or k in extra_forbidden:
-            raise ConfigError(f"{where}.tr.{k}: unknown trust-region option; valid: "
-                              f"{', '.join(sorted(set(DEFAULT_OPTIONS) - {'verbose'}))}")
+        if k not in valid or k in extra_forbidden:
+            raise ConfigError(f"{where}.tr.{k}: unknown trust-region option; valid: {', '.join(sorted(valid))}")
         if not isinstance(v, (int, float, str, bool)) or (isinstance(v, float) and not math.isfinite(v)):
             raise ConfigError(f"{where}.tr.{k}: must be a number, string or boolean")
-    # checked once here (on a 2-point simplex) rather than in every run
+    # checked once here by the optimizer's own options class rather than in every run
+    cls = next((c for c, keys in names.items() if set(tr) <= keys), TrustRegionOptions)
     try:
-        check_options(dict(tr), 2)
+        cls.coerce(dict(tr))
     except (ValueError, TypeError) as exc:
         msg = str(exc)
         key = next((k for k in sorted(tr, key=len, reverse=True) if f"'{k}'" in msg or f"{k}=" in msg), None)
