@@ -111,8 +111,8 @@ def test_minimize_simplex_runs_on_every_problem_through_the_protocol(problem):
     f1, g1 = problem(tr.x)
     assert np.isfinite(f1) and f1 <= f0 + 1e-14 * abs(f0)  # accepted steps only decrease f
     assert tr.fun == pytest.approx(f1, rel=1e-12, abs=1e-300)
-    # the generic driver: the same through solve_on_simplex, with theta0 = theta_R(x0)
-    tr2 = solve_on_simplex(problem, None, {"max_iter": 2}, None)
+    # the generic driver: the same through solve_on_simplex; with rtol, theta0 = theta_R(x0)
+    tr2 = solve_on_simplex(problem, options={"max_iter": 2}, rtol=1e-3)
     assert tr2["theta0"] == pytest.approx(float(theta_R(x0, g0, mass=problem.mass)), rel=1e-12)
     assert _on_simplex(problem, tr2.x)
 

@@ -23,6 +23,8 @@ import numpy as np
 
 from femot._validation import check_dense_memory
 from femot.demos.common import add_output_options, figure_folder, save_figure
+from femot.problems import identification_errors, identification_instance, load_instance, problem_from_instance
+from femot.problems.instances import instance_options, save_result
 
 __all__ = ["cmd_identify", "build_parser"]
 
@@ -70,8 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from femot.problems.instances import identification_instance, load_instance
-
     if args.random is not None:
         if args.instance is not None:
             raise ValueError("give either INSTANCE or --random N, not both")
@@ -109,8 +109,6 @@ def cmd_identify(argv) -> int:
         or an unwritable output path.
     """
     from femot.optim.trust_region import DEFAULT_OPTIONS, LEGEND
-    from femot.problems.identification import identification_errors, solve_identification
-    from femot.problems.instances import instance_options, problem_from_instance
 
     args = build_parser().parse_args(list(argv))
     say = (lambda *a: None) if args.quiet else print
@@ -149,8 +147,8 @@ def cmd_identify(argv) -> int:
     say(LEGEND)  # the iteration tables below (one per phase and level) share these columns
     continuation = {None: None, "none": False, "auto": "auto"}[args.continuation]
     try:  # data the lower level refuses (e.g. gamma beyond double precision) surface at its first solve
-        res = solve_identification(prob, x0=x0, options=opts, verbose=not args.quiet, model=args.model,
-                                   continuation=continuation)
+        res = prob.solve(x0=x0, options={**opts, "verbose": not args.quiet}, model=args.model,
+                         continuation=continuation)
     except ValueError as exc:
         print(f"femot identify: error: {exc}", file=sys.stderr)
         return 2
@@ -184,8 +182,6 @@ def cmd_identify(argv) -> int:
         write_json(args.json, out)
         say(f"summary written to {args.json}")
     if args.save:
-        from femot.problems.instances import save_result
-
         say(f"solution written to {save_result(args.save, res)}")
     if args.plot:
         out["figures"] = _plots(args.plot, prob, data, res)

@@ -54,10 +54,10 @@ References
 """
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -796,45 +796,49 @@ def upper_level_result(cls: type[UpperLevelResult], tr: OptimizeResult, *, x, fu
 _CONVEX_NEWTON_MINOR = 200
 
 
-def _blas_single_thread():
-    """One BLAS thread for the optimizer's small dense algebra, if threadpoolctl is available.
-
-    The trust region factorizes an n x n BFGS matrix every iteration; with the
-    lower level's own threads running, multithreaded BLAS on two cores is
-    oversubscribed and can be 10-100x slower than a single thread.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+def _options_dict(options) -> dict:
+    """The optimizer's options as a dict: a Mapping is copied, an options dataclass gives its fields."""
+    if options is None:
+        return {}
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    if isinstance(options, Mapping):
+        return dict(options)
+    raise ValueError(f"options must be a Mapping or an options dataclass, got {type(options).__name__}")
 
 
-def solve_on_simplex(problem: SimplexProblem, x0=None, options: dict | None = None, rtol: float | None = None,
-                     callback: Callable | None = None, *, hessp: Callable | None = None, convex: bool = False,
+@_cite
+def solve_on_simplex(problem: SimplexProblem, x0=None, *, options=None, callback: Callable | None = None,
+                     rtol: float | None = None, hessp: Callable | None = None,
+                     collect_subgradients: Callable | None = None, convex: bool = False,
                      fw_rtol: float | None = None) -> OptimizeResult:
     """Run the trust-region method of Part III, Algorithm 4.1 on a :class:`SimplexProblem`.
 
-    Minimizes ``problem(x)`` over ``{x >= 0, sum_i w_i x_i = problem.mass}`` with
-    :func:`femot.optim.minimize_simplex`, from ``problem.uniform()`` unless ``x0`` is
-    given.  The stationarity at the start, ``theta_R(x0)`` (Part III, (4.3)), is stored as
-    ``theta0`` in the returned optimizer result.
+    The one driver of every upper-level solve: minimizes ``problem(x)`` over
+    ``{x >= 0, sum_i w_i x_i = problem.mass}`` with :func:`femot.optim.minimize_simplex`.
+    With ``rtol``, the stationarity at the start, ``theta_R(x0)`` (Part III, (4.3)), is
+    stored as ``theta0`` in the returned optimizer result (None without ``rtol``).
 
     Parameters
     ----------
     problem : SimplexProblem
         The reduced problem (the oracle ``problem(x) -> (f, g)``).
     x0 : array_like or None, optional
-        Starting point on the simplex.
-    options : dict or None, optional
+        Starting point on the simplex; None: the optimizer's uniform point
+        (``problem.uniform()``).
+    options : Mapping or options dataclass, optional
         Options of :func:`femot.optim.minimize_simplex`.
-    rtol : float or None, optional
-        Unless ``options`` set ``tol``: ``tol = rtol * theta_R(x0)``, a stopping test
-        independent of the scaling of the objective.  None leaves ``tol`` alone.
     callback : callable or None, optional
         Passed to the optimizer.
+    rtol : float or None, optional
+        Unless ``options`` set ``tol``: ``tol = rtol * theta_R(x0)``, a stopping test
+        independent of the scaling of the objective (Part III, (4.3)).  None leaves ``tol``
+        alone and skips the evaluation at ``x0`` before the run.
     hessp : callable or None, optional
-        ``hessp(x, v)`` for the second-order model (passed when the optimizer takes it).
+        ``hessp(x, v)`` for the second-order model.
+    collect_subgradients : callable or None, optional
+        ``collect_subgradients(x, radius)``: further subgradients near ``x`` for the
+        collective Bouligand model (Part III, Remark 4.2).
     convex : bool, optional
         Turn on the optimizer's Frank-Wolfe stop (a certified bound for convex f).
     fw_rtol : float or None, optional
@@ -848,22 +852,38 @@ def solve_on_simplex(problem: SimplexProblem, x0=None, options: dict | None = No
     Raises
     ------
     RuntimeError
-        When the objective is not finite at ``x0`` (the lower level failed there).
+        With ``rtol``: when the objective is not finite at ``x0`` (the lower level failed
+        there); without, the optimizer's ValueError.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> class Quadratic:  # f(x) = |x - a|^2 / 2 on the simplex of mass 1
+    ...     n, mass, weights = 3, 1.0, None
+    ...     a = np.array([0.6, 0.3, 0.1])
+    ...     def uniform(self):
+    ...         return np.full(3, 1 / 3)
+    ...     def full(self, x):
+    ...         return x
+    ...     def __call__(self, x):
+    ...         return 0.5 * float((x - self.a) @ (x - self.a)), x - self.a
+    >>> tr = solve_on_simplex(Quadratic(), options={"tol": 1e-10})
+    >>> print([round(float(v), 4) for v in tr.x], bool(tr.success))
+    [0.6, 0.3, 0.1] True
     """
     weights = getattr(problem, "weights", None)
-    x0 = problem.uniform() if x0 is None else as_vector(x0, "x0", length=problem.n)
-    opts = dict(options or {})
-    f0, g0 = problem(x0)
-    if not (np.isfinite(f0) and np.all(np.isfinite(g0))):
-        raise RuntimeError("the objective is not finite at x0 (the lower level failed there)")
-    theta0 = float(theta_R(x0, g0, mass=problem.mass))
-    if "tol" not in opts and rtol is not None:
-        opts["tol"] = check_positive_scalar(rtol, "rtol") * theta0
-    kwargs = {}
-    if weights is not None:
-        kwargs["weights"] = weights
-    if hessp is not None:
-        kwargs["hessp"] = hessp
+    opts = _options_dict(options)
+    start = None if x0 is None else as_vector(x0, "x0", length=problem.n)
+    theta0 = None
+    if rtol is not None:
+        # x0 None reaches the optimizer as None: its uniform point is problem.uniform() bit for bit
+        x = problem.uniform() if start is None else start
+        f0, g0 = problem(x)
+        if not (np.isfinite(f0) and np.all(np.isfinite(g0))):
+            raise RuntimeError("the objective is not finite at x0 (the lower level failed there)")
+        theta0 = float(theta_R(x, g0, weights=weights, mass=problem.mass))
+        if "tol" not in opts:
+            opts["tol"] = check_positive_scalar(rtol, "rtol") * theta0
     if convex:
         opts.setdefault("convex", True)
         if fw_rtol is not None:
@@ -874,7 +894,7 @@ def solve_on_simplex(problem: SimplexProblem, x0=None, options: dict | None = No
             # model is exact (rho ~ 1) but the steps stop short and the iterations grow with
             # the number of control vertices on the boundary of the optimal support
             opts.setdefault("newton_minor", _CONVEX_NEWTON_MINOR)
-    with _blas_single_thread():
-        tr = minimize_simplex(problem, x0, mass=problem.mass, options=opts, callback=callback, **kwargs)
+    tr = minimize_simplex(problem, start, weights=weights, n=problem.n, mass=problem.mass, options=opts,
+                          callback=callback, hessp=hessp, collect_subgradients=collect_subgradients)
     tr["theta0"] = theta0
     return tr

@@ -61,7 +61,7 @@ from .base import SmoothedLowerLevel, UpperLevelResult, VertexControl, shared_do
 from .control_exact import exact_fields
 from .control_reference import _as_operator, _target, control_objective
 
-__all__ = ["SmoothedLowerLevel", "ControlProblem", "ControlResult", "solve_control", "FORMULATIONS",
+__all__ = ["SmoothedLowerLevel", "ControlProblem", "ControlResult", "FORMULATIONS",
            "MATRIX_FREE_PAIRS", "estimate_size"]
 
 #: Formulations of the transport term of :class:`ControlProblem`.
@@ -565,9 +565,12 @@ class ControlProblem(VertexControl):
             options = dict(options or {})
             options.setdefault("kinks", "bundle")
             options.setdefault("bundle_metric", lambda x, v: PLAN_METRIC_SCALE * self.value_term_hessp(x, v))
-        return _solve_on_simplex(self, x0, options, rtol, callback, self._result,
-                                 hessp=self.hessp if hessian else None,
-                                 convex=self.formulation == "value", fw_rtol=fw_rtol)
+        t0 = time.perf_counter()
+        # the uniform start handed over explicitly, projected by the optimizer as always
+        tr = solve_on_simplex(self, self.uniform() if x0 is None else x0, options=options, callback=callback,
+                              rtol=rtol, hessp=self.hessp if hessian else None,
+                              convex=self.formulation == "value", fw_rtol=fw_rtol)
+        return self._result(tr, t0)
 
     def _result(self, tr, t0) -> ControlResult:
         value = self.formulation == "value"
@@ -594,14 +597,6 @@ class ControlProblem(VertexControl):
 
 #: fraction of the value term's Hessian used as the damping metric of the plan formulation's bundle step
 PLAN_METRIC_SCALE = 0.3
-
-
-def _solve_on_simplex(problem, x0, options, rtol, callback, make_result, *, hessp=None, convex=False,
-                      fw_rtol=None):
-    """:func:`femot.problems.base.solve_on_simplex`, then ``make_result(tr, t0)`` (kept for old callers)."""
-    t0 = time.perf_counter()
-    tr = solve_on_simplex(problem, x0, options, rtol, callback, hessp=hessp, convex=convex, fw_rtol=fw_rtol)
-    return make_result(tr, t0)
 
 
 #: Seconds per Newton step of the lower level and transport pair (dense cost: every pass streams the
@@ -680,32 +675,3 @@ def estimate_size(state_mesh, gamma: float, delta: float, *, mass: float = 1.0, 
     t_hv = 30.0 * n_ctrl ** 0.57 * (_T_HV_NODE * n_state + _T_HV_NNZ * nnz)
     return {"nodes": n_state, "controls": n_ctrl, "transport_nodes": nq, "pairs": pairs, "matrix_free": mf,
             "plan_nnz": int(nnz), "cost_bytes": cost_bytes, "memory_bytes": memory, "time_s": t_newton + t_hv}
-
-
-@cite("II", "III")
-@shared_doc
-def solve_control(poisson, y_d, mu2, nu: float, gamma: float, delta: float, *, x0=None,
-                  options: dict | None = None, callback=None, **kwargs) -> ControlResult:
-    """Solve (OCP^delta_gamma) of Part II from the uniform control (see :class:`ControlProblem`).
-
-    Parameters
-    ----------
-    poisson : PoissonOperator or skfem.Mesh
-        State operator on Omega_*.
-    y_d : nodal vector or callable
-        Desired state.
-    mu2 : ndarray
-        Masses of the prior ``mu2^d``.
-    nu : float
-        Weight of the transport term.
-    %(solve_parameters)s
-    **kwargs
-        Further keyword arguments of :class:`ControlProblem`.
-
-    Returns
-    -------
-    ControlResult
-        See :meth:`ControlProblem.solve`.
-    """
-    return ControlProblem(poisson, y_d, mu2, nu, gamma, delta, **kwargs).solve(x0, options=options,
-                                                                               callback=callback)

@@ -46,13 +46,21 @@ from femot.core import kernels
 from femot.core.cost import DenseCost
 from femot.core.qrot import QROTResult
 from femot.core.sensitivity import outer_structure
-from femot.optim import minimize_simplex
-from femot.problems.base import LowerLevel, UniformStart, UpperLevelResult, _cite, shared_doc, upper_level_result
+from femot.optim import minimize_simplex_path
+from femot.problems.base import (
+    LowerLevel,
+    UniformStart,
+    UpperLevelResult,
+    _cite,
+    _options_dict,
+    shared_doc,
+    solve_on_simplex,
+    upper_level_result,
+)
 
 __all__ = [
     "TransportIdentification",
     "IdentificationResult",
-    "solve_identification",
     "identification_errors",
     "as_plan_mask",
     "as_marginal_mask",
@@ -375,18 +383,72 @@ class TransportIdentification(UniformStart):
         """
         return self.lower.solve(np.maximum(np.asarray(mu1, dtype=float).reshape(-1), 0.0))
 
-    def solve(self, x0=None, **kwargs) -> "IdentificationResult":
-        """Minimize the reduced objective over the simplex: :func:`solve_identification`.
+    def solve(self, x0=None, *, options=None, callback=None, model: str = "auto", bouligand: bool = True,
+              continuation=None, continuation_tol: float = 1e-3, starts=None) -> "IdentificationResult":
+        """Minimize (RTI_gamma^eps) by the constrained nonsmooth trust-region method (Part III Alg. 4.1).
 
         Parameters
         ----------
         x0 : array_like, optional
-            Starting marginal (default: uniform).
-        **kwargs
-            Keyword arguments of :func:`solve_identification` (options, model,
-            continuation, ...).
+            Starting marginal on the simplex (default: uniform, mass sum(mu2_d), as in §4.2).
+        options : Mapping or options dataclass, optional
+            Options of :func:`femot.optim.minimize_simplex` (defaults: Part III §4.2,
+            tol = 1e-5, max_iter = 200 per phase; ``verbose`` prints the iteration tables).
+        callback : callable, optional
+            Passed to the optimizer.
+        model : {"auto", "bfgs", "newton"}
+            The trust-region model.  ``"bfgs"``: Part III, Algorithm 4.1 with the BFGS model
+            of Remark 4.2 (Table 4.1).  ``"newton"``: exact (Gauss-Newton) Hessian-vector
+            products of :meth:`hessp` (projected Newton-CG and bundle-Newton steps).
+            ``"auto"`` (default): both, from two starts, see Notes.
+        bouligand : bool
+            Supply the Bouligand elements at the iterate (Thm 3.12) to the collective
+            Bouligand model of Remark 4.2 below Delta_min (in addition to the optimizer's own
+            exploration of the ball).
+        continuation : None, False, "auto" or sequence of float
+            For ``model="bfgs"``/``"newton"``: None or False (solve at the problem's
+            (gamma, eps) directly, as in Part III §4.2), ``"auto"`` (first solve at
+            (t gamma, t eps) for t = 10^k, ..., 10 with 10^k gamma <= 1e-2, each level
+            warm-started from the previous one, :func:`femot.optim.minimize_simplex_path`)
+            or a sequence of factors t > 1.  For ``model="auto"`` it is the continuation of
+            the Newton path (None: ``"auto"``).  ``nit``/``nfev`` count all levels and
+            phases; ``phases`` lists them.
+        continuation_tol : float
+            Stationarity tolerance of the intermediate levels (only a warm start for the
+            next level is needed there; at most 50 iterations each); the last level uses
+            ``options``.
+        starts : None or sequence of str
+            ``model="auto"``: further starts after x0; None means ``("observed",)``
+            (:meth:`observed_start`, skipped when it equals x0), ``()`` only x0.
+
+        Returns
+        -------
+        IdentificationResult
+            The result convention of :func:`femot.problems.base.upper_level_result` with the
+            identification's extras (``J``, ``mu1``, ``alpha``, ``beta``, ``plan``,
+            ``phases``, ...).
+
+        Notes
+        -----
+        The reduced objective is piecewise quadratic (very many pieces at small gamma) and
+        has local minima; which one a method reaches depends on its path (docs/problems.md
+        has the tables).  ``model="auto"`` therefore runs, from x0 (default uniform) and then
+        from the observed start,
+
+        1. ``"bfgs"``: Algorithm 4.1;
+        2. ``"bfgs + newton polish"`` (only if 1. did not converge): the Newton model from
+           the point of 1., which certifies it (the method is monotone: J does not rise);
+        3. ``"newton"``: the Newton model with continuation;
+
+        and returns the certified phase (``success``) of lowest J (the lowest J if none is
+        certified).  Every phase runs on a fresh copy of the problem (the path can depend on
+        1e-10 differences of warm-started lower-level solutions), so the ``"bfgs"`` and
+        ``"newton"`` phases from x0 are exactly ``model="bfgs"`` and ``model="newton",
+        continuation="auto"``.  ``phases`` records every phase (name, J, nit, stationarity,
+        success, time), ``phase`` names the one returned, ``nit``/``nfev``/``time_s`` are
+        totals.  Every phase and level runs through :func:`femot.problems.solve_on_simplex`.
         """
-        return solve_identification(self, x0, **kwargs)
+        return _solve(self, x0, options, callback, model, bouligand, continuation, continuation_tol, starts)
 
     # -- upper level ----------------------------------------------------------
     def residual_plan(self, pi):
@@ -632,7 +694,7 @@ class TransportIdentification(UniformStart):
 @_cite
 @shared_doc
 class IdentificationResult(UpperLevelResult):
-    """Result of :func:`solve_identification`.
+    """Result of :meth:`TransportIdentification.solve`.
 
     %(result_keys)s
 
@@ -713,7 +775,7 @@ class IdentificationResult(UpperLevelResult):
         return "\n".join(lines)
 
 
-#: Trust-region options used by :func:`solve_identification` unless overridden.
+#: Trust-region options used by :meth:`TransportIdentification.solve` unless overridden.
 #: Part III §4.2: R = sqrt(n1), Delta_min = 1e-6, eta = (0.1, 0.9), beta = (0.5, 1.5),
 #: nu = 1, mu1_0 uniform, Delta0 = 1, TOL = 1e-5 (the defaults of minimize_simplex).
 DEFAULT_TR_OPTIONS = {"tol": 1e-5, "max_iter": 200}
@@ -755,46 +817,41 @@ def _level(problem, r) -> dict:
 
 
 def _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuation, continuation_tol):
-    """The intermediate levels (t gamma, t eps) of :func:`solve_identification`.
+    """The intermediate levels (t gamma, t eps) of :meth:`TransportIdentification.solve`.
 
     Returns the last point, the level records and the summed (nit, nfev, nhev) and
     lower-level effort of these levels.
     """
-    levels, its = [], {"nit": 0, "nfev": 0, "nhev": 0}
+    its = {"nit": 0, "nfev": 0, "nhev": 0}
     effort = dict.fromkeys((*_EFFORT, "time"), 0)
-    for t in _continuation_levels(problem, continuation):
+    factors = _continuation_levels(problem, continuation)
+    if not factors:
+        return x0, [], its, effort
+    subs = []
+
+    def level(t):
         # 12 significant digits: 1e-6 * 100 is the level 1e-4, not 9.999999999999999e-05
         sub = problem.with_regularization(float(f"{t * problem.gamma:.12g}"), float(f"{t * problem.eps:.12g}"))
-        collect_sub = (lambda x, radius, sub=sub: sub.bouligand_subgradients(x, radius)) if bouligand else None
-        sub_opts = dict(opts)
-        sub_opts["tol"] = max(float(opts.get("tol", 1e-5)), float(continuation_tol))
-        sub_opts["max_iter"] = min(int(opts.get("max_iter", 200)), 50)  # only a warm start
-        r = minimize_simplex(sub, x0, hessp=sub.hessp if hessian else None, n=problem.n, mass=problem.mass,
-                             options=sub_opts, callback=callback, collect_subgradients=collect_sub)
-        levels.append(_level(sub, r))
+        subs.append(sub)
+        return sub, sub.bouligand_subgradients if bouligand else None, sub.hessp if hessian else None
+
+    # only a warm start for the next level is needed: a looser tolerance, at most 50 iterations
+    sub_opts = dict(opts)
+    sub_opts["tol"] = max(float(opts.get("tol", 1e-5)), float(continuation_tol))
+    sub_opts["max_iter"] = min(int(opts.get("max_iter", 200)), 50)
+    path = minimize_simplex_path(level, factors, x0, n=problem.n, mass=problem.mass, options=sub_opts,
+                                 callback=callback)
+    levels = [_level(sub, r) for sub, r in zip(subs, path.results)]
+    for sub, r in zip(subs, path.results):
         for k in its:
             its[k] += getattr(r, k)
         for k, v in _effort(sub.lower).items():
             effort[k] += v
-        x0 = r.x
-    return x0, levels, its, effort
+    return path.x, levels, its, effort
 
 
-#: Models of :func:`solve_identification`.
+#: Models of :meth:`TransportIdentification.solve`.
 MODELS = ("auto", "bfgs", "newton")
-
-
-def _model(model, hessian) -> str:
-    """The model from ``model`` and the older spelling ``hessian`` (True: newton, False: bfgs)."""
-    if hessian is not None and not isinstance(hessian, (bool, np.bool_)):
-        raise ValueError(f"hessian must be True, False or None, got {hessian!r}")
-    if model is None:
-        return "auto" if hessian is None else ("newton" if hessian else "bfgs")
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    if hessian is not None and model != ("newton" if hessian else "bfgs"):
-        raise ValueError(f"hessian={hessian} contradicts model={model!r}; give only model")
-    return model
 
 
 class _Path:
@@ -823,15 +880,11 @@ class _Path:
         t0 = time.perf_counter()
         x0, levels, its, effort = _run_continuation(problem, x0, self.opts, self.callback, self.bouligand,
                                                     hessian, continuation, continuation_tol)
-        collect = None
-        if self.bouligand:
-            def collect(x, radius):
-                # Every Bouligand element at x (Thm 3.12); the optimizer adds the
-                # subgradients it meets while probing the ball along its model direction.
-                return problem.bouligand_subgradients(x, radius)
-        tr = minimize_simplex(problem, x0, hessp=problem.hessp if hessian else None, n=problem.n,
-                              mass=problem.mass, options=self.opts, callback=self.callback,
-                              collect_subgradients=collect)
+        # every Bouligand element at x (Thm 3.12); the optimizer adds the subgradients it
+        # meets while probing the ball along its model direction
+        tr = solve_on_simplex(problem, x0, options=self.opts, callback=self.callback,
+                              hessp=problem.hessp if hessian else None,
+                              collect_subgradients=problem.bouligand_subgradients if self.bouligand else None)
         levels.append(_level(problem, tr))
         for k in self.its:
             self.its[k] += its[k] + getattr(tr, k)
@@ -890,97 +943,15 @@ def _starts(problem, x0, starts):
     return out
 
 
-@cite("III", "LMM")
-def solve_identification(problem: TransportIdentification, x0=None, options: dict | None = None, callback=None,
-                         verbose: bool = False, bouligand: bool = True, hessian: bool | None = None,
-                         continuation=None, continuation_tol: float = 1e-3,
-                         model: str | None = None, starts=None) -> IdentificationResult:
-    """Solve (RTI_gamma^eps) by the constrained nonsmooth trust-region method (Part III Alg. 4.1).
-
-    Parameters
-    ----------
-    problem : TransportIdentification
-        The reduced problem.
-    x0 : array_like, optional
-        Starting marginal on the simplex (default: uniform, mass sum(mu2_d), as in §4.2).
-    options : dict, optional
-        Options of :func:`femot.optim.minimize_simplex` (defaults: Part III §4.2,
-        tol = 1e-5, max_iter = 200 per phase).
-    callback : callable, optional
-        Passed to the optimizer.
-    verbose : bool
-        Print the iteration table while running.
-    bouligand : bool
-        Supply the Bouligand elements at the iterate (Thm 3.12) to the collective
-        Bouligand model of Remark 4.2 below Delta_min (in addition to the optimizer's own
-        exploration of the ball).
-    hessian : bool or None
-        Older spelling of ``model``: True is ``model="newton"``, False ``model="bfgs"``.
-    continuation : None, False, "auto" or sequence of float
-        For ``model="bfgs"``/``"newton"``: None or False (solve at the problem's
-        (gamma, eps) directly, as in Part III §4.2), ``"auto"`` (first solve at
-        (t gamma, t eps) for t = 10^k, ..., 10 with 10^k gamma <= 1e-2, each level
-        warm-started from the previous one) or a sequence of factors t > 1.  For
-        ``model="auto"`` it is the continuation of the Newton path (None: ``"auto"``).
-        ``nit``/``nfev`` count all levels and phases; ``phases`` lists them.
-    continuation_tol : float
-        Stationarity tolerance of the intermediate levels (only a warm start for the
-        next level is needed there; at most 50 iterations each); the last level uses
-        ``options``.
-    model : {"auto", "bfgs", "newton"} or None
-        The trust-region model.  ``"bfgs"``: Part III, Algorithm 4.1 with the BFGS model
-        of Remark 4.2 (Table 4.1).  ``"newton"``: exact (Gauss-Newton) Hessian-vector
-        products of :meth:`TransportIdentification.hessp` (projected Newton-CG and
-        bundle-Newton steps, ``femot.optim.minimize_simplex(hessp=...)``).  ``"auto"``
-        (default, also for None unless ``hessian`` is given): both, from two starts, see Notes.
-    starts : None or sequence of str
-        ``model="auto"``: further starts after x0; None means ``("observed",)``
-        (:meth:`TransportIdentification.observed_start`, skipped when it equals x0),
-        ``()`` only x0.
-
-    Returns
-    -------
-    IdentificationResult
-        The result convention of :func:`femot.problems.base.upper_level_result` with the
-        identification's extras (``J``, ``mu1``, ``alpha``, ``beta``, ``plan``,
-        ``phases``, ...).
-
-    Notes
-    -----
-    The reduced objective is piecewise quadratic (very many pieces at small gamma) and
-    has local minima; which one a method reaches depends on its path.  The BFGS model
-    (Algorithm 4.1) tends to follow the low path but often stops uncertified (iteration
-    limit or collapsed radius at a kink); the Newton model certifies stationarity fast,
-    but with its long steps and its continuation lands in a worse minimum on several of
-    the authors' instances, and from the uniform start both miss the truth's basin on
-    larger random instances where the observation of mu1 leads into it (docs/problems.md
-    has the tables).  ``model="auto"`` therefore runs, from x0 (default uniform) and then
-    from the observed start,
-
-    1. ``"bfgs"``: Algorithm 4.1;
-    2. ``"bfgs + newton polish"`` (only if 1. did not converge): the Newton model from
-       the point of 1., which certifies it (the method is monotone: J does not rise);
-    3. ``"newton"``: the Newton model with continuation;
-
-    and returns the certified phase (``success``) of lowest J (the lowest J if none is
-    certified).  Every phase runs on a fresh copy of the problem (the path can depend on
-    1e-10 differences of warm-started lower-level solutions), so the ``"bfgs"`` and
-    ``"newton"`` phases from x0 are exactly ``model="bfgs"`` and ``model="newton",
-    continuation="auto"``, and the result's J is no higher than theirs when they are
-    certified (nor than an uncertified BFGS point, which the polish does not raise).
-    ``phases`` records every phase (name, J, nit, stationarity, success,
-    time), ``phase`` names the one returned, ``nit``/``nfev``/``time_s`` are totals.
-    """
-    if not isinstance(problem, TransportIdentification):
-        raise ValueError(f"problem must be a TransportIdentification, got {type(problem).__name__}")
-    model = _model(model, hessian)
+def _solve(problem: TransportIdentification, x0, options, callback, model, bouligand, continuation,
+           continuation_tol, starts) -> IdentificationResult:
+    """The body of :meth:`TransportIdentification.solve`."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if x0 is not None:
         x0 = problem.check_point(x0, "x0")
     opts = dict(DEFAULT_TR_OPTIONS)
-    if options:
-        opts.update(options)
-    if verbose:
-        opts["verbose"] = True
+    opts.update(_options_dict(options))
     t0 = time.perf_counter()
     start = _effort(problem.lower)
     path = _Path(problem, opts, callback, bouligand, fresh=model == "auto")

@@ -46,7 +46,7 @@ from ..fem.quadrature import product_cost, quadrature
 from ..fem.smoothing import Smoother
 from .base import SmoothedLowerLevel, UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
 
-__all__ = ["TrackingProblem", "TrackingResult", "observation_domain", "solve_tracking"]
+__all__ = ["TrackingProblem", "TrackingResult", "observation_domain"]
 
 
 @cite("II")
@@ -343,7 +343,9 @@ class TrackingProblem(VertexControl):
         """
         hp = self.hessp if hessian and self.p_prime == 2.0 else None
         t0 = time.perf_counter()
-        tr = solve_on_simplex(self, x0, options, rtol, callback, hessp=hp)
+        # the uniform start handed over explicitly, projected by the optimizer as always
+        tr = solve_on_simplex(self, self.uniform() if x0 is None else x0, options=options, callback=callback,
+                              rtol=rtol, hessp=hp)
         return self._result(tr, t0)
 
     def _result(self, tr, t0) -> TrackingResult:
@@ -357,32 +359,3 @@ class TrackingProblem(VertexControl):
             mu1_density=self.lower.density(tr.x), mu2_density=self.mu2_density,
             nfev=int(tr.nfev), stationarity=float(tr.stationarity), tol=float(tr.options["tol"]),
             gamma=self.gamma, delta=self.delta, nu=self.nu, p_prime=self.p_prime)
-
-
-@cite("II", "III")
-@shared_doc
-def solve_tracking(mesh1, mesh2, mu2, pi_d, nu: float, gamma: float, delta: float, *, x0=None,
-                   options: dict | None = None, callback=None, **kwargs) -> TrackingResult:
-    """Solve the tracking problem of Part II (3.11)/(3.13) (see :class:`TrackingProblem`).
-
-    Parameters
-    ----------
-    mesh1, mesh2 : skfem.Mesh
-        Meshes of Omega_1 and Omega_2.
-    mu2 : array_like
-        Masses of mu2^d at the vertices of mesh2.
-    pi_d : array_like or scipy.sparse matrix
-        The measured plan (density).
-    nu : float
-        Weight of the Radon-norm term.
-    %(solve_parameters)s
-    **kwargs
-        Further keyword arguments of :class:`TrackingProblem`.
-
-    Returns
-    -------
-    TrackingResult
-        See :meth:`TrackingProblem.solve`.
-    """
-    return TrackingProblem(mesh1, mesh2, mu2, pi_d, nu, gamma, delta, **kwargs).solve(x0, options=options,
-                                                                                     callback=callback)
