@@ -5,8 +5,7 @@ import pytest
 import skfem
 
 from femot.fem import PoissonOperator
-from femot.problems.control import ControlProblem, SmoothedLowerLevel
-from femot.problems.control_reference import wasserstein1_1d
+from femot.problems import ControlProblem, ControlToPlan, wasserstein1_1d
 
 
 def line_problem(cells=32, rho=0.2, seed=0):
@@ -57,7 +56,8 @@ def fd_check(P, x, d):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_reduced_gradient_finite_differences_1d(eps, seed):
     op, x, m_true, y_d, mu2 = line_problem()
-    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, eps=eps, tol=1e-13, check_resolution=False)
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, eps=eps,
+                       qrot_options={"tol": 1e-13}, check_resolution=False)
     xc = random_control(P, seed)
     P(xc)
     # differentiable point: the biactive set of the lower level is empty
@@ -78,7 +78,8 @@ def test_reduced_gradient_finite_differences_2d():
     dist = np.minimum.reduce([X[:, 0], 1 - X[:, 0], X[:, 1], 1 - X[:, 1]])
     mu2 = np.where(dist >= rho - 1e-12, np.exp(-((X - 0.45) ** 2).sum(1) / 0.02), 0.0)
     mu2 /= mu2.sum()
-    P = ControlProblem(op, y_d, mu2, 0.1, 1e-2, 0.2, rho=rho, eps=1e-3, tol=1e-13, check_resolution=False)
+    P = ControlProblem(op, y_d, mu2, 0.1, 1e-2, 0.2, rho=rho, eps=1e-3,
+                       qrot_options={"tol": 1e-13}, check_resolution=False)
     xc = random_control(P, 3)
     P(xc)
     assert P.last["lower"].biactive()[0].size == 0
@@ -89,7 +90,8 @@ def test_reduced_gradient_finite_differences_2d():
 def test_transport_gradient_is_adjoint_of_the_plan_derivative():
     """<pullback(G), h> = <G, S'(T m; T h, 0)>: the adjoint chain (T^delta)^T vjp against jvp."""
     op, x, m_true, y_d, mu2 = line_problem()
-    P = ControlProblem(op, y_d, mu2, 1.0, 1e-3, 0.12, rho=0.2, eps=1e-2, tol=1e-13, check_resolution=False)
+    P = ControlProblem(op, y_d, mu2, 1.0, 1e-3, 0.12, rho=0.2, eps=1e-2,
+                       qrot_options={"tol": 1e-13}, check_resolution=False)
     xc = random_control(P, 5)
     res = P.lower.solve(xc)
     rng = np.random.default_rng(6)
@@ -177,35 +179,12 @@ def test_control_vertices_subset_and_warm_start_counters():
     first = P.lower.newton_iterations
     P.evaluate(xc)  # same point: the warm start is the solution, no Newton step needed
     assert P.lower.newton_iterations == first
-    assert P.lower.n_solves == 2 and P.lower.failures == 0
-
-
-def test_continuation_in_gamma_rescues_a_failing_cold_start():
-    """A core that fails cold below gamma = 4e-3 is rescued by continuation; same plan as a direct solve."""
-    op, x, m_true, y_d, mu2 = line_problem()
-    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, tol=1e-12, check_resolution=False)
-    real = P.lower.solver
-    calls = []
-
-    def flaky(c, m1, m2, gamma, *args, x0=None, **kw):
-        calls.append((gamma, x0 is not None))
-        r = real(c, m1, m2, gamma, *args, x0=x0, **kw)
-        if x0 is None and gamma < 4e-3:
-            r.success, r.message = False, "simulated failure of the cold start"
-        return r
-
-    P.lower.solver = flaky
-    xc = random_control(P, 8)
-    res = P.lower.solve(xc)
-    assert res.success and P.lower.continuations == 1 and P.lower.failures == 0
-    assert calls[0] == (1e-3, False) and any(g > 1e-3 for g, _ in calls) and calls[-1] == (1e-3, True)
-    direct = real(P.c, P.lower.density(xc), P.mu2_density, 1e-3, 0.0, P.q.weights, P.q.weights, tol=1e-12)
-    assert abs(res.plan - direct.plan).max() <= 1e-8 * abs(direct.plan).max()
+    assert P.lower.solves == 2 and P.lower.failures == 0
 
 
 def test_lower_level_failure_is_not_silent():
     op, x, m_true, y_d, mu2 = line_problem()
-    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, max_iter=0, check_resolution=False)
+    P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, qrot_options={"max_iter": 0}, check_resolution=False)
     e = P.evaluate(P.uniform())
     assert np.isnan(e["fun"]) and np.all(np.isnan(e["grad"]))
     assert P.lower.failures == 1
@@ -238,10 +217,10 @@ def test_bad_input_raises_value_error_naming_argument():
         P.evaluate(np.ones(P.n + 1))
 
 
-def test_smoothed_lower_level_rejects_inconsistent_shapes():
+def test_control_to_plan_rejects_inconsistent_shapes():
     op, x, m_true, y_d, mu2 = line_problem()
     P = ControlProblem(op, y_d, mu2, 0.05, 1e-3, 0.12, rho=0.2, check_resolution=False)
     with pytest.raises(ValueError, match="c"):
-        SmoothedLowerLevel(P.q, P.q, P.T, P.mu2_density, P.c[:-1], 1e-3)
+        ControlToPlan(P.q, P.q, P.T, P.mu2_density, P.c[:-1], 1e-3)
     with pytest.raises(ValueError, match="m2"):
-        SmoothedLowerLevel(P.q, P.q, P.T, P.mu2_density[:-1], P.c, 1e-3)
+        ControlToPlan(P.q, P.q, P.T, P.mu2_density[:-1], P.c, 1e-3)

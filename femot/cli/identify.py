@@ -158,7 +158,7 @@ def cmd_identify(argv) -> int:
         "J": res.J, "nit": res.nit, "nfev": res.nfev, "stationarity": res.stationarity,
         "stationarity_measure": res.stationarity_measure, "success": bool(res.success), "status": res.status,
         "message": res.message, "mu1_err_max": res.mu1_err_max, "pi_err_max": res.pi_err_max,
-        "time_s": res.time_s, "n_lower_solves": res.n_lower_solves, "lower_failures": res.lower_failures,
+        "time_s": res.time_s, "lower_requests": res.lower_requests, "lower_failures": res.lower_failures,
         "tol": args.tol, "max_iter": args.max_iter, "start": start, "model": args.model,
         "continuation": args.continuation, "phase": res.phase,
         "phases": [{k: v for k, v in p.items() if k != "levels"} for p in res.phases], "eps_bias": res.eps_bias,

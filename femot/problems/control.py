@@ -57,11 +57,12 @@ from .._validation import as_vector, check_nonnegative_scalar, check_positive_sc
 from ..fem.meshes import admissible_vertices
 from ..fem.quadrature import product_cost, quadrature
 from ..fem.smoothing import RESOLUTION_RATIO, Smoother, mesh_spacing, resolution_problem
-from .base import SmoothedLowerLevel, UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
 from .control_exact import exact_fields
 from .control_reference import _as_operator, _target, control_objective
+from .plan_maps import ControlToPlan
+from .protocol import UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
 
-__all__ = ["SmoothedLowerLevel", "ControlProblem", "ControlResult", "FORMULATIONS",
+__all__ = ["ControlProblem", "ControlResult", "FORMULATIONS",
            "MATRIX_FREE_PAIRS", "estimate_size"]
 
 #: Formulations of the transport term of :class:`ControlProblem`.
@@ -120,8 +121,8 @@ class ControlResult(UpperLevelResult):
         lower level at x.
     nfev, nhev : int
         Oracle calls and Hessian-vector products (0 when the optimizer takes none).
-    lower_solves, lower_requests, newton_iterations, lower_failures, lower_continuations
-        Lower-level effort (:meth:`femot.problems.base.LowerLevel.counters`);
+    lower_solves, lower_requests, newton_iterations, lower_failures
+        Lower-level effort (:meth:`femot.problems.MarginalToPlan.counters`);
         ``lower_solve_time_s``, ``adjoint_time_s`` its wall times.
     tr : femot.optim.SimplexTRResult
         The optimizer's result; ``time_s`` the wall time.
@@ -239,16 +240,15 @@ class ControlProblem(VertexControl):
 
     Notes
     -----
-    The problem satisfies :class:`femot.problems.base.SecondOrderProblem`; its lower level
-    is the shared driver :class:`femot.problems.base.SmoothedLowerLevel` (attribute
+    The problem satisfies :class:`femot.problems.SecondOrderProblem`; its lower level
+    is the shared driver :class:`femot.problems.ControlToPlan` (attribute
     ``lower``; ``lower.warm`` is the public warm-start state).
     """
 
     def __init__(self, poisson, y_d, mu2, nu: float, gamma: float, delta: float, *, beta: float = 2.0,
                  rho: float | None = None, eps: float = 0.0, target_points=None, transport_mesh=None,
-                 control_vertices=None, tol: float = 1e-10, max_iter: int = 200, solver_options: dict | None = None,
-                 transport: str = "plan", enlarge: bool = False, matrix_free: bool | None = None,
-                 check_resolution: bool = True):
+                 control_vertices=None, transport: str = "plan", enlarge: bool = False,
+                 matrix_free: bool | None = None, check_resolution: bool = True, qrot_options=None):
         if transport not in FORMULATIONS:
             raise ValueError(f"transport must be one of {FORMULATIONS}, got {transport!r}")
         self.formulation = transport
@@ -308,8 +308,8 @@ class ControlProblem(VertexControl):
         self.c = product_cost(self.q, self.q, self.beta, matrix_free=self.matrix_free)
         # <G, pi> = nu sum_ij w_i w_j c_ij pi_ij: the plan term as an entrywise pairing (lazy, dense cost only)
         self._G = None
-        self.lower = SmoothedLowerLevel(self.q, self.q, self.T, self.mu2_density, self.c, self.gamma, self.eps,
-                                        tol=tol, max_iter=max_iter, solver_options=solver_options)
+        self.lower = ControlToPlan(self.q, self.q, self.T, self.mu2_density, self.c, self.gamma, self.eps,
+                                   qrot_options=qrot_options)
         self.n_evaluations = 0
         self.n_hessp = 0
         self.last: dict | None = None
@@ -545,7 +545,8 @@ class ControlProblem(VertexControl):
         ----------
         %(start_parameters)s
         rtol : float or None
-            Relative stationarity tolerance (see above).
+            Relative stationarity tolerance (see above); 1e-5 here, 1e-2 for
+            :meth:`femot.problems.TrackingProblem.solve` (docs/problems.md, "Relative tolerances").
         fw_rtol : float
             Relative Frank-Wolfe tolerance of the value formulation.
         hessian : bool
@@ -556,7 +557,7 @@ class ControlProblem(VertexControl):
         Returns
         -------
         ControlResult
-            The result convention of :func:`femot.problems.base.upper_level_result`.
+            The result convention of :func:`femot.problems.protocol.upper_level_result`.
         """
         self._evaluations.clear()
         if self.formulation == "plan" and hessian and self.nu > 0:

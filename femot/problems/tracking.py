@@ -44,7 +44,8 @@ from ..core.qrot import QROTResult
 from ..fem.poisson import PoissonOperator, element_mask, product_mesh
 from ..fem.quadrature import product_cost, quadrature
 from ..fem.smoothing import Smoother
-from .base import SmoothedLowerLevel, UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
+from .plan_maps import ControlToPlan
+from .protocol import UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
 
 __all__ = ["TrackingProblem", "TrackingResult", "observation_domain"]
 
@@ -106,8 +107,8 @@ class TrackingResult(UpperLevelResult):
         Oracle calls.
     stationarity, tol : float
         Final stationarity measure and the tolerance used.
-    lower_solves, lower_requests, newton_iterations, lower_failures, lower_continuations
-        Lower-level effort (:meth:`femot.problems.base.LowerLevel.counters`).
+    lower_solves, lower_requests, newton_iterations, lower_failures
+        Lower-level effort (:meth:`femot.problems.MarginalToPlan.counters`).
     gamma, delta, nu, p_prime : float
         The problem's parameters.
     """
@@ -144,15 +145,14 @@ class TrackingProblem(VertexControl):
 
     Notes
     -----
-    The problem satisfies :class:`femot.problems.base.SimplexProblem` (and
-    :class:`~femot.problems.base.SecondOrderProblem` for p' = 2); its lower level is the
-    shared driver :class:`femot.problems.base.SmoothedLowerLevel` (attribute ``lower``).
+    The problem satisfies :class:`femot.problems.SimplexProblem` (and
+    :class:`~femot.problems.SecondOrderProblem` for p' = 2); its lower level is the
+    shared driver :class:`femot.problems.ControlToPlan` (attribute ``lower``).
     """
 
     def __init__(self, mesh1, mesh2, mu2, pi_d, nu: float, gamma: float, delta: float, *, mu1_d=None,
                  p_prime: float = 2.0, subdomain=None, beta=2.0, rho: float | None = None, eps: float = 0.0,
-                 tol: float = 1e-10, max_iter: int = 200, solver_options: dict | None = None,
-                 matrix_free: bool = False):
+                 matrix_free: bool = False, qrot_options=None):
         self.q1, self.q2 = quadrature(mesh1), quadrature(mesh2)
         n1, n2 = self.q1.n, self.q2.n
         self.n1, self.n2 = n1, n2
@@ -209,8 +209,8 @@ class TrackingProblem(VertexControl):
         pos = np.flatnonzero(self.mu2 > 0)
         self.mu2_density = s2.operator(sources=self.q2.nodes[pos], mass=self.mass).apply(self.mu2[pos])
         self.c = product_cost(self.q1, self.q2, beta, matrix_free=matrix_free)
-        self.lower = SmoothedLowerLevel(self.q1, self.q2, self.T, self.mu2_density, self.c, self.gamma, self.eps,
-                                        tol=tol, max_iter=max_iter, solver_options=solver_options)
+        self.lower = ControlToPlan(self.q1, self.q2, self.T, self.mu2_density, self.c, self.gamma, self.eps,
+                                   qrot_options=qrot_options)
         self.n_evaluations = 0
         self._cache = None
         self._last: tuple[np.ndarray, QROTResult] | None = None
@@ -330,7 +330,10 @@ class TrackingProblem(VertexControl):
         ----------
         %(start_parameters)s
         rtol : float or None
-            Relative stationarity tolerance.
+            Relative stationarity tolerance, ``tol = rtol * theta_R(x0)``.  1e-2 here,
+            1e-5 for :meth:`femot.problems.ControlProblem.solve`: with the Radon term (nonsmooth where
+            ``m = m_d``) or p' != 2 (BFGS model only) 1e-5 often ends at the iteration
+            limit (docs/problems.md, "Relative tolerances").
         callback : callable, optional
             Passed to the optimizer.
         hessian : bool
@@ -339,7 +342,7 @@ class TrackingProblem(VertexControl):
         Returns
         -------
         TrackingResult
-            The result convention of :func:`femot.problems.base.upper_level_result`.
+            The result convention of :func:`femot.problems.protocol.upper_level_result`.
         """
         hp = self.hessp if hessian and self.p_prime == 2.0 else None
         t0 = time.perf_counter()
