@@ -1,8 +1,8 @@
-"""Unregularized (exact) optimal transport references.
+"""Unregularized (exact) optimal transport: the linear program and the 1D monotone rearrangement.
 
-``exact_ot`` solves the weighted Hitchcock problem (Part III (H), docs/core.md with
-gamma = 0) as a linear program with HiGHS; ``exact_ot_1d`` solves 1D problems
-with a cost h(x - y), h convex, by monotone rearrangement in O(n log n).
+``exact_ot`` solves the weighted Hitchcock problem (Part III (H)) with HiGHS. The 1D functions
+share one argument convention, ``f(x1, x2, mu1, mu2, w1=None, w2=None, *, ...)``: positions,
+then densities, then weights (None: unit weights, so the densities are masses).
 """
 from __future__ import annotations
 
@@ -17,24 +17,25 @@ from femot._validation import (
     as_positive_weights,
     as_vector,
     check_equal_mass,
+    check_positive_scalar,
     mass_rtol,
 )
 
 # exact transport has no eps: unequal masses are an input error, nothing else
 _MASS_HINT = " (exact transport needs marginals of equal mass: normalize them)"
 
-__all__ = ["exact_ot", "exact_ot_1d", "monotone_rearrangement"]
+__all__ = ["exact_ot", "exact_ot_1d", "wasserstein_pp_1d", "monotone_coupling_1d", "monotone_rearrangement"]
 
 
-def _checked_marginals(mu1, mu2, w1, w2, n1, n2):
-    """Validated densities and weights ``(m1, m2, w1, w2)``; ``m2`` of exactly ``m1``'s mass."""
+def _checked_marginals(mu1, mu2, w1, w2, n1, n2, balance=True):
+    """Validated densities and weights ``(m1, m2, w1, w2)``; ``m2`` of exactly ``m1``'s mass if ``balance``."""
     m1 = as_nonnegative_vector(mu1, "mu1", length=n1)
     m2 = as_nonnegative_vector(mu2, "mu2", length=n2)
     rtol = mass_rtol(mu1, mu2, w1, w2)  # float32 input: its own rounding (before the casts)
     w1 = as_positive_weights(w1, "w1", n1)
     w2 = as_positive_weights(w2, "w2", n2)
-    m2 = check_equal_mass(m1, w1, m2, w2, rtol=rtol, hint=_MASS_HINT)
-    return m1, m2, w1, w2
+    balanced = check_equal_mass(m1, w1, m2, w2, rtol=rtol, hint=_MASS_HINT)
+    return m1, balanced if balance else m2, w1, w2
 
 
 @cite("III")
@@ -110,49 +111,159 @@ def exact_ot(c, mu1, mu2, w1=None, w2=None):
     return out
 
 
-def exact_ot_1d(x, y, mu1, mu2, w1=None, w2=None, cost=None):
-    """Exact 1D transport for a cost ``h(x - y)`` with ``h`` convex (monotone rearrangement).
+def exact_ot_1d(x1, x2, mu1, mu2, w1=None, w2=None, *, cost=None):
+    """Exact 1D transport for a cost ``h(x1 - x2)`` with ``h`` convex (monotone rearrangement).
 
-    ``x`` (n1,), ``y`` (n2,) are the support points, ``mu1``, ``mu2`` densities
-    with respect to the weights ``w1``, ``w2`` (masses ``w*mu``).  The monotone
-    (north-west corner on sorted supports) coupling is optimal for every convex
-    ``h`` (default ``h(d) = d**2``).  Runs in O((n1 + n2) log(n1 + n2)).
-
-    Returns an ``OptimizeResult`` with ``plan`` (CSR density w.r.t. w1 x w2,
-    in the original ordering), ``masses`` and ``cost``.
+    The monotone coupling (north-west corner rule on the sorted supports) is optimal for
+    every convex ``h`` (default ``h(d) = d**2``). O((n1 + n2) log(n1 + n2)).
 
     Parameters
     ----------
-    x : array_like, shape (n1,)
-        Support points of the first marginal.
-    y : array_like, shape (n2,)
-        Support points of the second marginal.
+    x1 : array_like, shape (n1,) or (n1, 1)
+        Support points of the first marginal, in any order.
+    x2 : array_like, shape (n2,) or (n2, 1)
+        Support points of the second marginal, in any order.
     mu1, mu2 : array_like, shapes (n1,) and (n2,)
-        Nonnegative densities of equal mass.
+        Nonnegative densities w.r.t. ``w1``, ``w2`` (masses ``w*mu``) of equal mass.
     w1, w2 : array_like or None, optional
         Positive weights; None (default) means ones.
     cost : callable or None, optional
-        ``h`` evaluated on an array of differences ``x_i - y_j``; None (default) is ``np.square``.
+        ``h`` evaluated on an array of differences ``x1_i - x2_j``; None (default) is ``np.square``.
+
+    Returns
+    -------
+    scipy.optimize.OptimizeResult
+        ``plan`` (CSR density w.r.t. ``w1 x w2``, in the input ordering), ``masses`` (CSR,
+        the coupling's masses) and ``cost``.
 
     Raises
     ------
     ValueError
         If a point set is not a finite vector, a marginal is negative or of the wrong
         length, a weight is not positive, or the masses differ.
+
+    Examples
+    --------
+    >>> res = exact_ot_1d([0.0, 1.0], [0.5, 2.0], [0.5, 0.5], [0.5, 0.5])
+    >>> print(f"{res.cost:.4f}")
+    0.6250
     """
-    x = as_vector(x, "x")
-    y = as_vector(y, "y")
-    n1, n2 = x.size, y.size
+    x1 = as_vector(x1, "x1")
+    x2 = as_vector(x2, "x2")
+    n1, n2 = x1.size, x2.size
     m1, m2, w1, w2 = _checked_marginals(mu1, mu2, w1, w2, n1, n2)
     if cost is None:
         cost = np.square
-    rows, cols, vals = monotone_rearrangement(x, w1 * m1, y, w2 * m2)
+    rows, cols, vals = monotone_rearrangement(x1, w1 * m1, x2, w2 * m2)
     T = sp.csr_matrix((vals, (rows, cols)), shape=(n1, n2))
     T.sum_duplicates()
     plan = sp.csr_matrix(T.multiply(1.0 / w1[:, None]).multiply(1.0 / w2[None, :]))
-    total = float(np.sum(vals * cost(x[rows] - y[cols])))
+    total = float(np.sum(vals * cost(x1[rows] - x2[cols])))
     return OptimizeResult(success=True, status=0, message="monotone rearrangement", plan=plan, masses=T,
                           cost=total)
+
+
+def _masses_1d(x1, x2, mu1, mu2, w1, w2):
+    """Validated points and masses ``(x1, x2, a, b)``; ``b`` is not rebalanced (the rearrangement does)."""
+    x1 = as_vector(x1, "x1")
+    x2 = as_vector(x2, "x2")
+    m1, m2, w1, w2 = _checked_marginals(mu1, mu2, w1, w2, x1.size, x2.size, balance=False)
+    return x1, x2, w1 * m1, w2 * m2
+
+
+@cite("II")
+def wasserstein_pp_1d(x1, x2, mu1, mu2, w1=None, w2=None, *, p: float = 2.0) -> float:
+    """``W_p(mu1, mu2)^p`` between discrete measures on the line, ``p >= 1``.
+
+    The measures are ``sum_i w1_i mu1_i delta_{x1_i}`` and ``sum_j w2_j mu2_j delta_{x2_j}``.
+    For the convex cost ``|x1 - x2|^p`` the monotone rearrangement is optimal,
+    ``W_p^p = int_0^{|mu|} |Q_1(t) - Q_2(t)|^p dt`` with the quantile functions ``Q_k``
+    (Part II, eq. (3.14), on the line). For ``p = 1`` the equivalent formula
+    ``int |F_1 - F_2| dx`` with the cumulative distribution functions is used.
+
+    Parameters
+    ----------
+    x1 : array_like, shape (n1,) or (n1, 1)
+        Finite support points of the first measure, in any order.
+    x2 : array_like, shape (n2,) or (n2, 1)
+        Finite support points of the second measure, in any order.
+    mu1, mu2 : array_like, shapes (n1,) and (n2,)
+        Nonnegative densities w.r.t. ``w1``, ``w2`` (zeros allowed) of equal mass.
+    w1, w2 : array_like or None, optional
+        Positive weights; None (default) means ones, so ``mu1``, ``mu2`` are masses.
+    p : float, optional
+        Exponent of the cost ``|x1 - x2|^p``, at least 1 (default 2).
+
+    Returns
+    -------
+    float
+        The optimal transport cost ``W_p^p`` (not its ``p``-th root).
+
+    Raises
+    ------
+    ValueError
+        If ``p < 1``, or the measures are invalid or of unequal mass.
+
+    Examples
+    --------
+    >>> print(f"{wasserstein_pp_1d([0.0], [3.0], [2.0], [2.0], p=1):.4f}")
+    6.0000
+    >>> print(f"{wasserstein_pp_1d([0.0, 1.0], [0.5, 2.0], [0.5, 0.5], [0.5, 0.5]):.4f}")
+    0.6250
+    """
+    p = check_positive_scalar(p, "p")
+    if p < 1:
+        raise ValueError(f"p must be >= 1 (the monotone coupling is optimal for convex costs), got {p!r}")
+    x1, x2, a, b = _masses_1d(x1, x2, mu1, mu2, w1, w2)
+    if p == 1:
+        z = np.concatenate([x1, x2])
+        w = np.concatenate([a, -b])
+        order = np.argsort(z, kind="stable")
+        z, w = z[order], w[order]
+        diff = np.cumsum(w)[:-1]  # F_1 - F_2 on [z_k, z_{k+1})
+        return float(np.sum(np.abs(diff) * np.diff(z)))
+    i1, i2, dt = monotone_rearrangement(x1, a, x2, b)
+    return float(np.sum(dt * np.abs(x1[i1] - x2[i2]) ** p))
+
+
+def monotone_coupling_1d(x1, x2, mu1, mu2, w1=None, w2=None) -> sp.csr_matrix:
+    """The monotone coupling of two discrete measures on the line, as a matrix of masses.
+
+    The measures are ``sum_i w1_i mu1_i delta_{x1_i}`` and ``sum_j w2_j mu2_j delta_{x2_j}``;
+    the coupling (north-west corner rule on the sorted points) is optimal for every convex
+    cost ``h(x1 - x2)``. Its density w.r.t. ``w1 x w2`` is :func:`exact_ot_1d`'s ``plan``.
+
+    Parameters
+    ----------
+    x1 : array_like, shape (n1,) or (n1, 1)
+        Finite support points of the first measure, in any order.
+    x2 : array_like, shape (n2,) or (n2, 1)
+        Finite support points of the second measure, in any order.
+    mu1, mu2 : array_like, shapes (n1,) and (n2,)
+        Nonnegative densities w.r.t. ``w1``, ``w2`` (zeros allowed) of equal mass.
+    w1, w2 : array_like or None, optional
+        Positive weights; None (default) means ones, so ``mu1``, ``mu2`` are masses.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix, shape (n1, n2)
+        The masses ``T_ij`` (row sums ``w1*mu1``, column sums ``w2*mu2``), indexed in the
+        input order; at most ``n1 + n2 - 1`` nonzeros.
+
+    Raises
+    ------
+    ValueError
+        If the measures are invalid or of unequal mass.
+
+    Examples
+    --------
+    >>> T = monotone_coupling_1d([1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.5, 0.5])
+    >>> [[float(v) for v in row] for row in T.toarray()]
+    [[0.0, 0.5], [0.5, 0.0]]
+    """
+    x1, x2, a, b = _masses_1d(x1, x2, mu1, mu2, w1, w2)
+    i1, i2, dt = monotone_rearrangement(x1, a, x2, b)
+    return sp.coo_matrix((dt, (i1, i2)), shape=(x1.size, x2.size)).tocsr()
 
 
 def monotone_rearrangement(x, a, y, b):
