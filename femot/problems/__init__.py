@@ -1,12 +1,6 @@
 """Upper-level problems: transportation identification, tracking, elliptic control."""
 from femot.problems.control import ControlProblem, ControlResult
-from femot.problems.control_reference import (
-                                              control_objective,
-                                              monotone_plan_1d,
-                                              solve_control_reference,
-                                              wasserstein1_1d,
-                                              wasserstein_power_1d,
-)
+from femot.problems.control_reference import control_objective, solve_control_reference
 from femot.problems.identification import (
                                               TransportIdentification,
                                               band_mask,
@@ -22,7 +16,6 @@ __all__ = [
     "TransportIdentification", "IdentificationResult", "identification_errors",
     "band_mask", "identification_instance", "load_instance", "save_instance", "problem_from_instance",
     "ControlProblem", "ControlResult", "TrackingProblem", "TrackingResult", "observation_domain",
-    "solve_control_reference", "control_objective", "wasserstein1_1d", "wasserstein_power_1d",
-    "monotone_plan_1d", "SimplexProblem", "SecondOrderProblem", "MarginalToPlan", "ControlToPlan",
-    "UpperLevelResult", "solve_on_simplex",
+    "solve_control_reference", "control_objective", "SimplexProblem", "SecondOrderProblem", "MarginalToPlan",
+    "ControlToPlan", "UpperLevelResult", "solve_on_simplex",
 ]
