@@ -21,8 +21,12 @@ import sys
 
 import numpy as np
 
+from femot._io import check_writable, write_json
 from femot._validation import check_dense_memory
 from femot.demos.common import add_output_options, figure_folder, save_figure
+from femot.demos.identification import plot_marginal_bars, plot_sparsity_overlay
+from femot.optim import DEFAULT_OPTIONS
+from femot.optim.trust_region import LEGEND
 from femot.problems import identification_errors, identification_instance, load_instance, problem_from_instance
 from femot.problems.instances import instance_options, save_result
 
@@ -85,8 +89,6 @@ def _load(args):
 
 
 def _check_outputs(args) -> None:
-    from femot._io import check_writable
-
     for opt, path in (("--json", args.json), ("--save", args.save)):
         if path:
             check_writable(path, opt)
@@ -108,7 +110,6 @@ def cmd_identify(argv) -> int:
         Exit status: 0 if the optimizer succeeded, 1 if it did not, 2 for invalid input
         or an unwritable output path.
     """
-    from femot.optim.trust_region import DEFAULT_OPTIONS, LEGEND
 
     args = build_parser().parse_args(list(argv))
     say = (lambda *a: None) if args.quiet else print
@@ -177,8 +178,6 @@ def cmd_identify(argv) -> int:
             print(f"max|mu1* - mu1| = {t['mu1_err_max']:.4e}, max|pi* - pi| = {t['pi_err_max']:.4e} "
                   f"(against the truth)")
     if args.json:
-        from femot._io import write_json
-
         write_json(args.json, out)
         say(f"summary written to {args.json}")
     if args.save:
@@ -187,16 +186,12 @@ def cmd_identify(argv) -> int:
         out["figures"] = _plots(args.plot, prob, data, res)
         say(f"figures in {args.plot}")
         if args.json:
-            from femot._io import write_json
-
             write_json(args.json, out)
     return 0 if res.success else 1
 
 
 def _plots(folder, prob, data, res):
 
-
-    from femot.demos.identification import plot_marginal_bars, plot_sparsity_overlay
 
     plt = figure_folder(folder)
     truth = data.get("mu1_true") is not None and data.get("pi_true") is not None

@@ -131,6 +131,21 @@ class ControlResult(UpperLevelResult):
     exact_fun, exact_transport, exact_method
         The exact (OCP) objective of the control and its ``W_beta^beta``
         (:func:`femot.problems.control_exact.exact_fields`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import skfem
+    >>> from femot.fem import PoissonOperator
+    >>> from femot.problems import ControlProblem
+    >>> op = PoissonOperator(skfem.MeshLine(np.linspace(0.0, 1.0, 9)))
+    >>> mu2 = np.zeros(9)
+    >>> mu2[3:6] = 1 / 3
+    >>> problem = ControlProblem(op, np.zeros(9), mu2, 0.1, 1e-2, 0.25, rho=0.25, transport="value",
+    ...                          check_resolution=False)
+    >>> res = problem.solve()
+    >>> print(problem.n, type(res).__name__, bool(res.success), f"{res.fun:.5f}")
+    5 ControlResult True 0.01100
     """
 
 
@@ -243,6 +258,21 @@ class ControlProblem(VertexControl):
     The problem satisfies :class:`femot.problems.SecondOrderProblem`; its lower level
     is the shared driver :class:`femot.problems.ControlToPlan` (attribute
     ``lower``; ``lower.warm`` is the public warm-start state).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import skfem
+    >>> from femot.fem import PoissonOperator
+    >>> from femot.problems import ControlProblem
+    >>> op = PoissonOperator(skfem.MeshLine(np.linspace(0.0, 1.0, 9)))
+    >>> mu2 = np.zeros(9)
+    >>> mu2[3:6] = 1 / 3
+    >>> problem = ControlProblem(op, np.zeros(9), mu2, 0.1, 1e-2, 0.25, rho=0.25, transport="value",
+    ...                          check_resolution=False)
+    >>> res = problem.solve()
+    >>> print(problem.n, type(res).__name__, bool(res.success), f"{res.fun:.5f}")
+    5 ControlResult True 0.01100
     """
 
     def __init__(self, poisson, y_d, mu2, nu: float, gamma: float, delta: float, *, beta: float = 2.0,

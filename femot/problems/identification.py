@@ -136,6 +136,11 @@ def band_mask(n1: int, n2: int, bandwidth: int) -> np.ndarray:
         The plan's shape.
     bandwidth : int
         Half-width of the band.
+
+    Examples
+    --------
+    >>> band_mask(3, 3, 1).astype(int).tolist()
+    [[1, 1, 0], [1, 1, 1], [0, 1, 1]]
     """
     i = np.arange(n1)[:, None]
     j = np.arange(n2)[None, :]
@@ -657,6 +662,13 @@ def identification_errors(mu1, pi, mu1_true, pi_true) -> dict:
         True marginal.
     pi_true : array_like or scipy.sparse matrix
         True plan.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> errs = identification_errors([0.5, 0.5], np.eye(2) / 2, [0.4, 0.6], np.eye(2) / 2)
+    >>> print(f"{errs['mu1_err_max']:.2f} {errs['pi_err_max']:.2f}")
+    0.10 0.00
     """
     mu1 = as_vector(_dense(mu1), "mu1")
     mt = as_vector(_dense(mu1_true), "mu1_true", length=mu1.size)

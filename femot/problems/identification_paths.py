@@ -8,7 +8,6 @@ docs/problems.md ("Which minimum: the default method") gives the measurements be
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,16 +22,13 @@ from femot.problems.protocol import (
     upper_level_result,
 )
 
-if TYPE_CHECKING:  # the problem module imports this one
-    from femot.problems.identification import TransportIdentification
-
 __all__ = ["IdentificationResult", "DEFAULT_TR_OPTIONS", "MODELS"]
 
 
 @_cite
 @shared_doc
 class IdentificationResult(UpperLevelResult):
-    """Result of :meth:`TransportIdentification.solve`.
+    """Result of :meth:`femot.problems.TransportIdentification.solve`.
 
     %(result_keys)s
 
@@ -89,6 +85,14 @@ class IdentificationResult(UpperLevelResult):
         Wall time in the lower level and in total.
     gamma, eps, lam : float
         The problem's parameters.
+
+    Examples
+    --------
+    >>> from femot.problems import identification_instance, problem_from_instance
+    >>> problem = problem_from_instance(identification_instance(5, seed=0), gamma=1e-2)
+    >>> res = problem.solve(model="bfgs")
+    >>> print(type(res).__name__, bool(res.success), f"{res.J:.4f}", res.phase)
+    IdentificationResult True 0.0144 bfgs
     """
 
     def summary(self) -> str:
@@ -112,7 +116,7 @@ class IdentificationResult(UpperLevelResult):
         return "\n".join(lines)
 
 
-#: Trust-region options used by :meth:`TransportIdentification.solve` unless overridden.
+#: Trust-region options used by :meth:`femot.problems.TransportIdentification.solve` unless overridden.
 #: Part III §4.2: R = sqrt(n1), Delta_min = 1e-6, eta = (0.1, 0.9), beta = (0.5, 1.5),
 #: nu = 1, mu1_0 uniform, Delta0 = 1, TOL = 1e-5 (the defaults of minimize_simplex).
 DEFAULT_TR_OPTIONS = {"tol": 1e-5, "max_iter": 200}
@@ -154,7 +158,7 @@ def _level(problem, r) -> dict:
 
 
 def _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuation, continuation_tol):
-    """The intermediate levels (t gamma, t eps) of :meth:`TransportIdentification.solve`.
+    """The intermediate levels (t gamma, t eps) of :meth:`femot.problems.TransportIdentification.solve`.
 
     Returns the last point, the level records and the summed (nit, nfev, nhev) and
     lower-level effort of these levels.
@@ -187,7 +191,7 @@ def _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuat
     return path.x, levels, its, effort
 
 
-#: Models of :meth:`TransportIdentification.solve`.
+#: Models of :meth:`femot.problems.TransportIdentification.solve`.
 MODELS = ("auto", "bfgs", "newton")
 
 
@@ -280,9 +284,9 @@ def _starts(problem, x0, starts):
     return out
 
 
-def _solve(problem: TransportIdentification, x0, options, callback, model, bouligand, continuation,
+def _solve(problem, x0, options, callback, model, bouligand, continuation,
            continuation_tol, starts) -> IdentificationResult:
-    """The body of :meth:`TransportIdentification.solve`."""
+    """The body of :meth:`femot.problems.TransportIdentification.solve` for ``problem``, an instance."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if x0 is not None:

@@ -75,6 +75,13 @@ class SimplexProblem(Protocol):
     natural unknown (the control masses on all vertices; for identification the
     marginal itself).  ``solve()`` minimizes from ``uniform()`` and returns a result
     following the convention of :func:`upper_level_result`.
+
+    Examples
+    --------
+    >>> from femot.problems import identification_instance, problem_from_instance
+    >>> problem = problem_from_instance(identification_instance(5, seed=0), gamma=1e-2)
+    >>> isinstance(problem, SimplexProblem), isinstance(problem, SecondOrderProblem)
+    (True, True)
     """
 
     mass: float
@@ -131,6 +138,13 @@ class SecondOrderProblem(SimplexProblem, Protocol):
     where it is twice differentiable (an element of the generalized Hessian at a kink);
     it is called right after ``problem(x)``, so an implementation may reuse that
     evaluation's lower-level solution.
+
+    Examples
+    --------
+    >>> from femot.problems import identification_instance, problem_from_instance
+    >>> problem = problem_from_instance(identification_instance(5, seed=0), gamma=1e-2)
+    >>> isinstance(problem, SimplexProblem), isinstance(problem, SecondOrderProblem)
+    (True, True)
     """
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -311,6 +325,14 @@ class UpperLevelResult(OptimizeResult):
         Wall time (seconds).
     tr : femot.optim.SimplexTRResult
         The optimizer's result (iteration table: :meth:`table`).
+
+    Examples
+    --------
+    >>> from femot.problems import identification_instance, problem_from_instance
+    >>> problem = problem_from_instance(identification_instance(5, seed=0), gamma=1e-2)
+    >>> res = problem.solve(model="bfgs")
+    >>> isinstance(res, UpperLevelResult), all(k in res for k in RESULT_KEYS)
+    (True, True)
     """
 
     def table(self) -> str:

@@ -68,6 +68,15 @@ def observation_domain(mesh1, mesh2, subdomain=None, kind: str | None = None):
         Cell mask or predicate on the centroids of the product mesh (None: everything).
     kind : str or None
         Cell type of the product mesh (see :func:`femot.fem.product_mesh`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import skfem
+    >>> mesh = skfem.MeshLine(np.linspace(0.0, 1.0, 5))
+    >>> D, vertex_map, product = observation_domain(mesh, mesh, lambda c: c[0] < 0.5)
+    >>> print(D.p.shape[1], product.p.shape[1], vertex_map[:3].tolist())
+    15 25 [0, 1, 2]
     """
     prod = product_mesh(mesh1, mesh2, kind)
     mask = element_mask(prod, subdomain, cells="cell of Omega_1 x Omega_2")
@@ -111,6 +120,19 @@ class TrackingResult(UpperLevelResult):
         Lower-level effort (:meth:`femot.problems.MarginalToPlan.counters`).
     gamma, delta, nu, p_prime : float
         The problem's parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import skfem
+    >>> from femot.problems import TrackingProblem
+    >>> mesh = skfem.MeshLine(np.linspace(0.0, 1.0, 9))
+    >>> mu2 = np.zeros(9)
+    >>> mu2[3:6] = 1 / 3
+    >>> problem = TrackingProblem(mesh, mesh, mu2, np.zeros((9, 9)), 0.0, 1e-2, 0.25, rho=0.25)
+    >>> res = problem.solve()
+    >>> print(problem.n, type(res).__name__, bool(res.success), f"{res.fun:.5f}")
+    5 TrackingResult True 0.15086
     """
 
 
@@ -148,6 +170,19 @@ class TrackingProblem(VertexControl):
     The problem satisfies :class:`femot.problems.SimplexProblem` (and
     :class:`~femot.problems.SecondOrderProblem` for p' = 2); its lower level is the
     shared driver :class:`femot.problems.ControlToPlan` (attribute ``lower``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import skfem
+    >>> from femot.problems import TrackingProblem
+    >>> mesh = skfem.MeshLine(np.linspace(0.0, 1.0, 9))
+    >>> mu2 = np.zeros(9)
+    >>> mu2[3:6] = 1 / 3
+    >>> problem = TrackingProblem(mesh, mesh, mu2, np.zeros((9, 9)), 0.0, 1e-2, 0.25, rho=0.25)
+    >>> res = problem.solve()
+    >>> print(problem.n, type(res).__name__, bool(res.success), f"{res.fun:.5f}")
+    5 TrackingResult True 0.15086
     """
 
     def __init__(self, mesh1, mesh2, mu2, pi_d, nu: float, gamma: float, delta: float, *, mu1_d=None,
