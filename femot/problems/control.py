@@ -1,48 +1,8 @@
-"""Wasserstein-regularized elliptic control: the regularized problem (OCP^delta_gamma).
+"""Wasserstein-regularized elliptic control (Part II, Section 3.2.2): the regularized problem (OCP^delta_gamma).
 
-Part II, Section 3.2.2.  The unregularized problem (OCP) reads
-
-    min_{mu1}  1/2 |y - y_d|^2_{L2(Omega_*)} + nu W_beta(mu1, mu2^d)^beta
-    s.t.       -Lap y = mu1 in Omega_*,  y = 0 on the boundary,
-               mu1 a probability measure,  dist(supp mu1, boundary) >= rho,
-
-and its regularized counterpart (OCP^delta_gamma) replaces the Wasserstein term
-by ``nu <c_d, pi>`` with ``c_d = |x1 - x2|^beta`` and the regularized plan
-
-    pi = S_gamma(T^delta mu1, T^delta mu2^d)          (Part II (2.6), Lemma 3.8)
-
-between the smoothed marginals.  Discretization (docs/problems.md):
-
-* the state lives in P1 (or P2) finite elements on a mesh of Omega_*
-  (:class:`femot.fem.PoissonOperator`, ``y = G m``);
-* the control is a discrete measure ``mu1 = sum_k m_k delta_{x_k}`` on the
-  admissible vertices (distance >= rho from the boundary), ``m`` a point of the
-  simplex of mass ``|mu2^d|``;
-* the transport lives on a quadrature ``q`` of Omega_* (by default the vertices
-  of the state mesh with lumped weights; optionally a coarser mesh); ``T^delta``
-  maps the control masses to a density at the nodes of ``q``
-  (:class:`femot.fem.SmoothingOperator`, ``density = T m``) and the prior
-  ``mu2^d`` to the fixed density ``m2``;
-* the plan density ``pi`` w.r.t. ``w_i w_j`` is computed by the core
-  (:func:`femot.solve_qrot`), and the transport term is
-  ``sum_ij w_i w_j c_ij pi_ij``.
-
-Reduced gradient of ``f(m) = 1/2 |G m - y_d|^2 + nu sum_ij w_i w_j c_ij pi_ij(T m)``:
-
-* tracking: ``G^T (M y - b_d)`` at the control vertices (one adjoint Poisson solve);
-* transport: the core's adjoint (Part III Prop. 3.14), ``p1 = vjp(G)`` with
-  ``G_ij = nu w_i w_j c_ij`` (the Euclidean gradient w.r.t. the density), then the
-  transpose of the smoothing, ``(T^delta)^T p1``.
-
-At points where the biactive set is nonempty this is one Clarke subgradient
-(Part III Thm 3.12 / Prop. 3.14), which is what the nonsmooth trust-region method
-(Part III Algorithm 4.1, :func:`femot.optim.minimize_simplex`) needs.
-
-The value formulation (``transport="value"``, beyond the papers) replaces the plan term
-by ``nu V(T^delta m, T^delta mu2^d)``, ``V`` the optimal value of the (doubly) regularized
-transport problem (= the dual optimum ``Phi(alpha, beta)``); it is convex in ``m`` with
-gradient ``nu (T^delta)^T (w alpha)`` and Hessian-vector products from
-:meth:`femot.QROTResult.dual_jvp`; see :class:`ControlProblem`.
+The plan formulation of Part II and the convex value formulation, over control masses on the
+admissible vertices of a mesh; docs/problems.md (sections 3 and 5c) gives the discretization,
+the reduced gradient and the choice between the formulations.
 """
 from __future__ import annotations
 
@@ -633,7 +593,7 @@ PLAN_METRIC_SCALE = 0.3
 #: Seconds per Newton step of the lower level and transport pair (dense cost: every pass streams the
 #: n_q^2 pairs) or plan nonzero (matrix-free: the k-d tree passes touch about the active pairs and
 #: their leaves); seconds per Hessian-vector product and state node (two Poisson solves) and plan
-#: nonzero (one dual solve).  Measured on a shared 2-core machine (ocp-2d, the issue-21 instance).
+#: nonzero (one dual solve).  Measured on a shared 2-core machine (the ocp-2d demo instance).
 _T_PAIR, _T_NNZ_MF, _T_HV_NODE, _T_HV_NNZ = 2e-8, 2e-7, 1.5e-6, 3e-8
 #: Newton steps of the lower level per upper-level solve assumed by :func:`estimate_size`.
 _NEWTON_STEPS = 200

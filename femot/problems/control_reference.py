@@ -1,33 +1,7 @@
-"""Exact reference for the unregularized Wasserstein-regularized control problem.
+"""Exact reference for the unregularized control problem (OCP) of Part II, Section 3.2.2.
 
-Part II, Section 3.2.2, problem (OCP):
-
-    min_{mu1}  1/2 |y - y_d|^2_{L2(Omega_*)} + nu W_beta(mu1, mu2^d)^beta
-    s.t.       -Lap y = mu1 in Omega_*,  y = 0 on the boundary,
-               mu1 >= 0 with the mass of mu2^d,  dist(supp mu1, boundary) >= rho.
-
-Written with the transport plan as the variable (the second reformulation of
-(OCP) in Part II, with cost ``c_d(x1, x2) = |x1 - x2|^beta`` of eq. (3.14)) the
-problem is convex:
-
-    min_{pi >= 0}  1/2 |G(P1# pi) - y_d|^2_{L2} + nu <c_d, pi>   s.t.  P2# pi = mu2^d.
-
-Discretization: the control is a discrete measure on the admissible vertices of
-a P1 (or P2) mesh, ``P1# pi = m`` (row sums), and the target is a discrete
-measure with masses ``mu2`` at points ``x2`` (column sums).  The state enters
-through the sparse equation ``K_II y_I = m`` instead of a dense ``G``, so the QP
-
-    min  1/2 y_I^T M_II y_I - b_I^T y_I + nu <c, pi>
-    s.t. K_II y_I - S m = 0,   m - pi 1 = 0,   pi^T 1 = mu2,   pi >= 0, m >= 0
-
-(``b_i = int y_d phi_i``, ``S`` places vertex masses on interior dofs) has a
-sparse positive semidefinite Hessian and a sparse constraint matrix.  It is
-solved by the interior-point solver Clarabel (a dependency of femot).
-
-Optimality is certified independently of the solver: with the reduced gradient
-``g_ij = (dJ_track/dm)_i + nu c_ij`` the Frank-Wolfe gap
-``<g, pi> - sum_j mu2_j min_i g_ij`` is nonnegative for every feasible plan, is
-an upper bound on ``fun - min``, and vanishes exactly at the minimizers.
+The problem with the transport plan as the variable, a sparse convex QP solved by Clarabel, and
+its solver-independent Frank-Wolfe certificate; docs/problems.md (sections 3c and 5d).
 """
 from __future__ import annotations
 

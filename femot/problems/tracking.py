@@ -1,35 +1,8 @@
 """W^{-1,p'} tracking of the transport plan: Part II, eq. (3.11) with the lower level of (3.13).
 
-The upper-level objective of Part II, Section 3.2.1,
-
-    J(pi, mu1) = |grad G(pi - pi_d)|^{p'}_{L^{p'}(D)} + nu |mu1 - mu1_d|_{M(Omega_1)},
-
-measures the plan against a measurement ``pi_d`` on an observation domain
-``D ⊂ Omega_1 x Omega_2`` in a norm equivalent to the W^{-1,p'}(D) norm: ``G``
-solves the Poisson problem ``-Lap phi = eta`` in D with ``phi = 0`` on the
-boundary of D (eq. (3.10), Lemma 3.7).  The plan is the regularized, smoothed
-lower level ``pi = S_gamma(T^delta mu1, T^delta mu2^d)`` (Part II (3.13)).
-
-Discretization:
-
-* Omega_1, Omega_2: meshes with lumped vertex quadratures (nodes ``x_i``, ``y_j``,
-  weights ``w_i``, ``v_j``); the plan is a density ``pi_ij`` w.r.t. ``w_i v_j``;
-* the control mu1: masses ``m`` on the vertices of Omega_1 at distance >= rho from
-  the boundary, a point of the simplex of mass ``|mu2^d|``; ``mu1_d`` masses on
-  all vertices of Omega_1, so ``|mu1 - mu1_d|_M = sum_k |m_k - m_d,k|``;
-* D: a union of cells of the product mesh of :func:`femot.fem.product_mesh`
-  (vertex ``i*n2 + j`` is ``(x_i, y_j)``), given as an element mask or a
-  predicate on cell centroids; D gets its own P1 Poisson operator with
-  homogeneous Dirichlet values on its boundary;
-* ``pi - pi_d`` enters as the discrete measure with masses ``w_i v_j (pi - pi_d)_ij``
-  at the vertices of D.
-
-Subgradient of ``F(m) = J(pi(m), m)``: the smooth part by one Poisson solve
-(``PoissonOperator.gradient_norm_value_and_gradient``), the core's adjoint and
-``(T^delta)^T`` (see :mod:`femot.problems.control`); the Radon-norm term is an l1
-norm of masses whose Clarke subdifferential is ``nu [sign(m - m_d)]`` (any value in
-``[-nu, nu]`` where ``m_k = m_d,k``; this module takes 0 there).  The nonsmooth
-trust-region method of Part III handles both kinks.
+``J(pi, mu1) = |grad G(pi - pi_d)|^{p'}_{L^{p'}(D)} + nu |mu1 - mu1_d|_{M(Omega_1)}`` on an
+observation domain ``D`` of the product mesh; docs/problems.md (sections 2 and 5b) gives the
+discretization and the subgradient.
 """
 from __future__ import annotations
 
