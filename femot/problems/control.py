@@ -132,40 +132,8 @@ class ControlProblem(VertexControl):
     with Phi the (doubly) regularized dual objective of Part III (3.1) (weighted); both over
     control masses ``m >= 0`` on the admissible vertices with ``sum m = |mu2^d|``.
 
-    Value formulation.  ``V`` is a supremum of functions affine in (mu1, mu2) (Phi is
-    affine in the marginals), hence convex; for eps > 0 the maximizer is unique and ``V``
-    is C^1 with ``grad_mu1 V = w alpha`` (Danskin / envelope theorem); for eps = 0 ``alpha``
-    is unique up to ``(alpha + t, beta - t)``, which is invisible along mass-preserving
-    directions, i.e. on the simplex.  ``T^delta`` is affine, so ``f`` is CONVEX in m
-    (the tracking term is a convex quadratic) and C^1 with
-
-        grad f = G^T (M G m - b) + nu (T^delta)^T (w alpha)
-
-    (no adjoint of the plan needed).  For a convex f the Frank-Wolfe gap
-    ``<grad f, m> - mass min_i grad_i f`` bounds ``f(m) - min f``: a certificate.
-    Limit: for eps = 0, ``V_gamma(mu1, mu2) = <c, pi_gamma> + gamma/2 |pi_gamma|^2
-    >= <c, pi_gamma> >= W_beta^beta(mu1, mu2)`` (pi_gamma is feasible for the
-    unregularized problem), and for any feasible plan pi_0 with square-integrable density
-    ``V_gamma <= <c, pi_0> + gamma/2 |pi_0|^2``.  Discretely, pi_0 an optimal plan gives
-    ``0 <= V_gamma - W_beta^beta <= gamma/2 |pi_0|^2 -> 0``; in function space a plan of
-    finite L2 norm and cost within any tolerance of W_beta^beta does (the approximation
-    used for the plan formulation in Part II), so ``V_gamma -> W_beta^beta`` as gamma -> 0
-    and, with T^delta -> id along the coupled schedules of Part II (3.1), the value
-    formulation has the same limit problem (OCP) as (OCP^delta_gamma).
-
-    Second-order information (:meth:`hessp`).  The tracking Hessian is exactly
-    ``G^T M G`` (two Poisson solves per product).  The value term's Hessian-vector
-    product is ``nu (T^delta)^T W dalpha(T^delta v)`` (one sparse solve with the core's
-    Newton matrix, :meth:`femot.QROTResult.dual_jvp`); alpha is piecewise affine in the
-    marginals, so this is the Hessian wherever the active set does not change, and an
-    element of the generalized Hessian at kinks.  For the plan formulation with eps > 0
-    the dual system is piecewise linear, so pi is piecewise affine in mu1 and
-    ``<c, pi>`` piecewise LINEAR in m: its Hessian vanishes wherever pi is
-    differentiable.  For eps = 0 the same holds: the plan is unique and the potentials
-    are piecewise affine on the affine space of equal masses (up to the shift, which
-    does not change pi), so on the simplex pi is piecewise affine and ``<c, pi>``
-    piecewise linear.  ``hessp`` of the plan formulation is therefore the tracking
-    Hessian (exact a.e.); its kinks are left to the trust region's nonsmooth machinery.
+    The value formulation is convex with a Frank-Wolfe certificate and has the same limit
+    problem (OCP); :meth:`hessp` is exact almost everywhere (docs/problems.md, section 5c).
 
     Parameters
     ----------
