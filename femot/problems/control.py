@@ -12,15 +12,15 @@ from collections import OrderedDict
 import numpy as np
 import scipy.sparse as sp
 
-from .._docstrings import cite
-from .._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
-from ..fem.meshes import admissible_vertices
-from ..fem.quadrature import product_cost, quadrature
-from ..fem.smoothing import RESOLUTION_RATIO, Smoother, mesh_spacing, resolution_problem
-from .control_exact import exact_fields
-from .control_reference import _as_operator, _target, control_objective
-from .plan_maps import ControlToPlan
-from .protocol import UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
+from femot._docstrings import cite
+from femot._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
+from femot.fem import Smoother, product_cost, quadrature
+from femot.fem.meshes import admissible_vertices
+from femot.fem.smoothing import RESOLUTION_RATIO, mesh_spacing, resolution_problem
+from femot.problems.control_exact import exact_fields
+from femot.problems.control_reference import _as_operator, _target, control_objective
+from femot.problems.plan_maps import ControlToPlan
+from femot.problems.protocol import UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
 
 __all__ = ["ControlProblem", "ControlResult", "FORMULATIONS",
            "MATRIX_FREE_PAIRS", "estimate_size"]

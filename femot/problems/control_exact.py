@@ -13,12 +13,12 @@ import scipy.sparse as sp
 from scipy.optimize import OptimizeResult
 from scipy.sparse.linalg import splu
 
-from .._validation import as_vector, check_positive_scalar
-from ..core.semidiscrete import SemiDiscreteDomain, laguerre_cells, semidiscrete_ot
-from ..fem.meshes import admissible_vertices
-from ..fem.plotting import nodal_density
-from ..fem.semidiscrete import mesh_domain
-from .control_reference import _as_operator
+from femot._validation import as_vector, check_positive_scalar
+from femot.core.semidiscrete import SemiDiscreteDomain, laguerre_cells, semidiscrete_ot
+from femot.fem import nodal_density
+from femot.fem.meshes import admissible_vertices
+from femot.fem.semidiscrete import mesh_domain
+from femot.problems.control_reference import _as_operator
 
 __all__ = ["ControlExactResult", "solve_control_exact", "exact_control_objective", "exact_fields"]
 

@@ -12,6 +12,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from femot._docstrings import cite
+from femot.core import exact_ot
+from femot.core.instances import hitchcock_instance
 from femot.problems.identification import TransportIdentification, band_mask
 
 __all__ = [
@@ -115,9 +117,6 @@ def identification_instance(n: int = 25, seed: int = 0, experiment: int = 1, *, 
     >>> print(data["c_d"].shape, f"{data['mu1_true'].sum():.4f}")
     (5, 5) 1.0000
     """
-    from femot.core.exact import exact_ot
-    from femot.core.instances import hitchcock_instance
-
     if experiment not in (1, 2):
         raise ValueError(f"experiment must be 1 or 2, got {experiment!r}")
     c, mu1, mu2 = hitchcock_instance(int(n), seed=seed, occupancy=occupancy)

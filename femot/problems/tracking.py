@@ -11,14 +11,13 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from .._docstrings import cite
-from .._validation import as_nonnegative_vector, as_vector, check_nonnegative_scalar, check_positive_scalar
-from ..core.qrot import QROTResult
-from ..fem.poisson import PoissonOperator, element_mask, product_mesh
-from ..fem.quadrature import product_cost, quadrature
-from ..fem.smoothing import Smoother
-from .plan_maps import ControlToPlan
-from .protocol import UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
+from femot._docstrings import cite
+from femot._validation import as_nonnegative_vector, as_vector, check_nonnegative_scalar, check_positive_scalar
+from femot.core import QROTResult
+from femot.fem import PoissonOperator, Smoother, product_cost, product_mesh, quadrature
+from femot.fem.poisson import element_mask
+from femot.problems.plan_maps import ControlToPlan
+from femot.problems.protocol import UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
 
 __all__ = ["TrackingProblem", "TrackingResult", "observation_domain"]
 
