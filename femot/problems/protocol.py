@@ -112,8 +112,8 @@ class SimplexProblem(Protocol):
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Value and one Clarke subgradient of the reduced objective at ``x`` (cached)."""
 
-    def solve(self, x0: np.ndarray | None = None) -> OptimizeResult:
-        """Minimize over the simplex; a result with the keys :data:`RESULT_KEYS`.
+    def solve(self, x0: np.ndarray | None = None, *, options=None, callback: Callable | None = None) -> OptimizeResult:
+        """Minimize over the simplex through :func:`solve_on_simplex`; a result with the keys :data:`RESULT_KEYS`.
 
         Implementations may take further (problem-specific) keyword arguments with defaults.
 
@@ -121,6 +121,10 @@ class SimplexProblem(Protocol):
         ----------
         x0 : ndarray, shape (n,), optional
             Starting point on the simplex; default :meth:`uniform`.
+        options : Mapping or options dataclass, optional
+            Options of :func:`femot.optim.minimize_simplex`.
+        callback : callable, optional
+            Passed to the optimizer.
 
         Returns
         -------
