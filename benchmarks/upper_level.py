@@ -61,14 +61,13 @@ def run_control(transport, model, max_iter):
 
 def run_identification(model, max_iter):
     hessian = model != "bfgs"
-    from femot.problems.identification import solve_identification
     from femot.problems.instances import identification_instance, problem_from_instance
 
     P = problem_from_instance(identification_instance(25, 0, experiment=1), gamma=1e-4, eps=1e-4)
     t0 = time.perf_counter()
-    r = solve_identification(P, options={"max_iter": max_iter}, hessian=hessian,
-                             continuation="auto" if hessian else None)
-    return {"iterations": int(r.nit), "lower_solves": int(r.n_lower_solves), "hessp": int(r.get("nhev", 0)),
+    r = P.solve(options={"max_iter": max_iter}, model="newton" if hessian else "bfgs",
+                continuation="auto" if hessian else None)
+    return {"iterations": int(r.nit), "lower_solves": int(r.lower_requests), "hessp": int(r.get("nhev", 0)),
             "time_s": time.perf_counter() - t0, "success": bool(r.success), "fun": float(r.J),
             "gap": float(r.stationarity), "gap_kind": str(r.stationarity_measure)}
 

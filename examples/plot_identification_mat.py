@@ -26,7 +26,7 @@ import numpy as np
 import scipy.io as sio
 import scipy.sparse as sp
 
-from femot.problems import load_instance, problem_from_instance, solve_identification
+from femot.problems import load_instance, problem_from_instance
 from femot.problems.instances import identification_instance
 
 seed, n = 0, 30
@@ -41,7 +41,7 @@ print(f"seed {seed}: wrote {path.name} with variables {sorted(v[0] for v in sio.
 # Read it back and solve at gamma = eps = 1e-4.
 data = load_instance(path)
 problem = problem_from_instance(data, gamma=1e-4, eps=1e-4)
-res = solve_identification(problem)
+res = problem.solve()
 print(res.message)
 print(f"success={res.success}, {res.nit} iterations, J = {res.fun:.4e}")
 err = np.abs(res.x - truth["mu1_true"]).max()

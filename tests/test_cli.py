@@ -109,7 +109,7 @@ def test_demo_output_paths_are_checked_before_the_run(tmp_path, capsys, monkeypa
 def _no_solve(monkeypatch):
     import femot.problems.identification as ident
 
-    monkeypatch.setattr(ident, "solve_identification", lambda *a, **k: pytest.fail("the problem was solved"))
+    monkeypatch.setattr(ident.TransportIdentification, "solve", lambda *a, **k: pytest.fail("the problem was solved"))
 
 
 def test_identify_json_to_a_directory(tmp_path, capsys, monkeypatch):

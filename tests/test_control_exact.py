@@ -112,7 +112,7 @@ def test_demo_levels_json(tmp_path):
 
 
 def test_regularized_results_report_the_exact_objective():
-    """Item 3: a regularized control's result carries its exact (OCP) objective, which the exact minimum bounds."""
+    """A regularized control's result carries its exact (OCP) objective, which the exact minimum bounds."""
     from femot.problems.control import ControlProblem
 
     mesh = skfem.MeshTri.init_sqsymmetric().refined(3)
@@ -170,7 +170,7 @@ def test_exact_control_study_rejects_a_discrete_prior():
 
 @pytest.mark.slow
 def test_exact_control_study_runs_and_reports_the_gap(tmp_path):
-    """Item 4 on a small fixed mesh: the regularized controls against the exact (OCP) on the same mesh."""
+    """On a small fixed mesh: the regularized controls against the exact (OCP) on the same mesh."""
     from femot.studies import parse_config, run_study
 
     out = run_study(parse_config(tiny_study()), tmp_path / "study", quiet=True, plots=False)

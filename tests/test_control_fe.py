@@ -50,8 +50,8 @@ def test_mesh_spacing_is_the_grid_spacing_on_structured_meshes():
 @pytest.mark.parametrize("transport", ["value", "plan"])
 def test_matrix_free_cost_gives_the_dense_result(transport):
     """GeometricCost and the dense matrix define the same lower level: same f, gradient, Hessian products."""
-    D = bump_problem(transport=transport, matrix_free=False, tol=1e-12)
-    G = bump_problem(transport=transport, matrix_free=True, tol=1e-12)
+    D = bump_problem(transport=transport, matrix_free=False, qrot_options={"tol": 1e-12})
+    G = bump_problem(transport=transport, matrix_free=True, qrot_options={"tol": 1e-12})
     assert isinstance(G.c, GeometricCost) and isinstance(D.c, np.ndarray)
     x = random_control(D, 1)
     fd, gd = D(x)

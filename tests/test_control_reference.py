@@ -8,16 +8,10 @@ import scipy.sparse as sp
 import skfem
 from scipy.optimize import linprog, minimize
 
+from femot.core import monotone_coupling_1d, wasserstein_pp_1d
 from femot.fem.meshes import boundary_distance
 from femot.fem.poisson import PoissonOperator
-from femot.problems.control_reference import (
-    control_objective,
-    monotone_plan_1d,
-    solve_control_reference,
-    transport_cost_matrix,
-    wasserstein1_1d,
-    wasserstein_power_1d,
-)
+from femot.problems.control_reference import control_objective, solve_control_reference, transport_cost_matrix
 
 
 def lp_transport(x1, m1, x2, m2, beta):
@@ -47,11 +41,11 @@ def test_wasserstein_1d_against_linear_programming(seed):
     rng = np.random.default_rng(seed)
     x1, m1 = random_measure(rng, 7)
     x2, m2 = random_measure(rng, 9, -0.5, 1.5)
-    w1 = wasserstein1_1d(x1, m1, x2, m2)
+    w1 = wasserstein_pp_1d(x1, x2, m1, m2, p=1)
     assert abs(w1 - lp_transport(x1, m1, x2, m2, 1.0)) <= 1e-10
-    assert abs(wasserstein_power_1d(x1, m1, x2, m2, 1.0) - w1) <= 1e-12
+    assert abs(wasserstein_pp_1d(x1, x2, m1, m2, p=1.0) - w1) <= 1e-12
     for beta in (1.5, 2.0, 3.0):
-        wb = wasserstein_power_1d(x1, m1, x2, m2, beta)
+        wb = wasserstein_pp_1d(x1, x2, m1, m2, p=beta)
         assert abs(wb - lp_transport(x1, m1, x2, m2, beta)) <= 1e-10 * max(1, wb)
 
 
@@ -60,12 +54,12 @@ def test_monotone_plan_marginals_and_cost(seed):
     rng = np.random.default_rng(seed)
     x1, m1 = random_measure(rng, 8, total=2.5)
     x2, m2 = random_measure(rng, 5, total=2.5)
-    P = monotone_plan_1d(x1, m1, x2, m2)
+    P = monotone_coupling_1d(x1, x2, m1, m2)
     assert P.shape == (8, 5) and P.min() >= 0
     assert np.allclose(np.asarray(P.sum(axis=1)).ravel(), m1, atol=1e-14)
     assert np.allclose(np.asarray(P.sum(axis=0)).ravel(), m2, atol=1e-14)
     c = np.abs(x1[:, None] - x2[None, :]) ** 2
-    assert abs(P.multiply(c).sum() - wasserstein_power_1d(x1, m1, x2, m2, 2.0)) <= 1e-13
+    assert abs(P.multiply(c).sum() - wasserstein_pp_1d(x1, x2, m1, m2, p=2.0)) <= 1e-13
     # monotone: the support has no crossing pairs (x1 < x1', x2 > x2')
     i, j = P.nonzero()
     a, b = x1[i], x2[j]
@@ -76,23 +70,23 @@ def test_wasserstein_symmetric_and_zero_on_equal_measures():
     rng = np.random.default_rng(11)
     x1, m1 = random_measure(rng, 6)
     x2, m2 = random_measure(rng, 6)
-    assert wasserstein1_1d(x1, m1, x1, m1) == 0
-    assert wasserstein_power_1d(x1, m1, x1[::-1], m1[::-1], 2.0) == 0
-    assert abs(wasserstein1_1d(x1, m1, x2, m2) - wasserstein1_1d(x2, m2, x1, m1)) <= 1e-15
+    assert wasserstein_pp_1d(x1, x1, m1, m1, p=1) == 0
+    assert wasserstein_pp_1d(x1, x1[::-1], m1, m1[::-1], p=2.0) == 0
+    assert abs(wasserstein_pp_1d(x1, x2, m1, m2, p=1) - wasserstein_pp_1d(x2, x1, m2, m1, p=1)) <= 1e-15
 
 
 def test_wasserstein_bad_input():
     x = np.array([0.0, 1.0])
-    with pytest.raises(ValueError, match="m1 and m2"):
-        wasserstein1_1d(x, [0.5, 0.5], x, [0.5, 0.6])
-    with pytest.raises(ValueError, match="m1"):
-        wasserstein1_1d(x, [-0.5, 1.5], x, [0.5, 0.5])
-    with pytest.raises(ValueError, match="m2"):
-        wasserstein_power_1d(x, [0.5, 0.5], x, [1.0], 2.0)
-    with pytest.raises(ValueError, match="beta"):
-        wasserstein_power_1d(x, [0.5, 0.5], x, [0.5, 0.5], 0.5)
+    with pytest.raises(ValueError, match="mu1 and mu2"):
+        wasserstein_pp_1d(x, x, [0.5, 0.5], [0.5, 0.6], p=1)
+    with pytest.raises(ValueError, match="mu1"):
+        wasserstein_pp_1d(x, x, [-0.5, 1.5], [0.5, 0.5], p=1)
+    with pytest.raises(ValueError, match="mu2"):
+        wasserstein_pp_1d(x, x, [0.5, 0.5], [1.0], p=2.0)
+    with pytest.raises(ValueError, match="p"):
+        wasserstein_pp_1d(x, x, [0.5, 0.5], [0.5, 0.5], p=0.5)
     with pytest.raises(ValueError, match="x2"):
-        wasserstein1_1d(x, [0.5, 0.5], np.zeros((2, 2)), [0.5, 0.5])
+        wasserstein_pp_1d(x, np.zeros((2, 2)), [0.5, 0.5], [0.5, 0.5], p=1)
 
 
 # --------------------------------------------------------------- the QP
@@ -192,8 +186,8 @@ def test_large_nu_control_approaches_prior():
     for nu in (1e-3, 1e-1, 1e1, 1e3):
         r = solve_control_reference(op, y_d, mu2, nu, rho=0.1)
         assert r.success
-        w1 = wasserstein1_1d(x, r.masses, x, mu2)
-        w2 = np.sqrt(wasserstein_power_1d(x, r.masses, x, mu2, 2.0))
+        w1 = wasserstein_pp_1d(x, x, r.masses, mu2, p=1)
+        w2 = np.sqrt(wasserstein_pp_1d(x, x, r.masses, mu2, p=2.0))
         assert w1 <= w2 + 1e-12
         assert w2 <= np.sqrt(T_prior / nu) + 1e-9
         dists.append(w1)
@@ -205,13 +199,13 @@ def test_small_nu_recovers_the_control_behind_y_d():
     """y_d = G m_true: T(m) <= nu W_2^2(m_true, mu2) and m -> m_true as nu -> 0."""
     op, x, m_true, mu2 = setup_1d(seed=4)
     y_d = op.state(m_true)
-    W_true = wasserstein_power_1d(x, m_true, x, mu2, 2.0)
+    W_true = wasserstein_pp_1d(x, x, m_true, mu2, p=2.0)
     errs = []
     for nu in (1e-4, 1e-6, 1e-8):
         r = solve_control_reference(op, y_d, mu2, nu, rho=0.1)
         assert r.success
         assert r.tracking <= nu * W_true * (1 + 1e-6) + 1e-15
-        errs.append(wasserstein1_1d(x, r.masses, x, m_true))
+        errs.append(wasserstein_pp_1d(x, x, r.masses, m_true, p=1))
     assert errs[-1] <= 1e-4
     assert errs[-1] < errs[0]
 

@@ -12,7 +12,6 @@ from femot.problems.identification import (
     as_plan_mask,
     band_mask,
     identification_errors,
-    solve_identification,
 )
 from femot.problems.instances import (
     experiment2_observed_rows,
@@ -243,9 +242,9 @@ def test_warm_start_cache_and_result_independent_of_history():
     rng = np.random.default_rng(1)
     xs = [interior_point(12, rng) for _ in range(3)]
     vals = [P(x) for x in xs]
-    n = P.n_solves
+    n = P.lower.requests
     P(xs[-1])
-    assert P.n_solves == n  # cached
+    assert P.lower.requests == n  # cached
     Q = problem_from_instance(d, gamma=1e-3)
     f, g = Q(xs[0])  # cold start
     assert f == pytest.approx(vals[0][0], rel=1e-8)
@@ -258,7 +257,7 @@ def test_warm_start_cache_and_result_independent_of_history():
 def test_experiment1_small_instance_recovers_truth():
     d = identification_instance(10, 0)
     P = problem_from_instance(d, gamma=1e-4)
-    res = solve_identification(P)
+    res = P.solve()
     assert res.success and res.stationarity <= 1e-5
     assert abs(res.mu1.sum() - 1.0) < 1e-12 and res.mu1.min() >= 0
     # the computed point is at least as good as the truth (a feasible point) ...
@@ -275,7 +274,7 @@ def test_experiment1_paper_setting_gamma_1e6_seed0():
     """Part III §4.2, Table 4.1 row gamma = eps = 1e-6 (n = 25) on one generated seed."""
     d = identification_instance(25, 0)
     P = problem_from_instance(d, gamma=1e-6)
-    res = solve_identification(P, model="bfgs")  # the paper's Algorithm 4.1
+    res = P.solve(model="bfgs")  # the paper's Algorithm 4.1
     assert res.success and res.nit <= 100
     e = identification_errors(res.mu1, res.plan, d["mu1_true"], d["pi_true"])
     assert e["mu1_err_max"] <= 1e-3
@@ -296,7 +295,7 @@ def test_experiment1_ten_seeds(eps):
     for seed in range(10):
         d = identification_instance(25, seed)
         P = problem_from_instance(d, gamma=1e-6, eps=eps)
-        res = solve_identification(P)
+        res = P.solve()
         e = identification_errors(res.mu1, res.plan, d["mu1_true"], d["pi_true"])
         # the default's first phase is the paper's Algorithm 4.1 from the uniform start (Table 4.1)
         alg41 = res.phases[0]
@@ -320,7 +319,7 @@ def test_trust_region_matches_independent_sqp_minimum():
 
     d = identification_instance(25, 7)
     P = problem_from_instance(d, gamma=1e-6, eps=1e-6)
-    res = solve_identification(P)
+    res = P.solve()
     assert res.success
 
     def fg(x):
@@ -339,27 +338,25 @@ def test_trust_region_matches_independent_sqp_minimum():
 def test_experiment2_runs_and_fits_observations():
     d = identification_instance(12, 1, experiment=2)
     P = problem_from_instance(d, gamma=1e-3)
-    res = solve_identification(P, options={"max_iter": 100})
+    res = P.solve(options={"max_iter": 100})
     assert all(lv["nit"] <= 100 for p in res.phases for lv in p["levels"]) and np.isfinite(res.J)
     # starting point is the uniform marginal (Part III §4.2); the method decreases f
     u = np.full(12, 1 / 12)
     assert res.J < P.value(u)
 
 
-def test_solve_identification_x0_and_callback():
+def test_solve_x0_and_callback():
     d = identification_instance(8, 2)
     P = problem_from_instance(d, gamma=1e-2)
     seen = []
-    res = solve_identification(P, x0=d["mu1_true"], options={"max_iter": 5}, model="bfgs",
+    res = P.solve(x0=d["mu1_true"], options={"max_iter": 5}, model="bfgs",
                                callback=lambda r: seen.append(r.nit))
     assert seen == list(range(1, len(seen) + 1)) and len(seen) <= 5
     seen.clear()
-    auto = solve_identification(P, x0=d["mu1_true"], options={"max_iter": 5}, callback=lambda r: seen.append(r.nit))
+    auto = P.solve(x0=d["mu1_true"], options={"max_iter": 5}, callback=lambda r: seen.append(r.nit))
     assert len(seen) == auto.nit  # every iteration of every phase and level
     with pytest.raises(ValueError, match="x0"):
-        solve_identification(P, x0=np.full(8, 1.0))
-    with pytest.raises(ValueError, match="problem"):
-        solve_identification("not a problem")
+        P.solve(x0=np.full(8, 1.0))
     assert res.mu1.shape == (8,)
 
 
@@ -543,18 +540,18 @@ def test_second_order_model_and_continuation():
     continuation counts the iterations of all levels."""
     d = identification_instance(12, 1)
     P = problem_from_instance(d, gamma=1e-4)
-    res = solve_identification(P, hessian=True, continuation="auto")
+    res = P.solve(model="newton", continuation="auto")
     assert res.success and res.model == "newton" and res.nhev > 0
     assert [lv["gamma"] for lv in res.levels] == pytest.approx([1e-2, 1e-3, 1e-4])
     assert res.nit == sum(lv["nit"] for lv in res.levels)
     assert res.gamma == 1e-4 and res.J <= P.value(d["mu1_true"]) * (1 + 1e-8)
     assert res.J == pytest.approx(P.objective(res.plan, res.mu1), rel=1e-12)
-    bfgs = solve_identification(problem_from_instance(d, gamma=1e-4), model="bfgs")
+    bfgs = problem_from_instance(d, gamma=1e-4).solve(model="bfgs")
     assert bfgs.model == "bfgs" and bfgs.nhev == 0 and len(bfgs.levels) == 1 and len(bfgs.phases) == 1
     with pytest.raises(ValueError, match="continuation"):
-        solve_identification(P, continuation=[0.5])
+        P.solve(continuation=[0.5])
     with pytest.raises(ValueError, match="continuation"):
-        solve_identification(P, continuation="yes")
+        P.solve(continuation="yes")
 
 
 # --------------------------------------------------------------------------
@@ -600,7 +597,7 @@ def test_default_reaches_the_lower_of_two_local_minima_and_certifies_it():
     (f_low, t_low), (f_high, t_high) = minima
     assert f_high > 1.1 * f_low and abs(t_high - t_low) > 0.05  # ... that are distinct
 
-    res = solve_identification(P)
+    res = P.solve()
     assert res.model == "auto" and res.success and res.stationarity <= res.tol == 1e-5
     assert res.J <= f_low + 1e-9 and abs(res.mu1[0] - t_low) < 1e-4
     # the report shows every phase's J; the paths from the uniform start end (certified) at the
@@ -609,7 +606,7 @@ def test_default_reaches_the_lower_of_two_local_minima_and_certifies_it():
     assert J["uniform: bfgs"] == pytest.approx(f_high, rel=1e-6)
     assert J["uniform: newton"] == pytest.approx(f_high, rel=1e-6)
     for model in ("bfgs", "newton"):
-        single = solve_identification(TransportIdentification(**kw), model=model)
+        single = TransportIdentification(**kw).solve(model=model)
         assert single.success and single.J == pytest.approx(f_high, rel=1e-6)
     assert res.phase.startswith("observed") and "<- returned" in res.summary()
 
@@ -617,7 +614,7 @@ def test_default_reaches_the_lower_of_two_local_minima_and_certifies_it():
 def test_default_returns_the_certified_phase_of_lowest_J():
     d = identification_instance(12, 1)
     P = problem_from_instance(d, gamma=1e-4, eps=1e-8)
-    res = solve_identification(P, x0=np.full(12, 1 / 12))
+    res = P.solve(x0=np.full(12, 1 / 12))
     names = [p["phase"] for p in res.phases]
     assert names[0] == "x0: bfgs" and "x0: newton" in names and "observed: bfgs" in names
     certified = [p for p in res.phases if p["success"]]
@@ -630,25 +627,25 @@ def test_default_returns_the_certified_phase_of_lowest_J():
     assert res.levels == best["levels"] and res.tol == 1e-5
     # every phase runs on a fresh copy of the problem: the x0 phases are today's single models, run alone
     for model, kw in (("bfgs", {}), ("newton", {"continuation": "auto"})):
-        alone = solve_identification(problem_from_instance(d, gamma=1e-4, eps=1e-8), x0=np.full(12, 1 / 12),
+        alone = problem_from_instance(d, gamma=1e-4, eps=1e-8).solve(x0=np.full(12, 1 / 12),
                                      model=model, **kw)
         assert alone.fun == next(p["J"] for p in res.phases if p["phase"] == f"x0: {model}")
         assert res.J <= alone.J * (1 + 1e-12) or not alone.success
     # the uniform start (x0 None) is the optimizer's own: the phase is bit for bit model="bfgs" alone
-    uni = solve_identification(problem_from_instance(d, gamma=1e-4, eps=1e-8), starts=())
-    alone = solve_identification(problem_from_instance(d, gamma=1e-4, eps=1e-8), model="bfgs")
+    uni = problem_from_instance(d, gamma=1e-4, eps=1e-8).solve(starts=())
+    alone = problem_from_instance(d, gamma=1e-4, eps=1e-8).solve(model="bfgs")
     assert uni.phases[0]["phase"] == "uniform: bfgs" and uni.phases[0]["J"] == alone.fun
     # starts=() keeps x0 only; a start equal to x0 is not repeated
-    one = solve_identification(P, starts=())
+    one = P.solve(starts=())
     assert [p["phase"].split(":")[0] for p in one.phases] == ["uniform"] * len(one.phases)
-    same = solve_identification(P, x0=P.observed_start())
+    same = P.solve(x0=P.observed_start())
     assert all(p["phase"].startswith("x0") for p in same.phases)
 
 
 def test_uncertified_bfgs_phase_is_polished_without_raising_J():
     d = identification_instance(12, 1)
     P = problem_from_instance(d, gamma=1e-4)
-    res = solve_identification(P, options={"max_iter": 3}, starts=())
+    res = P.solve(options={"max_iter": 3}, starts=())
     bfgs, polish = res.phases[0], res.phases[1]
     assert not bfgs["success"] and bfgs["nit"] == 3
     assert polish["phase"] == "uniform: bfgs + newton polish" and polish["model"] == "newton"
@@ -660,23 +657,12 @@ def test_uncertified_bfgs_phase_is_polished_without_raising_J():
 
 @pytest.mark.parametrize("kw, match", [
     ({"model": "cg"}, "model"),
-    ({"model": "bfgs", "hessian": True}, "contradicts"),
-    ({"hessian": "yes"}, "hessian"),
     ({"starts": ("truth",)}, "starts"),
 ])
 def test_model_arguments_are_checked(kw, match):
     P = problem_from_instance(identification_instance(6, 0), gamma=1e-2)
     with pytest.raises(ValueError, match=match):
-        solve_identification(P, **kw)
-
-
-def test_hessian_flag_is_the_older_spelling_of_model():
-    d = identification_instance(8, 2)
-    a = solve_identification(problem_from_instance(d, gamma=1e-2), hessian=True)
-    b = solve_identification(problem_from_instance(d, gamma=1e-2), model="newton")
-    assert a.model == b.model == "newton" and len(a.phases) == 1 and np.array_equal(a.mu1, b.mu1)
-    c = solve_identification(problem_from_instance(d, gamma=1e-2), hessian=False)
-    assert c.model == "bfgs" and c.nhev == 0
+        P.solve(**kw)
 
 
 AUTHORS = os.environ.get("FEMOT_AUTHORS_FILES", "/tmp/cntr")
@@ -699,7 +685,7 @@ def test_default_on_the_authors_files_is_certified_and_no_higher_than_either_mod
     runs = {}
     for key, kw in (("auto", {}), ("bfgs", {"model": "bfgs"}), ("newton", {"model": "newton", "continuation": "auto"})):
         P = problem_from_instance(data, gamma=gamma, eps=gamma)
-        runs[key] = solve_identification(P, x0=data["mu1_0"], options=opts, **kw)
+        runs[key] = P.solve(x0=data["mu1_0"], options=opts, **kw)
     auto = runs["auto"]
     assert auto.success and auto.stationarity <= 1e-5
     assert auto.J <= min(runs["bfgs"].J, runs["newton"].J) * (1 + 1e-9)

@@ -25,7 +25,6 @@ import scipy.io as sio
 import scipy.sparse as sp
 
 from femot.cli import main
-from femot.problems.identification import solve_identification
 from femot.problems.instances import identification_instance, instance_options, load_instance, problem_from_instance
 
 N, SEED, GAMMA = 8, 1, 1e-3
@@ -211,7 +210,7 @@ def test_settings_from_the_file(tmp_path):
     e = load_instance(p)
     assert e["tr_options"] == {"Delta0": 0.25, "H0": 2.5}
     assert instance_options(e, {"Delta0": 0.5, "tol": 1e-6}) == {"Delta0": 0.5, "H0": 2.5, "tol": 1e-6}
-    res = solve_identification(problem_from_instance(e, gamma=GAMMA), x0=e["mu1_0"],
+    res = problem_from_instance(e, gamma=GAMMA).solve(x0=e["mu1_0"],
                                options=instance_options(e, {"max_iter": 1}))
     assert res.tr.options.H0 == 2.5 and res.history[0]["Delta"] == 0.25
     H = np.eye(N)

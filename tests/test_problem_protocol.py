@@ -1,26 +1,26 @@
-"""The shared shape of the upper-level problems: protocol, LowerLevel driver, result convention."""
+"""The shared shape of the upper-level problems: protocol, marginal-to-plan map, result convention."""
 import pickle
 
 import numpy as np
 import pytest
 import skfem
 
-from femot.core.qrot import solve_qrot
+from femot.core import solve_qrot
 from femot.fem import PoissonOperator
 from femot.optim import minimize_simplex, theta_R
-from femot.problems.base import (
-    RESULT_KEYS,
-    WARM_FLOOR,
-    LowerLevel,
+from femot.problems import (
+    ControlProblem,
+    MarginalToPlan,
     SecondOrderProblem,
     SimplexProblem,
+    TrackingProblem,
     UpperLevelResult,
+    identification_instance,
+    problem_from_instance,
     solve_on_simplex,
-    upper_level_result,
 )
-from femot.problems.control import ControlProblem
-from femot.problems.instances import identification_instance, problem_from_instance
-from femot.problems.tracking import TrackingProblem
+from femot.problems.plan_maps import WARM_FLOOR
+from femot.problems.protocol import RESULT_KEYS, upper_level_result
 
 
 # --------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def _on_simplex(P, x, tol=1e-10):
 def test_every_problem_satisfies_the_protocol(problem):
     assert isinstance(problem, SimplexProblem)
     assert isinstance(problem, SecondOrderProblem)  # all have hessp (tracking: p' = 2)
-    assert isinstance(problem.lower, LowerLevel)
+    assert isinstance(problem.lower, MarginalToPlan)
     u = problem.uniform()
     assert _on_simplex(problem, u) and np.ptp(u) == 0
     full = problem.full(u)
@@ -111,8 +111,8 @@ def test_minimize_simplex_runs_on_every_problem_through_the_protocol(problem):
     f1, g1 = problem(tr.x)
     assert np.isfinite(f1) and f1 <= f0 + 1e-14 * abs(f0)  # accepted steps only decrease f
     assert tr.fun == pytest.approx(f1, rel=1e-12, abs=1e-300)
-    # the generic driver: the same through solve_on_simplex, with theta0 = theta_R(x0)
-    tr2 = solve_on_simplex(problem, None, {"max_iter": 2}, None)
+    # the generic driver: the same through solve_on_simplex; with rtol, theta0 = theta_R(x0)
+    tr2 = solve_on_simplex(problem, options={"max_iter": 2}, rtol=1e-3)
     assert tr2["theta0"] == pytest.approx(float(theta_R(x0, g0, mass=problem.mass)), rel=1e-12)
     assert _on_simplex(problem, tr2.x)
 
@@ -142,7 +142,7 @@ def test_identification_keeps_its_names():
     assert res.mu1 is res.x
     assert res.J == pytest.approx(P.objective(res.plan, res.x), rel=1e-12)
     assert np.array_equal(res.alpha, res.lower.alpha) and np.array_equal(res.beta, res.lower.beta)
-    assert res.n_lower_solves == res.lower_requests <= res.lower_solves
+    assert res.lower_requests <= res.lower_solves
 
 
 def test_control_keeps_its_extras():
@@ -181,7 +181,7 @@ def test_qrot_result_keeps_private_state_out_of_its_entries():
 
 
 # --------------------------------------------------------------------------
-# the LowerLevel chain
+# the marginal-to-plan map: warm start, cold start, cache
 # --------------------------------------------------------------------------
 def _qrot_data(n=12, seed=0):
     rng = np.random.default_rng(seed)
@@ -210,11 +210,10 @@ def _kkt(res, c, mu1, mu2):
     return marg, comp
 
 
-@pytest.mark.parametrize("schedule", ["adaptive", "decades"])
-def test_warm_start_is_used_when_available(schedule):
+def test_warm_start_is_used_when_available():
     c, mu1, mu2, rng = _qrot_data()
     calls = []
-    L = LowerLevel(c, mu2, 1e-3, continuation=schedule, solver=_spy(calls))
+    L = MarginalToPlan(c, mu2, 1e-3, solver=_spy(calls))
     r1 = L.solve(mu1)
     assert r1.success and calls == [(1e-3, False, 200)] and L.warm is not None
     assert np.array_equal(L.warm[0], r1.alpha)
@@ -223,14 +222,14 @@ def test_warm_start_is_used_when_available(schedule):
     # after a converged cold start the warm start's budget is capped relative to it
     assert calls[-1] == (1e-3, True, max(WARM_FLOOR, r1.nit // 2)) and L.newton_iterations == n1
     assert np.allclose(r2.plan.toarray(), r1.plan.toarray(), atol=1e-12)
-    assert (L.solves, L.requests, L.failures, L.continuations) == (2, 2, 0, 0)
+    assert (L.solves, L.requests, L.failures) == (2, 2, 0)
 
 
 def test_a_stalling_warm_start_is_cut_relative_to_the_cold_start():
     """A warm start gets at most max(WARM_FLOOR, cold iterations // 2) Newton steps, then the cold start runs."""
     c, mu1, mu2, rng = _qrot_data()
     calls = []
-    L = LowerLevel(c, mu2, 1e-3, solver=_spy(calls))
+    L = MarginalToPlan(c, mu2, 1e-3, solver=_spy(calls))
     assert L._warm_cap() == 200  # no cold start seen yet: warm_max_iter
     r1 = L.solve(mu1)
     L.warm = (r1.alpha + rng.standard_normal(r1.alpha.size), r1.beta)  # a poor start
@@ -245,53 +244,32 @@ def test_a_stalling_warm_start_is_cut_relative_to_the_cold_start():
 def test_cold_start_after_a_failed_warm_start():
     c, mu1, mu2, rng = _qrot_data()
     calls = []
-    L = LowerLevel(c, mu2, 1e-3, warm_max_iter=0, solver=_spy(calls))
+    L = MarginalToPlan(c, mu2, 1e-3, warm_max_iter=0, solver=_spy(calls))
     L.solve(mu1)
     other = mu1 + 0.3 * rng.random(mu1.size) / mu1.size
     other /= other.sum()
     res = L.solve(other)  # the warm start gets 0 Newton steps at a new point: it fails
     assert calls[1:] == [(1e-3, True, 0), (1e-3, False, 200)]
-    assert res.success and L.failures == 0 and L.continuations == 0 and L.solves == 3
+    assert res.success and L.failures == 0 and L.solves == 3
     marg, comp = _kkt(res, c, other, mu2)
     assert marg <= 1e-9 and comp <= 1e-9
 
 
-@pytest.mark.parametrize("schedule", ["adaptive", "decades"])
-def test_continuation_when_warm_and_cold_start_fail(schedule):
-    """Every start at the target gamma without potentials from a larger gamma gets 1 Newton step."""
+def test_small_gamma_needs_one_cold_start_the_cores_own_continuation():
+    """At small gamma the core's cold start continues in gamma itself: one core call per request."""
     c, mu1, mu2, rng = _qrot_data()
-    gamma = 1e-4
-    warm_from_levels = []
-
-    def restrict(g, x0, max_iter):
-        if g == gamma and (x0 is None or not warm_from_levels):
-            return 1
-        return max_iter
-
     calls = []
-    spy = _spy(calls, restrict)
-
-    def solver(cc, m1, m2, g, *a, x0=None, **kw):
-        r = spy(cc, m1, m2, g, *a, x0=x0, **kw)
-        if g > gamma and r.success:
-            warm_from_levels.append(g)
-        return r
-
-    L = LowerLevel(c, mu2, gamma, continuation=schedule, solver=solver)
+    L = MarginalToPlan(c, mu2, 1e-5, solver=_spy(calls))
     res = L.solve(mu1)
-    assert calls[0] == (gamma, False, 1)
-    assert any(g > gamma for g, _, _ in calls) and calls[-1][:2] == (gamma, True)
-    assert res.success and res.gamma == gamma
-    assert (L.requests, L.failures, L.continuations) == (1, 0, 1) and L.solves == len(calls)
+    assert calls == [(1e-5, False, 200)] and res.success and res.gamma == 1e-5
+    assert (L.requests, L.solves, L.failures) == (1, 1, 0)
     marg, comp = _kkt(res, c, mu1, mu2)
     assert marg <= 1e-9 and comp <= 1e-9
-    direct = solve_qrot(c, mu1, mu2, gamma)
-    assert np.abs(res.plan - direct.plan).max() <= 1e-8 * np.abs(direct.plan).max()
 
 
 def test_a_failure_is_counted_and_not_used_as_warm_start():
     c, mu1, mu2, rng = _qrot_data()
-    L = LowerLevel(c, mu2, 1e-4, max_iter=0)
+    L = MarginalToPlan(c, mu2, 1e-4, qrot_options={"max_iter": 0})
     res = L.solve(mu1)
     assert not res.success and L.failures == 1 and L.warm is None
     assert L.counters()["lower_failures"] == 1
@@ -299,7 +277,7 @@ def test_a_failure_is_counted_and_not_used_as_warm_start():
 
 def test_cache_keyed_by_the_marginal_and_fresh_state_on_new_regularization():
     c, mu1, mu2, rng = _qrot_data()
-    L = LowerLevel(c, mu2, 1e-3, cache_size=1)
+    L = MarginalToPlan(c, mu2, 1e-3, cache_size=1)
     r = L.solve(mu1)
     assert L.solve(mu1.copy()) is r and (L.requests, L.solves) == (1, 1)
     L.solve(mu1[::-1] / mu1.sum())
@@ -307,8 +285,8 @@ def test_cache_keyed_by_the_marginal_and_fresh_state_on_new_regularization():
     M = L.with_regularization(1e-2)
     assert (M.gamma, M.eps, M.warm, M.solves, M.requests) == (1e-2, 0.0, None, 0, 0)
     assert L.solves == 3 and L.gamma == 1e-3
-    with pytest.raises(ValueError, match="continuation"):
-        LowerLevel(c, mu2, 1e-3, continuation="bisect")
+    with pytest.raises(ValueError, match="qrot_options"):
+        MarginalToPlan(c, mu2, 1e-3, qrot_options=[("tol", 1e-9)])
 
 
 def test_studies_set_the_public_warm_start():

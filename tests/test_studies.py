@@ -257,7 +257,7 @@ def reference_run(tmp_path_factory):
 
 
 def test_transport_study_converges_against_the_exact_transport(reference_run):
-    from femot.problems.control_reference import wasserstein_power_1d
+    from femot.core import wasserstein_pp_1d
     from femot.studies.line_measures import build_measure
 
     o = reference_run
@@ -273,7 +273,7 @@ def test_transport_study_converges_against_the_exact_transport(reference_run):
         mu1 = build_measure(st.params["mu1"], (0.0, 1.0), ch.seed, 1)
         mu2 = build_measure(st.params["mu2"], (0.0, 1.0), ch.seed, 2)
         rec = json.loads((o.root / "runs" / f"{rows[0]['id']}.json").read_text())
-        W = wasserstein_power_1d(mu1.points[:, 0], mu1.weights, mu2.points[:, 0], mu2.weights, 2.0)
+        W = wasserstein_pp_1d(mu1.points[:, 0], mu2.points[:, 0], mu1.weights, mu2.weights, p=2.0)
         assert rec["info"]["exact"] == pytest.approx(W, abs=1e-9)
         assert rec["metrics"]["cost_error"] == pytest.approx(abs(rec["info"]["transport_cost"] - W), abs=1e-9)
         assert rec["info"]["marginal_residual"] < 1e-8
@@ -450,7 +450,7 @@ def test_shipped_configs_validate(name):
 
 def test_control_study_converges_to_the_known_solution(tmp_path):
     """Prior = the control that generates y_d: the exact (OCP) solution is mu* (objective 0)."""
-    from femot.problems.control_reference import wasserstein1_1d
+    from femot.core import wasserstein_pp_1d
 
     star = {"points": [0.375, 0.625], "weights": [0.5, 0.5]}
     raw = {"study": {"name": "control-tiny", "problem": "control"},
@@ -469,7 +469,7 @@ def test_control_study_converges_to_the_known_solution(tmp_path):
         assert r["control_w1"] <= r["control_w2"] + 1e-12  # W1 <= W2 for probability measures
         assert r["objective_gap"] >= -1e-9
         with np.load(tmp_path / "runs" / f"{r['id']}.npz") as z:  # independent recomputation
-            w1 = wasserstein1_1d(z["control_points"][:, 0], z["x"], star["points"], star["weights"])
+            w1 = wasserstein_pp_1d(z["control_points"][:, 0], star["points"], z["x"], star["weights"], p=1)
         assert r["control_w1"] == pytest.approx(w1, abs=1e-6)
     assert rows[1]["warm_start"].startswith("level 0")
 
@@ -478,8 +478,8 @@ def test_control_study_converges_to_the_known_solution(tmp_path):
 
 
 def test_identification_study_approaches_the_observed_solution(tmp_path):
+    from femot.core import wasserstein_pp_1d
     from femot.core.instances import hitchcock_instance
-    from femot.problems.control_reference import wasserstein1_1d
 
     raw = {"study": {"name": "ident", "problem": "identification"},
            "schedule": {"gammas": [1e-3, 1e-4, 1e-5]}, "identification": {"n": 16}}
@@ -492,7 +492,7 @@ def test_identification_study_approaches_the_observed_solution(tmp_path):
     x = np.linspace(0, 1, 16)
     for r in o.rows:
         with np.load(tmp_path / "runs" / f"{r['id']}.npz") as z:
-            assert r["mu1_w1"] == pytest.approx(wasserstein1_1d(x, z["x"], x, mu1_true), abs=1e-12)
+            assert r["mu1_w1"] == pytest.approx(wasserstein_pp_1d(x, x, z["x"], mu1_true, p=1), abs=1e-12)
             assert r["mu1_err_max"] == pytest.approx(np.abs(z["x"] - mu1_true).max(), abs=1e-15)
     assert "delta" not in o.table().splitlines()[0]
 

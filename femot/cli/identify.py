@@ -21,8 +21,13 @@ import sys
 
 import numpy as np
 
+from femot._io import check_writable, write_json
 from femot._validation import check_dense_memory
 from femot.demos.common import add_output_options, figure_folder, save_figure
+from femot.demos.identification import plot_marginal_bars, plot_sparsity_overlay
+from femot.optim import LEGEND, TrustRegionOptions
+from femot.problems import identification_errors, identification_instance, load_instance, problem_from_instance
+from femot.problems.instances import instance_options, save_result
 
 __all__ = ["cmd_identify", "build_parser"]
 
@@ -70,8 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from femot.problems.instances import identification_instance, load_instance
-
     if args.random is not None:
         if args.instance is not None:
             raise ValueError("give either INSTANCE or --random N, not both")
@@ -85,8 +88,6 @@ def _load(args):
 
 
 def _check_outputs(args) -> None:
-    from femot._io import check_writable
-
     for opt, path in (("--json", args.json), ("--save", args.save)):
         if path:
             check_writable(path, opt)
@@ -108,9 +109,6 @@ def cmd_identify(argv) -> int:
         Exit status: 0 if the optimizer succeeded, 1 if it did not, 2 for invalid input
         or an unwritable output path.
     """
-    from femot.optim import LEGEND, TrustRegionOptions
-    from femot.problems.identification import identification_errors, solve_identification
-    from femot.problems.instances import instance_options, problem_from_instance
 
     args = build_parser().parse_args(list(argv))
     say = (lambda *a: None) if args.quiet else print
@@ -149,8 +147,8 @@ def cmd_identify(argv) -> int:
     say(LEGEND)  # the iteration tables below (one per phase and level) share these columns
     continuation = {None: None, "none": False, "auto": "auto"}[args.continuation]
     try:  # data the lower level refuses (e.g. gamma beyond double precision) surface at its first solve
-        res = solve_identification(prob, x0=x0, options=opts, verbose=not args.quiet, model=args.model,
-                                   continuation=continuation)
+        res = prob.solve(x0=x0, options={**opts, "verbose": not args.quiet}, model=args.model,
+                         continuation=continuation)
     except ValueError as exc:
         print(f"femot identify: error: {exc}", file=sys.stderr)
         return 2
@@ -160,7 +158,7 @@ def cmd_identify(argv) -> int:
         "J": res.J, "nit": res.nit, "nfev": res.nfev, "stationarity": res.stationarity,
         "stationarity_measure": res.stationarity_measure, "success": bool(res.success), "status": res.status,
         "message": res.message, "mu1_err_max": res.mu1_err_max, "pi_err_max": res.pi_err_max,
-        "time_s": res.time_s, "n_lower_solves": res.n_lower_solves, "lower_failures": res.lower_failures,
+        "time_s": res.time_s, "lower_requests": res.lower_requests, "lower_failures": res.lower_failures,
         "tol": args.tol, "max_iter": args.max_iter, "start": start, "model": args.model,
         "continuation": args.continuation, "phase": res.phase,
         "phases": [{k: v for k, v in p.items() if k != "levels"} for p in res.phases], "eps_bias": res.eps_bias,
@@ -179,28 +177,20 @@ def cmd_identify(argv) -> int:
             print(f"max|mu1* - mu1| = {t['mu1_err_max']:.4e}, max|pi* - pi| = {t['pi_err_max']:.4e} "
                   f"(against the truth)")
     if args.json:
-        from femot._io import write_json
-
         write_json(args.json, out)
         say(f"summary written to {args.json}")
     if args.save:
-        from femot.problems.instances import save_result
-
         say(f"solution written to {save_result(args.save, res)}")
     if args.plot:
         out["figures"] = _plots(args.plot, prob, data, res)
         say(f"figures in {args.plot}")
         if args.json:
-            from femot._io import write_json
-
             write_json(args.json, out)
     return 0 if res.success else 1
 
 
 def _plots(folder, prob, data, res):
 
-
-    from femot.demos.identification import plot_marginal_bars, plot_sparsity_overlay
 
     plt = figure_folder(folder)
     truth = data.get("mu1_true") is not None and data.get("pi_true") is not None

@@ -14,7 +14,7 @@ Delta0 = 1, TOL = 1e-5) for gamma = eps in {1e-2, 1e-4, 1e-6}:
 
 Each run starts from the uniform marginal with the BFGS model (``model="bfgs"``), the
 paper's method, so that the tables are reproduced; ``femot identify`` and
-``solve_identification`` default to ``model="auto"`` (docs/problems.md).  Experiment 2 is
+``TransportIdentification.solve`` default to ``model="auto"`` (docs/problems.md).  Experiment 2 is
 nonconvex with little information; it is also run along the path
 1e-2 -> 1e-4 -> 1e-6, each level warm-started from the previous solution.
 ``--seeds K`` adds experiment 1 at gamma = eps = 1e-6 on K generated seeds.
@@ -28,6 +28,7 @@ import scipy.sparse as sp
 
 from femot._docstrings import cite
 from femot.demos.common import figure_folder, save_figure
+from femot.problems import identification_errors, identification_instance, problem_from_instance
 
 NAME = "identification"
 SUMMARY = "transportation identification (Part III §4.2): Tables 4.1, 4.2 and Figures 4.1-4.5"
@@ -92,14 +93,11 @@ def solve_levels(data, gammas, *, lam=1.0, path=False, options=None, verbose=Fal
     results : list of IdentificationResult
         The optimizer's results.
     """
-    from femot.problems.identification import identification_errors, solve_identification
-    from femot.problems.instances import problem_from_instance
-
     rows, results = [], []
     x0 = None
     for g in gammas:
         prob = problem_from_instance(data, gamma=g, eps=g, lam=lam)
-        res = solve_identification(prob, x0=x0, options=options, verbose=verbose, model="bfgs")
+        res = prob.solve(x0=x0, options={**(options or {}), "verbose": verbose}, model="bfgs")
         errs = identification_errors(res.mu1, res.plan, data["mu1_true"], data["pi_true"])
         rows.append({
             "gamma": g, "eps": g, "mu1_err_max": errs["mu1_err_max"], "pi_err_max": errs["pi_err_max"],
@@ -158,7 +156,6 @@ def run(args) -> dict:
     dict
         JSON-serializable summary of the results (``femot demo --json`` writes it).
     """
-    from femot.problems.instances import identification_instance
 
     say = (lambda *a: None) if args.quiet else print
     n = int(getattr(args, "n", 25) or 25)
@@ -200,9 +197,6 @@ def run(args) -> dict:
 
     seeds_rows = []
     if n_seeds:
-        from femot.problems.identification import identification_errors, solve_identification
-        from femot.problems.instances import problem_from_instance
-
         g = gammas[-1]
         say(f"\nExperiment 1 at gamma = eps = {g:g} on seeds 0..{n_seeds - 1}")
         say(f"{'seed':>5} {'max|mu1*-mu1|':>14} {'max|pi*-pi|':>12} {'J':>11} {'J at mu1*':>10} {'iter':>5} "
@@ -210,7 +204,7 @@ def run(args) -> dict:
         for s in range(n_seeds):
             d = identification_instance(n, s, experiment=1)
             prob = problem_from_instance(d, gamma=g, eps=g)
-            r = solve_identification(prob, options=options, model="bfgs")
+            r = prob.solve(options=options, model="bfgs")
             e = identification_errors(r.mu1, r.plan, d["mu1_true"], d["pi_true"])
             row = {"seed": s, **e, "J": r.J, "J_at_truth": prob.value(d["mu1_true"]), "nit": r.nit,
                    "stationarity": r.stationarity, "success": bool(r.success)}

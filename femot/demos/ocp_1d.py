@@ -118,8 +118,9 @@ def run(args) -> dict:
     """
     from skfem import MeshLine
 
+    from femot.core import wasserstein_pp_1d
     from femot.fem import PoissonOperator, coupled_schedule
-    from femot.problems.control_reference import solve_control_reference, wasserstein1_1d
+    from femot.problems.control_reference import solve_control_reference
 
     quick = bool(getattr(args, "quick", False))
     say = (lambda *a, **k: None) if args.quiet else print
@@ -152,7 +153,7 @@ def run(args) -> dict:
     m_star = ref.masses
     uniform = np.zeros_like(x)
     uniform[ref.control_vertices] = 1.0 / ref.control_vertices.size
-    w1_uniform = wasserstein1_1d(x, uniform, x, m_star)
+    w1_uniform = wasserstein_pp_1d(x, x, uniform, m_star, p=1)
 
     forms = ("plan", "value") if args.formulation == "both" else (args.formulation,)
     runs, last = {}, None
@@ -171,7 +172,7 @@ def run(args) -> dict:
         "control_nodes": int(ref.control_vertices.size),
         "reference": {"fun": ref.fun, "tracking": ref.tracking, "transport": ref.transport, "success": ref.success,
                       "message": ref.message, "frank_wolfe_gap": ref.residuals["gap"], "time_s": round(t_ref, 3),
-                      "control_w1_to_true": wasserstein1_1d(x, m_star, x, m_true)},
+                      "control_w1_to_true": wasserstein_pp_1d(x, x, m_star, m_true, p=1)},
         "uniform_w1_error": w1_uniform, "formulations": list(forms), "formulation": forms[-1],
         "runs": runs, "levels": primary["levels"], "rate_delta": primary["rate_delta"],
         "gap_rate_delta": primary["gap_rate_delta"], "control_error_monotone": monotone,
@@ -185,7 +186,8 @@ def run(args) -> dict:
 
 def _schedule(form, sch, op, x, y_d, mu2, m_true, m_star, ref, nu, beta, rho, args, say):
     """Solve every level of the schedule in one formulation; the table and the per-level rows."""
-    from femot.problems.control_reference import control_objective, wasserstein1_1d
+    from femot.core import wasserstein_pp_1d
+    from femot.problems.control_reference import control_objective
     from femot.studies.paths import control_path
 
     value = form == "value"
@@ -198,19 +200,19 @@ def _schedule(form, sch, op, x, y_d, mu2, m_true, m_star, ref, nu, beta, rho, ar
 
     def report(k, gamma, delta, P, r):
         J, J_track, J_w = control_objective(op, r.masses, y_d, mu2, nu, beta=beta)
-        err = wasserstein1_1d(x, r.masses, x, m_star)
+        err = wasserstein_pp_1d(x, x, r.masses, m_star, p=1)
         row = {"level": k, "formulation": form, "gamma": gamma, "delta": delta, "ratio": float(sch.ratios[k]),
                "control_w1_error": err, "objective_gap": abs(J - ref.fun), "objective_gap_signed": J - ref.fun,
                "objective_exact": J, "fun": float(r.fun), "regularized_objective": float(r.fun),
                "regularized_tracking": float(r.tracking), "regularized_transport": float(r.transport),
                "transport_cost": float(r.transport_cost),
-               "control_w1_to_true": wasserstein1_1d(x, r.masses, x, m_true),
+               "control_w1_to_true": wasserstein_pp_1d(x, x, r.masses, m_true, p=1),
                "success": bool(r.success), "status": int(r.status), "message": r.message,
                "iterations": int(r.nit), "tr_iterations": int(r.nit), "hessp_calls": int(r.nhev),
                "stationarity": float(r.stationarity), "relative_stationarity": float(r.relative_stationarity),
                "tol": float(r.tol), "newton_iterations": int(r.newton_iterations),
                "lower_solves": int(r.lower_solves), "lower_failures": int(r.lower_failures),
-               "lower_continuations": int(r.lower_continuations), "time_s": round(float(r.time_s), 3)}
+               "time_s": round(float(r.time_s), 3)}
         if value:
             fw = float(r.fw_gap) if r.fw_gap is not None else float("nan")
             row["fw_gap"] = fw

@@ -216,7 +216,7 @@ def run(args) -> dict:
         say(f"delta = {delta:g} is {delta / h_t:.2g} node spacings of the transport mesh (preset of this demo, "
             f"which shows the optimizer; smoothing-accuracy studies need delta >= 4 spacings)")
     P = ControlProblem(op, y_d, mu2, nu, gamma, delta, rho=rho, transport_mesh=tmesh, control_vertices=control,
-                       solver_options={"linear_solver": "direct"} if transport == "coarse" else None,
+                       qrot_options={"linear_solver": "direct"} if transport == "coarse" else None,
                        transport=args.formulation, check_resolution=False)
     say(f"{args.mesh}: state mesh {op.nvertices} nodes (P1), control on {P.n} vertices (rho = {rho:g}), transport "
         f"on {P.q.n} nodes ({P.q.n ** 2} pairs); nu = {nu:g}, gamma = {gamma:g}, delta = {delta:g}; "
@@ -247,7 +247,7 @@ def run(args) -> dict:
         "time_s": round(total, 3), "iterations": int(r.nit), "relative_stationarity": float(r.relative_stationarity),
         "fw_gap": None if r.fw_gap is None else float(r.fw_gap), "hessp_calls": int(r.nhev),
         "tr_iterations": int(r.nit), "newton_iterations": int(r.newton_iterations), "lower_solves": int(r.lower_solves),
-        "lower_failures": int(r.lower_failures), "lower_continuations": int(r.lower_continuations),
+        "lower_failures": int(r.lower_failures),
         "objective": float(r.fun), "tracking": float(r.tracking), "transport": float(r.transport),
         "relative_state_error": err_y / y_norm, "stationarity": float(r.stationarity), "tol": float(r.tol),
         "uniform_objective": float(P(P.uniform())[0]), "control_mass": float(r.x.sum()),

@@ -92,8 +92,8 @@ def run(args) -> dict:
     """
     from skfem import MeshLine
 
+    from femot.core import monotone_coupling_1d, wasserstein_pp_1d
     from femot.fem import quadrature
-    from femot.problems.control_reference import monotone_plan_1d, wasserstein1_1d
     from femot.problems.tracking import TrackingProblem
 
     quick = bool(getattr(args, "quick", False))
@@ -128,7 +128,7 @@ def run(args) -> dict:
             raise RuntimeError(f"the plan of the known control could not be computed: {res.message}")
         pi_d = res.plan.toarray()
     else:
-        pi_d = monotone_plan_1d(x, m_true, x, mu2).toarray() / np.outer(q.weights, q.weights)
+        pi_d = monotone_coupling_1d(x, x, m_true, mu2).toarray() / np.outer(q.weights, q.weights)
     P = TrackingProblem(mesh, mesh, mu2, pi_d, float(args.nu), gamma, delta, rho=rho, p_prime=float(args.p_prime),
                         subdomain=in_D)
     say(f"[0, 1] x [0, 1], {cells} cells per factor; D = ({D_BOX[0]}, {D_BOX[1]}) x ({D_BOX[2]}, {D_BOX[3]}) "
@@ -148,8 +148,8 @@ def run(args) -> dict:
     r = P.solve(options={"max_iter": int(args.max_iter)}, rtol=float(args.rtol))
     total = time.perf_counter() - t0
     truth = P.evaluate(m_true[P.control_vertices], gradient=False)
-    w1 = wasserstein1_1d(x, r.masses, x, m_true)
-    w1_start = wasserstein1_1d(x, P.full(x0), x, m_true)
+    w1 = wasserstein_pp_1d(x, x, r.masses, m_true, p=1)
+    w1_start = wasserstein_pp_1d(x, x, P.full(x0), m_true, p=1)
     rows = [("TR iterations", r.nit), ("Newton iterations", r.newton_iterations), ("lower solves", r.lower_solves),
             ("objective F(mu1)", f"{r.fun:.6e}"), ("  misfit", f"{r.misfit:.4e}"),
             ("  |mu1 - mu1_d|_M", f"{r.radon:.4f}"),

@@ -1,48 +1,8 @@
-"""Wasserstein-regularized elliptic control: the regularized problem (OCP^delta_gamma).
+"""Wasserstein-regularized elliptic control (Part II, Section 3.2.2): the regularized problem (OCP^delta_gamma).
 
-Part II, Section 3.2.2.  The unregularized problem (OCP) reads
-
-    min_{mu1}  1/2 |y - y_d|^2_{L2(Omega_*)} + nu W_beta(mu1, mu2^d)^beta
-    s.t.       -Lap y = mu1 in Omega_*,  y = 0 on the boundary,
-               mu1 a probability measure,  dist(supp mu1, boundary) >= rho,
-
-and its regularized counterpart (OCP^delta_gamma) replaces the Wasserstein term
-by ``nu <c_d, pi>`` with ``c_d = |x1 - x2|^beta`` and the regularized plan
-
-    pi = S_gamma(T^delta mu1, T^delta mu2^d)          (Part II (2.6), Lemma 3.8)
-
-between the smoothed marginals.  Discretization (docs/problems.md):
-
-* the state lives in P1 (or P2) finite elements on a mesh of Omega_*
-  (:class:`femot.fem.PoissonOperator`, ``y = G m``);
-* the control is a discrete measure ``mu1 = sum_k m_k delta_{x_k}`` on the
-  admissible vertices (distance >= rho from the boundary), ``m`` a point of the
-  simplex of mass ``|mu2^d|``;
-* the transport lives on a quadrature ``q`` of Omega_* (by default the vertices
-  of the state mesh with lumped weights; optionally a coarser mesh); ``T^delta``
-  maps the control masses to a density at the nodes of ``q``
-  (:class:`femot.fem.SmoothingOperator`, ``density = T m``) and the prior
-  ``mu2^d`` to the fixed density ``m2``;
-* the plan density ``pi`` w.r.t. ``w_i w_j`` is computed by the core
-  (:func:`femot.solve_qrot`), and the transport term is
-  ``sum_ij w_i w_j c_ij pi_ij``.
-
-Reduced gradient of ``f(m) = 1/2 |G m - y_d|^2 + nu sum_ij w_i w_j c_ij pi_ij(T m)``:
-
-* tracking: ``G^T (M y - b_d)`` at the control vertices (one adjoint Poisson solve);
-* transport: the core's adjoint (Part III Prop. 3.14), ``p1 = vjp(G)`` with
-  ``G_ij = nu w_i w_j c_ij`` (the Euclidean gradient w.r.t. the density), then the
-  transpose of the smoothing, ``(T^delta)^T p1``.
-
-At points where the biactive set is nonempty this is one Clarke subgradient
-(Part III Thm 3.12 / Prop. 3.14), which is what the nonsmooth trust-region method
-(Part III Algorithm 4.1, :func:`femot.optim.minimize_simplex`) needs.
-
-The value formulation (``transport="value"``, beyond the papers) replaces the plan term
-by ``nu V(T^delta m, T^delta mu2^d)``, ``V`` the optimal value of the (doubly) regularized
-transport problem (= the dual optimum ``Phi(alpha, beta)``); it is convex in ``m`` with
-gradient ``nu (T^delta)^T (w alpha)`` and Hessian-vector products from
-:meth:`femot.QROTResult.dual_jvp`; see :class:`ControlProblem`.
+The plan formulation of Part II and the convex value formulation, over control masses on the
+admissible vertices of a mesh; docs/problems.md (sections 3 and 5c) gives the discretization,
+the reduced gradient and the choice between the formulations.
 """
 from __future__ import annotations
 
@@ -52,16 +12,17 @@ from collections import OrderedDict
 import numpy as np
 import scipy.sparse as sp
 
-from .._docstrings import cite
-from .._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
-from ..fem.meshes import admissible_vertices
-from ..fem.quadrature import product_cost, quadrature
-from ..fem.smoothing import RESOLUTION_RATIO, Smoother, mesh_spacing, resolution_problem
-from .base import SmoothedLowerLevel, UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
-from .control_exact import exact_fields
-from .control_reference import _as_operator, _target, control_objective
+from femot._docstrings import cite
+from femot._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
+from femot.fem import Smoother, product_cost, quadrature
+from femot.fem.meshes import admissible_vertices
+from femot.fem.smoothing import RESOLUTION_RATIO, mesh_spacing, resolution_problem
+from femot.problems.control_exact import exact_fields
+from femot.problems.control_reference import _as_operator, _target, control_objective
+from femot.problems.plan_maps import ControlToPlan
+from femot.problems.protocol import UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
 
-__all__ = ["SmoothedLowerLevel", "ControlProblem", "ControlResult", "solve_control", "FORMULATIONS",
+__all__ = ["ControlProblem", "ControlResult", "FORMULATIONS",
            "MATRIX_FREE_PAIRS", "estimate_size"]
 
 #: Formulations of the transport term of :class:`ControlProblem`.
@@ -120,8 +81,8 @@ class ControlResult(UpperLevelResult):
         lower level at x.
     nfev, nhev : int
         Oracle calls and Hessian-vector products (0 when the optimizer takes none).
-    lower_solves, lower_requests, newton_iterations, lower_failures, lower_continuations
-        Lower-level effort (:meth:`femot.problems.base.LowerLevel.counters`);
+    lower_solves, lower_requests, newton_iterations, lower_failures
+        Lower-level effort (:meth:`femot.problems.MarginalToPlan.counters`);
         ``lower_solve_time_s``, ``adjoint_time_s`` its wall times.
     tr : femot.optim.SimplexTRResult
         The optimizer's result; ``time_s`` the wall time.
@@ -130,6 +91,21 @@ class ControlResult(UpperLevelResult):
     exact_fun, exact_transport, exact_method
         The exact (OCP) objective of the control and its ``W_beta^beta``
         (:func:`femot.problems.control_exact.exact_fields`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import skfem
+    >>> from femot.fem import PoissonOperator
+    >>> from femot.problems import ControlProblem
+    >>> op = PoissonOperator(skfem.MeshLine(np.linspace(0.0, 1.0, 9)))
+    >>> mu2 = np.zeros(9)
+    >>> mu2[3:6] = 1 / 3
+    >>> problem = ControlProblem(op, np.zeros(9), mu2, 0.1, 1e-2, 0.25, rho=0.25, transport="value",
+    ...                          check_resolution=False)
+    >>> res = problem.solve()
+    >>> print(problem.n, type(res).__name__, bool(res.success), f"{res.fun:.5f}")
+    5 ControlResult True 0.01100
     """
 
 
@@ -156,40 +132,8 @@ class ControlProblem(VertexControl):
     with Phi the (doubly) regularized dual objective of Part III (3.1) (weighted); both over
     control masses ``m >= 0`` on the admissible vertices with ``sum m = |mu2^d|``.
 
-    Value formulation.  ``V`` is a supremum of functions affine in (mu1, mu2) (Phi is
-    affine in the marginals), hence convex; for eps > 0 the maximizer is unique and ``V``
-    is C^1 with ``grad_mu1 V = w alpha`` (Danskin / envelope theorem); for eps = 0 ``alpha``
-    is unique up to ``(alpha + t, beta - t)``, which is invisible along mass-preserving
-    directions, i.e. on the simplex.  ``T^delta`` is affine, so ``f`` is CONVEX in m
-    (the tracking term is a convex quadratic) and C^1 with
-
-        grad f = G^T (M G m - b) + nu (T^delta)^T (w alpha)
-
-    (no adjoint of the plan needed).  For a convex f the Frank-Wolfe gap
-    ``<grad f, m> - mass min_i grad_i f`` bounds ``f(m) - min f``: a certificate.
-    Limit: for eps = 0, ``V_gamma(mu1, mu2) = <c, pi_gamma> + gamma/2 |pi_gamma|^2
-    >= <c, pi_gamma> >= W_beta^beta(mu1, mu2)`` (pi_gamma is feasible for the
-    unregularized problem), and for any feasible plan pi_0 with square-integrable density
-    ``V_gamma <= <c, pi_0> + gamma/2 |pi_0|^2``.  Discretely, pi_0 an optimal plan gives
-    ``0 <= V_gamma - W_beta^beta <= gamma/2 |pi_0|^2 -> 0``; in function space a plan of
-    finite L2 norm and cost within any tolerance of W_beta^beta does (the approximation
-    used for the plan formulation in Part II), so ``V_gamma -> W_beta^beta`` as gamma -> 0
-    and, with T^delta -> id along the coupled schedules of Part II (3.1), the value
-    formulation has the same limit problem (OCP) as (OCP^delta_gamma).
-
-    Second-order information (:meth:`hessp`).  The tracking Hessian is exactly
-    ``G^T M G`` (two Poisson solves per product).  The value term's Hessian-vector
-    product is ``nu (T^delta)^T W dalpha(T^delta v)`` (one sparse solve with the core's
-    Newton matrix, :meth:`femot.QROTResult.dual_jvp`); alpha is piecewise affine in the
-    marginals, so this is the Hessian wherever the active set does not change, and an
-    element of the generalized Hessian at kinks.  For the plan formulation with eps > 0
-    the dual system is piecewise linear, so pi is piecewise affine in mu1 and
-    ``<c, pi>`` piecewise LINEAR in m: its Hessian vanishes wherever pi is
-    differentiable.  For eps = 0 the same holds: the plan is unique and the potentials
-    are piecewise affine on the affine space of equal masses (up to the shift, which
-    does not change pi), so on the simplex pi is piecewise affine and ``<c, pi>``
-    piecewise linear.  ``hessp`` of the plan formulation is therefore the tracking
-    Hessian (exact a.e.); its kinks are left to the trust region's nonsmooth machinery.
+    The value formulation is convex with a Frank-Wolfe certificate and has the same limit
+    problem (OCP); :meth:`hessp` is exact almost everywhere (docs/problems.md, section 5c).
 
     Parameters
     ----------
@@ -239,16 +183,30 @@ class ControlProblem(VertexControl):
 
     Notes
     -----
-    The problem satisfies :class:`femot.problems.base.SecondOrderProblem`; its lower level
-    is the shared driver :class:`femot.problems.base.SmoothedLowerLevel` (attribute
+    The problem satisfies :class:`femot.problems.SecondOrderProblem`; its lower level
+    is the shared driver :class:`femot.problems.ControlToPlan` (attribute
     ``lower``; ``lower.warm`` is the public warm-start state).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import skfem
+    >>> from femot.fem import PoissonOperator
+    >>> from femot.problems import ControlProblem
+    >>> op = PoissonOperator(skfem.MeshLine(np.linspace(0.0, 1.0, 9)))
+    >>> mu2 = np.zeros(9)
+    >>> mu2[3:6] = 1 / 3
+    >>> problem = ControlProblem(op, np.zeros(9), mu2, 0.1, 1e-2, 0.25, rho=0.25, transport="value",
+    ...                          check_resolution=False)
+    >>> res = problem.solve()
+    >>> print(problem.n, type(res).__name__, bool(res.success), f"{res.fun:.5f}")
+    5 ControlResult True 0.01100
     """
 
     def __init__(self, poisson, y_d, mu2, nu: float, gamma: float, delta: float, *, beta: float = 2.0,
                  rho: float | None = None, eps: float = 0.0, target_points=None, transport_mesh=None,
-                 control_vertices=None, tol: float = 1e-10, max_iter: int = 200, solver_options: dict | None = None,
-                 transport: str = "plan", enlarge: bool = False, matrix_free: bool | None = None,
-                 check_resolution: bool = True):
+                 control_vertices=None, transport: str = "plan", enlarge: bool = False,
+                 matrix_free: bool | None = None, check_resolution: bool = True, qrot_options=None):
         if transport not in FORMULATIONS:
             raise ValueError(f"transport must be one of {FORMULATIONS}, got {transport!r}")
         self.formulation = transport
@@ -308,8 +266,8 @@ class ControlProblem(VertexControl):
         self.c = product_cost(self.q, self.q, self.beta, matrix_free=self.matrix_free)
         # <G, pi> = nu sum_ij w_i w_j c_ij pi_ij: the plan term as an entrywise pairing (lazy, dense cost only)
         self._G = None
-        self.lower = SmoothedLowerLevel(self.q, self.q, self.T, self.mu2_density, self.c, self.gamma, self.eps,
-                                        tol=tol, max_iter=max_iter, solver_options=solver_options)
+        self.lower = ControlToPlan(self.q, self.q, self.T, self.mu2_density, self.c, self.gamma, self.eps,
+                                   qrot_options=qrot_options)
         self.n_evaluations = 0
         self.n_hessp = 0
         self.last: dict | None = None
@@ -545,18 +503,23 @@ class ControlProblem(VertexControl):
         ----------
         %(start_parameters)s
         rtol : float or None
-            Relative stationarity tolerance (see above).
+            Relative stationarity tolerance (see above); 1e-5 here, 1e-2 for
+            :meth:`femot.problems.TrackingProblem.solve` (docs/problems.md, "Relative tolerances").
         fw_rtol : float
             Relative Frank-Wolfe tolerance of the value formulation.
         hessian : bool
             Pass :meth:`hessp` to the optimizer.
         callback : callable, optional
             Passed to the optimizer.
+        method : {None, "trust-region", "bundle"}
+            The optimizer's method (:func:`femot.optim.minimize_simplex`); None: the bundle
+            method of quadratic cuts for the plan formulation with ``hessian`` and nu > 0
+            (tracking term plus a piecewise linear plan term), Algorithm 4.1 otherwise.
 
         Returns
         -------
         ControlResult
-            The result convention of :func:`femot.problems.base.upper_level_result`.
+            The result convention of :func:`femot.problems.protocol.upper_level_result`.
         """
         self._evaluations.clear()
         if method is None:
@@ -566,9 +529,12 @@ class ControlProblem(VertexControl):
             # damped by a fraction of the value term's curvature (docs/trust_region.md)
             options = dict(options or {})
             options.setdefault("metric", lambda x, v: PLAN_METRIC_SCALE * self.value_term_hessp(x, v))
-        return _solve_on_simplex(self, x0, options, rtol, callback, self._result,
-                                 hessp=self.hessp if hessian else None,
-                                 convex=self.formulation == "value", fw_rtol=fw_rtol, method=method)
+        t0 = time.perf_counter()
+        # the uniform start handed over explicitly, projected by the optimizer as always
+        tr = solve_on_simplex(self, self.uniform() if x0 is None else x0, options=options, callback=callback,
+                              rtol=rtol, hessp=self.hessp if hessian else None,
+                              convex=self.formulation == "value", fw_rtol=fw_rtol, method=method)
+        return self._result(tr, t0)
 
     def _result(self, tr, t0) -> ControlResult:
         value = self.formulation == "value"
@@ -597,19 +563,10 @@ class ControlProblem(VertexControl):
 PLAN_METRIC_SCALE = 0.3
 
 
-def _solve_on_simplex(problem, x0, options, rtol, callback, make_result, *, hessp=None, convex=False,
-                      fw_rtol=None, method="trust-region"):
-    """:func:`femot.problems.base.solve_on_simplex`, then ``make_result(tr, t0)`` (kept for old callers)."""
-    t0 = time.perf_counter()
-    tr = solve_on_simplex(problem, x0, options, rtol, callback, hessp=hessp, convex=convex, fw_rtol=fw_rtol,
-                          method=method)
-    return make_result(tr, t0)
-
-
 #: Seconds per Newton step of the lower level and transport pair (dense cost: every pass streams the
 #: n_q^2 pairs) or plan nonzero (matrix-free: the k-d tree passes touch about the active pairs and
 #: their leaves); seconds per Hessian-vector product and state node (two Poisson solves) and plan
-#: nonzero (one dual solve).  Measured on a shared 2-core machine (ocp-2d, the issue-21 instance).
+#: nonzero (one dual solve).  Measured on a shared 2-core machine (the ocp-2d demo instance).
 _T_PAIR, _T_NNZ_MF, _T_HV_NODE, _T_HV_NNZ = 2e-8, 2e-7, 1.5e-6, 3e-8
 #: Newton steps of the lower level per upper-level solve assumed by :func:`estimate_size`.
 _NEWTON_STEPS = 200
@@ -682,32 +639,3 @@ def estimate_size(state_mesh, gamma: float, delta: float, *, mass: float = 1.0, 
     t_hv = 30.0 * n_ctrl ** 0.57 * (_T_HV_NODE * n_state + _T_HV_NNZ * nnz)
     return {"nodes": n_state, "controls": n_ctrl, "transport_nodes": nq, "pairs": pairs, "matrix_free": mf,
             "plan_nnz": int(nnz), "cost_bytes": cost_bytes, "memory_bytes": memory, "time_s": t_newton + t_hv}
-
-
-@cite("II", "III")
-@shared_doc
-def solve_control(poisson, y_d, mu2, nu: float, gamma: float, delta: float, *, x0=None,
-                  options: dict | None = None, callback=None, **kwargs) -> ControlResult:
-    """Solve (OCP^delta_gamma) of Part II from the uniform control (see :class:`ControlProblem`).
-
-    Parameters
-    ----------
-    poisson : PoissonOperator or skfem.Mesh
-        State operator on Omega_*.
-    y_d : nodal vector or callable
-        Desired state.
-    mu2 : ndarray
-        Masses of the prior ``mu2^d``.
-    nu : float
-        Weight of the transport term.
-    %(solve_parameters)s
-    **kwargs
-        Further keyword arguments of :class:`ControlProblem`.
-
-    Returns
-    -------
-    ControlResult
-        See :meth:`ControlProblem.solve`.
-    """
-    return ControlProblem(poisson, y_d, mu2, nu, gamma, delta, **kwargs).solve(x0, options=options,
-                                                                               callback=callback)

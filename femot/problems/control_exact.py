@@ -1,36 +1,8 @@
 """The limit problem (OCP) in 2D, exactly: semi-discrete transport and a Newton method on the weights.
 
-Part II, Section 3.2.2, problem (OCP) with ``beta = 2`` and a reference measure ``rho`` with a density
-(Lebesgue measure on the domain by default):
-
-    min_u  f(u) = 1/2 |y - y_d|^2_{L2} + nu W_2^2(u, rho)
-    s.t.   -Lap y = u,  y = 0 on the boundary,  u = sum_k u_k delta_{a_k} >= 0,  sum_k u_k = rho(D),
-
-with the controls ``a_k`` at mesh vertices (all of them, or the admissible ones) and the state in P1/P2
-finite elements (``K y = S u``, point loads).  ``f`` is convex and ``W_2^2`` has the gradient ``psi(u)``
-(the semi-discrete dual weights, :mod:`femot.core.semidiscrete`), so the optimality system is written in
-the weights alone: with ``u(psi)`` the masses of the Laguerre cells and ``g(u) = S^T K^{-1} (M y - b)``
-the gradient of the tracking term,
-
-    F(psi) = psi + g(u(psi)) / nu = 0
-
-(the gauge of ``psi`` absorbs the multiplier of the mass constraint; empty cells are allowed).  Every
-iterate ``u(psi)`` is a feasible control whose ``W_2^2`` is known exactly (the Laguerre map is optimal
-onto its own cell masses), so ``f(u(psi))`` is the exact objective along the iteration.
-
-Newton step: ``(I + B L / nu) d = -F`` with ``L = du/dpsi`` (the Laplacian of the Laguerre cells) and
-``B = S^T K^{-1} M K^{-1} S``; with ``q = K^{-1} M K^{-1} S L d`` it is the sparse symmetric
-quasi-definite system
-
-    [ -M_II          K_II          ] [v]   [     0      ]
-    [  K_II   S_I L S_I^T / nu     ] [q] = [ -S_I L F   ],     d = -F - S_I^T q / nu,
-
-the system of the semismooth Newton method of Borchard and Wachsmuth (arXiv:2503.07105) written for
-``psi``.  Globalization: Armijo backtracking on the exact objective ``f(u(psi))`` (whose gradient in
-``psi`` is ``nu L F``), or on ``|F|`` when ``d`` is not a descent direction.
-
-Certificate: ``nu F = g + nu psi`` is a (sub)gradient of ``f`` at ``u(psi)``, so the Frank-Wolfe gap
-``nu (<F, u> - rho(D) min F)`` bounds ``f(u(psi)) - min f`` at every iterate.
+Part II, Section 3.2.2 with ``beta = 2`` and a reference measure with a density; the optimality
+system in the semi-discrete dual weights alone, solved by a globalized Newton method with a
+Frank-Wolfe certificate at every iterate; docs/problems.md (section 5e).
 """
 from __future__ import annotations
 
@@ -41,12 +13,12 @@ import scipy.sparse as sp
 from scipy.optimize import OptimizeResult
 from scipy.sparse.linalg import splu
 
-from .._validation import as_vector, check_positive_scalar
-from ..core.semidiscrete import SemiDiscreteDomain, laguerre_cells, semidiscrete_ot
-from ..fem.meshes import admissible_vertices
-from ..fem.plotting import nodal_density
-from ..fem.semidiscrete import mesh_domain
-from .control_reference import _as_operator
+from femot._validation import as_vector, check_positive_scalar
+from femot.core.semidiscrete import SemiDiscreteDomain, laguerre_cells, semidiscrete_ot
+from femot.fem import nodal_density
+from femot.fem.meshes import admissible_vertices
+from femot.fem.semidiscrete import mesh_domain
+from femot.problems.control_reference import _as_operator
 
 __all__ = ["ControlExactResult", "solve_control_exact", "exact_control_objective", "exact_fields"]
 

@@ -1,37 +1,7 @@
-"""Exact reference for the unregularized Wasserstein-regularized control problem.
+"""Exact reference for the unregularized control problem (OCP) of Part II, Section 3.2.2.
 
-Part II, Section 3.2.2, problem (OCP):
-
-    min_{mu1}  1/2 |y - y_d|^2_{L2(Omega_*)} + nu W_beta(mu1, mu2^d)^beta
-    s.t.       -Lap y = mu1 in Omega_*,  y = 0 on the boundary,
-               mu1 >= 0 with the mass of mu2^d,  dist(supp mu1, boundary) >= rho.
-
-Written with the transport plan as the variable (the second reformulation of
-(OCP) in Part II, with cost ``c_d(x1, x2) = |x1 - x2|^beta`` of eq. (3.14)) the
-problem is convex:
-
-    min_{pi >= 0}  1/2 |G(P1# pi) - y_d|^2_{L2} + nu <c_d, pi>   s.t.  P2# pi = mu2^d.
-
-Discretization: the control is a discrete measure on the admissible vertices of
-a P1 (or P2) mesh, ``P1# pi = m`` (row sums), and the target is a discrete
-measure with masses ``mu2`` at points ``x2`` (column sums).  The state enters
-through the sparse equation ``K_II y_I = m`` instead of a dense ``G``, so the QP
-
-    min  1/2 y_I^T M_II y_I - b_I^T y_I + nu <c, pi>
-    s.t. K_II y_I - S m = 0,   m - pi 1 = 0,   pi^T 1 = mu2,   pi >= 0, m >= 0
-
-(``b_i = int y_d phi_i``, ``S`` places vertex masses on interior dofs) has a
-sparse positive semidefinite Hessian and a sparse constraint matrix.  It is
-solved by the interior-point solver Clarabel (a dependency of femot).
-
-Optimality is certified independently of the solver: with the reduced gradient
-``g_ij = (dJ_track/dm)_i + nu c_ij`` the Frank-Wolfe gap
-``<g, pi> - sum_j mu2_j min_i g_ij`` is nonnegative for every feasible plan, is
-an upper bound on ``fun - min``, and vanishes exactly at the minimizers.
-
-Also here: exact Wasserstein distances between discrete measures on the line
-(``W_1`` through cumulative distribution functions, ``W_beta^beta`` through the
-monotone rearrangement of quantile functions), used to compare controls.
+The problem with the transport plan as the variable, a sparse convex QP solved by Clarabel, and
+its solver-independent Frank-Wolfe certificate; docs/problems.md (sections 3c and 5d).
 """
 from __future__ import annotations
 
@@ -42,25 +12,17 @@ import scipy.sparse as sp
 from scipy.optimize import OptimizeResult
 from scipy.spatial.distance import cdist
 
-from .._docstrings import cite
-from .._validation import (
-    as_nonnegative_vector,
-    as_vector,
-    check_nonnegative_scalar,
-    check_positive_scalar,
-)
-from ..core.exact import monotone_rearrangement
-from ..fem.meshes import admissible_vertices
-from ..fem.poisson import PoissonOperator
+from femot._docstrings import cite
+from femot._validation import as_nonnegative_vector, check_nonnegative_scalar, check_positive_scalar
+from femot.core import wasserstein_pp_1d
+from femot.fem import PoissonOperator
+from femot.fem.meshes import admissible_vertices
 
 __all__ = [
     "ControlReferenceResult",
     "solve_control_reference",
     "control_objective",
     "transport_cost_matrix",
-    "wasserstein1_1d",
-    "wasserstein_power_1d",
-    "monotone_plan_1d",
     "frank_wolfe_gap",
     "pick_qp_solver",
 ]
@@ -94,136 +56,6 @@ class ControlReferenceResult(OptimizeResult):
         ``status`` 0: optimal and certified; 1: solver did not report optimality;
         2: solver reported optimality but the gap exceeds ``gap_tol``.
     """
-
-
-# --------------------------------------------------------------------------
-# 1D Wasserstein distances between discrete measures
-# --------------------------------------------------------------------------
-
-def _points_1d(x, name):
-    a = np.asarray(x, dtype=float)
-    if a.ndim == 2 and a.shape[1] == 1:
-        a = a[:, 0]
-    return as_vector(a, name)
-
-
-def _check_pair(x1, m1, x2, m2, rtol=1e-9):
-    x1 = _points_1d(x1, "x1")
-    x2 = _points_1d(x2, "x2")
-    m1 = as_nonnegative_vector(m1, "m1", length=x1.size)
-    m2 = as_nonnegative_vector(m2, "m2", length=x2.size)
-    s1, s2 = m1.sum(), m2.sum()
-    if abs(s1 - s2) > rtol * max(s1, s2, 1e-300):
-        raise ValueError(f"m1 and m2 must carry equal mass: {s1:.12g} != {s2:.12g}")
-    return x1, m1, x2, m2
-
-
-def wasserstein1_1d(x1, m1, x2, m2) -> float:
-    """``W_1`` between ``sum m1_i delta_{x1_i}`` and ``sum m2_j delta_{x2_j}`` on R.
-
-    Exact formula ``W_1 = int |F_1 - F_2| dx`` with the cumulative distribution
-    functions, which are piecewise constant between the merged points.
-
-    Parameters
-    ----------
-    x1 : array_like, shape (n1,) or (n1, 1)
-        Finite support points of the first measure (in any order).
-    m1 : array_like, shape (n1,)
-        Nonnegative masses at ``x1``.
-    x2 : array_like, shape (n2,) or (n2, 1)
-        Finite support points of the second measure.
-    m2 : array_like, shape (n2,)
-        Nonnegative masses at ``x2``; same total mass as ``m1`` (relative tolerance 1e-9).
-
-    Returns
-    -------
-    float
-        The 1-Wasserstein distance (in units of length times mass).
-
-    Raises
-    ------
-    ValueError
-        If the points are not finite 1D arrays, a mass vector is negative or of the wrong
-        length, or the total masses differ.
-    """
-    x1, m1, x2, m2 = _check_pair(x1, m1, x2, m2)
-    z = np.concatenate([x1, x2])
-    w = np.concatenate([m1, -m2])
-    order = np.argsort(z, kind="stable")
-    z, w = z[order], w[order]
-    diff = np.cumsum(w)[:-1]  # F_1 - F_2 on [z_k, z_{k+1})
-    return float(np.sum(np.abs(diff) * np.diff(z)))
-
-
-@cite("II")
-def wasserstein_power_1d(x1, m1, x2, m2, beta: float = 2.0) -> float:
-    """``W_beta(mu1, mu2)^beta`` for discrete measures on R, ``beta >= 1``.
-
-    For convex costs ``|x1 - x2|^beta`` the monotone rearrangement is optimal:
-    ``W_beta^beta = int_0^{|mu|} |Q_1(t) - Q_2(t)|^beta dt`` with the quantile
-    functions ``Q_k`` (Part II, eq. (3.14), on the line).
-
-    Parameters
-    ----------
-    x1 : array_like, shape (n1,) or (n1, 1)
-        Finite support points of the first measure.
-    m1 : array_like, shape (n1,)
-        Nonnegative masses at ``x1``.
-    x2 : array_like, shape (n2,) or (n2, 1)
-        Finite support points of the second measure.
-    m2 : array_like, shape (n2,)
-        Nonnegative masses at ``x2``; same total mass as ``m1``.
-    beta : float, optional
-        Exponent of the cost ``|x1 - x2|^beta``, at least 1.  Default 2.
-
-    Returns
-    -------
-    float
-        The optimal transport cost ``W_beta^beta`` (not its ``beta``-th root).
-
-    Raises
-    ------
-    ValueError
-        If ``beta < 1`` or not positive, or the measures are invalid or of unequal mass.
-    """
-    beta = check_positive_scalar(beta, "beta")
-    if beta < 1:
-        raise ValueError(f"beta must be >= 1, got {beta!r}")
-    x1, m1, x2, m2 = _check_pair(x1, m1, x2, m2)
-    i1, i2, dt = monotone_rearrangement(x1, m1, x2, m2)
-    return float(np.sum(dt * np.abs(x1[i1] - x2[i2]) ** beta))
-
-
-def monotone_plan_1d(x1, m1, x2, m2) -> sp.csr_matrix:
-    """The monotone (north-west corner on sorted points) plan between two discrete measures on R.
-
-    The plan is optimal for every convex cost ``h(x1 - x2)``.
-
-    Parameters
-    ----------
-    x1 : array_like, shape (n1,) or (n1, 1)
-        Finite support points of the first measure.
-    m1 : array_like, shape (n1,)
-        Nonnegative masses at ``x1`` (row sums of the plan).
-    x2 : array_like, shape (n2,) or (n2, 1)
-        Finite support points of the second measure.
-    m2 : array_like, shape (n2,)
-        Nonnegative masses at ``x2`` (column sums of the plan); same total mass as ``m1``.
-
-    Returns
-    -------
-    scipy.sparse.csr_matrix, shape (n1, n2)
-        The plan, indexed in the input order of ``x1`` and ``x2``; at most ``n1 + n2 - 1``
-        nonzeros.
-
-    Raises
-    ------
-    ValueError
-        If the measures are invalid or of unequal mass.
-    """
-    x1, m1, x2, m2 = _check_pair(x1, m1, x2, m2)
-    i1, i2, dt = monotone_rearrangement(x1, m1, x2, m2)
-    return sp.coo_matrix((dt, (i1, i2)), shape=(x1.size, x2.size)).tocsr()
 
 
 # --------------------------------------------------------------------------
@@ -334,6 +166,18 @@ def control_objective(poisson, masses, y_d, mu2, nu, *, target_points=None, beta
         sign, or ``masses`` and ``mu2`` carry different total mass.
     RuntimeError
         If the exact transport LP (dimension >= 2) fails.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import skfem
+    >>> from femot.fem import PoissonOperator
+    >>> op = PoissonOperator(skfem.MeshLine(np.linspace(0.0, 1.0, 9)))
+    >>> mu2 = np.zeros(9)
+    >>> mu2[3:6] = 1 / 3
+    >>> fun, tracking, transport = control_objective(op, mu2, np.zeros(9), mu2, 0.1)
+    >>> print(f"{fun:.5f} {transport:.5f}")
+    0.00930 0.00000
     """
     op = _as_operator(poisson)
     nu = check_nonnegative_scalar(nu, "nu")
@@ -341,7 +185,7 @@ def control_objective(poisson, masses, y_d, mu2, nu, *, target_points=None, beta
     m = as_nonnegative_vector(masses, "masses", length=op.nvertices)
     tracking, _ = op.tracking_value_and_gradient(m, y_d)
     if op.dim == 1:
-        transport = wasserstein_power_1d(op.vertices[:, 0], m, x2[:, 0], mu2, beta)
+        transport = wasserstein_pp_1d(op.vertices[:, 0], x2[:, 0], m, mu2, p=beta)
     else:
         transport = _exact_transport_lp(op.vertices, m, x2, mu2, beta)
     return tracking + nu * transport, tracking, transport
@@ -544,6 +388,18 @@ def solve_control_reference(poisson, y_d, mu2, nu, *, target_points=None, beta=2
         If ``nu``, ``rho``, ``tol`` or ``beta`` is out of range, or the data have wrong shapes.
     ImportError
         If clarabel is not installed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import skfem
+    >>> from femot.fem import PoissonOperator
+    >>> op = PoissonOperator(skfem.MeshLine(np.linspace(0.0, 1.0, 9)))
+    >>> mu2 = np.zeros(9)
+    >>> mu2[3:6] = 1 / 3
+    >>> res = solve_control_reference(op, np.zeros(9), mu2, 0.1)
+    >>> print(bool(res.success), f"{res.fun:.5f}")
+    True 0.00759
     """
 
     op = _as_operator(poisson)

@@ -1,34 +1,16 @@
-"""Transportation identification: recover a source marginal and its plan from observations.
+"""Transportation identification (Part III, Section 4): recover a source marginal and its plan.
 
-Part III, Section 4 (problem (TI) and its reduction (RTI_gamma^eps)).  Given a cost
-``c_d`` (n1 x n2), a known target marginal ``mu2_d`` and observations ``pi_d`` of an
-optimal plan on ``D ⊂ Omega = Omega_1 x Omega_2`` and ``mu1_d`` of the source
-marginal on ``D1 ⊂ Omega_1``, the tracking objective is (Part III, eq. (4.1))
+The reduced problem (RTI_gamma^eps) over the simplex ``{mu1 >= 0, sum mu1 = sum mu2_d}``,
 
-    J(pi, mu1) = 1/2 |pi - pi_d|_D^2 + lam/2 |mu1 - mu1_d|_{D1}^2,
+    min f(mu1) = J(S_{gamma,eps}(mu1, mu2_d), mu1),
+    J(pi, mu1) = 1/2 |pi - pi_d|_D^2 + lam/2 |mu1 - mu1_d|_{D1}^2    (Part III, (4.1)),
 
-with the Euclidean norms restricted to the masks.  Replacing the exact lower level by
-the regularized marginal-to-plan map ``S_{gamma,eps}`` (Part III Def. 3.1) gives the
-reduced problem over the simplex S = {mu1 >= 0, sum mu1 = sum mu2_d}:
-
-    min_{mu1 in S}  f(mu1) = J(S_{gamma,eps}(mu1, mu2_d), mu1).        (RTI_gamma^eps)
-
-``f`` is Lipschitz; by Part III Prop. 3.14 a Clarke subgradient is
-
-    g = p1 + lam * D1 ∘ (mu1 - mu1_d),   (p1, p2) = S'(mu)^* [D ∘ (pi - pi_d)],
-
-where the adjoint is one sparse solve with the Newton matrix of the lower level
-(``QROTResult.vjp``); at a kink every ``A ⊂ Omega_0`` with outer structure gives a
-Bouligand element (Part III Thm 3.12), which feeds the collective Bouligand model of
-Algorithm 4.1 (Remark 4.2, eq. (4.2)).  The reduced problem is solved by the
-constrained nonsmooth trust-region method (``femot.optim.minimize_simplex``).
-
-The lower level is the Hitchcock case (unit weights), as in Part III §4.
+with the lower level in the Hitchcock case (unit weights).  docs/problems.md derives the
+subgradient and the Bouligand elements used here.
 """
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -42,17 +24,15 @@ from femot._validation import (
     check_nonnegative_scalar,
     check_positive_scalar,
 )
-from femot.core import kernels
-from femot.core.cost import DenseCost
-from femot.core.qrot_result import QROTResult
+from femot.core import DenseCost, QROTResult, kernels
 from femot.core.sensitivity import outer_structure
-from femot.optim import minimize_simplex
-from femot.problems.base import LowerLevel, UniformStart, UpperLevelResult, _cite, shared_doc, upper_level_result
+from femot.problems.identification_paths import IdentificationResult, _solve
+from femot.problems.plan_maps import MarginalToPlan
+from femot.problems.protocol import UniformStart, _cite
 
 __all__ = [
     "TransportIdentification",
     "IdentificationResult",
-    "solve_identification",
     "identification_errors",
     "as_plan_mask",
     "as_marginal_mask",
@@ -120,11 +100,6 @@ def as_marginal_mask(D1, n: int, name: str = "D1") -> np.ndarray:
     return _read_mask(D1, (n,), name, f"vector of length {n}", fit)
 
 
-def _lower_alias(attr: str, doc: str) -> property:
-    """A read-only property forwarding to ``self.lower.<attr>`` (names used before :class:`LowerLevel`)."""
-    return property(lambda self: getattr(self.lower, attr), doc=doc)
-
-
 def _max_abs(M) -> float:
     """``max |M_ij|`` over the stored entries of a sparse matrix (0 for none)."""
     return float(np.max(np.abs(sp.csr_matrix(M).data), initial=0.0))
@@ -161,6 +136,11 @@ def band_mask(n1: int, n2: int, bandwidth: int) -> np.ndarray:
         The plan's shape.
     bandwidth : int
         Half-width of the band.
+
+    Examples
+    --------
+    >>> band_mask(3, 3, 1).astype(int).tolist()
+    [[1, 1, 0], [1, 1, 1], [0, 1, 1]]
     """
     i = np.arange(n1)[:, None]
     j = np.arange(n2)[None, :]
@@ -212,18 +192,27 @@ class TransportIdentification(UniformStart):
         Dual regularization (defaults to gamma, as in Part III §4.2).  eps > 0 makes the
         lower level uniquely solvable for every mu1 on the simplex, including marginals
         with zeros.
-    qrot_options : dict or None
-        Extra keyword arguments for :func:`femot.solve_qrot` (default ``tol=1e-10``).
+    qrot_options : Mapping or options dataclass, optional
+        Options of the lower level's :func:`femot.solve_qrot` (default ``tol=1e-10``,
+        ``max_iter=200``).
     cache_size : int
         Number of lower-level solutions kept (keyed by mu1).
 
-    The instance is callable: ``problem(mu1) -> (f, g)``, the oracle of the
-    trust-region method (the last point is cached).  The lower level is the shared
-    driver :class:`femot.problems.base.LowerLevel` (attribute ``lower``): every solve is
-    warm-started from the dual potentials of the last converged one (public state
-    ``lower.warm``; at most ``warm_max_iter`` = 30 Newton steps), then a cold start,
-    then continuation through the decades ``(t gamma, t eps)``.  The problem satisfies
-    :class:`femot.problems.base.SecondOrderProblem`.
+    Notes
+    -----
+    The instance is callable: ``problem(mu1) -> (f, g)``, the oracle of the trust-region
+    method (the last point is cached); it satisfies
+    :class:`femot.problems.SecondOrderProblem`.  Its lower level is a
+    :class:`femot.problems.MarginalToPlan` (attribute ``lower``, warm starts of at most
+    30 Newton steps).
+
+    Examples
+    --------
+    >>> from femot.problems import identification_instance, problem_from_instance
+    >>> problem = problem_from_instance(identification_instance(5, seed=0), gamma=1e-2)
+    >>> f, g = problem(problem.uniform())
+    >>> print(f"{f:.4f}", g.shape)
+    0.6586 (5,)
     """
 
     #: The simplex is the standard one (unit weights).
@@ -265,13 +254,8 @@ class TransportIdentification(UniformStart):
         self.c_d = c
         self.shape = (n1, n2)
         self.full_D = bool(self.D.all())
-        self.qrot_options: dict = {"tol": 1e-10}
-        if qrot_options:
-            self.qrot_options.update(qrot_options)
-        opts = dict(self.qrot_options)
-        self.lower = LowerLevel(DenseCost(c, "c_d"), self.mu2_d, self.gamma, self.eps, tol=opts.pop("tol"),
-                                max_iter=opts.pop("max_iter", 200), warm_max_iter=30, solver_options=opts,
-                                continuation="decades", cache_size=max(1, int(cache_size)))
+        self.lower = MarginalToPlan(DenseCost(c, "c_d"), self.mu2_d, self.gamma, self.eps, qrot_options=qrot_options,
+                                    warm_max_iter=30, cache_size=max(1, int(cache_size)))
         self._last: tuple | None = None
 
     @property
@@ -288,20 +272,6 @@ class TransportIdentification(UniformStart):
             A marginal of length :attr:`n`.
         """
         return as_vector(_dense(x), "x", length=self.n).copy()
-
-    # -- the lower-level state, under the names used before LowerLevel ----------
-    n_solves = _lower_alias("requests", "Distinct lower-level problems solved (``lower.requests``).")
-    solve_time = _lower_alias("solve_time", "Wall time of the lower-level solves (``lower.solve_time``).")
-    n_failed_solves = _lower_alias("failures", "Lower-level solves that did not converge (``lower.failures``).")
-
-    @property
-    def warm_max_iter(self) -> int:
-        """Newton steps of a warm-started lower-level solve (``lower.warm_max_iter``)."""
-        return self.lower.warm_max_iter
-
-    @warm_max_iter.setter
-    def warm_max_iter(self, value: int) -> None:
-        self.lower.warm_max_iter = min(self.lower.max_iter, int(value))
 
     def with_regularization(self, gamma: float, eps: float | None = None) -> "TransportIdentification":
         """The same identification problem with the lower level at (gamma, eps) (fresh cache and counters).
@@ -363,10 +333,8 @@ class TransportIdentification(UniformStart):
     def lower_level(self, mu1) -> QROTResult:
         """The lower-level solution S_{gamma,eps}(mu1, mu2_d) as a :class:`QROTResult` (cached).
 
-        Solved by :meth:`femot.problems.base.LowerLevel.solve` at ``max(mu1, 0)``: a warm
-        start from the last converged solve (at most ``warm_max_iter`` Newton steps), a
-        cold start if that fails, then continuation in (gamma, eps).  A result that still
-        fails is returned (check ``.success``) and counted in ``n_failed_solves``.
+        :meth:`femot.problems.MarginalToPlan.solve` at ``max(mu1, 0)``; a result that
+        fails is returned (check ``.success``) and counted in ``lower.failures``.
 
         Parameters
         ----------
@@ -375,18 +343,72 @@ class TransportIdentification(UniformStart):
         """
         return self.lower.solve(np.maximum(np.asarray(mu1, dtype=float).reshape(-1), 0.0))
 
-    def solve(self, x0=None, **kwargs) -> "IdentificationResult":
-        """Minimize the reduced objective over the simplex: :func:`solve_identification`.
+    def solve(self, x0=None, *, options=None, callback=None, model: str = "auto", bouligand: bool = True,
+              continuation=None, continuation_tol: float = 1e-3, starts=None) -> "IdentificationResult":
+        """Minimize (RTI_gamma^eps) by the constrained nonsmooth trust-region method (Part III Alg. 4.1).
 
         Parameters
         ----------
         x0 : array_like, optional
-            Starting marginal (default: uniform).
-        **kwargs
-            Keyword arguments of :func:`solve_identification` (options, model,
-            continuation, ...).
+            Starting marginal on the simplex (default: uniform, mass sum(mu2_d), as in §4.2).
+        options : Mapping or options dataclass, optional
+            Options of :func:`femot.optim.minimize_simplex` (defaults: Part III §4.2,
+            tol = 1e-5, max_iter = 200 per phase; ``verbose`` prints the iteration tables).
+        callback : callable, optional
+            Passed to the optimizer.
+        model : {"auto", "bfgs", "newton"}
+            The trust-region model.  ``"bfgs"``: Part III, Algorithm 4.1 with the BFGS model
+            of Remark 4.2 (Table 4.1).  ``"newton"``: exact (Gauss-Newton) Hessian-vector
+            products of :meth:`hessp` (projected Newton-CG and bundle-Newton steps).
+            ``"auto"`` (default): both, from two starts, see Notes.
+        bouligand : bool
+            Supply the Bouligand elements at the iterate (Thm 3.12) to the collective
+            Bouligand model of Remark 4.2 below Delta_min (in addition to the optimizer's own
+            exploration of the ball).
+        continuation : None, False, "auto" or sequence of float
+            For ``model="bfgs"``/``"newton"``: None or False (solve at the problem's
+            (gamma, eps) directly, as in Part III §4.2), ``"auto"`` (first solve at
+            (t gamma, t eps) for t = 10^k, ..., 10 with 10^k gamma <= 1e-2, each level
+            warm-started from the previous one, :func:`femot.optim.minimize_simplex_path`)
+            or a sequence of factors t > 1.  For ``model="auto"`` it is the continuation of
+            the Newton path (None: ``"auto"``).  ``nit``/``nfev`` count all levels and
+            phases; ``phases`` lists them.
+        continuation_tol : float
+            Stationarity tolerance of the intermediate levels (only a warm start for the
+            next level is needed there; at most 50 iterations each); the last level uses
+            ``options``.
+        starts : None or sequence of str
+            ``model="auto"``: further starts after x0; None means ``("observed",)``
+            (:meth:`observed_start`, skipped when it equals x0), ``()`` only x0.
+
+        Returns
+        -------
+        IdentificationResult
+            The result convention of :func:`femot.problems.protocol.upper_level_result` with the
+            identification's extras (``J``, ``mu1``, ``alpha``, ``beta``, ``plan``,
+            ``phases``, ...).
+
+        Notes
+        -----
+        The reduced objective is piecewise quadratic (very many pieces at small gamma) and
+        has local minima; which one a method reaches depends on its path (docs/problems.md
+        has the tables).  ``model="auto"`` therefore runs, from x0 (default uniform) and then
+        from the observed start,
+
+        1. ``"bfgs"``: Algorithm 4.1;
+        2. ``"bfgs + newton polish"`` (only if 1. did not converge): the Newton model from
+           the point of 1., which certifies it (the method is monotone: J does not rise);
+        3. ``"newton"``: the Newton model with continuation;
+
+        and returns the certified phase (``success``) of lowest J (the lowest J if none is
+        certified).  Every phase runs on a fresh copy of the problem (the path can depend on
+        1e-10 differences of warm-started lower-level solutions), so the ``"bfgs"`` and
+        ``"newton"`` phases from x0 are exactly ``model="bfgs"`` and ``model="newton",
+        continuation="auto"``.  ``phases`` records every phase (name, J, nit, stationarity,
+        success, time), ``phase`` names the one returned, ``nit``/``nfev``/``time_s`` are
+        totals.  Every phase and level runs through :func:`femot.problems.solve_on_simplex`.
         """
-        return solve_identification(self, x0, **kwargs)
+        return _solve(self, x0, options, callback, model, bouligand, continuation, continuation_tol, starts)
 
     # -- upper level ----------------------------------------------------------
     def residual_plan(self, pi):
@@ -626,391 +648,6 @@ class TransportIdentification(UniformStart):
         return out
 
 
-# --------------------------------------------------------------------------
-# solving
-# --------------------------------------------------------------------------
-@_cite
-@shared_doc
-class IdentificationResult(UpperLevelResult):
-    """Result of :func:`solve_identification`.
-
-    %(result_keys)s
-
-    Attributes
-    ----------
-    mu1 : numpy.ndarray
-        The computed source marginal (a point of the simplex; the same array as ``x``).
-    plan : scipy.sparse.csr_matrix
-        Its lower-level plan S_{gamma,eps}(mu1, mu2_d).
-    alpha, beta : numpy.ndarray
-        The dual potentials of that plan.
-    J : float
-        The objective value J(plan, mu1) (Part III, eq. (4.1)) recomputed at the solution;
-        equal to ``fun`` up to rounding.
-    nit, nfev : int
-        Trust-region iterations and oracle calls (all phases and continuation levels).
-    nhev : int
-        Hessian-vector products (Newton model).
-    model : str
-        ``"auto"``, ``"bfgs"`` or ``"newton"``.
-    phases : list of dict
-        One dict per phase run (phase, model, levels, nit, J, success, status,
-        stationarity, stationarity_measure, time_s): with ``model="auto"`` the J each
-        path reached, so that a lower J that was not kept can be seen.
-    phase : str
-        The name of the phase whose point is returned.
-    levels : list of dict
-        The levels of that phase, one dict per level (gamma, eps, nit, nfev, fun,
-        status, stationarity); a single entry without continuation.
-    stationarity, stationarity_measure, theta
-        Final theta_R (or psi_R), which one, and theta_R (of the returned phase).
-    tol : float
-        The stationarity tolerance: ``success`` certifies ``stationarity <= tol``.
-    success, status, message
-        From the trust-region method of the returned phase; success also requires that
-        the final lower-level solve converged.
-    mu1_err_max, pi_err_max : float
-        max |mu1 - mu1_d| over D1 and max |pi - pi_d| over D.
-    eps_bias, eps_bias_relative : float
-        ``eps * max(|alpha|_inf, |beta|_inf)``, how far the eps term of (3.1) moves the
-        plan's marginals away from (mu1, mu2_d) (mass units), and that over ``max(mu2_d)``.
-        When it is not small against the marginals, J cannot approach 0 even at the
-        truth: lower eps.
-    history : list
-        The optimizer's per-iteration records of the returned phase (its last level);
-        ``tr`` that optimizer result.
-    lower : QROTResult
-        The final lower-level solution.
-    lower_solves, newton_iterations, lower_failures, lower_continuations
-        Lower-level effort summed over all levels (``lower_solves`` counts every core
-        call, :meth:`femot.problems.base.LowerLevel.counters`).
-    n_lower_solves : int
-        Distinct lower-level problems solved (cache misses; ``lower_requests``).
-    lower_time_s, time_s : float
-        Wall time in the lower level and in total.
-    gamma, eps, lam : float
-        The problem's parameters.
-    """
-
-    def summary(self) -> str:
-        """A few lines: errors, objective, iterations, stationarity and what it certifies, phases, success."""
-        lines = [f"max|mu1_d - mu1| (on D1) = {self.mu1_err_max:.4e}",
-                 f"max|pi_d - pi|   (on D)  = {self.pi_err_max:.4e}",
-                 f"J                        = {self.J:.4e}",
-                 f"iterations               = {self.nit} ({self.nfev} evaluations, {self.n_lower_solves} "
-                 f"lower-level solves, {self.time_s:.2f} s)",
-                 f"stationarity ({self.stationarity_measure:5s})     = {self.stationarity:.3e} "
-                 f"({'certified' if self.success else 'not certified'}: tol {self.tol:.1e})"]
-        phases = self.get("phases", [])
-        for p in phases if len(phases) > 1 else []:
-            lines.append(f"  phase {p['phase']:<30s} J = {p['J']:.6e}, {p['nit']:4d} iterations, "
-                         f"{p['stationarity_measure']} = {p['stationarity']:.1e}, {p['time_s']:.1f} s"
-                         f"{'' if p['success'] else ' (not certified)'}"
-                         f"{'  <- returned' if p['phase'] == self.phase else ''}")
-        lines.append(f"eps bias eps*max|alpha|  = {self.eps_bias:.3e} ({self.eps_bias_relative:.1%} of max mu2_d: "
-                     f"how far the eps term of (3.1) moves the marginals; a smaller eps reduces it)")
-        lines.append(f"success                  = {self.success} ({self.message})")
-        return "\n".join(lines)
-
-
-#: Trust-region options used by :func:`solve_identification` unless overridden.
-#: Part III §4.2: R = sqrt(n1), Delta_min = 1e-6, eta = (0.1, 0.9), beta = (0.5, 1.5),
-#: nu = 1, mu1_0 uniform, Delta0 = 1, TOL = 1e-5 (the defaults of minimize_simplex).
-DEFAULT_TR_OPTIONS = {"tol": 1e-5, "max_iter": 200}
-
-
-def _continuation_levels(problem, continuation):
-    """Factors t > 1 of the intermediate levels (t gamma, t eps), largest first."""
-    if continuation is None or continuation is False:
-        return []
-    if isinstance(continuation, str):
-        if continuation != "auto":
-            raise ValueError(f"continuation must be None, 'auto' or a sequence of factors > 1, got {continuation!r}")
-        # decades from gamma = 1e-2 (the largest gamma of Part III §4.2) down to the problem's gamma
-        k = int(np.floor(np.log10(1e-2 / problem.gamma) + 1e-9))
-        return [10.0 ** j for j in range(k, 0, -1)]
-    try:
-        factors = [float(t) for t in continuation]
-    except (TypeError, ValueError):
-        raise ValueError("continuation must be None, 'auto' or a sequence of factors > 1") from None
-    if any(not (t > 1.0 and np.isfinite(t)) for t in factors):
-        raise ValueError(f"continuation factors must be finite numbers > 1, got {factors}")
-    return sorted(factors, reverse=True)
-
-
-_EFFORT = ("lower_solves", "lower_requests", "newton_iterations", "lower_failures", "lower_continuations")
-
-
-def _effort(lower: LowerLevel) -> dict:
-    """The additive counters of a :class:`LowerLevel` (and its solve time) as a dict."""
-    c = lower.counters()
-    out: dict = {k: int(c[k]) for k in _EFFORT}
-    out["time"] = lower.solve_time
-    return out
-
-
-def _level(problem, r) -> dict:
-    return {"gamma": problem.gamma, "eps": problem.eps, "nit": r.nit, "nfev": r.nfev, "fun": r.fun,
-            "status": r.status, "stationarity": r.stationarity}
-
-
-def _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuation, continuation_tol):
-    """The intermediate levels (t gamma, t eps) of :func:`solve_identification`.
-
-    Returns the last point, the level records and the summed (nit, nfev, nhev) and
-    lower-level effort of these levels.
-    """
-    levels, its = [], {"nit": 0, "nfev": 0, "nhev": 0}
-    effort = dict.fromkeys((*_EFFORT, "time"), 0)
-    for t in _continuation_levels(problem, continuation):
-        # 12 significant digits: 1e-6 * 100 is the level 1e-4, not 9.999999999999999e-05
-        sub = problem.with_regularization(float(f"{t * problem.gamma:.12g}"), float(f"{t * problem.eps:.12g}"))
-        collect_sub = (lambda x, radius, sub=sub: sub.bouligand_subgradients(x, radius)) if bouligand else None
-        sub_opts = dict(opts)
-        sub_opts["tol"] = max(float(opts.get("tol", 1e-5)), float(continuation_tol))
-        sub_opts["max_iter"] = min(int(opts.get("max_iter", 200)), 50)  # only a warm start
-        r = minimize_simplex(sub, x0, hessp=sub.hessp if hessian else None, n=problem.n, mass=problem.mass,
-                             options=sub_opts, callback=callback, collect_subgradients=collect_sub)
-        levels.append(_level(sub, r))
-        for k in its:
-            its[k] += getattr(r, k)
-        for k, v in _effort(sub.lower).items():
-            effort[k] += v
-        x0 = r.x
-    return x0, levels, its, effort
-
-
-#: Models of :func:`solve_identification`.
-MODELS = ("auto", "bfgs", "newton")
-
-
-def _model(model, hessian) -> str:
-    """The model from ``model`` and the older spelling ``hessian`` (True: newton, False: bfgs)."""
-    if hessian is not None and not isinstance(hessian, (bool, np.bool_)):
-        raise ValueError(f"hessian must be True, False or None, got {hessian!r}")
-    if model is None:
-        return "auto" if hessian is None else ("newton" if hessian else "bfgs")
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    if hessian is not None and model != ("newton" if hessian else "bfgs"):
-        raise ValueError(f"hessian={hessian} contradicts model={model!r}; give only model")
-    return model
-
-
-class _Path:
-    """Runs of the trust-region method (phases, each with its continuation levels) on ``problem``.
-
-    With ``fresh`` every phase runs on its own copy of the problem (fresh lower-level cache
-    and warm start): which local minimum a path reaches can depend on differences of
-    1e-10 in the lower-level solutions, and so on the warm starts a previous phase left.
-    Each phase is then the same computation as a single-model run from a new problem.
-    """
-
-    def __init__(self, problem, opts, callback, bouligand, fresh=False) -> None:
-        self.problem, self.opts, self.callback, self.bouligand = problem, opts, callback, bouligand
-        self.fresh = fresh
-        self.its = {"nit": 0, "nfev": 0, "nhev": 0}
-        self.effort = dict.fromkeys((*_EFFORT, "time"), 0)
-        self.phases: list[dict] = []
-
-    def run(self, name, x0, hessian, continuation=None, continuation_tol=1e-3):
-        """Run one phase from x0; returns the optimizer's result of its last level."""
-        problem = self.problem
-        if self.fresh:
-            problem = problem.with_regularization(problem.gamma, problem.eps)
-            if self.opts.get("verbose"):  # several phases print tables: say which one follows
-                print(f"phase {name}:")
-        t0 = time.perf_counter()
-        x0, levels, its, effort = _run_continuation(problem, x0, self.opts, self.callback, self.bouligand,
-                                                    hessian, continuation, continuation_tol)
-        collect = None
-        if self.bouligand:
-            def collect(x, radius):
-                # Every Bouligand element at x (Thm 3.12); the optimizer adds the
-                # subgradients it meets while probing the ball along its model direction.
-                return problem.bouligand_subgradients(x, radius)
-        tr = minimize_simplex(problem, x0, hessp=problem.hessp if hessian else None, n=problem.n,
-                              mass=problem.mass, options=self.opts, callback=self.callback,
-                              collect_subgradients=collect)
-        levels.append(_level(problem, tr))
-        for k in self.its:
-            self.its[k] += its[k] + getattr(tr, k)
-        for k, v in effort.items():
-            self.effort[k] += v
-        if self.fresh:
-            for k, v in _effort(problem.lower).items():
-                self.effort[k] += v
-        self.phases.append({"phase": name, "model": "newton" if hessian else "bfgs", "levels": levels,
-                            "nit": sum(lv["nit"] for lv in levels), "J": float(tr.fun), "success": bool(tr.success),
-                            "status": int(tr.status), "stationarity": float(tr.stationarity),
-                            "stationarity_measure": tr.stationarity_measure,
-                            "time_s": time.perf_counter() - t0, "tr": tr, "problem": problem})
-        return tr
-
-
-def _auto(path: _Path, starts, continuation, continuation_tol):
-    """The default model: two paths from every start, each ending certified if it can; the lower certified J.
-
-    ``starts`` is a list of (label, x0).  Path 1 is Algorithm 4.1 with the BFGS model
-    (Part III, Remark 4.2), which tends to follow the low path but may stop uncertified
-    (iteration limit, radius collapse at a kink); from its point a polish with the exact
-    (Gauss-Newton) Hessian certifies stationarity (the method is monotone: J does not
-    rise).  Path 2 is the Newton model with continuation in (gamma, eps).  Returns the
-    index of the phase kept: the certified one (``success``) of lowest J, else the
-    lowest J.
-    """
-    ends = []
-    for label, x0 in starts:
-        tr = path.run(f"{label}: bfgs", x0, hessian=False)
-        if not tr.success and tr.status != 3:
-            path.run(f"{label}: bfgs + newton polish", tr.x, hessian=True)
-        ends.append(len(path.phases) - 1)
-        path.run(f"{label}: newton", x0, hessian=True, continuation="auto" if continuation is None else continuation,
-                 continuation_tol=continuation_tol)
-        ends.append(len(path.phases) - 1)
-    return min(ends, key=lambda i: (not path.phases[i]["success"], path.phases[i]["J"]))
-
-
-def _starts(problem, x0, starts):
-    """The labelled starting points of ``model="auto"``: x0 (default uniform), then the observed start."""
-    # the uniform start stays None: the optimizer's own uniform point, bit for bit that of a
-    # single-model run (a start projected onto the simplex can differ in the last bit, and
-    # the path with it)
-    out = [("x0", x0) if x0 is not None else ("uniform", None)]
-    first = problem.uniform() if x0 is None else x0
-    if starts is None:
-        starts = ("observed",)
-    for s in starts:
-        if s != "observed":
-            raise ValueError(f"starts must be a sequence of 'observed' (or empty), got {starts!r}")
-        x = problem.observed_start()
-        # a second start equal to the first would only repeat its phases
-        if np.max(np.abs(x - first)) > 1e-12 * problem.mass:
-            out.append(("observed", x))
-    return out
-
-
-@cite("III", "LMM")
-def solve_identification(problem: TransportIdentification, x0=None, options: dict | None = None, callback=None,
-                         verbose: bool = False, bouligand: bool = True, hessian: bool | None = None,
-                         continuation=None, continuation_tol: float = 1e-3,
-                         model: str | None = None, starts=None) -> IdentificationResult:
-    """Solve (RTI_gamma^eps) by the constrained nonsmooth trust-region method (Part III Alg. 4.1).
-
-    Parameters
-    ----------
-    problem : TransportIdentification
-        The reduced problem.
-    x0 : array_like, optional
-        Starting marginal on the simplex (default: uniform, mass sum(mu2_d), as in §4.2).
-    options : dict, optional
-        Options of :func:`femot.optim.minimize_simplex` (defaults: Part III §4.2,
-        tol = 1e-5, max_iter = 200 per phase).
-    callback : callable, optional
-        Passed to the optimizer.
-    verbose : bool
-        Print the iteration table while running.
-    bouligand : bool
-        Supply the Bouligand elements at the iterate (Thm 3.12) to the collective
-        Bouligand model of Remark 4.2 below Delta_min (in addition to the optimizer's own
-        exploration of the ball).
-    hessian : bool or None
-        Older spelling of ``model``: True is ``model="newton"``, False ``model="bfgs"``.
-    continuation : None, False, "auto" or sequence of float
-        For ``model="bfgs"``/``"newton"``: None or False (solve at the problem's
-        (gamma, eps) directly, as in Part III §4.2), ``"auto"`` (first solve at
-        (t gamma, t eps) for t = 10^k, ..., 10 with 10^k gamma <= 1e-2, each level
-        warm-started from the previous one) or a sequence of factors t > 1.  For
-        ``model="auto"`` it is the continuation of the Newton path (None: ``"auto"``).
-        ``nit``/``nfev`` count all levels and phases; ``phases`` lists them.
-    continuation_tol : float
-        Stationarity tolerance of the intermediate levels (only a warm start for the
-        next level is needed there; at most 50 iterations each); the last level uses
-        ``options``.
-    model : {"auto", "bfgs", "newton"} or None
-        The trust-region model.  ``"bfgs"``: Part III, Algorithm 4.1 with the BFGS model
-        of Remark 4.2 (Table 4.1).  ``"newton"``: exact (Gauss-Newton) Hessian-vector
-        products of :meth:`TransportIdentification.hessp` (projected Newton-CG and
-        bundle-Newton steps, ``femot.optim.minimize_simplex(hessp=...)``).  ``"auto"``
-        (default, also for None unless ``hessian`` is given): both, from two starts, see Notes.
-    starts : None or sequence of str
-        ``model="auto"``: further starts after x0; None means ``("observed",)``
-        (:meth:`TransportIdentification.observed_start`, skipped when it equals x0),
-        ``()`` only x0.
-
-    Returns
-    -------
-    IdentificationResult
-        The result convention of :func:`femot.problems.base.upper_level_result` with the
-        identification's extras (``J``, ``mu1``, ``alpha``, ``beta``, ``plan``,
-        ``phases``, ...).
-
-    Notes
-    -----
-    The reduced objective is piecewise quadratic (very many pieces at small gamma) and
-    has local minima; which one a method reaches depends on its path.  The BFGS model
-    (Algorithm 4.1) tends to follow the low path but often stops uncertified (iteration
-    limit or collapsed radius at a kink); the Newton model certifies stationarity fast,
-    but with its long steps and its continuation lands in a worse minimum on several of
-    the authors' instances, and from the uniform start both miss the truth's basin on
-    larger random instances where the observation of mu1 leads into it (docs/problems.md
-    has the tables).  ``model="auto"`` therefore runs, from x0 (default uniform) and then
-    from the observed start,
-
-    1. ``"bfgs"``: Algorithm 4.1;
-    2. ``"bfgs + newton polish"`` (only if 1. did not converge): the Newton model from
-       the point of 1., which certifies it (the method is monotone: J does not rise);
-    3. ``"newton"``: the Newton model with continuation;
-
-    and returns the certified phase (``success``) of lowest J (the lowest J if none is
-    certified).  Every phase runs on a fresh copy of the problem (the path can depend on
-    1e-10 differences of warm-started lower-level solutions), so the ``"bfgs"`` and
-    ``"newton"`` phases from x0 are exactly ``model="bfgs"`` and ``model="newton",
-    continuation="auto"``, and the result's J is no higher than theirs when they are
-    certified (nor than an uncertified BFGS point, which the polish does not raise).
-    ``phases`` records every phase (name, J, nit, stationarity, success,
-    time), ``phase`` names the one returned, ``nit``/``nfev``/``time_s`` are totals.
-    """
-    if not isinstance(problem, TransportIdentification):
-        raise ValueError(f"problem must be a TransportIdentification, got {type(problem).__name__}")
-    model = _model(model, hessian)
-    if x0 is not None:
-        x0 = problem.check_point(x0, "x0")
-    opts = dict(DEFAULT_TR_OPTIONS)
-    if options:
-        opts.update(options)
-    if verbose:
-        opts["verbose"] = True
-    t0 = time.perf_counter()
-    start = _effort(problem.lower)
-    path = _Path(problem, opts, callback, bouligand, fresh=model == "auto")
-    if model == "auto":
-        best = _auto(path, _starts(problem, x0, starts), continuation, continuation_tol)
-    else:
-        path.run(model, x0, hessian=model == "newton", continuation=continuation, continuation_tol=continuation_tol)
-        best = 0
-    tr = path.phases[best]["tr"]
-    mu1 = tr.x
-    # the phase's own lower level (its cached solution at mu1): the plan and J the phase reported
-    low = path.phases[best]["problem"].lower_level(mu1)
-    effort = path.effort
-    for k, v in _effort(problem.lower).items():
-        effort[k] += v - start[k]
-    bias = problem.eps * max(float(np.abs(low.alpha).max()), float(np.abs(low.beta).max()))
-    counters = {k: effort[k] for k in _EFFORT}
-    phases = [{k: v for k, v in ph.items() if k not in ("tr", "problem")} for ph in path.phases]
-    return upper_level_result(
-        IdentificationResult, tr, x=mu1, fun=tr.fun, lower_ok=bool(low.success), lower_message=low.message,
-        counters=counters, time_s=time.perf_counter() - t0,
-        mu1=mu1, plan=low.plan, alpha=low.alpha, beta=low.beta, J=problem.objective(low.plan, mu1),
-        nit=path.its["nit"], nfev=path.its["nfev"], nhev=path.its["nhev"], model=model,
-        phase=phases[best]["phase"], phases=phases, levels=phases[best]["levels"], tol=float(tr.options.tol),
-        stationarity=tr.stationarity, stationarity_measure=tr.stationarity_measure, theta=tr.theta,
-        history=tr.history, lower=low, gamma=problem.gamma, eps=problem.eps, lam=problem.lam,
-        n_lower_solves=effort["lower_requests"], lower_time_s=effort["time"], eps_bias=bias,
-        eps_bias_relative=bias / float(problem.mu2_d.max()), **problem.errors(mu1, low.plan))
-
-
 @cite("III")
 def identification_errors(mu1, pi, mu1_true, pi_true) -> dict:
     """max|mu1_true - mu1| and max|pi_true - pi| over all of Omega_1 and Omega (Tables 4.1, 4.2).
@@ -1025,6 +662,13 @@ def identification_errors(mu1, pi, mu1_true, pi_true) -> dict:
         True marginal.
     pi_true : array_like or scipy.sparse matrix
         True plan.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> errs = identification_errors([0.5, 0.5], np.eye(2) / 2, [0.4, 0.6], np.eye(2) / 2)
+    >>> print(f"{errs['mu1_err_max']:.2f} {errs['pi_err_max']:.2f}")
+    0.10 0.00
     """
     mu1 = as_vector(_dense(mu1), "mu1")
     mt = as_vector(_dense(mu1_true), "mu1_true", length=mu1.size)

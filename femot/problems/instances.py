@@ -1,47 +1,8 @@
-"""Instances of the transportation identification problem: generator, loaders, writers.
+"""Instances of the transportation identification problem (Part III, Section 4): generator, loaders, writers.
 
-An instance is a dict with the data of Part III §4 (problem (TI)):
-
-* ``c_d`` (n1, n2) cost, ``mu2_d`` (n2,) known target marginal,
-* ``mu1_d`` (n1,) observed source marginal, ``pi_d`` (n1, n2) observed plan,
-* optional ``D`` (n1, n2) and ``D1`` (n1,) 0/1 observation masks (default: everything),
-  ``mu1_0`` (n1,) starting point, and, for generated data, the truth
-  ``mu1_true``, ``pi_true``.
-
-Files: MATLAB ``.mat`` (read with ``scipy.io.loadmat``; versions 4-7.2) or NumPy
-``.npz``.  Every variable may be dense or sparse, vectors as rows or columns, and of
-any real numeric type (MATLAB stores integer-valued doubles as small integers).  A
-``.mat`` file stores sparse matrices natively; in an ``.npz`` a sparse variable X is
-stored as the group ``X__data, X__row, X__col, X__shape`` (COO triplets) or
-``X__data, X__indices, X__indptr, X__shape`` (CSR; add ``X__format = 'csc'`` for CSC).
-
-Files of the authors' MATLAB code
----------------------------------
-:func:`load_instance` also reads the instance files of the reference MATLAB
-implementation of the constrained nonsmooth trust-region method (public repository
-``sebastianhillbrecht/cntr_method``) as they are:
-
-* ``mu1_star``, ``pi_star`` (the true marginal and plan, the paper's mu1*, pi*) stand
-  in for ``mu1_d``, ``pi_d`` when those are absent, and also serve as the truth
-  ``mu1_true``, ``pi_true``.  If a file holds both ``mu1_d`` and ``mu1_star`` (or
-  ``pi_d`` and ``pi_star``) they must agree where observed (on D1, resp. D), else
-  a ValueError names both; then ``*_d`` is the observation and ``*_star`` the truth.
-* ``mu1_0`` is the starting marginal, ``delta_0`` the initial trust-region radius
-  (option ``Delta0`` of :func:`femot.optim.minimize_simplex`).
-* ``H_0`` is the initial BFGS approximation of the Hessian of the reduced objective
-  (the MATLAB code starts its BFGS matrix there and resets to it).  femot's
-  BFGS model starts from, and resets to, a multiple of the identity ``H0 * I``
-  (option ``H0``), so ``H_0 = c I`` with c > 0 (the files hold the identity) becomes
-  ``H0 = c``; a general matrix cannot be used and is ignored with a note.
-* ``D``, ``D1`` are the observation masks of the objective
-  ``1/2 |D o (pi - pi_d)|^2 + lam/2 |D1 o (mu1 - mu1_d)|^2`` (Part III eq. (4.1)),
-  the same meaning as in femot.
-* Other variables (the 50x50 file also stores a computed ``mu1``, ``pi``) are
-  reported as unused.
-
-The returned dict says which file variable gave each field (``names_used``), which
-solver settings the file implies (``tr_options``, merged under the user's options by
-:func:`instance_options`), and lists ``unused`` variables and ``notes``.
+An instance is a dict (``c_d``, ``mu2_d``, ``mu1_d``, ``pi_d``, optional masks ``D``, ``D1``,
+start ``mu1_0`` and truth ``mu1_true``, ``pi_true``) read from and written to ``.mat`` or ``.npz``;
+docs/problems.md (section 5a) describes the files, also those of the authors' MATLAB code.
 """
 from __future__ import annotations
 
@@ -51,6 +12,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from femot._docstrings import cite
+from femot.core import exact_ot
+from femot.core.instances import hitchcock_instance
 from femot.problems.identification import TransportIdentification, band_mask
 
 __all__ = [
@@ -147,10 +110,13 @@ def identification_instance(n: int = 25, seed: int = 0, experiment: int = 1, *, 
         If ``experiment`` is not 1 or 2, or ``n < 2``.
     RuntimeError
         If the exact transport LP fails.
-    """
-    from femot.core.exact import exact_ot
-    from femot.core.instances import hitchcock_instance
 
+    Examples
+    --------
+    >>> data = identification_instance(5, seed=0)
+    >>> print(data["c_d"].shape, f"{data['mu1_true'].sum():.4f}")
+    (5, 5) 1.0000
+    """
     if experiment not in (1, 2):
         raise ValueError(f"experiment must be 1 or 2, got {experiment!r}")
     c, mu1, mu2 = hitchcock_instance(int(n), seed=seed, occupancy=occupancy)
@@ -200,6 +166,12 @@ def problem_from_instance(data: dict, gamma=1e-4, eps=None, lam=1.0, **kwargs) -
     ValueError
         If a required variable is missing (or the problem data are inconsistent, raised by
         :class:`TransportIdentification`).
+
+    Examples
+    --------
+    >>> problem = problem_from_instance(identification_instance(5, seed=0), gamma=1e-2)
+    >>> print(problem.n, problem.gamma, problem.eps)
+    5 0.01 0.01
     """
     missing = [k for k in REQUIRED_VARIABLES if data.get(k) is None]
     if missing:
@@ -371,6 +343,17 @@ def load_instance(path) -> dict:
         are both present with different values, or if a variable has the wrong kind.
         Shapes and values of the problem data are checked when the problem is built
         (:func:`problem_from_instance`).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> data = identification_instance(5, seed=0)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     save_instance(os.path.join(tmp, "five.npz"), data)
+    ...     back = load_instance(os.path.join(tmp, "five.npz"))
+    >>> bool(np.array_equal(back["c_d"], data["c_d"]))
+    True
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -481,6 +464,14 @@ def save_instance(path, data: dict) -> None:
     ------
     ValueError
         If the suffix is neither ``.npz`` nor ``.mat``, or a required variable is missing.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     save_instance(os.path.join(tmp, "five.mat"), identification_instance(5, seed=0))
+    ...     print(sorted(os.listdir(tmp)))
+    ['five.mat']
     """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
@@ -556,7 +547,7 @@ def save_result(path, result) -> str:
     path : str or os.PathLike
         Target file; ``.mat`` selects the MATLAB format.
     result : IdentificationResult
-        Result of :func:`femot.problems.identification.solve_identification`.
+        Result of :meth:`femot.problems.TransportIdentification.solve`.
 
     Returns
     -------

@@ -1,35 +1,8 @@
 """W^{-1,p'} tracking of the transport plan: Part II, eq. (3.11) with the lower level of (3.13).
 
-The upper-level objective of Part II, Section 3.2.1,
-
-    J(pi, mu1) = |grad G(pi - pi_d)|^{p'}_{L^{p'}(D)} + nu |mu1 - mu1_d|_{M(Omega_1)},
-
-measures the plan against a measurement ``pi_d`` on an observation domain
-``D ⊂ Omega_1 x Omega_2`` in a norm equivalent to the W^{-1,p'}(D) norm: ``G``
-solves the Poisson problem ``-Lap phi = eta`` in D with ``phi = 0`` on the
-boundary of D (eq. (3.10), Lemma 3.7).  The plan is the regularized, smoothed
-lower level ``pi = S_gamma(T^delta mu1, T^delta mu2^d)`` (Part II (3.13)).
-
-Discretization:
-
-* Omega_1, Omega_2: meshes with lumped vertex quadratures (nodes ``x_i``, ``y_j``,
-  weights ``w_i``, ``v_j``); the plan is a density ``pi_ij`` w.r.t. ``w_i v_j``;
-* the control mu1: masses ``m`` on the vertices of Omega_1 at distance >= rho from
-  the boundary, a point of the simplex of mass ``|mu2^d|``; ``mu1_d`` masses on
-  all vertices of Omega_1, so ``|mu1 - mu1_d|_M = sum_k |m_k - m_d,k|``;
-* D: a union of cells of the product mesh of :func:`femot.fem.product_mesh`
-  (vertex ``i*n2 + j`` is ``(x_i, y_j)``), given as an element mask or a
-  predicate on cell centroids; D gets its own P1 Poisson operator with
-  homogeneous Dirichlet values on its boundary;
-* ``pi - pi_d`` enters as the discrete measure with masses ``w_i v_j (pi - pi_d)_ij``
-  at the vertices of D.
-
-Subgradient of ``F(m) = J(pi(m), m)``: the smooth part by one Poisson solve
-(``PoissonOperator.gradient_norm_value_and_gradient``), the core's adjoint and
-``(T^delta)^T`` (see :mod:`femot.problems.control`); the Radon-norm term is an l1
-norm of masses whose Clarke subdifferential is ``nu [sign(m - m_d)]`` (any value in
-``[-nu, nu]`` where ``m_k = m_d,k``; this module takes 0 there).  The nonsmooth
-trust-region method of Part III handles both kinks.
+``J(pi, mu1) = |grad G(pi - pi_d)|^{p'}_{L^{p'}(D)} + nu |mu1 - mu1_d|_{M(Omega_1)}`` on an
+observation domain ``D`` of the product mesh; docs/problems.md (sections 2 and 5b) gives the
+discretization and the subgradient.
 """
 from __future__ import annotations
 
@@ -38,15 +11,15 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from .._docstrings import cite
-from .._validation import as_nonnegative_vector, as_vector, check_nonnegative_scalar, check_positive_scalar
-from ..core.qrot import QROTResult
-from ..fem.poisson import PoissonOperator, element_mask, product_mesh
-from ..fem.quadrature import product_cost, quadrature
-from ..fem.smoothing import Smoother
-from .base import SmoothedLowerLevel, UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
+from femot._docstrings import cite
+from femot._validation import as_nonnegative_vector, as_vector, check_nonnegative_scalar, check_positive_scalar
+from femot.core import QROTResult
+from femot.fem import PoissonOperator, Smoother, product_cost, product_mesh, quadrature
+from femot.fem.poisson import element_mask
+from femot.problems.plan_maps import ControlToPlan
+from femot.problems.protocol import UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
 
-__all__ = ["TrackingProblem", "TrackingResult", "observation_domain", "solve_tracking"]
+__all__ = ["TrackingProblem", "TrackingResult", "observation_domain"]
 
 
 @cite("II")
@@ -67,6 +40,15 @@ def observation_domain(mesh1, mesh2, subdomain=None, kind: str | None = None):
         Cell mask or predicate on the centroids of the product mesh (None: everything).
     kind : str or None
         Cell type of the product mesh (see :func:`femot.fem.product_mesh`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import skfem
+    >>> mesh = skfem.MeshLine(np.linspace(0.0, 1.0, 5))
+    >>> D, vertex_map, product = observation_domain(mesh, mesh, lambda c: c[0] < 0.5)
+    >>> print(D.p.shape[1], product.p.shape[1], vertex_map[:3].tolist())
+    15 25 [0, 1, 2]
     """
     prod = product_mesh(mesh1, mesh2, kind)
     mask = element_mask(prod, subdomain, cells="cell of Omega_1 x Omega_2")
@@ -106,10 +88,23 @@ class TrackingResult(UpperLevelResult):
         Oracle calls.
     stationarity, tol : float
         Final stationarity measure and the tolerance used.
-    lower_solves, lower_requests, newton_iterations, lower_failures, lower_continuations
-        Lower-level effort (:meth:`femot.problems.base.LowerLevel.counters`).
+    lower_solves, lower_requests, newton_iterations, lower_failures
+        Lower-level effort (:meth:`femot.problems.MarginalToPlan.counters`).
     gamma, delta, nu, p_prime : float
         The problem's parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import skfem
+    >>> from femot.problems import TrackingProblem
+    >>> mesh = skfem.MeshLine(np.linspace(0.0, 1.0, 9))
+    >>> mu2 = np.zeros(9)
+    >>> mu2[3:6] = 1 / 3
+    >>> problem = TrackingProblem(mesh, mesh, mu2, np.zeros((9, 9)), 0.0, 1e-2, 0.25, rho=0.25)
+    >>> res = problem.solve()
+    >>> print(problem.n, type(res).__name__, bool(res.success), f"{res.fun:.5f}")
+    5 TrackingResult True 0.15086
     """
 
 
@@ -144,15 +139,27 @@ class TrackingProblem(VertexControl):
 
     Notes
     -----
-    The problem satisfies :class:`femot.problems.base.SimplexProblem` (and
-    :class:`~femot.problems.base.SecondOrderProblem` for p' = 2); its lower level is the
-    shared driver :class:`femot.problems.base.SmoothedLowerLevel` (attribute ``lower``).
+    The problem satisfies :class:`femot.problems.SimplexProblem` (and
+    :class:`~femot.problems.SecondOrderProblem` for p' = 2); its lower level is the
+    shared driver :class:`femot.problems.ControlToPlan` (attribute ``lower``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import skfem
+    >>> from femot.problems import TrackingProblem
+    >>> mesh = skfem.MeshLine(np.linspace(0.0, 1.0, 9))
+    >>> mu2 = np.zeros(9)
+    >>> mu2[3:6] = 1 / 3
+    >>> problem = TrackingProblem(mesh, mesh, mu2, np.zeros((9, 9)), 0.0, 1e-2, 0.25, rho=0.25)
+    >>> res = problem.solve()
+    >>> print(problem.n, type(res).__name__, bool(res.success), f"{res.fun:.5f}")
+    5 TrackingResult True 0.15086
     """
 
     def __init__(self, mesh1, mesh2, mu2, pi_d, nu: float, gamma: float, delta: float, *, mu1_d=None,
                  p_prime: float = 2.0, subdomain=None, beta=2.0, rho: float | None = None, eps: float = 0.0,
-                 tol: float = 1e-10, max_iter: int = 200, solver_options: dict | None = None,
-                 matrix_free: bool = False):
+                 matrix_free: bool = False, qrot_options=None):
         self.q1, self.q2 = quadrature(mesh1), quadrature(mesh2)
         n1, n2 = self.q1.n, self.q2.n
         self.n1, self.n2 = n1, n2
@@ -209,8 +216,8 @@ class TrackingProblem(VertexControl):
         pos = np.flatnonzero(self.mu2 > 0)
         self.mu2_density = s2.operator(sources=self.q2.nodes[pos], mass=self.mass).apply(self.mu2[pos])
         self.c = product_cost(self.q1, self.q2, beta, matrix_free=matrix_free)
-        self.lower = SmoothedLowerLevel(self.q1, self.q2, self.T, self.mu2_density, self.c, self.gamma, self.eps,
-                                        tol=tol, max_iter=max_iter, solver_options=solver_options)
+        self.lower = ControlToPlan(self.q1, self.q2, self.T, self.mu2_density, self.c, self.gamma, self.eps,
+                                   qrot_options=qrot_options)
         self.n_evaluations = 0
         self._cache = None
         self._last: tuple[np.ndarray, QROTResult] | None = None
@@ -330,7 +337,10 @@ class TrackingProblem(VertexControl):
         ----------
         %(start_parameters)s
         rtol : float or None
-            Relative stationarity tolerance.
+            Relative stationarity tolerance, ``tol = rtol * theta_R(x0)``.  1e-2 here,
+            1e-5 for :meth:`femot.problems.ControlProblem.solve`: with the Radon term (nonsmooth where
+            ``m = m_d``) or p' != 2 (BFGS model only) 1e-5 often ends at the iteration
+            limit (docs/problems.md, "Relative tolerances").
         callback : callable, optional
             Passed to the optimizer.
         hessian : bool
@@ -339,11 +349,13 @@ class TrackingProblem(VertexControl):
         Returns
         -------
         TrackingResult
-            The result convention of :func:`femot.problems.base.upper_level_result`.
+            The result convention of :func:`femot.problems.protocol.upper_level_result`.
         """
         hp = self.hessp if hessian and self.p_prime == 2.0 else None
         t0 = time.perf_counter()
-        tr = solve_on_simplex(self, x0, options, rtol, callback, hessp=hp)
+        # the uniform start handed over explicitly, projected by the optimizer as always
+        tr = solve_on_simplex(self, self.uniform() if x0 is None else x0, options=options, callback=callback,
+                              rtol=rtol, hessp=hp)
         return self._result(tr, t0)
 
     def _result(self, tr, t0) -> TrackingResult:
@@ -357,32 +369,3 @@ class TrackingProblem(VertexControl):
             mu1_density=self.lower.density(tr.x), mu2_density=self.mu2_density,
             nfev=int(tr.nfev), stationarity=float(tr.stationarity), tol=float(tr.options.tol),
             gamma=self.gamma, delta=self.delta, nu=self.nu, p_prime=self.p_prime)
-
-
-@cite("II", "III")
-@shared_doc
-def solve_tracking(mesh1, mesh2, mu2, pi_d, nu: float, gamma: float, delta: float, *, x0=None,
-                   options: dict | None = None, callback=None, **kwargs) -> TrackingResult:
-    """Solve the tracking problem of Part II (3.11)/(3.13) (see :class:`TrackingProblem`).
-
-    Parameters
-    ----------
-    mesh1, mesh2 : skfem.Mesh
-        Meshes of Omega_1 and Omega_2.
-    mu2 : array_like
-        Masses of mu2^d at the vertices of mesh2.
-    pi_d : array_like or scipy.sparse matrix
-        The measured plan (density).
-    nu : float
-        Weight of the Radon-norm term.
-    %(solve_parameters)s
-    **kwargs
-        Further keyword arguments of :class:`TrackingProblem`.
-
-    Returns
-    -------
-    TrackingResult
-        See :meth:`TrackingProblem.solve`.
-    """
-    return TrackingProblem(mesh1, mesh2, mu2, pi_d, nu, gamma, delta, **kwargs).solve(x0, options=options,
-                                                                                     callback=callback)

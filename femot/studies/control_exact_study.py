@@ -137,7 +137,8 @@ class ExactControlStudy(StudyProblem):
         mc = self._exact_reference(ctx, level.mesh)
         op, y_d, ref = mc.op, mc.y_d, mc.exact
         P = ControlProblem(op, y_d, mc.mu2, p["nu"], level.gamma, level.delta, rho=p["rho"],
-                           control_vertices=ref.control_vertices, tol=p["tol"], max_iter=p["max_iter"],
+                           control_vertices=ref.control_vertices,
+                           qrot_options={"tol": p["tol"], "max_iter": p["max_iter"]},
                            transport=p["transport"])
         x0 = None
         if warm is not None and warm["control_points"].shape == P.x1.shape:

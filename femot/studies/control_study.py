@@ -448,7 +448,8 @@ class ControlStudy(StudyProblem):
         mc = self._reference(ctx, level.mesh)
         op, y_d, ref = mc.op, mc.y_d, mc.ref
         P = ControlProblem(op, y_d, ctx.mu2, p["nu"], level.gamma, level.delta, beta=p["beta"], rho=p["rho"],
-                           eps=p["eps"], target_points=ctx.mu2_points, tol=p["tol"], max_iter=p["max_iter"],
+                           eps=p["eps"], target_points=ctx.mu2_points,
+                           qrot_options={"tol": p["tol"], "max_iter": p["max_iter"]},
                            transport=p.get("transport", "plan"), transport_mesh=self._transport_mesh(ctx),
                            enlarge=p.get("enlarge", False),
                            check_resolution=False)  # validated with the study's mesh.resolution_ratio

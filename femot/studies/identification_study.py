@@ -112,7 +112,7 @@ class IdentificationStudy(StudyProblem):
         }
         info = {"success": bool(r.success), "status": int(r.status), "message": str(r.message), "nit": int(r.nit),
                 "stationarity": float(r.stationarity), "n_nodes": n, "eps": float(r.eps),
-                "lower_solves": int(r.n_lower_solves), "solve_time_s": round(t_solve, 4)}
+                "lower_solves": int(r.lower_requests), "solve_time_s": round(t_solve, 4)}
         state = {"x": np.asarray(r.mu1), "alpha": np.asarray(r.alpha), "beta": np.asarray(r.beta)}
         return metrics, info, state
 

@@ -19,9 +19,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial.distance import cdist
 
-from femot.core import exact_ot
+from femot.core import exact_ot, wasserstein_pp_1d
 from femot.fem import DiracSum, wasserstein_1d
-from femot.problems import wasserstein1_1d, wasserstein_power_1d
 
 __all__ = ["wasserstein_discrete", "wasserstein_to_measure", "plan_distance", "plan_points", "fit_rate",
            "fit_rate_ci", "observed_orders", "PLAN_LP_LIMIT"]
@@ -93,8 +92,8 @@ def wasserstein_discrete(xa, a, xb, b, p: float = 1.0, *, normalize: bool = True
         raise ValueError("xa and xb must live in the same dimension")
     if xa.shape[1] == 1:
         if p == 1:
-            return wasserstein1_1d(xa[:, 0], a, xb[:, 0], b)
-        return wasserstein_power_1d(xa[:, 0], a, xb[:, 0], b, p) ** (1.0 / p)
+            return wasserstein_pp_1d(xa[:, 0], xb[:, 0], a, b, p=1)
+        return wasserstein_pp_1d(xa[:, 0], xb[:, 0], a, b, p=p) ** (1.0 / p)
     return _ot_cost(xa[a > 0], a[a > 0], xb[b > 0], b[b > 0], p) ** (1.0 / p)
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from femot.core import monotone_coupling_1d
 from femot.fem import DiracSum, Quadrature, interpolate_nodal, quadrature
-from femot.problems import TrackingProblem, monotone_plan_1d
+from femot.problems import TrackingProblem
 from femot.studies.heartbeat import iteration_tick
 from femot.studies.line_measures import _parse_parts
 from femot.studies.metrics import plan_distance, plan_points, wasserstein_discrete
@@ -103,7 +104,7 @@ class TrackingStudy(StudyProblem):
             m2 = DiracSum(p["mu2"]["points"], p["mu2"]["weights"]).masses(q)
             m2 *= m1.sum() / m2.sum()
             x = q.nodes[:, 0]
-            P = monotone_plan_1d(x, m1, x, m2)  # masses of the exact plan
+            P = monotone_coupling_1d(x, x, m1, m2)  # masses of the exact plan
             w = q.weights
             return TrackingData(mesh=mesh, q=q, m1=m1, m2=m2, plan_masses=P,
                                 pi_d=sp.csr_matrix(P.multiply(1.0 / w[:, None]).multiply(1.0 / w[None, :])))
@@ -116,8 +117,8 @@ class TrackingStudy(StudyProblem):
         mc = self._data(ctx, level.mesh)
         mesh, q = mc.mesh, mc.q
         P = TrackingProblem(mesh, mesh, mc.m2, mc.pi_d, p["nu"], level.gamma, level.delta, mu1_d=mc.m1,
-                            p_prime=p["p_prime"], beta=p["beta"], rho=p["rho"], eps=p["eps"], tol=p["tol"],
-                            max_iter=p["max_iter"])
+                            p_prime=p["p_prime"], beta=p["beta"], rho=p["rho"], eps=p["eps"],
+                            qrot_options={"tol": p["tol"], "max_iter": p["max_iter"]})
         x0 = None
         xc = q.nodes[P.control_vertices]
         if warm is not None:

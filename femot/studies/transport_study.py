@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from femot.core import monotone_coupling_1d
 from femot.fem import interpolate_nodal, quadrature, solve_lower_level, wasserstein_1d
-from femot.problems import monotone_plan_1d
 from femot.studies.line_measures import _mass_of, _parse_parts, _support_of, build_measure
 from femot.studies.metrics import plan_distance, plan_points, wasserstein_to_measure
 from femot.studies.study_problem import ChainContext, StudyProblem
@@ -124,7 +124,7 @@ class TransportStudy(StudyProblem):
         # The exact plan on the nodes: monotone rearrangement of the projected marginals.
         a, b = ctx.mu1.masses(q), ctx.mu2.masses(q)
         x = q.nodes[:, 0]
-        exact_plan = monotone_plan_1d(x, a, x, b)
+        exact_plan = monotone_coupling_1d(x, x, a, b)
         plan_err = plan_distance(*plan_points(res.plan, q.nodes, q.nodes, w, w),
                                  *plan_points(exact_plan, q.nodes, q.nodes))
         metrics = {
