@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from femot.core import kernels
+from femot.core.geometric import PointTree
 
 __all__ = ["Cost", "DenseCost", "GeometricCost", "as_cost", "certify_working_set"]
 
@@ -421,8 +422,6 @@ class GeometricCost(_StreamedCost):
     def tree(self):
         """The k-d tree over ``x2`` used by the passes (built on first use, O(n2 log^2 n2))."""
         if self._tree is None:
-            from femot.core.geometric import PointTree
-
             self._tree = PointTree(self.x1, self.x2, self.p, self.max_abs)
         return self._tree
 

@@ -12,6 +12,7 @@ import numpy as np
 from femot._validation import check_nonnegative_scalar
 from femot.fem.measures import Measure, _points
 from femot.fem.meshes import cell_simplices, locate, mesh_dim
+from femot.fem.quadrature import quadrature
 
 __all__ = ["Density", "FEFunction", "basis_probe"]
 
@@ -52,8 +53,6 @@ class _FunctionMeasure(Measure):
     def _samples(self):
         """Unscaled values at the Gauss points and vertices of the own mesh (cached)."""
         if getattr(self, "_sample_cache", None) is None:
-            from femot.fem.quadrature import quadrature
-
             qg = quadrature(self.mesh, "gauss", self.order)
             vg = np.asarray(self._raw(qg.nodes), dtype=float).reshape(-1)
             vv = np.asarray(self._raw(self.mesh.p.T), dtype=float).reshape(-1)

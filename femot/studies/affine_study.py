@@ -31,6 +31,9 @@ import time
 
 import numpy as np
 
+from femot.core import GeometricCost, certify_working_set, solve_qrot
+from femot.fem import quadrature
+
 __all__ = ["affine_w2_squared", "affine_level", "affine_study", "fitted_rate", "DEFAULT_A", "DEFAULT_B"]
 
 DEFAULT_A = np.array([[1.2, 0.3], [0.3, 0.9]])
@@ -138,9 +141,6 @@ def affine_level(m: int, A=DEFAULT_A, b=DEFAULT_B, *, support_factor: float = 4.
     ValueError
         If ``A`` is not a symmetric positive definite 2 x 2 matrix or ``b`` not of length 2, or ``m < 3``.
     """
-    from femot.core import GeometricCost, certify_working_set, solve_qrot
-    from femot.fem import quadrature
-
     A, b = _check_affine(A, b)
     if m < 3:
         raise ValueError(f"m must be >= 3, got {m}")
