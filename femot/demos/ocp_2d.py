@@ -64,13 +64,7 @@ _SETUPS: dict[str, dict[str, Any]] = {
 
 
 def add_arguments(p) -> None:
-    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
-
-    Parameters
-    ----------
-    p : argparse.ArgumentParser
-        The demo's parser; the module docstring explains the options.
-    """
+    """Add the options the module docstring explains to ``p`` (hook, see :mod:`femot.demos`)."""
     p.add_argument("--mesh", default="unit_square", metavar="NAME_OR_FILE",
                    help=f"domain: one of the presets {', '.join(sorted(_SETUPS))} (default unit_square), or a file "
                         "of a 2D triangle mesh that femot.fem.load_mesh reads (gmsh .msh, .vtu, ...; the data are "
@@ -148,19 +142,7 @@ def _meshes(setup, quick):
 
 
 def run(args) -> dict:
-    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``,
-        ``quiet``, ``seed``, ``quick`` (see :mod:`femot.demos`).
-
-    Returns
-    -------
-    dict
-        JSON-serializable summary of the results (``femot demo --json`` writes it).
-    """
+    """Run the computation the module docstring describes; return its summary (hook, see :mod:`femot.demos`)."""
     from scipy.spatial import cKDTree
 
     from femot.fem import PoissonOperator

@@ -34,13 +34,7 @@ DEFAULT_DELTA = 0.1
 
 
 def add_arguments(p) -> None:
-    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
-
-    Parameters
-    ----------
-    p : argparse.ArgumentParser
-        The demo's parser; the module docstring explains the options.
-    """
+    """Add the options the module docstring explains to ``p`` (hook, see :mod:`femot.demos`)."""
     p.add_argument("--gamma", type=float, default=1e-3, help="quadratic regularization (default 1e-3)")
     p.add_argument("--delta", type=float, default=None,
                    help=f"smoothing radius of T^delta (default {DEFAULT_DELTA:g}: the largest the data's distance to "
@@ -170,19 +164,7 @@ def _plot_levels(folder, out):
 
 
 def run(args) -> dict:
-    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``,
-        ``quiet``, ``seed``, ``quick`` (see :mod:`femot.demos`).
-
-    Returns
-    -------
-    dict
-        JSON-serializable summary of the results (``femot demo --json`` writes it).
-    """
+    """Run the computation the module docstring describes; return its summary (hook, see :mod:`femot.demos`)."""
     if getattr(args, "levels", None):
         return run_levels(args)
     from femot.fem import load_mesh, quadrature, solve_lower_level
