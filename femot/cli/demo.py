@@ -50,16 +50,7 @@ def _demo_parser(mod) -> argparse.ArgumentParser:
 def cmd_demo(argv) -> int:
     """``femot demo [NAME] [options]``: run one demo, or every flagship demo into one folder.
 
-    Parameters
-    ----------
-    argv : list of str
-        The arguments after ``demo``.
-
-    Returns
-    -------
-    int
-        Exit status: 0 on success, 1 if a demo reports failure, 2 for invalid arguments
-        or an unwritable output path.
+    Exit status 1 if a demo reports failure (command contract: :mod:`femot.cli`).
     """
     from femot.demos import available_demos
 

@@ -98,18 +98,8 @@ def _check_outputs(args) -> None:
 def cmd_identify(argv) -> int:
     """``femot identify``: solve a transportation identification instance (Part III) from a file or generated.
 
-    Parameters
-    ----------
-    argv : list of str
-        The arguments after ``identify``.
-
-    Returns
-    -------
-    int
-        Exit status: 0 if the optimizer succeeded, 1 if it did not, 2 for invalid input
-        or an unwritable output path.
+    Exit status 1 if the optimizer did not succeed (command contract: :mod:`femot.cli`).
     """
-
     args = build_parser().parse_args(list(argv))
     say = (lambda *a: None) if args.quiet else print
     try:

@@ -68,18 +68,7 @@ def warmup(say=print) -> float:
 
 
 def cmd_warmup(argv) -> int:
-    """``femot warmup [--quiet]``: compile the kernels now.
-
-    Parameters
-    ----------
-    argv : list of str
-        The arguments after ``warmup``.
-
-    Returns
-    -------
-    int
-        Exit status 0.
-    """
+    """``femot warmup [--quiet]``: compile the kernels now; exit status 0 (command contract: :mod:`femot.cli`)."""
     p = argparse.ArgumentParser(prog="femot warmup", description=__doc__.split("\n\n")[0])
     p.add_argument("--quiet", action="store_true", help="print nothing")
     args = p.parse_args(argv)
