@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from femot._docstrings import cite
-from femot.demos.common import figure_folder, save_figure
+from femot.demos.common import figure_folder, printer, save_figure
 from femot.problems import identification_errors, identification_instance, problem_from_instance
 
 NAME = "identification"
@@ -138,7 +138,7 @@ def _nonincreasing(values, rtol=1e-2):
 
 def run(args) -> dict:
     """Run the computation the module docstring describes; return its summary (hook, see :mod:`femot.demos`)."""
-    say = (lambda *a: None) if args.quiet else print
+    say = printer(args.quiet)
     n = int(getattr(args, "n", 25) or 25)
     gammas = list(getattr(args, "gammas", None) or GAMMAS)
     options = {"tol": float(getattr(args, "tol", 1e-5)), "max_iter": int(getattr(args, "max_iter", 400))}

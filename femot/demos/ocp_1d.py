@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from femot.demos.common import add_control_stopping_options, add_coupling_options, figure_folder, save_figure
+from femot.demos.common import add_control_stopping_options, add_coupling_options, figure_folder, printer, save_figure
 
 NAME = "ocp-1d"
 SUMMARY = "1D Wasserstein-regularized elliptic control: regularized optimal controls -> exact QP solution"
@@ -105,7 +105,7 @@ def run(args) -> dict:
     from femot.problems.control_reference import solve_control_reference
 
     quick = bool(getattr(args, "quick", False))
-    say = (lambda *a, **k: None) if args.quiet else print
+    say = printer(args.quiet)
     cells = int(args.cells) if not quick or args.cells != 128 else 80
     levels = int(args.levels) if not quick else min(int(args.levels), 4)
     if levels < 4 and not quick:

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from femot.demos.common import add_control_stopping_options, figure_folder, save_figure
+from femot.demos.common import add_control_stopping_options, figure_folder, printer, save_figure
 
 NAME = "ocp-2d"
 SUMMARY = "2D Wasserstein-regularized elliptic control (unit square or L-shape) by the nonsmooth trust region"
@@ -150,7 +150,7 @@ def run(args) -> dict:
     from femot.problems.control import ControlProblem
 
     quick = bool(getattr(args, "quick", False))
-    say = (lambda *a, **k: None) if args.quiet else print
+    say = printer(args.quiet)
     setup = _setup(args.mesh)
     if args.refinements is not None:
         return _refinement_study(args, setup, say)

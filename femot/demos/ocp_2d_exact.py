@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from femot.demos.common import figure_folder, save_figure
+from femot.demos.common import figure_folder, printer, save_figure
 
 NAME = "ocp-2d-exact"
 SUMMARY = "the limit problem (OCP) in 2D solved exactly (semi-discrete W_2, Newton on the Laguerre weights)"
@@ -87,7 +87,7 @@ def run(args) -> dict:
     """Run the computation the module docstring describes; return its summary (hook, see :mod:`femot.demos`)."""
     from femot.problems.control_exact import solve_control_exact
 
-    say = (lambda *a, **k: None) if args.quiet else print
+    say = printer(args.quiet)
     a, b = _levels(args.levels, bool(getattr(args, "quick", False)))
     nu = float(args.alpha) / 2
     nested = args.start == "nested"

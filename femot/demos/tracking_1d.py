@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from femot.demos.common import figure_folder, save_figure
+from femot.demos.common import figure_folder, printer, save_figure
 
 NAME = "tracking-1d"
 SUMMARY = "1D x 1D W^{-1,p'} tracking of a measured plan on a subdomain D: recover the marginal mu1"
@@ -79,7 +79,7 @@ def run(args) -> dict:
     from femot.problems.tracking import TrackingProblem
 
     quick = bool(getattr(args, "quick", False))
-    say = (lambda *a, **k: None) if args.quiet else print
+    say = printer(args.quiet)
     cells = 32 if quick and args.cells == 48 else int(args.cells)
     rho, delta, gamma = float(args.rho), float(args.delta), float(args.gamma)
     mesh = MeshLine(np.linspace(0.0, 1.0, cells + 1))

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from femot.demos.common import add_coupling_options, figure_folder, save_figure
+from femot.demos.common import add_coupling_options, figure_folder, printer, save_figure
 
 NAME = "transport-1d"
 SUMMARY = "1D regularized transport cost vs exact W_beta^beta along a coupled (gamma, delta) schedule"
@@ -99,7 +99,7 @@ def run(args) -> dict:
     levels = int(args.levels) if args.levels is not None else 7
     if quick:
         levels = min(levels, 5)
-    say = (lambda *a: None) if args.quiet else print
+    say = printer(args.quiet)
     beta = float(args.beta)
     mu1, mu2 = problem()
     t0 = time.perf_counter()
