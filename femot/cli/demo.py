@@ -107,11 +107,7 @@ def cmd_demo(argv) -> int:
     for name, mod in demos.items():
         if not getattr(mod, "FLAGSHIP", True):
             continue
-        p2 = argparse.ArgumentParser()
-        _add_common_demo_options(p2)
-        if hasattr(mod, "add_arguments"):
-            mod.add_arguments(p2)
-        sub = p2.parse_args([])
+        sub = _demo_parser(mod).parse_args([name])  # the demo's defaults
         sub.seed, sub.quick, sub.quiet = args.seed, args.quick, args.quiet
         sub.plot = os.path.join(args.out, name)
         sub.json = os.path.join(args.out, f"{name}.json")

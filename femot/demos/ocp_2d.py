@@ -125,6 +125,14 @@ def _setup(name: str) -> dict:
                 nu=0.02 / L**2, bumps=place(base["bumps"]), prior=place(base["prior"]))
 
 
+def _parameters(args, setup) -> tuple[float, float, float, float]:
+    """``nu, gamma, delta, rho``: the options given, the preset's values otherwise (rho >= delta)."""
+    nu = setup["nu"] if args.nu is None else float(args.nu)
+    gamma = setup["gamma"] if args.gamma is None else float(args.gamma)
+    delta = setup["delta"] if args.delta is None else float(args.delta)
+    return nu, gamma, delta, max(setup["rho"], delta)
+
+
 def _meshes(setup, quick):
     import skfem
 
@@ -154,10 +162,7 @@ def run(args) -> dict:
     setup = _setup(args.mesh)
     if args.refinements is not None:
         return _refinement_study(args, setup, say)
-    nu = setup["nu"] if args.nu is None else float(args.nu)
-    gamma = setup["gamma"] if args.gamma is None else float(args.gamma)
-    delta = setup["delta"] if args.delta is None else float(args.delta)
-    rho = max(setup["rho"], delta)
+    nu, gamma, delta, rho = _parameters(args, setup)
     max_iter = min(int(args.max_iter), 200) if quick else int(args.max_iter)
 
     t0 = time.perf_counter()
@@ -266,10 +271,7 @@ def _refinement_study(args, setup, say) -> dict:
     K = int(args.refinements)
     if K < 1:
         raise ValueError(f"--refinements must be >= 1, got {K}")
-    nu = setup["nu"] if args.nu is None else float(args.nu)
-    gamma = setup["gamma"] if args.gamma is None else float(args.gamma)
-    delta = setup["delta"] if args.delta is None else float(args.delta)
-    rho = max(setup["rho"], delta)
+    nu, gamma, delta, rho = _parameters(args, setup)
     full = args.transport == "full"
     if "file" in setup:  # a user's mesh: its levels are its uniform refinements 0, ..., K - 1
         def level_mesh(k):
