@@ -145,6 +145,15 @@ def test_identify_writes_json_atomically_with_ordinary_permissions(tmp_path, cap
     assert out.stat().st_mode & 0o777 == 0o644
 
 
+def test_identify_json_dash_prints_the_summary(tmp_path, capsys, monkeypatch):
+    """``--json -`` is standard output for ``femot identify`` as for ``femot demo`` (no file named '-')."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["identify", "--random", "5", "--quiet", "--json", "-"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("\n{") + 1:])["n1"] == 5  # the result line, then the JSON document
+    assert os.listdir(tmp_path) == []
+
+
 def _study_config(tmp_path):
     cfg = tmp_path / "s.toml"
     cfg.write_text('[study]\nname = "t"\nproblem = "transport"\n\n[schedule]\nn_levels = 2\ngamma0 = 1e-2\n'

@@ -1,9 +1,12 @@
-"""Command-line interface: ``femot demo``, ``femot identify``, ``femot study``.
+"""Command-line interface: ``femot demo``, ``femot identify``, ``femot study``, ``femot warmup``.
 
 One module per command (:mod:`femot.cli.demo`, :mod:`femot.cli.identify`,
-:mod:`femot.cli.study`); :func:`main` is the console entry point ``femot`` and
-``python -m femot.cli``. The command modules are imported only when their command
-runs, so ``femot demo`` does not pay for the study machinery.
+:mod:`femot.cli.study`, :mod:`femot.cli.warmup`), each with one function
+``cmd_NAME(argv) -> int`` that takes the arguments after the command's name and returns
+the exit status (0 success, 2 invalid arguments or output paths; the others its docstring
+names). :func:`main` is the console entry point ``femot`` and ``python -m femot.cli``. The
+command modules are imported only when their command runs, so ``femot demo`` does not pay
+for the study machinery.
 """
 from __future__ import annotations
 

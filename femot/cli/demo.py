@@ -6,20 +6,12 @@ import os
 import sys
 import time
 
-from femot._io import OutputPathError, check_writable, to_json, write_json
-from femot.demos.common import add_output_options
+from femot._io import OutputPathError, check_writable, write_json
+from femot.demos.common import add_output_options, check_output_paths, write_summary
 
 
 def _add_common_demo_options(p: argparse.ArgumentParser) -> None:
     add_output_options(p, seed=True, quick=True)
-
-
-def _check_demo_outputs(args) -> None:
-    """Refuse unwritable --json / --plot paths before the demo runs (``--json -`` is stdout)."""
-    if getattr(args, "json", None) not in (None, "-"):
-        check_writable(args.json, "--json")
-    if getattr(args, "plot", None):
-        check_writable(args.plot, "--plot", directory=True)
 
 
 def _run_demo(mod, args) -> dict:
@@ -29,10 +21,8 @@ def _run_demo(mod, args) -> dict:
     summary.setdefault("demo", mod.NAME)
     summary.setdefault("seed", args.seed)
     summary["wall_time_s"] = round(time.perf_counter() - t0, 3)
-    if args.json == "-":
-        print(to_json(summary))
-    elif args.json:
-        write_json(args.json, summary)
+    if args.json:
+        write_summary(args.json, summary)
     return summary
 
 
@@ -50,16 +40,7 @@ def _demo_parser(mod) -> argparse.ArgumentParser:
 def cmd_demo(argv) -> int:
     """``femot demo [NAME] [options]``: run one demo, or every flagship demo into one folder.
 
-    Parameters
-    ----------
-    argv : list of str
-        The arguments after ``demo``.
-
-    Returns
-    -------
-    int
-        Exit status: 0 on success, 1 if a demo reports failure, 2 for invalid arguments
-        or an unwritable output path.
+    Exit status 1 if a demo reports failure (command contract: :mod:`femot.cli`).
     """
     from femot.demos import available_demos
 
@@ -93,7 +74,7 @@ def cmd_demo(argv) -> int:
         mod = demos[args.name]
         args = _demo_parser(mod).parse_args(argv)  # exits 2 on bad options, 0 after --help
         try:
-            _check_demo_outputs(args)
+            check_output_paths(args)
         except OutputPathError as exc:
             print(f"femot demo {mod.NAME}: {exc}", file=sys.stderr)
             return 2
@@ -126,11 +107,7 @@ def cmd_demo(argv) -> int:
     for name, mod in demos.items():
         if not getattr(mod, "FLAGSHIP", True):
             continue
-        p2 = argparse.ArgumentParser()
-        _add_common_demo_options(p2)
-        if hasattr(mod, "add_arguments"):
-            mod.add_arguments(p2)
-        sub = p2.parse_args([])
+        sub = _demo_parser(mod).parse_args([name])  # the demo's defaults
         sub.seed, sub.quick, sub.quiet = args.seed, args.quick, args.quiet
         sub.plot = os.path.join(args.out, name)
         sub.json = os.path.join(args.out, f"{name}.json")

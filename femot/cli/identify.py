@@ -21,9 +21,16 @@ import sys
 
 import numpy as np
 
-from femot._io import check_writable, write_json
+from femot._io import write_json
 from femot._validation import check_dense_memory
-from femot.demos.common import add_output_options, figure_folder, save_figure
+from femot.demos.common import (
+    add_output_options,
+    check_output_paths,
+    figure_folder,
+    printer,
+    save_figure,
+    write_summary,
+)
 from femot.demos.identification import plot_marginal_bars, plot_sparsity_overlay
 from femot.optim import LEGEND, TrustRegionOptions
 from femot.problems import identification_errors, identification_instance, load_instance, problem_from_instance
@@ -87,33 +94,15 @@ def _load(args):
     return load_instance(args.instance), args.instance
 
 
-def _check_outputs(args) -> None:
-    for opt, path in (("--json", args.json), ("--save", args.save)):
-        if path:
-            check_writable(path, opt)
-    if args.plot:
-        check_writable(args.plot, "--plot", directory=True)
-
-
 def cmd_identify(argv) -> int:
     """``femot identify``: solve a transportation identification instance (Part III) from a file or generated.
 
-    Parameters
-    ----------
-    argv : list of str
-        The arguments after ``identify``.
-
-    Returns
-    -------
-    int
-        Exit status: 0 if the optimizer succeeded, 1 if it did not, 2 for invalid input
-        or an unwritable output path.
+    Exit status 1 if the optimizer did not succeed (command contract: :mod:`femot.cli`).
     """
-
     args = build_parser().parse_args(list(argv))
-    say = (lambda *a: None) if args.quiet else print
+    say = printer(args.quiet)
     try:
-        _check_outputs(args)  # before the solve, so that no result is lost
+        check_output_paths(args, "--save")  # before the solve, so that no result is lost
         check_dense_memory(args.random or 0, args.random or 0, 3, f"--random {args.random}", _SMALLER_N)
         data, label = _load(args)
         prob = problem_from_instance(data, gamma=args.gamma, eps=args.eps, lam=args.lam)
@@ -176,7 +165,7 @@ def cmd_identify(argv) -> int:
         else:
             print(f"max|mu1* - mu1| = {t['mu1_err_max']:.4e}, max|pi* - pi| = {t['pi_err_max']:.4e} "
                   f"(against the truth)")
-    if args.json:
+    if args.json not in (None, "-"):  # written before the figures too: a failing plot keeps it
         write_json(args.json, out)
         say(f"summary written to {args.json}")
     if args.save:
@@ -184,8 +173,8 @@ def cmd_identify(argv) -> int:
     if args.plot:
         out["figures"] = _plots(args.plot, prob, data, res)
         say(f"figures in {args.plot}")
-        if args.json:
-            write_json(args.json, out)
+    if args.json == "-" or (args.json and args.plot):
+        write_summary(args.json, out)
     return 0 if res.success else 1
 
 

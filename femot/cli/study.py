@@ -66,16 +66,8 @@ def _size_line(e: dict) -> str:
 def cmd_study(argv) -> int:
     """``femot study CONFIG.toml``: run or resume a convergence study (:func:`femot.studies.run_study`).
 
-    Parameters
-    ----------
-    argv : list of str
-        The arguments after ``study``.
-
-    Returns
-    -------
-    int
-        Exit status: 0 if every run is complete, 1 if a run failed or raised, 2 for
-        invalid arguments, configuration or output directory, 130 on interrupt.
+    Exit status 1 if a run failed or raised, 2 also for an invalid configuration, 130 on
+    interrupt (command contract: :mod:`femot.cli`).
     """
     args = build_parser().parse_args(argv)
     if args.workers < 1:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from femot.demos.common import printer
+
 __all__ = ["cmd_warmup", "kernels_compiled", "warmup"]
 
 
@@ -68,22 +70,11 @@ def warmup(say=print) -> float:
 
 
 def cmd_warmup(argv) -> int:
-    """``femot warmup [--quiet]``: compile the kernels now.
-
-    Parameters
-    ----------
-    argv : list of str
-        The arguments after ``warmup``.
-
-    Returns
-    -------
-    int
-        Exit status 0.
-    """
+    """``femot warmup [--quiet]``: compile the kernels now; exit status 0 (command contract: :mod:`femot.cli`)."""
     p = argparse.ArgumentParser(prog="femot warmup", description=__doc__.split("\n\n")[0])
     p.add_argument("--quiet", action="store_true", help="print nothing")
     args = p.parse_args(argv)
-    say = (lambda *a: None) if args.quiet else print
+    say = printer(args.quiet)
     say("femot warmup: compiling the numerical kernels (cached for later runs) ...")
     seconds = warmup(say)
     say(f"femot warmup: done in {seconds:.1f} s")

@@ -4,8 +4,10 @@ A demo is a module in this package that defines
 
 * ``NAME`` -- the name used on the command line (``femot demo NAME``);
 * ``SUMMARY`` -- one line for ``femot demo --list``;
-* ``add_arguments(parser)`` -- optional extra ``argparse`` options;
-* ``run(args) -> dict`` -- does the work and returns a JSON-able summary.
+* ``add_arguments(parser)`` -- optional extra ``argparse`` options (the module docstring
+  explains them);
+* ``run(args) -> dict`` -- does the work the module docstring describes and returns a
+  JSON-able summary (``femot demo --json`` writes it).
 
 ``args`` always carries ``json`` (path or None), ``plot`` (directory or None),
 ``quiet`` (bool), ``seed`` (int) and ``quick`` (bool, a smaller run for tests).

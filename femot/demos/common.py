@@ -1,7 +1,9 @@
-"""Lines shared by the demos and the ``femot identify`` command: command-line options and figures.
+"""Lines shared by the demos and the commands: command-line options, output and figures.
 
 * :func:`add_output_options` -- ``--json``, ``--plot``, ``--quiet`` (and optionally
-  ``--seed``, ``--quick``);
+  ``--seed``, ``--quick``); :func:`check_output_paths` refuses unwritable ones before any
+  work, :func:`write_summary` writes the JSON summary (``-``: standard output) and
+  :func:`printer` prints unless ``--quiet``;
 * :func:`add_coupling_options` -- ``--beta``, ``--coupling-C``, ``--coupling-s`` of the
   demos that run a coupled (gamma, delta) schedule;
 * :func:`add_control_stopping_options` -- the stopping rules of the control demos
@@ -14,7 +16,10 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["add_output_options", "add_coupling_options", "add_control_stopping_options", "figure_folder", "save_figure"]
+from femot._io import check_writable, to_json, write_json
+
+__all__ = ["add_output_options", "check_output_paths", "write_summary", "printer", "add_coupling_options",
+           "add_control_stopping_options", "figure_folder", "save_figure"]
 
 
 def add_output_options(p, *, seed: bool = False, quick: bool = False) -> None:
@@ -37,6 +42,91 @@ def add_output_options(p, *, seed: bool = False, quick: bool = False) -> None:
     if quick:
         p.add_argument("--quick", action="store_true", help="a smaller run (used by the tests)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+
+
+def check_output_paths(args, *files: str) -> None:
+    """Refuse unwritable ``--json`` and ``--plot`` paths, and the file options ``files``, before any work.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed options of :func:`add_output_options`; ``--json -`` (standard output) is not a path.
+    *files : str
+        Further options naming an output file (e.g. ``"--save"``), checked after ``--json``.
+
+    Raises
+    ------
+    femot._io.OutputPathError
+        Naming the option, if a path cannot be written.
+
+    Examples
+    --------
+    >>> import argparse, os, tempfile
+    >>> from femot.demos.common import check_output_paths
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     args = argparse.Namespace(json="-", plot=os.path.join(d, "figures"), save=os.path.join(d, "r.npz"))
+    ...     check_output_paths(args, "--save")
+    >>> print("ok")
+    ok
+    """
+    names = (["--json"] if getattr(args, "json", None) != "-" else []) + list(files)
+    for name in names:
+        path = getattr(args, name.lstrip("-").replace("-", "_"), None)
+        if path:
+            check_writable(path, name)
+    if getattr(args, "plot", None):
+        check_writable(args.plot, "--plot", directory=True)
+
+
+def write_summary(path, summary: dict) -> None:
+    """Write ``summary`` as JSON to the file ``path``, or print it for ``path == "-"``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``--json`` option's value.
+    summary : dict
+        JSON-serializable data (numpy scalars and arrays allowed).
+
+    Examples
+    --------
+    >>> from femot.demos.common import write_summary
+    >>> write_summary("-", {"success": True})
+    {
+      "success": true
+    }
+    """
+    if str(path) == "-":
+        print(to_json(summary))
+    else:
+        write_json(path, summary)
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
+def printer(quiet: bool):
+    """``print``, or a function that prints nothing if ``quiet`` (the ``say`` of demos and commands).
+
+    Parameters
+    ----------
+    quiet : bool
+        The ``--quiet`` option.
+
+    Returns
+    -------
+    callable
+        Takes the arguments of ``print``.
+
+    Examples
+    --------
+    >>> from femot.demos.common import printer
+    >>> printer(False)("shown")
+    shown
+    >>> printer(True)("not shown")
+    """
+    return _silent if quiet else print
 
 
 def add_coupling_options(p, *, C: float, s: float) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from femot._docstrings import cite
-from femot.demos.common import figure_folder, save_figure
+from femot.demos.common import figure_folder, printer, save_figure
 from femot.problems import identification_errors, identification_instance, problem_from_instance
 
 NAME = "identification"
@@ -39,13 +39,7 @@ GAMMAS = (1e-2, 1e-4, 1e-6)
 
 
 def add_arguments(p) -> None:
-    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
-
-    Parameters
-    ----------
-    p : argparse.ArgumentParser
-        The demo's parser; the module docstring explains the options.
-    """
+    """Add the options the module docstring explains to ``p`` (hook, see :mod:`femot.demos`)."""
     p.add_argument("--n", type=int, default=25, help="n1 = n2 (default 25, as in the paper)")
     p.add_argument("--gammas", type=float, nargs="+", default=list(GAMMAS),
                    help="values of gamma = eps (default 1e-2 1e-4 1e-6)")
@@ -143,21 +137,8 @@ def _nonincreasing(values, rtol=1e-2):
 
 
 def run(args) -> dict:
-    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``,
-        ``quiet``, ``seed``, ``quick`` (see :mod:`femot.demos`).
-
-    Returns
-    -------
-    dict
-        JSON-serializable summary of the results (``femot demo --json`` writes it).
-    """
-
-    say = (lambda *a: None) if args.quiet else print
+    """Run the computation the module docstring describes; return its summary (hook, see :mod:`femot.demos`)."""
+    say = printer(args.quiet)
     n = int(getattr(args, "n", 25) or 25)
     gammas = list(getattr(args, "gammas", None) or GAMMAS)
     options = {"tol": float(getattr(args, "tol", 1e-5)), "max_iter": int(getattr(args, "max_iter", 400))}

@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from femot.demos.common import add_control_stopping_options, add_coupling_options, figure_folder, save_figure
+from femot.demos.common import add_control_stopping_options, add_coupling_options, figure_folder, printer, save_figure
 
 NAME = "ocp-1d"
 SUMMARY = "1D Wasserstein-regularized elliptic control: regularized optimal controls -> exact QP solution"
@@ -50,13 +50,7 @@ FLAGSHIP = True
 _PLAN_STOP = "theta_R (or the cut certificate psi) <= %g theta_R(uniform)"
 
 def add_arguments(p) -> None:
-    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
-
-    Parameters
-    ----------
-    p : argparse.ArgumentParser
-        The demo's parser; the module docstring explains the options.
-    """
+    """Add the options the module docstring explains to ``p`` (hook, see :mod:`femot.demos`)."""
     p.add_argument("--cells", type=int, default=128, help="cells of the mesh of [0, 1] (default 128; 80 with --quick)")
     p.add_argument("--levels", type=int, default=5, help="levels of the (gamma, delta) schedule (default 5; 4 quick)")
     p.add_argument("--nu", type=float, default=0.02, help="weight of the Wasserstein term (default 0.02)")
@@ -103,19 +97,7 @@ def problem_data(op, rho):
 
 
 def run(args) -> dict:
-    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``,
-        ``quiet``, ``seed``, ``quick`` (see :mod:`femot.demos`).
-
-    Returns
-    -------
-    dict
-        JSON-serializable summary of the results (``femot demo --json`` writes it).
-    """
+    """Run the computation the module docstring describes; return its summary (hook, see :mod:`femot.demos`)."""
     from skfem import MeshLine
 
     from femot.core import wasserstein_pp_1d
@@ -123,7 +105,7 @@ def run(args) -> dict:
     from femot.problems.control_reference import solve_control_reference
 
     quick = bool(getattr(args, "quick", False))
-    say = (lambda *a, **k: None) if args.quiet else print
+    say = printer(args.quiet)
     cells = int(args.cells) if not quick or args.cells != 128 else 80
     levels = int(args.levels) if not quick else min(int(args.levels), 4)
     if levels < 4 and not quick:

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from femot.demos.common import add_control_stopping_options, figure_folder, save_figure
+from femot.demos.common import add_control_stopping_options, figure_folder, printer, save_figure
 
 NAME = "ocp-2d"
 SUMMARY = "2D Wasserstein-regularized elliptic control (unit square or L-shape) by the nonsmooth trust region"
@@ -64,13 +64,7 @@ _SETUPS: dict[str, dict[str, Any]] = {
 
 
 def add_arguments(p) -> None:
-    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
-
-    Parameters
-    ----------
-    p : argparse.ArgumentParser
-        The demo's parser; the module docstring explains the options.
-    """
+    """Add the options the module docstring explains to ``p`` (hook, see :mod:`femot.demos`)."""
     p.add_argument("--mesh", default="unit_square", metavar="NAME_OR_FILE",
                    help=f"domain: one of the presets {', '.join(sorted(_SETUPS))} (default unit_square), or a file "
                         "of a 2D triangle mesh that femot.fem.load_mesh reads (gmsh .msh, .vtu, ...; the data are "
@@ -131,6 +125,14 @@ def _setup(name: str) -> dict:
                 nu=0.02 / L**2, bumps=place(base["bumps"]), prior=place(base["prior"]))
 
 
+def _parameters(args, setup) -> tuple[float, float, float, float]:
+    """``nu, gamma, delta, rho``: the options given, the preset's values otherwise (rho >= delta)."""
+    nu = setup["nu"] if args.nu is None else float(args.nu)
+    gamma = setup["gamma"] if args.gamma is None else float(args.gamma)
+    delta = setup["delta"] if args.delta is None else float(args.delta)
+    return nu, gamma, delta, max(setup["rho"], delta)
+
+
 def _meshes(setup, quick):
     import skfem
 
@@ -148,19 +150,7 @@ def _meshes(setup, quick):
 
 
 def run(args) -> dict:
-    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``,
-        ``quiet``, ``seed``, ``quick`` (see :mod:`femot.demos`).
-
-    Returns
-    -------
-    dict
-        JSON-serializable summary of the results (``femot demo --json`` writes it).
-    """
+    """Run the computation the module docstring describes; return its summary (hook, see :mod:`femot.demos`)."""
     from scipy.spatial import cKDTree
 
     from femot.fem import PoissonOperator
@@ -168,14 +158,11 @@ def run(args) -> dict:
     from femot.problems.control import ControlProblem
 
     quick = bool(getattr(args, "quick", False))
-    say = (lambda *a, **k: None) if args.quiet else print
+    say = printer(args.quiet)
     setup = _setup(args.mesh)
     if args.refinements is not None:
         return _refinement_study(args, setup, say)
-    nu = setup["nu"] if args.nu is None else float(args.nu)
-    gamma = setup["gamma"] if args.gamma is None else float(args.gamma)
-    delta = setup["delta"] if args.delta is None else float(args.delta)
-    rho = max(setup["rho"], delta)
+    nu, gamma, delta, rho = _parameters(args, setup)
     max_iter = min(int(args.max_iter), 200) if quick else int(args.max_iter)
 
     t0 = time.perf_counter()
@@ -284,10 +271,7 @@ def _refinement_study(args, setup, say) -> dict:
     K = int(args.refinements)
     if K < 1:
         raise ValueError(f"--refinements must be >= 1, got {K}")
-    nu = setup["nu"] if args.nu is None else float(args.nu)
-    gamma = setup["gamma"] if args.gamma is None else float(args.gamma)
-    delta = setup["delta"] if args.delta is None else float(args.delta)
-    rho = max(setup["rho"], delta)
+    nu, gamma, delta, rho = _parameters(args, setup)
     full = args.transport == "full"
     if "file" in setup:  # a user's mesh: its levels are its uniform refinements 0, ..., K - 1
         def level_mesh(k):

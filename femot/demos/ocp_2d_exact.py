@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from femot.demos.common import figure_folder, save_figure
+from femot.demos.common import figure_folder, printer, save_figure
 
 NAME = "ocp-2d-exact"
 SUMMARY = "the limit problem (OCP) in 2D solved exactly (semi-discrete W_2, Newton on the Laguerre weights)"
@@ -31,13 +31,7 @@ ORDER = 62
 
 
 def add_arguments(p) -> None:
-    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
-
-    Parameters
-    ----------
-    p : argparse.ArgumentParser
-        The demo's parser; the module docstring explains the options.
-    """
+    """Add the options the module docstring explains to ``p`` (hook, see :mod:`femot.demos`)."""
     p.add_argument("--levels", default=None, help="refinement levels A:B (default 4:6; --quick 2:4)")
     p.add_argument("--alpha", type=float, default=1e-3, help="alpha, nu = alpha/2 (default 1e-3)")
     p.add_argument("--start", choices=("nested", "zero"), default="nested",
@@ -90,22 +84,10 @@ def _refine_values(mesh, values, points):
 
 
 def run(args) -> dict:
-    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``, ``quiet``,
-        ``seed``, ``quick`` (see :mod:`femot.demos`).
-
-    Returns
-    -------
-    dict
-        JSON-serializable summary (``femot demo --json`` writes it).
-    """
+    """Run the computation the module docstring describes; return its summary (hook, see :mod:`femot.demos`)."""
     from femot.problems.control_exact import solve_control_exact
 
-    say = (lambda *a, **k: None) if args.quiet else print
+    say = printer(args.quiet)
     a, b = _levels(args.levels, bool(getattr(args, "quick", False)))
     nu = float(args.alpha) / 2
     nested = args.start == "nested"

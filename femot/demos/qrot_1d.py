@@ -11,9 +11,9 @@ masses, the fraction of nonzero entries, and the Newton iterations.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from femot.demos.common import figure_folder, printer, save_figure
 
 NAME = "qrot-1d"
 SUMMARY = "regularized plans for decreasing gamma beside the exact plan (1D grid)"
@@ -22,13 +22,7 @@ FLAGSHIP = True
 
 
 def add_arguments(p) -> None:
-    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
-
-    Parameters
-    ----------
-    p : argparse.ArgumentParser
-        The demo's parser; the module docstring explains the options.
-    """
+    """Add the options the module docstring explains to ``p`` (hook, see :mod:`femot.demos`)."""
     p.add_argument("--n", type=int, default=400, help="grid points per marginal (default 400)")
     p.add_argument("--gammas", type=float, nargs="+", default=[1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7],
                    help="regularization levels (default 1e-1 ... 1e-7)")
@@ -61,19 +55,7 @@ def marginals(n: int):
 
 
 def run(args) -> dict:
-    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``,
-        ``quiet``, ``seed``, ``quick`` (see :mod:`femot.demos`).
-
-    Returns
-    -------
-    dict
-        JSON-serializable summary of the results (``femot demo --json`` writes it).
-    """
+    """Run the computation the module docstring describes; return its summary (hook, see :mod:`femot.demos`)."""
     from femot.core import exact_ot_1d, solve_qrot
 
     n = 120 if args.quick else args.n
@@ -91,10 +73,10 @@ def run(args) -> dict:
     levels = []
     plans = []
     x0 = None
-    if not args.quiet:
-        print(f"n = {n} grid points per marginal, cost |x - y|^2, exact W_2^2 = {exact.cost:.10f}")
-        print(f"{'gamma':>9} {'iters':>6} {'residual':>10} {'cost gap':>11} {'map error':>10} "
-              f"{'plan L1':>9} {'nonzeros':>9} {'time s':>7}")
+    say = printer(args.quiet)
+    say(f"n = {n} grid points per marginal, cost |x - y|^2, exact W_2^2 = {exact.cost:.10f}")
+    say(f"{'gamma':>9} {'iters':>6} {'residual':>10} {'cost gap':>11} {'map error':>10} "
+        f"{'plan L1':>9} {'nonzeros':>9} {'time s':>7}")
     for g in gammas:
         r = solve_qrot(c, m1, m2, g, 0.0, w, w, x0=x0, tol=1e-10)
         x0 = (r.alpha, r.beta)  # warm start along the path
@@ -108,38 +90,31 @@ def run(args) -> dict:
         }
         levels.append(lvl)
         plans.append(T)
-        if not args.quiet:
-            print(f"{g:9.1e} {lvl['iterations']:6d} {lvl['residual']:10.2e} {lvl['cost_gap']:11.3e} "
-                  f"{lvl['plan_error']:10.3e} {lvl['plan_error_l1']:9.3f} {lvl['nonzero_fraction']:9.2%} "
-                  f"{lvl['time_s']:7.3f}")
+        say(f"{g:9.1e} {lvl['iterations']:6d} {lvl['residual']:10.2e} {lvl['cost_gap']:11.3e} "
+            f"{lvl['plan_error']:10.3e} {lvl['plan_error_l1']:9.3f} {lvl['nonzero_fraction']:9.2%} "
+            f"{lvl['time_s']:7.3f}")
     gaps = np.array([lv["cost_gap"] for lv in levels])
     errs = np.array([lv["plan_error"] for lv in levels])
     gs = np.array(gammas)
     pos = gaps > 0
     rate_cost = float(np.polyfit(np.log(gs[pos]), np.log(gaps[pos]), 1)[0]) if pos.sum() >= 2 else None
     rate_plan = float(np.polyfit(np.log(gs), np.log(errs), 1)[0])
-    if not args.quiet:
-        print("columns: cost gap = <c, pi_gamma> - W_2^2; map error = L2(mu1) distance of the barycentric maps of "
-              "pi_gamma and the exact plan;\n         plan L1 = sum_ij |w_i w_j pi_ij - P_ij| (P the exact plan's "
-              "masses; at most 2); nonzeros = share of the n^2 pairs in supp pi_gamma")
-        print(f"fitted rates: cost gap ~ gamma^{rate_cost:.2f}, map error ~ gamma^{rate_plan:.2f}")
+    say("columns: cost gap = <c, pi_gamma> - W_2^2; map error = L2(mu1) distance of the barycentric maps of "
+        "pi_gamma and the exact plan;\n         plan L1 = sum_ij |w_i w_j pi_ij - P_ij| (P the exact plan's "
+        "masses; at most 2); nonzeros = share of the n^2 pairs in supp pi_gamma")
+    say(f"fitted rates: cost gap ~ gamma^{rate_cost:.2f}, map error ~ gamma^{rate_plan:.2f}")
     summary = {
         "n": n, "exact_cost": exact.cost, "levels": levels, "rate_cost_gap": rate_cost, "rate_plan_error": rate_plan,
         "success": all(lv["success"] for lv in levels),
     }
     if args.plot:
-        _figures(args.plot, x, plans, T_exact, levels, gs, gaps, errs)
-        summary["figures"] = [os.path.join(args.plot, f) for f in ("plans.png", "convergence.png")]
+        summary["figures"] = _figures(args.plot, x, plans, T_exact, levels, gs, gaps, errs)
     return summary
 
 
-def _figures(outdir, x, plans, T_exact, levels, gs, gaps, errs):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    os.makedirs(outdir, exist_ok=True)
+def _figures(outdir, x, plans, T_exact, levels, gs, gaps, errs) -> list[str]:
+    plt = figure_folder(outdir)
+    out: list[str] = []
     k = len(plans) + 1
     ncol = min(k, 4)
     nrow = -(-k // ncol)
@@ -160,8 +135,7 @@ def _figures(outdir, x, plans, T_exact, levels, gs, gaps, errs):
     axes[k - 1].set_xlabel("y")
     fig.suptitle("support of the regularized plan (blue) and exact plan (red)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(os.path.join(outdir, "plans.png"), dpi=130)
-    plt.close(fig)
+    save_figure(fig, outdir, "plans.png", out)
 
     fig, ax = plt.subplots(figsize=(4.5, 3.4))
     pos = gaps > 0
@@ -172,5 +146,5 @@ def _figures(outdir, x, plans, T_exact, levels, gs, gaps, errs):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(outdir, "convergence.png"), dpi=130)
-    plt.close(fig)
+    save_figure(fig, outdir, "convergence.png", out)
+    return out

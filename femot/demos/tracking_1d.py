@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from femot.demos.common import figure_folder, save_figure
+from femot.demos.common import figure_folder, printer, save_figure
 
 NAME = "tracking-1d"
 SUMMARY = "1D x 1D W^{-1,p'} tracking of a measured plan on a subdomain D: recover the marginal mu1"
@@ -36,13 +36,7 @@ FLAGSHIP = True
 
 
 def add_arguments(p) -> None:
-    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
-
-    Parameters
-    ----------
-    p : argparse.ArgumentParser
-        The demo's parser; the module docstring explains the options.
-    """
+    """Add the options the module docstring explains to ``p`` (hook, see :mod:`femot.demos`)."""
     p.add_argument("--cells", type=int, default=48, help="cells of each mesh of [0, 1] (default 48; 32 with --quick)")
     p.add_argument("--p-prime", dest="p_prime", type=float, default=2.0, help="exponent p' in (1, 2] (default 2)")
     p.add_argument("--nu", type=float, default=1e-4, help="weight of |mu1 - mu1_d|_M (default 1e-4)")
@@ -77,19 +71,7 @@ def in_D(c):
 
 
 def run(args) -> dict:
-    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``,
-        ``quiet``, ``seed``, ``quick`` (see :mod:`femot.demos`).
-
-    Returns
-    -------
-    dict
-        JSON-serializable summary of the results (``femot demo --json`` writes it).
-    """
+    """Run the computation the module docstring describes; return its summary (hook, see :mod:`femot.demos`)."""
     from skfem import MeshLine
 
     from femot.core import monotone_coupling_1d, wasserstein_pp_1d
@@ -97,7 +79,7 @@ def run(args) -> dict:
     from femot.problems.tracking import TrackingProblem
 
     quick = bool(getattr(args, "quick", False))
-    say = (lambda *a, **k: None) if args.quiet else print
+    say = printer(args.quiet)
     cells = 32 if quick and args.cells == 48 else int(args.cells)
     rho, delta, gamma = float(args.rho), float(args.delta), float(args.gamma)
     mesh = MeshLine(np.linspace(0.0, 1.0, cells + 1))

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from femot.demos.common import add_coupling_options, figure_folder, save_figure
+from femot.demos.common import add_coupling_options, figure_folder, printer, save_figure
 
 NAME = "transport-1d"
 SUMMARY = "1D regularized transport cost vs exact W_beta^beta along a coupled (gamma, delta) schedule"
@@ -31,13 +31,7 @@ FLAGSHIP = True
 
 
 def add_arguments(p) -> None:
-    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
-
-    Parameters
-    ----------
-    p : argparse.ArgumentParser
-        The demo's parser; the module docstring explains the options.
-    """
+    """Add the options the module docstring explains to ``p`` (hook, see :mod:`femot.demos`)."""
     p.add_argument("--levels", type=int, default=7, help="number of levels (default 7; at most 5 with --quick)")
     p.add_argument("--gamma0", type=float, default=8e-4, help="gamma of the first level (default 8e-4)")
     p.add_argument("--factor", type=float, default=0.25, help="gamma_{n+1} / gamma_n (default 0.25)")
@@ -94,19 +88,7 @@ def problem():
 
 
 def run(args) -> dict:
-    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``,
-        ``quiet``, ``seed``, ``quick`` (see :mod:`femot.demos`).
-
-    Returns
-    -------
-    dict
-        JSON-serializable summary of the results (``femot demo --json`` writes it).
-    """
+    """Run the computation the module docstring describes; return its summary (hook, see :mod:`femot.demos`)."""
     from skfem import MeshLine
 
     from femot.fem import coupled_schedule, quadrature, wasserstein_1d
@@ -117,7 +99,7 @@ def run(args) -> dict:
     levels = int(args.levels) if args.levels is not None else 7
     if quick:
         levels = min(levels, 5)
-    say = (lambda *a: None) if args.quiet else print
+    say = printer(args.quiet)
     beta = float(args.beta)
     mu1, mu2 = problem()
     t0 = time.perf_counter()

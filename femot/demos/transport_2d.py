@@ -26,6 +26,8 @@ import tracemalloc
 
 import numpy as np
 
+from femot.demos.common import figure_folder, printer, save_figure
+
 NAME = "transport-2d"
 SUMMARY = "2D x 2D lower level (L-shape -> disk, > 3 million pairs): marginals, mass flow, time, memory"
 ORDER = 41
@@ -34,13 +36,7 @@ DEFAULT_DELTA = 0.1
 
 
 def add_arguments(p) -> None:
-    """Add this demo's command-line options to ``p`` (hook of ``femot demo``).
-
-    Parameters
-    ----------
-    p : argparse.ArgumentParser
-        The demo's parser; the module docstring explains the options.
-    """
+    """Add the options the module docstring explains to ``p`` (hook, see :mod:`femot.demos`)."""
     p.add_argument("--gamma", type=float, default=1e-3, help="quadratic regularization (default 1e-3)")
     p.add_argument("--delta", type=float, default=None,
                    help=f"smoothing radius of T^delta (default {DEFAULT_DELTA:g}: the largest the data's distance to "
@@ -119,7 +115,7 @@ def run_levels(args) -> dict:
     """
     from femot.studies.affine_study import affine_study
 
-    say = (lambda *a, **k: None) if args.quiet else print
+    say = printer(args.quiet)
     m_last = args.m_last or (41 if getattr(args, "quick", False) else 201)
     say("gamma, delta -> 0 in 2D x 2D against a closed form: mu2 = T#mu1, T(x) = A x + b (A SPD) optimal for "
         "|x - y|^2;\nsquare (m x m P1) -> parallelogram ((m+1) x (m+1) P1), lumped quadrature, delta = 4h, "
@@ -145,12 +141,7 @@ def run_levels(args) -> dict:
 
 
 def _plot_levels(folder, out):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    os.makedirs(folder, exist_ok=True)
+    plt = figure_folder(folder)
     rows = out["levels"]
     h = np.array([r["h"] for r in rows])
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -163,32 +154,17 @@ def _plot_levels(folder, out):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = os.path.join(folder, "transport_2d_levels.png")
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_figure(fig, folder, "transport_2d_levels.png")
 
 
 def run(args) -> dict:
-    """Run the demo (hook of ``femot demo``): the computation the module docstring describes.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed options: those of :func:`add_arguments` and ``json``, ``plot``,
-        ``quiet``, ``seed``, ``quick`` (see :mod:`femot.demos`).
-
-    Returns
-    -------
-    dict
-        JSON-serializable summary of the results (``femot demo --json`` writes it).
-    """
+    """Run the computation the module docstring describes; return its summary (hook, see :mod:`femot.demos`)."""
     if getattr(args, "levels", None):
         return run_levels(args)
     from femot.fem import load_mesh, quadrature, solve_lower_level
 
     quick = bool(getattr(args, "quick", False))
-    say = (lambda *a: None) if args.quiet else print
+    say = printer(args.quiet)
     mesh2_name = "disk_coarse" if quick and args.mesh2 == "disk" else args.mesh2
     m1, m2 = load_mesh(args.mesh1), load_mesh(mesh2_name)
     q1 = quadrature(m1, "gauss", order=1)  # one node per triangle
@@ -257,15 +233,10 @@ def _outline(ax, mesh, **kw):
 
 
 def _plots(folder, r, mu2) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from femot.fem import barycentric_map, export_plan
 
-    os.makedirs(folder, exist_ok=True)
-    out = []
+    plt = figure_folder(folder)
+    out: list[str] = []
     fig, axs = plt.subplots(1, 2, figsize=(10, 4.5))
     for ax, q, m, title in ((axs[0], r.q1, r.m1, "T^delta mu1 on the L-shape"),
                             (axs[1], r.q2, r.m2, "T^delta mu2 on the disk")):
@@ -278,9 +249,7 @@ def _plots(folder, r, mu2) -> list[str]:
     axs[1].plot(mu2.points[:, 0], mu2.points[:, 1], "w.", ms=1.5, alpha=0.6, label="samples of mu2")
     axs[1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    out.append(os.path.join(folder, "marginals.png"))
-    fig.savefig(out[-1], dpi=130)
-    plt.close(fig)
+    save_figure(fig, folder, "marginals.png", out)
 
     T = barycentric_map(r)
     shift = r.delta / r.q1.measure
@@ -305,8 +274,6 @@ def _plots(folder, r, mu2) -> list[str]:
     ax.set_title(f"where mass goes: arrows from x to the barycenter of pi(x, .)\n({src.size} nodes carrying mu1)",
                  fontsize=10)
     fig.tight_layout()
-    out.append(os.path.join(folder, "mass_flow.png"))
-    fig.savefig(out[-1], dpi=130)
-    plt.close(fig)
+    save_figure(fig, folder, "mass_flow.png", out)
     out += [str(p) for p in export_plan(r, os.path.join(folder, "plan.vtu"))]
     return out
