@@ -164,60 +164,23 @@ def as_finite_matrix(c, name: str, shape: tuple[int, int] | None = None) -> np.n
 
 
 def check_positive_scalar(x, name: str) -> float:
-    """Return ``x`` as a float after checking that it is finite and strictly positive.
-
-    Parameters
-    ----------
-    x : float-like
-        The value (e.g. a regularization parameter ``gamma``).
-    name : str
-        Name of the argument, used in the error messages.
-
-    Returns
-    -------
-    float
-        ``float(x)``.
-
-    Raises
-    ------
-    ValueError
-        If ``x`` is not a number, not finite, or ``<= 0``.
-    """
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {x!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {x!r}")
-    return v
+    """``float(x)``, checked finite and ``> 0`` (e.g. a regularization ``gamma``); ValueError naming ``name``."""
+    return _finite_scalar(x, name, strict=True)
 
 
 def check_nonnegative_scalar(x, name: str) -> float:
-    """Return ``x`` as a float after checking that it is finite and nonnegative.
+    """``float(x)``, checked finite and ``>= 0`` (e.g. a tolerance); ValueError naming ``name``."""
+    return _finite_scalar(x, name, strict=False)
 
-    Parameters
-    ----------
-    x : float-like
-        The value (e.g. a tolerance or a penalty weight that may be zero).
-    name : str
-        Name of the argument, used in the error messages.
 
-    Returns
-    -------
-    float
-        ``float(x)``.
-
-    Raises
-    ------
-    ValueError
-        If ``x`` is not a number, not finite, or ``< 0``.
-    """
+def _finite_scalar(x, name: str, strict: bool) -> float:
+    """``float(x)``, checked finite and ``> 0`` (``strict``) or ``>= 0``."""
     try:
         v = float(x)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {x!r}") from None
-    if not np.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a nonnegative finite number, got {x!r}")
+    if not np.isfinite(v) or v < 0 or (strict and v == 0):
+        raise ValueError(f"{name} must be a {'positive' if strict else 'nonnegative'} finite number, got {x!r}")
     return v
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from femot._validation import check_positive_scalar
 from femot.core import GeometricCost
 from femot.fem.meshes import boundary_distance, element_volumes, enlarged_mesh, mesh_dim
 
@@ -277,11 +278,10 @@ def product_cost(q1, q2, beta=2.0, *, max_bytes: float = 4e9, chunk_rows: int | 
             raise ValueError("beta: the cost function returned NaN or infinite values")
         return c
     try:
-        b = float(beta)
+        float(beta)
     except (TypeError, ValueError):
         raise ValueError(f"beta must be a positive number or a callable cost c(x, y), got {beta!r}") from None
-    if not np.isfinite(b) or b <= 0:
-        raise ValueError(f"beta must be a positive finite number, got {beta!r}")
+    b = check_positive_scalar(beta, "beta")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"beta: |x - y|^beta needs both domains in the same R^d, got d1 = {x.shape[1]}, "
                          f"d2 = {y.shape[1]}; pass a callable cost")
