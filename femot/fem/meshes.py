@@ -113,21 +113,9 @@ def available_meshes() -> list[str]:
 
 
 def builtin_mesh(name: str):
-    """Construct the named mesh with scikit-fem (what ``meshes/generate.py`` stores).
+    """The mesh ``name`` (of :func:`available_meshes`) built with scikit-fem, as ``meshes/generate.py`` stores it.
 
-    Parameters
-    ----------
-    name : str
-        A name of :func:`available_meshes` (stored mesh or alias).
-
-    Returns
-    -------
-    skfem.Mesh
-
-    Raises
-    ------
-    ValueError
-        If the name is unknown (the message lists the known names).
+    An unknown name raises a ValueError listing the known ones.
     """
     key = _ALIASES.get(name, name)
     if key not in BUILTIN_MESHES:
