@@ -78,22 +78,7 @@ class Quadrature:
         return float(self.weights.sum())
 
     def integrate(self, values) -> float:
-        """Integral ``sum_i w_i values_i`` of nodal values.
-
-        Parameters
-        ----------
-        values : array_like, shape (n,)
-            Function values at the nodes.
-
-        Returns
-        -------
-        float
-
-        Raises
-        ------
-        ValueError
-            If ``values`` does not have shape ``(n,)``.
-        """
+        """Integral ``sum_i w_i values_i`` of the nodal ``values`` (shape ``(n,)``, else ValueError)."""
         v = np.asarray(values, dtype=float)
         if v.shape != (self.n,):
             raise ValueError(f"values must have shape ({self.n},), got {v.shape}")
@@ -362,22 +347,8 @@ class ProductQuadrature:
         return product_cost(self.q1, self.q2, beta, **kw)
 
     def integrate(self, F) -> float:
-        """sum_ij w_i v_j F_ij for dense or sparse F.
-
-        Parameters
-        ----------
-        F : array_like or scipy.sparse matrix, shape (n1, n2)
-            Values at the product nodes (e.g. a plan density).
-
-        Returns
-        -------
-        float
-
-        Raises
-        ------
-        ValueError
-            If a dense ``F`` does not have shape ``(n1, n2)``.
-        """
+        """``sum_ij w_i v_j F_ij`` of the values ``F`` at the product nodes (e.g. a plan density), dense or
+        sparse; a dense ``F`` not of shape ``(n1, n2)`` raises ValueError."""
         import scipy.sparse as sp
 
         if sp.issparse(F):
