@@ -66,28 +66,8 @@ def as_vector(x, name: str, *, length: int | None = None) -> np.ndarray:
 
 
 def as_nonnegative_vector(x, name: str, *, length: int | None = None) -> np.ndarray:
-    """A finite vector with no negative entry (a discrete measure or density).
-
-    Parameters
-    ----------
-    x : array_like
-        The data (see :func:`as_vector`).
-    name : str
-        Name of the argument, used in the error messages.
-    length : int or None, optional
-        Required number of entries; None (default) accepts any nonzero length.
-
-    Returns
-    -------
-    numpy.ndarray
-        The entries as a 1D ``float`` array, all ``>= 0``.
-
-    Raises
-    ------
-    ValueError
-        If :func:`as_vector` rejects ``x`` or an entry is negative (the message names the
-        first smallest entry).
-    """
+    """:func:`as_vector` with no negative entry (a discrete measure or density); the ValueError names the
+    first smallest entry."""
     a = as_vector(x, name, length=length)
     if np.any(a < 0):
         i = int(np.argmin(a))
@@ -96,27 +76,8 @@ def as_nonnegative_vector(x, name: str, *, length: int | None = None) -> np.ndar
 
 
 def as_positive_weights(x, name: str, length: int) -> np.ndarray:
-    """Quadrature weights: ones when ``x`` is None, otherwise strictly positive.
-
-    Parameters
-    ----------
-    x : array_like or None
-        The weights; None means unit weights.
-    name : str
-        Name of the argument, used in the error messages.
-    length : int
-        Required number of entries.
-
-    Returns
-    -------
-    numpy.ndarray
-        Float array of shape ``(length,)`` with positive entries.
-
-    Raises
-    ------
-    ValueError
-        If :func:`as_vector` rejects ``x`` or an entry is ``<= 0``.
-    """
+    """Quadrature weights of ``length`` entries: ones when ``x`` is None, else :func:`as_vector` with every entry
+    ``> 0`` (the ValueError names the first smallest entry)."""
     if x is None:
         return np.ones(length)
     a = as_vector(x, name, length=length)
@@ -164,60 +125,23 @@ def as_finite_matrix(c, name: str, shape: tuple[int, int] | None = None) -> np.n
 
 
 def check_positive_scalar(x, name: str) -> float:
-    """Return ``x`` as a float after checking that it is finite and strictly positive.
-
-    Parameters
-    ----------
-    x : float-like
-        The value (e.g. a regularization parameter ``gamma``).
-    name : str
-        Name of the argument, used in the error messages.
-
-    Returns
-    -------
-    float
-        ``float(x)``.
-
-    Raises
-    ------
-    ValueError
-        If ``x`` is not a number, not finite, or ``<= 0``.
-    """
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {x!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {x!r}")
-    return v
+    """``float(x)``, checked finite and ``> 0`` (e.g. a regularization ``gamma``); ValueError naming ``name``."""
+    return _finite_scalar(x, name, strict=True)
 
 
 def check_nonnegative_scalar(x, name: str) -> float:
-    """Return ``x`` as a float after checking that it is finite and nonnegative.
+    """``float(x)``, checked finite and ``>= 0`` (e.g. a tolerance); ValueError naming ``name``."""
+    return _finite_scalar(x, name, strict=False)
 
-    Parameters
-    ----------
-    x : float-like
-        The value (e.g. a tolerance or a penalty weight that may be zero).
-    name : str
-        Name of the argument, used in the error messages.
 
-    Returns
-    -------
-    float
-        ``float(x)``.
-
-    Raises
-    ------
-    ValueError
-        If ``x`` is not a number, not finite, or ``< 0``.
-    """
+def _finite_scalar(x, name: str, strict: bool) -> float:
+    """``float(x)``, checked finite and ``> 0`` (``strict``) or ``>= 0``."""
     try:
         v = float(x)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {x!r}") from None
-    if not np.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a nonnegative finite number, got {x!r}")
+    if not np.isfinite(v) or v < 0 or (strict and v == 0):
+        raise ValueError(f"{name} must be a {'positive' if strict else 'nonnegative'} finite number, got {x!r}")
     return v
 
 

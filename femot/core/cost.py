@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from femot.core import kernels
+from femot.core._docs import pass_doc
 from femot.core.geometric import PointTree
 
 __all__ = ["Cost", "DenseCost", "GeometricCost", "as_cost", "certify_working_set"]
@@ -47,6 +48,7 @@ class Cost(Protocol):
     shape: tuple
     max_abs: float
 
+    @pass_doc
     def evaluate(self, alpha, beta, w1, w2, dalpha=None, dbeta=None, t=0.0):
         """``(rowsum, colsum, count, dsum)`` of ``z_+`` at ``(alpha + t dalpha, beta + t dbeta)``.
 
@@ -56,14 +58,8 @@ class Cost(Protocol):
 
         Parameters
         ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the first marginal.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the second marginal.
-        w1 : numpy.ndarray, shape (n1,)
-            Quadrature weights of the first marginal.
-        w2 : numpy.ndarray, shape (n2,)
-            Quadrature weights of the second marginal.
+        %(potentials)s
+        %(weights)s
         dalpha, dbeta : numpy.ndarray or None, optional
             Search direction of the potentials; None (default) means zero.
         t : float, optional
@@ -79,15 +75,13 @@ class Cost(Protocol):
             Directional term (0 without a direction).
         """
 
+    @pass_doc
     def active(self, alpha, beta, count=None, threshold: float = 0.0):
         """CSR ``(indptr, indices, z)`` of the pairs with ``z_ij > threshold`` (columns sorted per row).
 
         Parameters
         ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the first marginal.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the second marginal.
+        %(potentials)s
         count : numpy.ndarray or None, optional
             Per-row counts from :meth:`count_above` at the same threshold, if known (saves a pass).
         threshold : float, optional
@@ -101,15 +95,13 @@ class Cost(Protocol):
             ``alpha_i + beta_j - c_ij`` on them.
         """
 
+    @pass_doc
     def count_above(self, alpha, beta, threshold: float = 0.0):
         """Per-row counts of the pairs with ``z_ij > threshold``.
 
         Parameters
         ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the first marginal.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the second marginal.
+        %(potentials)s
         threshold : float, optional
             The pairs with ``z_ij > threshold`` are selected (default 0: the active set).
 
@@ -119,19 +111,16 @@ class Cost(Protocol):
             The counts.
         """
 
+    @pass_doc
     def candidates(self, alpha, beta, threshold: float, max_count=None):
         """CSR ``(indptr, indices, c values)`` of the pairs with ``z_ij > threshold``; None above ``max_count``.
 
         Parameters
         ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the first marginal.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the second marginal.
+        %(potentials)s
         threshold : float
             The pairs with ``z_ij > threshold`` are selected.
-        max_count : int or None, optional
-            Give up (return None) when more pairs than this qualify; None (default) means no limit.
+        %(max_count)s
 
         Returns
         -------
@@ -140,27 +129,18 @@ class Cost(Protocol):
             or None if there are more than ``max_count`` of them.
         """
 
+    @pass_doc
     def line_candidates(self, alpha, beta, dalpha, dbeta, tmax, w1, w2, max_count=None):
         """``(z, dz, w1_i w2_j)`` of the pairs positive somewhere on ``t in [0, tmax]``; None above ``max_count``.
 
         Parameters
         ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the first marginal.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the second marginal.
-        dalpha : numpy.ndarray, shape (n1,)
-            Search direction of ``alpha``.
-        dbeta : numpy.ndarray, shape (n2,)
-            Search direction of ``beta``.
+        %(potentials)s
+        %(direction)s
         tmax : float
             Largest step of the line search.
-        w1 : numpy.ndarray, shape (n1,)
-            Quadrature weights of the first marginal.
-        w2 : numpy.ndarray, shape (n2,)
-            Quadrature weights of the second marginal.
-        max_count : int or None, optional
-            Give up (return None) when more pairs than this qualify; None (default) means no limit.
+        %(weights)s
+        %(max_count)s
 
         Returns
         -------
@@ -186,15 +166,13 @@ class Cost(Protocol):
             ``c[rows[k], cols[k]]`` for every ``k``.
         """
 
+    @pass_doc
     def weighted_sums(self, w1, w2):
         """``(c @ w2, w1 @ c)``: the weighted row and column sums of the cost.
 
         Parameters
         ----------
-        w1 : numpy.ndarray, shape (n1,)
-            Quadrature weights of the first marginal.
-        w2 : numpy.ndarray, shape (n2,)
-            Quadrature weights of the second marginal.
+        %(weights)s
 
         Returns
         -------

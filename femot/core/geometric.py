@@ -10,6 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from femot.core import kernels
+from femot.core._docs import pass_doc
 
 __all__ = ["PointTree", "LEAF_SIZE"]
 
@@ -482,19 +483,16 @@ class PointTree:
     def _go(self, kernel, *args):
         return kernels._run(kernel, _work(self.n1, self.n2), args)
 
+    @pass_doc
     def count_above(self, alpha, beta, threshold, rows=None):
         """Per-row counts of ``z_ij > threshold`` (of the given rows only, with ``rows``).
 
         Parameters
         ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the rows.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the columns.
+        %(potentials)s
         threshold : float
             The pairs with ``alpha_i + beta_j - c_ij > threshold`` count.
-        rows : numpy.ndarray of int or None, optional
-            Restrict the count to these rows (serial search); None (default) counts every row.
+        %(rows)s
 
         Returns
         -------
@@ -508,15 +506,13 @@ class PointTree:
                               np.ascontiguousarray(alpha[rows]), bp, float(threshold), margin)
         return self._count_exact(alpha, bp, threshold, margin)
 
+    @pass_doc
     def above(self, alpha, beta, threshold, count=None):
         """CSR (indptr, indices, z, cvals) of the pairs with ``z_ij > threshold`` (sorted columns).
 
         Parameters
         ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the rows.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the columns.
+        %(potentials)s
         threshold : float
             The pairs with ``alpha_i + beta_j - c_ij > threshold`` are returned.
         count : numpy.ndarray or None, optional
@@ -548,6 +544,7 @@ class PointTree:
         return self._go(_count_thr, self.X1, self.Yp, self.lo, self.hi, self.depth, self.p, alpha, bp,
                         float(threshold), margin)
 
+    @pass_doc
     def evaluate(self, alpha, beta, dalpha, dbeta, t, w1, w2):
         """Active-set sums at ``(alpha + t dalpha, beta + t dbeta)``, searched through the tree.
 
@@ -555,20 +552,11 @@ class PointTree:
 
         Parameters
         ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the rows.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the columns.
-        dalpha : numpy.ndarray, shape (n1,)
-            Direction of ``alpha``.
-        dbeta : numpy.ndarray, shape (n2,)
-            Direction of ``beta``.
+        %(potentials)s
+        %(direction)s
         t : float
             Step along the direction.
-        w1 : numpy.ndarray, shape (n1,)
-            Row weights.
-        w2 : numpy.ndarray, shape (n2,)
-            Column weights.
+        %(weights)s
 
         Returns
         -------
@@ -580,23 +568,17 @@ class PointTree:
         return self._go(_evaluate, self.X1, self.Yp, self.perm, self.lo, self.hi, self.depth, self.p, alpha, beta,
                         dalpha, dbeta, float(t), w1, w2, self.nchunk, self._margin(a_eff, b_eff))
 
+    @pass_doc
     def count_line(self, alpha, beta, dalpha, dbeta, tmax, rows=None):
         """Per-row counts of the pairs positive somewhere on t in [0, tmax] (given rows only, with ``rows``).
 
         Parameters
         ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the rows.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the columns.
-        dalpha : numpy.ndarray, shape (n1,)
-            Direction of ``alpha``.
-        dbeta : numpy.ndarray, shape (n2,)
-            Direction of ``beta``.
+        %(potentials)s
+        %(direction)s
         tmax : float
             Largest step.
-        rows : numpy.ndarray of int or None, optional
-            Restrict the count to these rows (serial search); None (default) counts every row.
+        %(rows)s
 
         Returns
         -------
@@ -611,25 +593,17 @@ class PointTree:
         return self._go(_count_line, self.X1, self.Yp, self.perm, self.lo, self.hi, self.depth, self.p, alpha, beta,
                         dalpha, dbeta, float(tmax), m)
 
+    @pass_doc
     def line(self, alpha, beta, dalpha, dbeta, tmax, w1, w2, count):
         """The pairs positive somewhere on ``t in [0, tmax]``, with their slopes and weights.
 
         Parameters
         ----------
-        alpha : numpy.ndarray, shape (n1,)
-            Dual potential of the rows.
-        beta : numpy.ndarray, shape (n2,)
-            Dual potential of the columns.
-        dalpha : numpy.ndarray, shape (n1,)
-            Direction of ``alpha``.
-        dbeta : numpy.ndarray, shape (n2,)
-            Direction of ``beta``.
+        %(potentials)s
+        %(direction)s
         tmax : float
             Largest step.
-        w1 : numpy.ndarray, shape (n1,)
-            Row weights.
-        w2 : numpy.ndarray, shape (n2,)
-            Column weights.
+        %(weights)s
         count : numpy.ndarray of int64, shape (n1,)
             Per-row counts from :meth:`count_line` with the same arguments.
 

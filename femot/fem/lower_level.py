@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from femot._docstrings import cite
+from femot._docstrings import cite, fill_doc
 from femot._validation import check_equal_mass, check_nonnegative_scalar, check_positive_scalar
 from femot.core import solve_qrot
 from femot.fem.interpolation import interpolate_nodal
@@ -24,9 +24,18 @@ from femot.fem.smoothing import Smoother
 __all__ = ["LowerLevelResult", "solve_lower_level", "transfer_potentials", "plan_image", "export_plan",
            "barycentric_map"]
 
+# the solve the examples use: one atom moved from 0.4 to 0.6 on a mesh of [0, 1]
+_example = fill_doc(solved='''
+>>> import numpy as np, skfem
+>>> from femot.fem import DiracSum, quadrature, solve_lower_level
+>>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
+>>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+''')
+
 
 @dataclass(eq=False)
 @cite("II", "III", "LMM")
+@_example
 class LowerLevelResult:
     """Regularized plan on the product quadrature and its diagnostics.
 
@@ -69,10 +78,7 @@ class LowerLevelResult:
 
     Examples
     --------
-    >>> import numpy as np, skfem
-    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
-    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
-    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    %(solved)s
     >>> res.success, res.plan.shape, res.alpha.shape
     (True, (11, 11), (11,))
     """
@@ -112,6 +118,7 @@ class LowerLevelResult:
 
 
 @cite("II", "III", "LMM")
+@_example
 def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, delta: float, eps: float = 0.0, *,
                       cost=2.0, enlarge: bool = False, rho: float | None = None, tol: float = 1e-10,
                       max_iter: int = 200, x0=None, solver=None, qrot_options: Mapping[str, Any] | None = None,
@@ -167,10 +174,7 @@ def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, de
 
     Examples
     --------
-    >>> import numpy as np, skfem
-    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
-    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
-    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    %(solved)s
     >>> res.success, f"{res.transport_cost:.6f}", res.marginal_error < 1e-10
     (True, '0.091457', True)
     """
@@ -223,6 +227,7 @@ def _transfer(q_old: Quadrature, values, q_new: Quadrature) -> np.ndarray:
 
 
 @cite("II", "III", "LMM")
+@_example
 def transfer_potentials(result: LowerLevelResult, q1: Quadrature, q2: Quadrature) -> tuple[np.ndarray, np.ndarray]:
     """Dual potentials (alpha, beta) of ``result`` interpolated to the nodes of q1, q2.
 
@@ -241,10 +246,7 @@ def transfer_potentials(result: LowerLevelResult, q1: Quadrature, q2: Quadrature
 
     Examples
     --------
-    >>> import numpy as np, skfem
-    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
-    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
-    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    %(solved)s
     >>> from femot.fem import transfer_potentials
     >>> fine = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 21)))
     >>> alpha, beta = transfer_potentials(res, fine, fine)  # a warm start on the finer mesh
@@ -262,6 +264,7 @@ def _plan_inner(plan: sp.csr_matrix, c: np.ndarray, w1, w2) -> float:
     return float(np.sum(w1[coo.row] * w2[coo.col] * cv * coo.data))
 
 
+@_example
 def plan_image(result: LowerLevelResult):
     """The plan of a 1D x 1D problem as an image.
 
@@ -275,10 +278,7 @@ def plan_image(result: LowerLevelResult):
 
     Examples
     --------
-    >>> import numpy as np, skfem
-    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
-    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
-    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    %(solved)s
     >>> from femot.fem import plan_image
     >>> img, x, y = plan_image(res)
     >>> img.shape, float(x[1]), float(y[-1])
@@ -291,6 +291,7 @@ def plan_image(result: LowerLevelResult):
     return img, result.q1.nodes[i1, 0], result.q2.nodes[i2, 0]
 
 
+@_example
 def barycentric_map(result: LowerLevelResult) -> np.ndarray:
     """Where mass goes: T(x_i) = sum_j v_j pi_ij y_j / sum_j v_j pi_ij (nan where no mass).
 
@@ -301,10 +302,7 @@ def barycentric_map(result: LowerLevelResult) -> np.ndarray:
 
     Examples
     --------
-    >>> import numpy as np, skfem
-    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
-    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
-    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    %(solved)s
     >>> from femot.fem import barycentric_map
     >>> [round(float(t), 4) for t in barycentric_map(res)[[2, 5, 8], 0]]  # mass moves to the right
     [0.5182, 0.6265, 0.6689]
@@ -343,6 +341,7 @@ def _write(mesh, path: Path) -> Path:
     return path
 
 
+@_example
 def export_plan(result: LowerLevelResult, path) -> list[Path]:
     """Export the plan through meshio (format from the suffix; .vtu needs nothing extra).
 
@@ -362,10 +361,7 @@ def export_plan(result: LowerLevelResult, path) -> list[Path]:
 
     Examples
     --------
-    >>> import numpy as np, skfem
-    >>> from femot.fem import DiracSum, quadrature, solve_lower_level
-    >>> q = quadrature(skfem.MeshLine(np.linspace(0.0, 1.0, 11)))
-    >>> res = solve_lower_level(DiracSum([0.4]), DiracSum([0.6]), q, q, gamma=0.1, delta=0.3)
+    %(solved)s
     >>> import tempfile
     >>> from pathlib import Path
     >>> from femot.fem import export_plan

@@ -12,10 +12,17 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from femot._docstrings import fill_doc
 from femot._validation import as_nonnegative_vector, check_nonnegative_scalar, check_positive_scalar
 from femot.fem.meshes import locate, mesh_dim, simplex_set_boundary_distance
 
 __all__ = ["Measure", "DiracSum", "Empirical", "SumMeasure"]
+
+# the quadrature argument of the measures' methods
+_q_doc = fill_doc(q="""
+q : Quadrature
+    Nodal quadrature rule (:func:`femot.fem.quadrature.quadrature`) of the same dimension.
+""")
 
 
 class Measure:
@@ -78,13 +85,13 @@ class Measure:
         """The summands of the measure (a list holding the measure itself unless it is a sum)."""
         return [self]
 
+    @_q_doc
     def sources(self, q):
         """Points and masses of a discrete measure approximating mu on ``q`` (for convolution).
 
         Parameters
         ----------
-        q : Quadrature
-            Nodal quadrature rule (:func:`femot.fem.quadrature.quadrature`) of the same dimension.
+        %(q)s
 
         Returns
         -------
@@ -95,38 +102,27 @@ class Measure:
         raise NotImplementedError  # pragma: no cover
 
     def discretize(self, q) -> np.ndarray:
-        """Density m at ``q.nodes`` w.r.t. ``q.weights`` with sum(w * m) = mass().
+        """Density ``m = masses(q) / q.weights`` at ``q.nodes``, so ``sum(w * m) = mass()`` (see :meth:`masses`)."""
+        return self.masses(q) / q.weights
+
+    @_q_doc
+    def masses(self, q) -> np.ndarray:  # pragma: no cover - abstract
+        """Masses of the measure lumped to the nodes of ``q``.
 
         Parameters
         ----------
-        q : Quadrature
-            Nodal quadrature rule (:func:`femot.fem.quadrature.quadrature`) of the same dimension.
+        %(q)s
 
         Returns
         -------
         numpy.ndarray, shape (q.n,)
-            ``masses(q) / q.weights``.
+            Nonnegative nodal masses summing to :meth:`mass`.
 
         Raises
         ------
         ValueError
             If ``q`` has another dimension than the measure, or part of the measure lies outside
             its mesh.
-        """
-        return self.masses(q) / q.weights
-
-    def masses(self, q) -> np.ndarray:  # pragma: no cover - abstract
-        """Masses of the measure lumped to the nodes of ``q``.
-
-        Parameters
-        ----------
-        q : Quadrature
-            Nodal quadrature rule (:func:`femot.fem.quadrature.quadrature`) of the same dimension.
-
-        Returns
-        -------
-        numpy.ndarray, shape (q.n,)
-            Nonnegative nodal masses summing to :meth:`mass`.
         """
         raise NotImplementedError
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from femot._docstrings import cite
+from femot._docstrings import cite, fill_doc
 from femot._validation import check_nonnegative_scalar, check_positive_scalar
 from femot.fem.mesh_files import _DIM_CELL, read_mesh_file
 
@@ -34,6 +34,28 @@ __all__ = [
     "locate",
     "enlarged_mesh",
 ]
+
+# the argument and error entries the mesh functions share
+_mesh_doc = fill_doc(
+    mesh="""
+mesh : skfem.Mesh
+    A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+""",
+    mesh_points="""
+mesh : skfem.Mesh
+    A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+points : array_like, shape (n, d)
+    The points (shape ``(n,)`` accepted in 1D).
+""",
+    not_simplicial="""
+ValueError
+    If the mesh is not simplicial of dimension 1, 2 or 3.
+""",
+    bad_points="""
+ValueError
+    If the mesh is not simplicial or ``points`` has the wrong shape or NaN/inf entries.
+""",
+)
 
 #: Folder holding the stored meshes (``<repository>/meshes``); override with $FEMOT_MESH_DIR.
 MESH_DIR = Path(os.environ.get("FEMOT_MESH_DIR", Path(__file__).resolve().parents[2] / "meshes"))
@@ -91,21 +113,9 @@ def available_meshes() -> list[str]:
 
 
 def builtin_mesh(name: str):
-    """Construct the named mesh with scikit-fem (what ``meshes/generate.py`` stores).
+    """The mesh ``name`` (of :func:`available_meshes`) built with scikit-fem, as ``meshes/generate.py`` stores it.
 
-    Parameters
-    ----------
-    name : str
-        A name of :func:`available_meshes` (stored mesh or alias).
-
-    Returns
-    -------
-    skfem.Mesh
-
-    Raises
-    ------
-    ValueError
-        If the name is unknown (the message lists the known names).
+    An unknown name raises a ValueError listing the known ones.
     """
     key = _ALIASES.get(name, name)
     if key not in BUILTIN_MESHES:
@@ -113,13 +123,13 @@ def builtin_mesh(name: str):
     return BUILTIN_MESHES[key][0]()
 
 
+@_mesh_doc
 def mesh_dim(mesh) -> int:
     """Spatial dimension of a simplicial scikit-fem mesh.
 
     Parameters
     ----------
-    mesh : skfem.Mesh
-        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+    %(mesh)s
 
     Returns
     -------
@@ -128,8 +138,7 @@ def mesh_dim(mesh) -> int:
 
     Raises
     ------
-    ValueError
-        If the mesh is not simplicial of dimension 1, 2 or 3.
+    %(not_simplicial)s
 
     Examples
     --------
@@ -201,13 +210,13 @@ def load_mesh(name_or_path, refine: int = 0):
 
 
 
+@_mesh_doc
 def save_mesh(mesh, path, point_data=None, cell_data=None) -> Path:
     """Write a simplicial mesh (points padded to 3D for VTK readers) with meshio.
 
     Parameters
     ----------
-    mesh : skfem.Mesh
-        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+    %(mesh)s
     path : str or os.PathLike
         Output file; the format follows the suffix (meshio). Parent directories are created.
     point_data : dict or None, optional
@@ -222,8 +231,7 @@ def save_mesh(mesh, path, point_data=None, cell_data=None) -> Path:
 
     Raises
     ------
-    ValueError
-        If the mesh is not simplicial of dimension 1, 2 or 3.
+    %(not_simplicial)s
 
     Examples
     --------
@@ -270,13 +278,13 @@ def write_builtin_meshes(folder=None) -> list[Path]:
 # --------------------------------------------------------------------------- geometry
 
 
+@_mesh_doc
 def element_volumes(mesh) -> np.ndarray:
     """Lebesgue measure of every cell (length, area, volume).
 
     Parameters
     ----------
-    mesh : skfem.Mesh
-        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+    %(mesh)s
 
     Returns
     -------
@@ -297,6 +305,7 @@ def element_volumes(mesh) -> np.ndarray:
     return np.abs(det) / float(np.prod(np.arange(1, d + 1)))
 
 
+@_mesh_doc
 def boundary_facets(mesh) -> np.ndarray:
     """Coordinates of the boundary facets, shape (nb, d, d): d vertices of dimension d.
 
@@ -304,8 +313,7 @@ def boundary_facets(mesh) -> np.ndarray:
 
     Parameters
     ----------
-    mesh : skfem.Mesh
-        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+    %(mesh)s
 
     Returns
     -------
@@ -314,8 +322,7 @@ def boundary_facets(mesh) -> np.ndarray:
 
     Raises
     ------
-    ValueError
-        If the mesh is not simplicial of dimension 1, 2 or 3.
+    %(not_simplicial)s
 
     Examples
     --------
@@ -393,6 +400,7 @@ def _points_to_facets(x: np.ndarray, facets: np.ndarray, chunk: int = 2_000_000)
     return out
 
 
+@_mesh_doc
 def locate(mesh, points, tol: float = 1e-12):
     """Cell containing each point and its barycentric coordinates.
 
@@ -402,17 +410,13 @@ def locate(mesh, points, tol: float = 1e-12):
 
     Parameters
     ----------
-    mesh : skfem.Mesh
-        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
-    points : array_like, shape (n, d)
-        The points (shape ``(n,)`` accepted in 1D).
+    %(mesh_points)s
     tol : float, optional
         Relative tolerance for points on cell boundaries (default 1e-12).
 
     Raises
     ------
-    ValueError
-        If the mesh is not simplicial or ``points`` has the wrong shape or NaN/inf entries.
+    %(bad_points)s
 
     Examples
     --------
@@ -481,6 +485,7 @@ def _locate_1d(mesh, x, tol):
     return cells.astype(np.int64), bary
 
 
+@_mesh_doc
 def boundary_distance(mesh, points, signed: bool = True) -> np.ndarray:
     """Exact Euclidean distance from each point to the boundary of the meshed domain.
 
@@ -489,10 +494,7 @@ def boundary_distance(mesh, points, signed: bool = True) -> np.ndarray:
 
     Parameters
     ----------
-    mesh : skfem.Mesh
-        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
-    points : array_like, shape (n, d)
-        The points (shape ``(n,)`` accepted in 1D).
+    %(mesh_points)s
     signed : bool, optional
         Negate the distance of points outside the mesh (default True).
 
@@ -503,8 +505,7 @@ def boundary_distance(mesh, points, signed: bool = True) -> np.ndarray:
 
     Raises
     ------
-    ValueError
-        If the mesh is not simplicial or ``points`` has the wrong shape or NaN/inf entries.
+    %(bad_points)s
 
     Examples
     --------
@@ -568,6 +569,7 @@ def admissible_vertices(mesh, rho: float) -> np.ndarray:
     return idx
 
 
+@_mesh_doc
 def simplex_set_boundary_distance(mesh, simplices) -> float:
     """Signed distance between a union of closed simplices and the boundary of ``mesh``.
 
@@ -581,8 +583,7 @@ def simplex_set_boundary_distance(mesh, simplices) -> float:
 
     Parameters
     ----------
-    mesh : skfem.Mesh
-        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+    %(mesh)s
     simplices : array_like, shape (m, k, d)
         Vertex coordinates of the simplices.
 
@@ -623,13 +624,13 @@ def simplex_set_boundary_distance(mesh, simplices) -> float:
     return best
 
 
+@_mesh_doc
 def cell_simplices(mesh, cells=None) -> np.ndarray:
     """Vertex coordinates (m, d+1, d) of the given cells (all cells by default).
 
     Parameters
     ----------
-    mesh : skfem.Mesh
-        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+    %(mesh)s
     cells : array_like of int or None, optional
         Cell indices; None (default) means all cells.
 
@@ -653,6 +654,7 @@ def _as_points(points, d: int, name: str) -> np.ndarray:
 
 
 @cite("II")
+@_mesh_doc
 def enlarged_mesh(mesh, rho: float, h: float | None = None):
     """A mesh of a domain containing Omega + B(0, rho) (Part II, Lemma 2.4).
 
@@ -664,8 +666,7 @@ def enlarged_mesh(mesh, rho: float, h: float | None = None):
 
     Parameters
     ----------
-    mesh : skfem.Mesh
-        A simplicial scikit-fem mesh (``MeshLine``, ``MeshTri`` or ``MeshTet``).
+    %(mesh)s
     rho : float
         Enlargement, >= 0.
     h : float or None, optional

@@ -13,10 +13,22 @@ from scipy.sparse.linalg import splu
 from skfem import Basis, BilinearForm, Functional, LinearForm, asm
 from skfem.helpers import dot, grad
 
-from .._docstrings import cite
+from .._docstrings import cite, fill_doc
 from .._validation import as_vector, check_positive_scalar
 
 __all__ = ["PoissonOperator", "product_mesh", "element_mask"]
+
+# the result and error headings of the load_* methods
+_load_doc = fill_doc(load_returns="""
+Returns
+-------
+numpy.ndarray, shape (ndofs,)
+    The load vector ``b_i = <eta, phi_i>`` of the measure ``eta``.
+
+Raises
+------
+ValueError
+""")
 
 
 # --------------------------------------------------------------------------
@@ -282,26 +294,9 @@ class PoissonOperator:
         return self._solve_interior(self._as_load(load, "load"))
 
     def solve_adjoint(self, rhs) -> np.ndarray:
-        """Adjoint ``G^T rhs`` (Euclidean pairing of loads and nodal vectors).
-
-        ``K`` is symmetric, so this is the same solve as :meth:`solve`; the
-        gradient of ``j(G b)`` with respect to ``b`` is ``G^T grad j``.
-
-        Parameters
-        ----------
-        rhs : array_like, shape (ndofs,) or (ndofs, k)
-            Nodal vector(s), e.g. the gradient of a functional of the state.
-
-        Returns
-        -------
-        numpy.ndarray
-            Same shape as ``rhs``.
-
-        Raises
-        ------
-        ValueError
-            If the array has the wrong shape or NaN/inf entries.
-        """
+        """Adjoint ``G^T rhs`` for nodal vector(s) ``rhs`` (e.g. the gradient ``grad j`` of a functional
+        of the state: the gradient of ``j(G b)`` in ``b``); ``K`` is symmetric, so the same solve and
+        checks as :meth:`solve`."""
         return self._solve_interior(self._as_load(rhs, "rhs"))
 
     # ------------------------------------------------------------ load vectors
@@ -365,6 +360,7 @@ class PoissonOperator:
             k = int(np.flatnonzero(~inside)[0])
             raise ValueError(f"points[{k}] = {xt[:, k]} lies outside the mesh")
 
+    @_load_doc
     def load_dirac(self, points, masses=None) -> np.ndarray:
         """Load of ``sum_k masses[k] delta_{points[k]}`` (unit masses by default).
 
@@ -375,13 +371,7 @@ class PoissonOperator:
         masses : array_like of shape (npoints,) or None, optional
             Their masses; None (default) means ones.
 
-        Returns
-        -------
-        numpy.ndarray, shape (ndofs,)
-
-        Raises
-        ------
-        ValueError
+        %(load_returns)s
             If a point lies outside the mesh or ``points``/``masses`` are malformed.
         """
         P = self.probe_matrix(points)
@@ -391,6 +381,7 @@ class PoissonOperator:
             m = as_vector(masses, "masses", length=P.shape[0])
         return P.T @ m
 
+    @_load_doc
     def load_density(self, f) -> np.ndarray:
         """Load ``b_i = int f phi_i`` of the measure with density ``f``.
 
@@ -404,13 +395,7 @@ class PoissonOperator:
         f : array_like of shape (ndofs,) or callable
             The density (see above).
 
-        Returns
-        -------
-        numpy.ndarray, shape (ndofs,)
-
-        Raises
-        ------
-        ValueError
+        %(load_returns)s
             If ``f`` has the wrong length, fails at the quadrature points, returns an array of
             the wrong shape or NaN/inf values.
         """
@@ -419,6 +404,7 @@ class PoissonOperator:
             return asm(_source, self.basis, f=vals)
         return self.M @ as_vector(f, "f", length=self.ndofs)
 
+    @_load_doc
     def load_nodal_masses(self, masses) -> np.ndarray:
         """Load of the discrete measure ``sum_v masses[v] delta_{vertex v}``.
 
@@ -430,13 +416,7 @@ class PoissonOperator:
         masses : array_like, shape (nvertices,)
             Masses at the mesh vertices.
 
-        Returns
-        -------
-        numpy.ndarray, shape (ndofs,)
-
-        Raises
-        ------
-        ValueError
+        %(load_returns)s
             If ``masses`` has the wrong length or NaN/inf entries.
         """
         m = as_vector(masses, "masses", length=self.nvertices)
@@ -461,35 +441,12 @@ class PoissonOperator:
 
     # ------------------------------------------------ measure on vertices -> y
     def state(self, masses) -> np.ndarray:
-        """``y = G m`` for the discrete control ``m = sum_v masses[v] delta_{x_v}``.
-
-        Parameters
-        ----------
-        masses : array_like, shape (nvertices,)
-            Masses at the mesh vertices.
-
-        Returns
-        -------
-        numpy.ndarray, shape (ndofs,)
-            Nodal values of the state.
-        """
+        """Nodal values of ``y = G m``, ``m = sum_v masses[v] delta_{x_v}`` (see :meth:`load_nodal_masses`)."""
         return self.solve(self.load_nodal_masses(masses))
 
     def state_adjoint(self, r) -> np.ndarray:
-        """Adjoint of :meth:`state`: ``(G o L)^T r`` as a vertex vector.
-
-        For all ``a`` (vertex masses) and ``r`` (nodal vectors):
-        ``<state(a), r> = <a, state_adjoint(r)>``.
-
-        Parameters
-        ----------
-        r : array_like, shape (ndofs,)
-            A nodal vector.
-
-        Returns
-        -------
-        numpy.ndarray, shape (nvertices,)
-        """
+        """Adjoint of :meth:`state`: the vertex vector ``(G o L)^T r`` of a nodal vector ``r``, so that
+        ``<state(a), r> = <a, state_adjoint(r)>`` for all vertex masses ``a``."""
         p = self.solve_adjoint(r)
         return self.vertex_load.T @ p
 
@@ -552,25 +509,13 @@ class PoissonOperator:
         return val, g, y
 
     def tracking_value_and_gradient(self, masses, y_d):
-        """L2 tracking of (OCP) for the discrete control on the mesh vertices.
+        """L2 tracking of (OCP) for the discrete control on the mesh vertices: ``(value, gradient)``.
 
-        ``J(m) = 1/2 |G m - y_d|^2_{L2(Omega_*)}`` with ``G m`` the P1/P2 state of
-        the measure ``sum_v m_v delta_{x_v}`` (Part II, (OCP)).  Gradient by the
-        adjoint Poisson solve ``p = K^{-1} M (y - y_d)`` restricted to the vertices.
-        Returns ``(value, gradient)``; the gradient has length ``nvertices`` and is
-        zero on boundary vertices.
-
-        Parameters
-        ----------
-        masses : array_like, shape (nvertices,)
-            The control's masses at the mesh vertices.
-        y_d : array_like of shape (ndofs,) or callable
-            The desired state: a nodal vector or a callable of coordinates ``(dim, ...)``.
-
-        Raises
-        ------
-        ValueError
-            If ``masses`` or ``y_d`` is malformed.
+        ``J(m) = 1/2 |G m - y_d|^2_{L2(Omega_*)}`` with ``G m`` the P1/P2 state of the measure
+        ``sum_v masses[v] delta_{x_v}`` (Part II, (OCP)): :meth:`tracking_value_and_gradient_load`
+        of the load :meth:`load_nodal_masses` ``(masses)`` (same ``y_d``, same errors), its gradient
+        (the adjoint Poisson solve ``p = K^{-1} M (y - y_d)``) restricted to the vertices, so of
+        length ``nvertices`` and zero on boundary vertices.
         """
         b = self.load_nodal_masses(masses)
         val, g, _ = self.tracking_value_and_gradient_load(b, y_d)
@@ -687,6 +632,7 @@ def product_mesh(mesh1, mesh2, kind: str | None = None):
     Returns
     -------
     skfem.Mesh
+        The product mesh of dimension ``d1 + d2``.
 
     Raises
     ------

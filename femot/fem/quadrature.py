@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from femot._validation import check_positive_scalar
 from femot.core import GeometricCost
 from femot.fem.meshes import boundary_distance, element_volumes, enlarged_mesh, mesh_dim
 
@@ -77,22 +78,7 @@ class Quadrature:
         return float(self.weights.sum())
 
     def integrate(self, values) -> float:
-        """Integral ``sum_i w_i values_i`` of nodal values.
-
-        Parameters
-        ----------
-        values : array_like, shape (n,)
-            Function values at the nodes.
-
-        Returns
-        -------
-        float
-
-        Raises
-        ------
-        ValueError
-            If ``values`` does not have shape ``(n,)``.
-        """
+        """Integral ``sum_i w_i values_i`` of the nodal ``values`` (shape ``(n,)``, else ValueError)."""
         v = np.asarray(values, dtype=float)
         if v.shape != (self.n,):
             raise ValueError(f"values must have shape ({self.n},), got {v.shape}")
@@ -277,11 +263,10 @@ def product_cost(q1, q2, beta=2.0, *, max_bytes: float = 4e9, chunk_rows: int | 
             raise ValueError("beta: the cost function returned NaN or infinite values")
         return c
     try:
-        b = float(beta)
+        float(beta)
     except (TypeError, ValueError):
         raise ValueError(f"beta must be a positive number or a callable cost c(x, y), got {beta!r}") from None
-    if not np.isfinite(b) or b <= 0:
-        raise ValueError(f"beta must be a positive finite number, got {beta!r}")
+    b = check_positive_scalar(beta, "beta")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"beta: |x - y|^beta needs both domains in the same R^d, got d1 = {x.shape[1]}, "
                          f"d2 = {y.shape[1]}; pass a callable cost")
@@ -362,22 +347,8 @@ class ProductQuadrature:
         return product_cost(self.q1, self.q2, beta, **kw)
 
     def integrate(self, F) -> float:
-        """sum_ij w_i v_j F_ij for dense or sparse F.
-
-        Parameters
-        ----------
-        F : array_like or scipy.sparse matrix, shape (n1, n2)
-            Values at the product nodes (e.g. a plan density).
-
-        Returns
-        -------
-        float
-
-        Raises
-        ------
-        ValueError
-            If a dense ``F`` does not have shape ``(n1, n2)``.
-        """
+        """``sum_ij w_i v_j F_ij`` of the values ``F`` at the product nodes (e.g. a plan density), dense or
+        sparse; a dense ``F`` not of shape ``(n1, n2)`` raises ValueError."""
         import scipy.sparse as sp
 
         if sp.issparse(F):

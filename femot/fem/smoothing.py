@@ -49,6 +49,7 @@ def mollifier_constant(dim: int) -> float:
     Returns
     -------
     float
+        ``C_d``.
 
     Raises
     ------
@@ -434,6 +435,7 @@ def mesh_size(mesh) -> float:
     Returns
     -------
     float
+        ``h``.
 
     Raises
     ------

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linprog
 
-from femot._docstrings import cite
+from femot._docstrings import cite, fill_doc
 from femot._validation import as_positive_weights, as_vector, check_positive_scalar
 
 __all__ = [
@@ -38,6 +38,34 @@ __all__ = [
     "theta_R",
     "psi_R",
 ]
+
+# the argument entries the simplex functions share
+_simplex_doc = fill_doc(
+    mass="""
+mass : float, optional
+    Mass of the simplex, > 0 (default 1).
+""",
+    ball="""
+R : float or None, optional
+    Radius of the ball (default ``np.inf``; ``np.inf`` or ``None``: no ball).
+weights : array_like or None, optional
+    Positive weights of the simplex; ``None`` (default) is w = 1.
+mass : float, optional
+    Mass ``s > 0`` of the simplex (default 1).
+return_direction : bool, optional
+    Also return the minimizing d (with |d| <= R); default False.
+""",
+    step_raises="""
+d : numpy.ndarray, shape (n,)
+    The minimizing step, only with ``return_direction``.
+
+Raises
+------
+ValueError
+    If ``x`` or the (sub)gradients are malformed, ``x`` is not on the simplex, a weight or
+    ``mass`` is not positive, or ``R`` is not a positive radius.
+""",
+)
 
 
 # --------------------------------------------------------------------------
@@ -68,6 +96,7 @@ def _project(y: np.ndarray, w: np.ndarray | None, s: float) -> np.ndarray:
     return np.maximum(y - taus[r] * w, 0.0)
 
 
+@_simplex_doc
 def project_simplex(y, mass: float = 1.0) -> np.ndarray:
     """Euclidean projection of ``y`` onto {x >= 0, sum x = mass}.
 
@@ -78,8 +107,7 @@ def project_simplex(y, mass: float = 1.0) -> np.ndarray:
     ----------
     y : array_like, shape (n,)
         The point to project.
-    mass : float, optional
-        Mass of the simplex, > 0 (default 1).
+    %(mass)s
 
     Returns
     -------
@@ -101,6 +129,7 @@ def project_simplex(y, mass: float = 1.0) -> np.ndarray:
     return _project(y, None, s)
 
 
+@_simplex_doc
 def project_weighted_simplex(y, weights, mass: float = 1.0) -> np.ndarray:
     """Euclidean projection of ``y`` onto {x >= 0, sum_i w_i x_i = mass}, w > 0.
 
@@ -113,8 +142,7 @@ def project_weighted_simplex(y, weights, mass: float = 1.0) -> np.ndarray:
         The point to project.
     weights : array_like, shape (n,) or None
         Positive weights ``w`` (e.g. lumped mass or quadrature weights); None means ones.
-    mass : float, optional
-        Mass of the simplex, > 0 (default 1).
+    %(mass)s
 
     Returns
     -------
@@ -138,6 +166,7 @@ def project_weighted_simplex(y, weights, mass: float = 1.0) -> np.ndarray:
     return _project(y, w, s)
 
 
+@_simplex_doc
 def simplex_vertices(weights, mass: float = 1.0) -> np.ndarray:
     """Vertices ``mass / w_i * e_i`` of S_w(mass) as the rows of a diagonal matrix.
 
@@ -145,8 +174,7 @@ def simplex_vertices(weights, mass: float = 1.0) -> np.ndarray:
     ----------
     weights : array_like, shape (n,)
         Positive weights ``w`` of the simplex ``S_w(mass) = {x >= 0, sum w_i x_i = mass}``.
-    mass : float, optional
-        Mass of the simplex, > 0 (default 1).
+    %(mass)s
 
     Returns
     -------
@@ -182,6 +210,7 @@ def _diameter(n: int, w: np.ndarray | None, s: float) -> float:
     return float(s * np.hypot(1.0 / a, 1.0 / b))
 
 
+@_simplex_doc
 def simplex_diameter(n: int, weights=None, mass: float = 1.0) -> float:
     """Diameter of {x >= 0, sum w_i x_i = mass} in the Euclidean norm.
 
@@ -194,8 +223,7 @@ def simplex_diameter(n: int, weights=None, mass: float = 1.0) -> float:
         Dimension (number of nodes), >= 1.
     weights : array_like, shape (n,) or None, optional
         Positive weights; None (default) means the standard simplex.
-    mass : float, optional
-        Mass of the simplex, > 0 (default 1).
+    %(mass)s
 
     Returns
     -------
@@ -308,6 +336,7 @@ def _theta_ball(x, g, R, w, s):
 
 
 @cite("III")
+@_simplex_doc
 def theta_R(x, g, R=np.inf, *, weights=None, mass: float = 1.0, return_direction=False):
     """Stationarity measure of Part III, Algorithm 4.1, Step 4.
 
@@ -336,27 +365,13 @@ def theta_R(x, g, R=np.inf, *, weights=None, mass: float = 1.0, return_direction
         A point of S_w(mass).
     g : array_like, shape (n,)
         A (sub)gradient of the objective at ``x``.
-    R : float or None, optional
-        Radius of the ball (default ``np.inf``; ``np.inf`` or ``None``: no ball).
-    weights : array_like or None, optional
-        Positive weights of the simplex; ``None`` (default) is w = 1.
-    mass : float, optional
-        Mass ``s > 0`` of the simplex (default 1).
-    return_direction : bool, optional
-        Also return the minimizing d (with |d| <= R); default False.
+    %(ball)s
 
     Returns
     -------
     theta : float
         The stationarity measure (>= 0).
-    d : numpy.ndarray, shape (n,)
-        The minimizing step, only with ``return_direction``.
-
-    Raises
-    ------
-    ValueError
-        If ``x`` or ``g`` is malformed, ``x`` is not on the simplex, a weight or ``mass`` is
-        not positive, or ``R`` is not a positive radius.
+    %(step_raises)s
 
     Examples
     --------
@@ -367,10 +382,7 @@ def theta_R(x, g, R=np.inf, *, weights=None, mass: float = 1.0, return_direction
     """
     x = as_vector(x, "x")
     g = as_vector(g, "g", length=x.size)
-    s = check_positive_scalar(mass, "mass")
-    w = None if weights is None else as_positive_weights(weights, "weights", x.size)
-    R = _radius(R)
-    _check_on_simplex(x, w, s, "x")
+    w, s, R = _ball_args(x, R, weights, mass)
     th, d, _ = _theta(x, g, R, w, s)
     return (th, d) if return_direction else th
 
@@ -420,6 +432,7 @@ def _psi(x, G, R, w, s):
 
 
 @cite("III")
+@_simplex_doc
 def psi_R(x, G, R=np.inf, *, weights=None, mass: float = 1.0, return_direction=False):
     """Modified stationarity measure of Part III, Algorithm 4.1, Step 11.
 
@@ -446,27 +459,13 @@ def psi_R(x, G, R=np.inf, *, weights=None, mass: float = 1.0, return_direction=F
         A point of S_w(mass).
     G : array_like, shape (K, n)
         Subgradients as rows (a single (n,) vector is accepted).
-    R : float or None, optional
-        Radius of the ball (default ``np.inf``; ``np.inf`` or ``None``: no ball).
-    weights : array_like or None, optional
-        Positive weights of the simplex; ``None`` (default) is w = 1.
-    mass : float, optional
-        Mass ``s > 0`` of the simplex (default 1).
-    return_direction : bool, optional
-        Also return the minimizing d; default False.
+    %(ball)s
 
     Returns
     -------
     psi : float
         The modified stationarity measure (>= 0).
-    d : numpy.ndarray, shape (n,)
-        The minimizing step, only with ``return_direction``.
-
-    Raises
-    ------
-    ValueError
-        If ``x`` or ``G`` is malformed, ``x`` is not on the simplex, a weight or ``mass`` is
-        not positive, or ``R`` is not a positive radius.
+    %(step_raises)s
 
     Examples
     --------
@@ -483,12 +482,18 @@ def psi_R(x, G, R=np.inf, *, weights=None, mass: float = 1.0, return_direction=F
         raise ValueError(f"G must have shape (K, {x.size}), got {G.shape}")
     if not np.all(np.isfinite(G)):
         raise ValueError("G contains NaN or infinite entries")
+    w, s, R = _ball_args(x, R, weights, mass)
+    p, d, _ = _psi(x, G, R, w, s)
+    return (p, d) if return_direction else p
+
+
+def _ball_args(x, R, weights, mass):
+    """The checked ``(w, s, R)`` of :func:`theta_R` and :func:`psi_R`, ``x`` checked to lie on S_w(s)."""
     s = check_positive_scalar(mass, "mass")
     w = None if weights is None else as_positive_weights(weights, "weights", x.size)
     R = _radius(R)
     _check_on_simplex(x, w, s, "x")
-    p, d, _ = _psi(x, G, R, w, s)
-    return (p, d) if return_direction else p
+    return w, s, R
 
 
 def _radius(R) -> float:

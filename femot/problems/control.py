@@ -12,18 +12,27 @@ from collections import OrderedDict
 import numpy as np
 import scipy.sparse as sp
 
-from femot._docstrings import cite
+from femot._docstrings import cite, fill_doc
 from femot._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
 from femot.fem import Smoother, product_cost, quadrature
 from femot.fem.meshes import admissible_vertices
 from femot.fem.smoothing import RESOLUTION_RATIO, mesh_spacing, resolution_problem
 from femot.problems.control_exact import exact_fields
-from femot.problems.control_reference import _as_operator, _target, control_objective
+from femot.problems.control_reference import _CONTROL_DATA, _as_operator, _target, control_objective
 from femot.problems.plan_maps import ControlToPlan
-from femot.problems.protocol import UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
+from femot.problems.protocol import SHARED_DOCS, UpperLevelResult, VertexControl, solve_on_simplex, upper_level_result
 
 __all__ = ["ControlProblem", "ControlResult", "FORMULATIONS",
            "MATRIX_FREE_PAIRS", "estimate_size"]
+
+# the shared docstring entries and the one example of the result and the problem classes
+_doc = fill_doc(**SHARED_DOCS, solved_control=_CONTROL_DATA + """>>> from femot.problems import ControlProblem
+>>> problem = ControlProblem(op, np.zeros(9), mu2, 0.1, 1e-2, 0.25, rho=0.25, transport="value",
+...                          check_resolution=False)
+>>> res = problem.solve()
+>>> print(problem.n, type(res).__name__, bool(res.success), f"{res.fun:.5f}")
+5 ControlResult True 0.01100
+""")
 
 #: Formulations of the transport term of :class:`ControlProblem`.
 FORMULATIONS = ("plan", "value")
@@ -38,7 +47,7 @@ MATRIX_FREE_PAIRS = 4.0e6
 # --------------------------------------------------------------------------
 
 @cite()
-@shared_doc
+@_doc
 class ControlResult(UpperLevelResult):
     """Solution of the discrete (OCP^delta_gamma) by the trust-region method.
 
@@ -94,18 +103,7 @@ class ControlResult(UpperLevelResult):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import skfem
-    >>> from femot.fem import PoissonOperator
-    >>> from femot.problems import ControlProblem
-    >>> op = PoissonOperator(skfem.MeshLine(np.linspace(0.0, 1.0, 9)))
-    >>> mu2 = np.zeros(9)
-    >>> mu2[3:6] = 1 / 3
-    >>> problem = ControlProblem(op, np.zeros(9), mu2, 0.1, 1e-2, 0.25, rho=0.25, transport="value",
-    ...                          check_resolution=False)
-    >>> res = problem.solve()
-    >>> print(problem.n, type(res).__name__, bool(res.success), f"{res.fun:.5f}")
-    5 ControlResult True 0.01100
+    %(solved_control)s
     """
 
 
@@ -114,7 +112,7 @@ class ControlResult(UpperLevelResult):
 # --------------------------------------------------------------------------
 
 @cite()
-@shared_doc
+@_doc
 class ControlProblem(VertexControl):
     """The discrete regularized control problem of Part II, plan or value formulation.
 
@@ -189,18 +187,7 @@ class ControlProblem(VertexControl):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import skfem
-    >>> from femot.fem import PoissonOperator
-    >>> from femot.problems import ControlProblem
-    >>> op = PoissonOperator(skfem.MeshLine(np.linspace(0.0, 1.0, 9)))
-    >>> mu2 = np.zeros(9)
-    >>> mu2[3:6] = 1 / 3
-    >>> problem = ControlProblem(op, np.zeros(9), mu2, 0.1, 1e-2, 0.25, rho=0.25, transport="value",
-    ...                          check_resolution=False)
-    >>> res = problem.solve()
-    >>> print(problem.n, type(res).__name__, bool(res.success), f"{res.fun:.5f}")
-    5 ControlResult True 0.01100
+    %(solved_control)s
     """
 
     def __init__(self, poisson, y_d, mu2, nu: float, gamma: float, delta: float, *, beta: float = 2.0,
@@ -384,7 +371,7 @@ class ControlProblem(VertexControl):
             self._G = self.nu * (w[:, None] * self.c * w[None, :])
         return self._G
 
-    @shared_doc
+    @_doc
     def hessp(self, x, v) -> np.ndarray:
         """Hessian-vector product of the reduced objective at ``x`` (docs/problems.md).
 
@@ -484,7 +471,7 @@ class ControlProblem(VertexControl):
                                  target_points=self._target_arg, beta=self.beta)
 
     # ----------------------------------------------------------- solve
-    @shared_doc
+    @_doc
     def solve(self, x0=None, *, options: dict | None = None, rtol: float | None = 1e-5, fw_rtol: float = 1e-8,
               hessian: bool = True, callback=None, method: str | None = None) -> ControlResult:
         """Minimize over the simplex by the trust-region method (Part III Algorithm 4.1).

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from scipy.optimize import OptimizeResult
 from scipy.spatial.distance import cdist
 
-from femot._docstrings import cite
+from femot._docstrings import cite, fill_doc
 from femot._validation import as_nonnegative_vector, check_nonnegative_scalar, check_positive_scalar
 from femot.core import wasserstein_pp_1d
 from femot.fem import PoissonOperator
@@ -26,6 +26,18 @@ __all__ = [
     "frank_wolfe_gap",
     "pick_qp_solver",
 ]
+
+# the data of the control examples: the Poisson operator on 8 cells of [0, 1], mu2 uniform on
+# the three middle vertices
+_CONTROL_DATA = """
+>>> import numpy as np
+>>> import skfem
+>>> from femot.fem import PoissonOperator
+>>> op = PoissonOperator(skfem.MeshLine(np.linspace(0.0, 1.0, 9)))
+>>> mu2 = np.zeros(9)
+>>> mu2[3:6] = 1 / 3
+"""
+_example = fill_doc(control_data=_CONTROL_DATA)
 
 _QP_HINT = "clarabel is a dependency of femot: reinstall femot (`pip install femot`)"
 
@@ -125,6 +137,7 @@ def _target(op, mu2, target_points):
 
 
 @cite("II")
+@_example
 def control_objective(poisson, masses, y_d, mu2, nu, *, target_points=None, beta=2.0):
     """Objective of (OCP) for a discrete control: ``(fun, tracking, transport)``.
 
@@ -169,12 +182,7 @@ def control_objective(poisson, masses, y_d, mu2, nu, *, target_points=None, beta
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import skfem
-    >>> from femot.fem import PoissonOperator
-    >>> op = PoissonOperator(skfem.MeshLine(np.linspace(0.0, 1.0, 9)))
-    >>> mu2 = np.zeros(9)
-    >>> mu2[3:6] = 1 / 3
+    %(control_data)s
     >>> fun, tracking, transport = control_objective(op, mu2, np.zeros(9), mu2, 0.1)
     >>> print(f"{fun:.5f} {transport:.5f}")
     0.00930 0.00000
@@ -339,6 +347,7 @@ def frank_wolfe_gap(grad_m, c, plan, mu2, nu) -> float:
 
 
 @cite("II")
+@_example
 def solve_control_reference(poisson, y_d, mu2, nu, *, target_points=None, beta=2.0,
                             rho=0.0, solver="auto", tol=1e-10, max_iter=None,
                             gap_tol=None, verbose=False) -> ControlReferenceResult:
@@ -391,12 +400,7 @@ def solve_control_reference(poisson, y_d, mu2, nu, *, target_points=None, beta=2
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import skfem
-    >>> from femot.fem import PoissonOperator
-    >>> op = PoissonOperator(skfem.MeshLine(np.linspace(0.0, 1.0, 9)))
-    >>> mu2 = np.zeros(9)
-    >>> mu2[3:6] = 1 / 3
+    %(control_data)s
     >>> res = solve_control_reference(op, np.zeros(9), mu2, 0.1)
     >>> print(bool(res.success), f"{res.fun:.5f}")
     True 0.00759

@@ -42,6 +42,13 @@ RESULT_KEYS = ("x", "fun", "nit", "success", "status", "message", "lower_solves"
 
 #: Appends the References section (the four papers in full) to a docstring.
 _cite = cite("I", "II", "III", "LMM")
+#: The example of both protocols: an identification problem satisfies them.
+_protocol_doc = fill_doc(protocol_example="""
+>>> from femot.problems import identification_instance, problem_from_instance
+>>> problem = problem_from_instance(identification_instance(5, seed=0), gamma=1e-2)
+>>> isinstance(problem, SimplexProblem), isinstance(problem, SecondOrderProblem)
+(True, True)
+""")
 
 
 # --------------------------------------------------------------------------
@@ -49,6 +56,7 @@ _cite = cite("I", "II", "III", "LMM")
 # --------------------------------------------------------------------------
 @runtime_checkable
 @_cite
+@_protocol_doc
 class SimplexProblem(Protocol):
     """A reduced upper-level problem over the simplex ``{x >= 0, sum_i w_i x_i = mass}``.
 
@@ -78,10 +86,7 @@ class SimplexProblem(Protocol):
 
     Examples
     --------
-    >>> from femot.problems import identification_instance, problem_from_instance
-    >>> problem = problem_from_instance(identification_instance(5, seed=0), gamma=1e-2)
-    >>> isinstance(problem, SimplexProblem), isinstance(problem, SecondOrderProblem)
-    (True, True)
+    %(protocol_example)s
     """
 
     mass: float
@@ -135,6 +140,7 @@ class SimplexProblem(Protocol):
 
 @runtime_checkable
 @_cite
+@_protocol_doc
 class SecondOrderProblem(SimplexProblem, Protocol):
     """A :class:`SimplexProblem` with Hessian-vector products (the optional member).
 
@@ -145,10 +151,7 @@ class SecondOrderProblem(SimplexProblem, Protocol):
 
     Examples
     --------
-    >>> from femot.problems import identification_instance, problem_from_instance
-    >>> problem = problem_from_instance(identification_instance(5, seed=0), gamma=1e-2)
-    >>> isinstance(problem, SimplexProblem), isinstance(problem, SecondOrderProblem)
-    (True, True)
+    %(protocol_example)s
     """
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -11,15 +11,29 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from femot._docstrings import cite
+from femot._docstrings import cite, fill_doc
 from femot._validation import as_nonnegative_vector, as_vector, check_nonnegative_scalar, check_positive_scalar
 from femot.core import QROTResult
 from femot.fem import PoissonOperator, Smoother, product_cost, product_mesh, quadrature
 from femot.fem.poisson import element_mask
 from femot.problems.plan_maps import ControlToPlan
-from femot.problems.protocol import UpperLevelResult, VertexControl, shared_doc, solve_on_simplex, upper_level_result
+from femot.problems.protocol import SHARED_DOCS, UpperLevelResult, VertexControl, solve_on_simplex, upper_level_result
 
 __all__ = ["TrackingProblem", "TrackingResult", "observation_domain"]
+
+# the shared docstring entries and the one example of the result and the problem classes
+_doc = fill_doc(**SHARED_DOCS, solved_tracking="""
+>>> import numpy as np
+>>> import skfem
+>>> from femot.problems import TrackingProblem
+>>> mesh = skfem.MeshLine(np.linspace(0.0, 1.0, 9))
+>>> mu2 = np.zeros(9)
+>>> mu2[3:6] = 1 / 3
+>>> problem = TrackingProblem(mesh, mesh, mu2, np.zeros((9, 9)), 0.0, 1e-2, 0.25, rho=0.25)
+>>> res = problem.solve()
+>>> print(problem.n, type(res).__name__, bool(res.success), f"{res.fun:.5f}")
+5 TrackingResult True 0.15086
+""")
 
 
 @cite("II")
@@ -57,7 +71,7 @@ def observation_domain(mesh1, mesh2, subdomain=None, kind: str | None = None):
 
 
 @cite()
-@shared_doc
+@_doc
 class TrackingResult(UpperLevelResult):
     """Solution of the discrete tracking problem (Part II (3.11), (3.13)).
 
@@ -95,21 +109,12 @@ class TrackingResult(UpperLevelResult):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import skfem
-    >>> from femot.problems import TrackingProblem
-    >>> mesh = skfem.MeshLine(np.linspace(0.0, 1.0, 9))
-    >>> mu2 = np.zeros(9)
-    >>> mu2[3:6] = 1 / 3
-    >>> problem = TrackingProblem(mesh, mesh, mu2, np.zeros((9, 9)), 0.0, 1e-2, 0.25, rho=0.25)
-    >>> res = problem.solve()
-    >>> print(problem.n, type(res).__name__, bool(res.success), f"{res.fun:.5f}")
-    5 TrackingResult True 0.15086
+    %(solved_tracking)s
     """
 
 
 @cite()
-@shared_doc
+@_doc
 class TrackingProblem(VertexControl):
     """Bilevel tracking of a measured plan (Part II (3.11) with the lower level of (3.13)).
 
@@ -145,16 +150,7 @@ class TrackingProblem(VertexControl):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import skfem
-    >>> from femot.problems import TrackingProblem
-    >>> mesh = skfem.MeshLine(np.linspace(0.0, 1.0, 9))
-    >>> mu2 = np.zeros(9)
-    >>> mu2[3:6] = 1 / 3
-    >>> problem = TrackingProblem(mesh, mesh, mu2, np.zeros((9, 9)), 0.0, 1e-2, 0.25, rho=0.25)
-    >>> res = problem.solve()
-    >>> print(problem.n, type(res).__name__, bool(res.success), f"{res.fun:.5f}")
-    5 TrackingResult True 0.15086
+    %(solved_tracking)s
     """
 
     def __init__(self, mesh1, mesh2, mu2, pi_d, nu: float, gamma: float, delta: float, *, mu1_d=None,
@@ -283,7 +279,7 @@ class TrackingProblem(VertexControl):
         self._last = (x.copy(), res)
         return {"fun": fun, "misfit": val, "radon": rad, "grad": grad, "phi": phi, "lower": res}
 
-    @shared_doc
+    @_doc
     def hessp(self, x, v) -> np.ndarray:
         """Hessian-vector product of the reduced objective at ``x`` where it is smooth (p' = 2).
 
@@ -324,7 +320,7 @@ class TrackingProblem(VertexControl):
         hv = self.lower.pullback(res, G)
         return hv - hv.mean() if flat else hv
 
-    @shared_doc
+    @_doc
     def solve(self, x0=None, *, options: dict | None = None, rtol: float | None = 1e-2, callback=None,
               hessian: bool = True) -> TrackingResult:
         """Minimize over the simplex by the trust-region method (Part III Algorithm 4.1).

@@ -176,13 +176,12 @@ def load_config(path) -> Study:
     Returns
     -------
     Study
-        The validated study.
+        :func:`parse_config` of the file's tables.
 
     Raises
     ------
     ConfigError
-        (a ValueError) If the file is missing, is not valid TOML or fails validation; the
-        message names the offending field.
+        (a ValueError) If the file is missing or is not valid TOML, or as :func:`parse_config`.
 
     Examples
     --------

@@ -16,6 +16,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+from femot._docstrings import fill_doc
 from femot.studies import heartbeat
 from femot.studies.config import Chain
 from femot.studies.mesh_spec import MeshSpec
@@ -27,6 +28,29 @@ __all__ = ["ChainTask", "ChainResult", "execute_chain", "Progress", "run_serial"
 
 #: Seconds to wait for a dask scheduler given by address before giving up.
 DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+# the arguments and results the pool backends share
+_pool_doc = fill_doc(
+    pool_args="""
+tasks : iterable of ChainTask
+    The chains to run.
+store : RunStore
+    The output store, polled for finished runs.
+pending_ids : iterable of str
+    Ids of the runs to be computed (counted for the progress bar).
+progress : Progress
+    The progress bar.
+""",
+    on_run_done="""
+on_run_done : callable, optional
+    ``on_run_done(record)`` for every run whose result file appears.
+""",
+    pool_results="""
+results : list of ChainResult
+    The return values of :func:`execute_chain` of the tasks that returned.
+""",
+)
 
 
 class BackendError(RuntimeError):
@@ -399,28 +423,20 @@ def process_pool(workers: int):
                                initializer=die_with_parent, initargs=(os.getpid(),))
 
 
+@_pool_doc
 def run_process_pool(tasks, store, pending_ids, progress, workers: int, on_run_done=None):
     """A local pool of ``workers`` spawned processes (one chain per task).
 
     Parameters
     ----------
-    tasks : iterable of ChainTask
-        The chains to run.
-    store : RunStore
-        The output store, polled for finished runs.
-    pending_ids : iterable of str
-        Ids of the runs to be computed (counted for the progress bar).
-    progress : Progress
-        The progress bar.
+    %(pool_args)s
     workers : int
         Number of worker processes.
-    on_run_done : callable, optional
-        ``on_run_done(record)`` for every run whose result file appears.
+    %(on_run_done)s
 
     Returns
     -------
-    results : list of ChainResult
-        The return values of :func:`execute_chain` of the tasks that returned.
+    %(pool_results)s
     errors : list of str
         One message per task that raised outside a run (e.g. a worker died).
     """
@@ -519,6 +535,7 @@ def _die_with_parent_plugin(parent_pid: int):
     return DieWithParent(parent_pid)
 
 
+@_pool_doc
 def run_dask(tasks, store, pending_ids, progress, *, scheduler: str | None = None, n_workers: int | None = None,
              on_run_done=None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, client=None):
     """Run the chains on dask.distributed: a scheduler at an address or a LocalCluster.
@@ -529,20 +546,12 @@ def run_dask(tasks, store, pending_ids, progress, *, scheduler: str | None = Non
 
     Parameters
     ----------
-    tasks : iterable of ChainTask
-        The chains to run.
-    store : RunStore
-        The output store, polled for finished runs.
-    pending_ids : iterable of str
-        Ids of the runs to be computed (counted for the progress bar).
-    progress : Progress
-        The progress bar.
+    %(pool_args)s
     scheduler : str, optional
         Address of a dask scheduler; None starts a LocalCluster.
     n_workers : int, optional
         Workers of the LocalCluster (default 1).
-    on_run_done : callable, optional
-        ``on_run_done(record)`` for every run whose result file appears.
+    %(on_run_done)s
     connect_timeout : float, optional
         Seconds to wait for ``scheduler``.  Default :data:`DEFAULT_CONNECT_TIMEOUT`.
     client : tuple, optional
@@ -551,8 +560,7 @@ def run_dask(tasks, store, pending_ids, progress, *, scheduler: str | None = Non
 
     Returns
     -------
-    results : list of ChainResult
-        The return values of :func:`execute_chain` of the tasks that returned.
+    %(pool_results)s
     errors : list of str
         One message per task that raised outside a run.
 

@@ -10,11 +10,20 @@ from pathlib import Path
 
 import numpy as np
 
+from femot._docstrings import fill_doc
 from femot.studies.metrics import fit_rate_ci, observed_orders
 from femot.studies.registry import get_problem
 from femot.studies.store import write_if_changed
 
 __all__ = ["table_rows", "fit_rates", "format_table", "write_outputs", "METRIC_DOC"]
+
+# the two result arguments of the output functions
+_outputs_doc = fill_doc(rows_rates="""
+rows : list of dict
+    The rows of :func:`table_rows`.
+rates : list of dict
+    The rates of :func:`fit_rates`.
+""")
 
 #: One line per metric for the report.
 METRIC_DOC = {
@@ -216,6 +225,7 @@ def _head(col):
     return _HEAD.get(col, col)
 
 
+@_outputs_doc
 def format_table(study, rows, rates) -> str:
     """The study table and the fitted rates as plain text (printed by ``femot study``).
 
@@ -223,10 +233,7 @@ def format_table(study, rows, rates) -> str:
     ----------
     study : Study
         The validated study.
-    rows : list of dict
-        The rows of :func:`table_rows`.
-    rates : list of dict
-        The rates of :func:`fit_rates`.
+    %(rows_rates)s
 
     Returns
     -------
@@ -349,6 +356,7 @@ def _same_as(e, drawn: dict) -> str:
     return ""
 
 
+@_outputs_doc
 def make_plots(study, rows, rates, folder) -> list[str]:
     """One log-log figure per metric (error vs gamma and vs delta, one line per chain,
     dashed least-squares fits) and an overview of all metrics against gamma.
@@ -357,10 +365,7 @@ def make_plots(study, rows, rates, folder) -> list[str]:
     ----------
     study : Study
         The validated study.
-    rows : list of dict
-        The rows of :func:`table_rows`.
-    rates : list of dict
-        The rates of :func:`fit_rates`.
+    %(rows_rates)s
     folder : str or os.PathLike
         Output folder of the PNG files (created if missing).
 
@@ -445,6 +450,7 @@ def make_plots(study, rows, rates, folder) -> list[str]:
 # ----------------------------------------------------------------------------- files
 
 
+@_outputs_doc
 def write_outputs(study, root, rows, rates, *, plots: bool = True, problem=None, runs_info=None) -> dict:
     """results.csv, results.md, rates.csv, figures/*.png and report.md in ``root``.
 
@@ -458,10 +464,7 @@ def write_outputs(study, root, rows, rates, *, plots: bool = True, problem=None,
         The validated study.
     root : str or os.PathLike
         The study's output directory.
-    rows : list of dict
-        The rows of :func:`table_rows`.
-    rates : list of dict
-        The rates of :func:`fit_rates`.
+    %(rows_rates)s
     plots : bool, optional
         Draw the figures.  Default True.
     problem : StudyProblem, optional

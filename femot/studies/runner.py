@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from femot._docstrings import fill_doc
 from femot._io import check_writable
 from femot.studies.config import Study, load_config
 from femot.studies.execution import (
@@ -36,8 +37,21 @@ from femot.studies.store import (
 
 __all__ = ["run_study", "StudyOutcome", "backend_of", "fingerprint"]
 
+# the study of the examples: two levels of the transport between two pairs of atoms on [0, 1]
+_example = fill_doc(two_levels="""
+>>> import tempfile
+>>> from femot.studies import parse_config
+>>> study = parse_config({
+...     "study": {"problem": "transport"},
+...     "schedule": {"gammas": [1e-2, 1e-3], "deltas": [0.2, 0.15]},
+...     "mesh": {"nodes_per_delta": 4.0},
+...     "transport": {"mu1": {"type": "diracs", "points": [0.4, 0.6]},
+...                   "mu2": {"type": "diracs", "points": [0.45, 0.65]}}})
+""")
+
 
 @dataclass
+@_example
 class StudyOutcome:
     """What a call of :func:`run_study` did and found.
 
@@ -48,14 +62,8 @@ class StudyOutcome:
 
     A second call on the same directory computes nothing (the runs are stored):
 
-    >>> import tempfile
-    >>> from femot.studies import parse_config, run_study
-    >>> study = parse_config({
-    ...     "study": {"problem": "transport"},
-    ...     "schedule": {"gammas": [1e-2, 1e-3], "deltas": [0.2, 0.15]},
-    ...     "mesh": {"nodes_per_delta": 4.0},
-    ...     "transport": {"mu1": {"type": "diracs", "points": [0.4, 0.6]},
-    ...                   "mu2": {"type": "diracs", "points": [0.45, 0.65]}}})
+    %(two_levels)s
+    >>> from femot.studies import run_study
     >>> with tempfile.TemporaryDirectory() as out:
     ...     first = run_study(study, out, quiet=True, plots=False)
     ...     again = run_study(study, out, quiet=True, plots=False)
@@ -148,6 +156,7 @@ def _manifest(study: Study, store: RunStore, status: str, complete: set, *, proc
     return man
 
 
+@_example
 def run_study(config, out, *, workers: int = 1, dask_local: int | None = None, scheduler: str | None = None,
               quiet: bool = False, plots: bool = True, on_run_done=None, stream=None, progress_stream=None,
               force: bool = False, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> StudyOutcome:
@@ -206,14 +215,7 @@ def run_study(config, out, *, workers: int = 1, dask_local: int | None = None, s
     --------
     Two levels of the smoothed, regularized transport between two pairs of atoms on [0, 1]:
 
-    >>> import tempfile
-    >>> from femot.studies import parse_config
-    >>> study = parse_config({
-    ...     "study": {"problem": "transport"},
-    ...     "schedule": {"gammas": [1e-2, 1e-3], "deltas": [0.2, 0.15]},
-    ...     "mesh": {"nodes_per_delta": 4.0},
-    ...     "transport": {"mu1": {"type": "diracs", "points": [0.4, 0.6]},
-    ...                   "mu2": {"type": "diracs", "points": [0.45, 0.65]}}})
+    %(two_levels)s
     >>> with tempfile.TemporaryDirectory() as out:
     ...     outcome = run_study(study, out, quiet=True, plots=False)
     ...     written = sorted(outcome.files)

@@ -83,7 +83,7 @@ def _record_checksum(rec: dict) -> str:
 
 
 class RunStore:
-    """Results of the runs of a study in ``root`` (see the module doc)."""
+    """Results of the runs of a study in ``root`` (see the module doc); ``rid`` is a run id."""
 
     def __init__(self, root):
         self.root = Path(root)
@@ -91,48 +91,15 @@ class RunStore:
 
     # -- paths
     def result_path(self, rid: str) -> Path:
-        """Path of the result file (JSON) of a run.
-
-        Parameters
-        ----------
-        rid : str
-            The run id.
-
-        Returns
-        -------
-        pathlib.Path
-            ``runs/<rid>.json`` in the study directory.
-        """
+        """``runs/<rid>.json``: the result file of run ``rid``."""
         return self.runs / f"{rid}.json"
 
     def state_path(self, rid: str) -> Path:
-        """Path of the warm-start state (npz) of a run.
-
-        Parameters
-        ----------
-        rid : str
-            The run id.
-
-        Returns
-        -------
-        pathlib.Path
-            ``runs/<rid>.npz`` in the study directory.
-        """
+        """``runs/<rid>.npz``: the warm-start state of run ``rid``."""
         return self.runs / f"{rid}.npz"
 
     def error_path(self, rid: str) -> Path:
-        """Path of the error file (JSON) of a run whose solve raised.
-
-        Parameters
-        ----------
-        rid : str
-            The run id.
-
-        Returns
-        -------
-        pathlib.Path
-            ``runs/<rid>.error.json`` in the study directory.
-        """
+        """``runs/<rid>.error.json``: the error file of run ``rid`` (its solve raised)."""
         return self.runs / f"{rid}.error.json"
 
     @property
@@ -219,11 +186,6 @@ class RunStore:
         A run is complete when its result file is a valid record marked complete and its
         state file (if the record names one) matches the recorded size and checksum.
 
-        Parameters
-        ----------
-        rid : str
-            The run id.
-
         Returns
         -------
         status : str
@@ -266,13 +228,7 @@ class RunStore:
         return complete, damaged
 
     def discard(self, rid: str) -> None:
-        """Delete the files of run ``rid`` (a damaged run, to be computed again).
-
-        Parameters
-        ----------
-        rid : str
-            The run id; its result and state files are removed where present.
-        """
+        """Delete the result and state files of run ``rid`` where present (a damaged run, to be computed again)."""
         for p in (self.result_path(rid), self.state_path(rid)):
             try:
                 p.unlink()
@@ -281,46 +237,15 @@ class RunStore:
 
     # -- results
     def exists(self, rid: str) -> bool:
-        """A result file is present (the run finished; see :meth:`inspect` for its validity).
-
-        Parameters
-        ----------
-        rid : str
-            The run id.
-
-        Returns
-        -------
-        bool
-        """
+        """A result file of run ``rid`` is present (the run finished; see :meth:`inspect` for its validity)."""
         return self.result_path(rid).exists()
 
     def read(self, rid: str) -> dict | None:
-        """The stored result of run ``rid`` if it is present and valid, else None.
-
-        Parameters
-        ----------
-        rid : str
-            The run id.
-
-        Returns
-        -------
-        dict or None
-            The run record (id, metrics, info, ...).
-        """
+        """The stored record (id, metrics, info, ...) of run ``rid`` if it is present and valid, else None."""
         return self._record(rid)[0]
 
     def complete_ids(self, ids) -> set:
-        """Ids of runs whose result and state are both valid.
-
-        Parameters
-        ----------
-        ids : iterable of str
-            Run ids to check.
-
-        Returns
-        -------
-        set of str
-        """
+        """The ids among ``ids`` of runs whose result and state are both valid."""
         return self.scan(ids)[0]
 
     def write(self, record: dict, state: dict | None = None) -> None:
@@ -359,8 +284,6 @@ class RunStore:
 
         Parameters
         ----------
-        rid : str
-            The run id.
         error : dict
             Description of the error (message, traceback, chain, level); the id and the
             time are added.
@@ -368,17 +291,7 @@ class RunStore:
         atomic_write_text(self.error_path(rid), to_json(dict(error, id=rid, time=time.time())))
 
     def read_error(self, rid: str) -> dict | None:
-        """The error record of run ``rid`` (None if absent or unreadable).
-
-        Parameters
-        ----------
-        rid : str
-            The run id.
-
-        Returns
-        -------
-        dict or None
-        """
+        """The error record of run ``rid`` (None if absent or unreadable)."""
         try:
             with open(self.error_path(rid)) as fh:
                 err = json.load(fh)
@@ -387,18 +300,7 @@ class RunStore:
         return err if isinstance(err, dict) else None
 
     def load_state(self, rid: str) -> dict | None:
-        """The warm-start state stored by run ``rid`` (None if absent or damaged).
-
-        Parameters
-        ----------
-        rid : str
-            The run id.
-
-        Returns
-        -------
-        dict or None
-            Array name -> array.
-        """
+        """The warm-start state (array name -> array) stored by run ``rid`` (None if absent or damaged)."""
         if self.inspect(rid)[0] != "complete":
             return None
         try:
