@@ -908,3 +908,9 @@ def test_sigkill_of_a_parallel_study_leaves_no_worker_and_a_truthful_manifest(tm
     assert r.returncode == 0, r.stderr
     man = json.loads((out / "manifest.json").read_text())
     assert man["status"] == "complete" and man["counts"]["done"] == man["counts"]["total"] == 18
+
+
+def test_renamed_study_kind_names_its_new_name():
+    """A configuration written for the old kind name gets the new name, not "unknown problem"."""
+    with pytest.raises(ConfigError, match=r"study.problem: the study kind 'lower-level' is now called 'transport'"):
+        parse_config({"study": {"name": "t", "problem": "lower-level"}})

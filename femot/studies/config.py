@@ -340,8 +340,7 @@ def _parse_study_section(raw: dict):
     problem = st.get("problem")
     if problem is None:
         raise ConfigError(f"study.problem: missing; choose one of {', '.join(PROBLEMS)}")
-    if problem not in PROBLEMS:
-        raise ConfigError(f"study.problem: unknown problem {problem!r}; choose one of {', '.join(PROBLEMS)}")
+    get_problem(problem)  # ConfigError naming study.problem if unknown or renamed
     name = st.get("name", problem)
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"study.name: must be a nonempty string, got {name!r}")

@@ -14,6 +14,9 @@ __all__ = ["get_problem", "problem_names"]
 _REGISTRY = {cls.name: cls for cls in (TransportStudy, ControlStudy, IdentificationStudy, TrackingStudy,
                                        ExactControlStudy)}
 
+# Study kinds renamed since 0.1.0: old name -> new name (a clear error instead of "unknown").
+_RENAMED = {"lower-level": "transport"}
+
 
 def problem_names() -> tuple:
     """Names of the study kinds, in registry order (the values of ``study.problem``).
@@ -32,4 +35,8 @@ def get_problem(name: str) -> StudyProblem:
     """
     if name in _REGISTRY:
         return _REGISTRY[name]()
+    if name in _RENAMED:
+        new = _RENAMED[name]
+        raise ConfigError(f"study.problem: the study kind {name!r} is now called {new!r}: write "
+                          f"problem = {new!r} and rename the table [{name}] to [{new}]")
     raise ConfigError(f"study.problem: unknown problem {name!r}; choose one of {', '.join(_REGISTRY)}")
