@@ -352,3 +352,22 @@ def test_psi_rejects_bad_input():
         psi_R(x, [[np.nan, 1.0]])
     with pytest.raises(ValueError, match="x"):
         psi_R([0.2, 0.2], np.ones((1, 2)))
+
+
+def test_path_keep_drops_a_level_and_the_next_starts_where_it_did():
+    """``keep`` decides whether a level's point warm-starts the next; dropped levels leave x alone."""
+    import numpy as np
+
+    from femot.optim import minimize_simplex_path
+
+    def factory(p):  # f_p(x) = |x - e_p|^2 on the 3-simplex
+        e = np.eye(3)[p]
+        return lambda x: (float((x - e) @ (x - e)), 2 * (x - e))
+
+    x0 = np.array([0.2, 0.3, 0.5])
+    dropped = minimize_simplex_path(factory, [0, 2], x0, keep=lambda p, r: p != 0)
+    alone = minimize_simplex_path(factory, [2], x0)
+    assert np.array_equal(dropped.results[1].x, alone.results[0].x)
+    assert dropped.results[1].nit == alone.results[0].nit
+    none_kept = minimize_simplex_path(factory, [0], x0, keep=lambda p, r: False)
+    assert np.array_equal(none_kept.x, x0)

@@ -1,6 +1,7 @@
 """Path following: a sequence of simplex problems solved with warm starts (Part II, Part III)."""
 from __future__ import annotations
 
+import numpy as np
 from scipy.optimize import OptimizeResult
 
 from femot._docstrings import cite
@@ -33,7 +34,7 @@ class SimplexPathResult(OptimizeResult):
 
 @cite("II", "III")
 def minimize_simplex_path(fun_factory, path, x0=None, *, weights=None, mass=1.0, n=None,
-                          options=None, callback=None, collect_subgradients=None, hessp=None,
+                          options=None, callback=None, collect_subgradients=None, hessp=None, keep=None,
                           method="trust-region"):
     """Path following: solve ``fun_factory(p)`` for each p in ``path``, warm-started.
 
@@ -73,14 +74,19 @@ def minimize_simplex_path(fun_factory, path, x0=None, *, weights=None, mass=1.0,
         Default subgradient collector for levels whose factory gives none.
     hessp : callable or None, optional
         Default Hessian-vector product for levels whose factory gives none.
+    keep : callable or None, optional
+        ``keep(p, result) -> bool``: whether level ``p``'s point warm-starts the next level
+        (default: always).  A level that is only a warm start can be dropped this way when
+        its iterates are no longer trustworthy; the next level then starts where it did.
     method : {"trust-region", "bundle"}, optional
         The method of :func:`minimize_simplex` used at every level.
 
     Returns
     -------
     SimplexPathResult
-        ``params``, the per-level ``results``, the last level's ``x`` and ``fun``, and the
-        summed ``nit``/``nfev``; ``success`` only if every level converged.
+        ``params``, the per-level ``results``, ``x`` (the point of the last kept level, else
+        ``x0``, which may be None), the last level's ``fun``, and the summed ``nit``/``nfev``;
+        ``success`` only if every level converged.
 
     Raises
     ------
@@ -123,13 +129,15 @@ def minimize_simplex_path(fun_factory, path, x0=None, *, weights=None, mass=1.0,
         r = minimize_simplex(fun, x, method=method, hessp=hp, weights=weights, mass=mass, n=n, options=options,
                              callback=callback, collect_subgradients=collect)
         results.append(r)
-        x = r.x
+        if keep is None or keep(p, r):
+            x = r.x
     bad = [i for i, r in enumerate(results) if not r.success]
     status = results[bad[0]].status if bad else 0
     msg = ("All levels converged." if not bad else
            f"Levels {bad} did not converge; first: {results[bad[0]].message}")
     return SimplexPathResult(
-        params=params, results=results, x=results[-1].x, fun=results[-1].fun,
+        params=params, results=results, x=None if x is None else np.asarray(x, dtype=float),
+        fun=results[-1].fun,
         success=not bad, status=status, message=msg,
         nit=sum(r.nit for r in results), nfev=sum(r.nfev for r in results),
     )

@@ -375,8 +375,9 @@ class TransportIdentification(UniformStart):
             phases; ``phases`` lists them.
         continuation_tol : float
             Stationarity tolerance of the intermediate levels (only a warm start for the
-            next level is needed there; at most 50 iterations each); the last level uses
-            ``options``.
+            next level is needed there; at most 50 iterations each, and a level is dropped at
+            its first failed lower-level solve: the next starts where it did); the last level
+            uses ``options``.
         starts : None or sequence of str
             ``model="auto"``: further starts after x0; None means ``("observed",)``
             (:meth:`observed_start`, skipped when it equals x0), ``()`` only x0.
@@ -399,6 +400,8 @@ class TransportIdentification(UniformStart):
         2. ``"bfgs + newton polish"`` (only if 1. did not converge): the Newton model from
            the point of 1., which certifies it (the method is monotone: J does not rise);
         3. ``"newton"``: the Newton model with continuation;
+        4. ``"newton + bfgs polish"`` (only if 3. did not converge): the BFGS model from the
+           point of 3.;
 
         and returns the certified phase (``success``) of lowest J (the lowest J if none is
         certified).  Every phase runs on a fresh copy of the problem (the path can depend on

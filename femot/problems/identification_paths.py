@@ -176,12 +176,19 @@ def _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuat
         subs.append(sub)
         return sub, sub.bouligand_subgradients if bouligand else None, sub.hessp if hessian else None
 
-    # only a warm start for the next level is needed: a looser tolerance, at most 50 iterations
+    # A level is only a warm start for the next: a looser tolerance, at most 50 iterations, and
+    # it is dropped at its first failed lower-level solve (an unconverged plan, as when t eps |alpha|
+    # exceeds the marginals): its iterates no longer follow f, so the next level starts where it did.
     sub_opts = dict(opts)
     sub_opts["tol"] = max(float(opts.get("tol", 1e-5)), float(continuation_tol))
     sub_opts["max_iter"] = min(int(opts.get("max_iter", 200)), 50)
+
+    def stop(res):
+        user = callback is not None and callback(res) is True  # the caller sees every iteration
+        return user or subs[-1].lower.failures > 0
+
     path = minimize_simplex_path(level, factors, x0, n=problem.n, mass=problem.mass, options=sub_opts,
-                                 callback=callback)
+                                 callback=stop, keep=lambda t, r: subs[-1].lower.failures == 0)
     levels = [_level(sub, r) for sub, r in zip(subs, path.results)]
     for sub, r in zip(subs, path.results):
         for k in its:
@@ -249,7 +256,8 @@ def _auto(path: _Path, starts, continuation, continuation_tol):
     (Part III, Remark 4.2), which tends to follow the low path but may stop uncertified
     (iteration limit, radius collapse at a kink); from its point a polish with the exact
     (Gauss-Newton) Hessian certifies stationarity (the method is monotone: J does not
-    rise).  Path 2 is the Newton model with continuation in (gamma, eps).  Returns the
+    rise).  Path 2 is the Newton model with continuation in (gamma, eps), polished by the
+    BFGS model (Bouligand model at kinks) when it stops uncertified.  Returns the
     index of the phase kept: the certified one (``success``) of lowest J, else the
     lowest J.
     """
@@ -259,8 +267,12 @@ def _auto(path: _Path, starts, continuation, continuation_tol):
         if not tr.success and tr.status != 3:
             path.run(f"{label}: bfgs + newton polish", tr.x, hessian=True)
         ends.append(len(path.phases) - 1)
-        path.run(f"{label}: newton", x0, hessian=True, continuation="auto" if continuation is None else continuation,
-                 continuation_tol=continuation_tol)
+        tr = path.run(f"{label}: newton", x0, hessian=True,
+                      continuation="auto" if continuation is None else continuation, continuation_tol=continuation_tol)
+        if not tr.success and tr.status != 3:
+            # the Newton model can stop at a kink (radius collapse) where the Bouligand model of
+            # the BFGS path certifies; monotone, so J does not rise
+            path.run(f"{label}: newton + bfgs polish", tr.x, hessian=False)
         ends.append(len(path.phases) - 1)
     return min(ends, key=lambda i: (not path.phases[i]["success"], path.phases[i]["J"]))
 
