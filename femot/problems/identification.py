@@ -407,7 +407,9 @@ class TransportIdentification(UniformStart):
         certified).  Every phase runs on a fresh copy of the problem (the path can depend on
         1e-10 differences of warm-started lower-level solutions), so the ``"bfgs"`` and
         ``"newton"`` phases from x0 are exactly ``model="bfgs"`` and ``model="newton",
-        continuation="auto"``.  ``phases`` records every phase (name, J, nit, stationarity,
+        continuation="auto"``, and the result's J is no higher than theirs when they are
+        certified (nor than an uncertified one whose polish, which does not raise J, certifies).
+        ``phases`` records every phase (name, J, nit, stationarity,
         success, time), ``phase`` names the one returned, ``nit``/``nfev``/``time_s`` are
         totals.  Every phase and level runs through :func:`femot.problems.solve_on_simplex`.
         """
