@@ -769,14 +769,18 @@ def _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuat
         sub_opts = dict(opts)
         sub_opts["tol"] = max(float(opts.get("tol", 1e-5)), float(continuation_tol))
         sub_opts["max_iter"] = min(int(opts.get("max_iter", 200)), 50)  # only a warm start
+        # a level is only a warm start: once a lower solve fails (an unconverged plan, as at
+        # t eps |alpha| >> the marginals), its iterates no longer follow f; drop the level
+        def stop(res, sub=sub):
+            return sub.lower.failures > 0 or (callback is not None and callback(res))
         r = minimize_simplex(sub, x0, hessp=sub.hessp if hessian else None, n=problem.n, mass=problem.mass,
-                             options=sub_opts, callback=callback, collect_subgradients=collect_sub)
+                             options=sub_opts, callback=stop, collect_subgradients=collect_sub)
         levels.append(_level(sub, r))
         for k in its:
             its[k] += getattr(r, k)
         for k, v in _effort(sub.lower).items():
             effort[k] += v
-        x0 = r.x
+        x0 = x0 if sub.lower.failures else r.x
     return x0, levels, its, effort
 
 

@@ -1,0 +1,32 @@
+"""Continuation levels of the identification solver whose lower level fails are dropped.
+
+At n >= 200 with the cost |i - j|^2, the first levels (t gamma, t eps) of
+``continuation="auto"`` put t eps |alpha| far above the marginals, where the lower level
+does not converge; iterating there on unconverged plans cost minutes per level.  A
+level is only a warm start, so the solver leaves it at the first failed lower solve and
+goes on from the level's starting point.
+"""
+import numpy as np
+
+from femot.problems import identification_instance, problem_from_instance, solve_identification
+
+
+def test_a_level_whose_lower_level_fails_is_dropped():
+    d = identification_instance(25, 1, experiment=1)
+    # two Newton steps per lower solve: the level (10, 1e-3) fails, the problem's level does not
+    kw = {"gamma": 1e-4, "eps": 1e-8, "qrot_options": {"max_iter": 2}}
+    res = solve_identification(problem_from_instance(d, **kw), model="newton", continuation=[1e5])
+    level, last = res.levels
+    assert (level["gamma"], level["eps"]) == (10.0, 1e-3)
+    assert level["status"] == 4 and level["nit"] == 1  # left after its first iteration
+    alone = solve_identification(problem_from_instance(d, **kw), model="newton")
+    # the last level starts where the dropped one did: the run without continuation
+    assert last["nit"] == alone.nit and res.fun == alone.fun and np.array_equal(res.mu1, alone.mu1)
+
+
+def test_a_level_whose_lower_level_converges_is_kept():
+    d = identification_instance(25, 1, experiment=1)
+    res = solve_identification(problem_from_instance(d, gamma=1e-4, eps=1e-8), model="newton", continuation=[1e5])
+    assert res.levels[0]["status"] == 0 and res.levels[0]["nit"] > 1
+    alone = solve_identification(problem_from_instance(d, gamma=1e-4, eps=1e-8), model="newton")
+    assert not np.array_equal(res.mu1, alone.mu1)
