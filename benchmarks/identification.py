@@ -34,7 +34,8 @@ an instance come from the phases of ONE default solve from the uniform start
 (:func:`compare_from_phases`: every phase of ``model="auto"`` runs on a fresh problem, so
 they are the single-model runs); --independent runs the five solves separately (the
 Newton path with continuation, the costly part at gamma = 1e-4, then runs five times
-instead of twice).
+instead of twice).  --before JSON... takes "before" from earlier --compare results of the
+same instances (e.g. run with the code before a change, the measurement of a change).
 
 Gamma barely matters at these sizes: the cost gaps (>= 1) dwarf gamma * pi, so the
 regularized plans are already the sparse exact ones at gamma = 1e-2.  Smaller
@@ -137,7 +138,7 @@ def compare_independent(n, seed, gamma, eps, start, tol, max_iter):
         x0 = prob.observed_start() if start == "observed" else None
         r = solve_identification(prob, x0, options={"tol": tol, "max_iter": max_iter}, **kw)
         rec = _record({**r, "J": r.J, "phase": r.get("phase")}, r.mu1, data, prob, prob.value(data["mu1_true"]))
-        rec["phases"] = [{k: v for k, v in p.items() if k != "levels"} for p in r.phases]
+        rec["phases"] = list(r.phases)
         out[key] = rec
     return _row(n, seed, gamma, eps, start, out["bfgs"], out["newton"], out["auto"])
 
@@ -187,14 +188,14 @@ def compare_from_phases(n, seed, gamma, eps, tol, max_iter):
         if label == "uniform":
             # the default run itself: its returned point and totals
             auto = _record({**r, "J": r.J, "phase": r.get("phase")}, r.mu1, data, fresh, J_true)
-            auto["phases"] = [{k: v for k, v in p.items() if k != "levels"} for p in r.phases]
+            auto["phases"] = list(r.phases)
         else:
             # model="auto" from this start: the certified of lowest J of its two ends
             auto = dict(min((end_bfgs, newton), key=lambda e: (not e["success"], e["J"])))
             auto["time_s"] = sum(p["time_s"] for p in phases)
             auto["nit"] = sum(p["nit"] for p in phases)
             auto["phase"] = auto["phase"].replace(f"{label}: ", "x0: ")
-            auto["phases"] = [{k: v for k, v in p.items() if k != "levels"} for p in phases]
+            auto["phases"] = phases
         rows.append(_row(n, seed, gamma, eps, label, bfgs, newton, auto))
     return rows
 
@@ -205,6 +206,32 @@ def _write(path, obj):
         json.dump(obj, fh, indent=2, default=float)
 
 
+def _key(r):
+    return (r["n"], r["seed"], float(r["gamma"]), float(r["eps"]), r["start"])
+
+
+def _read_rows(paths):
+    rows = {}
+    for path in paths:
+        with open(path) as fh:
+            rows.update({_key(r): r for r in json.load(fh)["compare"]})
+    return rows
+
+
+def _take_before(row, old_rows, paths):
+    """With --before: "before" (and the two models' records) from the same instance in an
+    earlier --compare run, e.g. of the code before a change; this run's models are kept as
+    ``bfgs_now`` / ``newton_now``."""
+    old = old_rows.get(_key(row)) if old_rows else None
+    if old is None:
+        row["before_source"] = "this run"
+        return
+    row["bfgs_now"], row["newton_now"] = row["bfgs"], row["newton"]
+    for k in ("bfgs", "newton", "before", "before_time_s"):
+        row[k] = old[k]
+    row["before_source"] = " ".join(paths)
+
+
 def compare(args):
     """The before/after table of --compare."""
     head = (f"{'n':>4} {'seed':>4} {'gamma':>6} {'start':>8} | {'J before':>9} {'err':>8} {'stat':>7} {'cert':>4} "
@@ -212,6 +239,7 @@ def compare(args):
             f"| {'J(mu1*)':>8} {'after phase':<28}")
     print(head)
     rows = []
+    old_rows = _read_rows(args.before) if args.before else None
     for n in args.n:
         for seed in args.compare_seeds:
             for g in args.gammas:
@@ -222,6 +250,8 @@ def compare(args):
                                for start in ("uniform", "observed")]
                     else:
                         new = compare_from_phases(n, seed, g, e, args.tol, args.max_iter)
+                    for r in new:
+                        _take_before(r, old_rows, args.before)
                     rows.extend(new)
                     _write(args.json, {"compare": rows, "tol": args.tol, "max_iter": args.max_iter,
                                        "independent": args.independent})
@@ -278,6 +308,9 @@ def main(argv=None):
     p.add_argument("--independent", action="store_true",
                    help="--compare: five separate solves per instance instead of the phases of one default solve")
     p.add_argument("--compare-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--before", nargs="+", metavar="JSON",
+                   help="--compare: take 'before' from these earlier --compare results (same instances), "
+                        "e.g. run with the code before a change")
     args = p.parse_args(argv)
 
     from femot.problems import identification_instance, problem_from_instance
