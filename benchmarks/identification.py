@@ -152,7 +152,7 @@ def compare_from_phases(n, seed, gamma, eps, tol, max_iter):
     of the single models and of ``model="auto"`` from the observed start (which skips
     the second start, equal to x0); tests/test_identification.py checks these identities
     bit for bit.  The end point of every phase is taken from the callback (the x of its
-    last iteration), checked against the phase's J by a fresh evaluation.  This costs
+    last iteration), checked against the phase's J by a fresh evaluation (to 1e-4 relative).  This costs
     one default solve instead of five Newton paths; ``--independent`` runs them all.
     """
     from femot.problems import identification_instance, problem_from_instance, solve_identification
@@ -174,10 +174,12 @@ def compare_from_phases(n, seed, gamma, eps, tol, max_iter):
         k += p["nit"]
         x = seg[-1][1] if seg else (ends[label] if kind.endswith("polish") else starts[label])
         ends[label] = x
-        J = fresh.value(x)
-        if abs(J - p["J"]) > 1e-8 * max(abs(p["J"]), 1e-300):
-            raise RuntimeError(f"phase {p['phase']}: J {p['J']!r} but {J!r} at its last iterate")
-        recs[p["phase"]] = _record(p, x, data, fresh, J_true)
+        # a fresh (cold) lower solve agrees with the phase's warm-started one to the lower
+        # level's rounding floor (~1e-8 relative at gamma = 1e-4), a wrong point by far more
+        rel = abs(fresh.value(x) - p["J"]) / max(abs(p["J"]), 1e-300)
+        if rel > 1e-4:
+            raise RuntimeError(f"phase {p['phase']}: J {p['J']!r} but {fresh.value(x)!r} at its last iterate")
+        recs[p["phase"]] = {**_record(p, x, data, fresh, J_true), "J_fresh_rel_diff": rel}
     rows = []
     for label in starts:
         if f"{label}: bfgs" not in recs:
