@@ -30,3 +30,11 @@ def test_a_level_whose_lower_level_converges_is_kept():
     assert res.levels[0]["status"] == 0 and res.levels[0]["nit"] > 1
     alone = solve_identification(problem_from_instance(d, gamma=1e-4, eps=1e-8), model="newton")
     assert not np.array_equal(res.mu1, alone.mu1)
+
+
+def test_the_callback_sees_every_iteration_of_a_dropped_level():
+    d = identification_instance(25, 1, experiment=1)
+    seen = []
+    res = solve_identification(problem_from_instance(d, gamma=1e-4, eps=1e-8, qrot_options={"max_iter": 2}),
+                               model="newton", continuation=[1e5], callback=lambda r: seen.append(r.nit))
+    assert res.levels[0]["status"] == 4 and len(seen) == res.nit == sum(lv["nit"] for lv in res.levels)

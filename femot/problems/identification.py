@@ -772,7 +772,8 @@ def _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuat
         # a level is only a warm start: once a lower solve fails (an unconverged plan, as at
         # t eps |alpha| >> the marginals), its iterates no longer follow f; drop the level
         def stop(res, sub=sub):
-            return sub.lower.failures > 0 or (callback is not None and callback(res))
+            user = callback is not None and callback(res) is True
+            return user or sub.lower.failures > 0
         r = minimize_simplex(sub, x0, hessp=sub.hessp if hessian else None, n=problem.n, mass=problem.mass,
                              options=sub_opts, callback=stop, collect_subgradients=collect_sub)
         levels.append(_level(sub, r))
