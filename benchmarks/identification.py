@@ -170,9 +170,13 @@ def compare_from_phases(n, seed, gamma, eps, tol, max_iter):
     recs, ends, k = {}, {}, 0
     for p in r.phases:
         label, kind = p["phase"].split(": ", 1)
-        seg = seen[k:k + p["nit"]]
-        k += p["nit"]
-        x = seg[-1][1] if seg else (ends[label] if kind.endswith("polish") else starts[label])
+        x = ends[label] if kind.endswith("polish") else starts[label]
+        for i, lv in enumerate(p["levels"]):
+            seg = seen[k:k + lv["nit"]]
+            k += lv["nit"]
+            # an intermediate level stopped (status 4: its lower level failed) is dropped
+            if seg and (i == len(p["levels"]) - 1 or lv["status"] != 4):
+                x = seg[-1][1]
         ends[label] = x
         # a fresh (cold) lower solve agrees with the phase's warm-started one to the lower
         # level's rounding floor (~1e-8 relative at gamma = 1e-4), a wrong point by far more
