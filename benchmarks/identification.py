@@ -50,6 +50,8 @@ profit from threads, and threaded BLAS on a busy machine was up to 1000x slower.
     python benchmarks/identification.py --n 200 --gammas 1e-2 1e-4 --eps 1e-8 1e-10 --seeds 0
     python benchmarks/identification.py --compare --n 200 --gammas 1e-2 1e-4 --compare-seeds 0 1 2 3 4
         --json benchmarks/results/identification_compare.json
+    PYTHONPATH=<old checkout> python benchmarks/identification.py --compare ... --json old.json
+    python benchmarks/identification.py --table new.json --before old.json   # before = the old code
 Results: benchmarks/results/identification.json (or --json PATH).
 """
 from __future__ import annotations
@@ -238,12 +240,37 @@ def _take_before(row, old_rows, paths):
     row["before_source"] = " ".join(paths)
 
 
+_HEAD = (f"{'n':>4} {'seed':>4} {'gamma':>6} {'start':>8} | {'J before':>9} {'err':>8} {'stat':>7} {'cert':>4} "
+         f"{'time':>6} {'basin':>5} | {'J after':>9} {'err':>8} {'stat':>7} {'cert':>4} {'time':>6} {'basin':>5} "
+         f"| {'J(mu1*)':>8} {'after phase':<28}")
+
+
+def _print_row(r):
+    b, a = r["before"], r["auto"]
+    print(f"{r['n']:>4d} {r['seed']:>4d} {r['gamma']:>6.0e} {r['start']:>8} | {b['J']:>9.3e} {b['mu1_err_max']:>8.1e} "
+          f"{b['stationarity']:>7.1e} {'yes' if b['success'] else 'no':>4} "
+          f"{r['before_time_s']:>6.1f} {'yes' if b['truth_basin'] else 'no':>5} | "
+          f"{a['J']:>9.3e} {a['mu1_err_max']:>8.1e} {a['stationarity']:>7.1e} "
+          f"{'yes' if a['success'] else 'no':>4} {a['time_s']:>6.1f} "
+          f"{'yes' if a['truth_basin'] else 'no':>5} | {b['J_at_truth']:>8.1e} "
+          f"{a['phase']:<28}", flush=True)
+
+
+def _summary(rows):
+    # 1e-12 relative: the default's J is recomputed from its plan, a phase's is the optimizer's value
+    worse = [(r["n"], r["seed"], r["gamma"], r["start"]) for r in rows
+             if r["auto"]["J"] > r["before"]["J"] * (1 + 1e-12)]
+    print(f"\nafter certified on {sum(r['auto']['success'] for r in rows)}/{len(rows)} runs (before: "
+          f"{sum(r['before']['success'] for r in rows)}); truth's basin after "
+          f"{sum(r['auto']['truth_basin'] for r in rows)}"
+          f"/{len(rows)} (before {sum(r['before']['truth_basin'] for r in rows)}); after worse than before on "
+          f"{len(worse)} runs {worse}; time after / before (sums) "
+          f"{sum(r['auto']['time_s'] for r in rows) / max(sum(r['before_time_s'] for r in rows), 1e-300):.2f}")
+
+
 def compare(args):
     """The before/after table of --compare."""
-    head = (f"{'n':>4} {'seed':>4} {'gamma':>6} {'start':>8} | {'J before':>9} {'err':>8} {'stat':>7} {'cert':>4} "
-            f"{'time':>6} {'basin':>5} | {'J after':>9} {'err':>8} {'stat':>7} {'cert':>4} {'time':>6} {'basin':>5} "
-            f"| {'J(mu1*)':>8} {'after phase':<28}")
-    print(head)
+    print(_HEAD)
     rows = []
     old_rows = _read_rows(args.before) if args.before else None
     for n in args.n:
@@ -262,23 +289,23 @@ def compare(args):
                     _write(args.json, {"compare": rows, "tol": args.tol, "max_iter": args.max_iter,
                                        "independent": args.independent})
                     for r in new:
-                        b, a = r["before"], r["auto"]
-                        print(f"{n:>4d} {seed:>4d} {g:>6.0e} {r['start']:>8} | {b['J']:>9.3e} {b['mu1_err_max']:>8.1e} "
-                              f"{b['stationarity']:>7.1e} {'yes' if b['success'] else 'no':>4} "
-                              f"{r['before_time_s']:>6.1f} {'yes' if b['truth_basin'] else 'no':>5} | "
-                              f"{a['J']:>9.3e} {a['mu1_err_max']:>8.1e} {a['stationarity']:>7.1e} "
-                              f"{'yes' if a['success'] else 'no':>4} {a['time_s']:>6.1f} "
-                              f"{'yes' if a['truth_basin'] else 'no':>5} | {b['J_at_truth']:>8.1e} "
-                              f"{a['phase']:<28}", flush=True)
-    # 1e-12 relative: the default's J is recomputed from its plan, a phase's is the optimizer's value
-    worse = [(r["n"], r["seed"], r["gamma"], r["start"]) for r in rows
-             if r["auto"]["J"] > r["before"]["J"] * (1 + 1e-12)]
-    print(f"\nafter certified on {sum(r['auto']['success'] for r in rows)}/{len(rows)} runs (before: "
-          f"{sum(r['before']['success'] for r in rows)}); truth's basin after "
-          f"{sum(r['auto']['truth_basin'] for r in rows)}"
-          f"/{len(rows)} (before {sum(r['before']['truth_basin'] for r in rows)}); after worse than before on "
-          f"{len(worse)} runs {worse}; time after / before (sums) "
-          f"{sum(r['auto']['time_s'] for r in rows) / max(sum(r['before_time_s'] for r in rows), 1e-300):.2f}")
+                        _print_row(r)
+    _summary(rows)
+    return rows
+
+
+def table(args):
+    """--table: the --compare table of saved results (with --before: "before" from those), no runs."""
+    rows = []
+    for path in args.table:
+        with open(path) as fh:
+            rows.extend(json.load(fh)["compare"])
+    old_rows = _read_rows(args.before) if args.before else None
+    print(_HEAD)
+    for r in rows:
+        _take_before(r, old_rows, args.before)
+        _print_row(r)
+    _summary(rows)
     return rows
 
 
@@ -308,16 +335,25 @@ def main(argv=None):
     p.add_argument("--tol", type=float, default=1e-5)
     p.add_argument("--max-iter", type=int, default=1000)
     p.add_argument("--seeds", type=int, default=10, help="n = 25 acceptance seeds (0: skip)")
-    p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "identification.json"))
+    p.add_argument("--json", help="results file (default benchmarks/results/identification.json; "
+                                  "with --table none)")
     p.add_argument("--compare", action="store_true",
                    help="before/after table of the default model instead of the runs above")
     p.add_argument("--independent", action="store_true",
                    help="--compare: five separate solves per instance instead of the phases of one default solve")
     p.add_argument("--compare-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--table", nargs="+", metavar="JSON",
+                   help="print the --compare table of saved results (no runs); with --json also write them")
     p.add_argument("--before", nargs="+", metavar="JSON",
                    help="--compare: take 'before' from these earlier --compare results (same instances), "
                         "e.g. run with the code before a change")
     args = p.parse_args(argv)
+    if args.table:
+        rows = table(args)
+        if args.json:
+            _write(args.json, {"compare": rows, "tables": args.table, "before": args.before})
+        return
+    args.json = args.json or os.path.join(os.path.dirname(__file__), "results", "identification.json")
 
     from femot.problems import identification_instance, problem_from_instance
 
