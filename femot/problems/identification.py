@@ -930,8 +930,9 @@ def solve_identification(problem: TransportIdentification, x0=None, options: dic
         ``nit``/``nfev`` count all levels and phases; ``phases`` lists them.
     continuation_tol : float
         Stationarity tolerance of the intermediate levels (only a warm start for the
-        next level is needed there; at most 50 iterations each); the last level uses
-        ``options``.
+        next level is needed there; at most 50 iterations each, and a level is dropped at
+        its first failed lower-level solve: the next starts where it did); the last level
+        uses ``options``.
     model : {"auto", "bfgs", "newton"} or None
         The trust-region model.  ``"bfgs"``: Part III, Algorithm 4.1 with the BFGS model
         of Remark 4.2 (Table 4.1).  ``"newton"``: exact (Gauss-Newton) Hessian-vector
