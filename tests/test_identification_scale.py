@@ -1,10 +1,12 @@
-"""Continuation levels of the identification solver whose lower level fails are dropped.
+"""The identification solver at scale (experiment 1, n = 200 and 500).
 
 At n >= 200 with the cost |i - j|^2, the first levels (t gamma, t eps) of
 ``continuation="auto"`` put t eps |alpha| far above the marginals, where the lower level
 does not converge; iterating there on unconverged plans cost minutes per level.  A
 level is only a warm start, so the solver leaves it at the first failed lower solve and
-goes on from the level's starting point.
+goes on from the level's starting point.  The Newton path of the default can stop
+uncertified at a kink (radius collapse) where the BFGS model's Bouligand model certifies
+a point no higher: the default polishes it.
 """
 import numpy as np
 
@@ -38,3 +40,12 @@ def test_the_callback_sees_every_iteration_of_a_dropped_level():
     res = solve_identification(problem_from_instance(d, gamma=1e-4, eps=1e-8, qrot_options={"max_iter": 2}),
                                model="newton", continuation=[1e5], callback=lambda r: seen.append(r.nit))
     assert res.levels[0]["status"] == 4 and len(seen) == res.nit == sum(lv["nit"] for lv in res.levels)
+
+
+def test_an_uncertified_newton_end_is_polished_by_the_bfgs_model():
+    d = identification_instance(25, 1, experiment=1)
+    res = solve_identification(problem_from_instance(d, gamma=1e-4, eps=1e-8), options={"max_iter": 1}, starts=())
+    phases = {p["phase"]: p for p in res.phases}
+    newton, polish = phases["uniform: newton"], phases["uniform: newton + bfgs polish"]
+    assert not newton["success"] and polish["model"] == "bfgs"
+    assert polish["J"] <= newton["J"]  # the trust-region method is monotone

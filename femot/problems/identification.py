@@ -860,7 +860,8 @@ def _auto(path: _Path, starts, continuation, continuation_tol):
     (Part III, Remark 4.2), which tends to follow the low path but may stop uncertified
     (iteration limit, radius collapse at a kink); from its point a polish with the exact
     (Gauss-Newton) Hessian certifies stationarity (the method is monotone: J does not
-    rise).  Path 2 is the Newton model with continuation in (gamma, eps).  Returns the
+    rise).  Path 2 is the Newton model with continuation in (gamma, eps), polished by the
+    BFGS model when it stops uncertified.  Returns the
     index of the phase kept: the certified one (``success``) of lowest J, else the
     lowest J.
     """
@@ -870,8 +871,12 @@ def _auto(path: _Path, starts, continuation, continuation_tol):
         if not tr.success and tr.status != 3:
             path.run(f"{label}: bfgs + newton polish", tr.x, hessian=True)
         ends.append(len(path.phases) - 1)
-        path.run(f"{label}: newton", x0, hessian=True, continuation="auto" if continuation is None else continuation,
-                 continuation_tol=continuation_tol)
+        tr = path.run(f"{label}: newton", x0, hessian=True,
+                      continuation="auto" if continuation is None else continuation, continuation_tol=continuation_tol)
+        if not tr.success and tr.status != 3:
+            # the Newton model can stop at a kink (radius collapse) where the Bouligand model
+            # of the BFGS path certifies; monotone, so J does not rise
+            path.run(f"{label}: newton + bfgs polish", tr.x, hessian=False)
         ends.append(len(path.phases) - 1)
     return min(ends, key=lambda i: (not path.phases[i]["success"], path.phases[i]["J"]))
 
@@ -967,13 +972,15 @@ def solve_identification(problem: TransportIdentification, x0=None, options: dic
     2. ``"bfgs + newton polish"`` (only if 1. did not converge): the Newton model from
        the point of 1., which certifies it (the method is monotone: J does not rise);
     3. ``"newton"``: the Newton model with continuation;
+    4. ``"newton + bfgs polish"`` (only if 3. did not converge): the BFGS model (with the
+       Bouligand model of Remark 4.2) from the point of 3.;
 
     and returns the certified phase (``success``) of lowest J (the lowest J if none is
     certified).  Every phase runs on a fresh copy of the problem (the path can depend on
     1e-10 differences of warm-started lower-level solutions), so the ``"bfgs"`` and
     ``"newton"`` phases from x0 are exactly ``model="bfgs"`` and ``model="newton",
     continuation="auto"``, and the result's J is no higher than theirs when they are
-    certified (nor than an uncertified BFGS point, which the polish does not raise).
+    certified (nor than an uncertified point of either, which the polishes do not raise).
     ``phases`` records every phase (name, J, nit, stationarity, success,
     time), ``phase`` names the one returned, ``nit``/``nfev``/``time_s`` are totals.
     """
