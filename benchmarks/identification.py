@@ -192,6 +192,7 @@ def compare_from_phases(n, seed, gamma, eps, tol, max_iter):
             continue
         bfgs, newton = recs[f"{label}: bfgs"], recs[f"{label}: newton"]
         end_bfgs = recs.get(f"{label}: bfgs + newton polish", bfgs)
+        end_newton = recs.get(f"{label}: newton + bfgs polish", newton)
         phases = [p for p in r.phases if p["phase"].startswith(f"{label}: ")]
         if label == "uniform":
             # the default run itself: its returned point and totals
@@ -199,7 +200,7 @@ def compare_from_phases(n, seed, gamma, eps, tol, max_iter):
             auto["phases"] = list(r.phases)
         else:
             # model="auto" from this start: the certified of lowest J of its two ends
-            auto = dict(min((end_bfgs, newton), key=lambda e: (not e["success"], e["J"])))
+            auto = dict(min((end_bfgs, end_newton), key=lambda e: (not e["success"], e["J"])))
             auto["time_s"] = sum(p["time_s"] for p in phases)
             auto["nit"] = sum(p["nit"] for p in phases)
             auto["phase"] = auto["phase"].replace(f"{label}: ", "x0: ")
