@@ -972,8 +972,7 @@ def solve_identification(problem: TransportIdentification, x0=None, options: dic
     2. ``"bfgs + newton polish"`` (only if 1. did not converge): the Newton model from
        the point of 1., which certifies it (the method is monotone: J does not rise);
     3. ``"newton"``: the Newton model with continuation;
-    4. ``"newton + bfgs polish"`` (only if 3. did not converge): the BFGS model (with the
-       Bouligand model of Remark 4.2) from the point of 3.;
+    4. ``"newton + bfgs polish"`` (only if 3. did not converge): the BFGS model from the point of 3.;
 
     and returns the certified phase (``success``) of lowest J (the lowest J if none is
     certified).  Every phase runs on a fresh copy of the problem (the path can depend on
