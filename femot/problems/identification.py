@@ -979,7 +979,7 @@ def solve_identification(problem: TransportIdentification, x0=None, options: dic
     1e-10 differences of warm-started lower-level solutions), so the ``"bfgs"`` and
     ``"newton"`` phases from x0 are exactly ``model="bfgs"`` and ``model="newton",
     continuation="auto"``, and the result's J is no higher than theirs when they are
-    certified (nor than an uncertified point of either, which the polishes do not raise).
+    certified (nor than an uncertified one whose polish, which does not raise J, certifies).
     ``phases`` records every phase (name, J, nit, stationarity, success,
     time), ``phase`` names the one returned, ``nit``/``nfev``/``time_s`` are totals.
     """
