@@ -310,3 +310,16 @@ def test_one_registry_of_study_problems():
         assert get_problem(name).name == name
     with pytest.raises(ConfigError, match="choose one of " + ", ".join(problem_names())):
         parse_config({"study": {"problem": "nope"}})
+
+
+def test_qrot_options_are_checked_when_the_problem_is_built():
+    """Unknown or invalid core options fail at construction, naming qrot_options and the valid keys."""
+    from femot.problems import MarginalToPlan, identification_instance, problem_from_instance
+
+    d = identification_instance(10, 0, experiment=1)
+    with pytest.raises(ValueError, match=r"qrot_options: unknown QROT option\(s\) \['bogus'\]; valid: tol, max_iter"):
+        problem_from_instance(d, gamma=1e-2, eps=1e-2, qrot_options={"bogus": 1})
+    c = np.abs(np.subtract.outer(np.arange(4.0), np.arange(4.0))) ** 2
+    with pytest.raises(ValueError, match="qrot_options: tol must be a positive finite number"):
+        MarginalToPlan(c, np.ones(4), 1e-2, qrot_options={"tol": -1.0})
+    assert MarginalToPlan(c, np.ones(4), 1e-2, qrot_options={"init": "mean"}).qrot_options["init"] == "mean"

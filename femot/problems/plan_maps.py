@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from femot._validation import as_vector, check_nonnegative_scalar, check_positive_scalar
-from femot.core import QROTResult, solve_qrot
+from femot.core import QROTOptions, QROTResult, solve_qrot
 from femot.problems.protocol import _cite, _options_dict
 
 __all__ = ["MarginalToPlan", "ControlToPlan", "QROT_DEFAULTS", "WARM_FLOOR"]
@@ -106,6 +106,11 @@ class MarginalToPlan:
         self.eps = check_nonnegative_scalar(eps, "eps")
         self.w1, self.w2 = w1, w2
         self.qrot_options = {**QROT_DEFAULTS, **_options_dict(qrot_options, "qrot_options")}
+        if solver is None:  # the core's own checks, now rather than at the first solve
+            try:
+                QROTOptions.from_mapping(self.qrot_options)
+            except ValueError as exc:
+                raise ValueError(f"qrot_options: {exc}") from None
         self.tol = check_positive_scalar(self.qrot_options["tol"], "tol")
         self.max_iter = int(self.qrot_options["max_iter"])
         if self.max_iter < 0:
