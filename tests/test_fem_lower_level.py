@@ -132,3 +132,16 @@ def test_input_errors():
         solve_lower_level(mu1, mu2, q, "mesh", 1e-2, 0.1)
     with pytest.raises(ValueError, match="cost has shape"):
         solve_lower_level(mu1, mu2, q, q, 1e-2, 0.1, cost=np.zeros((3, 3)))
+
+
+def test_qrot_options_are_checked_and_not_spelled_twice():
+    """qrot_options go to the core after its checks; tol, max_iter, verbose have one spelling (keywords)."""
+    mu1, mu2 = _mu_pair()
+    q = quadrature(MeshLine(np.linspace(0, 1, 41)))
+    with pytest.raises(ValueError, match=r"qrot_options: \['tol'\] are keywords of solve_lower_level"):
+        solve_lower_level(mu1, mu2, q, q, 1e-2, 0.1, qrot_options={"tol": 1e-9})
+    with pytest.raises(ValueError, match=r"unknown QROT option\(s\) \['bogus'\]"):
+        solve_lower_level(mu1, mu2, q, q, 1e-2, 0.1, qrot_options={"bogus": 1})
+    a = solve_lower_level(mu1, mu2, q, q, 1e-2, 0.1, qrot_options={"linear_solver": "cg"})
+    b = solve_lower_level(mu1, mu2, q, q, 1e-2, 0.1)
+    assert a.success and b.success and abs(a.objective - b.objective) <= 1e-8 * abs(b.objective)

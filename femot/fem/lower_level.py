@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from femot._docstrings import cite, fill_doc
 from femot._validation import check_equal_mass, check_nonnegative_scalar, check_positive_scalar
-from femot.core import solve_qrot
+from femot.core import QROTOptions, solve_qrot
 from femot.fem.interpolation import interpolate_nodal
 from femot.fem.quadrature import Quadrature, product_cost
 from femot.fem.smoothing import Smoother
@@ -158,7 +158,8 @@ def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, de
     solver : callable or None
         The core solver (default :func:`femot.solve_qrot`).
     qrot_options : Mapping or None
-        Further keyword options of the core solver (e.g. ``{"linear_solver": "cg"}``).
+        Further keyword options of the core solver (e.g. ``{"linear_solver": "cg"}``); ``tol``,
+        ``max_iter`` and ``verbose`` are this function's own keywords.
     check_support : bool
         Check that the measures keep distance delta from the boundary (Smoother).
     verbose : bool
@@ -205,8 +206,14 @@ def solve_lower_level(mu1, mu2, q1: Quadrature, q2: Quadrature, gamma: float, de
     if isinstance(x0, LowerLevelResult):
         x0 = transfer_potentials(x0, q1, q2)
     solve = solver or solve_qrot
+    extra = dict(qrot_options or {})
+    named = sorted({"tol", "max_iter", "verbose"} & set(extra))
+    if named:  # one spelling each: these are keywords of this function
+        raise ValueError(f"qrot_options: {named} are keywords of solve_lower_level; pass them there")
+    if solver is None:
+        QROTOptions.from_mapping(extra)  # the core's checks before any work
     res = solve(c, m1, m2, gamma, eps=eps, w1=q1.weights, w2=q2.weights, x0=x0, tol=tol,
-                max_iter=max_iter, verbose=verbose, **dict(qrot_options or {}))
+                max_iter=max_iter, verbose=verbose, **extra)
     plan = sp.csr_matrix(res.plan)
     r1 = plan @ q2.weights - m1
     r2 = plan.T @ q1.weights - m2
