@@ -411,7 +411,8 @@ class TransportIdentification(UniformStart):
         certified (nor than an uncertified one whose polish, which does not raise J, certifies).
         ``phases`` records every phase (name, J, nit, stationarity,
         success, time), ``phase`` names the one returned, ``nit``/``nfev``/``time_s`` are
-        totals.  Every phase and level runs through :func:`femot.problems.solve_on_simplex`.
+        totals.  Every phase ends in :func:`femot.problems.solve_on_simplex`; its intermediate
+        continuation levels run through :func:`femot.optim.minimize_simplex_path`.
         """
         return _solve(self, x0, options, callback, model, bouligand, continuation, continuation_tol, starts)
 
