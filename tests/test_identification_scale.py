@@ -49,3 +49,20 @@ def test_an_uncertified_newton_end_is_polished_by_the_bfgs_model():
     newton, polish = phases["uniform: newton"], phases["uniform: newton + bfgs polish"]
     assert not newton["success"] and polish["model"] == "bfgs"
     assert polish["J"] <= newton["J"]  # the trust-region method is monotone
+
+
+def test_every_level_runs_through_the_driver(monkeypatch):
+    """Continuation levels and the final level of a phase are runs of solve_on_simplex."""
+    import femot.problems.identification_paths as paths
+
+    calls = []
+    real = paths.solve_on_simplex
+
+    def counting(problem, x0=None, **kw):
+        calls.append(problem.gamma)
+        return real(problem, x0, **kw)
+
+    monkeypatch.setattr(paths, "solve_on_simplex", counting)
+    d = identification_instance(25, 1, experiment=1)
+    res = problem_from_instance(d, gamma=1e-4, eps=1e-4).solve(model="newton", continuation=[100.0, 10.0])
+    assert calls == [lv["gamma"] for lv in res.levels] == [1e-2, 1e-3, 1e-4]

@@ -371,3 +371,26 @@ def test_path_keep_drops_a_level_and_the_next_starts_where_it_did():
     assert dropped.results[1].nit == alone.results[0].nit
     none_kept = minimize_simplex_path(factory, [0], x0, keep=lambda p, r: False)
     assert np.array_equal(none_kept.x, x0)
+
+
+def test_path_solver_hook_runs_every_level():
+    """``solver`` replaces minimize_simplex for each level (a caller's driver) with the same keywords."""
+    import numpy as np
+
+    from femot.optim import minimize_simplex, minimize_simplex_path
+
+    def factory(p):
+        e = np.eye(3)[p]
+        return lambda x: (float((x - e) @ (x - e)), 2 * (x - e))
+
+    calls = []
+
+    def solver(fun, x, **kw):
+        calls.append(sorted(kw))
+        return minimize_simplex(fun, x, **kw)
+
+    x0 = np.array([0.2, 0.3, 0.5])
+    hooked = minimize_simplex_path(factory, [0, 2], x0, solver=solver)
+    plain = minimize_simplex_path(factory, [0, 2], x0)
+    assert len(calls) == 2 and "options" in calls[0] and "callback" in calls[0]
+    assert np.array_equal(hooked.x, plain.x) and hooked.nit == plain.nit

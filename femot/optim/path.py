@@ -35,7 +35,7 @@ class SimplexPathResult(OptimizeResult):
 @cite("II", "III")
 def minimize_simplex_path(fun_factory, path, x0=None, *, weights=None, mass=1.0, n=None,
                           options=None, callback=None, collect_subgradients=None, hessp=None, keep=None,
-                          method="trust-region"):
+                          method="trust-region", solver=None):
     """Path following: solve ``fun_factory(p)`` for each p in ``path``, warm-started.
 
     Typical use is continuation in the regularization parameters (gamma, eps)
@@ -80,6 +80,10 @@ def minimize_simplex_path(fun_factory, path, x0=None, *, weights=None, mass=1.0,
         its iterates are no longer trustworthy; the next level then starts where it did.
     method : {"trust-region", "bundle"}, optional
         The method of :func:`minimize_simplex` used at every level.
+    solver : callable or None, optional
+        Solves one level: ``solver(fun, x, **keywords)`` with the keywords of
+        :func:`minimize_simplex` used here; None: :func:`minimize_simplex` itself. A caller's
+        own driver around it (e.g. one that also validates the problem) goes here.
 
     Returns
     -------
@@ -126,8 +130,8 @@ def minimize_simplex_path(fun_factory, path, x0=None, *, weights=None, mass=1.0,
                                  "or (fun, collect_subgradients, hessp)")
         else:
             fun = made
-        r = minimize_simplex(fun, x, method=method, hessp=hp, weights=weights, mass=mass, n=n, options=options,
-                             callback=callback, collect_subgradients=collect)
+        r = (solver or minimize_simplex)(fun, x, method=method, hessp=hp, weights=weights, mass=mass, n=n,
+                                         options=options, callback=callback, collect_subgradients=collect)
         results.append(r)
         if keep is None or keep(p, r):
             x = r.x

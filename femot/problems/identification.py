@@ -411,8 +411,8 @@ class TransportIdentification(UniformStart):
         certified (nor than an uncertified one whose polish, which does not raise J, certifies).
         ``phases`` records every phase (name, J, nit, stationarity,
         success, time), ``phase`` names the one returned, ``nit``/``nfev``/``time_s`` are
-        totals.  Every phase ends in :func:`femot.problems.solve_on_simplex`; its intermediate
-        continuation levels run through :func:`femot.optim.minimize_simplex_path`.
+        totals.  Every level of every phase is a run of :func:`femot.problems.solve_on_simplex`;
+        the continuation levels are stepped by :func:`femot.optim.minimize_simplex_path`.
         """
         return _solve(self, x0, options, callback, model, bouligand, continuation, continuation_tol, starts)
 

@@ -187,8 +187,13 @@ def _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuat
         user = callback is not None and callback(res) is True  # the caller sees every iteration
         return user or subs[-1].lower.failures > 0
 
+    def one_level(sub, x, *, method, hessp, callback, collect_subgradients, options, **_):
+        # weights, mass and n are the sub-problem's own: the driver reads them from it
+        return solve_on_simplex(sub, x, options=options, callback=callback, hessp=hessp,
+                                collect_subgradients=collect_subgradients, method=method)
+
     path = minimize_simplex_path(level, factors, x0, n=problem.n, mass=problem.mass, options=sub_opts,
-                                 callback=stop, keep=lambda t, r: subs[-1].lower.failures == 0)
+                                 callback=stop, keep=lambda t, r: subs[-1].lower.failures == 0, solver=one_level)
     levels = [_level(sub, r) for sub, r in zip(subs, path.results)]
     for sub, r in zip(subs, path.results):
         for k in its:
