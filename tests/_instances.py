@@ -1,5 +1,8 @@
-"""Small random instances shared by several test modules."""
+"""Small instances shared by several test modules."""
 import numpy as np
+import skfem
+
+from femot.fem import PoissonOperator
 
 
 def random_1d_problem(seed, n1=14, n2=12):
@@ -15,3 +18,18 @@ def random_1d_problem(seed, n1=14, n2=12):
     m1 /= w1 @ m1
     m2 /= w2 @ m2
     return (x[:, None] - y[None, :]) ** 2, m1, m2, w1, w2, rng
+
+
+def square_control_data(rho=0.25):
+    """A 2D control instance on the unit square (refined 3 times): ``(mesh, op, y_d, mu2)``.
+
+    The prior ``mu2`` is a normalized Gaussian bump on the vertices at distance >= rho
+    from the boundary (vertex masses), ``y_d`` a small sine bump.
+    """
+    mesh = skfem.MeshTri.init_sqsymmetric().refined(3)
+    op = PoissonOperator(mesh)
+    X = op.vertices
+    y_d = np.sin(np.pi * X[:, 0]) * np.sin(np.pi * X[:, 1]) * 0.05
+    dist = np.minimum.reduce([X[:, 0], 1 - X[:, 0], X[:, 1], 1 - X[:, 1]])
+    mu2 = np.where(dist >= rho - 1e-12, np.exp(-((X - 0.45) ** 2).sum(1) / 0.02), 0.0)
+    return mesh, op, y_d, mu2 / mu2.sum()

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import skfem
+from _instances import square_control_data
 
 from femot.core import wasserstein_pp_1d
 from femot.fem import PoissonOperator
@@ -71,14 +72,8 @@ def test_reduced_gradient_finite_differences_1d(eps, seed):
 
 
 def test_reduced_gradient_finite_differences_2d():
-    mesh = skfem.MeshTri.init_sqsymmetric().refined(3)
-    op = PoissonOperator(mesh)
-    X = op.vertices
-    y_d = np.sin(np.pi * X[:, 0]) * np.sin(np.pi * X[:, 1]) * 0.05
     rho = 0.25
-    dist = np.minimum.reduce([X[:, 0], 1 - X[:, 0], X[:, 1], 1 - X[:, 1]])
-    mu2 = np.where(dist >= rho - 1e-12, np.exp(-((X - 0.45) ** 2).sum(1) / 0.02), 0.0)
-    mu2 /= mu2.sum()
+    _, op, y_d, mu2 = square_control_data(rho)
     P = ControlProblem(op, y_d, mu2, 0.1, 1e-2, 0.2, rho=rho, eps=1e-3,
                        qrot_options={"tol": 1e-13}, check_resolution=False)
     xc = random_control(P, 3)

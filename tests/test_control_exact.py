@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import skfem
+from _instances import square_control_data
 
 from femot.cli import main
 from femot.core.semidiscrete import semidiscrete_ot
@@ -115,14 +116,8 @@ def test_regularized_results_report_the_exact_objective():
     """A regularized control's result carries its exact (OCP) objective, which the exact minimum bounds."""
     from femot.problems.control import ControlProblem
 
-    mesh = skfem.MeshTri.init_sqsymmetric().refined(3)
-    op = PoissonOperator(mesh)
-    X = op.vertices
-    y_d = np.sin(np.pi * X[:, 0]) * np.sin(np.pi * X[:, 1]) * 0.05
     rho = 0.25
-    dist = np.minimum.reduce([X[:, 0], 1 - X[:, 0], X[:, 1], 1 - X[:, 1]])
-    mu2 = np.where(dist >= rho - 1e-12, np.exp(-((X - 0.45) ** 2).sum(1) / 0.02), 0.0)
-    mu2 /= mu2.sum()
+    mesh, op, y_d, mu2 = square_control_data(rho)
     nu = 0.1
     # delta = 3.2 h: below the resolution check's 4 h, which is about smoothing accuracy, not this test's point
     P = ControlProblem(op, y_d, mu2, nu, 1e-2, 0.2, rho=rho, transport="value", check_resolution=False)
