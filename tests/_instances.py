@@ -1,4 +1,4 @@
-"""Small instances shared by several test modules."""
+"""Small instances and helpers shared by several test modules."""
 import numpy as np
 import skfem
 
@@ -33,3 +33,12 @@ def square_control_data(rho=0.25):
     dist = np.minimum.reduce([X[:, 0], 1 - X[:, 0], X[:, 1], 1 - X[:, 1]])
     mu2 = np.where(dist >= rho - 1e-12, np.exp(-((X - 0.45) ** 2).sum(1) / 0.02), 0.0)
     return mesh, op, y_d, mu2 / mu2.sum()
+
+
+def without_timings(obj):
+    """A JSON tree without its wall-clock entries (keys containing 'time'), for comparing runs."""
+    if isinstance(obj, dict):
+        return {k: without_timings(v) for k, v in obj.items() if "time" not in k}
+    if isinstance(obj, list):
+        return [without_timings(v) for v in obj]
+    return obj

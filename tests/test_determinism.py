@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _instances import without_timings
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,15 +29,6 @@ def _digest(*arrays) -> str:
         h.update(str((a.dtype.str, a.shape)).encode())
         h.update(a.tobytes())
     return h.hexdigest()[:16]
-
-
-def _json_numbers(obj):
-    """The JSON tree without wall-clock entries (keys containing 'time')."""
-    if isinstance(obj, dict):
-        return {k: _json_numbers(v) for k, v in obj.items() if "time" not in k}
-    if isinstance(obj, list):
-        return [_json_numbers(v) for v in obj]
-    return obj
 
 
 def _probe(tmp: str) -> dict:
@@ -88,7 +80,7 @@ def _probe(tmp: str) -> dict:
         path = os.path.join(tmp, f"{name}.json")
         main(argv + ["--json", path])
         with open(path) as fh:
-            out[name] = _digest(np.frombuffer(json.dumps(_json_numbers(json.load(fh)), sort_keys=True).encode(),
+            out[name] = _digest(np.frombuffer(json.dumps(without_timings(json.load(fh)), sort_keys=True).encode(),
                                               np.uint8))
     return out
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _instances import without_timings
 
 from femot.optim.bundle import keep_nearest
 
@@ -57,19 +58,11 @@ def _demo(tmp, threads, chunks=None):
     return p.returncode, data
 
 
-def _no_time(obj):
-    if isinstance(obj, dict):
-        return {k: _no_time(v) for k, v in obj.items() if "time" not in k}
-    if isinstance(obj, list):
-        return [_no_time(v) for v in obj]
-    return obj
-
-
 @pytest.mark.slow
 def test_plan_demo_converges_on_every_level_for_any_thread_count_and_rounding(tmp_path):
     rc1, one = _demo(tmp_path, 1)
     rc2, two = _demo(tmp_path, 2)
-    assert _no_time(one) == _no_time(two)  # one deterministic path
+    assert without_timings(one) == without_timings(two)  # one deterministic path
     assert rc1 == 0 and all(lv["success"] for lv in one["levels"]), [lv["message"] for lv in one["levels"]]
     # robust, not lucky: another summation order (one chunk per pass) also converges everywhere
     rc, other = _demo(tmp_path, 1, chunks=1)
