@@ -162,3 +162,28 @@ def test_gmsh_example_is_what_generate_writes(tmp_path):
     assert np.array_equal(a.t, b.t) and np.allclose(a.p, b.p, atol=1e-12)
 
 
+
+
+def test_refinement_study_gamma_scaling_keeps_plan_rows_fixed(tmp_path):
+    """--gamma-scaling plan: gamma_k = gamma (h_k / h_0)^4 in 2D, so the plan's nonzeros per row stay put."""
+    code, data = run_demo(tmp_path, "--formulation", "value", "--refinements", "2", "--transport", "full",
+                          "--gamma-scaling", "plan")
+    assert code == 0 and data["gamma_scaling"] == "plan"
+    lv = data["levels"]
+    assert all(level["success"] for level in lv)
+    assert lv[1]["gamma"] == pytest.approx(lv[0]["gamma"] / 16, rel=1e-12)
+    per_row = [level["plan_nnz"] / level["transport_nodes"] for level in lv]
+    # at fixed gamma the rows would hold 4x as many nodes on the finer mesh
+    assert per_row[1] < 1.3 * per_row[0]
+
+
+def test_refinement_study_refuses_a_level_beyond_the_machine_memory(tmp_path, monkeypatch, capsys):
+    import os
+
+    real = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda name: 1 if name == "SC_PHYS_PAGES" else real(name))
+    code, data = run_demo(tmp_path, "--refinements", "2", "--transport", "full")
+    err = capsys.readouterr().err
+    assert code != 0 and data is None
+    for part in ("level 0", "289 nodes", "GiB", "--gamma-scaling plan", "--transport coarse"):
+        assert part in err

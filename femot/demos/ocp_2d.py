@@ -27,7 +27,9 @@ control, the prior, nu, gamma, delta) on K uniform refinements of the domain (th
 mesh refined 3, 4, ..., 2 + K times: 289, 1089, 4225, ... nodes on the unit square) carrying
 the state and the control; the transport lives on one fixed quadrature for all levels (the
 vertices of the 1089-node mesh; ``--transport full`` puts it on each level's mesh instead,
-whose lower level has n^2 pairs and a Newton matrix whose sparse factorization grows quickly).
+whose lower level has n^2 pairs; at one gamma its plan has ~n^2 nonzeros too, so
+``--gamma-scaling plan`` takes gamma_k = gamma (h_k / h_0)^4, which keeps the plan's nonzeros per
+row fixed; a level whose estimated memory exceeds 80% of the machine's is refused before any solve).
 Level 0 starts from the uniform control; the finer levels (``--start nested``, default) from
 the previous level's control density interpolated (P1) to the finer mesh, or (``--start
 uniform``) from the uniform control.  It prints and writes ``levels`` (nodes, iterations,
@@ -83,6 +85,11 @@ def add_arguments(p) -> None:
     p.add_argument("--refinements", type=int, default=None,
                    help="mesh-independence study on this many uniform refinements (state, control and transport "
                         "on each level's mesh)")
+    p.add_argument("--gamma-scaling", choices=("fixed", "plan"), default="fixed",
+                   help="with --refinements: one gamma on every level (default), or 'plan': gamma_k = gamma "
+                        "(h_k / h_0)^(d + 2), which keeps the regularized plan's width a fixed number of cells, so "
+                        "its nonzeros grow like the nodes rather than like their square (needed for --transport full "
+                        "beyond ~16k nodes)")
     p.add_argument("--start", choices=("nested", "uniform"), default="nested",
                    help="with --refinements: start every level from the uniform control, or (default) from the "
                         "previous level's control interpolated to the finer mesh (nested iteration)")
@@ -283,7 +290,9 @@ def _refinement_study(args, setup, say) -> dict:
         def level_mesh(k):
             return getattr(skfem.MeshTri, ctor)().refined(nref + k)
         tmesh = None if full else level_mesh(1)
-    say(f"{args.mesh}: mesh-independence study on {K} uniform refinements; nu = {nu:g}, gamma = {gamma:g}, "
+    gammas = _level_gammas(gamma, [level_mesh(k) for k in range(K)], getattr(args, "gamma_scaling", "fixed"))
+    say(f"{args.mesh}: mesh-independence study on {K} uniform refinements; nu = {nu:g}, "
+        f"gamma = {', '.join(f'{g:.3g}' for g in gammas) if len(set(gammas)) > 1 else f'{gamma:g}'}, "
         f"delta = {delta:g}, rho = {rho:g}; formulation '{args.formulation}'; state and control on each level's "
         f"mesh, transport on "
         + ("each level's mesh" if tmesh is None else f"a fixed mesh of {tmesh.p.shape[1]} nodes"))
@@ -291,11 +300,12 @@ def _refinement_study(args, setup, say) -> dict:
 
     estimates = []
     for k in range(K):  # what the levels will need (femot.problems.control.estimate_size), before any solve
-        e = estimate_size(level_mesh(k), gamma, delta, transport_mesh=tmesh, rho=rho)
+        e = estimate_size(level_mesh(k), gammas[k], delta, transport_mesh=tmesh, rho=rho)
         estimates.append(e)
         say(f"  level {k}: {e['nodes']} nodes, {e['transport_nodes']} transport nodes ({e['pairs']:.3g} pairs, "
             f"{'matrix-free' if e['matrix_free'] else 'dense'} cost), plan ~{e['plan_nnz']:.2g} nonzeros, "
             f"memory ~{e['memory_bytes'] / 2**20:.0f} MiB, time ~{e['time_s']:.0f} s (estimates)")
+        _check_memory(k, e, full)
     crit = "fw_gap/|f|" if args.formulation == "value" else "theta/th0"
     say(f"{'level':>5} {'nodes':>6} {'controls':>8} {'pairs':>10} {'iters':>5} {'Hv':>5} {'fun':>12} {crit:>10} "
         f"{'lower':>6} {'time s':>7} {'cpu s':>7}  status")
@@ -307,7 +317,7 @@ def _refinement_study(args, setup, say) -> dict:
         adm, m_true, y_d, mu2 = _level_data(setup, op, rho)
         t0, c0 = time.perf_counter(), time.process_time()
         # the coarse levels of --transport full do not resolve delta: recorded (delta_over_h), not refused
-        P = ControlProblem(op, y_d, mu2, nu, gamma, delta, rho=rho, control_vertices=adm,
+        P = ControlProblem(op, y_d, mu2, nu, gammas[k], delta, rho=rho, control_vertices=adm,
                            transport=args.formulation, transport_mesh=tmesh, check_resolution=False)
         if warm is not None:  # same transport quadrature on every level: reuse the potentials
             P.lower.warm = warm  # type: ignore[assignment]  # (declared None in problems/control.py)
@@ -320,7 +330,8 @@ def _refinement_study(args, setup, say) -> dict:
         if not full and r.lower.success:
             warm = (r.lower.alpha, r.lower.beta)
         fw = None if r.fw_gap is None else float(r.fw_gap)
-        row = {"level": k, "nodes": int(op.nvertices), "control_nodes": int(P.n), "transport_nodes": int(P.q.n),
+        row = {"level": k, "gamma": gammas[k], "nodes": int(op.nvertices), "control_nodes": int(P.n),
+               "transport_nodes": int(P.q.n),
                "estimate": {key: estimates[k][key] for key in ("plan_nnz", "memory_bytes", "time_s")},
                "transport_pairs": int(P.q.n ** 2), "matrix_free": bool(P.matrix_free),
                "delta_over_h": float(delta / P.h_transport),
@@ -343,12 +354,45 @@ def _refinement_study(args, setup, say) -> dict:
         f"{'every level converged' if solved else 'NOT every level converged'}")
     summary = {"mesh": args.mesh, "refinements": K, "formulation": args.formulation, "start": args.start,
                "transport_quadrature": "full" if full else "fixed", "nu": nu, "gamma": gamma,
+               "gamma_scaling": getattr(args, "gamma_scaling", "fixed"),
                "delta": delta, "rho": rho, "levels": rows, "iteration_ratio": ratio, "all_solved": solved,
                "nodes": rows[-1]["nodes"], "time_s": round(sum(row["time_s"] for row in rows), 3),
                "success": solved}
     if args.plot:
         summary["figures"] = _refinement_plots(args.plot, shown, rows)
     return summary
+
+
+def _level_gammas(gamma: float, meshes, scaling: str) -> list[float]:
+    """gamma per level: the same on every level, or (``plan``) ``gamma (h_k / h_0)^(d + 2)``.
+
+    For ``c = |x - y|^2`` a row of the regularized plan is supported on a ball of radius
+    ``r ~ gamma^(1 / (d + 2))`` (see :func:`femot.problems.control.estimate_size`), so this
+    scaling keeps ``r / h`` and the plan's nonzeros per row fixed as the mesh is refined.
+    """
+    if scaling == "fixed":
+        return [float(gamma)] * len(meshes)
+    from femot.fem.smoothing import mesh_spacing
+
+    h = [mesh_spacing(m) for m in meshes]
+    d = meshes[0].p.shape[0]
+    return [float(gamma) * (hk / h[0]) ** (d + 2) for hk in h]
+
+
+def _check_memory(k: int, e: dict, full: bool) -> None:
+    """Refuse, before any solve, a level whose estimated memory exceeds 80% of the machine's."""
+    import os
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no check
+        return
+    if e["memory_bytes"] > 0.8 * total:
+        fix = ("--gamma-scaling plan (gamma shrinks with h, the plan stays sparse), --transport coarse, "
+               "or fewer --refinements") if full else "a larger --gamma or fewer --refinements"
+        raise ValueError(f"--refinements: level {k} ({e['nodes']} nodes, {e['pairs']:.3g} transport pairs) "
+                         f"needs ~{e['memory_bytes'] / 2**30:.1f} GiB (estimate), more than 80% of this "
+                         f"machine's {total / 2**30:.1f} GiB; use {fix}")
 
 
 def _prolong(op_c, masses_c, op_f, adm_f, mass):
