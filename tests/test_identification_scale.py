@@ -102,6 +102,10 @@ def test_the_default_runs_the_newton_model_without_continuation_when_a_level_was
     assert len(levels) == 3 and all(lv["status"] != 4 for lv in levels)  # (1e-2, 1e-6), (1e-3, 1e-7) kept
     alone = problem_from_instance(d, gamma=1e-4, eps=1e-8).solve(model="newton")
     assert phases["uniform: newton, no continuation"]["J"] == alone.fun
+    # also when the Newton path ended uncertified and was polished
+    res = problem_from_instance(d, gamma=1e-4, eps=1e-8).solve(options={"max_iter": 1}, starts=())
+    names = [p["phase"] for p in res.phases]
+    assert "uniform: newton + bfgs polish" in names and "uniform: newton, no continuation" in names
     # at gamma = 1e-2 there is no level: the Newton path is that run already and is not repeated
     res = problem_from_instance(d, gamma=1e-2, eps=1e-8).solve(starts=())
     assert not any("no continuation" in p["phase"] for p in res.phases)

@@ -303,9 +303,10 @@ def _auto(path: _Path, starts, continuation, continuation_tol):
         own = [polished(f"{label}: bfgs", path.run(f"{label}: bfgs", x0, hessian=False), True)]
         tr = path.run(f"{label}: newton", x0, hessian=True,
                       continuation="auto" if continuation is None else continuation, continuation_tol=continuation_tol)
+        kept = path.kept
         # the Newton model can stop at a kink (radius collapse) where the Bouligand model certifies
         own.append(polished(f"{label}: newton", tr, False))
-        if path.kept:
+        if kept:
             # the levels moved the start: the Newton model at (gamma, eps) from x0 reaches other minima
             name = f"{label}: newton, no continuation"
             own.append(polished(name, path.run(name, x0, hessian=True), False))
