@@ -51,8 +51,9 @@ class IdentificationResult(UpperLevelResult):
         ``"auto"``, ``"bfgs"`` or ``"newton"``.
     phases : list of dict
         One dict per phase run (phase, model, levels, nit, J, success, status,
-        stationarity, stationarity_measure, time_s): with ``model="auto"`` the J each
-        path reached, so that a lower J that was not kept can be seen.
+        stationarity, stationarity_measure, time_s, and origin: the phase whose end a
+        polish starts from, None for a start): with ``model="auto"`` the J each path
+        reached, so that a lower J that was not kept can be seen.
     phase : str
         The name of the phase whose point is returned.
     levels : list of dict
