@@ -6,7 +6,10 @@ does not converge; iterating there on unconverged plans cost minutes per level. 
 level is only a warm start, so the solver leaves it at the first failed lower solve and
 goes on from the level's starting point.  The Newton path of the default can stop
 uncertified at a kink (radius collapse) where the BFGS model's Bouligand model certifies
-a point no higher: the default polishes it.
+a point no higher: the default polishes it.  At tol the stopping test certifies points of
+one basin whose J differ by about 1 %, and which of them a path reaches depends on the
+levels: the default also runs the Newton model without them, and polishes its lowest
+ends at tol/100.
 """
 import numpy as np
 
@@ -66,3 +69,43 @@ def test_every_level_runs_through_the_driver(monkeypatch):
     d = identification_instance(25, 1, experiment=1)
     res = problem_from_instance(d, gamma=1e-4, eps=1e-4).solve(model="newton", continuation=[100.0, 10.0])
     assert calls == [lv["gamma"] for lv in res.levels] == [1e-2, 1e-3, 1e-4]
+
+
+def phases_J(res, name):
+    return next(p["J"] for p in res.phases if p["phase"] == name)
+
+
+def test_the_default_polishes_its_lowest_ends_at_a_tighter_tolerance():
+    """At tol the stopping test certifies points of one basin whose J differ by ~1e-3 relative; the
+    default polishes the two lowest ends of each start by the Newton model at tol/100."""
+    d = identification_instance(25, 1, experiment=1)
+    res = problem_from_instance(d, gamma=1e-4, eps=1e-8).solve()
+    # the BFGS path and the Newton path with continuation from either start, as before these rules
+    paths = [p for p in res.phases if p["origin"] is None and "no continuation" not in p["phase"]]
+    best = min((p for p in paths if p["success"]), key=lambda p: p["J"])
+    assert best["stationarity"] > 1e-7  # certified at tol = 1e-5 only
+    assert res.phase.endswith("+ newton at tol/100") and res.success
+    assert res.stationarity <= 1e-7 and res.tol == 1e-5
+    assert res.J < best["J"] * (1 - 1e-3)
+    # the Newton path without continuation from the observed start meets the polished point
+    assert phases_J(res, "observed: newton, no continuation") < best["J"] * (1 - 1e-3)
+    # reference: the Newton model run to theta <= 1e-10 from the default's point lowers J by < 1e-6
+    ref = problem_from_instance(d, gamma=1e-4, eps=1e-8).solve(res.mu1, model="newton", options={"tol": 1e-10})
+    assert ref.success and res.J - ref.J <= 1e-6 * res.J
+
+
+def test_the_default_runs_the_newton_model_without_continuation_when_a_level_was_kept():
+    d = identification_instance(25, 1, experiment=1)
+    res = problem_from_instance(d, gamma=1e-4, eps=1e-8).solve(starts=())
+    phases = {p["phase"]: p for p in res.phases}
+    levels = phases["uniform: newton"]["levels"]
+    assert len(levels) == 3 and all(lv["status"] != 4 for lv in levels)  # (1e-2, 1e-6), (1e-3, 1e-7) kept
+    alone = problem_from_instance(d, gamma=1e-4, eps=1e-8).solve(model="newton")
+    assert phases["uniform: newton, no continuation"]["J"] == alone.fun
+    # also when the Newton path ended uncertified and was polished
+    res = problem_from_instance(d, gamma=1e-4, eps=1e-8).solve(options={"max_iter": 1}, starts=())
+    names = [p["phase"] for p in res.phases]
+    assert "uniform: newton + bfgs polish" in names and "uniform: newton, no continuation" in names
+    # at gamma = 1e-2 there is no level: the Newton path is that run already and is not repeated
+    res = problem_from_instance(d, gamma=1e-2, eps=1e-8).solve(starts=())
+    assert not any("no continuation" in p["phase"] for p in res.phases)

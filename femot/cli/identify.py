@@ -64,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial trust-region radius (default: the file's delta_0 if present, else 1)")
     p.add_argument("--model", choices=("auto", "bfgs", "newton"), default="auto",
                    help="trust-region model (default auto: Algorithm 4.1 with the BFGS model, a Newton polish "
-                        "of its point if it did not converge, and the Newton model with continuation, each "
-                        "from the start; the certified point of lowest J is returned and every phase's J "
+                        "of its point if it did not converge, the Newton model with continuation and, if a "
+                        "level was kept, without, each from the start and the observed marginal, the two "
+                        "lowest ends of each start polished at tol/100; the certified point of lowest J is "
+                        "returned and every phase's J "
                         "printed).  For experts: bfgs (Part III Remark 4.2; with the default '--continuation "
                         "none' the paper's Algorithm 4.1, Table 4.1) or newton (exact Gauss-Newton "
                         "Hessian-vector products of the reduced objective)")

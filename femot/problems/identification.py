@@ -402,11 +402,15 @@ class TransportIdentification(UniformStart):
         3. ``"newton"``: the Newton model with continuation;
         4. ``"newton + bfgs polish"`` (only if 3. did not converge): the BFGS model from the
            point of 3.;
+        5. ``"newton, no continuation"`` (only if 3. kept a continuation level; polished as
+           in 4.): the Newton model at the problem's (gamma, eps) from the start;
+        6. ``"... + newton at tol/100"``: the two lowest ends of 1.-5. polished by the Newton
+           model at tol/100 (at tol, points of one basin whose J differ by ~1 % are certified);
 
         and returns the certified phase (``success``) of lowest J (the lowest J if none is
-        certified).  Every phase runs on a fresh copy of the problem (the path can depend on
-        1e-10 differences of warm-started lower-level solutions), so the ``"bfgs"`` and
-        ``"newton"`` phases from x0 are exactly ``model="bfgs"`` and ``model="newton",
+        certified; the result's ``tol`` is the caller's).  Every phase runs on a fresh copy of
+        the problem (the path can depend on 1e-10 differences of warm-started lower-level
+        solutions), so the ``"bfgs"`` and ``"newton"`` phases from x0 are exactly ``model="bfgs"`` and ``model="newton",
         continuation="auto"``, and the result's J is no higher than theirs when they are
         certified (nor than an uncertified one whose polish, which does not raise J, certifies).
         ``phases`` records every phase (name, J, nit, stationarity,

@@ -51,8 +51,9 @@ class IdentificationResult(UpperLevelResult):
         ``"auto"``, ``"bfgs"`` or ``"newton"``.
     phases : list of dict
         One dict per phase run (phase, model, levels, nit, J, success, status,
-        stationarity, stationarity_measure, time_s): with ``model="auto"`` the J each
-        path reached, so that a lower J that was not kept can be seen.
+        stationarity, stationarity_measure, time_s, and origin: the phase whose end a
+        polish starts from, None for a start): with ``model="auto"`` the J each path
+        reached, so that a lower J that was not kept can be seen.
     phase : str
         The name of the phase whose point is returned.
     levels : list of dict
@@ -160,10 +161,10 @@ def _level(problem, r) -> dict:
 def _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuation, continuation_tol):
     """The intermediate levels (t gamma, t eps) of :meth:`femot.problems.TransportIdentification.solve`.
 
-    Returns the last point, the level records and the summed (nit, nfev, nhev) and
-    lower-level effort of these levels.
+    Returns the last point, the level records, the summed (nit, nfev, nhev) with the
+    number of levels kept (``kept``), and the lower-level effort of these levels.
     """
-    its = {"nit": 0, "nfev": 0, "nhev": 0}
+    its = {"nit": 0, "nfev": 0, "nhev": 0, "kept": 0}
     effort = dict.fromkeys((*_EFFORT, "time"), 0)
     factors = _continuation_levels(problem, continuation)
     if not factors:
@@ -192,11 +193,18 @@ def _run_continuation(problem, x0, opts, callback, bouligand, hessian, continuat
         return solve_on_simplex(sub, x, options=options, callback=callback, hessp=hessp,
                                 collect_subgradients=collect_subgradients, method=method)
 
+    kept = []
+
+    def keep(t, r):
+        kept.append(subs[-1].lower.failures == 0)
+        return kept[-1]
+
     path = minimize_simplex_path(level, factors, x0, n=problem.n, mass=problem.mass, options=sub_opts,
-                                 callback=stop, keep=lambda t, r: subs[-1].lower.failures == 0, solver=one_level)
+                                 callback=stop, keep=keep, solver=one_level)
+    its["kept"] = sum(kept)
     levels = [_level(sub, r) for sub, r in zip(subs, path.results)]
     for sub, r in zip(subs, path.results):
-        for k in its:
+        for k in ("nit", "nfev", "nhev"):
             its[k] += getattr(r, k)
         for k, v in _effort(sub.lower).items():
             effort[k] += v
@@ -222,9 +230,15 @@ class _Path:
         self.its = {"nit": 0, "nfev": 0, "nhev": 0}
         self.effort = dict.fromkeys((*_EFFORT, "time"), 0)
         self.phases: list[dict] = []
+        self.kept = 0  # continuation levels kept by the last phase
+        self.tight: set[int] = set()  # the phases run at 1/100 of the tolerance
 
-    def run(self, name, x0, hessian, continuation=None, continuation_tol=1e-3):
-        """Run one phase from x0; returns the optimizer's result of its last level."""
+    def run(self, name, x0, hessian, continuation=None, continuation_tol=1e-3, origin=None, tight=False):
+        """Run one phase from x0; returns the optimizer's result of its last level.
+
+        ``origin`` names the phase whose end point x0 is (None: a start); ``tight`` runs at
+        1/100 of the tolerance and at most 20 iterations (the final polish).
+        """
         problem = self.problem
         if self.fresh:
             problem = problem.with_regularization(problem.gamma, problem.eps)
@@ -235,12 +249,17 @@ class _Path:
                                                     hessian, continuation, continuation_tol)
         # every Bouligand element at x (Thm 3.12); the optimizer adds the subgradients it
         # meets while probing the ball along its model direction
-        tr = solve_on_simplex(problem, x0, options=self.opts, callback=self.callback,
+        opts = self.opts
+        if tight:
+            opts = dict(opts, tol=_TIGHT * float(opts["tol"]), max_iter=min(int(opts["max_iter"]), 20))
+            self.tight.add(len(self.phases))
+        tr = solve_on_simplex(problem, x0, options=opts, callback=self.callback,
                               hessp=problem.hessp if hessian else None,
                               collect_subgradients=problem.bouligand_subgradients if self.bouligand else None)
         levels.append(_level(problem, tr))
         for k in self.its:
             self.its[k] += its[k] + getattr(tr, k)
+        self.kept = its["kept"]
         for k, v in effort.items():
             self.effort[k] += v
         if self.fresh:
@@ -250,35 +269,55 @@ class _Path:
                             "nit": sum(lv["nit"] for lv in levels), "J": float(tr.fun), "success": bool(tr.success),
                             "status": int(tr.status), "stationarity": float(tr.stationarity),
                             "stationarity_measure": tr.stationarity_measure,
-                            "time_s": time.perf_counter() - t0, "tr": tr, "problem": problem})
+                            "time_s": time.perf_counter() - t0, "origin": origin, "tr": tr, "problem": problem})
         return tr
 
 
+#: The final polish runs at this fraction of the tolerance.
+_TIGHT = 1e-2
+
+
 def _auto(path: _Path, starts, continuation, continuation_tol):
-    """The default model: two paths from every start, each ending certified if it can; the lower certified J.
+    """The default model: three paths from every start, their best ends polished; the lower certified J.
 
     ``starts`` is a list of (label, x0).  Path 1 is Algorithm 4.1 with the BFGS model
     (Part III, Remark 4.2), which tends to follow the low path but may stop uncertified
     (iteration limit, radius collapse at a kink); from its point a polish with the exact
     (Gauss-Newton) Hessian certifies stationarity (the method is monotone: J does not
     rise).  Path 2 is the Newton model with continuation in (gamma, eps), polished by the
-    BFGS model (Bouligand model at kinks) when it stops uncertified.  Returns the
-    index of the phase kept: the certified one (``success``) of lowest J, else the
-    lowest J.
+    BFGS model (Bouligand model at kinks) when it stops uncertified; path 3 the Newton
+    model at the problem's (gamma, eps) from x0, run only when a continuation level was
+    kept (else path 2 is that run).  The two lowest ends of each start are then polished
+    by the Newton model at 1/100 of the tolerance: at tol the test certifies points of
+    the same basin whose J differ by about 1 %.  Returns the index of the phase kept:
+    the certified one (``success``) of lowest J, else the lowest J.
     """
     ends = []
-    for label, x0 in starts:
-        tr = path.run(f"{label}: bfgs", x0, hessian=False)
+
+    def polished(name, tr, hessian):
+        # an uncertified end is polished by the other model (monotone: J does not rise)
         if not tr.success and tr.status != 3:
-            path.run(f"{label}: bfgs + newton polish", tr.x, hessian=True)
-        ends.append(len(path.phases) - 1)
+            path.run(f"{name} + {'newton' if hessian else 'bfgs'} polish", tr.x, hessian=hessian, origin=name)
+        return len(path.phases) - 1
+
+    for label, x0 in starts:
+        own = [polished(f"{label}: bfgs", path.run(f"{label}: bfgs", x0, hessian=False), True)]
         tr = path.run(f"{label}: newton", x0, hessian=True,
                       continuation="auto" if continuation is None else continuation, continuation_tol=continuation_tol)
-        if not tr.success and tr.status != 3:
-            # the Newton model can stop at a kink (radius collapse) where the Bouligand model of
-            # the BFGS path certifies; monotone, so J does not rise
-            path.run(f"{label}: newton + bfgs polish", tr.x, hessian=False)
-        ends.append(len(path.phases) - 1)
+        kept = path.kept
+        # the Newton model can stop at a kink (radius collapse) where the Bouligand model certifies
+        own.append(polished(f"{label}: newton", tr, False))
+        if kept:
+            # the levels moved the start: the Newton model at (gamma, eps) from x0 reaches other minima
+            name = f"{label}: newton, no continuation"
+            own.append(polished(name, path.run(name, x0, hessian=True), False))
+        for i in sorted(own, key=lambda i: path.phases[i]["J"])[:2]:
+            end = path.phases[i]
+            if end["stationarity"] > _TIGHT * float(path.opts["tol"]):
+                path.run(f"{end['phase']} + newton at tol/100", end["tr"].x, hessian=True, origin=end["phase"],
+                         tight=True)
+                own.append(len(path.phases) - 1)
+        ends.extend(own)
     return min(ends, key=lambda i: (not path.phases[i]["success"], path.phases[i]["J"]))
 
 
@@ -333,7 +372,8 @@ def _solve(problem, x0, options, callback, model, bouligand, continuation,
         counters=counters, time_s=time.perf_counter() - t0,
         mu1=mu1, plan=low.plan, alpha=low.alpha, beta=low.beta, J=problem.objective(low.plan, mu1),
         nit=path.its["nit"], nfev=path.its["nfev"], nhev=path.its["nhev"], model=model,
-        phase=phases[best]["phase"], phases=phases, levels=phases[best]["levels"], tol=float(tr.options.tol),
+        phase=phases[best]["phase"], phases=phases, levels=phases[best]["levels"],
+        tol=float(tr.options.tol) / (_TIGHT if best in path.tight else 1.0),  # a final polish: the caller's tol
         stationarity=tr.stationarity, stationarity_measure=tr.stationarity_measure, theta=tr.theta,
         history=tr.history, lower=low, gamma=problem.gamma, eps=problem.eps, lam=problem.lam,
         lower_time_s=effort["time"], eps_bias=bias,
