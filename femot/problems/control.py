@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,7 +23,7 @@ from femot.problems.control_reference import _CONTROL_DATA, _as_operator, _targe
 from femot.problems.plan_maps import ControlToPlan
 from femot.problems.protocol import SHARED_DOCS, UpperLevelResult, VertexControl, solve_on_simplex, upper_level_result
 
-__all__ = ["ControlProblem", "ControlResult", "FORMULATIONS",
+__all__ = ["ControlProblem", "ControlResult", "FORMULATIONS", "EXACT_KEYS",
            "MATRIX_FREE_PAIRS", "estimate_size"]
 
 # the shared docstring entries and the one example of the result and the problem classes
@@ -99,12 +100,36 @@ class ControlResult(UpperLevelResult):
         The problem's parameters.
     exact_fun, exact_transport, exact_method
         The exact (OCP) objective of the control and its ``W_beta^beta``
-        (:func:`femot.problems.control_exact.exact_fields`).
+        (:func:`femot.problems.control_exact.exact_fields`).  Computed on first access
+        (attribute or ``[]``; an exact transport LP can cost as much as the solve), then stored
+        as ordinary keys; pickling, copying or :meth:`exact` computes them too.
 
     Examples
     --------
     %(solved_control)s
     """
+
+    def __missing__(self, key):
+        # the exact fields on demand (dict.__getitem__ calls this for absent keys)
+        if key in EXACT_KEYS and self.__dict__.get("_exact_of") is not None:
+            self.exact()
+            return dict.__getitem__(self, key)
+        raise KeyError(key)
+
+    def exact(self) -> dict:
+        """The exact fields ``exact_fun, exact_transport, exact_method`` (computed now if still pending)."""
+        pending = self.__dict__.pop("_exact_of", None)
+        if pending is not None:
+            self.update(pending())
+        return {k: dict.get(self, k) for k in EXACT_KEYS}
+
+    def __getstate__(self):
+        self.exact()  # a copy carries the values, not the problem they are computed from
+        return {}
+
+
+#: The fields of a :class:`ControlResult` computed on first access.
+EXACT_KEYS = ("exact_fun", "exact_transport", "exact_method")
 
 
 # --------------------------------------------------------------------------
@@ -534,7 +559,7 @@ class ControlProblem(VertexControl):
         fw = self.frank_wolfe_gap(tr.x, e["grad"]) if value and res.success else None
         theta0 = tr.get("theta0")
         rel = float(tr.stationarity) / theta0 if theta0 else float("nan")
-        return upper_level_result(
+        out = upper_level_result(
             ControlResult, tr, x=tr.x, fun=e["fun"], lower_ok=bool(res.success), lower_message=res.message,
             counters=self.lower.counters(), time_s=time.perf_counter() - t0,
             masses=self.full(tr.x), control_vertices=self.control_vertices, y=e["y"],
@@ -542,8 +567,10 @@ class ControlProblem(VertexControl):
             formulation=self.formulation, fw_gap=fw, plan=res.plan, mu1_density=self.lower.density(tr.x),
             mu2_density=self.mu2_density, lower=res, nfev=int(tr.nfev), nhev=int(tr.get("nhev", 0)),
             stationarity=float(tr.stationarity), relative_stationarity=rel, theta0=theta0,
-            tol=float(tr.options.tol), gamma=self.gamma, delta=self.delta, nu=self.nu,
-            **exact_fields(self, tr.x))  # the unregularized objective beside fun: its bias is visible
+            tol=float(tr.options.tol), gamma=self.gamma, delta=self.delta, nu=self.nu)
+        # the unregularized objective beside fun (its bias is visible), computed when first read
+        out.__dict__["_exact_of"] = partial(exact_fields, self, np.array(tr.x, dtype=float))
+        return out
 
 
 #: fraction of the value term's Hessian used as the damping metric of the plan formulation's bundle step

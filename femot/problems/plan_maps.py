@@ -17,13 +17,33 @@ from femot._validation import as_vector, check_nonnegative_scalar, check_positiv
 from femot.core import QROTOptions, QROTResult, solve_qrot
 from femot.problems.protocol import _cite, _options_dict
 
-__all__ = ["MarginalToPlan", "ControlToPlan", "QROT_DEFAULTS", "WARM_FLOOR"]
+__all__ = ["MarginalToPlan", "ControlToPlan", "QROT_DEFAULTS", "WARM_FLOOR", "newton_steps"]
 
 #: Options of the core every lower level of femot.problems starts from (``qrot_options`` override them).
 QROT_DEFAULTS = {"tol": 1e-10, "max_iter": 200}
 
 #: Smallest Newton budget of a warm start once a cold start has converged (see :class:`MarginalToPlan`).
 WARM_FLOOR = 15
+
+
+def newton_steps(res: QROTResult) -> int:
+    """All Newton steps of one core call: its continuation stages, abandoned plain start and coarse levels too.
+
+    ``res.nit`` counts the final stage only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.linspace(0.0, 1.0, 4)
+    >>> res = solve_qrot((x[:, None] - x[None, :]) ** 2, np.full(4, 0.25), np.full(4, 0.25), 1e-2)
+    >>> newton_steps(res) == res.nit  # no continuation here
+    True
+    """
+    n = int(res.get("nit_total", res.nit))
+    levels = res.get("levels")
+    if levels:  # coarsest first, this solve last
+        n += sum(int(lev["nit"]) for lev in levels[:-1])
+    return n
 
 
 @_cite
@@ -79,7 +99,8 @@ class MarginalToPlan:
     failures : int
         Requests whose final result did not converge.
     newton_iterations : int
-        Newton iterations summed over all core calls.
+        Newton iterations summed over all core calls (:func:`newton_steps`: with their
+        continuation stages and coarse levels).
     solve_time : float
         Wall time spent in :meth:`solve` (seconds).
 
@@ -189,7 +210,7 @@ class MarginalToPlan:
         opts = {**self.qrot_options, "tol": self.tol, "max_iter": max_iter}
         res = self.solver(self.cost, mu1, self.mu2, self.gamma, self.eps, self.w1, self.w2, x0=x0, **opts)
         self.solves += 1
-        self.newton_iterations += int(res.nit)
+        self.newton_iterations += newton_steps(res)
         return res
 
     def counters(self) -> dict:
