@@ -18,6 +18,7 @@ from femot._validation import as_vector, check_nonnegative_scalar, check_positiv
 from femot.fem import Smoother, product_cost, quadrature
 from femot.fem.meshes import admissible_vertices
 from femot.fem.smoothing import RESOLUTION_RATIO, mesh_spacing, resolution_problem
+from femot.optim import TrustRegionOptions
 from femot.problems.control_exact import exact_fields
 from femot.problems.control_reference import _CONTROL_DATA, _as_operator, _target, control_objective
 from femot.problems.plan_maps import ControlToPlan
@@ -286,6 +287,8 @@ class ControlProblem(VertexControl):
         self._last_x: np.ndarray | None = None
         self._cache = None
         self._evaluations: OrderedDict[bytes, dict] = OrderedDict()
+        self._state_blocks: tuple | None = None  # K, M, control placement on the interior dofs (preconditioner)
+        self._sigma: tuple | None = None  # (x bytes, shift) of the last preconditioner
 
     # ----------------------------------------------------------- helpers
     def _check_resolution(self, state_mesh: bool) -> None:
@@ -466,6 +469,86 @@ class ControlProblem(VertexControl):
             hv_value -= hv_value.mean()
         return hv_value
 
+    @fill_doc(control_data=_CONTROL_DATA + ">>> from femot.problems import ControlProblem\n")
+    def hessian_preconditioner(self, x, free):
+        """``M ~ (H_FF)^{-1}``: the tracking Hessian plus ``sigma I`` on the free controls, inverted exactly.
+
+        The Hessian of the value formulation is ``H = G^T M G + V`` (tracking plus value term,
+        docs/problems.md, section 5c), both smoothing operators whose spectra decay under mesh
+        refinement, so plain CG needs more iterations on finer meshes.  ``G^T M G`` is inverted
+        through the sparse system of the state and adjoint equations: for the free controls F
+        (``S_F`` places their masses on the interior dofs; ``K``, ``M`` stiffness and mass),
+        ``(S_F^T K^{-1} M K^{-1} S_F + sigma I) v = r`` is
+
+            [[sigma K, S_F S_F^T], [M, -K]] [y; p] = [S_F r; 0],    v = (r - S_F^T p) / sigma,
+
+        factorized once per call.  ``sigma`` stands in for V: its mean diagonal, estimated by one
+        product with a fixed random sign vector (Hutchinson; one :meth:`value_term_hessp`, cached
+        per x), at least ``1e-6`` times the tracking's.  This is the ``precond`` option of the
+        optimizer's CG (:class:`femot.optim.TrustRegionOptions`), passed by :meth:`solve` for the
+        value formulation.
+
+        Parameters
+        ----------
+        x : array_like, shape (n,)
+            The current control.
+        free : array_like of bool, shape (n,)
+            The free coordinates (the CG face).
+
+        Returns
+        -------
+        callable
+            ``v -> M v`` for vectors of length n (entries off ``free`` are ignored and returned as 0).
+
+        Examples
+        --------
+        %(control_data)s
+        >>> P = ControlProblem(op, np.zeros(9), mu2, 0.1, 1e-2, 0.25, rho=0.25, transport="value",
+        ...                    check_resolution=False)
+        >>> x, e = P.uniform(), np.eye(P.n)
+        >>> Hv = P.hessp(x, e[0] - e[1])
+        >>> Mv = P.hessian_preconditioner(x, np.ones(P.n, dtype=bool))(Hv)
+        >>> bool(np.abs(Mv - (e[0] - e[1])).max() < 0.5)  # M H v close to v
+        True
+        """
+        from scipy.sparse.linalg import splu
+
+        x = as_vector(x, "x", length=self.n)
+        free = np.asarray(free, dtype=bool).reshape(-1)
+        if free.shape != (self.n,):
+            raise ValueError(f"free must be a boolean mask of length {self.n}")
+        sigma = self._precond_sigma(x)
+        op = self.op
+        if self._state_blocks is None:
+            inner = op.interior
+            self._state_blocks = (op.K[inner][:, inner].tocsr(), op.M[inner][:, inner].tocsr(),
+                                  op.vertex_load[inner][:, self.control_vertices].tocsc())
+        K, M, S_all = self._state_blocks
+        S = S_all[:, np.flatnonzero(free)]
+        N = K.shape[0]
+        lu = splu(sp.bmat([[sigma * K, S @ S.T], [M, -K]], format="csc"))
+
+        def apply(v):
+            r = np.asarray(v, dtype=float)[free]
+            p = lu.solve(np.concatenate([S @ r, np.zeros(N)]))[N:]
+            out = np.zeros(self.n)
+            out[free] = (r - S.T @ p) / sigma
+            return out
+
+        return apply
+
+    def _precond_sigma(self, x) -> float:
+        """Mean diagonals of V (value term) and of the tracking Hessian by one fixed sign probe: the shift."""
+        key = x.tobytes()
+        if self._sigma is not None and self._sigma[0] == key:
+            return self._sigma[1]
+        v = np.where(np.random.default_rng(0).random(self.n) < 0.5, -1.0, 1.0)
+        t = float(v @ self.tracking_hessp(v)) / self.n
+        val = float(v @ self.value_term_hessp(x, v)) / self.n if self.nu > 0 else 0.0
+        sigma = max(val if np.isfinite(val) else 0.0, 1e-6 * t, 1e-300)
+        self._sigma = (key, sigma)
+        return sigma
+
     def frank_wolfe_gap(self, x, g=None) -> float:
         """``<g, x> - mass * min_i g_i``: for the convex value formulation a bound on f(x) - min f.
 
@@ -541,6 +624,10 @@ class ControlProblem(VertexControl):
             # damped by a fraction of the value term's curvature (docs/trust_region.md)
             options = dict(options or {})
             options.setdefault("metric", lambda x, v: PLAN_METRIC_SCALE * self.value_term_hessp(x, v))
+        elif hessian and self.formulation == "value" and self.nu > 0 and not isinstance(options, TrustRegionOptions):
+            # CG on the Hessian preconditioned by the exactly inverted tracking part
+            options = dict(options or {})
+            options.setdefault("precond", self.hessian_preconditioner)
         t0 = time.perf_counter()
         # the uniform start handed over explicitly, projected by the optimizer as always
         tr = solve_on_simplex(self, self.uniform() if x0 is None else x0, options=options, callback=callback,

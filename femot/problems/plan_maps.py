@@ -17,13 +17,18 @@ from femot._validation import as_vector, check_nonnegative_scalar, check_positiv
 from femot.core import QROTOptions, QROTResult, solve_qrot
 from femot.problems.protocol import _cite, _options_dict
 
-__all__ = ["MarginalToPlan", "ControlToPlan", "QROT_DEFAULTS", "WARM_FLOOR", "newton_steps"]
+__all__ = ["MarginalToPlan", "ControlToPlan", "QROT_DEFAULTS", "WARM_FLOOR", "WARM_MAX_CHANGE", "newton_steps"]
 
 #: Options of the core every lower level of femot.problems starts from (``qrot_options`` override them).
 QROT_DEFAULTS = {"tol": 1e-10, "max_iter": 200}
 
 #: Smallest Newton budget of a warm start once a cold start has converged (see :class:`MarginalToPlan`).
 WARM_FLOOR = 15
+
+#: Largest change of mu1 (max norm, relative to the max of the marginal the warm potentials solve)
+#: from which a warm start is tried when the cold start is a continuation in gamma (see
+#: :class:`MarginalToPlan`).  The warm start's first residual is exactly this change.
+WARM_MAX_CHANGE = 1e-2
 
 
 def newton_steps(res: QROTResult) -> int:
@@ -56,8 +61,14 @@ class MarginalToPlan:
 
     1. warm-started from the dual potentials of the last converged solve (public state
        :attr:`warm`), with at most ``warm_max_iter`` Newton steps, and once a cold start
-       has converged at most ``max(WARM_FLOOR, its iterations // 2)`` (a warm start from
-       a distant marginal can be a worse start than the core's own);
+       has converged at most ``max(WARM_FLOOR, its iterations // 2)`` (a fifth of all
+       steps after a continuation in gamma; a warm start from
+       a distant marginal can be a worse start than the core's own).  Once a cold start
+       was the core's continuation in gamma (small gamma: nearly the plan of the linear
+       program, whose support a distant marginal rearranges), the warm start is skipped
+       when ``mu1`` moved by more than ``WARM_MAX_CHANGE`` times the largest density of the
+       marginal the warm potentials solve (on FE data at gamma = 1e-6 such warm starts
+       ended unconverged at their budget, changes of 5e-2 and more, and converged below 4e-3);
     2. if that fails, a cold start: the core's own initialization, which at small gamma
        is its continuation in gamma (``QROTResult.continuation``); the better of the two
        by residual is kept.
@@ -147,6 +158,8 @@ class MarginalToPlan:
         """Forget the warm start and the cache and set every counter to zero."""
         self.warm: tuple | None = None
         self._cold_nit: int | None = None
+        self._cold_continuation = False
+        self._warm_of: tuple | None = None  # (warm, the mu1 it solves)
         self._cache: OrderedDict = OrderedDict()
         self.solves = 0
         self.requests = 0
@@ -178,18 +191,21 @@ class MarginalToPlan:
             return self._cache[key]
         t0 = time.perf_counter()
         res = None
-        if self.warm is not None:
+        if self.warm is not None and not self._far_from_warm(mu1):
             res = self._call(mu1, self.warm, self._warm_cap())
         if res is None or not res.success:
             cold = self._call(mu1, None, self.max_iter)
             if cold.success:
-                self._cold_nit = int(cold.nit)
+                self._cold_continuation = cold.get("init") == "continuation"
+                # a continuation's final stage is short, its stages cheap: budget on a fifth of all its steps
+                self._cold_nit = newton_steps(cold) * 2 // 5 if self._cold_continuation else int(cold.nit)
             if res is None or cold.success or cold.residual < res.residual:
                 res = cold
         self.solve_time += time.perf_counter() - t0
         self.requests += 1
         if res.success:
             self.warm = (res.alpha, res.beta)
+            self._warm_of = (self.warm, mu1)
         else:
             self.failures += 1
         if key is not None:
@@ -197,6 +213,13 @@ class MarginalToPlan:
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return res
+
+    def _far_from_warm(self, mu1) -> bool:
+        """Skip the warm start: continuation cold starts, and mu1 far from the marginal of :attr:`warm`."""
+        if not self._cold_continuation or self._warm_of is None or self._warm_of[0] is not self.warm:
+            return False  # (warm set by the caller: its marginal is unknown)
+        old = self._warm_of[1]
+        return bool(np.abs(mu1 - old).max() > WARM_MAX_CHANGE * np.abs(old).max())
 
     def _warm_cap(self) -> int:
         # On FE data at small gamma, warm starts from distant marginals were seen to end
