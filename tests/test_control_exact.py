@@ -185,7 +185,6 @@ def test_exact_objective_rejects_a_control_of_the_wrong_mass():
 def test_exact_fields_are_computed_on_first_access_and_equal_the_lp_value():
     """exact_fun etc. are computed when first read (LP path: the prior off the vertices) and survive copies."""
     import copy
-    import pickle
 
     from femot.problems.control import ControlProblem
 
@@ -198,7 +197,5 @@ def test_exact_fields_are_computed_on_first_access_and_equal_the_lp_value():
     assert r.exact_method == "exact" and "exact_fun" in r
     assert r.exact_fun == J and r.exact_transport == J_w
     r2 = P.solve()  # (warm-started lower level: a slightly different control)
-    clone = pickle.loads(pickle.dumps(r2))
-    assert clone.exact_fun == r2["exact_fun"] == P.exact_objective(r2.x)[0]
-    r3 = P.solve()
-    assert copy.deepcopy(r3).exact() == r3.exact() and r3.exact_fun == P.exact_objective(r3.x)[0]
+    clone = copy.copy(r2)  # a copy carries the values (computed by the copy), not the problem
+    assert "exact_fun" in r2 and clone["exact_fun"] == r2.exact_fun == P.exact_objective(r2.x)[0]

@@ -103,7 +103,7 @@ class ControlResult(UpperLevelResult):
         The exact (OCP) objective of the control and its ``W_beta^beta``
         (:func:`femot.problems.control_exact.exact_fields`).  Computed on first access
         (attribute or ``[]``; an exact transport LP can cost as much as the solve), then stored
-        as ordinary keys; pickling, copying or :meth:`exact` computes them too.
+        as ordinary keys; copying (pickling) or :meth:`exact` computes them too.
 
     Examples
     --------
