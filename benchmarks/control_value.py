@@ -72,7 +72,6 @@ def problem(case, gamma=1e-6):
 def warm_up():
     """Load every compiled kernel (dense and matrix-free passes, continuation) outside the timed region."""
     import numpy as np
-    import skfem
 
     from femot import GeometricCost, solve_qrot
     from femot.fem import PoissonOperator, quadrature
@@ -81,7 +80,7 @@ def warm_up():
     m = _square(2)
     q = quadrature(_square(3))
     P = ControlProblem(PoissonOperator(m), _target(m.p), q.weights, 5e-4, 1e-4, 0.5, transport="value",
-                       target_points=q.nodes, check_resolution=False)
+                       target_points=q.nodes, enlarge=True, check_resolution=False)
     P.solve()
     x = np.random.default_rng(0).random((300, 2))
     w = np.full(300, 1.0 / 300)

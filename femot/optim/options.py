@@ -128,8 +128,8 @@ class TrustRegionOptions(_SharedOptions):
     face; None: min(2 |F| + 10, 500)), ``cg_rtol`` (largest forcing term), ``newton_minor``
     (face changes per step), ``precond`` (None, or a callable ``(x, free) -> M`` with ``M(v)`` an
     SPD approximation of the inverse of the Hessian on the free coordinates ``free`` (a boolean
-    mask) applied to a vector that vanishes off them: the CG preconditioner).  Convex stop: ``convex``, ``fw_rtol``, ``fw_floor``.  Output:
-    ``verbose``.  docs/trust_region.md describes each.
+    mask) applied to a vector that vanishes off them: the CG preconditioner).  Convex stop:
+    ``convex``, ``fw_rtol``, ``fw_floor``.  Output: ``verbose``.  docs/trust_region.md describes each.
 
     >>> o = TrustRegionOptions(tol=1e-8)
     >>> print(o.tol, o.Delta0, o.eta1)

@@ -20,11 +20,18 @@ from femot.fem.meshes import admissible_vertices
 from femot.fem.smoothing import RESOLUTION_RATIO, mesh_spacing, resolution_problem
 from femot.optim import TrustRegionOptions
 from femot.problems.control_exact import exact_fields
-from femot.problems.control_reference import _CONTROL_DATA, _as_operator, _target, control_objective
+from femot.problems.control_reference import (
+    _CONTROL_DATA,
+    _as_operator,
+    _state_blocks,
+    _target,
+    _tracking_inverse,
+    control_objective,
+)
 from femot.problems.plan_maps import ControlToPlan
 from femot.problems.protocol import SHARED_DOCS, UpperLevelResult, VertexControl, solve_on_simplex, upper_level_result
 
-__all__ = ["ControlProblem", "ControlResult", "FORMULATIONS", "EXACT_KEYS",
+__all__ = ["ControlProblem", "ControlResult", "FORMULATIONS", "EXACT_KEYS", "PATH_GAMMA_HAT", "PATH_FW_RTOL",
            "MATRIX_FREE_PAIRS", "estimate_size"]
 
 # the shared docstring entries and the one example of the result and the problem classes
@@ -473,20 +480,12 @@ class ControlProblem(VertexControl):
     def hessian_preconditioner(self, x, free):
         """``M ~ (H_FF)^{-1}``: the tracking Hessian plus ``sigma I`` on the free controls, inverted exactly.
 
-        The Hessian of the value formulation is ``H = G^T M G + V`` (tracking plus value term,
-        docs/problems.md, section 5c), both smoothing operators whose spectra decay under mesh
-        refinement, so plain CG needs more iterations on finer meshes.  ``G^T M G`` is inverted
-        through the sparse system of the state and adjoint equations: for the free controls F
-        (``S_F`` places their masses on the interior dofs; ``K``, ``M`` stiffness and mass),
-        ``(S_F^T K^{-1} M K^{-1} S_F + sigma I) v = r`` is
-
-            [[sigma K, S_F S_F^T], [M, -K]] [y; p] = [S_F r; 0],    v = (r - S_F^T p) / sigma,
-
-        factorized once per call.  ``sigma`` stands in for V: its mean diagonal, estimated by one
-        product with a fixed random sign vector (Hutchinson; one :meth:`value_term_hessp`, cached
-        per x), at least ``1e-6`` times the tracking's.  This is the ``precond`` option of the
-        optimizer's CG (:class:`femot.optim.TrustRegionOptions`), passed by :meth:`solve` for the
-        value formulation.
+        ``H = G^T M G + V`` (tracking plus value term) is a sum of smoothing operators whose
+        spectra decay under refinement.  ``G^T M G + sigma I`` on the free controls F is inverted
+        through the sparse state and adjoint equations (one LU of order 2 N per call, N interior
+        dofs; docs/problems.md, section 5c); ``sigma`` stands in for V: its mean diagonal from one
+        product with a fixed random sign vector (cached per x), at least ``1e-6`` times the
+        tracking's.  :meth:`solve` passes it as the optimizer's ``precond`` (value formulation).
 
         Parameters
         ----------
@@ -511,31 +510,13 @@ class ControlProblem(VertexControl):
         >>> bool(np.abs(Mv - (e[0] - e[1])).max() < 0.5)  # M H v close to v
         True
         """
-        from scipy.sparse.linalg import splu
-
         x = as_vector(x, "x", length=self.n)
         free = np.asarray(free, dtype=bool).reshape(-1)
         if free.shape != (self.n,):
             raise ValueError(f"free must be a boolean mask of length {self.n}")
-        sigma = self._precond_sigma(x)
-        op = self.op
         if self._state_blocks is None:
-            inner = op.interior
-            self._state_blocks = (op.K[inner][:, inner].tocsr(), op.M[inner][:, inner].tocsr(),
-                                  op.vertex_load[inner][:, self.control_vertices].tocsc())
-        K, M, S_all = self._state_blocks
-        S = S_all[:, np.flatnonzero(free)]
-        N = K.shape[0]
-        lu = splu(sp.bmat([[sigma * K, S @ S.T], [M, -K]], format="csc"))
-
-        def apply(v):
-            r = np.asarray(v, dtype=float)[free]
-            p = lu.solve(np.concatenate([S @ r, np.zeros(N)]))[N:]
-            out = np.zeros(self.n)
-            out[free] = (r - S.T @ p) / sigma
-            return out
-
-        return apply
+            self._state_blocks = _state_blocks(self.op, self.control_vertices)
+        return _tracking_inverse(self._state_blocks, free, self._precond_sigma(x))
 
     def _precond_sigma(self, x) -> float:
         """Mean diagonals of V (value term) and of the tracking Hessian by one fixed sign probe: the shift."""
@@ -581,7 +562,8 @@ class ControlProblem(VertexControl):
     # ----------------------------------------------------------- solve
     @_doc
     def solve(self, x0=None, *, options: dict | None = None, rtol: float | None = 1e-5, fw_rtol: float = 1e-8,
-              hessian: bool = True, callback=None, method: str | None = None) -> ControlResult:
+              hessian: bool = True, callback=None, method: str | None = None,
+              gamma_path="auto") -> ControlResult:
         """Minimize over the simplex by the trust-region method (Part III Algorithm 4.1).
 
         Starts from the uniform control unless ``x0`` is given.  ``options`` go to
@@ -610,13 +592,79 @@ class ControlProblem(VertexControl):
             The optimizer's method (:func:`femot.optim.minimize_simplex`); None: the bundle
             method of quadratic cuts for the plan formulation with ``hessian`` and nu > 0
             (tracking term plus a piecewise linear plan term), Algorithm 4.1 otherwise.
+        gamma_path : "auto", sequence of float or None
+            Value formulation: solve first at these larger gammas (decreasing), each level from
+            the previous level's control and lower-level potentials, to ``fw_rtol`` or
+            :data:`PATH_FW_RTOL` if larger; then at gamma.  "auto": :meth:`gamma_path` (the
+            decades from where the lower level needs no continuation in gamma down to gamma).
+            The result's counters and ``nit``, ``nfev``, ``nhev`` include the levels, listed in
+            ``gamma_levels``.  None or ``()``: no path.
 
         Returns
         -------
         ControlResult
             The result convention of :func:`femot.problems.protocol.upper_level_result`.
         """
+        path = self.gamma_path() if isinstance(gamma_path, str) and gamma_path == "auto" else list(gamma_path or ())
+        if self.formulation != "value" or not path:
+            return self._solve_one(x0, options, rtol, fw_rtol, hessian, callback, method)
+        base, levels, effort, x = self.lower, [], [], x0
+        try:
+            for g in path:
+                self.gamma, warm = float(g), self.lower.warm
+                self.lower = base.with_regularization(self.gamma)
+                self.lower.warm = warm  # potentials of the previous level (or the caller's)
+                r = self._solve_one(x, options, rtol, max(fw_rtol, PATH_FW_RTOL), hessian, callback, method)
+                levels.append({"gamma": self.gamma, "success": bool(r.success), "nit": int(r.nit),
+                               "nhev": int(r.nhev), "fun": float(r.fun), "time_s": float(r.time_s),
+                               **self.lower.counters()})
+                effort.append(r)
+                if not r.success:
+                    break
+                x, warm = r.x, self.lower.warm
+        finally:
+            self.gamma, self.lower = base.gamma, base
+        if effort[-1].success:
+            base.warm = warm
+        else:
+            x = x0  # a failed level is no start
+        out = self._solve_one(x, options, rtol, fw_rtol, hessian, callback, method)
+        for key in ("nit", "nfev", "nhev", "lower_solves", "lower_requests", "newton_iterations", "lower_failures"):
+            out[key] = int(out[key] + sum(r[key] for r in effort))
+        out["time_s"] += sum(r.time_s for r in effort)
+        out["gamma_levels"] = levels
+        return out
+
+    @_doc
+    def gamma_path(self) -> list:
+        """The larger gammas that ``solve(gamma_path="auto")`` solves first (value formulation), decreasing.
+
+        ``gamma * 10^k, ..., gamma * 10`` with ``10^k`` (at most ``10^6``) the largest power of ten
+        below ``gamma_hat_0 / gamma_hat``, where ``gamma_hat = gamma M / (max c W^2)`` is the lower
+        level's dimensionless regularization (M its mass, W the total weight) and ``gamma_hat_0 =
+        1e-4`` the value below which the core's cold start becomes a continuation in gamma
+        (docs/core.md, section 3).  Below it the plan is nearly that of the linear program, and
+        trial points far from the last one need that continuation; a path of controls along
+        decreasing gamma keeps every level's trial points near its start (on the 289-node
+        instance of docs/problems.md, section 3b', 170 Newton steps instead of 473).  Empty when
+        gamma is above that value.
+
+        Examples
+        --------
+        %(solved_control)s
+        >>> problem.gamma_path()  # gamma = 1e-2 here: no path
+        []
+        """
+        w = self.q.weights
+        cmax = float(self.c.max_abs) if hasattr(self.c, "max_abs") else float(np.max(self.c))
+        ratio = PATH_GAMMA_HAT * cmax * float(w.sum()) ** 2 / (float(w @ self.mu2_density) * self.gamma)
+        k = min(int(np.floor(np.log10(ratio))), 6) if ratio > 10 else 0
+        return [self.gamma * 10.0 ** j for j in range(k, 0, -1)]
+
+    def _solve_one(self, x0, options, rtol, fw_rtol, hessian, callback, method) -> ControlResult:
+        """One trust-region solve at the current gamma and lower level (the body of :meth:`solve`)."""
         self._evaluations.clear()
+        self.last = self._last_x = self._sigma = self._cache = None  # caches of another lower level
         if method is None:
             # f = tracking (constant Hessian) + piecewise linear plan term: bundle of quadratic cuts
             method = "bundle" if self.formulation == "plan" and hessian and self.nu > 0 else "trust-region"
@@ -662,6 +710,12 @@ class ControlProblem(VertexControl):
 
 #: fraction of the value term's Hessian used as the damping metric of the plan formulation's bundle step
 PLAN_METRIC_SCALE = 0.3
+
+#: Dimensionless gamma below which :meth:`ControlProblem.gamma_path` starts a path (the core's
+#: continuation threshold, docs/core.md, section 3).
+PATH_GAMMA_HAT = 1e-4
+#: Frank-Wolfe tolerance of the levels of a gamma path above the final one (only starts).
+PATH_FW_RTOL = 1e-6
 
 
 #: Seconds per Newton step of the lower level and transport pair (dense cost: every pass streams the

@@ -138,6 +138,37 @@ def _target(op, mu2, target_points):
 
 @cite("II")
 @_example
+def _state_blocks(op, control_vertices):
+    """``(K, M, S)`` on the interior dofs: stiffness, mass, and the placement of the control masses."""
+    inner = op.interior
+    return (op.K[inner][:, inner].tocsr(), op.M[inner][:, inner].tocsr(),
+            op.vertex_load[inner][:, control_vertices].tocsc())
+
+
+def _tracking_inverse(blocks, free, sigma):
+    """``v -> (S_F^T K^{-1} M K^{-1} S_F + sigma I)^{-1} v_F`` on the free controls F (zero elsewhere).
+
+    The tracking Hessian plus ``sigma I``, inverted through the state and adjoint equations:
+    ``[[sigma K, S_F S_F^T], [M, -K]] [y; p] = [S_F r; 0]``, ``v = (r - S_F^T p) / sigma``
+    (one sparse LU; docs/problems.md, section 5c).
+    """
+    from scipy.sparse.linalg import splu
+
+    K, M, S_all = blocks
+    S = S_all[:, np.flatnonzero(free)]
+    N = K.shape[0]
+    lu = splu(sp.bmat([[sigma * K, S @ S.T], [M, -K]], format="csc"))
+
+    def apply(v):
+        r = np.asarray(v, dtype=float)[free]
+        p = lu.solve(np.concatenate([S @ r, np.zeros(N)]))[N:]
+        out = np.zeros(free.size)
+        out[free] = (r - S.T @ p) / sigma
+        return out
+
+    return apply
+
+
 def control_objective(poisson, masses, y_d, mu2, nu, *, target_points=None, beta=2.0):
     """Objective of (OCP) for a discrete control: ``(fun, tracking, transport)``.
 
