@@ -137,7 +137,6 @@ def _target(op, mu2, target_points):
 
 
 @cite("II")
-@_example
 def _state_blocks(op, control_vertices):
     """``(K, M, S)`` on the interior dofs: stiffness, mass, and the placement of the control masses."""
     inner = op.interior
@@ -169,6 +168,7 @@ def _tracking_inverse(blocks, free, sigma):
     return apply
 
 
+@_example
 def control_objective(poisson, masses, y_d, mu2, nu, *, target_points=None, beta=2.0):
     """Objective of (OCP) for a discrete control: ``(fun, tracking, transport)``.
 
