@@ -608,26 +608,27 @@ class ControlProblem(VertexControl):
         path = self.gamma_path() if isinstance(gamma_path, str) and gamma_path == "auto" else list(gamma_path or ())
         if self.formulation != "value" or not path:
             return self._solve_one(x0, options, rtol, fw_rtol, hessian, callback, method)
-        base, levels, effort, x = self.lower, [], [], x0
+        base, levels, effort = self.lower, [], []
+        x, warm, g_prev = x0, base.warm, None
         try:
             for g in path:
-                self.gamma, warm = float(g), self.lower.warm
+                self.gamma = float(g)
                 self.lower = base.with_regularization(self.gamma)
-                self.lower.warm = warm  # potentials of the previous level (or the caller's)
+                # the previous level's potentials carried to this gamma
+                self.lower.warm = warm if g_prev is None else self.lower.carry(self.T.apply(x), warm, g_prev)
                 r = self._solve_one(x, options, rtol, max(fw_rtol, PATH_FW_RTOL), hessian, callback, method)
                 levels.append({"gamma": self.gamma, "success": bool(r.success), "nit": int(r.nit),
                                "nhev": int(r.nhev), "fun": float(r.fun), "time_s": float(r.time_s),
                                **self.lower.counters()})
                 effort.append(r)
-                if not r.success:
+                if not r.success:  # a failed level is no start
+                    x, warm, g_prev = x0, base.warm, None
                     break
-                x, warm = r.x, self.lower.warm
+                x, warm, g_prev = r.x, self.lower.warm, self.gamma
         finally:
             self.gamma, self.lower = base.gamma, base
-        if effort[-1].success:
-            base.warm = warm
-        else:
-            x = x0  # a failed level is no start
+        if g_prev is not None:
+            base.warm = base.carry(self.T.apply(x), warm, g_prev)
         out = self._solve_one(x, options, rtol, fw_rtol, hessian, callback, method)
         for key in ("nit", "nfev", "nhev", "lower_solves", "lower_requests", "newton_iterations", "lower_failures"):
             out[key] = int(out[key] + sum(r[key] for r in effort))
@@ -640,14 +641,14 @@ class ControlProblem(VertexControl):
         """The larger gammas that ``solve(gamma_path="auto")`` solves first (value formulation), decreasing.
 
         ``gamma * 10^k, ..., gamma * 10`` with ``10^k`` (at most ``10^6``) the largest power of ten
-        below ``gamma_hat_0 / gamma_hat``, where ``gamma_hat = gamma M / (max c W^2)`` is the lower
-        level's dimensionless regularization (M its mass, W the total weight) and ``gamma_hat_0 =
-        1e-4`` the value below which the core's cold start becomes a continuation in gamma
-        (docs/core.md, section 3).  Below it the plan is nearly that of the linear program, and
-        trial points far from the last one need that continuation; a path of controls along
-        decreasing gamma keeps every level's trial points near its start (on the 289-node
-        instance of docs/problems.md, section 3b', 170 Newton steps instead of 473).  Empty when
-        gamma is above that value.
+        below ``PATH_GAMMA_HAT / gamma_hat``, where ``gamma_hat = gamma M / (max c W^2)`` is the
+        lower level's dimensionless regularization (M its mass, W the total weight).  Below
+        ``1e-4`` the core's cold start is a continuation in gamma (docs/core.md, section 3): the
+        plan is nearly that of the linear program, and trial points far from the last one need
+        that continuation.  A path of controls along decreasing gamma keeps every level's trial
+        points near its start (benchmarks/control_value.py: 182 Newton steps instead of 473 on
+        the 289-node instance, 213 instead of 457 on the 7,921-node transport).  Empty when gamma
+        is above ``PATH_GAMMA_HAT``.
 
         Examples
         --------
@@ -711,9 +712,11 @@ class ControlProblem(VertexControl):
 #: fraction of the value term's Hessian used as the damping metric of the plan formulation's bundle step
 PLAN_METRIC_SCALE = 0.3
 
-#: Dimensionless gamma below which :meth:`ControlProblem.gamma_path` starts a path (the core's
-#: continuation threshold, docs/core.md, section 3).
-PATH_GAMMA_HAT = 1e-4
+#: Dimensionless gamma at which :meth:`ControlProblem.gamma_path` starts: a decade below the core's
+#: continuation threshold 1e-4 (docs/core.md, section 3), where the plans are still wide and the
+#: derivatives of the lower level cost the most (on the 7,921-node transport of benchmarks/control_value.py
+#: a level there took 51 s of 93, the two below it 21 s).
+PATH_GAMMA_HAT = 1e-5
 #: Frank-Wolfe tolerance of the levels of a gamma path above the final one (only starts).
 PATH_FW_RTOL = 1e-6
 

@@ -176,6 +176,41 @@ class MarginalToPlan:
         other.reset()
         return other
 
+    def carry(self, mu1, warm, gamma_from: float):
+        """Potentials at this map's gamma for ``mu1`` from ``warm``, potentials at ``gamma_from``.
+
+        Solves at ``gamma_from * r^-1, ..., gamma`` (``r`` about ``10^(1/3)``, three stages per
+        decade as the core's continuation, docs/core.md, section 3), each from the previous
+        potentials: a warm start a decade away can fail where such stages do not.  The core
+        calls and Newton steps are counted here.  Returns the potentials of the last converged
+        stage (``warm`` if none converged); :attr:`warm` is not changed.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> x = np.linspace(0.0, 1.0, 6)
+        >>> c, mu = (x[:, None] - x[None, :]) ** 2, np.full(6, 1 / 6)
+        >>> coarse = MarginalToPlan(c, mu, 1e-2)
+        >>> r = coarse.solve(mu)
+        >>> fine = MarginalToPlan(c, mu, 1e-3)
+        >>> fine.warm = fine.carry(mu, (r.alpha, r.beta), 1e-2)  # stages at 4.6e-3, 2.2e-3, 1e-3
+        >>> fine.solves, bool(fine.solve(mu).nit == 0)  # the last stage solved it
+        (3, True)
+        """
+        mu1 = np.asarray(mu1, dtype=float)
+        k = max(1, int(round(3 * np.log10(gamma_from / self.gamma))))
+        for j in range(k - 1, -1, -1):
+            stage = self.with_regularization(self.gamma * (gamma_from / self.gamma) ** (j / k))
+            stage.warm = warm
+            res = MarginalToPlan.solve(stage, mu1)  # (a density, also for ControlToPlan)
+            self.solves += stage.solves
+            self.newton_iterations += stage.newton_iterations
+            self.solve_time += stage.solve_time
+            if not res.success:
+                break
+            warm = (res.alpha, res.beta)
+        return warm
+
     def solve(self, mu1) -> QROTResult:
         """``S_{gamma,eps}(mu1, mu2)``: warm start, then cold start if that fails (cached).
 
