@@ -106,6 +106,9 @@ class ControlResult(UpperLevelResult):
         The optimizer's result; ``time_s`` the wall time.
     gamma, delta, nu : float
         The problem's parameters.
+    gamma_levels : list of dict
+        With a gamma path (:meth:`ControlProblem.solve`): per level gamma, success, nit, nhev, fun,
+        time and lower-level counters (included in the totals above).
     exact_fun, exact_transport, exact_method
         The exact (OCP) objective of the control and its ``W_beta^beta``
         (:func:`femot.problems.control_exact.exact_fields`).  Computed on first access
@@ -514,20 +517,18 @@ class ControlProblem(VertexControl):
         free = np.asarray(free, dtype=bool).reshape(-1)
         if free.shape != (self.n,):
             raise ValueError(f"free must be a boolean mask of length {self.n}")
-        if self._state_blocks is None:
-            self._state_blocks = _state_blocks(self.op, self.control_vertices)
+        self._state_blocks = self._state_blocks or _state_blocks(self.op, self.control_vertices)
         return _tracking_inverse(self._state_blocks, free, self._precond_sigma(x))
 
     def _precond_sigma(self, x) -> float:
         """Mean diagonals of V (value term) and of the tracking Hessian by one fixed sign probe: the shift."""
-        key = x.tobytes()
-        if self._sigma is not None and self._sigma[0] == key:
+        if self._sigma is not None and self._sigma[0] == x.tobytes():
             return self._sigma[1]
         v = np.where(np.random.default_rng(0).random(self.n) < 0.5, -1.0, 1.0)
         t = float(v @ self.tracking_hessp(v)) / self.n
         val = float(v @ self.value_term_hessp(x, v)) / self.n if self.nu > 0 else 0.0
         sigma = max(val if np.isfinite(val) else 0.0, 1e-6 * t, 1e-300)
-        self._sigma = (key, sigma)
+        self._sigma = (x.tobytes(), sigma)
         return sigma
 
     def frank_wolfe_gap(self, x, g=None) -> float:
@@ -593,12 +594,9 @@ class ControlProblem(VertexControl):
             method of quadratic cuts for the plan formulation with ``hessian`` and nu > 0
             (tracking term plus a piecewise linear plan term), Algorithm 4.1 otherwise.
         gamma_path : "auto", sequence of float or None
-            Value formulation: solve first at these larger gammas (decreasing), each level from
-            the previous level's control and lower-level potentials, to ``fw_rtol`` or
-            :data:`PATH_FW_RTOL` if larger; then at gamma.  "auto": :meth:`gamma_path` (the
-            decades from where the lower level needs no continuation in gamma down to gamma).
-            The result's counters and ``nit``, ``nfev``, ``nhev`` include the levels, listed in
-            ``gamma_levels``.  None or ``()``: no path.
+            Value formulation: first solve at these larger gammas (decreasing; to ``PATH_FW_RTOL``
+            if larger than ``fw_rtol``), each level from the previous control and potentials.
+            "auto": :meth:`gamma_path`; None: none.  Counters include the levels (``gamma_levels``).
 
         Returns
         -------
