@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import numpy as np
 
@@ -21,6 +22,8 @@ __all__ = ["MarginalToPlan", "ControlToPlan", "QROT_DEFAULTS", "WARM_FLOOR", "WA
 
 #: Options of the core every lower level of femot.problems starts from (``qrot_options`` override them).
 QROT_DEFAULTS = {"tol": 1e-10, "max_iter": 200}
+
+_M = TypeVar("_M", bound="MarginalToPlan")
 
 #: Smallest Newton budget of a warm start once a cold start has converged (see :class:`MarginalToPlan`).
 WARM_FLOOR = 15
@@ -167,7 +170,7 @@ class MarginalToPlan:
         self.newton_iterations = 0
         self.solve_time = 0.0
 
-    def with_regularization(self, gamma: float, eps: float | None = None) -> MarginalToPlan:
+    def with_regularization(self: _M, gamma: float, eps: float | None = None) -> _M:
         """The same map at ``(gamma, eps)`` (eps None: unchanged) with a fresh state (no warm start, cache, counts)."""
         other = object.__new__(type(self))
         other.__dict__.update(self.__dict__)
