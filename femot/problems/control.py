@@ -32,7 +32,7 @@ from femot.problems.plan_maps import ControlToPlan
 from femot.problems.protocol import SHARED_DOCS, UpperLevelResult, VertexControl, solve_on_simplex, upper_level_result
 
 __all__ = ["ControlProblem", "ControlResult", "FORMULATIONS", "EXACT_KEYS", "PATH_GAMMA_HAT", "PATH_FW_RTOL",
-           "MATRIX_FREE_PAIRS", "estimate_size"]
+           "PRECOND_SHIFT", "MATRIX_FREE_PAIRS", "estimate_size"]
 
 # the shared docstring entries and the one example of the result and the problem classes
 _doc = fill_doc(**SHARED_DOCS, solved_control=_CONTROL_DATA + """>>> from femot.problems import ControlProblem
@@ -291,14 +291,13 @@ class ControlProblem(VertexControl):
         self._G = None
         self.lower = ControlToPlan(self.q, self.q, self.T, self.mu2_density, self.c, self.gamma, self.eps,
                                    qrot_options=qrot_options)
-        self.n_evaluations = 0
-        self.n_hessp = 0
+        self.n_evaluations = self.n_hessp = 0
         self.last: dict | None = None
         self._last_x: np.ndarray | None = None
         self._cache = None
         self._evaluations: OrderedDict[bytes, dict] = OrderedDict()
-        self._state_blocks: tuple | None = None  # K, M, control placement on the interior dofs (preconditioner)
-        self._sigma: tuple | None = None  # (x bytes, shift) of the last preconditioner
+        self._state_blocks: tuple | None = None  # K, M, controls on the interior dofs (preconditioner)
+        self._sigma: tuple | None = None  # (x bytes, shifts) of the last preconditioner
 
     # ----------------------------------------------------------- helpers
     def _check_resolution(self, state_mesh: bool) -> None:
@@ -481,14 +480,15 @@ class ControlProblem(VertexControl):
 
     @fill_doc(control_data=_CONTROL_DATA + ">>> from femot.problems import ControlProblem\n")
     def hessian_preconditioner(self, x, free):
-        """``M ~ (H_FF)^{-1}``: the tracking Hessian plus ``sigma I`` on the free controls, inverted exactly.
+        """``M ~ (H_FF)^{-1}``: the tracking Hessian plus a diagonal ``Sigma`` on the free controls, inverted exactly.
 
         ``H = G^T M G + V`` (tracking plus value term) is a sum of smoothing operators whose
-        spectra decay under refinement.  ``G^T M G + sigma I`` on the free controls F is inverted
+        spectra decay under refinement.  ``G^T M G + Sigma`` on the free controls F is inverted
         through the sparse state and adjoint equations (one LU of order 2 N per call, N interior
-        dofs; docs/problems.md, section 5c); ``sigma`` stands in for V: its mean diagonal from one
-        product with a fixed random sign vector (cached per x), at least ``1e-6`` times the
-        tracking's.  :meth:`solve` passes it as the optimizer's ``precond`` (value formulation).
+        dofs; docs/problems.md, section 5c).  ``Sigma`` stands in for V: its mean diagonal (one
+        product with a fixed random sign vector, cached per x) on controls the state does not see
+        (boundary vertices), :data:`PRECOND_SHIFT` times it on the others, at least ``1e-6`` times
+        the tracking's.  :meth:`solve` passes it as the optimizer's ``precond`` (value formulation).
 
         Parameters
         ----------
@@ -517,17 +517,20 @@ class ControlProblem(VertexControl):
         free = np.asarray(free, dtype=bool).reshape(-1)
         if free.shape != (self.n,):
             raise ValueError(f"free must be a boolean mask of length {self.n}")
-        self._state_blocks = self._state_blocks or _state_blocks(self.op, self.control_vertices)
-        return _tracking_inverse(self._state_blocks, free, self._precond_sigma(x))
+        sigma = self._precond_sigma(x)  # (builds the state blocks)
+        return _tracking_inverse(self._state_blocks, free, sigma)
 
-    def _precond_sigma(self, x) -> float:
-        """Mean diagonals of V (value term) and of the tracking Hessian by one fixed sign probe: the shift."""
+    def _precond_sigma(self, x) -> np.ndarray:
+        """The diagonal shift per control: V's mean diagonal where the state ignores the control, else 1e-4 of it."""
         if self._sigma is not None and self._sigma[0] == x.tobytes():
             return self._sigma[1]
         v = np.where(np.random.default_rng(0).random(self.n) < 0.5, -1.0, 1.0)
         t = float(v @ self.tracking_hessp(v)) / self.n
         val = float(v @ self.value_term_hessp(x, v)) / self.n if self.nu > 0 else 0.0
-        sigma = max(val if np.isfinite(val) else 0.0, 1e-6 * t, 1e-300)
+        val = val if val > 1e-300 else 1e-300  # (also NaN)
+        self._state_blocks = self._state_blocks or _state_blocks(self.op, self.control_vertices)
+        seen = np.diff(self._state_blocks[2].indptr) > 0  # controls on interior dofs
+        sigma = np.where(seen, max(PRECOND_SHIFT * val, 1e-6 * t), max(val, 1e-6 * t))
         self._sigma = (x.tobytes(), sigma)
         return sigma
 
@@ -612,7 +615,6 @@ class ControlProblem(VertexControl):
             for g in path:
                 self.gamma = float(g)
                 self.lower = base.with_regularization(self.gamma)
-                # the previous level's potentials carried to this gamma
                 self.lower.warm = warm if g_prev is None else self.lower.carry(self.T.apply(x), warm, g_prev)
                 r = self._solve_one(x, options, rtol, max(fw_rtol, PATH_FW_RTOL), hessian, callback, method)
                 levels.append({"gamma": self.gamma, "success": bool(r.success), "nit": int(r.nit),
@@ -640,13 +642,10 @@ class ControlProblem(VertexControl):
 
         ``gamma * 10^k, ..., gamma * 10`` with ``10^k`` (at most ``10^6``) the largest power of ten
         below ``PATH_GAMMA_HAT / gamma_hat``, where ``gamma_hat = gamma M / (max c W^2)`` is the
-        lower level's dimensionless regularization (M its mass, W the total weight).  Below
-        ``1e-4`` the core's cold start is a continuation in gamma (docs/core.md, section 3): the
-        plan is nearly that of the linear program, and trial points far from the last one need
-        that continuation.  A path of controls along decreasing gamma keeps every level's trial
-        points near its start (benchmarks/control_value.py: 182 Newton steps instead of 473 on
-        the 289-node instance, 213 instead of 457 on the 7,921-node transport).  Empty when gamma
-        is above ``PATH_GAMMA_HAT``.
+        lower level's dimensionless regularization (M mass, W total weight).  Below
+        ``1e-4`` the core's cold start is a continuation in gamma (docs/core.md, section 3), which
+        trial points far from the last one need; along the path every level's trial points stay
+        near its start (docs/problems.md, section 3b').  Empty above ``PATH_GAMMA_HAT``.
 
         Examples
         --------
@@ -715,6 +714,10 @@ PLAN_METRIC_SCALE = 0.3
 #: derivatives of the lower level cost the most (on the 7,921-node transport of benchmarks/control_value.py
 #: a level there took 51 s of 93, the two below it 21 s).
 PATH_GAMMA_HAT = 1e-5
+#: Shift of the preconditioner on the controls the state sees, relative to V's mean diagonal (V is
+#: smoothing: tiny on the rough vectors the tracking part leaves ill-conditioned; ocp-2d demo
+#: levels 0-2: 139-552 products at 1e-3, 105-412 at 1e-5, 267-1611 at 1).
+PRECOND_SHIFT = 1e-4
 #: Frank-Wolfe tolerance of the levels of a gamma path above the final one (only starts).
 PATH_FW_RTOL = 1e-6
 
