@@ -715,9 +715,9 @@ PLAN_METRIC_SCALE = 0.3
 #: a level there took 51 s of 93, the two below it 21 s).
 PATH_GAMMA_HAT = 1e-5
 #: Shift of the preconditioner on the controls the state sees, relative to V's mean diagonal (V is
-#: smoothing: tiny on the rough vectors the tracking part leaves ill-conditioned; ocp-2d demo
-#: levels 0-2: 139-552 products at 1e-3, 105-412 at 1e-5, 267-1611 at 1).
-PRECOND_SHIFT = 1e-4
+#: smoothing: tiny on the rough vectors; ocp-2d demo levels 0-2: 139/247/552 products and 7/4/5
+#: iterations at 1e-3, 155/230/459 and 7/4/10 at 1e-4, 267/993/1611 and 5/5/5 at 1).
+PRECOND_SHIFT = 1e-3
 #: Frank-Wolfe tolerance of the levels of a gamma path above the final one (only starts).
 PATH_FW_RTOL = 1e-6
 
