@@ -220,3 +220,70 @@ def test_control_to_plan_rejects_inconsistent_shapes():
         ControlToPlan(P.q, P.q, P.T, P.mu2_density, P.c[:-1], 1e-3)
     with pytest.raises(ValueError, match="m2"):
         ControlToPlan(P.q, P.q, P.T, P.mu2_density[:-1], P.c, 1e-3)
+
+
+def _small_gamma_square(gamma=1e-5):
+    mesh, op, y_d, mu2 = square_control_data(0.25)
+    return ControlProblem(op, y_d, mu2, 0.05, gamma, 0.25, rho=0.25, transport="value", check_resolution=False)
+
+
+def test_gamma_path_reaches_the_minimizer_of_the_direct_solve():
+    """The value formulation is convex: a path of larger gammas ends at the same certified minimizer."""
+    P = _small_gamma_square(1e-4)
+    assert P.gamma_path() == []  # gamma_hat above PATH_GAMMA_HAT: no automatic path
+    direct = P.solve()
+    P.lower.reset()
+    path = P.solve(gamma_path=[1e-2, 1e-3])
+    assert direct.success and path.success and "gamma_levels" not in direct
+    assert [lev["gamma"] for lev in path.gamma_levels] == [1e-2, 1e-3]
+    assert path.fw_gap <= 1e-8 * abs(path.fun) and direct.fw_gap <= 1e-8 * abs(direct.fun)
+    assert abs(path.fun - direct.fun) <= direct.fw_gap + path.fw_gap + 1e-13
+    # the counters include the levels' effort
+    assert path.nit == path.tr.nit + sum(lev["nit"] for lev in path.gamma_levels)
+    assert _small_gamma_square(1e-7).gamma_path() == pytest.approx([1e-5, 1e-6], rel=1e-12)
+
+
+def test_carried_potentials_give_the_plan_of_a_cold_solve():
+    """MarginalToPlan.carry (stages from a larger gamma) reaches the cold solve's plan within tol."""
+    from femot.problems import MarginalToPlan
+
+    P = _small_gamma_square()
+    mu = P.lower.density(P.uniform())
+    coarse = MarginalToPlan(P.c, P.mu2_density, 1e-3, w1=P.q.weights, w2=P.q.weights)
+    r0 = coarse.solve(mu)
+    fine = MarginalToPlan(P.c, P.mu2_density, 1e-5, w1=P.q.weights, w2=P.q.weights)
+    fine.warm = fine.carry(mu, (r0.alpha, r0.beta), 1e-3)
+    assert fine.solves == 6  # three stages per decade
+    carried = fine.solve(mu)
+    cold = MarginalToPlan(P.c, P.mu2_density, 1e-5, w1=P.q.weights, w2=P.q.weights).solve(mu)
+    assert carried.success and cold.success and carried.nit == 0
+    w = P.q.weights
+    tol = 1e-9 * float(w @ mu)
+    assert abs(carried.plan - cold.plan).multiply(w[:, None] * w[None, :]).sum() <= tol
+
+
+def test_far_warm_start_is_skipped_after_a_continuation():
+    """At small gamma (cold start = continuation) a marginal that moved by more than WARM_MAX_CHANGE goes cold."""
+    from femot.problems.plan_maps import WARM_MAX_CHANGE
+
+    P = _small_gamma_square()
+    x = P.uniform()
+    r = P.lower.solve(x)
+    assert r.init == "continuation" and P.lower.solves == 1
+    y = x.copy()
+    y[0] += 0.5 * x.sum() / x.size
+    y *= x.sum() / y.sum()
+    change = np.abs(P.lower.density(y) - P.lower.density(x)).max() / np.abs(P.lower.density(x)).max()
+    assert change > WARM_MAX_CHANGE
+    r2 = P.lower.solve(y)
+    assert r2.success and r2.init == "continuation" and P.lower.solves == 2  # no warm attempt
+
+
+def test_preconditioned_cg_needs_fewer_hessian_products_for_the_same_minimizer():
+    P = _small_gamma_square(1e-4)
+    plain = P.solve(gamma_path=None, options={"precond": None})
+    P.lower.reset()
+    pre = P.solve(gamma_path=None)
+    assert plain.success and pre.success
+    assert abs(pre.fun - plain.fun) <= pre.fw_gap + plain.fw_gap + 1e-13
+    assert pre.nhev < plain.nhev

@@ -180,3 +180,22 @@ def test_exact_objective_rejects_a_control_of_the_wrong_mass():
     op, y_d = peer_instance(2)
     with pytest.raises(ValueError, match="masses"):
         exact_control_objective(op, np.full(op.nvertices, 1.0), y_d, NU)  # mass 25, the reference has 4
+
+
+def test_exact_fields_are_computed_on_first_access_and_equal_the_lp_value():
+    """exact_fun etc. are computed when first read (LP path: the prior off the vertices) and survive copies."""
+    import copy
+
+    from femot.problems.control import ControlProblem
+
+    mesh, op, y_d, mu2 = square_control_data(0.25)
+    P = ControlProblem(op, y_d, mu2, 0.1, 1e-2, 0.25, rho=0.25, transport="value", check_resolution=False,
+                       target_points=0.5 + 0.98 * (op.vertices - 0.5))
+    r = P.solve()
+    assert r.success and "exact_fun" not in r  # not computed by the solve
+    J, _, J_w = P.exact_objective(r.x)
+    assert r.exact_method == "exact" and "exact_fun" in r
+    assert r.exact_fun == J and r.exact_transport == J_w
+    r2 = P.solve()  # (warm-started lower level: a slightly different control)
+    clone = copy.copy(r2)  # a copy carries the values (computed by the copy), not the problem
+    assert "exact_fun" in r2 and clone["exact_fun"] == r2.exact_fun == P.exact_objective(r2.x)[0]

@@ -630,3 +630,20 @@ def test_solve_qrot_with_options_object_is_the_same_solve():
     a = solve_qrot(c, m1, m2, 0.1, **opts.as_kwargs())
     b = solve_qrot(c, m1, m2, 0.1, tol=1e-12, linear_solver="direct")
     assert np.array_equal(a.alpha, b.alpha) and np.array_equal(a.beta, b.beta) and a.nit == b.nit
+
+
+def test_newton_matrix_assembly_matches_its_block_definition():
+    """K.sparse() equals [[diag, W1 P W2], [W2 P^T W1, diag]] entry by entry (empty rows and columns too)."""
+    import scipy.sparse as sp
+
+    from femot.core.linalg import NewtonMatrix
+
+    rng = np.random.default_rng(0)
+    for seed in range(10):
+        n1, n2 = (int(k) for k in rng.integers(1, 30, 2))
+        P = sp.random(n1, n2, density=float(rng.random()), format="csr", random_state=seed)
+        w1, w2 = rng.random(n1) + 0.1, rng.random(n2) + 0.1
+        K = NewtonMatrix(P.indptr, P.indices, n2, w1, w2, 0.3)
+        B = sp.diags(w1) @ sp.csr_matrix((np.ones(P.nnz), P.indices, P.indptr), shape=(n1, n2)) @ sp.diags(w2)
+        ref = sp.bmat([[sp.diags(K.diag[:n1]), B], [B.T, sp.diags(K.diag[n1:])]]).toarray()
+        assert np.array_equal(K.sparse().toarray(), ref)

@@ -266,7 +266,7 @@ def solve_qrot(c, mu1, mu2, gamma, eps=0.0, w1=None, w2=None, *, x0=None, tol=1e
         4000 points on a side, else 'mean'.  When 'auto' resolves to 'mean' or 'coarse' and
         ``gamma M / (max|c| W1 W2) < 1e-4`` (M the mass, W1, W2 the total weights: the plan
         then has few entries per row) and the plain start crawls, the cold start is a
-        continuation instead: solves at ``gamma * 10^k, ..., gamma * 10``, each from the
+        continuation instead: solves at ``gamma * 10^(k/3), ..., gamma * 10^(1/3)``, each from the
         previous potentials (the result's ``init`` is 'continuation', its ``continuation``
         lists the stages and ``nit_total`` counts their iterations too).  With ``x0`` and a
         Monge cost, 'auto'/'monge' also run the sweeps seeded by x0 and start from whichever

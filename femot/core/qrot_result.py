@@ -56,6 +56,10 @@ class QROTResult(OptimizeResult):
         else:
             self[name] = value
 
+    def __getstate__(self):
+        # the cached factorization of the derivatives (SuperLU) cannot be pickled: rebuilt on demand
+        return {k: v for k, v in self.__dict__.items() if k != "_dual_cache"}
+
     def biactive(self, tol: float | None = None):
         """The biactive set: :func:`femot.core.sensitivity.biactive`."""
         return sensitivity.biactive(self, tol)

@@ -81,7 +81,35 @@ def _tangent(v, F, wF, wF2):
     return out
 
 
-def steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, maxiter, x=None):
+def _projected_preconditioner(M, F, wF):
+    """``r -> z``: the preconditioner ``M`` on the face F, projected M-orthogonally onto {<w_F, z_F> = 0}.
+
+    ``z = M r - (<w_F, M r> / <w_F, M w_F>) M w_F`` is the preconditioned residual of CG
+    on the tangent space (projected PCG, Gould, Hribar and Nocedal 2001).
+    """
+    n = F.size
+
+    def onF(v):
+        full = np.zeros(n)
+        full[F] = v
+        out = np.asarray(M(full), dtype=float)
+        return out[F]
+
+    Mw = onF(wF)
+    wMw = wF @ Mw
+    if not (np.all(np.isfinite(Mw)) and wMw > 0.0):
+        return None
+
+    def apply(r):
+        z = np.zeros(n)
+        zF = onF(r[F])
+        z[F] = zF - ((wF @ zF) / wMw) * Mw
+        return z
+
+    return apply
+
+
+def steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, maxiter, x=None, M=None):
     """Steihaug-Toint CG for min <gm, p> + 1/2 <p, H p> over the tangent space of the face F.
 
     ``p`` ranges over {p_i = 0 off F, <w_F, p_F> = 0} with |y + p| <= Delta.
@@ -90,7 +118,10 @@ def steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, maxiter, x=None):
     these are the CG iterates, and in floating point the finite termination
     in at most |F| - 1 steps survives condition numbers near 1/sqrt(eps),
     where the three-term recurrence loses conjugacy.  With ``x``, CG also
-    stops before a step that leaves {x + y + p >= 0} (reason 'bound').
+    stops before a step that leaves {x + y + p >= 0} (reason 'bound').  With ``M``
+    (a callable applying an SPD approximation of the inverse of H on F to a vector
+    that vanishes off F) the directions start from the preconditioned residual
+    instead (projected PCG); the steps stay exact minimizers along each direction.
 
     Returns (p, Hp, reason, iterations, seg, Hseg): reason is 'converged',
     'ball', 'negative curvature', 'maxiter' or 'bound'; for 'bound', (seg,
@@ -107,11 +138,13 @@ def steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, maxiter, x=None):
     if rr == 0.0:
         return p, Hp, "converged", 0, zero, zero
     tol = rtol * math.sqrt(rr)
+    prec = None if M is None else _projected_preconditioner(M, F, wF)
     dirs, Hdirs, curvs = [], [], []
     for it in range(1, maxiter + 1):
-        dirn = -r
+        z = r if prec is None else prec(r)
+        dirn = -z
         for dj, Hdj, cj in zip(dirs, Hdirs, curvs):
-            dirn = dirn + ((r @ Hdj) / cj) * dj
+            dirn = dirn + ((z @ Hdj) / cj) * dj
         dirn = _tangent(dirn, F, wF, wF2)  # remove rounding off the tangent space
         Hd = Hv(dirn)
         curv = dirn @ Hd
@@ -184,7 +217,8 @@ def projected_newton(x, g, Hv, Delta, w, s, o, rtol):
         info["minor"] += 1
         gm = g + Hy
         cap = min(2 * int(F.sum()) + 10, 500) if maxiter is None else maxiter
-        p, Hp, reason, it, seg, Hseg = steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, cap, x=x)
+        M = None if o.precond is None else o.precond(x.copy(), F.copy())
+        p, Hp, reason, it, seg, Hseg = steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, cap, x=x, M=M)
         info["cg"] += it
         info["reason"] = reason
         base, Hbase = y + p, Hy + Hp

@@ -126,8 +126,10 @@ class TrustRegionOptions(_SharedOptions):
     ``forecast_switch``.  Bouligand sampling: ``n_probe`` (None: n + 5), ``n_coord``,
     ``n_random``, ``seed``.  Second-order model (``hessp``): ``cg_maxiter`` (CG iterations per
     face; None: min(2 |F| + 10, 500)), ``cg_rtol`` (largest forcing term), ``newton_minor``
-    (face changes per step).  Convex stop: ``convex``, ``fw_rtol``, ``fw_floor``.  Output:
-    ``verbose``.  docs/trust_region.md describes each.
+    (face changes per step), ``precond`` (None, or a callable ``(x, free) -> M`` with ``M(v)`` an
+    SPD approximation of the inverse of the Hessian on the free coordinates ``free`` (a boolean
+    mask) applied to a vector that vanishes off them: the CG preconditioner).  Convex stop:
+    ``convex``, ``fw_rtol``, ``fw_floor``.  Output: ``verbose``.  docs/trust_region.md describes each.
 
     >>> o = TrustRegionOptions(tol=1e-8)
     >>> print(o.tol, o.Delta0, o.eta1)
@@ -160,6 +162,7 @@ class TrustRegionOptions(_SharedOptions):
     cg_maxiter: int | None = None
     cg_rtol: float = 1e-2
     newton_minor: int = 50
+    precond: Callable | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -186,6 +189,8 @@ class TrustRegionOptions(_SharedOptions):
         if self.cg_maxiter is not None:
             self._integer("cg_maxiter", 1, "a positive integer")
         self._integer("newton_minor", 1, "a positive integer")
+        if self.precond is not None and not callable(self.precond):
+            raise ValueError("options['precond'] must be callable or None")
 
     def resolved(self, n: int, weights=None, mass: float = 1.0) -> TrustRegionOptions:
         """The options with the defaults that depend on the simplex filled in.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,13 +18,21 @@ from femot._validation import as_vector, check_nonnegative_scalar, check_positiv
 from femot.fem import Smoother, product_cost, quadrature
 from femot.fem.meshes import admissible_vertices
 from femot.fem.smoothing import RESOLUTION_RATIO, mesh_spacing, resolution_problem
+from femot.optim import TrustRegionOptions
 from femot.problems.control_exact import exact_fields
-from femot.problems.control_reference import _CONTROL_DATA, _as_operator, _target, control_objective
+from femot.problems.control_reference import (
+    _CONTROL_DATA,
+    _as_operator,
+    _state_blocks,
+    _target,
+    _tracking_inverse,
+    control_objective,
+)
 from femot.problems.plan_maps import ControlToPlan
 from femot.problems.protocol import SHARED_DOCS, UpperLevelResult, VertexControl, solve_on_simplex, upper_level_result
 
-__all__ = ["ControlProblem", "ControlResult", "FORMULATIONS",
-           "MATRIX_FREE_PAIRS", "estimate_size"]
+__all__ = ["ControlProblem", "ControlResult", "FORMULATIONS", "EXACT_KEYS", "PATH_GAMMA_HAT", "PATH_FW_RTOL",
+           "PRECOND_SHIFT", "MATRIX_FREE_PAIRS", "estimate_size"]
 
 # the shared docstring entries and the one example of the result and the problem classes
 _doc = fill_doc(**SHARED_DOCS, solved_control=_CONTROL_DATA + """>>> from femot.problems import ControlProblem
@@ -97,14 +106,41 @@ class ControlResult(UpperLevelResult):
         The optimizer's result; ``time_s`` the wall time.
     gamma, delta, nu : float
         The problem's parameters.
+    gamma_levels : list of dict
+        With a gamma path (:meth:`ControlProblem.solve`): per level gamma, success, nit, nhev, fun,
+        time and lower-level counters (included in the totals above).
     exact_fun, exact_transport, exact_method
         The exact (OCP) objective of the control and its ``W_beta^beta``
-        (:func:`femot.problems.control_exact.exact_fields`).
+        (:func:`femot.problems.control_exact.exact_fields`).  Computed on first access
+        (attribute or ``[]``; an exact transport LP can cost as much as the solve), then stored
+        as ordinary keys; copying (pickling) or :meth:`exact` computes them too.
 
     Examples
     --------
     %(solved_control)s
     """
+
+    def __missing__(self, key):
+        # the exact fields on demand (dict.__getitem__ calls this for absent keys)
+        if key in EXACT_KEYS and self.__dict__.get("_exact_of") is not None:
+            self.exact()
+            return dict.__getitem__(self, key)
+        raise KeyError(key)
+
+    def exact(self) -> dict:
+        """The exact fields ``exact_fun, exact_transport, exact_method`` (computed now if still pending)."""
+        pending = self.__dict__.pop("_exact_of", None)
+        if pending is not None:
+            self.update(pending())
+        return {k: dict.get(self, k) for k in EXACT_KEYS}
+
+    def __getstate__(self):
+        self.exact()  # a copy carries the values, not the problem they are computed from
+        return {}
+
+
+#: The fields of a :class:`ControlResult` computed on first access.
+EXACT_KEYS = ("exact_fun", "exact_transport", "exact_method")
 
 
 # --------------------------------------------------------------------------
@@ -255,12 +291,13 @@ class ControlProblem(VertexControl):
         self._G = None
         self.lower = ControlToPlan(self.q, self.q, self.T, self.mu2_density, self.c, self.gamma, self.eps,
                                    qrot_options=qrot_options)
-        self.n_evaluations = 0
-        self.n_hessp = 0
+        self.n_evaluations = self.n_hessp = 0
         self.last: dict | None = None
         self._last_x: np.ndarray | None = None
         self._cache = None
         self._evaluations: OrderedDict[bytes, dict] = OrderedDict()
+        self._state_blocks: tuple | None = None  # K, M, controls on the interior dofs (preconditioner)
+        self._sigma: tuple | None = None  # (x bytes, shifts) of the last preconditioner
 
     # ----------------------------------------------------------- helpers
     def _check_resolution(self, state_mesh: bool) -> None:
@@ -441,6 +478,62 @@ class ControlProblem(VertexControl):
             hv_value -= hv_value.mean()
         return hv_value
 
+    @fill_doc(control_data=_CONTROL_DATA + ">>> from femot.problems import ControlProblem\n")
+    def hessian_preconditioner(self, x, free):
+        """``M ~ (H_FF)^{-1}``: the tracking Hessian plus a diagonal ``Sigma`` on the free controls, inverted exactly.
+
+        ``H = G^T M G + V`` (tracking plus value term) is a sum of smoothing operators whose
+        spectra decay under refinement.  ``G^T M G + Sigma`` on the free controls F is inverted
+        through the sparse state and adjoint equations (one LU of order 2 N per call, N interior
+        dofs; docs/problems.md, section 5c).  ``Sigma`` stands in for V: its mean diagonal (one
+        product with a fixed random sign vector, cached per x) on controls the state does not see
+        (boundary vertices), :data:`PRECOND_SHIFT` times it on the others, at least ``1e-6`` times
+        the tracking's.  :meth:`solve` passes it as the optimizer's ``precond`` (value formulation).
+
+        Parameters
+        ----------
+        x : array_like, shape (n,)
+            The current control.
+        free : array_like of bool, shape (n,)
+            The free coordinates (the CG face).
+
+        Returns
+        -------
+        callable
+            ``v -> M v`` for vectors of length n (entries off ``free`` are ignored and returned as 0).
+
+        Examples
+        --------
+        %(control_data)s
+        >>> P = ControlProblem(op, np.zeros(9), mu2, 0.1, 1e-2, 0.25, rho=0.25, transport="value",
+        ...                    check_resolution=False)
+        >>> x, e = P.uniform(), np.eye(P.n)
+        >>> Hv = P.hessp(x, e[0] - e[1])
+        >>> Mv = P.hessian_preconditioner(x, np.ones(P.n, dtype=bool))(Hv)
+        >>> bool(Hv @ Mv > 0), Mv.shape  # positive definite
+        (True, (5,))
+        """
+        x = as_vector(x, "x", length=self.n)
+        free = np.asarray(free, dtype=bool).reshape(-1)
+        if free.shape != (self.n,):
+            raise ValueError(f"free must be a boolean mask of length {self.n}")
+        sigma = self._precond_sigma(x)  # (builds the state blocks)
+        return _tracking_inverse(self._state_blocks, free, sigma)
+
+    def _precond_sigma(self, x) -> np.ndarray:
+        """The diagonal shift per control: V's mean diagonal where the state ignores the control, else 1e-4 of it."""
+        if self._sigma is not None and self._sigma[0] == x.tobytes():
+            return self._sigma[1]
+        v = np.where(np.random.default_rng(0).random(self.n) < 0.5, -1.0, 1.0)
+        t = float(v @ self.tracking_hessp(v)) / self.n
+        val = float(v @ self.value_term_hessp(x, v)) / self.n if self.nu > 0 else 0.0
+        val = val if val > 1e-300 else 1e-300  # (also NaN)
+        self._state_blocks = self._state_blocks or _state_blocks(self.op, self.control_vertices)
+        seen = np.diff(self._state_blocks[2].indptr) > 0  # controls on interior dofs
+        sigma = np.where(seen, max(PRECOND_SHIFT * val, 1e-6 * t), max(val, 1e-6 * t))
+        self._sigma = (x.tobytes(), sigma)
+        return sigma
+
     def frank_wolfe_gap(self, x, g=None) -> float:
         """``<g, x> - mass * min_i g_i``: for the convex value formulation a bound on f(x) - min f.
 
@@ -473,7 +566,8 @@ class ControlProblem(VertexControl):
     # ----------------------------------------------------------- solve
     @_doc
     def solve(self, x0=None, *, options: dict | None = None, rtol: float | None = 1e-5, fw_rtol: float = 1e-8,
-              hessian: bool = True, callback=None, method: str | None = None) -> ControlResult:
+              hessian: bool = True, callback=None, method: str | None = None,
+              gamma_path="auto") -> ControlResult:
         """Minimize over the simplex by the trust-region method (Part III Algorithm 4.1).
 
         Starts from the uniform control unless ``x0`` is given.  ``options`` go to
@@ -502,13 +596,73 @@ class ControlProblem(VertexControl):
             The optimizer's method (:func:`femot.optim.minimize_simplex`); None: the bundle
             method of quadratic cuts for the plan formulation with ``hessian`` and nu > 0
             (tracking term plus a piecewise linear plan term), Algorithm 4.1 otherwise.
+        gamma_path : "auto", sequence of float or None
+            Value formulation: first solve at these larger gammas (decreasing; to ``PATH_FW_RTOL``
+            if larger than ``fw_rtol``), each level from the previous control and potentials.
+            "auto": :meth:`gamma_path`; None: none.  Counters include the levels (``gamma_levels``).
 
         Returns
         -------
         ControlResult
             The result convention of :func:`femot.problems.protocol.upper_level_result`.
         """
+        path = self.gamma_path() if isinstance(gamma_path, str) and gamma_path == "auto" else list(gamma_path or ())
+        if self.formulation != "value" or not path:
+            return self._solve_one(x0, options, rtol, fw_rtol, hessian, callback, method)
+        base, levels, effort = self.lower, [], []
+        x, warm, g_prev = x0, base.warm, None
+        try:
+            for g in path:
+                self.gamma = float(g)
+                self.lower = base.with_regularization(self.gamma)
+                self.lower.warm = warm if g_prev is None else self.lower.carry(self.T.apply(x), warm, g_prev)
+                r = self._solve_one(x, options, rtol, max(fw_rtol, PATH_FW_RTOL), hessian, callback, method)
+                levels.append({"gamma": self.gamma, "success": bool(r.success), "nit": int(r.nit),
+                               "nhev": int(r.nhev), "fun": float(r.fun), "time_s": float(r.time_s),
+                               **self.lower.counters()})
+                effort.append(r)
+                if not r.success:  # a failed level is no start
+                    x, warm, g_prev = x0, base.warm, None
+                    break
+                x, warm, g_prev = r.x, self.lower.warm, self.gamma
+        finally:
+            self.gamma, self.lower = base.gamma, base
+        if g_prev is not None:
+            base.warm = base.carry(self.T.apply(x), warm, g_prev)
+        out = self._solve_one(x, options, rtol, fw_rtol, hessian, callback, method)
+        for key in ("nit", "nfev", "nhev", "lower_solves", "lower_requests", "newton_iterations", "lower_failures"):
+            out[key] = int(out[key] + sum(r[key] for r in effort))
+        out["time_s"] += sum(r.time_s for r in effort)
+        out["gamma_levels"] = levels
+        return out
+
+    @_doc
+    def gamma_path(self) -> list:
+        """The larger gammas that ``solve(gamma_path="auto")`` solves first (value formulation), decreasing.
+
+        ``gamma * 10^k, ..., gamma * 10`` with ``10^k`` (at most ``10^6``) the largest power of ten
+        below ``PATH_GAMMA_HAT / gamma_hat``, where ``gamma_hat = gamma M / (max c W^2)`` is the
+        lower level's dimensionless regularization (M mass, W total weight).  Below
+        ``1e-4`` the core's cold start is a continuation in gamma (docs/core.md, section 3), which
+        trial points far from the last one need; along the path every level's trial points stay
+        near its start (docs/problems.md, section 3b').  Empty above ``PATH_GAMMA_HAT``.
+
+        Examples
+        --------
+        %(solved_control)s
+        >>> problem.gamma_path()  # gamma = 1e-2 here: no path
+        []
+        """
+        w = self.q.weights
+        cmax = float(self.c.max_abs) if hasattr(self.c, "max_abs") else float(np.max(self.c))
+        ratio = PATH_GAMMA_HAT * cmax * float(w.sum()) ** 2 / (float(w @ self.mu2_density) * self.gamma)
+        k = min(int(np.floor(np.log10(ratio))), 6) if ratio > 10 else 0
+        return [self.gamma * 10.0 ** j for j in range(k, 0, -1)]
+
+    def _solve_one(self, x0, options, rtol, fw_rtol, hessian, callback, method) -> ControlResult:
+        """One trust-region solve at the current gamma and lower level (the body of :meth:`solve`)."""
         self._evaluations.clear()
+        self.last = self._last_x = self._sigma = self._cache = None  # caches of another lower level
         if method is None:
             # f = tracking (constant Hessian) + piecewise linear plan term: bundle of quadratic cuts
             method = "bundle" if self.formulation == "plan" and hessian and self.nu > 0 else "trust-region"
@@ -516,6 +670,10 @@ class ControlProblem(VertexControl):
             # damped by a fraction of the value term's curvature (docs/trust_region.md)
             options = dict(options or {})
             options.setdefault("metric", lambda x, v: PLAN_METRIC_SCALE * self.value_term_hessp(x, v))
+        elif hessian and self.formulation == "value" and self.nu > 0 and not isinstance(options, TrustRegionOptions):
+            # CG on the Hessian preconditioned by the exactly inverted tracking part
+            options = dict(options or {})
+            options.setdefault("precond", self.hessian_preconditioner)
         t0 = time.perf_counter()
         # the uniform start handed over explicitly, projected by the optimizer as always
         tr = solve_on_simplex(self, self.uniform() if x0 is None else x0, options=options, callback=callback,
@@ -534,7 +692,7 @@ class ControlProblem(VertexControl):
         fw = self.frank_wolfe_gap(tr.x, e["grad"]) if value and res.success else None
         theta0 = tr.get("theta0")
         rel = float(tr.stationarity) / theta0 if theta0 else float("nan")
-        return upper_level_result(
+        out = upper_level_result(
             ControlResult, tr, x=tr.x, fun=e["fun"], lower_ok=bool(res.success), lower_message=res.message,
             counters=self.lower.counters(), time_s=time.perf_counter() - t0,
             masses=self.full(tr.x), control_vertices=self.control_vertices, y=e["y"],
@@ -542,12 +700,26 @@ class ControlProblem(VertexControl):
             formulation=self.formulation, fw_gap=fw, plan=res.plan, mu1_density=self.lower.density(tr.x),
             mu2_density=self.mu2_density, lower=res, nfev=int(tr.nfev), nhev=int(tr.get("nhev", 0)),
             stationarity=float(tr.stationarity), relative_stationarity=rel, theta0=theta0,
-            tol=float(tr.options.tol), gamma=self.gamma, delta=self.delta, nu=self.nu,
-            **exact_fields(self, tr.x))  # the unregularized objective beside fun: its bias is visible
+            tol=float(tr.options.tol), gamma=self.gamma, delta=self.delta, nu=self.nu)
+        # the unregularized objective beside fun (its bias is visible), computed when first read
+        out.__dict__["_exact_of"] = partial(exact_fields, self, np.array(tr.x, dtype=float))
+        return out
 
 
 #: fraction of the value term's Hessian used as the damping metric of the plan formulation's bundle step
 PLAN_METRIC_SCALE = 0.3
+
+#: Dimensionless gamma at which :meth:`ControlProblem.gamma_path` starts: a decade below the core's
+#: continuation threshold 1e-4 (docs/core.md, section 3), where the plans are still wide and the
+#: derivatives of the lower level cost the most (on the 7,921-node transport of benchmarks/control_value.py
+#: a level there took 51 s of 93, the two below it 21 s).
+PATH_GAMMA_HAT = 1e-5
+#: Shift of the preconditioner on the controls the state sees, relative to V's mean diagonal (V is
+#: smoothing: tiny on the rough vectors; ocp-2d demo levels 0-2: 139/247/552 products and 7/4/5
+#: iterations at 1e-3, 155/230/459 and 7/4/10 at 1e-4, 267/993/1611 and 5/5/5 at 1).
+PRECOND_SHIFT = 1e-3
+#: Frank-Wolfe tolerance of the levels of a gamma path above the final one (only starts).
+PATH_FW_RTOL = 1e-6
 
 
 #: Seconds per Newton step of the lower level and transport pair (dense cost: every pass streams the

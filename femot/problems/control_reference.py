@@ -137,6 +137,42 @@ def _target(op, mu2, target_points):
 
 
 @cite("II")
+def _state_blocks(op, control_vertices):
+    """``(K, M, S)`` on the interior dofs: stiffness, mass, and the placement of the control masses."""
+    inner = op.interior
+    return (op.K[inner][:, inner].tocsr(), op.M[inner][:, inner].tocsr(),
+            op.vertex_load[inner][:, control_vertices].tocsc())
+
+
+def _tracking_inverse(blocks, free, sigma):
+    """``v -> (S_F^T K^{-1} M K^{-1} S_F + Sigma)^{-1} v_F`` on the free controls F (zero elsewhere).
+
+    The tracking Hessian plus the diagonal ``Sigma`` (``sigma``: per control), inverted through
+    the state and adjoint equations, ``[[s K, S_F s Sigma^-1 S_F^T], [M, -K]] [y; p] = [S_F s
+    Sigma^-1 r; 0]``, ``v = Sigma^-1 (r - S_F^T p)`` with ``s`` a typical entry of Sigma (one
+    sparse LU; docs/problems.md, section 5c).
+    """
+    from scipy.sparse.linalg import splu
+
+    K, M, S_all = blocks
+    idx = np.flatnonzero(free)
+    S = S_all[:, idx]
+    sig = np.broadcast_to(np.asarray(sigma, dtype=float), (free.size,))[idx]
+    s = float(np.median(sig))
+    N = K.shape[0]
+    D = sp.diags(s / sig)
+    lu = splu(sp.bmat([[s * K, S @ D @ S.T], [M, -K]], format="csc"))
+
+    def apply(v):
+        r = np.asarray(v, dtype=float)[free]
+        p = lu.solve(np.concatenate([S @ (D @ r), np.zeros(N)]))[N:]
+        out = np.zeros(free.size)
+        out[free] = (r - S.T @ p) / sig
+        return out
+
+    return apply
+
+
 @_example
 def control_objective(poisson, masses, y_d, mu2, nu, *, target_points=None, beta=2.0):
     """Objective of (OCP) for a discrete control: ``(fun, tracking, transport)``.

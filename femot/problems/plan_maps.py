@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import numpy as np
 
@@ -17,13 +18,40 @@ from femot._validation import as_vector, check_nonnegative_scalar, check_positiv
 from femot.core import QROTOptions, QROTResult, solve_qrot
 from femot.problems.protocol import _cite, _options_dict
 
-__all__ = ["MarginalToPlan", "ControlToPlan", "QROT_DEFAULTS", "WARM_FLOOR"]
+__all__ = ["MarginalToPlan", "ControlToPlan", "QROT_DEFAULTS", "WARM_FLOOR", "WARM_MAX_CHANGE", "newton_steps"]
 
 #: Options of the core every lower level of femot.problems starts from (``qrot_options`` override them).
 QROT_DEFAULTS = {"tol": 1e-10, "max_iter": 200}
 
+_M = TypeVar("_M", bound="MarginalToPlan")
+
 #: Smallest Newton budget of a warm start once a cold start has converged (see :class:`MarginalToPlan`).
 WARM_FLOOR = 15
+
+#: Largest change of mu1 (max norm, relative to the max of the marginal the warm potentials solve)
+#: from which a warm start is tried when the cold start is a continuation in gamma (see
+#: :class:`MarginalToPlan`).  The warm start's first residual is exactly this change.
+WARM_MAX_CHANGE = 1e-2
+
+
+def newton_steps(res: QROTResult) -> int:
+    """All Newton steps of one core call: its continuation stages, abandoned plain start and coarse levels too.
+
+    ``res.nit`` counts the final stage only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.linspace(0.0, 1.0, 4)
+    >>> res = solve_qrot((x[:, None] - x[None, :]) ** 2, np.full(4, 0.25), np.full(4, 0.25), 1e-2)
+    >>> newton_steps(res) == res.nit  # no continuation here
+    True
+    """
+    n = int(res.get("nit_total", res.nit))
+    levels = res.get("levels")
+    if levels:  # coarsest first, this solve last
+        n += sum(int(lev["nit"]) for lev in levels[:-1])
+    return n
 
 
 @_cite
@@ -36,8 +64,14 @@ class MarginalToPlan:
 
     1. warm-started from the dual potentials of the last converged solve (public state
        :attr:`warm`), with at most ``warm_max_iter`` Newton steps, and once a cold start
-       has converged at most ``max(WARM_FLOOR, its iterations // 2)`` (a warm start from
-       a distant marginal can be a worse start than the core's own);
+       has converged at most ``max(WARM_FLOOR, its iterations // 2)`` (a fifth of all
+       steps after a continuation in gamma; a warm start from
+       a distant marginal can be a worse start than the core's own).  Once a cold start
+       was the core's continuation in gamma (small gamma: nearly the plan of the linear
+       program, whose support a distant marginal rearranges), the warm start is skipped
+       when ``mu1`` moved by more than ``WARM_MAX_CHANGE`` times the largest density of the
+       marginal the warm potentials solve (on FE data at gamma = 1e-6 such warm starts
+       ended unconverged at their budget, changes of 5e-2 and more, and converged below 4e-3);
     2. if that fails, a cold start: the core's own initialization, which at small gamma
        is its continuation in gamma (``QROTResult.continuation``); the better of the two
        by residual is kept.
@@ -79,7 +113,8 @@ class MarginalToPlan:
     failures : int
         Requests whose final result did not converge.
     newton_iterations : int
-        Newton iterations summed over all core calls.
+        Newton iterations summed over all core calls (:func:`newton_steps`: with their
+        continuation stages and coarse levels).
     solve_time : float
         Wall time spent in :meth:`solve` (seconds).
 
@@ -126,6 +161,8 @@ class MarginalToPlan:
         """Forget the warm start and the cache and set every counter to zero."""
         self.warm: tuple | None = None
         self._cold_nit: int | None = None
+        self._cold_continuation = False
+        self._warm_of: tuple | None = None  # (warm, the mu1 it solves)
         self._cache: OrderedDict = OrderedDict()
         self.solves = 0
         self.requests = 0
@@ -133,7 +170,7 @@ class MarginalToPlan:
         self.newton_iterations = 0
         self.solve_time = 0.0
 
-    def with_regularization(self, gamma: float, eps: float | None = None) -> MarginalToPlan:
+    def with_regularization(self: _M, gamma: float, eps: float | None = None) -> _M:
         """The same map at ``(gamma, eps)`` (eps None: unchanged) with a fresh state (no warm start, cache, counts)."""
         other = object.__new__(type(self))
         other.__dict__.update(self.__dict__)
@@ -141,6 +178,41 @@ class MarginalToPlan:
         other.eps = self.eps if eps is None else check_nonnegative_scalar(eps, "eps")
         other.reset()
         return other
+
+    def carry(self, mu1, warm, gamma_from: float):
+        """Potentials at this map's gamma for ``mu1`` from ``warm``, potentials at ``gamma_from``.
+
+        Solves at ``gamma_from * r^-1, ..., gamma`` (``r`` about ``10^(1/3)``, three stages per
+        decade as the core's continuation, docs/core.md, section 3), each from the previous
+        potentials: a warm start a decade away can fail where such stages do not.  The core
+        calls and Newton steps are counted here.  Returns the potentials of the last converged
+        stage (``warm`` if none converged); :attr:`warm` is not changed.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> x = np.linspace(0.0, 1.0, 6)
+        >>> c, mu = (x[:, None] - x[None, :]) ** 2, np.full(6, 1 / 6)
+        >>> coarse = MarginalToPlan(c, mu, 1e-2)
+        >>> r = coarse.solve(mu)
+        >>> fine = MarginalToPlan(c, mu, 1e-3)
+        >>> fine.warm = fine.carry(mu, (r.alpha, r.beta), 1e-2)  # stages at 4.6e-3, 2.2e-3, 1e-3
+        >>> fine.solves, bool(fine.solve(mu).nit == 0)  # the last stage solved it
+        (3, True)
+        """
+        mu1 = np.asarray(mu1, dtype=float)
+        k = max(1, int(round(3 * np.log10(gamma_from / self.gamma))))
+        for j in range(k - 1, -1, -1):
+            stage = self.with_regularization(self.gamma * (gamma_from / self.gamma) ** (j / k))
+            stage.warm = warm
+            res = MarginalToPlan.solve(stage, mu1)  # (a density, also for ControlToPlan)
+            self.solves += stage.solves
+            self.newton_iterations += stage.newton_iterations
+            self.solve_time += stage.solve_time
+            if not res.success:
+                break
+            warm = (res.alpha, res.beta)
+        return warm
 
     def solve(self, mu1) -> QROTResult:
         """``S_{gamma,eps}(mu1, mu2)``: warm start, then cold start if that fails (cached).
@@ -157,18 +229,21 @@ class MarginalToPlan:
             return self._cache[key]
         t0 = time.perf_counter()
         res = None
-        if self.warm is not None:
+        if self.warm is not None and not self._far_from_warm(mu1):
             res = self._call(mu1, self.warm, self._warm_cap())
         if res is None or not res.success:
             cold = self._call(mu1, None, self.max_iter)
             if cold.success:
-                self._cold_nit = int(cold.nit)
+                self._cold_continuation = cold.get("init") == "continuation"
+                # a continuation's final stage is short, its stages cheap: budget on a fifth of all its steps
+                self._cold_nit = newton_steps(cold) * 2 // 5 if self._cold_continuation else int(cold.nit)
             if res is None or cold.success or cold.residual < res.residual:
                 res = cold
         self.solve_time += time.perf_counter() - t0
         self.requests += 1
         if res.success:
             self.warm = (res.alpha, res.beta)
+            self._warm_of = (self.warm, mu1)
         else:
             self.failures += 1
         if key is not None:
@@ -176,6 +251,13 @@ class MarginalToPlan:
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return res
+
+    def _far_from_warm(self, mu1) -> bool:
+        """Skip the warm start: continuation cold starts, and mu1 far from the marginal of :attr:`warm`."""
+        if not self._cold_continuation or self._warm_of is None or self._warm_of[0] is not self.warm:
+            return False  # (warm set by the caller: its marginal is unknown)
+        old = self._warm_of[1]
+        return bool(np.abs(mu1 - old).max() > WARM_MAX_CHANGE * np.abs(old).max())
 
     def _warm_cap(self) -> int:
         # On FE data at small gamma, warm starts from distant marginals were seen to end
@@ -189,7 +271,7 @@ class MarginalToPlan:
         opts = {**self.qrot_options, "tol": self.tol, "max_iter": max_iter}
         res = self.solver(self.cost, mu1, self.mu2, self.gamma, self.eps, self.w1, self.w2, x0=x0, **opts)
         self.solves += 1
-        self.newton_iterations += int(res.nit)
+        self.newton_iterations += newton_steps(res)
         return res
 
     def counters(self) -> dict:
