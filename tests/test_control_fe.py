@@ -144,3 +144,21 @@ def test_result_fw_gap_is_the_one_of_the_message():
     assert r.fw_gap == r.tr.fw_gap
     assert f"{r.fw_gap:.3e}" == f"{quoted:.3e}"
     assert r.fun == r.tr.fun
+
+
+@pytest.mark.parametrize("formulation", ["value", "plan"])
+def test_results_pickle_and_copy_although_solved_with_callable_options(formulation):
+    # the value formulation's CG preconditioner and the plan formulation's bundle metric are bound
+    # to the problem (which holds factorizations); the result keeps its options without them
+    import copy
+    import pickle
+
+    m = skfem.MeshTri().refined(3)
+    q = quadrature(m)
+    yd = np.sin(np.pi * m.p[0]) * np.sin(np.pi * m.p[1])
+    P = ControlProblem(PoissonOperator(m), yd, q.weights, 1e-2, 1e-2, 0.25, transport=formulation,
+                       check_resolution=False, enlarge=True)
+    r = P.solve(options={"max_iter": 5})
+    for other in (pickle.loads(pickle.dumps(r)), copy.deepcopy(r)):
+        np.testing.assert_array_equal(other.x, r.x)
+        assert other.fun == r.fun and other.nit == r.nit

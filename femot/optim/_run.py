@@ -145,5 +145,6 @@ def finish(st, message):
         x=x, fun=f, jac=g, nit=sum(1 for h in st.history if h["model"] is not None and h["rho"] is not None),
         nfev=st.nfev, success=status == 0, status=status, message=msg,
         stationarity=float(st.stat_value), stationarity_measure=st.stat_kind, theta=theta_final,
-        Delta=st.Delta, n_resets=st.n_resets, history=st.history, options=o, fw_gap=fw_final, nhev=nhev,
+        Delta=st.Delta, n_resets=st.n_resets, history=st.history, options=o.without_callables(), fw_gap=fw_final,
+        nhev=nhev,
     )

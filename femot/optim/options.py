@@ -88,6 +88,15 @@ class _SharedOptions:
         return {"R": max(math.sqrt(n), d) if self.R is None else self.R,
                 "Delta_max": max(self.Delta0, d) if self.Delta_max is None else self.Delta_max}
 
+    def without_callables(self) -> Any:
+        """A copy with the callable options (``precond``, ``metric``) set to None.
+
+        Results keep this copy: such callables are often bound methods of a problem that
+        holds factorizations, which would make the result impossible to pickle or copy.
+        """
+        gone = {f.name: None for f in dataclasses.fields(self) if callable(getattr(self, f.name))}
+        return dataclasses.replace(self, **gone) if gone else self
+
     @classmethod
     def coerce(cls, options: Any) -> Any:
         """``options`` as this class: an instance, a Mapping of its fields (validated) or None (defaults).

@@ -84,7 +84,8 @@ class SimplexTRResult(OptimizeResult):
         the stationarity at the returned point; a row with model
         'bouligand' and rho None is the psi_R-certified stop.
     options : the options used, with the defaults that depend on the simplex filled in
-        (:class:`femot.optim.TrustRegionOptions` or :class:`femot.optim.BundleOptions`)
+        (:class:`femot.optim.TrustRegionOptions` or :class:`femot.optim.BundleOptions`); callable
+        options (``precond``, ``metric``) are shown as None so that the result pickles
 
     Examples
     --------
