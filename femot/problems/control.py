@@ -766,7 +766,7 @@ def estimate_size(state_mesh, gamma: float, delta: float, *, mass: float = 1.0, 
     dict
         ``nodes``, ``controls``, ``transport_nodes``, ``pairs``, ``matrix_free``, ``plan_nnz``
         (estimate), ``cost_bytes`` (dense cost, 0 matrix-free), ``memory_bytes`` (cost + plan +
-        state factorization), ``time_s`` (estimate).
+        smoothing matrix, 12 bytes per control and node within delta + state), ``time_s`` (estimate).
     """
     from math import gamma as gamma_fn
     from math import pi
@@ -793,7 +793,7 @@ def estimate_size(state_mesh, gamma: float, delta: float, *, mass: float = 1.0, 
     nnz = float(min(pairs, nq * max(1.0, omega * r**d / h**d)))
     n_state = int(state_mesh.p.shape[1])
     cost_bytes = 0.0 if mf else 8.0 * pairs
-    memory = cost_bytes + _BYTES_NNZ * nnz + 800.0 * n_state
+    memory = cost_bytes + _BYTES_NNZ * nnz + 12.0 * n_ctrl * omega * (delta / h) ** d + 800.0 * n_state
     t_newton = _NEWTON_STEPS * (_T_NNZ_MF * nnz if mf else _T_PAIR * pairs)
     t_hv = 30.0 * n_ctrl ** 0.57 * (_T_HV_NODE * n_state + _T_HV_NNZ * nnz)
     return {"nodes": n_state, "controls": n_ctrl, "transport_nodes": nq, "pairs": pairs, "matrix_free": mf,
