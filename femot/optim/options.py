@@ -94,7 +94,7 @@ class _SharedOptions:
         Results keep this copy: such callables are often bound methods of a problem that
         holds factorizations, which would make the result impossible to pickle or copy.
         """
-        gone = {f.name: None for f in dataclasses.fields(self) if callable(getattr(self, f.name))}
+        gone: dict[str, Any] = {f.name: None for f in dataclasses.fields(self) if callable(getattr(self, f.name))}
         return dataclasses.replace(self, **gone) if gone else self
 
     @classmethod
