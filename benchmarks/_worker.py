@@ -8,13 +8,34 @@ worker's stderr) when there is none.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
 
 #: The femot checkout the workers import: this one, or ``FEMOT_ROOT`` (before/after comparisons).
 ROOT = os.environ.get("FEMOT_ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@contextlib.contextmanager
+def busy_processes(k, settle=0.0):
+    """``k`` CPU-bound competitors (``python -c "while True: pass"``) for the duration of the block.
+
+    Yields their list (empty for k = 0); waits ``settle`` seconds after starting them; kills and
+    reaps them at the end, also on errors.
+    """
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(int(k))]
+    try:
+        if procs and settle:
+            time.sleep(settle)
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
 
 
 def run_worker(script, args, label, timeout, env_updates=None, time_on_failure=False):

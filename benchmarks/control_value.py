@@ -24,11 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
-from _worker import ROOT, run_worker
+from _worker import ROOT, busy_processes, run_worker
 
 CASES = ("A", "B", "lower")
 
@@ -125,9 +124,8 @@ def main(argv=None):
     if args.worker:
         worker(args.worker)
         return 0
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     rows = []
-    try:
+    with busy_processes(1 if args.busy else 0) as busy:
         hdr = (f"{'case':>6} {'controls':>8} {'transport':>9} {'time s':>8} {'TR its':>6} {'hessp':>6} "
                f"{'core calls':>10} {'Newton':>7} {'ok':>3}")
         print(hdr + ("   (beside a busy process)" if busy else ""))
@@ -141,14 +139,11 @@ def main(argv=None):
                   f"{r.get('lower_solves', '-'):>10} {r.get('newton_iterations', '-'):>7} "
                   f"{'yes' if r.get('success') else 'NO':>3}"
                   + ("" if r.get("success") else "  " + str(r.get("error", r.get("message", "")))[:200]), flush=True)
-    finally:
-        if busy is not None:
-            busy.kill()
     if args.json:
         path = os.path.join(ROOT, args.json) if not os.path.isabs(args.json) else args.json
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as fh:
-            json.dump({"busy": bool(busy), "rows": rows}, fh, indent=1)
+            json.dump({"busy": bool(args.busy), "rows": rows}, fh, indent=1)
         print(f"results: {args.json}")
     return 0
 

@@ -27,12 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
-from _worker import ROOT, run_worker
+from _worker import ROOT, busy_processes, run_worker
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
@@ -129,11 +128,8 @@ def main(argv=None):
         g, s, lev, gam, tol = args.worker
         worker(g, s, int(lev), float(gam), float(tol))
         return 0
-    busy = None
-    if args.busy:
-        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     rows = []
-    try:
+    with busy_processes(1 if args.busy else 0) as busy:
         hdr = (f"{'group':>8} {'lvl':>3} {'n':>6} {'gamma':>7} {'solver':>9} {'ok':>3} {'time s':>8} "
                f"{'its':>5} {'its tot':>7} {'marg err':>9} {'rel err':>9} {'speedup':>8}")
         print(hdr + ("   (beside a busy process)" if busy else ""))
@@ -163,10 +159,6 @@ def main(argv=None):
                         fem["speedup_vs_regot"] = r["time_s"] / fem["time_s"]
                         print(f"{'':>8} {'':>3} {'':>6} {'':>7} {'':>9} {'':>3} {'':>8} {'':>5} {'':>7} {'':>9} "
                               f"{'':>9} {fem['speedup_vs_regot']:8.1f}  (regot time / femot time)")
-    finally:
-        if busy is not None:
-            busy.kill()
-            busy.wait()
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as fh:
         json.dump({"runs": rows, "busy": bool(args.busy)}, fh, indent=2)

@@ -27,12 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
-from _worker import run_worker
+from _worker import busy_processes, run_worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.environ.get("FEMOT_ROOT") or os.path.dirname(HERE)  # the checkout to measure (before/after)
@@ -144,17 +143,10 @@ def main(argv=None):
     report["idle_state"] = machine_state()
     print(f"idle phase (machine state {report['idle_state']})", flush=True)
     idle = phase(args.cases, reps, args.timeout, "idle")
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.competitors)]
-    try:
-        time.sleep(1.0)
+    with busy_processes(args.competitors, settle=1.0):
         report["loaded_state"] = machine_state()
         print(f"loaded phase, {args.competitors} competitors (machine state {report['loaded_state']})", flush=True)
         loaded = phase(args.cases, reps, args.timeout, "loaded")
-    finally:
-        for p in procs:
-            p.kill()
-        for p in procs:
-            p.wait()
     rows = []
     hdr = (f"{'case':12s} {'idle def':>9} {'idle 1t':>9} {'def/1t':>7} {'load def':>9} {'load 1t':>9} "
            f"{'def/1t':>7} {'regions':>8} {'multi':>6}")

@@ -45,12 +45,11 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
 import numpy as np
-from _worker import run_worker
+from _worker import busy_processes, run_worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -199,11 +198,7 @@ def regot_part(args):
     report = {"n": n, "gamma": gamma, "tol": tol, "competitors": args.competitors, "reps": args.reps}
     phases = {}
     for phase in ("idle", "loaded"):
-        procs = []
-        if phase == "loaded":
-            procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.competitors)]
-            time.sleep(1.0)
-        try:
+        with busy_processes(args.competitors if phase == "loaded" else 0, settle=1.0):
             report[f"{phase}_loadavg"] = os.getloadavg()
             runs = {"femot": [], "regot": []}
             for _ in range(args.reps):
@@ -214,11 +209,6 @@ def regot_part(args):
                           f"marginal error {r.get('marginal_error', float('nan')):.1e}"
                           f"{'' if r.get('success') else '  FAILED ' + r.get('error', '')[:300]}", flush=True)
             phases[phase] = runs
-        finally:
-            for p in procs:
-                p.kill()
-            for p in procs:
-                p.wait()
     hdr = f"{'phase':8s} {'femot s':>9} {'regot s':>9} {'regot/femot':>12} {'loadavg(1m)':>12}"
     print("\n2D x 2D n = %d, gamma = %g (density scaling), tol %g, dense cost\n" % (n, gamma, tol) + hdr)
     print("-" * len(hdr))
