@@ -283,9 +283,9 @@ class Smoother:
         """
         n, k = self.q.n, z.shape[0]
         ztree = cKDTree(z)
-        # entries per node ~ k * |ball| / |hull of z|: blocks of about chunk_pairs entries
-        per_node = max(1.0, ztree.count_neighbors(cKDTree(self.q.nodes[:: max(1, n // 200)]), self.delta)
-                       / max(1, len(range(0, n, max(1, n // 200)))))
+        # entries per node estimated on ~200 sampled nodes: blocks of about chunk_pairs entries
+        sample = self.q.nodes[:: max(1, n // 200)]
+        per_node = max(1.0, ztree.count_neighbors(cKDTree(sample), self.delta) / len(sample))
         step = int(max(1, min(n, chunk_pairs // per_node)))
         indptr = np.zeros(n + 1, dtype=np.int64)
         cols, vals = [], []
