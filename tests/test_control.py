@@ -279,6 +279,25 @@ def test_far_warm_start_is_skipped_after_a_continuation():
     assert r2.success and r2.init == "continuation" and P.lower.solves == 2  # no warm attempt
 
 
+def test_value_formulation_fixes_every_violated_bound_per_face():
+    P = _small_gamma_square(1e-4)
+    faces = {"active-set": 0, "projected": 0}
+    runs = {}
+    for sub in faces:
+
+        def precond(x, free, sub=sub):  # one preconditioner per CG face
+            faces[sub] += 1
+            return P.hessian_preconditioner(x, free)
+
+        P.lower.reset()
+        opts = {"precond": precond} if sub == "active-set" else {"precond": precond, "subproblem": sub}
+        runs[sub] = P.solve(gamma_path=None, options=opts)  # active-set: the default
+    a, p = runs["active-set"], runs["projected"]
+    assert a.success and p.success
+    assert abs(a.fun - p.fun) <= a.fw_gap + p.fw_gap + 1e-13
+    assert 0 < faces["active-set"] < faces["projected"], faces
+
+
 def test_preconditioned_cg_needs_fewer_hessian_products_for_the_same_minimizer():
     P = _small_gamma_square(1e-4)
     plain = P.solve(gamma_path=None, options={"precond": None})

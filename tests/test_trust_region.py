@@ -323,7 +323,8 @@ RESOLVED_DEFAULTS_N5 = {
     "H0": 1.0, "reset_scaling": True, "max_cond": 1e12, "psi_stop_radius": 1e-06, "bundle_size": 50,
     "bouligand_H": "identity", "forecast_switch": True, "radius_floor": 1e-14, "n_coord": 0, "n_random": 2,
     "n_probe": 10, "seed": 0, "subspace_step": True, "convex": False, "fw_rtol": 1e-08, "fw_floor": 0.0,
-    "cg_maxiter": None, "cg_rtol": 0.01, "newton_minor": 50, "precond": None, "verbose": False,
+    "cg_maxiter": None, "cg_rtol": 0.01, "newton_minor": 50, "precond": None, "subproblem": "projected",
+    "verbose": False,
 }
 
 

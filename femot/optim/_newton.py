@@ -2,7 +2,8 @@
 
 Step 3 of Part III, Algorithm 4.1 with the exact Hessian (any symmetric H_k is allowed), used
 matrix-free; the trust-region subproblem of Step 8 is solved by a projected (active-set)
-Newton-CG method, combined with the generalized Cauchy point so that the Cauchy decrease holds.
+Newton-CG method (or, option ``subproblem="active-set"``, by faces that fix every violated bound
+at once), combined with the generalized Cauchy point so that the Cauchy decrease holds.
 The method is described in docs/trust_region.md, Section 7.
 """
 from __future__ import annotations
@@ -109,7 +110,7 @@ def _projected_preconditioner(M, F, wF):
     return apply
 
 
-def steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, maxiter, x=None, M=None):
+def steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, maxiter, x=None, M=None, atol=None):
     """Steihaug-Toint CG for min <gm, p> + 1/2 <p, H p> over the tangent space of the face F.
 
     ``p`` ranges over {p_i = 0 off F, <w_F, p_F> = 0} with |y + p| <= Delta.
@@ -126,7 +127,8 @@ def steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, maxiter, x=None, M=None):
     Returns (p, Hp, reason, iterations, seg, Hseg): reason is 'converged',
     'ball', 'negative curvature', 'maxiter' or 'bound'; for 'bound', (seg,
     Hseg) is the step that would leave the orthant (p + seg is infeasible),
-    otherwise zeros.
+    otherwise zeros.  ``atol`` (optional) replaces the relative stopping test
+    |r| <= rtol |r_0| by |r| <= atol (a warm start keeps the tolerance of the first face).
     """
     wF = wv[F]
     wF2 = wF @ wF
@@ -137,7 +139,9 @@ def steihaug_cg(Hv, gm, y, F, wv, Delta, rtol, maxiter, x=None, M=None):
     rr = r @ r
     if rr == 0.0:
         return p, Hp, "converged", 0, zero, zero
-    tol = rtol * math.sqrt(rr)
+    tol = rtol * math.sqrt(rr) if atol is None else atol
+    if math.sqrt(rr) <= tol:
+        return p, Hp, "converged", 0, zero, zero
     prec = None if M is None else _projected_preconditioner(M, F, wF)
     dirs, Hdirs, curvs = [], [], []
     for it in range(1, maxiter + 1):
@@ -259,6 +263,95 @@ def projected_newton(x, g, Hv, Delta, w, s, o, rtol):
     return y, Hy, info
 
 
+def active_set_newton(x, g, Hv, Delta, w, s, o, rtol):
+    """Active-set Newton-CG solution of (Q_k) with many bounds fixed per face; returns (a, Ha, info).
+
+    For a convex model, the quadratic program
+
+        min_y <g, y> + 1/2 <y, H y>   s.t.  x + y >= 0,  <w, y> = 0
+
+    is approached through faces: with an active set A (y_A = -x_A; at the start the
+    binding set of :func:`binding_free_set`), CG on the free coordinates F gives the
+    minimizer z of the model on that face, and every coordinate with x_i + z_i < 0 joins
+    A at once; it ends when z is feasible (that face's minimizer is then the QP's one
+    when no multiplier on A is negative).  :func:`projected_newton` instead fixes only
+    the coordinates that the first offending CG step reaches, so its number of faces
+    grows with the length of the active set's boundary, i.e. with the mesh.  A
+    coordinate fixed too early is freed again by the binding set of the next outer
+    iteration (releasing inside the loop, as the primal-dual active-set method of
+    Hintermueller, Ito and Kunisch, SIAM J. Optim. 13 (2002) does, cycles on the smoothing
+    Hessians of the control problems).  Feasible candidates per face: the segment from
+    the best point so far towards z, cut at the first bound and at the ball (its product
+    is a combination of known ones), and the projection of x + z onto the simplex scaled
+    into the ball; the q_k-best is returned (the Cauchy safeguard of
+    :func:`newton_candidate` follows).  CG warm-starts on every face and stops at the
+    absolute tolerance ``rtol |P_F g|`` of the first face.  ``info``: ``cg`` (CG
+    iterations), ``minor`` (faces), ``reason`` ('converged' when the last face's
+    minimizer was feasible, else the end of its CG run), ``active`` (final |A|).
+    """
+    n = x.size
+    wv = np.ones(n) if w is None else w
+    A = ~binding_free_set(x, g, w, s)
+    y, Hy = np.zeros(n), np.zeros(n)
+    info = {"cg": 0, "minor": 0, "reason": "face", "active": int(A.sum())}
+    big = 1e6 * Delta  # CG ignores the ball; the candidates are scaled into it
+    best = (0.0, np.zeros(n), np.zeros(n))
+    atol = None
+
+    def q(d, Hd):
+        return g @ d + 0.5 * (d @ Hd)
+
+    for _ in range(o.newton_minor):
+        F = ~A
+        if F.sum() < 1:
+            break
+        info["minor"] += 1
+        # start of this face: y_A = -x_A, the mass defect spread over F along w
+        y0 = y.copy()
+        y0[A] = -x[A]
+        wF = wv[F]
+        y0[F] -= ((wv @ y0) / (wF @ wF)) * wF
+        dy = y0 - y
+        Hy0 = Hy + Hv(dy) if np.any(dy) else Hy
+        if atol is None:
+            r0 = _tangent(g, F, wF, wF @ wF)
+            atol = rtol * math.sqrt(r0 @ r0)
+        cap = min(2 * int(F.sum()) + 10, 500) if o.cg_maxiter is None else o.cg_maxiter
+        M = None if o.precond is None else o.precond(x.copy(), F.copy())
+        p, Hp, reason, it, _, _ = steihaug_cg(Hv, g + Hy0, y0, F, wv, big, rtol, cap, M=M, atol=atol)
+        info["cg"] += it
+        info["reason"] = reason
+        z, Hz = y0 + p, Hy0 + Hp
+        # feasible candidates: the segment from the best point towards z, stopped at the
+        # first bound and at the ball (its product is free), and the projection of x + z
+        qb, yb, Hyb = best
+        seg, Hseg = z - yb, Hz - Hyb
+        neg = (seg < 0.0) & (x + yb + seg < 0.0)
+        t = float(np.min((x[neg] + yb[neg]) / -seg[neg])) if neg.any() else 1.0
+        t = min(max(t, 0.0), 1.0, _boundary(yb, seg, Delta) if np.linalg.norm(yb + seg) > Delta else 1.0)
+        cands = [(yb + t * seg, Hyb + t * Hseg)]
+        if neg.any():
+            zf = _project(x + z, w, s) - x
+            nz = np.linalg.norm(zf)
+            if nz > Delta:
+                zf *= Delta / nz
+            cands.append((zf, Hv(zf)))
+        for zc, Hzc in cands:
+            qc = q(zc, Hzc)
+            if qc < best[0]:
+                best = (qc, zc, Hzc)
+        if reason == "negative curvature":
+            break
+        y, Hy = z, Hz
+        add = F & (x + z < 0.0)
+        if not add.any():
+            info["reason"] = "converged"
+            break
+        A = A | add
+    info["active"] = int(A.sum())
+    return best[1], best[2], info
+
+
 def newton_candidate(x, g, Hv, Delta, theta, d_theta, w, s, o, rtol):
     """Cauchy point and projected Newton-CG candidate of (Q_k) with the exact Hessian.
 
@@ -284,7 +377,8 @@ def newton_candidate(x, g, Hv, Delta, theta, d_theta, w, s, o, rtol):
         return -(g @ d + 0.5 * (d @ Hd))
 
     options = [(b, pred(b, Hb), "cauchy")]
-    a, Ha, info = projected_newton(x, g, Hv, Delta, w, s, o, rtol)
+    solver = active_set_newton if o.subproblem == "active-set" else projected_newton
+    a, Ha, info = solver(x, g, Hv, Delta, w, s, o, rtol)
     # best convex combination lam a + (1 - lam) b in q_k (closed form)
     e, He = a - b, Ha - Hb
     lin = g @ e + Hb @ e

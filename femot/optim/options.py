@@ -137,7 +137,10 @@ class TrustRegionOptions(_SharedOptions):
     face; None: min(2 |F| + 10, 500)), ``cg_rtol`` (largest forcing term), ``newton_minor``
     (face changes per step), ``precond`` (None, or a callable ``(x, free) -> M`` with ``M(v)`` an
     SPD approximation of the inverse of the Hessian on the free coordinates ``free`` (a boolean
-    mask) applied to a vector that vanishes off them: the CG preconditioner).  Convex stop:
+    mask) applied to a vector that vanishes off them: the CG preconditioner), ``subproblem``
+    ('projected': faces shrink by the bounds the first offending CG step reaches; 'active-set':
+    every bound the face's minimizer violates is fixed at once, for convex models whose active
+    set has a long boundary, as in the control problems).  Convex stop:
     ``convex``, ``fw_rtol``, ``fw_floor``.  Output: ``verbose``.  docs/trust_region.md describes each.
 
     >>> o = TrustRegionOptions(tol=1e-8)
@@ -172,6 +175,7 @@ class TrustRegionOptions(_SharedOptions):
     cg_rtol: float = 1e-2
     newton_minor: int = 50
     precond: Callable | None = None
+    subproblem: str = "projected"
 
     def __post_init__(self):
         super().__post_init__()
@@ -198,6 +202,8 @@ class TrustRegionOptions(_SharedOptions):
         if self.cg_maxiter is not None:
             self._integer("cg_maxiter", 1, "a positive integer")
         self._integer("newton_minor", 1, "a positive integer")
+        if self.subproblem not in ("projected", "active-set"):
+            raise ValueError(f"options['subproblem'] must be 'projected' or 'active-set', got {self.subproblem!r}")
         if self.precond is not None and not callable(self.precond):
             raise ValueError("options['precond'] must be callable or None")
 

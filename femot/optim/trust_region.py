@@ -490,7 +490,7 @@ def _iteration(st):
     st.rec = rec = {"k": st.k, "f": st.f, "theta": theta, "psi": None, "Delta": st.Delta, "rho": None,
                     "step_norm": 0.0, "model": None, "step": None, "accepted": False, "pred": None,
                     "cauchy": None, "nfev": st.nfev, "fw_gap": fw, "nhev": 0 if hess is None else hess.calls,
-                    "cg": None}
+                    "cg": None, "faces": None}
     bfgs_choice, forecast_fail = None, False
     if st.Delta >= o.Delta_min and hess is None:
         # Step 8 with the BFGS model.  At a point on a kink the oracle's single
@@ -536,7 +536,7 @@ def _model_trial(st, rec, theta, d_theta, bfgs_choice):
                                                              st.w, st.s, o, rtol_cg, planes)
         except HessianNonFinite:
             raise NonFinite(HESSP_NAN_MESSAGE) from None
-        rec["cg"] = info["cg"]
+        rec["cg"], rec["faces"] = info["cg"], info["minor"]
     else:
         rec["model"] = "bfgs"
         d, pred, bound, rec["step"] = bfgs_choice

@@ -487,8 +487,8 @@ class ControlProblem(VertexControl):
         through the sparse state and adjoint equations (one LU of order 2 N per call, N interior
         dofs; docs/problems.md, section 5c).  ``Sigma`` stands in for V: its mean diagonal (one
         product with a fixed random sign vector, cached per x) on controls the state does not see
-        (boundary vertices), :data:`PRECOND_SHIFT` times it on the others, at least ``1e-6`` times
-        the tracking's.  :meth:`solve` passes it as the optimizer's ``precond`` (value formulation).
+        (boundary vertices), :data:`PRECOND_SHIFT` times it on the others (0: the tracking part
+        alone there), at least ``1e-6`` times the tracking's.  :meth:`solve` passes it as the optimizer's ``precond`` (value formulation).
 
         Parameters
         ----------
@@ -671,9 +671,10 @@ class ControlProblem(VertexControl):
             options = dict(options or {})
             options.setdefault("metric", lambda x, v: PLAN_METRIC_SCALE * self.value_term_hessp(x, v))
         elif hessian and self.formulation == "value" and self.nu > 0 and not isinstance(options, TrustRegionOptions):
-            # CG on the Hessian preconditioned by the exactly inverted tracking part
+            # CG preconditioned by the inverted tracking part; faces fixing every violated bound
             options = dict(options or {})
             options.setdefault("precond", self.hessian_preconditioner)
+            options.setdefault("subproblem", "active-set")
         t0 = time.perf_counter()
         # the uniform start handed over explicitly, projected by the optimizer as always
         tr = solve_on_simplex(self, self.uniform() if x0 is None else x0, options=options, callback=callback,
@@ -715,9 +716,8 @@ PLAN_METRIC_SCALE = 0.3
 #: a level there took 51 s of 93, the two below it 21 s).
 PATH_GAMMA_HAT = 1e-5
 #: Shift of the preconditioner on the controls the state sees, relative to V's mean diagonal (V is
-#: smoothing: tiny on the rough vectors; ocp-2d demo levels 0-2: 139/247/552 products and 7/4/5
-#: iterations at 1e-3, 155/230/459 and 7/4/10 at 1e-4, 267/993/1611 and 5/5/5 at 1).
-PRECOND_SHIFT = 1e-3
+#: smoothing: tiny on the rough vectors; measurements in docs/problems.md, section 5c).
+PRECOND_SHIFT = 0.0
 #: Frank-Wolfe tolerance of the levels of a gamma path above the final one (only starts).
 PATH_FW_RTOL = 1e-6
 
