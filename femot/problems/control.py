@@ -487,8 +487,8 @@ class ControlProblem(VertexControl):
         through the sparse state and adjoint equations (one LU of order 2 N per call, N interior
         dofs; docs/problems.md, section 5c).  ``Sigma`` stands in for V: its mean diagonal (one
         product with a fixed random sign vector, cached per x) on controls the state does not see
-        (boundary vertices), :data:`PRECOND_SHIFT` times it on the others (0: the tracking part
-        alone there), at least ``1e-6`` times the tracking's.  :meth:`solve` passes it as the optimizer's ``precond`` (value formulation).
+        (boundary vertices), :data:`PRECOND_SHIFT` times it on the others (0: the tracking alone),
+        at least ``1e-6`` times the tracking's; :meth:`solve` passes it as ``precond`` (value formulation).
 
         Parameters
         ----------
