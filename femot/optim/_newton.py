@@ -324,7 +324,7 @@ def active_set_newton(x, g, Hv, Delta, w, s, o, rtol):
         z, Hz = y0 + p, Hy0 + Hp
         # feasible candidates: the segment from the best point towards z, stopped at the
         # first bound and at the ball (its product is free), and the projection of x + z
-        qb, yb, Hyb = best
+        _, yb, Hyb = best
         seg, Hseg = z - yb, Hz - Hyb
         neg = (seg < 0.0) & (x + yb + seg < 0.0)
         t = float(np.min((x[neg] + yb[neg]) / -seg[neg])) if neg.any() else 1.0
