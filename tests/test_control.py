@@ -243,6 +243,24 @@ def test_gamma_path_reaches_the_minimizer_of_the_direct_solve():
     assert _small_gamma_square(1e-7).gamma_path() == pytest.approx([1e-5, 1e-6], rel=1e-12)
 
 
+def test_gamma_path_drops_levels_whose_plan_would_be_too_large(monkeypatch):
+    """A path level whose estimated plan exceeds PATH_MAX_PLAN_NNZ (Hessian products by CG) is left out."""
+    import femot.problems.control as C
+    from femot.problems.control_size import _plan_nnz
+
+    # the estimate grows with gamma (rows ~ r^d / h^d, r ~ gamma^(1 / (d + 2))) ...
+    nnz = [_plan_nnz(10_000, 2, 1 / 64, g, 1.0) for g in (1e-5, 1e-6, 1e-7)]
+    assert nnz[0] / nnz[1] == pytest.approx(10 ** 0.5) and nnz[1] / nnz[2] == pytest.approx(10 ** 0.5)
+    # ... and gamma_path keeps the levels below the cap only
+    P = _small_gamma_square(1e-7)
+    assert P.gamma_path() == pytest.approx([1e-5, 1e-6], rel=1e-12)
+    monkeypatch.setattr(C, "_plan_nnz", lambda nq, d, h, gamma, dens: 1e12 * gamma)
+    monkeypatch.setattr(C, "PATH_MAX_PLAN_NNZ", 5e6)
+    assert P.gamma_path() == pytest.approx([1e-6], rel=1e-12)
+    monkeypatch.setattr(C, "PATH_MAX_PLAN_NNZ", 5e5)
+    assert P.gamma_path() == []
+
+
 def test_carried_potentials_give_the_plan_of_a_cold_solve():
     """MarginalToPlan.carry (stages from a larger gamma) reaches the cold solve's plan within tol."""
     from femot.problems import MarginalToPlan

@@ -28,6 +28,7 @@ from femot.problems.control_reference import (
     _tracking_inverse,
     control_objective,
 )
+from femot.problems.control_size import MATRIX_FREE_PAIRS, _plan_nnz, estimate_size
 from femot.problems.plan_maps import ControlToPlan
 from femot.problems.protocol import SHARED_DOCS, UpperLevelResult, VertexControl, solve_on_simplex, upper_level_result
 
@@ -46,9 +47,6 @@ _doc = fill_doc(**SHARED_DOCS, solved_control=_CONTROL_DATA + """>>> from femot.
 #: Formulations of the transport term of :class:`ControlProblem`.
 FORMULATIONS = ("plan", "value")
 
-#: Above this many transport pairs ``n_q^2`` :class:`ControlProblem` uses a matrix-free
-#: :class:`femot.GeometricCost` instead of a dense cost matrix (``matrix_free=None``).
-MATRIX_FREE_PAIRS = 4.0e6
 
 
 # --------------------------------------------------------------------------
@@ -657,6 +655,10 @@ class ControlProblem(VertexControl):
         cmax = float(self.c.max_abs) if hasattr(self.c, "max_abs") else float(np.max(self.c))
         ratio = PATH_GAMMA_HAT * cmax * float(w.sum()) ** 2 / (float(w @ self.mu2_density) * self.gamma)
         k = min(int(np.floor(np.log10(ratio))), 6) if ratio > 10 else 0
+        dens = (float(w @ self.mu2_density) + self.delta) / float(w.sum())
+        # no level whose plan would be too large for the factorized Hessian products
+        while k and _plan_nnz(self.q.n, self.q.dim, self.h_transport, self.gamma * 10.0**k, dens) > PATH_MAX_PLAN_NNZ:
+            k -= 1
         return [self.gamma * 10.0 ** j for j in range(k, 0, -1)]
 
     def _solve_one(self, x0, options, rtol, fw_rtol, hessian, callback, method) -> ControlResult:
@@ -720,81 +722,7 @@ PATH_GAMMA_HAT = 1e-5
 PRECOND_SHIFT = 0.0
 #: Frank-Wolfe tolerance of the levels of a gamma path above the final one (only starts).
 PATH_FW_RTOL = 1e-6
+#: Largest estimated plan of a gamma path level: beyond the dual LU limit of dual_jvp (5e6) each
+#: Hessian product is a CG solve (66,049 nodes: a level at 100 gamma had 3e7 nonzeros, 10 s/product).
+PATH_MAX_PLAN_NNZ = 5e6
 
-
-#: Seconds per Newton step of the lower level and transport pair (dense cost: every pass streams the
-#: n_q^2 pairs) or plan nonzero (matrix-free: the k-d tree passes touch about the active pairs and
-#: their leaves); seconds per Hessian-vector product and state node (two Poisson solves) and plan
-#: nonzero (one dual solve).  Measured on a shared 2-core machine (the ocp-2d demo instance).
-_T_PAIR, _T_NNZ_MF, _T_HV_NODE, _T_HV_NNZ = 2e-8, 2e-7, 1.5e-6, 3e-8
-#: Newton steps of the lower level per upper-level solve assumed by :func:`estimate_size`.
-_NEWTON_STEPS = 200
-#: Bytes per plan nonzero (plan, Newton matrix, working sets).
-_BYTES_NNZ = 40
-
-
-def estimate_size(state_mesh, gamma: float, delta: float, *, mass: float = 1.0, transport_mesh=None,
-                  enlarge: bool = False, rho: float | None = None, matrix_free: bool | None = None,
-                  control_vertices=None) -> dict:
-    """Size, memory and a time estimate of a :class:`ControlProblem`, without building it.
-
-    The transport pairs are ``n_q^2`` (``n_q`` the vertices of the transport mesh, enlarged
-    by delta with ``enlarge``); the cost is dense (``8 n_q^2`` bytes) up to
-    :data:`MATRIX_FREE_PAIRS`, matrix-free above.  The plan's nonzeros are estimated from
-    the width of the regularized plan: for ``c = |x - y|^2`` near a smooth transport map
-    ``pi(x, .) ~ (r^2 - |y - T(x)|^2)_+ / gamma``, whose integral ``2 omega_d r^(d+2) / (d + 2)``
-    equals the density ``m = (mass + delta) / |Omega_q|``, so a row holds the nodes of a ball of
-    radius ``r = ((d + 2) gamma m / (2 omega_d))^(1/(d+2))`` (``omega_d r^d / h^d`` of them, h the
-    node spacing).  The time is an order of magnitude: ``_NEWTON_STEPS`` lower-level Newton steps
-    plus ``30 n^0.57`` Hessian-vector products (n controls), with per-pair/per-node constants
-    measured on a shared 2-core machine (the plan formulation makes fewer products, the
-    value formulation's certified stop these).
-
-    Parameters
-    ----------
-    state_mesh : skfem.Mesh
-        The mesh of the state (and, by default, of the transport).
-    gamma, delta : float
-        Regularization and smoothing radius.
-    mass : float, optional
-        The prior's mass ``|mu2^d|`` (default 1).
-    transport_mesh, enlarge, rho, matrix_free, control_vertices : optional
-        As for :class:`ControlProblem`.
-
-    Returns
-    -------
-    dict
-        ``nodes``, ``controls``, ``transport_nodes``, ``pairs``, ``matrix_free``, ``plan_nnz``
-        (estimate), ``cost_bytes`` (dense cost, 0 matrix-free), ``memory_bytes`` (cost + plan +
-        smoothing matrix, 12 bytes per control and node within delta + state), ``time_s`` (estimate).
-    """
-    from math import gamma as gamma_fn
-    from math import pi
-
-    gamma = check_positive_scalar(gamma, "gamma")
-    delta = check_positive_scalar(delta, "delta")
-    tm = state_mesh if transport_mesh is None else transport_mesh
-    h = mesh_spacing(tm)
-    q = quadrature(tm)
-    if enlarge:
-        q = q.enlarged(delta, delta / np.ceil(delta / h - 1e-9))
-    if control_vertices is not None:
-        n_ctrl = int(np.unique(np.asarray(control_vertices)).size)
-    else:
-        r0 = (0.0 if enlarge else delta) if rho is None else float(rho)
-        n_ctrl = int(admissible_vertices(state_mesh, r0).size)
-    d = q.dim
-    nq = int(q.n)
-    pairs = float(nq) ** 2
-    mf = pairs > MATRIX_FREE_PAIRS if matrix_free is None else bool(matrix_free)
-    omega = pi ** (d / 2) / gamma_fn(d / 2 + 1)
-    dens = (mass + delta) / float(q.weights.sum())
-    r = ((d + 2) * gamma * dens / (2 * omega)) ** (1.0 / (d + 2))
-    nnz = float(min(pairs, nq * max(1.0, omega * r**d / h**d)))
-    n_state = int(state_mesh.p.shape[1])
-    cost_bytes = 0.0 if mf else 8.0 * pairs
-    memory = cost_bytes + _BYTES_NNZ * nnz + 12.0 * n_ctrl * omega * (delta / h) ** d + 800.0 * n_state
-    t_newton = _NEWTON_STEPS * (_T_NNZ_MF * nnz if mf else _T_PAIR * pairs)
-    t_hv = 30.0 * n_ctrl ** 0.57 * (_T_HV_NODE * n_state + _T_HV_NNZ * nnz)
-    return {"nodes": n_state, "controls": n_ctrl, "transport_nodes": nq, "pairs": pairs, "matrix_free": mf,
-            "plan_nnz": int(nnz), "cost_bytes": cost_bytes, "memory_bytes": memory, "time_s": t_newton + t_hv}
