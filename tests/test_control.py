@@ -261,6 +261,25 @@ def test_gamma_path_drops_levels_whose_plan_would_be_too_large(monkeypatch):
     assert P.gamma_path() == []
 
 
+def test_only_the_two_newest_evaluations_keep_their_hessian_factorization():
+    P = _small_gamma_square(1e-4)
+    rng = np.random.default_rng(0)
+    xs = [P.uniform()]
+    for _ in range(3):
+        x = xs[-1] * rng.uniform(0.5, 1.5, P.n)
+        xs.append(x * P.mass / x.sum())
+    v = rng.standard_normal(P.n)
+    v -= v.mean()
+    hv = []
+    for x in xs:
+        P.evaluate(x)
+        hv.append(P.hessp(x, v))  # factorizes the Newton matrix at x
+    kept = ["_dual_cache" in e["lower"].__dict__ for e in P._evaluations.values()]
+    assert kept == [False, False, True, True]
+    # a product at an older point is the same after refactorizing
+    np.testing.assert_allclose(P.hessp(xs[0], v), hv[0], rtol=1e-8, atol=1e-14 * np.abs(hv[0]).max())
+
+
 def test_carried_potentials_give_the_plan_of_a_cold_solve():
     """MarginalToPlan.carry (stages from a larger gamma) reaches the cold solve's plan within tol."""
     from femot.problems import MarginalToPlan

@@ -389,6 +389,8 @@ class ControlProblem(VertexControl):
             self._evaluations[x.tobytes()] = out
             while len(self._evaluations) > 4:
                 self._evaluations.popitem(last=False)
+            for older in list(self._evaluations.values())[:-2]:  # LUs of dual_jvp: GBs at 66k nodes
+                older["lower"].__dict__.pop("_dual_cache", None)
         return out
 
     def _plan_pairing(self, res):
