@@ -82,6 +82,23 @@ def _tangent(v, F, wF, wF2):
     return out
 
 
+def _step_to_bound(x, base, seg):
+    """(t, hits): the largest t in [0, 1] with x + base + t seg >= 0, and whether seg leaves the orthant."""
+    neg = (seg < 0.0) & (x + base + seg < 0.0)
+    if not neg.any():
+        return 1.0, False
+    return min(max(float(np.min((x[neg] + base[neg]) / -seg[neg])), 0.0), 1.0), True
+
+
+def _projected_step(v, x, w, s, Delta):
+    """P(v) - x with P the projection onto the simplex, scaled into the ball of radius Delta."""
+    d = _project(v, w, s) - x
+    nd = np.linalg.norm(d)
+    if nd > Delta:
+        d *= Delta / nd
+    return d
+
+
 def _projected_preconditioner(M, F, wF):
     """``r -> z``: the preconditioner ``M`` on the face F, projected M-orthogonally onto {<w_F, z_F> = 0}.
 
@@ -230,18 +247,14 @@ def projected_newton(x, g, Hv, Delta, w, s, o, rtol):
             y, Hy = base, Hbase
             break
         # projected search along seg from base
-        neg = (x + base + seg < 0.0) & (seg < 0.0)
-        tb = float(np.min((x[neg] + base[neg]) / -seg[neg])) if neg.any() else 1.0
-        tb = min(max(tb, 0.0), 1.0)
+        tb, _ = _step_to_bound(x, base, seg)
         zb, Hzb = base + tb * seg, Hbase + tb * Hseg
         qbase = q(base, Hbase)
         gb = g + Hbase
         cands = [(q(zb, Hzb), zb, Hzb)]
         t = 1.0
         for _ in range(8):
-            zP = _project(x + base + t * seg, w, s) - x
-            if np.linalg.norm(zP) > Delta:
-                zP *= Delta / np.linalg.norm(zP)
+            zP = _projected_step(x + base + t * seg, x, w, s, Delta)
             HzP = Hv(zP)
             qP = q(zP, HzP)
             cands.append((qP, zP, HzP))
@@ -326,15 +339,11 @@ def active_set_newton(x, g, Hv, Delta, w, s, o, rtol):
         # first bound and at the ball (its product is free), and the projection of x + z
         _, yb, Hyb = best
         seg, Hseg = z - yb, Hz - Hyb
-        neg = (seg < 0.0) & (x + yb + seg < 0.0)
-        t = float(np.min((x[neg] + yb[neg]) / -seg[neg])) if neg.any() else 1.0
-        t = min(max(t, 0.0), 1.0, _boundary(yb, seg, Delta) if np.linalg.norm(yb + seg) > Delta else 1.0)
+        t, hits = _step_to_bound(x, yb, seg)
+        t = min(t, _boundary(yb, seg, Delta) if np.linalg.norm(yb + seg) > Delta else 1.0)
         cands = [(yb + t * seg, Hyb + t * Hseg)]
-        if neg.any():
-            zf = _project(x + z, w, s) - x
-            nz = np.linalg.norm(zf)
-            if nz > Delta:
-                zf *= Delta / nz
+        if hits:
+            zf = _projected_step(x + z, x, w, s, Delta)
             cands.append((zf, Hv(zf)))
         for zc, Hzc in cands:
             qc = q(zc, Hzc)
