@@ -48,7 +48,6 @@ _doc = fill_doc(**SHARED_DOCS, solved_control=_CONTROL_DATA + """>>> from femot.
 FORMULATIONS = ("plan", "value")
 
 
-
 # --------------------------------------------------------------------------
 # results
 # --------------------------------------------------------------------------
@@ -517,19 +516,23 @@ class ControlProblem(VertexControl):
         free = np.asarray(free, dtype=bool).reshape(-1)
         if free.shape != (self.n,):
             raise ValueError(f"free must be a boolean mask of length {self.n}")
-        sigma = self._precond_sigma(x)  # (builds the state blocks)
-        return _tracking_inverse(self._state_blocks, free, sigma)
+        return _tracking_inverse(self._blocks(), free, self._precond_sigma(x))
+
+    def _blocks(self) -> tuple:
+        """K, M and the controls on the interior dofs (built once, for the preconditioner)."""
+        self._state_blocks = self._state_blocks or _state_blocks(self.op, self.control_vertices)
+        return self._state_blocks
 
     def _precond_sigma(self, x) -> np.ndarray:
-        """The diagonal shift per control: V's mean diagonal where the state ignores the control, else 1e-4 of it."""
+        """The diagonal shift per control: V's mean diagonal where the state ignores the control, else
+        PRECOND_SHIFT times it (both at least 1e-6 times the tracking's mean diagonal)."""
         if self._sigma is not None and self._sigma[0] == x.tobytes():
             return self._sigma[1]
         v = np.where(np.random.default_rng(0).random(self.n) < 0.5, -1.0, 1.0)
         t = float(v @ self.tracking_hessp(v)) / self.n
         val = float(v @ self.value_term_hessp(x, v)) / self.n if self.nu > 0 else 0.0
         val = val if val > 1e-300 else 1e-300  # (also NaN)
-        self._state_blocks = self._state_blocks or _state_blocks(self.op, self.control_vertices)
-        seen = np.diff(self._state_blocks[2].indptr) > 0  # controls on interior dofs
+        seen = np.diff(self._blocks()[2].indptr) > 0  # controls on interior dofs
         sigma = np.where(seen, max(PRECOND_SHIFT * val, 1e-6 * t), max(val, 1e-6 * t))
         self._sigma = (x.tobytes(), sigma)
         return sigma
