@@ -231,7 +231,6 @@ class _Path:
         self.effort = dict.fromkeys((*_EFFORT, "time"), 0)
         self.phases: list[dict] = []
         self.kept = 0  # continuation levels kept by the last phase
-        self.tight: set[int] = set()  # the phases run at 1/100 of the tolerance
 
     def run(self, name, x0, hessian, continuation=None, continuation_tol=1e-3, origin=None, tight=False):
         """Run one phase from x0; returns the optimizer's result of its last level.
@@ -252,7 +251,6 @@ class _Path:
         opts = self.opts
         if tight:
             opts = dict(opts, tol=_TIGHT * float(opts["tol"]), max_iter=min(int(opts["max_iter"]), 20))
-            self.tight.add(len(self.phases))
         tr = solve_on_simplex(problem, x0, options=opts, callback=self.callback,
                               hessp=problem.hessp if hessian else None,
                               collect_subgradients=problem.bouligand_subgradients if self.bouligand else None)
@@ -373,7 +371,7 @@ def _solve(problem, x0, options, callback, model, bouligand, continuation,
         mu1=mu1, plan=low.plan, alpha=low.alpha, beta=low.beta, J=problem.objective(low.plan, mu1),
         nit=path.its["nit"], nfev=path.its["nfev"], nhev=path.its["nhev"], model=model,
         phase=phases[best]["phase"], phases=phases, levels=phases[best]["levels"],
-        tol=float(tr.options.tol) / (_TIGHT if best in path.tight else 1.0),  # a final polish: the caller's tol
+        tol=float(path.opts["tol"]),  # the caller's, also when a tol/100 polish is returned
         stationarity=tr.stationarity, stationarity_measure=tr.stationarity_measure, theta=tr.theta,
         history=tr.history, lower=low, gamma=problem.gamma, eps=problem.eps, lam=problem.lam,
         lower_time_s=effort["time"], eps_bias=bias,
