@@ -29,7 +29,8 @@ the state and the control; the transport lives on one fixed quadrature for all l
 vertices of the 1089-node mesh; ``--transport full`` puts it on each level's mesh instead,
 whose lower level has n^2 pairs; at one gamma its plan has ~n^2 nonzeros too, so
 ``--gamma-scaling plan`` takes gamma_k = gamma (h_k / h_0)^4, which keeps the plan's nonzeros per
-row fixed; a level whose estimated memory exceeds 80% of the machine's is refused before any solve).
+row fixed, and the default ``auto`` does so when some level's plan would be too large at one gamma;
+a level whose estimated memory exceeds 80% of the machine's is refused before any solve).
 Level 0 starts from the uniform control; the finer levels (``--start nested``, default) from
 the previous level's control density interpolated (P1) to the finer mesh, or (``--start
 uniform``) from the uniform control.  It prints and writes ``levels`` (nodes, iterations,
@@ -85,11 +86,12 @@ def add_arguments(p) -> None:
     p.add_argument("--refinements", type=int, default=None,
                    help="mesh-independence study on this many uniform refinements (state, control and transport "
                         "on each level's mesh)")
-    p.add_argument("--gamma-scaling", choices=("fixed", "plan"), default="fixed",
-                   help="with --refinements: one gamma on every level (default), or 'plan': gamma_k = gamma "
+    p.add_argument("--gamma-scaling", choices=("auto", "fixed", "plan"), default="auto",
+                   help="with --refinements: 'fixed' one gamma on every level, or 'plan': gamma_k = gamma "
                         "(h_k / h_0)^(d + 2), which keeps the regularized plan's width a fixed number of cells, so "
                         "its nonzeros grow like the nodes rather than like their square (needed for --transport full "
-                        "beyond ~16k nodes)")
+                        "beyond ~16k nodes); 'auto' (default): 'plan' when at one gamma some level's plan would "
+                        "exceed the factorized Hessian products' limit, else 'fixed' (printed)")
     p.add_argument("--start", choices=("nested", "uniform"), default="nested",
                    help="with --refinements: start every level from the uniform control, or (default) from the "
                         "previous level's control interpolated to the finer mesh (nested iteration)")
@@ -290,14 +292,17 @@ def _refinement_study(args, setup, say) -> dict:
         def level_mesh(k):
             return getattr(skfem.MeshTri, ctor)().refined(nref + k)
         tmesh = None if full else level_mesh(1)
-    gammas = _level_gammas(gamma, [level_mesh(k) for k in range(K)], getattr(args, "gamma_scaling", "fixed"))
+    from femot.problems.control import estimate_size
+
+    scaling = getattr(args, "gamma_scaling", "auto")
+    if scaling == "auto":
+        scaling = _auto_scaling(gamma, delta, rho, [level_mesh(k) for k in range(K)], tmesh, say)
+    gammas = _level_gammas(gamma, [level_mesh(k) for k in range(K)], scaling)
     say(f"{args.mesh}: mesh-independence study on {K} uniform refinements; nu = {nu:g}, "
         f"gamma = {', '.join(f'{g:.3g}' for g in gammas) if len(set(gammas)) > 1 else f'{gamma:g}'}, "
         f"delta = {delta:g}, rho = {rho:g}; formulation '{args.formulation}'; state and control on each level's "
         f"mesh, transport on "
         + ("each level's mesh" if tmesh is None else f"a fixed mesh of {tmesh.p.shape[1]} nodes"))
-    from femot.problems.control import estimate_size
-
     estimates = []
     for k in range(K):  # what the levels will need (femot.problems.control.estimate_size), before any solve
         e = estimate_size(level_mesh(k), gammas[k], delta, transport_mesh=tmesh, rho=rho)
@@ -354,13 +359,29 @@ def _refinement_study(args, setup, say) -> dict:
         f"{'every level converged' if solved else 'NOT every level converged'}")
     summary = {"mesh": args.mesh, "refinements": K, "formulation": args.formulation, "start": args.start,
                "transport_quadrature": "full" if full else "fixed", "nu": nu, "gamma": gamma,
-               "gamma_scaling": getattr(args, "gamma_scaling", "fixed"),
+               "gamma_scaling": scaling,
                "delta": delta, "rho": rho, "levels": rows, "iteration_ratio": ratio, "all_solved": solved,
                "nodes": rows[-1]["nodes"], "time_s": round(sum(row["time_s"] for row in rows), 3),
                "success": solved}
     if args.plot:
         summary["figures"] = _refinement_plots(args.plot, shown, rows)
     return summary
+
+
+def _auto_scaling(gamma: float, delta: float, rho: float, meshes, tmesh, say) -> str:
+    """``--gamma-scaling auto``: "plan" if at one gamma some level's estimated plan exceeds
+    :data:`femot.problems.control.PATH_MAX_PLAN_NNZ` (beyond it dual_jvp's factorization gives way to
+    CG and a Hessian product costs seconds), else "fixed"; the choice is printed."""
+    from femot.problems.control import PATH_MAX_PLAN_NNZ, estimate_size
+
+    for k, mesh in enumerate(meshes):
+        nnz = estimate_size(mesh, gamma, delta, transport_mesh=tmesh, rho=rho)["plan_nnz"]
+        if nnz > PATH_MAX_PLAN_NNZ:
+            say(f"gamma scaling 'plan' (--gamma-scaling auto): at gamma = {gamma:g} the plan of level {k} would hold "
+                f"~{nnz:.2g} nonzeros, more than the factorized Hessian products take ({PATH_MAX_PLAN_NNZ:.0e}); "
+                f"--gamma-scaling fixed keeps one gamma")
+            return "plan"
+    return "fixed"
 
 
 def _level_gammas(gamma: float, meshes, scaling: str) -> list[float]:

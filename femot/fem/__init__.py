@@ -14,6 +14,7 @@
 """
 from femot.fem.coupling import Schedule, check_coupling, coupled_schedule
 from femot.fem.densities import Density, FEFunction
+from femot.fem.grid_kernel import GridKernel, common_lattice
 from femot.fem.interpolation import interpolate_nodal
 from femot.fem.lower_level import (
                                    LowerLevelResult,
@@ -47,7 +48,7 @@ __all__ = [
     "admissible_vertices", "locate", "enlarged_mesh", "interpolate_nodal",
     "Quadrature", "quadrature", "product_cost", "ProductQuadrature", "product_quadrature",
     "Measure", "Density", "FEFunction", "DiracSum", "Empirical", "SumMeasure", "quantile", "wasserstein_1d",
-    "mollifier", "mollifier_constant", "Smoother", "SmoothingOperator", "smooth",
+    "mollifier", "mollifier_constant", "Smoother", "SmoothingOperator", "smooth", "GridKernel", "common_lattice",
     "Schedule", "coupled_schedule", "check_coupling",
     "PoissonOperator", "product_mesh", "plot_field", "nodal_density",
     "LowerLevelResult", "solve_lower_level", "transfer_potentials", "plan_image", "export_plan", "barycentric_map",

@@ -14,6 +14,7 @@ from scipy.spatial import cKDTree
 
 from femot._docstrings import cite
 from femot._validation import as_vector, check_positive_scalar
+from femot.fem.grid_kernel import GridKernel, common_lattice
 from femot.fem.measures import DiracSum
 from femot.fem.meshes import element_volumes, mesh_dim
 from femot.fem.quadrature import Quadrature
@@ -25,11 +26,16 @@ __all__ = [
     "SmoothingOperator",
     "smooth",
     "RESOLUTION_RATIO",
+    "FFT_MIN_PAIRS",
     "mesh_size",
     "mesh_spacing",
     "check_resolution",
     "resolution_problem",
 ]
+
+#: Smallest kernel (atoms times nodes per ball) that ``Smoother.operator(kernel="auto")`` applies by FFT
+#: on grid meshes: below it the sparse matrix is as fast and keeps exact zeros.
+FFT_MIN_PAIRS = 1_000_000
 
 #: Default number of mesh cells per smoothing radius: T^delta is resolved when h <= delta / 4.
 RESOLUTION_RATIO = 4.0
@@ -137,8 +143,9 @@ class SmoothingOperator:
 
     Parameters
     ----------
-    K : scipy.sparse matrix, shape (n, k)
-        The kernel matrix of :meth:`Smoother.kernel`.
+    K : scipy.sparse matrix or femot.fem.grid_kernel.GridKernel, shape (n, k)
+        The kernel matrix of :meth:`Smoother.kernel`, or the same map as an FFT convolution
+        (nodes and atoms on one uniform grid, :meth:`Smoother.operator`).
     weights : numpy.ndarray, shape (n,)
         Quadrature weights ``w`` of the nodes.
     shift : float
@@ -161,7 +168,7 @@ class SmoothingOperator:
     """
 
     def __init__(self, K, weights, shift, source_points, source_index=None):
-        self.K = K.tocsr()  # no copy when K is already CSR (Smoother.kernel)
+        self.K = K.tocsr() if sp.issparse(K) else K  # no copy when K is already CSR (Smoother.kernel)
         self.weights = weights
         self.shift = float(shift)
         self.source_points = source_points
@@ -189,7 +196,17 @@ class SmoothingOperator:
         return self.K.T @ g + self.shift * g.sum()
 
     def adjoint_matrix(self) -> sp.csr_matrix:
-        """Sparse part K^T W of the adjoint (the shift adds the rank-one shift * 1 w^T)."""
+        """Sparse part K^T W of the adjoint (the shift adds the rank-one shift * 1 w^T).
+
+        Raises
+        ------
+        TypeError
+            If the kernel is an FFT convolution (``Smoother.operator(..., kernel="fft")``), which
+            stores no matrix.
+        """
+        if not sp.issparse(self.K):
+            raise TypeError("adjoint_matrix: this operator applies its kernel by FFT and stores no matrix; "
+                            "build it with Smoother.operator(..., kernel='sparse')")
         return (self.K.T @ sp.diags(self.weights)).tocsr()
 
     def as_linear_operator(self):
@@ -378,7 +395,7 @@ class Smoother:
         """Density of T^delta mu = phi_delta * mu + delta / |Omega| at q.nodes."""
         return self.convolve(mu) + self.delta / self.q.measure
 
-    def operator(self, sources=None, mass: float = 1.0) -> SmoothingOperator:
+    def operator(self, sources=None, mass: float = 1.0, kernel: str = "auto") -> SmoothingOperator:
         """T^delta on discrete measures with atoms at ``sources`` (default: the nodes of q at
         distance >= delta from the boundary), as a :class:`SmoothingOperator`.
 
@@ -388,6 +405,11 @@ class Smoother:
             Atom positions; None (default) takes the admissible nodes of ``q``.
         mass : float, optional
             Mass of the measures the operator acts on, > 0 (default 1).
+        kernel : {"auto", "sparse", "fft"}, optional
+            How the kernel is stored: "sparse" the matrix of :meth:`kernel`; "fft" the same map
+            as an FFT convolution (:class:`femot.fem.grid_kernel.GridKernel`; nodes and atoms
+            must lie on one uniform grid); "auto" (default) "fft" when they do and the matrix
+            would hold at least :data:`FFT_MIN_PAIRS` entries.
 
         Returns
         -------
@@ -396,10 +418,13 @@ class Smoother:
         Raises
         ------
         ValueError
-            If ``mass <= 0``, no node is admissible, or (with ``check_support``) a source lies
-            closer than ``delta`` to the boundary.
+            If ``mass <= 0``, no node is admissible, (with ``check_support``) a source lies
+            closer than ``delta`` to the boundary, ``kernel`` is unknown, or ``kernel="fft"``
+            and the points are not on one uniform grid.
         """
         mass = check_positive_scalar(mass, "mass")
+        if kernel not in ("auto", "sparse", "fft"):
+            raise ValueError(f"kernel must be 'auto', 'sparse' or 'fft', got {kernel!r}")
         index = None
         if sources is None:
             index = self.q.admissible(self.delta)
@@ -410,7 +435,24 @@ class Smoother:
             z = np.asarray(sources, dtype=float).reshape(-1, self.dim)
             if self.check_support and z.size:
                 self.check(DiracSum(z))
-        return SmoothingOperator(self.kernel(z), self.q.weights, self.delta / (mass * self.q.measure), z, index)
+        K = self._grid_kernel(z, kernel) if kernel != "sparse" else None
+        return SmoothingOperator(self.kernel(z) if K is None else K, self.q.weights,
+                                 self.delta / (mass * self.q.measure), z, index)
+
+    def _grid_kernel(self, z, kernel):
+        """The FFT form of :meth:`kernel` (or None: "auto" and not worth it or not a grid)."""
+        lattice = common_lattice(self.q.nodes, z) if z.shape[0] else None
+        if lattice is None:
+            if kernel == "fft":
+                raise ValueError("kernel='fft' needs the quadrature nodes and the atoms on one uniform grid "
+                                 "(a structured mesh); use kernel='sparse' or 'auto'")
+            return None
+        try:
+            K = GridKernel(lattice, functools.partial(_phi_of_r2, dim=self.dim, delta=self.delta), self.delta,
+                           self.q.weights)
+        except ValueError:  # an atom without nodes in its ball: the sparse kernel says which
+            return None
+        return K if kernel == "fft" or K.pairs >= FFT_MIN_PAIRS else None
 
 
 @cite("II")

@@ -8,8 +8,9 @@ import numpy as np
 
 from femot._validation import check_positive_scalar
 from femot.fem import quadrature
+from femot.fem.grid_kernel import common_lattice
 from femot.fem.meshes import admissible_vertices
-from femot.fem.smoothing import mesh_spacing
+from femot.fem.smoothing import FFT_MIN_PAIRS, mesh_spacing
 
 __all__ = ["estimate_size", "MATRIX_FREE_PAIRS"]
 
@@ -67,8 +68,10 @@ def estimate_size(state_mesh, gamma: float, delta: float, *, mass: float = 1.0, 
     -------
     dict
         ``nodes``, ``controls``, ``transport_nodes``, ``pairs``, ``matrix_free``, ``plan_nnz``
-        (estimate), ``cost_bytes`` (dense cost, 0 matrix-free), ``memory_bytes`` (cost + plan +
-        smoothing matrix, 12 bytes per control and node within delta + state), ``time_s`` (estimate).
+        (estimate), ``cost_bytes`` (dense cost, 0 matrix-free), ``smoothing`` ("sparse": the
+        smoothing matrix, 12 bytes per control and node within delta; "fft": nodes and controls on
+        one grid, the kernel applied by FFT, a few arrays of the padded grid), ``memory_bytes``
+        (cost + plan + smoothing + state), ``time_s`` (estimate).
     """
     gamma = check_positive_scalar(gamma, "gamma")
     delta = check_positive_scalar(delta, "delta")
@@ -90,8 +93,13 @@ def estimate_size(state_mesh, gamma: float, delta: float, *, mass: float = 1.0, 
     nnz = _plan_nnz(nq, d, h, gamma, (mass + delta) / float(q.weights.sum()))
     n_state = int(state_mesh.p.shape[1])
     cost_bytes = 0.0 if mf else 8.0 * pairs
-    memory = cost_bytes + _BYTES_NNZ * nnz + 12.0 * n_ctrl * omega * (delta / h) ** d + 800.0 * n_state
+    kernel = n_ctrl * omega * (delta / h) ** d  # entries of the smoothing matrix
+    # on a grid mesh Smoother.operator applies the kernel by FFT (femot.fem.grid_kernel): no matrix
+    fft = kernel >= FFT_MIN_PAIRS and common_lattice(q.nodes, state_mesh.p.T) is not None
+    smoothing_bytes = 48.0 * nq * (1 + 2 * delta / (h * nq ** (1 / d))) ** d if fft else 12.0 * kernel
+    memory = cost_bytes + _BYTES_NNZ * nnz + smoothing_bytes + 800.0 * n_state
     t_newton = _NEWTON_STEPS * (_T_NNZ_MF * nnz if mf else _T_PAIR * pairs)
     t_hv = 30.0 * n_ctrl ** 0.57 * (_T_HV_NODE * n_state + _T_HV_NNZ * nnz)
     return {"nodes": n_state, "controls": n_ctrl, "transport_nodes": nq, "pairs": pairs, "matrix_free": mf,
-            "plan_nnz": int(nnz), "cost_bytes": cost_bytes, "memory_bytes": memory, "time_s": t_newton + t_hv}
+            "plan_nnz": int(nnz), "cost_bytes": cost_bytes, "smoothing": "fft" if fft else "sparse",
+            "memory_bytes": memory, "time_s": t_newton + t_hv}
