@@ -244,7 +244,7 @@ def test_gamma_path_reaches_the_minimizer_of_the_direct_solve():
 
 
 def test_gamma_path_drops_levels_whose_plan_would_be_too_large(monkeypatch):
-    """A path level whose estimated plan exceeds PATH_MAX_PLAN_NNZ (Hessian products by CG) is left out."""
+    """A path level whose estimated plan exceeds PATH_MAX_PLAN_NNZ (a costly factorization per iterate) is left out."""
     import femot.problems.control as C
     from femot.problems.control_size import _plan_nnz
 

@@ -178,14 +178,14 @@ def test_refinement_study_gamma_scaling_keeps_plan_rows_fixed(tmp_path):
 
 
 def test_gamma_scaling_auto_switches_to_plan_only_when_a_plan_would_be_too_large():
-    """--gamma-scaling auto: 'fixed' while every level's plan estimate stays below PATH_MAX_PLAN_NNZ, 'plan'
+    """--gamma-scaling auto: 'fixed' while every level's plan estimate stays below AUTO_PLAN_NNZ, 'plan'
     (said, with the level and its estimate) as soon as one does not; the estimate is ~n^2 at one gamma."""
-    from femot.demos.ocp_2d import _auto_scaling
-    from femot.problems.control import PATH_MAX_PLAN_NNZ, estimate_size
+    from femot.demos.ocp_2d import AUTO_PLAN_NNZ, _auto_scaling
+    from femot.problems.control import estimate_size
 
     meshes = [skfem.MeshTri.init_sqsymmetric().refined(3 + k) for k in range(4)]
     nnz = [estimate_size(m, 1e-3, 0.125, rho=0.15)["plan_nnz"] for m in meshes]
-    assert nnz[2] < PATH_MAX_PLAN_NNZ < nnz[3]
+    assert nnz[2] < AUTO_PLAN_NNZ < nnz[3]
     said = []
     assert _auto_scaling(1e-3, 0.125, 0.15, meshes[:3], None, said.append) == "fixed" and not said
     assert _auto_scaling(1e-3, 0.125, 0.15, meshes, None, said.append) == "plan"

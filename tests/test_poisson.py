@@ -190,6 +190,21 @@ def test_probes_reproduce_affine_functions(idx):
     assert np.allclose(P @ y, coef[0] + pts @ coef[1:], atol=1e-12)
 
 
+def test_probes_in_blocks_equal_one_call(monkeypatch):
+    """probe_matrix works in blocks of points (bounded memory): the same matrix, the same errors."""
+    import femot.fem.poisson as poisson
+
+    op = PoissonOperator(skfem.MeshTri.init_sqsymmetric().refined(3))
+    pts = np.random.default_rng(3).random((500, 2))
+    whole = op.probe_matrix(pts)
+    monkeypatch.setattr(poisson, "PROBE_BLOCK_ENTRIES", 64 * op.mesh.t.shape[1])  # blocks of 64 points
+    parts = op.probe_matrix(pts)
+    assert (abs(parts - whole)).max() == 0 and parts.shape == (500, op.ndofs)
+    pts[300] = [1.5, 0.5]  # in the eighth block
+    with pytest.raises(ValueError, match=r"points\[300\]"):
+        op.probe_matrix(pts)
+
+
 @pytest.mark.parametrize("idx", range(5))
 def test_loads_agree(idx):
     op = operators()[idx]

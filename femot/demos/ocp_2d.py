@@ -368,17 +368,22 @@ def _refinement_study(args, setup, say) -> dict:
     return summary
 
 
+#: ``--gamma-scaling auto`` switches to "plan" when some level's plan would exceed this many nonzeros
+#: at one gamma: the limit of the factorized Hessian products (``femot.core.sensitivity``), beyond
+#: which every product is a CG solve of seconds.
+AUTO_PLAN_NNZ = 5e6
+
+
 def _auto_scaling(gamma: float, delta: float, rho: float, meshes, tmesh, say) -> str:
     """``--gamma-scaling auto``: "plan" if at one gamma some level's estimated plan exceeds
-    :data:`femot.problems.control.PATH_MAX_PLAN_NNZ` (beyond it dual_jvp's factorization gives way to
-    CG and a Hessian product costs seconds), else "fixed"; the choice is printed."""
-    from femot.problems.control import PATH_MAX_PLAN_NNZ, estimate_size
+    :data:`AUTO_PLAN_NNZ`, else "fixed"; the choice is printed."""
+    from femot.problems.control import estimate_size
 
     for k, mesh in enumerate(meshes):
         nnz = estimate_size(mesh, gamma, delta, transport_mesh=tmesh, rho=rho)["plan_nnz"]
-        if nnz > PATH_MAX_PLAN_NNZ:
+        if nnz > AUTO_PLAN_NNZ:
             say(f"gamma scaling 'plan' (--gamma-scaling auto): at gamma = {gamma:g} the plan of level {k} would hold "
-                f"~{nnz:.2g} nonzeros, more than the factorized Hessian products take ({PATH_MAX_PLAN_NNZ:.0e}); "
+                f"~{nnz:.2g} nonzeros, more than the factorized Hessian products take ({AUTO_PLAN_NNZ:.0e}); "
                 f"--gamma-scaling fixed keeps one gamma")
             return "plan"
     return "fixed"

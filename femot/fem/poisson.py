@@ -16,6 +16,9 @@ from skfem.helpers import dot, grad
 from .._docstrings import cite, fill_doc
 from .._validation import as_vector, check_positive_scalar
 
+#: points x cells per block of :meth:`PoissonOperator.probe_matrix` (memory of skfem's element finder)
+PROBE_BLOCK_ENTRIES = 1.6e7
+
 __all__ = ["PoissonOperator", "product_mesh", "element_mask"]
 
 # the result and error headings of the load_* methods
@@ -337,12 +340,20 @@ class PoissonOperator:
             k = int(np.flatnonzero(out)[0])
             raise ValueError(f"points[{k}] = {x[k]} lies outside the mesh")
         xt = np.ascontiguousarray(np.clip(x, lo, hi).T)
-        try:
-            cells = self.mesh.element_finder(mapping=self.basis.mapping)(*xt)
-        except (ValueError, IndexError):
-            raise ValueError("points: at least one point lies outside the mesh") from None
-        self._check_inside(xt, np.asarray(cells))
-        return self.basis.probes(xt).tocsr()
+        # skfem's element finder and probes hold arrays of about (points x cells): 2.1 GB for 8,000
+        # points on a 4,225-node mesh in one call, 0.4 GB (and 6x faster) in blocks of 2,000
+        step = max(64, int(PROBE_BLOCK_ENTRIES // max(1, self.mesh.t.shape[1])))
+        finder = self.mesh.element_finder(mapping=self.basis.mapping)
+        blocks = []
+        for start in range(0, max(1, xt.shape[1]), step):
+            part = xt[:, start:start + step]
+            try:
+                cells = finder(*part)
+            except (ValueError, IndexError):
+                raise ValueError("points: at least one point lies outside the mesh") from None
+            self._check_inside(part, np.asarray(cells))
+            blocks.append(self.basis.probes(part).tocsr())
+        return blocks[0] if len(blocks) == 1 else sp.vstack(blocks, format="csr")
 
     def _check_inside(self, xt, cells):
         """Reject points whose reference coordinates leave the reference cell."""

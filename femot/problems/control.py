@@ -725,9 +725,14 @@ PATH_GAMMA_HAT = 1e-5
 #: Shift of the preconditioner on the controls the state sees, relative to V's mean diagonal (V is
 #: smoothing: tiny on the rough vectors; measurements in docs/problems.md, section 5c).
 PRECOND_SHIFT = 0.0
-#: Frank-Wolfe tolerance of the levels of a gamma path above the final one (only starts).
-PATH_FW_RTOL = 1e-6
-#: Largest estimated plan of a gamma path level: beyond the dual LU limit of dual_jvp (5e6) each
-#: Hessian product is a CG solve (66,049 nodes: a level at 100 gamma had 3e7 nonzeros, 10 s/product).
-PATH_MAX_PLAN_NNZ = 5e6
+#: Frank-Wolfe tolerance of the levels of a gamma path above the final one (only starts: the step to
+#: the next gamma moves the control by more; ocp-2d at 16,641 nodes: 12 iterations in all instead of 17 at 1e-6).
+PATH_FW_RTOL = 1e-4
+#: Largest estimated plan of a gamma path level.  A level factorizes the dual Newton matrix at every
+#: iterate, with a fill that grows faster than the plan: at 66,049 nodes (gamma ~ h^4) the level at
+#: 10 gamma had 3.1e6 nonzeros, fill 1.2e8, 18 s and 1.5 GB per factorization, and took 11 iterations
+#: (~1,300 s; more than 5 at PATH_FW_RTOL = 1e-4), while the final level from the nested start
+#: converged without it in 12 (590 s).  At
+#: 16,641 nodes (1.1e6 estimated) the path stays: without it that level took over 140 iterations.
+PATH_MAX_PLAN_NNZ = 2e6
 
