@@ -203,6 +203,13 @@ def test_probes_in_blocks_equal_one_call(monkeypatch):
     pts[300] = [1.5, 0.5]  # in the eighth block
     with pytest.raises(ValueError, match=r"points\[300\]"):
         op.probe_matrix(pts)
+    # inside the bounding box but outside the domain (the L-shape's missing quadrant), in a later block
+    L = PoissonOperator(skfem.MeshTri.init_lshaped().refined(2))
+    q = np.random.default_rng(4).uniform(-1, 0, (500, 2))
+    assert L.probe_matrix(q).shape == (500, L.ndofs)
+    q[300] = [0.5, 0.5]
+    with pytest.raises(ValueError, match="outside the mesh"):
+        L.probe_matrix(q)
 
 
 @pytest.mark.parametrize("idx", range(5))

@@ -351,12 +351,12 @@ class PoissonOperator:
                 cells = finder(*part)
             except (ValueError, IndexError):
                 raise ValueError("points: at least one point lies outside the mesh") from None
-            self._check_inside(part, np.asarray(cells))
+            self._check_inside(part, np.asarray(cells), offset=start)
             blocks.append(self.basis.probes(part).tocsr())
         return blocks[0] if len(blocks) == 1 else sp.vstack(blocks, format="csr")
 
-    def _check_inside(self, xt, cells):
-        """Reject points whose reference coordinates leave the reference cell."""
+    def _check_inside(self, xt, cells, offset: int = 0):
+        """Reject points whose reference coordinates leave the reference cell (``offset``: index of xt[:, 0])."""
         X = self.basis.mapping.invF(xt[:, :, None], tind=cells)[:, :, 0]
         tol = 1e-9
         ref = self.mesh.elem.refdom
@@ -369,7 +369,7 @@ class PoissonOperator:
             inside = np.all((X >= -tol) & (X <= 1 + tol), axis=0)
         if not np.all(inside):
             k = int(np.flatnonzero(~inside)[0])
-            raise ValueError(f"points[{k}] = {xt[:, k]} lies outside the mesh")
+            raise ValueError(f"points[{offset + k}] = {xt[:, k]} lies outside the mesh")
 
     @_load_doc
     def load_dirac(self, points, masses=None) -> np.ndarray:
