@@ -441,7 +441,7 @@ class Smoother:
 
     def _grid_kernel(self, z, kernel):
         """The FFT form of :meth:`kernel` (or None: "auto" and not worth it or not a grid)."""
-        lattice = common_lattice(self.q.nodes, z) if z.shape[0] else None
+        lattice = common_lattice(self.q.nodes, z)  # None also without atoms
         if lattice is None:
             if kernel == "fft":
                 raise ValueError("kernel='fft' needs the quadrature nodes and the atoms on one uniform grid "

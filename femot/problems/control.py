@@ -732,7 +732,7 @@ PATH_FW_RTOL = 1e-4
 #: iterate, with a fill that grows faster than the plan: at 66,049 nodes (gamma ~ h^4) the level at
 #: 10 gamma had 3.1e6 nonzeros, fill 1.2e8, 18 s and 1.5 GB per factorization, and took 11 iterations
 #: (~1,300 s; more than 5 at PATH_FW_RTOL = 1e-4), while the final level from the nested start
-#: converged without it in 12 (590 s).  At
-#: 16,641 nodes (1.1e6 estimated) the path stays: without it that level took over 140 iterations.
+#: converged without it in 12 (590 s).  At 16,641 nodes (1.1e6 estimated) the path stays: without
+#: it that level took over 140 iterations.
 PATH_MAX_PLAN_NNZ = 2e6
 

@@ -32,9 +32,14 @@ _BYTES_NNZ = 40
 _DUAL_FILL, _PRECOND_FILL = 24.0, 470.0
 
 
+def _ball_volume(d: int) -> float:
+    """omega_d, the volume of the unit ball in R^d."""
+    return pi ** (d / 2) / gamma_fn(d / 2 + 1)
+
+
 def _plan_nnz(nq: int, d: int, h: float, gamma: float, dens: float) -> float:
     """Plan nonzeros for c = |x - y|^2: nq rows, each ~ the nodes in the ball of radius r (estimate_size)."""
-    omega = pi ** (d / 2) / gamma_fn(d / 2 + 1)
+    omega = _ball_volume(d)
     r = ((d + 2) * gamma * dens / (2 * omega)) ** (1.0 / (d + 2))
     return float(min(float(nq) ** 2, nq * max(1.0, omega * r**d / h**d)))
 
@@ -93,11 +98,10 @@ def estimate_size(state_mesh, gamma: float, delta: float, *, mass: float = 1.0, 
     nq = int(q.n)
     pairs = float(nq) ** 2
     mf = pairs > MATRIX_FREE_PAIRS if matrix_free is None else bool(matrix_free)
-    omega = pi ** (d / 2) / gamma_fn(d / 2 + 1)
     nnz = _plan_nnz(nq, d, h, gamma, (mass + delta) / float(q.weights.sum()))
     n_state = int(state_mesh.p.shape[1])
     cost_bytes = 0.0 if mf else 8.0 * pairs
-    kernel = n_ctrl * omega * (delta / h) ** d  # entries of the smoothing matrix
+    kernel = n_ctrl * _ball_volume(d) * (delta / h) ** d  # entries of the smoothing matrix
     # on a grid mesh Smoother.operator applies the kernel by FFT (femot.fem.grid_kernel): no matrix
     fft = kernel >= FFT_MIN_PAIRS and common_lattice(q.nodes, state_mesh.p.T) is not None
     smoothing_bytes = 48.0 * nq * (1 + 2 * delta / (h * nq ** (1 / d))) ** d if fft else 12.0 * kernel
